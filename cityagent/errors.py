@@ -1,0 +1,54 @@
+"""Every error CityAgent raises on purpose, with one root so callers can catch them all.
+
+    CityAgentError
+    ├── InvalidReading        a reading failed validation (bad field, value, time or place)
+    │   └── OutsideProvince   a reading's lon/lat lies in no Shandong district
+    ├── ConfigError           a setting or config file is wrong; stops the process at startup
+    └── BrokerError           the Kafka broker cannot be started or reached
+        └── PortInUse         the port the embedded broker or the API wants is taken
+
+Messages say what, where, what was expected and what was got, so that an operator
+can act on them without reading code.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "CityAgentError",
+    "InvalidReading",
+    "OutsideProvince",
+    "ConfigError",
+    "BrokerError",
+    "PortInUse",
+)
+
+
+class CityAgentError(Exception):
+    """Root of all errors raised by CityAgent on purpose."""
+
+
+class InvalidReading(CityAgentError):
+    """Raised when a reading fails validation; ``field`` names the offending field."""
+
+    def __init__(self, reason: str, *, field: str | None = None, sensor_id: str | None = None):
+        self.reason = reason
+        self.field = field
+        self.sensor_id = sensor_id
+        where = f"reading from {sensor_id!r}: " if sensor_id else "reading: "
+        super().__init__(where + reason)
+
+
+class OutsideProvince(InvalidReading):
+    """Raised when a reading's position is in none of Shandong's districts."""
+
+
+class ConfigError(CityAgentError):
+    """Raised at startup when a setting or config file is invalid; names the variable or file."""
+
+
+class BrokerError(CityAgentError):
+    """Raised when the Kafka broker cannot be started, or cannot be reached in time."""
+
+
+class PortInUse(BrokerError):
+    """Raised when a TCP port CityAgent must listen on is already taken by another process."""

@@ -1,0 +1,114 @@
+"""The one settings object: the only code in CityAgent that reads environment variables.
+
+Every entry point (the CLI, the Faust worker, the API, the simulator) calls
+``Settings.from_env()`` once and passes plain values down; domain modules never import
+this module's ``Settings`` to read configuration on their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from cityagent.errors import ConfigError
+
+__all__ = ("Settings", "ENV_VARS")
+
+#: Environment variable → (Settings field, one-line meaning). The README table is built from this.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "CITYAGENT_KAFKA": (
+        "kafka",
+        "Bootstrap servers of an external Kafka (host:port,...). Unset: start the embedded broker.",
+    ),
+    "CITYAGENT_BROKER_PORT": ("broker_port", "Port of the embedded broker on 127.0.0.1 (default 9092)."),
+    "CITYAGENT_TOPIC_PREFIX": ("topic_prefix", "Prefix of every topic name (default `city`)."),
+    "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8)."),
+    "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
+    "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
+    "CITYAGENT_THRESHOLDS": ("thresholds_path", "TOML file of detection thresholds (default: the packaged one)."),
+    "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
+    "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
+    "CITYAGENT_SESSION_TIMEOUT_S": (
+        "session_timeout_s",
+        "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move.",
+    ),
+    "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of every process (default info)."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration of one CityAgent process."""
+
+    kafka: str | None = None
+    broker_port: int = 9092
+    topic_prefix: str = "city"
+    partitions: int = 8
+    replication: int = 1
+    app_id: str = "cityagent"
+    thresholds_path: Path | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    session_timeout_s: int = 10
+    log_level: str = "info"
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``CITYAGENT_*`` variables; raise ConfigError naming the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for var, (name, _doc) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            raw = raw.strip()
+            kind = types[name]
+            if kind == "int":
+                try:
+                    number = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{var} must be a whole number; got {raw!r}") from None
+                if number <= 0 or (name.endswith("port") and number > 65535):
+                    raise ConfigError(f"{var} is out of range; got {number}")
+                values[name] = number
+            elif name == "thresholds_path":
+                path = Path(raw)
+                if not path.is_file():
+                    raise ConfigError(f"{var} names no readable file; got {raw!r}")
+                values[name] = path
+            else:
+                values[name] = raw
+        if "log_level" in values and str(values["log_level"]).lower() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"CITYAGENT_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}; got {values['log_level']!r}"
+            )
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def embedded(self) -> bool:
+        """True when CityAgent must start its own broker (no external Kafka configured)."""
+        return self.kafka is None
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers the clients connect to."""
+        return self.kafka if self.kafka else f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def readings_topic(self) -> str:
+        return f"{self.topic_prefix}.readings"
+
+    @property
+    def anomalies_topic(self) -> str:
+        return f"{self.topic_prefix}.anomalies"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+
+_LOG_LEVELS = {"debug", "info", "warning", "warn", "error", "critical"}
