@@ -3,6 +3,7 @@
     CityAgentError
     ├── InvalidReading        a reading failed validation (bad field, value, time or place)
     │   └── OutsideProvince   a reading's lon/lat lies in no Shandong district
+    ├── InvalidBatch          a Kafka message is not a well-formed reading batch
     ├── ConfigError           a setting or config file is wrong; stops the process at startup
     └── BrokerError           the Kafka broker cannot be started or reached
         └── PortInUse         the port the embedded broker or the API wants is taken
@@ -17,6 +18,7 @@ __all__ = (
     "CityAgentError",
     "InvalidReading",
     "OutsideProvince",
+    "InvalidBatch",
     "ConfigError",
     "BrokerError",
     "PortInUse",
@@ -40,6 +42,10 @@ class InvalidReading(CityAgentError):
 
 class OutsideProvince(InvalidReading):
     """Raised when a reading's position is in none of Shandong's districts."""
+
+
+class InvalidBatch(CityAgentError):
+    """Raised when a message on the readings topic is not a well-formed reading batch."""
 
 
 class ConfigError(CityAgentError):
