@@ -1,0 +1,29 @@
+"""Run one Faust worker: ``python -m streams`` (what `cityagent up` starts N times).
+
+Faust's web server is turned off (``--without-web``): it would bind 0.0.0.0:6066 otherwise,
+and several workers on one machine would fight over the port.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cityagent.errors import ConfigError
+from cityagent.settings import Settings
+from streams.worker import build_worker
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+        worker = build_worker(settings)
+    except ConfigError as exc:
+        print(f"cityagent worker: {exc}", file=sys.stderr)
+        sys.exit(2)
+    level = {"warning": "warn", "critical": "error"}.get(settings.log_level, settings.log_level)
+    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", level]
+    worker.app.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Counters of one worker, logged as rates so `cityagent up` shows the stream is alive."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+__all__ = ("WorkerCounters",)
+
+log = logging.getLogger("cityagent.streams")
+
+
+@dataclass
+class WorkerCounters:
+    readings_total: int = 0
+    batches_total: int = 0
+    batches_rejected_total: int = 0
+    readings_outside_total: int = 0
+    anomalies_total: int = 0
+    alerts_total: int = 0
+    _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+
+    def log_rates(self) -> None:
+        now = time.monotonic()
+        then, readings_then = self._last
+        self._last = (now, self.readings_total)
+        rate = (self.readings_total - readings_then) / max(now - then, 1e-9)
+        log.info(
+            "detect: %.0f readings/s, %d readings, %d anomalies, %d alerts, "
+            "%d bad batches, %d readings outside the province",
+            rate, self.readings_total, self.anomalies_total, self.alerts_total,
+            self.batches_rejected_total, self.readings_outside_total,
+        )
