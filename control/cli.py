@@ -1,0 +1,85 @@
+"""The `cityagent` command: up, sim, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cityagent.errors import CityAgentError
+from cityagent.settings import Settings
+
+__all__ = ("main",)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cityagent", description="CityAgent 城市智能体: the stream brain of a city command platform."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start broker, topics, workers and API (Ctrl-C stops all)")
+    up.add_argument("--workers", type=_positive_int, default=1, help="Faust workers (default 1)")
+    up.add_argument("--port", type=_positive_int, default=None, help="API port (default 8000)")
+    up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
+    up.add_argument("--sensors", type=_positive_int, default=2000, help="simulated sensors (default 2000)")
+    up.add_argument("--rate", type=_positive_float, default=1000.0, help="simulated readings/s (default 1000)")
+
+    sub.add_parser("sim", help="run the sensor simulator (see `cityagent sim --help`)", add_help=False)
+
+    bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
+    bench.add_argument("--readings", type=_positive_int, default=1_000_000)
+    bench.add_argument("--sensors", type=_positive_int, default=10_000)
+    bench.add_argument("--runs", type=_positive_int, default=3, help="runs; the median is reported")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        from sensors_sim.cli import main as sim_main
+
+        return sim_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "up":
+            from control.up import UpOptions, run_up
+
+            return run_up(settings, UpOptions(
+                workers=args.workers, port=args.port, simulate=args.simulate,
+                sensors=args.sensors, rate=args.rate,
+            ))
+        if args.command == "bench":
+            from control.bench import run_bench
+
+            return run_bench(settings, readings=args.readings, sensors=args.sensors,
+                             runs=args.runs, as_json=args.json)
+    except CityAgentError as exc:
+        print(f"cityagent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

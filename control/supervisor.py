@@ -1,0 +1,89 @@
+"""Starts and stops the pipeline's child processes, showing their output with a name prefix.
+
+Only the PIDs started here are ever signalled. Children run in their own sessions so that
+Ctrl-C reaches this supervisor alone, which then stops them in order: producers first, the
+broker last, so nothing accepted is left unsent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ("Child", "Supervisor")
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    _pump: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class Supervisor:
+    """The children of one `cityagent up`, in start order."""
+
+    def __init__(self, out: object = None) -> None:
+        self.children: list[Child] = []
+        self._out = out or sys.stdout
+        self._lock = threading.Lock()
+
+    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child = Child(name, proc)
+        child._pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
+        child._pump.start()
+        self.children.append(child)
+        return child
+
+    def say(self, name: str, line: str) -> None:
+        with self._lock:
+            print(f"{name:>9} | {line}", file=self._out, flush=True)
+
+    def _pump(self, child: Child) -> None:
+        assert child.proc.stdout is not None
+        for raw in child.proc.stdout:
+            self.say(child.name, raw.decode("utf-8", "replace").rstrip())
+
+    def first_dead(self) -> Child | None:
+        """A child that exited on its own, if any."""
+        return next((c for c in self.children if not c.alive()), None)
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM each child, last started first; SIGKILL whatever is left after the timeout."""
+        for child in reversed(self.children):
+            if child.alive():
+                child.proc.send_signal(signal.SIGTERM)
+                _wait(child, timeout_s)
+            if child.alive():
+                self.say("cityagent", f"{child.name} (pid {child.pid}) did not stop; killing it")
+                os.kill(child.pid, signal.SIGKILL)
+                _wait(child, 5.0)
+            if child._pump:
+                child._pump.join(timeout=2.0)
+
+
+def _wait(child: Child, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while child.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,0 +1,222 @@
+"""The topics CityAgent needs, and creating them explicitly before anything uses them.
+
+Why explicit: Tansu (the embedded broker) auto-creates a topic used before it exists with 4
+partitions, and Faust then refuses a table whose changelog has another partition count than
+its source (``PartitionsMismatch``). So every topic is created here, with its partition count,
+before any worker or producer starts; and an existing topic with the wrong count is an error
+an operator must see, not something to paper over.
+
+We use kafka-python's sync ``KafkaAdminClient``: against Tansu 0.6 its DescribeTopics does not
+auto-create the topics it asks about, whereas aiokafka's admin ``describe_topics`` does (it
+creates them with 4 partitions), which would defeat the whole point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cityagent.errors import BrokerError
+from cityagent.settings import Settings
+
+__all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME")
+
+#: Name of the Faust table holding detector state; its changelog topic is created here.
+TABLE_NAME = "detector_state"
+
+#: Retention of plain (delete-policy) topics: 7 days. Set explicitly because Tansu's
+#: DescribeConfigs returns only configs given at creation, and some clients read it.
+_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+
+_UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as CityAgent wants it: name, partition count, replication, cleanup policy.
+
+    ``config`` holds extra topic configs; it overrides the defaults :func:`ensure_topics`
+    sets (``retention.ms``, and ``cleanup.policy=compact`` when ``compacted``).
+    """
+
+    name: str
+    partitions: int
+    replication: int = 1
+    compacted: bool = False
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a topic needs a name")
+        if self.partitions < 1:
+            raise ValueError(f"topic {self.name!r}: partitions must be >= 1; got {self.partitions}")
+        if self.replication < 1:
+            raise ValueError(
+                f"topic {self.name!r}: replication must be >= 1; got {self.replication}"
+            )
+
+    def topic_config(self) -> dict[str, str]:
+        """Configs sent at creation: explicit retention, compaction if asked, then ``config``."""
+        cfg = {"retention.ms": "-1" if self.compacted else _RETENTION_MS}
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+        cfg.update({str(k): str(v) for k, v in self.config.items()})
+        return cfg
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust names a table's changelog ``{app_id}-{table_name}-changelog``."""
+    return f"{settings.app_id}-{TABLE_NAME}-changelog"
+
+
+def pipeline_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic the pipeline uses, all with ``settings.partitions`` partitions.
+
+    The changelog has the same count as the readings topic because Faust co-partitions a
+    table with the stream that updates it.
+    """
+    n, r = settings.partitions, settings.replication
+    return [
+        TopicSpec(settings.readings_topic, n, r),
+        TopicSpec(settings.anomalies_topic, n, r),
+        TopicSpec(settings.alerts_topic, n, r),
+        TopicSpec(changelog_topic(settings), n, r, compacted=True),
+    ]
+
+
+def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> None:
+    """Create missing topics with explicit partition counts; existing ones are checked: a topic with a different partition count raises BrokerError saying which topic, expected and got (Faust refuses mismatched changelogs).
+
+    Safe to call repeatedly and concurrently (a TopicAlreadyExists race is resolved by checking
+    the topic the other caller made). Returns once every topic is visible in metadata with its
+    partitions; raises BrokerError if the brokers cannot be reached or refuse a creation.
+    """
+    if not specs:
+        return
+    by_name: dict[str, TopicSpec] = {}
+    for spec in specs:
+        if spec.name in by_name and by_name[spec.name] != spec:
+            raise ValueError(f"topic {spec.name!r} is specified twice, differently")
+        by_name[spec.name] = spec
+
+    from kafka import KafkaAdminClient  # local import: kafka-python is slow to import
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    ms = int(max(min(timeout_s, 30.0), 1.0) * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="cityagent-topics",
+            request_timeout_ms=ms,
+            bootstrap_timeout_ms=ms,
+        )
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(
+            f"cannot reach the Kafka brokers at {bootstrap} to create topics: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        existing = _partition_counts(admin, list(by_name))
+        _check_counts(by_name, existing)
+        missing = [by_name[name] for name in by_name if name not in existing]
+        if missing:
+            response = admin.create_topics(
+                [
+                    NewTopic(
+                        s.name,
+                        num_partitions=s.partitions,
+                        replication_factor=s.replication,
+                        topic_configs=s.topic_config(),
+                    )
+                    for s in missing
+                ],
+                timeout_ms=ms,
+                raise_errors=False,
+            )
+            for result in _topic_results(response):
+                code = result.get("error_code", 0)
+                if code in (0, _TOPIC_ALREADY_EXISTS):  # lost a race: checked below
+                    continue
+                raise BrokerError(
+                    f"the brokers at {bootstrap} refused to create topic "
+                    f"{result.get('name')!r} (error {code}: {result.get('error_message')})"
+                )
+        # Wait until every topic shows up with its partitions (immediate on Tansu; on a real
+        # cluster metadata propagates asynchronously), checking counts again after races.
+        while True:
+            existing = _partition_counts(admin, list(by_name))
+            _check_counts(by_name, existing)
+            absent = sorted(set(by_name) - set(existing))
+            if not absent:
+                return
+            if time.monotonic() >= deadline:
+                raise BrokerError(
+                    f"topics {absent} did not appear on the brokers at {bootstrap} "
+                    f"within {timeout_s:g}s"
+                )
+            time.sleep(0.1)
+    except KafkaError as exc:
+        raise BrokerError(
+            f"topic administration on the brokers at {bootstrap} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            admin.close()
+
+
+def _partition_counts(admin: object, names: list[str]) -> dict[str, int]:
+    """Partition count of each named topic that exists (and has all partitions assigned)."""
+    counts: dict[str, int] = {}
+    for topic in admin.describe_topics(names):  # type: ignore[attr-defined]
+        name = topic.get("name", topic.get("topic"))
+        code = topic.get("error_code", 0)
+        if code == _UNKNOWN_TOPIC:
+            continue
+        if code != 0:
+            # e.g. LEADER_NOT_AVAILABLE right after creation on a real cluster: not ready yet.
+            continue
+        partitions = topic.get("partitions") or []
+        if partitions:
+            counts[name] = len(partitions)
+    return counts
+
+
+def _check_counts(wanted: Mapping[str, TopicSpec], existing: Mapping[str, int]) -> None:
+    for name, got in existing.items():
+        spec = wanted.get(name)
+        if spec is not None and got != spec.partitions:
+            raise BrokerError(
+                f"topic {name!r} exists with {got} partitions; expected {spec.partitions}. "
+                "Faust refuses tables whose changelog is partitioned differently from their "
+                "source: delete the topic, or set CITYAGENT_PARTITIONS to match"
+            )
+
+
+def _topic_results(response: object) -> list[dict]:
+    """Per-topic results of create_topics, whatever shape this kafka-python returns."""
+    if isinstance(response, dict):
+        return list(response.get("topics", []))
+    topics = getattr(response, "topics", None) or getattr(response, "topic_errors", None) or []
+    out = []
+    for t in topics:
+        if isinstance(t, dict):
+            out.append(t)
+        elif isinstance(t, tuple):  # (name, error_code, error_message, ...)
+            out.append(
+                {"name": t[0], "error_code": t[1], "error_message": t[2] if len(t) > 2 else None}
+            )
+        else:
+            out.append(
+                {
+                    "name": getattr(t, "name", None),
+                    "error_code": getattr(t, "error_code", 0),
+                    "error_message": getattr(t, "error_message", None),
+                }
+            )
+    return out

