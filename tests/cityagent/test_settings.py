@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from cityagent.errors import ConfigError
+from cityagent.settings import Settings
+
+
+def test_defaults_use_the_embedded_broker() -> None:
+    s = Settings.from_env({})
+    assert s.embedded and s.bootstrap == "127.0.0.1:9092"
+    assert (s.readings_topic, s.anomalies_topic, s.alerts_topic) == (
+        "city.readings", "city.anomalies", "city.alerts")
+
+
+def test_external_kafka_and_overrides() -> None:
+    s = Settings.from_env({"CITYAGENT_KAFKA": "k1:9092,k2:9092", "CITYAGENT_PARTITIONS": "16",
+                           "CITYAGENT_TOPIC_PREFIX": "jinan"})
+    assert not s.embedded and s.bootstrap == "k1:9092,k2:9092"
+    assert s.partitions == 16 and s.readings_topic == "jinan.readings"
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"CITYAGENT_PARTITIONS": "eight"}, "CITYAGENT_PARTITIONS must be a whole number"),
+    ({"CITYAGENT_API_PORT": "70000"}, "CITYAGENT_API_PORT is out of range"),
+    ({"CITYAGENT_BROKER_PORT": "0"}, "CITYAGENT_BROKER_PORT is out of range"),
+    ({"CITYAGENT_THRESHOLDS": "/no/such/file.toml"}, "CITYAGENT_THRESHOLDS names no readable file"),
+    ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
+])
+def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        Settings.from_env(env)
