@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-__all__ = ("free_port", "pid_alive")
+import httpx
+import orjson
+
+from cityagent.settings import Settings
+
+__all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
+           "consume_all")
 
 
 def free_port() -> int:
@@ -24,3 +35,92 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class ChildProcess:
+    """A process a test started: output to a log file, stopped by its own PID only."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a worker must survive."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text("utf-8", "replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def pipeline_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child process (worker, API, simulator) use these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    env.update({
+        "CITYAGENT_KAFKA": settings.bootstrap,
+        "CITYAGENT_TOPIC_PREFIX": settings.topic_prefix,
+        "CITYAGENT_APP_ID": settings.app_id,
+        "CITYAGENT_PARTITIONS": str(settings.partitions),
+        "CITYAGENT_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "CITYAGENT_API_PORT": str(settings.api_port),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def start_worker(settings: Settings, log_path: Path) -> ChildProcess:
+    return ChildProcess([sys.executable, "-m", "streams"], pipeline_env(settings), log_path)
+
+
+def start_api(settings: Settings, log_path: Path, timeout_s: float = 30.0) -> ChildProcess:
+    """Start the API with uvicorn, as `cityagent up` does, and wait until /healthz answers."""
+    api = ChildProcess([
+        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
+        "--host", "127.0.0.1", "--port", str(settings.api_port), "--log-level", "warning",
+    ], pipeline_env(settings), log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{settings.api_port}/healthz", timeout=1).status_code == 200:
+                return api
+        except httpx.HTTPError:
+            pass
+        if api.proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    api.stop()
+    raise AssertionError(f"the API did not come up:\n{api.log_tail()}")
+
+
+def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list[dict]:
+    """Read a topic from the start (JSON values) until ``until(values)`` is true or time runs out."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+    values: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(values):
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(orjson.loads(r.value) for r in records)
+    finally:
+        consumer.close()
+    return values

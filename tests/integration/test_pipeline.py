@@ -1,0 +1,143 @@
+"""End to end over real Kafka: HTTP readings → worker → alerts → HTTP, and the API's errors."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cityagent.settings import Settings
+from control.topics import ensure_topics, pipeline_topics
+from tests.helpers import ChildProcess, consume_all, free_port, start_api, start_worker
+
+pytestmark = [pytest.mark.integration]
+
+JINAN = (117.0197, 36.6614)  # 泉城广场, 历下区
+QINGDAO = (120.3844, 36.0610)  # 五四广场, 市南区
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    url: str
+    worker: ChildProcess
+    api: ChildProcess
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"e2e{tag}", app_id=f"e2e-{tag}",
+                        partitions=4, api_port=free_port())
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    logs = tmp_path_factory.mktemp("pipeline")
+    worker = start_worker(settings, logs / "worker.log")
+    try:
+        api = start_api(settings, logs / "api.log")
+    except BaseException:
+        worker.stop()
+        raise
+    try:
+        yield Pipeline(settings, f"http://127.0.0.1:{settings.api_port}", worker, api)
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def reading(sensor: str, where: tuple[float, float], level: float, ts: float) -> dict:
+    return {"sensor_id": sensor, "kind": "water_level", "ts": ts,
+            "lon": where[0], "lat": where[1], "level_m": level}
+
+
+def wait_for_alerts(url: str, predicate, timeout_s: float = 60.0, **params) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    alerts: list[dict] = []
+    while time.monotonic() < deadline:
+        alerts = httpx.get(f"{url}/v1/alerts", params=params, timeout=5).json()["alerts"]
+        if predicate(alerts):
+            return alerts
+        time.sleep(0.5)
+    raise AssertionError(f"no matching alert within {timeout_s} s; last answer: {alerts}")
+
+
+@pytest.mark.slow
+def test_a_breach_posted_over_http_becomes_an_alert(pipeline: Pipeline) -> None:
+    now = time.time()
+    body = [reading("jn-wl-e2e-1", JINAN, 2.0, now - 3), reading("qd-wl-e2e-1", QINGDAO, 1.5, now - 3),
+            reading("jn-wl-e2e-1", JINAN, 5.6, now - 2)]
+    answer = httpx.post(f"{pipeline.url}/v1/readings", json=body, timeout=10)
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"accepted": 3}
+
+    alerts = wait_for_alerts(pipeline.url, lambda a: any(x["sensor_id"] == "jn-wl-e2e-1" for x in a))
+    alert = next(a for a in alerts if a["sensor_id"] == "jn-wl-e2e-1")
+    assert alert["status"] == "open" and alert["severity"] == "red"
+    assert (alert["city_code"], alert["district_code"]) == ("370100", "370102")
+    assert (alert["city_name"], alert["district_name"]) == ("济南市", "历下区")
+    assert alert["peak"] == 5.6 and alert["opened_at"].endswith("Z")
+    assert not any(a["sensor_id"] == "qd-wl-e2e-1" for a in alerts)  # normal readings: no alert
+
+    for city in ("济南", "370100", "Jinan"):
+        found = httpx.get(f"{pipeline.url}/v1/alerts", params={"city": city}).json()["alerts"]
+        assert [a["alert_id"] for a in found] == [alert["alert_id"]]
+    assert httpx.get(f"{pipeline.url}/v1/alerts", params={"city": "青岛"}).json()["alerts"] == []
+
+    # The gauge recedes: the same alert resolves; no second alert appears.
+    back = httpx.post(f"{pipeline.url}/v1/readings", json=[reading("jn-wl-e2e-1", JINAN, 1.0, now)])
+    assert back.status_code == 202
+    resolved = wait_for_alerts(
+        pipeline.url, lambda a: any(x["status"] == "resolved" for x in a), city="370100")
+    assert [a["alert_id"] for a in resolved] == [alert["alert_id"]]
+    assert resolved[0]["resolved_at"] is not None
+
+
+def test_invalid_items_are_named_by_index_and_nothing_is_stored(pipeline: Pipeline) -> None:
+    now = time.time()
+    body = [
+        reading("jn-wl-bad-0", JINAN, 6.0, now),
+        {"sensor_id": "jn-wl-bad-1", "kind": "water_level", "ts": now, "lon": JINAN[0], "lat": JINAN[1]},
+        reading("jn-wl-bad-2", (116.40, 39.90), 6.0, now),  # Beijing
+        reading("jn-wl-bad-3", JINAN, float("inf"), now) | {"level_m": "high"},
+        reading("jn-wl-bad-4", (JINAN[1], JINAN[0]), 6.0, now),  # lat/lon swapped
+    ]
+    answer = httpx.post(f"{pipeline.url}/v1/readings", json=body)
+    assert answer.status_code == 422
+    doc = answer.json()
+    assert doc["accepted"] == 0 and "4 of 5" in doc["detail"]
+    assert [(e["index"], e["field"]) for e in doc["errors"]] == [
+        (1, "level_m"), (2, "lon"), (3, "level_m"), (4, "lat")]
+    assert "outside Shandong" in doc["errors"][1]["reason"]
+    assert "must be a number" in doc["errors"][2]["reason"]
+    # Nothing of the rejected request reached Kafka.
+    seen = consume_all(pipeline.settings.bootstrap, pipeline.settings.readings_topic,
+                       until=lambda v: False, timeout_s=3)
+    assert not any("jn-wl-bad-0" in v["sensor_id"] for v in seen)
+
+
+@pytest.mark.parametrize("content, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[]", 422, "no readings"),
+    (b'"text"', 422, "JSON object"),
+])
+def test_malformed_requests_get_clear_client_errors(pipeline: Pipeline, content: bytes,
+                                                     status: int, words: str) -> None:
+    answer = httpx.post(f"{pipeline.url}/v1/readings", content=content,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    assert words in answer.text
+
+
+def test_unknown_city_filter_and_health(pipeline: Pipeline) -> None:
+    answer = httpx.get(f"{pipeline.url}/v1/alerts", params={"city": "Atlantis"})
+    assert answer.status_code == 422 and "unknown city" in answer.text
+    assert httpx.get(f"{pipeline.url}/v1/alerts", params={"limit": 0}).status_code == 422
+    assert httpx.get(f"{pipeline.url}/healthz").json() == {"status": "ok"}
+
+
+def test_log_paths_exist(pipeline: Pipeline) -> None:
+    assert Path(pipeline.worker.log_path).exists() and Path(pipeline.api.log_path).exists()
