@@ -1,0 +1,516 @@
+"""`cityagent bench`: readings/s through broker → detection agent → anomaly topic.
+
+Each run, on its own topics (uuid prefix, 8 partitions) and consumer group:
+
+1. **Produce** every reading before any timing: ``readings`` rounds of one reading per
+   sensor, ts advancing 1 s per round, all values inside the thresholds, grouped into
+   chunks of ~50k readings and split by sensor bucket into messages of ~200 readings.
+2. **Raw baseline**: an aiokafka consumer (no group, all partitions assigned, from the
+   beginning) ``getmany``s every message, ``orjson.loads`` it and counts its readings: the
+   best a Python consumer does on this topic, measured on the same data in the same run.
+3. **Domain rate** (extra): ``decode_batch`` + ``Detector.process_batch`` over every
+   message in this process, no Kafka.
+4. **Agent**: ``python -m streams`` is started on the topic; its rate is timed by markers
+   planted in the data. The first message of every partition carries one *start marker*
+   (a reading that breaches a threshold) and the last message of every partition an *end
+   marker* (another sensor breaching). These are the only breaches in the data, so each
+   produces exactly one ``start`` anomaly whose ``detected_at_ms`` is the worker's wall
+   clock when it processed that message. Agent time = max(end-marker detections) −
+   min(start-marker detections); readings/s = all readings / that time. That counts the
+   readings of the markers' own messages as inside the interval (an approximation of at
+   most a few messages out of thousands), and leaves the worker's start-up out.
+
+The median of ``runs`` runs is reported; ``ratio`` = agent readings/s ÷ raw readings/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from cityagent.batch import ReadingBatch, decode_batch, encode_batch
+from cityagent.detection import Thresholds
+from cityagent.errors import BrokerError, CityAgentError
+from cityagent.pipeline import Detector
+from cityagent.readings import ALL_VALUE_FIELDS
+from cityagent.regions import default_regions
+from cityagent.settings import Settings
+from control.broker import EmbeddedBroker
+from control.topics import ensure_topics, pipeline_topics
+
+__all__ = ("run_bench", "build_workload", "BenchError")
+
+PARTITIONS = 8
+CHUNK_READINGS = 50_000  # readings per split_by_bucket call: ~195 per bucket of 256
+MAX_ROWS = 400  # cap per message; with 50k-reading chunks messages carry ~200 readings
+WORKER_TIMEOUT_S = 300.0
+_T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: event time of round 0
+_SENSOR_KINDS = ("traffic", "water_level", "pipe_pressure")  # cycled by sensor index
+#: A breaching value per kind (thresholds.toml): level 9.9 m > 5.0 red; 0.05 MPa < 0.14;
+#: 5 km/h < 10. Normal values are generated well inside every threshold.
+_BREACH = {"water_level": ("level_m", 9.9), "pipe_pressure": ("pressure_mpa", 0.05),
+           "traffic": ("speed_kmh", 5.0)}
+_LOG_TAIL_LINES = 30
+
+
+class BenchError(CityAgentError):
+    """The benchmark could not measure (worker died, timed out, data lost)."""
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Marker:
+    sensor_id: str
+    ts_ms: int
+    partition: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Every message of a run, encoded, with the markers planted in it."""
+
+    messages: list[tuple[bytes, bytes, int]]  # (key, value, partition), in produce order
+    readings: int
+    sensors: int
+    start_markers: list[Marker]
+    end_markers: list[Marker]
+
+    @property
+    def mean_readings_per_message(self) -> float:
+        return self.readings / max(len(self.messages), 1)
+
+
+def _partition_of(key: bytes, partitions: int) -> int:
+    from aiokafka.partitioner import murmur2  # the default partitioner of aiokafka and Faust
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _sensor_table(sensors: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per sensor: id, kind, position inside a random district, and that district's code."""
+    regions = default_regions()
+    ids = np.array([f"bench-{i:06d}" for i in range(sensors)], dtype=str)
+    kinds = np.array(_SENSOR_KINDS, dtype=str)[np.arange(sensors) % len(_SENSOR_KINDS)]
+    district_idx = rng.integers(0, len(regions.districts), sensors)
+    lon = np.empty(sensors)
+    lat = np.empty(sensors)
+    for d in np.unique(district_idx).tolist():
+        rows = np.flatnonzero(district_idx == d)
+        lon[rows], lat[rows] = regions.random_points(d, rows.size, rng)
+    codes = np.array([int(x.code) for x in regions.districts], dtype=np.int64)[district_idx]
+    return {"sensor_id": ids, "kind": kinds, "lon": lon, "lat": lat, "district": codes}
+
+
+def _chunk(table: dict[str, np.ndarray], start: int, stop: int,
+           rng: np.random.Generator) -> ReadingBatch:
+    """Readings ``start``..``stop`` of the stream: reading i is sensor i % S in round i // S."""
+    n_sensors = len(table["sensor_id"])
+    i = np.arange(start, stop, dtype=np.int64)
+    s = i % n_sensors
+    n = len(i)
+    kind = table["kind"][s]
+    values = {f: np.full(n, np.nan) for f in ALL_VALUE_FIELDS}
+    traffic, water, pipe = (kind == k for k in ("traffic", "water_level", "pipe_pressure"))
+    values["speed_kmh"][traffic] = rng.uniform(30.0, 80.0, int(traffic.sum()))
+    values["flow_vph"][traffic] = rng.uniform(200.0, 1800.0, int(traffic.sum()))
+    values["occupancy_pct"][traffic] = rng.uniform(5.0, 40.0, int(traffic.sum()))
+    values["level_m"][water] = rng.uniform(1.0, 3.0, int(water.sum()))
+    values["pressure_mpa"][pipe] = rng.uniform(0.28, 0.45, int(pipe.sum()))
+    return ReadingBatch(
+        sensor_id=table["sensor_id"][s],
+        kind=kind,
+        ts_ms=_T0_MS + (i // n_sensors) * 1000,
+        lon=table["lon"][s],
+        lat=table["lat"][s],
+        district=table["district"][s],
+        values=values,
+    )
+
+
+def _plant(batch: ReadingBatch, row: int) -> tuple[str, int]:
+    """Make ``row`` of ``batch`` breach a threshold; return its (sensor_id, ts_ms)."""
+    field, value = _BREACH[str(batch.kind[row])]
+    batch.values[field][row] = value
+    return str(batch.sensor_id[row]), int(batch.ts_ms[row])
+
+
+def _marker_row(batch: ReadingBatch, avoid: str | None, last: bool) -> int | None:
+    """A row to plant a marker in: a water_level one if any, the first (or last) otherwise."""
+    rows = range(len(batch) - 1, -1, -1) if last else range(len(batch))
+    usable = [r for r in rows if str(batch.sensor_id[r]) != avoid]
+    if not usable:
+        return None
+    water = [r for r in usable if batch.kind[r] == "water_level"]
+    return (water or usable)[0]
+
+
+def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
+                   seed: int = 20261122) -> Workload:
+    """All messages of a run, markers planted, encoded; deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    table = _sensor_table(sensors, rng)
+    batches: list[tuple[bytes, ReadingBatch, int]] = []
+    for start in range(0, readings, CHUNK_READINGS):
+        chunk = _chunk(table, start, min(readings, start + CHUNK_READINGS), rng)
+        for key, part in chunk.split_by_bucket(max_rows=MAX_ROWS):
+            kb = key.encode()
+            batches.append((kb, part, _partition_of(kb, partitions)))
+    by_partition: dict[int, list[int]] = {}
+    for index, (_k, _b, p) in enumerate(batches):
+        by_partition.setdefault(p, []).append(index)
+    starts: list[Marker] = []
+    ends: list[Marker] = []
+    for p, indexes in sorted(by_partition.items()):
+        first = batches[indexes[0]][1]
+        sensor, ts = _plant(first, _marker_row(first, None, last=False))  # type: ignore[arg-type]
+        starts.append(Marker(sensor, ts, p))
+        # The end marker: a different sensor in the partition's last message (or the
+        # latest message that has one). Its ts is later than any earlier reading of it.
+        for index in reversed(indexes):
+            batch = batches[index][1]
+            row = _marker_row(batch, sensor, last=True)
+            if row is not None:
+                end_sensor, end_ts = _plant(batch, row)
+                ends.append(Marker(end_sensor, end_ts, p))
+                break
+        else:
+            raise BenchError(f"partition {p} holds readings of one sensor only: use more sensors")
+    messages = [(k, encode_batch(b), p) for k, b, p in batches]
+    return Workload(messages, readings, sensors, starts, ends)
+
+
+# -- Kafka phases ----------------------------------------------------------------------------
+
+
+async def _produce(bootstrap: str, topic: str, work: Workload) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=50,
+        max_batch_size=1 << 20, max_request_size=4 << 20, client_id="cityagent-bench",
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v, _p in work.messages]
+        results = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    for (_k, _v, p), meta in zip(work.messages, results, strict=True):
+        if meta.partition != p:
+            raise BenchError(f"a message landed on partition {meta.partition}, expected {p}")
+
+
+async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: int,
+                       timeout_s: float) -> tuple[int, float]:
+    """Consume + orjson-decode every message from the beginning; (readings, seconds)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", client_id="cityagent-bench-raw",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = readings = 0
+        started = time.perf_counter()
+        deadline = started + timeout_s
+        while seen < messages:
+            if time.perf_counter() > deadline:
+                raise BenchError(
+                    f"raw consume saw {seen} of {messages} messages within {timeout_s:g}s"
+                )
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    readings += len(orjson.loads(record.value)["sensor_id"])
+                seen += len(records)
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    return readings, elapsed
+
+
+def _domain_rate(work: Workload, thresholds: Thresholds) -> tuple[float, int]:
+    """decode_batch + process_batch over every message in this process: (readings/s, anomalies)."""
+    detector = Detector(thresholds, default_regions())
+    detector.tag(decode_batch(work.messages[0][1]))  # warm the cached district table
+    state: dict[bytes, Any] = {}
+    anomalies = 0
+    started = time.perf_counter()
+    for key, value, _p in work.messages:
+        batch = decode_batch(value)
+        outcome = detector.process_batch(batch, state.get(key, {}), time.time_ns() // 1_000_000)
+        state[key] = outcome.state
+        anomalies += len(outcome.anomalies)
+    return work.readings / (time.perf_counter() - started), anomalies
+
+
+class _Worker:
+    """One `python -m streams` child; stopped by its own PID, always."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        self.log_path = log_path
+        env = dict(os.environ)
+        env.update({
+            "CITYAGENT_KAFKA": settings.bootstrap,
+            "CITYAGENT_TOPIC_PREFIX": settings.topic_prefix,
+            "CITYAGENT_APP_ID": settings.app_id,
+            "CITYAGENT_PARTITIONS": str(settings.partitions),
+            "CITYAGENT_REPLICATION": str(settings.replication),
+            "CITYAGENT_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+            "CITYAGENT_LOG_LEVEL": settings.log_level,
+        })
+        if settings.thresholds_path is not None:
+            env["CITYAGENT_THRESHOLDS"] = str(settings.thresholds_path)
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams"], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+
+    def exited(self) -> int | None:
+        return self.proc.poll()
+
+    def tail(self) -> str:
+        try:
+            lines = self.log_path.read_text("utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        body = "\n".join("    " + line for line in lines[-_LOG_TAIL_LINES:])
+        return f"\n  last lines of the worker log {self.log_path}:\n{body}" if body else ""
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Workload,
+                         worker: _Worker, timeout_s: float) -> tuple[int, int]:
+    """Read anomalies from the beginning until every marker's start anomaly is seen.
+
+    Returns (min detected_at_ms of start markers, max detected_at_ms of end markers).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    wanted = {(m.sensor_id, m.ts_ms): "start" for m in work.start_markers}
+    wanted.update({(m.sensor_id, m.ts_ms): "end" for m in work.end_markers})
+    detected: dict[tuple[str, int], int] = {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", client_id="cityagent-bench-anomalies",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        started = time.monotonic()
+        next_note = started + 10.0
+        while len(detected) < len(wanted):
+            now = time.monotonic()
+            code = worker.exited()
+            if code is not None:
+                raise BenchError(f"the worker exited with code {code} before the end "
+                                 f"({len(detected)}/{len(wanted)} markers seen){worker.tail()}")
+            if now - started > timeout_s:
+                raise BenchError(f"the worker did not detect every marker within {timeout_s:g}s "
+                                 f"({len(detected)}/{len(wanted)} seen){worker.tail()}")
+            if now >= next_note:
+                _say(f"  worker running… {len(detected)}/{len(wanted)} markers seen after "
+                     f"{now - started:.0f}s")
+                next_note = now + 10.0
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    doc = orjson.loads(record.value)
+                    ident = (doc.get("sensor_id"), doc.get("ts_ms"))
+                    if doc.get("phase") == "start" and ident in wanted:
+                        detected[ident] = int(doc["detected_at_ms"])
+    finally:
+        await consumer.stop()
+    first = min(detected[k] for k, v in wanted.items() if v == "start")
+    last = max(detected[k] for k, v in wanted.items() if v == "end")
+    return first, last
+
+
+# -- one run ---------------------------------------------------------------------------------
+
+
+def _one_run(base: Settings, bootstrap: str, work: Workload, thresholds: Thresholds,
+             index: int, runs: int, log_dir: Path) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:12]
+    settings = dataclasses.replace(
+        base, kafka=bootstrap, topic_prefix=f"bench-{tag}", app_id=f"bench-{tag}",
+        partitions=PARTITIONS,
+    )
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    _say(f"run {index}/{runs}: producing {len(work.messages)} messages "
+         f"({work.readings} readings) to {settings.readings_topic}…")
+    t = time.perf_counter()
+    asyncio.run(_produce(bootstrap, settings.readings_topic, work))
+    _say(f"  produced in {time.perf_counter() - t:.1f}s")
+
+    _say("  raw consume (aiokafka getmany + orjson)…")
+    raw_readings, raw_s = asyncio.run(_raw_consume(
+        bootstrap, settings.readings_topic, PARTITIONS, len(work.messages), WORKER_TIMEOUT_S))
+    if raw_readings != work.readings:
+        raise BenchError(f"raw consume counted {raw_readings} readings; produced {work.readings}")
+    raw_rate = raw_readings / raw_s
+
+    _say("  domain (decode_batch + process_batch, no Kafka)…")
+    domain_rate, domain_anomalies = _domain_rate(work, thresholds)
+
+    _say("  worker running (python -m streams)…")
+    worker = _Worker(settings, log_dir / f"worker-{index}.log")
+    try:
+        first_ms, last_ms = asyncio.run(_await_markers(
+            bootstrap, settings.anomalies_topic, PARTITIONS, work, worker, WORKER_TIMEOUT_S))
+    finally:
+        worker.stop()
+    agent_s = max(last_ms - first_ms, 1) / 1000.0
+    agent_rate = work.readings / agent_s
+    result = {
+        "run": index,
+        "readings_per_s": round(agent_rate, 1),
+        "raw_consume_per_s": round(raw_rate, 1),
+        "ratio": round(agent_rate / raw_rate, 4),
+        "domain_per_s": round(domain_rate, 1),
+        "agent_seconds": round(agent_s, 3),
+        "raw_seconds": round(raw_s, 3),
+        "domain_anomalies": domain_anomalies,
+        "topic_prefix": settings.topic_prefix,
+    }
+    _say(f"  agent {agent_rate:,.0f} readings/s, raw {raw_rate:,.0f}/s, "
+         f"ratio {agent_rate / raw_rate:.2f}, domain {domain_rate:,.0f}/s")
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _broker(settings: Settings, log_dir: Path) -> Iterator[str]:
+    if settings.kafka:
+        yield settings.kafka
+        return
+    broker = EmbeddedBroker(_free_port(), log_path=log_dir / "tansu.log")
+    _say(f"starting the embedded broker on port {broker.port}…")
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    head = f"{'run':>6} {'agent readings/s':>17} {'raw consume/s':>14} {'ratio':>6} {'domain/s':>12}"
+    print(f"cityagent bench: {summary['readings']:,} readings, {summary['sensors']:,} sensors, "
+          f"{summary['partitions']} partitions, {summary['messages']:,} messages "
+          f"({summary['mean_readings_per_message']:.0f} readings/message)")
+    print(head)
+    for r in summary["runs"]:
+        print(f"{r['run']:>6} {r['readings_per_s']:>17,.0f} {r['raw_consume_per_s']:>14,.0f} "
+              f"{r['ratio']:>6.2f} {r['domain_per_s']:>12,.0f}")
+    print(f"{'median':>6} {summary['readings_per_s']:>17,.0f} {summary['raw_consume_per_s']:>14,.0f} "
+          f"{summary['ratio']:>6.2f} {summary['domain_per_s']:>12,.0f}")
+
+
+def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 10_000,
+              runs: int = 3, as_json: bool = False) -> int:
+    """Run the benchmark; print the result table (or one JSON object); return the exit code."""
+    if readings < 1 or sensors < 1 or runs < 1:
+        raise BenchError("readings, sensors and runs must all be above 0")
+    log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-"))
+    keep_logs = True
+    try:
+        thresholds = Thresholds.load(settings.thresholds_path)
+        _say(f"building {readings:,} readings of {sensors:,} sensors…")
+        t = time.perf_counter()
+        work = build_workload(readings, sensors)
+        _say(f"  {len(work.messages):,} messages, {work.mean_readings_per_message:.0f} "
+             f"readings/message, built in {time.perf_counter() - t:.1f}s")
+        results = []
+        with _broker(settings, log_dir) as bootstrap:
+            for i in range(1, runs + 1):
+                results.append(_one_run(settings, bootstrap, work, thresholds, i, runs, log_dir))
+        keep_logs = False
+    except CityAgentError:
+        raise
+    except Exception as exc:  # Kafka client errors, OS errors: one line, no traceback
+        from kafka.errors import KafkaError as SyncKafkaError
+
+        try:
+            from aiokafka.errors import KafkaError as AsyncKafkaError
+        except ImportError:  # pragma: no cover
+            AsyncKafkaError = SyncKafkaError  # noqa: N806
+        if isinstance(exc, SyncKafkaError | AsyncKafkaError | OSError):
+            raise BrokerError(f"Kafka failed during the benchmark: {type(exc).__name__}: {exc}") from exc
+        raise
+    finally:
+        if keep_logs:
+            _say(f"logs kept in {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    def median(name: str) -> float:
+        return float(statistics.median(r[name] for r in results))
+
+    summary: dict[str, Any] = {
+        "readings_per_s": median("readings_per_s"),
+        "raw_consume_per_s": median("raw_consume_per_s"),
+        "ratio": 0.0,
+        "domain_per_s": median("domain_per_s"),
+        "readings": work.readings,
+        "sensors": work.sensors,
+        "partitions": PARTITIONS,
+        "messages": len(work.messages),
+        "mean_readings_per_message": round(work.mean_readings_per_message, 1),
+        "runs": results,
+    }
+    # The ratio of the medians, so that ratio == readings_per_s / raw_consume_per_s.
+    summary["ratio"] = round(summary["readings_per_s"] / summary["raw_consume_per_s"], 4)
+    if not math.isfinite(summary["ratio"]):
+        raise BenchError("the raw consume rate came out as zero")
+    if as_json:
+        print(orjson.dumps(summary).decode())
+    else:
+        _print_table(summary)
+    return 0
+

@@ -1,0 +1,35 @@
+"""`cityagent bench` end to end on a small load: broker → worker → anomalies, JSON out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cityagent.settings import Settings
+from control.bench import run_bench
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_small_load_prints_rates_as_json(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_bench(Settings(kafka=kafka_bootstrap), readings=20_000, sensors=500, runs=1,
+                     as_json=True)
+
+    assert code == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    for key in ("readings_per_s", "raw_consume_per_s", "ratio", "domain_per_s", "readings",
+                "sensors", "partitions", "mean_readings_per_message", "runs"):
+        assert key in doc, key
+    assert doc["readings"] == 20_000
+    assert doc["sensors"] == 500
+    assert doc["partitions"] == 8
+    assert doc["readings_per_s"] > 0
+    assert doc["raw_consume_per_s"] > 0
+    assert doc["domain_per_s"] > 0
+    assert doc["ratio"] == pytest.approx(doc["readings_per_s"] / doc["raw_consume_per_s"], rel=1e-3)
+    assert len(doc["runs"]) == 1
+    assert doc["runs"][0]["ratio"] > 0

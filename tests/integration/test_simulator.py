@@ -1,0 +1,167 @@
+"""The simulator against a real broker: its messages, its exits, and its breaches becoming alerts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cityagent.batch import bucket_key, bucket_of, decode_batch
+from cityagent.regions import default_regions
+from cityagent.settings import Settings
+from control.topics import ensure_topics, pipeline_topics
+from sensors_sim.fleet import make_fleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+_INJECTED = re.compile(r"breach injected: (\S+) \((\w+)\)")
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    env.update(
+        CITYAGENT_KAFKA=settings.bootstrap,
+        CITYAGENT_TOPIC_PREFIX=settings.topic_prefix,
+        CITYAGENT_APP_ID=settings.app_id,
+        CITYAGENT_PARTITIONS=str(settings.partitions),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _simulator(settings: Settings, *args: str) -> list[str]:
+    # No --bootstrap/--topic: the defaults come from the CITYAGENT_* environment.
+    return [sys.executable, "-m", "sensors_sim", *args]
+
+
+def _consume(bootstrap: str, topic: str, until, timeout_s: float) -> list:
+    """Records of a topic from its start, until ``until(records)`` or the timeout."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(records):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process we started, then SIGKILL it by its PID if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_count_run_sends_exact_bucketed_batches(isolated_settings: Settings):
+    settings = isolated_settings
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    done = subprocess.run(
+        _simulator(settings, "--sensors", "300", "--rate", "3000", "--count", "1000",
+                   "--breach-every", "0"),
+        env=_env(settings), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sent 1,000 readings, 1,000 acknowledged" in done.stderr
+    assert "0 errors" in done.stderr
+
+    def rows(records):
+        return sum(len(decode_batch(r.value)) for r in records)
+
+    records = _consume(settings.bootstrap, settings.readings_topic, lambda r: rows(r) >= 1000, 30)
+    assert rows(records) == 1000
+    fleet = {s.sensor_id: s for s in make_fleet(300, 7, default_regions())}
+    for record in records:
+        batch = decode_batch(record.value)
+        assert {bucket_key(bucket_of(s)) for s in batch.sensor_id.tolist()} == {record.key.decode()}
+        for sensor_id, district in zip(batch.sensor_id.tolist(), batch.district.tolist(),
+                                       strict=True):
+            assert fleet[sensor_id].district_code == district
+
+
+@pytest.mark.parametrize(
+    ("signo", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "sigint"]
+)
+def test_signals_flush_and_summarise(isolated_settings: Settings, signo: int, code: int):
+    settings = isolated_settings
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    proc = subprocess.Popen(
+        _simulator(settings, "--sensors", "100", "--rate", "1000"),
+        env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A shell may start background jobs with SIGINT ignored; Ctrl-C must reach this one.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the start line: connected and running
+        assert "sensors_sim: 100 sensors ->" in first, first
+        time.sleep(1.0)
+        proc.send_signal(signo)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    summary = re.search(r"sent ([\d,]+) readings, ([\d,]+) acknowledged", err)
+    assert summary, err
+    sent, acked = (int(g.replace(",", "")) for g in summary.groups())
+    assert sent > 0 and sent == acked
+
+
+def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: Path):
+    settings = isolated_settings
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "streams"], env=_env(settings),
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # The worker needs ~7 s to join; it reads the readings topic from the start anyway.
+        sim = subprocess.run(
+            _simulator(settings, "--sensors", "200", "--rate", "2000", "--duration", "4",
+                       "--breach-every", "1", "--breaches", "2", "--breach-duration", "2",
+                       "--seed", "7"),
+            env=_env(settings), capture_output=True, text=True, timeout=90,
+        )
+        assert sim.returncode == 0, sim.stderr
+        injected = dict(_INJECTED.findall(sim.stderr))
+        assert len(injected) >= 4, sim.stderr  # at 1, 2 and 3 s, two sensors each
+
+        def alerted(records) -> set[str]:
+            return {orjson.loads(r.value)["sensor_id"] for r in records}
+
+        records = _consume(settings.bootstrap, settings.alerts_topic,
+                           lambda r: alerted(r) >= set(injected), timeout_s=60)
+        log_tail = log_path.read_text("utf-8", "replace")[-3000:]
+        assert alerted(records) == set(injected), f"worker log:\n{log_tail}"
+    finally:
+        _stop(worker)
+
+    fleet = {s.sensor_id: s for s in make_fleet(200, 7, default_regions())}
+    for record in records:
+        alert = orjson.loads(record.value)
+        sensor = fleet[alert["sensor_id"]]
+        assert alert["kind"] == injected[alert["sensor_id"]] == sensor.kind
+        assert alert["district_code"] == str(sensor.district_code)
+        assert alert["city_code"] == str(sensor.city_code)
+    opened = [orjson.loads(r.value) for r in records]
+    assert {a["sensor_id"] for a in opened if a["status"] == "open"} == set(injected)

@@ -1,0 +1,73 @@
+"""The simulated fleet: deterministic, evenly spread, every sensor inside its district."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from cityagent.regions import default_regions
+from sensors_sim.fleet import CITY_ABBREV, KIND_ABBREV, Sensor, make_fleet
+
+
+@pytest.fixture(scope="module")
+def regions():
+    return default_regions()
+
+
+def test_same_seed_same_fleet(regions):
+    assert make_fleet(500, 7, regions) == make_fleet(500, 7, regions)
+    assert make_fleet(500, 7, regions) != make_fleet(500, 8, regions)
+
+
+def test_ids_unique_and_readable(regions):
+    fleet = make_fleet(2000, 1, regions)
+    ids = [s.sensor_id for s in fleet]
+    assert len(set(ids)) == len(ids)
+    pattern = re.compile(r"^[a-z]{2,3}-(tr|wl|pp)-\d{6}$")
+    for i, s in enumerate(fleet):
+        assert pattern.match(s.sensor_id), s.sensor_id
+        assert s.sensor_id == f"{CITY_ABBREV[str(s.city_code)]}-{KIND_ABBREV[s.kind]}-{i:06d}"
+    assert fleet[0].sensor_id == "jn-tr-000000"
+    assert fleet[1].sensor_id.startswith("qd-wl-")
+
+
+def test_every_city_every_kind(regions):
+    fleet = make_fleet(16, 3, regions)
+    assert {s.city_code for s in fleet} == {int(c.code) for c in regions.cities}
+    big = make_fleet(4800, 3, regions)
+    per_city = np.unique([s.city_code for s in big], return_counts=True)[1]
+    assert len(per_city) == 16 and per_city.min() == per_city.max() == 300
+    kinds = [s.kind for s in big]
+    assert {k: kinds.count(k) for k in set(kinds)} == {
+        "traffic": 1600, "water_level": 1600, "pipe_pressure": 1600,
+    }
+
+
+def test_positions_locate_to_their_district(regions):
+    fleet = make_fleet(3000, 11, regions)
+    lon = np.array([s.lon for s in fleet])
+    lat = np.array([s.lat for s in fleet])
+    idx = regions.locate(lon, lat)
+    assert (idx >= 0).all()
+    assert regions.district_codes(idx).astype(int).tolist() == [s.district_code for s in fleet]
+    assert regions.city_codes(idx).astype(int).tolist() == [s.city_code for s in fleet]
+    for s in fleet[:50]:
+        assert regions.district(str(s.district_code)).city_code == str(s.city_code)
+
+
+def test_small_and_empty_fleets(regions):
+    assert make_fleet(0, 1, regions) == []
+    (only,) = make_fleet(1, 1, regions)
+    assert isinstance(only, Sensor) and only.city_code == 370100
+    with pytest.raises(ValueError):
+        make_fleet(-1, 1, regions)
+
+
+def test_hundred_thousand_sensors_fast(regions):
+    started = time.perf_counter()
+    fleet = make_fleet(100_000, 7, regions)
+    assert len(fleet) == 100_000
+    assert time.perf_counter() - started < 5.0
