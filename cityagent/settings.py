@@ -34,7 +34,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "session_timeout_s",
         "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move.",
     ),
-    "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of every process (default info)."),
+    "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
 }
 
 

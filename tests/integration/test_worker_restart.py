@@ -81,5 +81,6 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
     for sensor in BREACHING:
         snaps = by_sensor[sensor]
         assert {a["alert_id"] for a in snaps} == {first_ids[sensor]}, f"{sensor}: {snaps}"
-        assert snaps[-1]["opened_at_ms"] == int(t0 + 10) * 1000
-        assert snaps[-1]["peak"] == 5.8  # the peak seen after the restart joined the old episode
+        assert snaps[-1]["opened_at_ms"] == int(t0 + 10) * 1000, f"{sensor}: {snaps}"
+        # The peak seen after the restart joined the old episode.
+        assert snaps[-1]["peak"] == 5.8, f"{sensor}: {snaps}"

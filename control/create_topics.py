@@ -1,0 +1,34 @@
+"""Create the pipeline's topics on the configured Kafka and exit: ``python -m control.create_topics``.
+
+For deployments where workers and the API start separately (docker-compose, Kubernetes), this
+runs once before them, so every topic exists with its partition count before anyone uses it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cityagent.errors import CityAgentError
+from cityagent.settings import Settings
+from control.broker import wait_for_kafka
+from control.topics import ensure_topics, pipeline_topics
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        if settings.embedded:
+            print("create_topics: set CITYAGENT_KAFKA to the brokers to create topics on", file=sys.stderr)
+            return 2
+        wait_for_kafka(settings.bootstrap, timeout_s=120.0)
+        specs = pipeline_topics(settings)
+        ensure_topics(settings.bootstrap, specs)
+    except CityAgentError as exc:
+        print(f"create_topics: {exc}", file=sys.stderr)
+        return 1
+    print("topics ready: " + ", ".join(f"{s.name} ({s.partitions})" for s in specs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
