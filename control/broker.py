@@ -104,8 +104,11 @@ class EmbeddedBroker:
         else:
             out = subprocess.DEVNULL
         try:
+            # Its own session: a terminal's Ctrl-C must reach our supervisor, not the broker,
+            # or the broker would die before the workers and the API have stopped.
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as exc:
             raise BrokerError(f"cannot run the embedded broker {binary!r}: {exc}") from exc

@@ -1,0 +1,86 @@
+"""`cityagent up` as a user runs it: everything comes up, alerts appear, Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, pid_alive
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def children_of(pid: int) -> set[int]:
+    """Every descendant of ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def up_env(api_port: int, broker_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    env.update(CITYAGENT_API_PORT=str(api_port), CITYAGENT_BROKER_PORT=str(broker_port),
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    api_port, broker_port = free_port(), free_port()
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "up", "--simulate", "--rate", "2000"],
+        env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as in a terminal
+    )
+    try:
+        deadline, alerts = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not alerts:
+            time.sleep(1)
+            try:
+                alerts = httpx.get(f"http://127.0.0.1:{api_port}/v1/alerts", timeout=2).json()["alerts"]
+            except (httpx.HTTPError, ValueError):
+                pass
+        output = (tmp_path / "up.log").read_text("utf-8", "replace")
+        assert alerts, f"no alert within 60 s:\n{output[-3000:]}"
+        assert alerts[0]["city_code"].startswith("37") and alerts[0]["district_name"]
+        spawned = children_of(up.pid)
+        assert len(spawned) >= 4, spawned  # broker, worker, API, simulator
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    output = (tmp_path / "up.log").read_text("utf-8", "replace")
+    assert "no process left running" in output
+    assert [p for p in spawned if pid_alive(p)] == []
+
+
+def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
+    api_port, broker_port = free_port(), free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", api_port))
+        holder.listen()
+        done = subprocess.run([sys.executable, "-m", "control.cli", "up"],
+                              env=up_env(api_port, broker_port), capture_output=True, timeout=60)
+    out = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 2
+    assert f"port {api_port}" in out and "already in use" in out
+    assert "Traceback" not in out
