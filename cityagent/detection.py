@@ -8,7 +8,8 @@ flood the anomalies topic.
 
 State in, state out: ``detect_breaches`` takes the open episodes of a bucket's sensors and
 returns the new ones; the caller owns storage (a Faust table in the worker, a dict in tests).
-Only sensors in breach have state, so state is small and changes rarely.
+Only sensors in breach, or whose breach ended within the last hour, have state, so state is
+small and changes rarely.
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ __all__ = (
     "Thresholds",
     "Anomaly",
     "detect_breaches",
+    "open_episode_count",
+    "CLOSED_RETENTION_MS",
     "episode_id",
 )
 
 #: Warning colours, lowest first (蓝 黄 橙 红).
 SEVERITIES: tuple[str, ...] = ("blue", "yellow", "orange", "red")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+#: How long (event time) a sensor remembers that its last episode ended, to ignore replays.
+CLOSED_RETENTION_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -149,53 +155,81 @@ def episode_id(sensor_id: str, since_ms: int) -> str:
 
 def detect_breaches(
     batch: ReadingBatch,
-    open_episodes: Mapping[str, Mapping[str, Any]],
+    episodes: Mapping[str, Mapping[str, Any]],
     thresholds: Thresholds,
     now_ms: int,
-) -> tuple[dict[str, dict[str, Any]], list[Anomaly]]:
+) -> tuple[Mapping[str, dict[str, Any]], list[Anomaly]]:
     """Advance the breach episodes of a batch's sensors; return (new state, anomalies).
 
-    ``open_episodes`` maps sensor id → its open episode (JSON-serialisable). The same mapping
-    object is returned when nothing changed, so callers can skip writing state (compare
-    with ``is``).
+    ``episodes`` maps sensor id → its open episode, or → ``{"closed": ts_ms}`` for an episode
+    that ended at event time ``ts_ms`` (JSON-serialisable). The closed marker makes detection
+    idempotent: Kafka delivers at least once, and a consumer group redelivers recent
+    messages after a rebalance, so a reading at or before the end of the sensor's last episode
+    is a replay and must not open a new one. Markers older than ``CLOSED_RETENTION_MS`` of
+    event time are dropped.
+
+    The same mapping object is returned when nothing changed, so callers can skip writing
+    state (compare with ``is``).
     """
     severity, rule_index = _breaches(batch, thresholds)
     breached = severity >= 0
-    if not breached.any() and not open_episodes:
-        return open_episodes, []  # type: ignore[return-value]
-    # Rows that can change an episode: breaches, and any reading of a sensor in breach
-    # (already, or earlier in this batch), which may end its episode.
-    watched = np.union1d(batch.sensor_id[breached], np.array(list(open_episodes), dtype=str))
+    if not breached.any() and not episodes:
+        return episodes, []
+    # Rows that can change state: breaches, and any reading of a sensor with state (an open
+    # episode it may end, or a closed one it may replay).
+    watched = np.union1d(batch.sensor_id[breached], np.array(list(episodes), dtype=str))
     candidates = np.flatnonzero(np.isin(batch.sensor_id, watched))
     if candidates.size == 0:
-        return open_episodes, []  # type: ignore[return-value]
+        return episodes, []
     # Rows in event-time order, so an episode starts at its earliest breaching reading.
     candidates = candidates[np.argsort(batch.ts_ms[candidates], kind="stable")]
-    state = {k: dict(v) for k, v in open_episodes.items()}
+    state = {k: dict(v) for k, v in episodes.items()}
+    changed = _prune_closed(state, int(batch.ts_ms.max()) - CLOSED_RETENTION_MS)
     anomalies: list[Anomaly] = []
     for row in candidates.tolist():
         sensor = str(batch.sensor_id[row])
-        episode = state.get(sensor)
         ts = int(batch.ts_ms[row])
+        episode = state.get(sensor)
+        if episode is not None and "closed" in episode:
+            if ts <= episode["closed"]:
+                continue  # a replay or a late reading of an episode already closed
+            episode = None
         if breached[row]:
             rule = thresholds.rules[int(rule_index[row])]
             value = float(batch.values[rule.field][row])
             if episode is None:
                 episode = state[sensor] = _open_episode(sensor, rule, value, ts)
                 anomalies.append(_anomaly(batch, row, episode, "start", value, now_ms))
+                changed = True
             elif ts >= episode["last_ts"]:
+                changed |= ts > episode["last_ts"]
                 episode["last_ts"] = ts
                 if _RANK[rule.severity] > _RANK[episode["severity"]]:
                     episode.update(severity=rule.severity, field=rule.field,
                                    direction=rule.direction, threshold=rule.limit, peak=value)
                     anomalies.append(_anomaly(batch, row, episode, "escalate", value, now_ms))
+                    changed = True
                 elif rule.field == episode["field"] and _worse(value, episode):
                     episode["peak"] = value
+                    changed = True
         elif episode is not None and ts > episode["last_ts"]:
-            del state[sensor]
+            state[sensor] = {"closed": ts}
             value = float(batch.values[episode["field"]][row])
             anomalies.append(_anomaly(batch, row, episode, "end", value, now_ms))
-    return state, anomalies
+            changed = True
+    return (state if changed else episodes), anomalies
+
+
+def open_episode_count(episodes: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many sensors of this state are in breach now (closed markers excluded)."""
+    return sum("closed" not in e for e in episodes.values())
+
+
+def _prune_closed(state: dict[str, dict[str, Any]], older_than_ms: int) -> bool:
+    stale = [k for k, v in state.items() if "closed" in v and v["closed"] < older_than_ms]
+    for key in stale:
+        del state[key]
+    return bool(stale)
 
 
 def _breaches(batch: ReadingBatch, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,8 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   app produces little (state changes and anomalies are rare), so it costs nothing that matters.
 - ``store="memory://"``: state lives in memory and is rebuilt from the compacted changelog on
   start, which the restart tests prove.
+- Faust's recovery is patched to seek before it resumes (``streams/faust_fixes.py``): without
+  it a restarted worker sometimes skipped the first messages at its committed offsets.
 - topics are created by ``control.topics`` before workers start, never auto-declared here, so
   partition counts are explicit.
 """
@@ -18,11 +20,13 @@ from __future__ import annotations
 import faust
 
 from cityagent.settings import Settings
+from streams.faust_fixes import apply_faust_fixes
 
 __all__ = ("create_app",)
 
 
 def create_app(settings: Settings) -> faust.App:
+    apply_faust_fixes()
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
     return faust.App(
         settings.app_id,

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from cityagent.batch import ReadingBatch
-from cityagent.detection import Thresholds, detect_breaches, episode_id
+from cityagent.detection import (
+    CLOSED_RETENTION_MS,
+    Thresholds,
+    detect_breaches,
+    episode_id,
+    open_episode_count,
+)
 from cityagent.errors import ConfigError
 from cityagent.readings import parse_reading
 
@@ -36,7 +42,7 @@ def test_an_episode_starts_escalates_and_ends_once() -> None:
     assert {a.anomaly_id for a in anomalies} == {episode_id("g1", T0 + 1000)}
     assert anomalies[-1].peak == 5.5 and anomalies[0].detected_at_ms == 7
     assert anomalies[0].district_code == 370102 and anomalies[0].city_code == 370100
-    assert new == {}
+    assert new == {"g1": {"closed": T0 + 4000}}
 
 
 def test_a_continuing_breach_across_batches_is_one_episode() -> None:
@@ -76,7 +82,7 @@ def test_sensors_are_independent() -> None:
     rows = ReadingBatch.from_readings(a.readings() + b.readings(), [370102] * 4)
     state, anomalies = detect_breaches(rows, {}, RULES, 0)
     assert [(x.sensor_id, x.phase) for x in anomalies] == [("a", "start"), ("a", "end"), ("b", "start")]
-    assert set(state) == {"b"}
+    assert state["a"] == {"closed": T0 + 1000} and state["b"]["since"] == T0 + 1000
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -102,3 +108,27 @@ def test_bad_threshold_files_name_the_problem(tmp_path: Path, text: str, words: 
 
 def test_the_packaged_thresholds_cover_every_kind() -> None:
     assert {r.kind for r in RULES.rules} == {"traffic", "water_level", "pipe_pressure"}
+
+
+def test_a_replayed_breach_after_the_episode_closed_opens_nothing() -> None:
+    """Kafka redelivers after a rebalance: the same readings again must not raise a new alert."""
+    readings = gauge([4.5, 5.8, 1.0])
+    state, first = detect_breaches(readings, {}, RULES, now_ms=0)
+    replayed_state, replayed = detect_breaches(readings.take(np.array([1, 2])), state, RULES, 0)
+    assert [a.phase for a in first] == ["start", "escalate", "end"]
+    assert replayed == [] and replayed_state is state
+    assert open_episode_count(state) == 0
+
+
+def test_a_new_breach_after_the_close_is_a_new_episode() -> None:
+    state, first = detect_breaches(gauge([4.5, 1.0]), {}, RULES, now_ms=0)
+    state, second = detect_breaches(gauge([4.6], t0=T0 + 60_000), state, RULES, now_ms=0)
+    assert [a.phase for a in second] == ["start"]
+    assert second[0].anomaly_id != first[0].anomaly_id and open_episode_count(state) == 1
+
+
+def test_closed_markers_are_forgotten_after_the_retention() -> None:
+    state, _ = detect_breaches(gauge([4.5, 1.0], sensor="old"), {}, RULES, now_ms=0)
+    later = T0 + CLOSED_RETENTION_MS + 10_000
+    state, _ = detect_breaches(gauge([4.5], sensor="new", t0=later), state, RULES, now_ms=0)
+    assert set(state) == {"new"}
