@@ -238,17 +238,17 @@ def _breaches(batch: ReadingBatch, thresholds: Thresholds) -> tuple[np.ndarray, 
     severity = np.full(n, -1, dtype=np.int8)
     rule_index = np.full(n, -1, dtype=np.int16)
     kind_masks: dict[str, np.ndarray] = {}
-    for i, rule in enumerate(thresholds.rules):
-        mask = kind_masks.get(rule.kind)
-        if mask is None:
-            mask = kind_masks[rule.kind] = batch.kind == rule.kind
-        column = batch.values[rule.field]
-        with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # NaN (a value of another kind) compares False
+        for i, rule in enumerate(thresholds.rules):
+            mask = kind_masks.get(rule.kind)
+            if mask is None:
+                mask = kind_masks[rule.kind] = batch.kind == rule.kind
+            column = batch.values[rule.field]
             past = column > rule.above if rule.above is not None else column < rule.below
-        rank = _RANK[rule.severity]
-        hit = mask & past & (severity < rank)
-        severity[hit] = rank
-        rule_index[hit] = i
+            rank = _RANK[rule.severity]
+            hit = mask & past & (severity < rank)
+            severity[hit] = rank
+            rule_index[hit] = i
     return severity, rule_index
 
 

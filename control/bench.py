@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from cityagent.batch import ReadingBatch, decode_batch, encode_batch
+from cityagent.batch import NUM_BUCKETS, ReadingBatch, decode_batch, encode_batch
 from cityagent.detection import Thresholds
 from cityagent.errors import BrokerError, CityAgentError
 from cityagent.pipeline import Detector
@@ -55,13 +55,15 @@ from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker
+from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
 
 __all__ = ("run_bench", "build_workload", "BenchError")
 
 PARTITIONS = 8
-CHUNK_READINGS = 50_000  # readings per split_by_bucket call: ~195 per bucket of 256
-MAX_ROWS = 400  # cap per message; with 50k-reading chunks messages carry ~200 readings
+#: Default readings per Kafka message: what a producer sending >=128k readings/s puts in a
+#: bucket's message with a one-second accumulation window (256 buckets).
+PER_MESSAGE = 500
 WORKER_TIMEOUT_S = 300.0
 _T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: event time of round 0
 _SENSOR_KINDS = ("traffic", "water_level", "pipe_pressure")  # cycled by sensor index
@@ -170,14 +172,15 @@ def _marker_row(batch: ReadingBatch, avoid: str | None, last: bool) -> int | Non
 
 
 def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
-                   seed: int = 20261122) -> Workload:
+                   seed: int = 20261122, per_message: int = PER_MESSAGE) -> Workload:
     """All messages of a run, markers planted, encoded; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     table = _sensor_table(sensors, rng)
     batches: list[tuple[bytes, ReadingBatch, int]] = []
-    for start in range(0, readings, CHUNK_READINGS):
-        chunk = _chunk(table, start, min(readings, start + CHUNK_READINGS), rng)
-        for key, part in chunk.split_by_bucket(max_rows=MAX_ROWS):
+    chunk_readings = per_message * NUM_BUCKETS  # ~per_message rows per bucket per chunk
+    for start in range(0, readings, chunk_readings):
+        chunk = _chunk(table, start, min(readings, start + chunk_readings), rng)
+        for key, part in chunk.split_by_bucket(max_rows=2 * per_message):
             kb = key.encode()
             batches.append((kb, part, _partition_of(kb, partitions)))
     by_partition: dict[int, list[int]] = {}
@@ -293,7 +296,7 @@ class _Worker:
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams"], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, env=env,
+                stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent,
             )
 
     def exited(self) -> int | None:
@@ -453,7 +456,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 
 
 def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 10_000,
-              runs: int = 3, as_json: bool = False) -> int:
+              runs: int = 3, as_json: bool = False, per_message: int = PER_MESSAGE) -> int:
     """Run the benchmark; print the result table (or one JSON object); return the exit code."""
     if readings < 1 or sensors < 1 or runs < 1:
         raise BenchError("readings, sensors and runs must all be above 0")
@@ -463,7 +466,7 @@ def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 1
         thresholds = Thresholds.load(settings.thresholds_path)
         _say(f"building {readings:,} readings of {sensors:,} sensors…")
         t = time.perf_counter()
-        work = build_workload(readings, sensors)
+        work = build_workload(readings, sensors, per_message=per_message)
         _say(f"  {len(work.messages):,} messages, {work.mean_readings_per_message:.0f} "
              f"readings/message, built in {time.perf_counter() - t:.1f}s")
         results = []

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cityagent.errors import BrokerError, PortInUse
+from control.procs import die_with_parent
 
 __all__ = ("EmbeddedBroker", "wait_for_kafka")
 
@@ -109,6 +110,7 @@ class EmbeddedBroker:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise BrokerError(f"cannot run the embedded broker {binary!r}: {exc}") from exc

@@ -7,28 +7,9 @@ import sys
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
+from control.args import positive_float, positive_int
 
 __all__ = ("main",)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0; got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0; got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,18 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start broker, topics, workers and API (Ctrl-C stops all)")
-    up.add_argument("--workers", type=_positive_int, default=1, help="Faust workers (default 1)")
-    up.add_argument("--port", type=_positive_int, default=None, help="API port (default 8000)")
+    up.add_argument("--workers", type=positive_int, default=1, help="Faust workers (default 1)")
+    up.add_argument("--port", type=positive_int, default=None, help="API port (default 8000)")
     up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
-    up.add_argument("--sensors", type=_positive_int, default=2000, help="simulated sensors (default 2000)")
-    up.add_argument("--rate", type=_positive_float, default=1000.0, help="simulated readings/s (default 1000)")
+    up.add_argument("--sensors", type=positive_int, default=2000, help="simulated sensors (default 2000)")
+    up.add_argument("--rate", type=positive_float, default=1000.0, help="simulated readings/s (default 1000)")
 
     sub.add_parser("sim", help="run the sensor simulator (see `cityagent sim --help`)", add_help=False)
 
     bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
-    bench.add_argument("--readings", type=_positive_int, default=1_000_000)
-    bench.add_argument("--sensors", type=_positive_int, default=10_000)
-    bench.add_argument("--runs", type=_positive_int, default=3, help="runs; the median is reported")
+    bench.add_argument("--readings", type=positive_int, default=1_000_000)
+    bench.add_argument("--sensors", type=positive_int, default=10_000)
+    bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
+    bench.add_argument("--per-message", type=positive_int, default=500,
+                       help="readings per Kafka message (default 500)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -74,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             from control.bench import run_bench
 
             return run_bench(settings, readings=args.readings, sensors=args.sensors,
-                             runs=args.runs, as_json=args.json)
+                             runs=args.runs, as_json=args.json, per_message=args.per_message)
     except CityAgentError as exc:
         print(f"cityagent: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from control.procs import die_with_parent
+
 __all__ = ("Child", "Supervisor")
 
 
@@ -49,6 +51,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         child = Child(name, proc)
         child._pump = threading.Thread(target=self._pump, args=(child,), daemon=True)

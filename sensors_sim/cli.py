@@ -21,6 +21,7 @@ from cityagent.errors import CityAgentError
 from cityagent.readings import format_ts
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
+from control.args import non_negative_float, non_negative_int, positive_float, positive_int
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.producer import KafkaSink
@@ -32,72 +33,32 @@ _PROGRESS_EVERY_S = 3.0
 _FLUSH_TIMEOUT_S = 15.0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive; got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
-    return value
-
-
-def _number(text: str, *, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise argparse.ArgumentTypeError(
-            f"must be {'0 or more' if allow_zero else 'positive'}; got {text}"
-        )
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _number(text, allow_zero=False)
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(text, allow_zero=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sensors_sim",
         description="Stream simulated Shandong sensor readings into the CityAgent readings topic.",
     )
-    parser.add_argument("--sensors", type=_positive_int, default=1000,
+    parser.add_argument("--sensors", type=positive_int, default=1000,
                         help="number of sensors in the fleet (default 1000)")
-    parser.add_argument("--rate", type=_positive_float, default=2000.0,
+    parser.add_argument("--rate", type=positive_float, default=2000.0,
                         help="target readings per second (default 2000); every sensor reports "
                              "once per tick of max(0.1, sensors/rate) s")
     stop = parser.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=_positive_float,
+    stop.add_argument("--duration", type=positive_float,
                       help="stop after this many seconds (default: run until interrupted)")
-    stop.add_argument("--count", type=_positive_int,
+    stop.add_argument("--count", type=positive_int,
                       help="stop after sending this many readings")
-    parser.add_argument("--breach-every", type=_non_negative_float, default=10.0,
+    parser.add_argument("--breach-every", type=non_negative_float, default=10.0,
                         help="seconds between breach injections; 0 disables them (default 10)")
-    parser.add_argument("--breaches", type=_non_negative_int, default=3,
+    parser.add_argument("--breaches", type=non_negative_int, default=3,
                         help="sensors put in breach at each injection (default 3)")
-    parser.add_argument("--breach-duration", type=_positive_float, default=30.0,
+    parser.add_argument("--breach-duration", type=positive_float, default=30.0,
                         help="seconds a sensor stays in breach (default 30)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,...] "
                         "(default: from CITYAGENT_KAFKA / CITYAGENT_BROKER_PORT)")
     parser.add_argument("--topic", help="readings topic (default: from CITYAGENT_TOPIC_PREFIX)")
-    parser.add_argument("--connect-timeout", type=_positive_float, default=30.0,
+    parser.add_argument("--connect-timeout", type=positive_float, default=30.0,
                         help="seconds to keep trying to reach the brokers (default 30)")
     return parser
 

@@ -9,7 +9,7 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   app produces little (state changes and anomalies are rare), so it costs nothing that matters.
 - ``store="memory://"``: state lives in memory and is rebuilt from the compacted changelog on
   start, which the restart tests prove.
-- Faust's recovery is patched to seek before it resumes (``streams/faust_fixes.py``): without
+- Faust's recovery is patched to resume flow control before the stream partitions (``streams/faust_fixes.py``): without
   it a restarted worker sometimes skipped the first messages at its committed offsets.
 - topics are created by ``control.topics`` before workers start, never auto-declared here, so
   partition counts are explicit.

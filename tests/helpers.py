@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from cityagent.settings import Settings
+from control.procs import die_with_parent
 
 __all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
            "consume_all")
@@ -44,7 +45,7 @@ class ChildProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
     @property
     def pid(self) -> int:

@@ -27,10 +27,12 @@ def test_encode_decode_round_trip_keeps_every_reading() -> None:
     assert back.district.tolist() == list(range(370100, 370100 + len(rs)))
 
 
-def test_absent_values_travel_as_null_and_return_as_nan() -> None:
+def test_values_travel_only_for_rows_of_their_kind_and_return_as_nan_elsewhere() -> None:
     batch = ReadingBatch.from_readings(readings(3))
-    assert b"null" in encode_batch(batch)
-    assert np.isnan(decode_batch(encode_batch(batch)).values["level_m"][0])
+    data = encode_batch(batch)
+    assert b"null" not in data and b'"level_m":[1.51]' in data
+    back = decode_batch(data)
+    assert np.isnan(back.values["level_m"][0]) and back.values["level_m"][1] == 1.51
 
 
 def test_bucket_is_stable_and_in_range() -> None:
@@ -52,11 +54,13 @@ def test_split_by_bucket_puts_each_sensor_in_its_own_bucket_only() -> None:
 @pytest.mark.parametrize("data, words", [
     (b"not json", "not JSON"),
     (b"[1,2]", "batch object"),
-    (b'{"v": 2}', "batch object"),
-    (b'{"v": 1, "sensor_id": ["a"]}', "lacks column"),
-    (b'{"v":1,"sensor_id":["a"],"kind":["traffic"],"ts_ms":[1,2],"lon":[1],"lat":[1]}', "differ in length"),
-    (b'{"v":1,"sensor_id":["a"],"kind":["noise"],"ts_ms":[1],"lon":[1],"lat":[1]}', "unknown kind"),
-    (b'{"v":1,"sensor_id":["a"],"kind":["traffic"],"ts_ms":["x"],"lon":[1],"lat":[1]}', "wrong type"),
+    (b'{"v": 1}', "batch object"),
+    (b'{"v": 2, "sensor_id": ["a"]}', "lacks column"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":[1,2],"lon":[1],"lat":[1],"level_m":[1]}', "differ in length"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1,1],"ts_ms":[1],"lon":[1],"lat":[1]}', "differ in length"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[7],"ts_ms":[1],"lon":[1],"lat":[1]}', "unknown kind"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":["x"],"lon":[1],"lat":[1],"level_m":[1]}', "wrong type"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":[1],"lon":[1],"lat":[1],"level_m":[1,2]}', "wrong type or length"),
 ])
 def test_malformed_batches_are_rejected_with_a_reason(data: bytes, words: str) -> None:
     with pytest.raises(InvalidBatch, match=words):

@@ -19,6 +19,7 @@ from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
 from sensors_sim.fleet import make_fleet
+from tests.helpers import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -131,9 +132,7 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
     settings = isolated_settings
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
     log_path = tmp_path / "worker.log"
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streams"], env=_env(settings),
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    worker = start_worker(settings, log_path)
     try:
         # The worker needs ~7 s to join; it reads the readings topic from the start anyway.
         sim = subprocess.run(
@@ -154,7 +153,7 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         assert alerted(records) == set(injected), f"worker log:\n{log_tail}"
     finally:
-        _stop(worker)
+        worker.stop()
 
     fleet = {s.sensor_id: s for s in make_fleet(200, 7, default_regions())}
     for record in records:
