@@ -39,7 +39,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(1, settings.session_timeout_s // 4),
         producer_max_batch_size=1,
         producer_acks=-1,
-        stream_buffer_maxsize=64,
+        # A reading batch is ~30 KB: Faust's default buffer of 4096 messages could hold 120 MB.
+        stream_buffer_maxsize=256,
         web_enabled=False,
         web_host="127.0.0.1",
         autodiscover=False,
