@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
-
-import numpy as np
 
 from cityagent.batch import ReadingBatch
 from cityagent.detection import Anomaly, Thresholds, detect_breaches
@@ -37,11 +34,6 @@ class Detector:
     thresholds: Thresholds
     regions: RegionIndex
 
-    @cached_property
-    def _district_code_of_index(self) -> np.ndarray:
-        # Index -1 (no district) picks the trailing 0.
-        return np.array([int(d.code) for d in self.regions.districts] + [0], dtype=np.int64)
-
     def tag(self, batch: ReadingBatch) -> ReadingBatch:
         """Tag rows that carry no district code yet (code 0) by their position."""
         untagged = batch.district == 0
@@ -49,7 +41,7 @@ class Detector:
             return batch
         district = batch.district.copy()
         found = self.regions.locate(batch.lon[untagged], batch.lat[untagged])
-        district[untagged] = self._district_code_of_index[found]
+        district[untagged] = self.regions.district_code_numbers(found)
         return batch.with_districts(district)
 
     def process_batch(

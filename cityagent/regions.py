@@ -76,6 +76,8 @@ class RegionIndex:
         # Lookup tables with a trailing "" so that index -1 maps to "".
         self._district_code_arr = np.array([d.code for d in self.districts] + [""])
         self._city_code_arr = np.array([d.city_code for d in self.districts] + [""])
+        # Index -1 (no district) picks the trailing entry in these lookup arrays.
+        self._district_code_int = np.array([int(d.code) for d in self.districts] + [0], dtype=np.int64)
         shapely.prepare(self.polygons)
         self._tree = shapely.STRtree(self.polygons)
 
@@ -157,6 +159,13 @@ class RegionIndex:
     def district_codes(self, idx: np.ndarray) -> np.ndarray:
         """District codes (str array) for indices from :meth:`locate`; ``""`` where -1."""
         return self._district_code_arr[np.asarray(idx)]
+
+    def district_code_numbers(self, idx: np.ndarray) -> np.ndarray:
+        """District codes as int64 (e.g. 370102) for indices from :meth:`locate`; 0 where -1.
+
+        The form reading batches carry on the wire (``cityagent.batch``).
+        """
+        return self._district_code_int[np.asarray(idx)]
 
     def city_codes(self, idx: np.ndarray) -> np.ndarray:
         """City codes (str array, e.g. ``"370100"``) for indices from :meth:`locate`; ``""`` where -1."""

@@ -14,6 +14,7 @@ from api.schemas import ItemError, ReadingsAccepted, ReadingsRejected
 from cityagent.batch import ReadingBatch
 from cityagent.errors import InvalidReading
 from cityagent.readings import Reading, parse_reading
+from cityagent.regions import RegionIndex
 
 router = APIRouter(tags=["readings"])
 
@@ -80,7 +81,7 @@ async def post_readings(request: Request, publisher: PublisherDep, regions: Regi
 
 
 def _validate(
-    items: list[Any], regions: Any
+    items: list[Any], regions: RegionIndex
 ) -> tuple[list[Reading], np.ndarray, list[ItemError]]:
     errors: list[ItemError] = []
     readings: list[Reading] = []
@@ -103,8 +104,7 @@ def _validate(
             "(in none of its districts); positions are WGS84 [lon, lat], lon first",
         ))
     errors.sort(key=lambda e: e.index)
-    codes = np.array([int(d.code) for d in regions.districts] + [0], dtype=np.int64)[found]
-    return readings, codes, errors
+    return readings, regions.district_code_numbers(found), errors
 
 
 def _error(status: int, detail: str) -> JSONResponse:

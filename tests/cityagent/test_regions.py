@@ -194,3 +194,9 @@ def test_load_explicit_path(tmp_path) -> None:
     # (2, 1) is on the shared border: lowest index wins; (4, 1) on the outer border counts.
     idx = r.locate(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([1.0, 1.0, 1.0, 1.0, 1.0]))
     assert idx.tolist() == [0, 0, 1, 1, -1]
+
+
+def test_district_code_numbers_match_the_text_codes_and_zero_outside() -> None:
+    regions = default_regions()
+    idx = regions.locate(np.array([117.0197, 116.40]), np.array([36.6614, 39.90]))
+    assert regions.district_code_numbers(idx).tolist() == [370102, 0]
