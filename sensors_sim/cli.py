@@ -1,9 +1,13 @@
-"""``python -m sensors_sim``: stream simulated readings of a sensor fleet into Kafka.
+"""``python -m sensors_sim`` / ``cityagent sim``: stream simulated readings of a sensor fleet.
 
 Every tick (``max(0.1, sensors / rate)`` seconds of wall time) every sensor reports one
-reading stamped with the wall-clock time; breaches are injected on schedule and each one is
-announced on stderr, so you know which alerts to expect. Progress goes to stderr every few
-seconds, and a summary at the end. Ctrl-C flushes and exits 130; SIGTERM flushes and exits 0.
+reading. Event time starts at ``--start`` (default: now) and advances ``tick × --accelerate``
+per tick. Anomalies come from the legacy breach schedule (``--breach-every``; announced on
+stderr, so you know which alerts to expect) and from a ``--scenario``; ground-truth labels go
+to ``--labels``. Readings go to Kafka (default), the HTTP API or a file (``--sink``).
+Progress goes to stderr every few seconds, and a summary at the end. Ctrl-C flushes and
+exits 130; SIGTERM flushes and exits 0. ``--registry`` writes the fleet registry and exits;
+``--bench`` measures the simulator's rate into a broker.
 """
 
 from __future__ import annotations
@@ -14,17 +18,20 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import orjson
 
 from cityagent.errors import CityAgentError
-from cityagent.readings import format_ts
+from cityagent.readings import format_ts, parse_ts
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.args import non_negative_float, non_negative_int, positive_float, positive_int
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
-from sensors_sim.producer import KafkaSink
+from sensors_sim.scenario import builtin_names, load_scenario
+from sensors_sim.timing import EventClock, LateBuffer
 
 __all__ = ("main", "build_parser")
 
@@ -33,13 +40,20 @@ _PROGRESS_EVERY_S = 3.0
 _FLUSH_TIMEOUT_S = 15.0
 
 
+def _fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1; got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sensors_sim",
-        description="Stream simulated Shandong sensor readings into the CityAgent readings topic.",
+        prog="cityagent sim",
+        description="Stream simulated Shandong sensor readings into the CityAgent pipeline.",
     )
-    parser.add_argument("--sensors", type=positive_int, default=1000,
-                        help="number of sensors in the fleet (default 1000)")
+    parser.add_argument("--sensors", type=positive_int, default=None,
+                        help="number of sensors in the fleet (default 1000; 100,000 for --bench)")
     parser.add_argument("--rate", type=positive_float, default=2000.0,
                         help="target readings per second (default 2000); every sensor reports "
                              "once per tick of max(0.1, sensors/rate) s")
@@ -48,38 +62,87 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many seconds (default: run until interrupted)")
     stop.add_argument("--count", type=positive_int,
                       help="stop after sending this many readings")
-    parser.add_argument("--breach-every", type=non_negative_float, default=10.0,
-                        help="seconds between breach injections; 0 disables them (default 10)")
+    parser.add_argument("--breach-every", type=non_negative_float, default=None,
+                        help="seconds between breach injections; 0 disables them (default 10, "
+                             "or 0 with --scenario)")
     parser.add_argument("--breaches", type=non_negative_int, default=3,
                         help="sensors put in breach at each injection (default 3)")
     parser.add_argument("--breach-duration", type=positive_float, default=30.0,
                         help="seconds a sensor stays in breach (default 30)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--scenario", help="anomalies to inject: a scenario JSON file or a "
+                        f"built-in ({', '.join(builtin_names())})")
+    parser.add_argument("--labels", type=Path,
+                        help="write ground-truth labels (JSON lines) of what was injected here")
+    parser.add_argument("--registry", type=Path,
+                        help="write the fleet registry here (.json or .csv) and exit")
+    parser.add_argument("--accelerate", type=positive_float, default=1.0,
+                        help="event time runs this many times faster than wall time (default 1)")
+    parser.add_argument("--start", help="event time of the first tick, RFC 3339 or epoch "
+                        "(default: now)")
+    parser.add_argument("--late-fraction", type=_fraction, default=0.0,
+                        help="fraction of readings delivered 1-5 ticks late, out of order "
+                             "(default 0)")
+    parser.add_argument("--sink", choices=("kafka", "http", "file"), default="kafka",
+                        help="where readings go (default kafka)")
+    parser.add_argument("--out", type=Path, help="file sink: output path (.jsonl or .csv)")
+    parser.add_argument("--api", help="http sink: API base URL (default: from "
+                        "CITYAGENT_API_HOST / CITYAGENT_API_PORT)")
+    parser.add_argument("--api-key", help="http sink: integrator key sent as X-API-Key")
+    parser.add_argument("--give-up", type=positive_float, default=30.0,
+                        help="http sink: seconds of failed retries before exiting (default 30)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,...] "
                         "(default: from CITYAGENT_KAFKA / CITYAGENT_BROKER_PORT)")
     parser.add_argument("--topic", help="readings topic (default: from CITYAGENT_TOPIC_PREFIX)")
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip",
+                        help="kafka sink: message compression (default gzip: kafka-python's "
+                             "pure-Python CRC is the bottleneck, and gzip shrinks what it "
+                             "checksums)")
     parser.add_argument("--connect-timeout", type=positive_float, default=30.0,
                         help="seconds to keep trying to reach the brokers (default 30)")
+    parser.add_argument("--bench", action="store_true",
+                        help="measure the simulator's rate into Kafka next to a raw producer")
+    parser.add_argument("--json", action="store_true", help="--bench: print the result as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator; return the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sink == "file" and args.out is None and not (args.registry or args.bench):
+        parser.error("--sink file needs --out PATH")
+    if args.bench:
+        from sensors_sim.bench import run_bench
+
+        args.sensors = args.sensors or 100_000
+        return run_bench(args)
+    args.sensors = args.sensors or 1000
+    tick_s = max(_MIN_TICK_S, args.sensors / args.rate)
     try:
-        if args.bootstrap is None or args.topic is None:
-            settings = Settings.from_env()
-            bootstrap = args.bootstrap or settings.bootstrap
-            topic = args.topic or settings.readings_topic
-        else:
-            bootstrap, topic = args.bootstrap, args.topic
-        fleet = make_fleet(args.sensors, args.seed, default_regions())
+        scenario = None if args.scenario is None else load_scenario(args.scenario)
+        breach_every = args.breach_every
+        if breach_every is None:
+            breach_every = 0.0 if scenario is not None else 10.0
+        regions = default_regions()
+        fleet = make_fleet(args.sensors, args.seed, regions)
         signals = FleetSignals(
-            fleet, args.seed, breach_every_s=args.breach_every, breaches=args.breaches,
-            breach_duration_s=args.breach_duration,
+            fleet, args.seed, breach_every_s=breach_every, breaches=args.breaches,
+            breach_duration_s=args.breach_duration, scenario=scenario,
         )
-        sink = KafkaSink(bootstrap, topic, connect_timeout_s=args.connect_timeout)
+        if args.registry is not None:
+            from sensors_sim.registry import write_registry
+
+            count = write_registry(args.registry, signals, tick_s, regions, args.seed)
+            _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
+            return 0
+        start_ms = time.time_ns() // 1_000_000 if args.start is None else parse_ts(args.start)
+        sink = _make_sink(args)
+        labels = None if args.labels is None else open(args.labels, "wb")  # noqa: SIM115
     except CityAgentError as exc:
+        _err(f"sensors_sim: {exc}")
+        return 1
+    except OSError as exc:
         _err(f"sensors_sim: {exc}")
         return 1
     except KeyboardInterrupt:
@@ -88,34 +151,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     previous = _install_sigterm(stop)
-    tick_s = max(_MIN_TICK_S, args.sensors / args.rate)
     target = args.sensors / tick_s
     _err(
-        f"sensors_sim: {args.sensors} sensors -> {topic} on {bootstrap}, a tick every "
+        f"sensors_sim: {args.sensors} sensors -> {sink.target}, a tick every "
         f"{tick_s:.2f}s (target {target:,.0f} readings/s)"
+        + (f", event time x{args.accelerate:g}" if args.accelerate != 1 else "")
+        + (f", scenario {scenario.name}" if scenario is not None else "")
     )
     started = time.monotonic()
     code = 0
+    run = _Run(args, signals, sink, stop, labels)
     try:
-        _run(args, signals, sink, stop, tick_s, target, started)
+        run.loop(EventClock(start_ms, tick_s, args.accelerate), tick_s, target, started)
     except KeyboardInterrupt:
         _err("sensors_sim: interrupted; flushing")
         code = 130
+    except CityAgentError as exc:  # an unreachable API, after retrying
+        _err(f"sensors_sim: {exc}")
+        code = 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         try:
+            if code != 1:  # the late readings still held (not when the sink is unreachable)
+                run.drain()
             sink.flush(_FLUSH_TIMEOUT_S)
             sink.close(timeout_s=5.0)
         except KeyboardInterrupt:
             code = 130
         except Exception as exc:  # noqa: BLE001 - report, never a traceback on exit
-            _err(f"sensors_sim: closing the producer failed: {type(exc).__name__}: {exc}")
+            _err(f"sensors_sim: closing the sink failed: {type(exc).__name__}: {exc}")
+            code = code or 1
+        if labels is not None:
+            run.write_labels()
+            labels.close()
     elapsed = time.monotonic() - started
     _err(
         f"sensors_sim: done in {elapsed:.1f}s: sent {sink.sent:,} readings, "
         f"{sink.acked:,} acknowledged ({sink.acked / max(elapsed, 1e-9):,.0f}/s, target "
-        f"{target:,.0f}/s), {sink.errors} errors, {len(signals.injected)} breaches injected"
+        f"{target:,.0f}/s), {sink.errors} errors, {len(signals.injected)} breaches injected, "
+        f"{len(signals.labels)} labels"
+        + (f", {run.late.delayed:,} delivered late" if run.late.delayed else "")
         + (f"; last error: {sink.last_error}" if sink.last_error else "")
     )
     if code == 0 and (sink.errors or sink.acked < sink.sent):
@@ -123,50 +199,111 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _run(args, signals: FleetSignals, sink: KafkaSink, stop: threading.Event,
-         tick_s: float, target: float, started: float) -> None:
-    deadline = None if args.duration is None else started + args.duration
-    remaining = args.count
-    announced = 0
-    next_tick = started
-    next_progress = started + _PROGRESS_EVERY_S
-    while not stop.is_set():
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            break
-        batch = signals.tick(time.time_ns() // 1_000_000)
-        new = signals.injected[announced:]
-        announced = len(signals.injected)
-        if remaining is not None and remaining < len(batch):
-            batch = batch.take(np.arange(remaining))
-            kept = set(batch.sensor_id.tolist())
-            new = [b for b in new if b.sensor_id in kept]
-        sink.send(batch)
+def _make_sink(args):
+    if args.sink == "file":
+        from sensors_sim.sinks import FileSink
+
+        return FileSink(args.out)
+    settings = Settings.from_env()
+    if args.sink == "http":
+        from sensors_sim.sinks import HttpSink
+
+        api = args.api or f"http://{settings.api_host}:{settings.api_port}"
+        return HttpSink(api, give_up_s=args.give_up, api_key=args.api_key)
+    from sensors_sim.producer import KafkaSink
+
+    bootstrap = args.bootstrap or settings.bootstrap
+    topic = args.topic or settings.readings_topic
+    return KafkaSink(bootstrap, topic, connect_timeout_s=args.connect_timeout,
+                     compression=None if args.compression == "none" else args.compression)
+
+
+class _Run:
+    def __init__(self, args, signals: FleetSignals, sink, stop: threading.Event, labels) -> None:
+        self.args, self.signals, self.sink, self.stop, self.labels_file = (
+            args, signals, sink, stop, labels)
+        self.late = LateBuffer(args.late_fraction, args.seed)
+        self.labels_written = 0
+        self.announced = 0
+        self.announced_labels = 0
+
+    def send(self, items) -> None:
+        for batch, rows in items:
+            self.sink.send(batch, self.signals.bucket[rows])
+
+    def drain(self) -> None:
+        self.send(self.late.drain())
+
+    def write_labels(self) -> None:
+        new = self.signals.labels[self.labels_written:]
+        if self.labels_file is not None and new:
+            self.labels_file.write(b"".join(orjson.dumps(lab.to_dict()) + b"\n" for lab in new))
+            self.labels_file.flush()
+        self.labels_written = len(self.signals.labels)
+
+    def announce(self, kept: set[str] | None) -> None:
+        signals = self.signals
+        new = signals.injected[self.announced:]
+        self.announced = len(signals.injected)
         for breach in new:
-            _err(
-                f"sensors_sim: breach injected: {breach.sensor_id} ({breach.kind}) from "
-                f"{format_ts(breach.start_ms)} to {format_ts(breach.end_ms)}"
-            )
-        if remaining is not None:
-            remaining -= len(batch)
-            if remaining <= 0:
+            if kept is None or breach.sensor_id in kept:
+                _err(f"sensors_sim: breach injected: {breach.sensor_id} ({breach.kind}) from "
+                     f"{format_ts(breach.start_ms)} to {format_ts(breach.end_ms)}")
+        groups: dict[tuple[str, str, int, int], int] = {}
+        for lab in signals.labels[self.announced_labels:]:
+            if lab.source != "breach-schedule":
+                key = (lab.source, lab.anomaly, lab.start_ms, lab.end_ms)
+                groups[key] = groups.get(key, 0) + 1
+        self.announced_labels = len(signals.labels)
+        for (source, anomaly, start, end), count in groups.items():
+            _err(f"sensors_sim: {anomaly} injected ({source}) on {count} sensors from "
+                 f"{format_ts(start)} to {format_ts(end)}")
+
+    def loop(self, clock: EventClock, tick_s: float, target: float, started: float) -> None:
+        args, signals, sink, stop = self.args, self.signals, self.sink, self.stop
+        deadline = None if args.duration is None else started + args.duration
+        remaining = args.count
+        next_tick = started
+        next_progress = started + _PROGRESS_EVERY_S
+        k = 0
+        n = len(signals)
+        while not stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 break
-        now = time.monotonic()
-        if now >= next_progress:
-            elapsed = now - started
-            _err(
-                f"sensors_sim: {elapsed:6.1f}s sent {sink.sent:,} acked {sink.acked:,} "
-                f"({sink.acked / elapsed:,.0f}/s of {target:,.0f}/s) errors {sink.errors}"
-            )
-            next_progress = now + _PROGRESS_EVERY_S
-        next_tick += tick_s
-        if next_tick < now:  # behind schedule: go on at once, do not burst to catch up
-            next_tick = now
-        else:
-            wait = next_tick - now
-            if deadline is not None:
-                wait = min(wait, max(deadline - now, 0.0))
-            stop.wait(wait)
+            batch = signals.tick(clock.at(k))
+            k += 1
+            rows = signals.last_rows if signals.last_rows is not None else np.arange(n)
+            kept = None
+            if remaining is not None and remaining < len(batch):
+                batch, rows = batch.take(np.arange(remaining)), rows[:remaining]
+                kept = set(batch.sensor_id.tolist())
+            self.send(self.late.push(batch, rows))
+            sink.poll()
+            self.announce(kept)
+            self.write_labels()
+            if remaining is not None:
+                remaining -= len(batch)
+                if remaining <= 0:
+                    break
+            now = time.monotonic()
+            if now >= next_progress:
+                elapsed = now - started
+                latency = getattr(sink, "ack_latency_ms", None)
+                _err(
+                    f"sensors_sim: {elapsed:6.1f}s sent {sink.sent:,} acked {sink.acked:,} "
+                    f"({sink.acked / elapsed:,.0f}/s of {target:,.0f}/s) errors {sink.errors}"
+                    + (f" ack {latency:.0f} ms" if latency is not None else "")
+                )
+                next_progress = now + _PROGRESS_EVERY_S
+            next_tick += tick_s
+            if next_tick < now:  # behind schedule: go on at once, do not burst to catch up
+                next_tick = now
+            else:
+                wait = next_tick - now
+                if deadline is not None:
+                    wait = min(wait, max(deadline - now, 0.0))
+                stop.wait(wait)
 
 
 def _install_sigterm(stop: threading.Event):

@@ -1,14 +1,21 @@
-"""Readings for a whole fleet, one tick at a time: normal values plus injected breaches.
+"""Readings for a whole fleet, one tick at a time: modelled normal values plus injections.
 
 Pure numpy, no I/O and no clock: the caller gives each tick's event time, so the same seed
-and the same tick times always give the same readings and the same breaches.
+and the same tick times always give the same readings, the same breaches and the same labels.
 
-Normal values sit well inside the thresholds of ``cityagent/data/thresholds.toml``: each
-sensor has a baseline drawn once from its kind's normal range, and every reading is the
-baseline plus a little Gaussian noise, clipped to that range. Breaches are injected on an
-event-time schedule: every ``breach_every_s`` seconds ``breaches`` random sensors (not
-already in breach) are held past their threshold for ``breach_duration_s`` seconds, then
-return to normal. Each injection is recorded in :attr:`FleetSignals.injected`.
+Normal values come from the per-kind models of :mod:`sensors_sim.models` (traffic with rush
+hours, water levels with drift and tide, pipe pressure following demand); they stay inside
+:data:`NORMAL_RANGES`, well inside the thresholds of ``cityagent/data/thresholds.toml``.
+Anomalies come from two sources:
+
+* the legacy *breach schedule*: every ``breach_every_s`` seconds ``breaches`` random sensors
+  (not already in breach) are held past their threshold for ``breach_duration_s`` seconds;
+  each is recorded in :attr:`FleetSignals.injected`;
+* a *scenario* (:mod:`sensors_sim.scenario`): storms, incidents, leaks, bursts and sensor
+  faults, resolved against the fleet at the first tick.
+
+Every injection, as it starts, adds ground-truth :class:`~sensors_sim.anomalies.Label` rows to
+:attr:`FleetSignals.labels`. A sensor in a dropout is left out of the tick's batch.
 """
 
 from __future__ import annotations
@@ -18,30 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cityagent.batch import ReadingBatch
-from cityagent.readings import ALL_VALUE_FIELDS, VALUE_FIELDS
+from cityagent.batch import ReadingBatch, bucket_of
+from cityagent.readings import ALL_VALUE_FIELDS, VALUE_RANGES
+from sensors_sim.anomalies import BREACH_VALUES, Injection, Label, apply
 from sensors_sim.fleet import Sensor
+from sensors_sim.models import NORMAL_RANGES, PressureModel, TrafficModel, WaterLevelModel
+from sensors_sim.scenario import Scenario, resolve
 
 __all__ = ("FleetSignals", "InjectedBreach", "NORMAL_RANGES", "BREACH_VALUES")
-
-#: Normal value ranges per field, well inside every threshold.
-NORMAL_RANGES: dict[str, tuple[float, float]] = {
-    "speed_kmh": (30.0, 80.0),
-    "flow_vph": (200.0, 1800.0),
-    "occupancy_pct": (5.0, 40.0),
-    "level_m": (1.0, 3.0),
-    "pressure_mpa": (0.28, 0.45),
-}
-#: Noise standard deviation per field, as a fraction of its normal range's width.
-_NOISE_FRACTION = 0.02
-
-#: Values a sensor in an injected breach reports (past the thresholds: level > 5.0 m red,
-#: pressure < 0.14 MPa orange, speed < 10 km/h yellow; flow and occupancy follow congestion).
-BREACH_VALUES: dict[str, dict[str, float]] = {
-    "traffic": {"speed_kmh": 5.0, "flow_vph": 150.0, "occupancy_pct": 85.0},
-    "water_level": {"level_m": 5.5},
-    "pipe_pressure": {"pressure_mpa": 0.08},
-}
 
 
 @dataclass(frozen=True)
@@ -65,6 +56,7 @@ class FleetSignals:
         breach_every_s: float = 10.0,
         breaches: int = 3,
         breach_duration_s: float = 30.0,
+        scenario: Scenario | None = None,
     ) -> None:
         if breach_every_s < 0 or breach_duration_s <= 0 or breaches < 0:
             raise ValueError(
@@ -76,61 +68,103 @@ class FleetSignals:
         self.breach_every_ms = round(breach_every_s * 1000)
         self.breaches = breaches
         self.breach_duration_ms = max(1, round(breach_duration_s * 1000))
+        self.scenario = scenario
         #: Every breach injected so far, in order of injection.
         self.injected: list[InjectedBreach] = []
+        #: Ground truth: one label per sensor of every injection that has started.
+        self.labels: list[Label] = []
 
         # Separate streams: the choice of breach sensors does not depend on how many ticks
-        # of noise came before it.
-        self._noise_rng, self._breach_rng, baseline_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+        # of noise came before it, nor the models on the scenario.
+        self._noise_rng, self._breach_rng, model_rng, self._scenario_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
         )
         self.sensor_id = np.array([s.sensor_id for s in self.fleet], dtype=str)
         self.kind = np.array([s.kind for s in self.fleet], dtype=str)
         self.lon = np.array([s.lon for s in self.fleet], dtype=np.float64)
         self.lat = np.array([s.lat for s in self.fleet], dtype=np.float64)
         self.district = np.array([s.district_code for s in self.fleet], dtype=np.int64)
+        self.city = np.array([s.city_code for s in self.fleet], dtype=np.int64)
+        #: The Kafka bucket of each sensor (computed once: hashing ids per tick is slow).
+        self.bucket = np.fromiter((bucket_of(s) for s in self.sensor_id.tolist()),
+                                  dtype=np.int64, count=n)
         for column in (self.sensor_id, self.kind, self.lon, self.lat, self.district):
             column.flags.writeable = False  # shared by every tick's batch
-        # Rows of each field (the sensors whose kind reports it) and their baselines.
-        self._rows: dict[str, np.ndarray] = {}
-        self._baseline: dict[str, np.ndarray] = {}
-        for kind, names in VALUE_FIELDS.items():
-            rows = np.flatnonzero(self.kind == kind)
-            for name in names:
-                low, high = NORMAL_RANGES[name]
-                margin = (high - low) * 0.1
-                self._rows[name] = rows
-                self._baseline[name] = baseline_rng.uniform(low + margin, high - margin, rows.size)
+        self.rows = {k: np.flatnonzero(self.kind == k)
+                     for k in ("traffic", "water_level", "pipe_pressure")}
+        self.traffic = TrafficModel(self.rows["traffic"].size, model_rng)
+        self.water = WaterLevelModel(self.rows["water_level"].size,
+                                     self.city[self.rows["water_level"]], model_rng)
+        self.pressure = PressureModel(self.rows["pipe_pressure"].size, model_rng)
+        # Per-row model parameters the injections need (NaN for rows of other kinds).
+        self._ctx = {name: np.full(n, np.nan) for name in ("free_flow", "base", "guaranteed")}
+        self._ctx["free_flow"][self.rows["traffic"]] = self.traffic.free_flow
+        self._ctx["base"][self.rows["water_level"]] = self.water.base
+        self._ctx["guaranteed"][self.rows["water_level"]] = self.water.guaranteed
+        self._injections: list[Injection] = []
+        self._pending: list[Injection] = []
         self._breach_until = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
         self._next_breach_ms: int | None = None
+        self._t0_ms: int | None = None
+        #: Fleet rows of the last tick's readings, or None when every sensor reported.
+        self.last_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.fleet)
 
     def in_breach(self, ts_ms: int) -> np.ndarray:
-        """Bool per sensor: is it held in breach at event time ``ts_ms``."""
+        """Bool per sensor: is it held in breach (by the breach schedule) at ``ts_ms``."""
         return self._breach_until > ts_ms
+
+    def normal_values(self, ts_ms: int) -> dict[str, np.ndarray]:
+        """The modelled normal values of every sensor at ``ts_ms`` (NaN for other kinds)."""
+        n = len(self.fleet)
+        values = {name: np.full(n, np.nan) for name in ALL_VALUE_FIELDS}
+        rng = self._noise_rng
+        for model, kind in ((self.traffic, "traffic"), (self.water, "water_level"),
+                            (self.pressure, "pipe_pressure")):
+            rows = self.rows[kind]
+            if rows.size:
+                for name, column in model.values(ts_ms, rng).items():
+                    low, high = NORMAL_RANGES[name]
+                    values[name][rows] = np.clip(column, low, high)
+        return values
 
     def tick(self, ts_ms: int) -> ReadingBatch:
         """The readings of every sensor at event time ``ts_ms`` (call with increasing times)."""
         ts_ms = int(ts_ms)
+        if self._t0_ms is None:
+            self._t0_ms = ts_ms
+            if self.scenario is not None:
+                self._pending = resolve(
+                    self.scenario, ts_ms, self._scenario_rng, sensor_id=self.sensor_id,
+                    kind=self.kind, city=self.city, district=self.district, lon=self.lon,
+                    lat=self.lat,
+                )
         self._inject_due(ts_ms)
         n = len(self.fleet)
+        values = self.normal_values(ts_ms)
         breaching = self.in_breach(ts_ms)
-        values: dict[str, np.ndarray] = {}
-        for name in ALL_VALUE_FIELDS:
-            column = np.full(n, np.nan)
-            rows = self._rows[name]
-            low, high = NORMAL_RANGES[name]
-            noise = self._noise_rng.normal(0.0, (high - low) * _NOISE_FRACTION, rows.size)
-            column[rows] = np.clip(self._baseline[name] + noise, low, high)
-            values[name] = column
         if breaching.any():
             for kind, fields in BREACH_VALUES.items():
                 hit = breaching & (self.kind == kind)
                 for name, value in fields.items():
                     values[name][hit] = value
-        return ReadingBatch(
+        dropped = np.zeros(n, dtype=bool)
+        if self._pending:
+            started = [inj for inj in self._pending if inj.start_ms <= ts_ms]
+            for inj in started:
+                self._pending.remove(inj)
+                self._injections.append(inj)
+                self.labels.extend(inj.labels(self.sensor_id, self.kind))
+        if self._injections:
+            for inj in self._injections:
+                apply(inj, ts_ms, values, self.kind, self._ctx, dropped)
+            self._injections = [inj for inj in self._injections if inj.end_ms > ts_ms]
+            for name, column in values.items():
+                low, high = VALUE_RANGES[name]
+                np.clip(column, low, high, out=column)
+        batch = ReadingBatch(
             sensor_id=self.sensor_id,
             kind=self.kind,
             ts_ms=np.full(n, ts_ms, dtype=np.int64),
@@ -139,6 +173,11 @@ class FleetSignals:
             district=self.district,
             values=values,
         )
+        self.last_rows = None  # every row of the fleet, in order
+        if dropped.any():
+            self.last_rows = np.flatnonzero(~dropped)
+            batch = batch.take(self.last_rows)
+        return batch
 
     def _inject_due(self, ts_ms: int) -> None:
         if self.breaches == 0 or self.breach_every_ms == 0 or not self.fleet:
@@ -162,3 +201,5 @@ class FleetSignals:
         for i in chosen.tolist():
             sensor = self.fleet[i]
             self.injected.append(InjectedBreach(sensor.sensor_id, sensor.kind, ts_ms, end_ms))
+            self.labels.append(Label(sensor.sensor_id, sensor.kind, "breach", ts_ms, end_ms, 1.0,
+                                     "breach-schedule"))

@@ -164,3 +164,72 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
         assert alert["city_code"] == str(sensor.city_code)
     opened = [orjson.loads(r.value) for r in records]
     assert {a["sensor_id"] for a in opened if a["status"] == "open"} == set(injected)
+
+
+def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: Settings,
+                                                              tmp_path: Path):
+    settings = isolated_settings
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    scenario = tmp_path / "burst.json"
+    scenario.write_text(orjson.dumps({"name": "burst-now", "anomalies": [
+        {"type": "burst", "place": "370200", "start": "1s", "duration": "3s", "count": 3},
+    ]}).decode())
+    labels_path = tmp_path / "labels.jsonl"
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(settings, log_path)
+    try:
+        sim = subprocess.run(
+            _simulator(settings, "--sensors", "200", "--rate", "2000", "--duration", "5",
+                       "--scenario", str(scenario), "--labels", str(labels_path),
+                       "--late-fraction", "0.05", "--seed", "7"),
+            env=_env(settings), capture_output=True, text=True, timeout=90,
+        )
+        assert sim.returncode == 0, sim.stderr
+        assert "burst injected (burst-now#0) on 3 sensors" in sim.stderr
+        labels = [orjson.loads(line) for line in labels_path.read_text().splitlines()]
+        labelled = {lab["sensor_id"] for lab in labels}
+        assert len(labelled) == 3 and {lab["anomaly"] for lab in labels} == {"burst"}
+
+        def alerted(records) -> set[str]:
+            return {orjson.loads(r.value)["sensor_id"] for r in records}
+
+        records = _consume(settings.bootstrap, settings.alerts_topic,
+                           lambda r: alerted(r) >= labelled, timeout_s=60)
+        log_tail = log_path.read_text("utf-8", "replace")[-3000:]
+        # Every burst sensor alerts, and nothing else does (the quiet fleet raises nothing).
+        assert alerted(records) == labelled, f"worker log:\n{log_tail}"
+    finally:
+        worker.stop()
+    fleet = {s.sensor_id: s for s in make_fleet(200, 7, default_regions())}
+    for sensor_id in labelled:
+        assert fleet[sensor_id].kind == "pipe_pressure" and fleet[sensor_id].city_code == 370200
+
+
+def test_http_sink_into_the_api(settings_factory, tmp_path: Path):
+    from tests.helpers import free_port, start_api
+
+    settings = settings_factory(api_port=free_port())
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    api = start_api(settings, tmp_path / "api.log")
+    try:
+        sim = subprocess.run(
+            _simulator(settings, "--sensors", "100", "--rate", "1000", "--count", "500",
+                       "--sink", "http", "--api", f"http://127.0.0.1:{settings.api_port}"),
+            env=_env(settings), capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        api.stop()
+    assert sim.returncode == 0, sim.stderr
+    assert "sent 500 readings, 500 acknowledged" in sim.stderr
+
+
+def test_bench_json(isolated_settings: Settings):
+    done = subprocess.run(
+        _simulator(isolated_settings, "--bench", "--json", "--sensors", "20000",
+                   "--duration", "2"),
+        env=_env(isolated_settings), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert {"readings_per_s", "raw_producer_per_s", "ratio"} <= set(result)
+    assert result["readings_per_s"] > 0 and result["errors"] == 0

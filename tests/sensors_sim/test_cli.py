@@ -1,9 +1,15 @@
-"""The simulator's command line without a broker: argument checks and an unreachable broker."""
+"""The simulator's command line without a broker: argument checks, unreachable sinks, the
+registry, the file sink, labels and event time."""
 
 from __future__ import annotations
 
+import csv
+import json
+
+import orjson
 import pytest
 
+from cityagent.readings import parse_reading
 from sensors_sim.cli import main
 from tests.helpers import free_port
 
@@ -37,3 +43,93 @@ def test_unreachable_broker_is_one_clear_message(capsys):
     assert f"cannot reach the Kafka brokers at {bootstrap}" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- registry, file sink, labels, time ------------------------------------------------------
+
+_START = "2026-07-15T06:00:00+08:00"
+
+
+def test_registry_json_and_csv_identical_for_a_seed(tmp_path, capsys):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    for path, seed in ((a, "3"), (b, "3"), (c, "4")):
+        assert main(["--sensors", "60", "--seed", seed, "--registry", str(path)]) == 0
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    doc = json.loads(a.read_text("utf-8"))
+    assert doc["count"] == 60 and len(doc["sensors"]) == 60
+    gauge = next(s for s in doc["sensors"] if s["kind"] == "water_level")
+    assert gauge["warning_level_m"] < gauge["guaranteed_level_m"]
+    road = next(s for s in doc["sensors"] if s["kind"] == "traffic")
+    assert road["road_class"] in {"expressway", "arterial", "secondary"}
+    assert road["expected_interval_s"] == 0.1  # 60 sensors at the default 2000/s
+    assert {"sensor_id", "lon", "lat", "city_code", "district_code"} <= set(gauge)
+    out = tmp_path / "r.csv"
+    assert main(["--sensors", "60", "--seed", "3", "--registry", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["sensor_id"] for r in rows] == [s["sensor_id"] for s in doc["sensors"]]
+    assert "wrote the registry of 60 sensors" in capsys.readouterr().err
+
+
+def _file_run(tmp_path, *extra, name="out.jsonl"):
+    out, labels = tmp_path / name, tmp_path / "labels.jsonl"
+    code = main(["--sensors", "160", "--rate", "100000", "--count", "3200", "--sink", "file",
+                 "--out", str(out), "--labels", str(labels), "--start", _START, *extra])
+    return code, out, labels
+
+
+def test_file_sink_labels_and_accelerated_event_time(tmp_path, capsys):
+    code, out, labels = _file_run(tmp_path, "--scenario", "sensor-faults", "--accelerate", "600")
+    assert code == 0, capsys.readouterr().err
+    lines = [orjson.loads(line) for line in out.read_text().splitlines()]
+    readings = [parse_reading(doc) for doc in lines]
+    # 20 ticks of 0.1 s wall time, 60 s of event time each (x600); dropouts leave gaps.
+    ts = sorted({r.ts_ms for r in readings})
+    assert ts[0] == 1_784_066_400_000 and all(b - a == 60_000 for a, b in zip(ts, ts[1:], strict=False))
+    truth = [orjson.loads(line) for line in labels.read_text().splitlines()]
+    assert {t["anomaly"] for t in truth} == {"stuck", "dropout", "spike", "drift"}
+    dropped = {t["sensor_id"] for t in truth if t["anomaly"] == "dropout"}
+    for t in truth:
+        assert set(t) == {"sensor_id", "kind", "anomaly", "start_ms", "end_ms", "magnitude",
+                          "source"}
+        if t["sensor_id"] in dropped:
+            seen = {r.ts_ms for r in readings if r.sensor_id == t["sensor_id"]}
+            assert not any(t["start_ms"] <= s < t["end_ms"] for s in seen)
+    err = capsys.readouterr().err
+    assert "spike injected (sensor-faults#2)" in err
+
+
+def test_same_seed_same_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = (_file_run(tmp_path / d, "--scenario", "pipe-burst-qingdao",
+                               "--accelerate", "100") for d in "ab")
+    assert first[0] == second[0] == 0
+    assert first[1].read_bytes() == second[1].read_bytes()
+    assert first[2].read_bytes() == second[2].read_bytes()
+
+
+def test_late_fraction_delivers_out_of_order_but_all(tmp_path):
+    code, out, _ = _file_run(tmp_path, "--late-fraction", "0.2", "--breach-every", "0",
+                             name="out.csv")
+    assert code == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 3200
+    ts = [int(r["ts_ms"]) for r in rows]
+    assert sum(b < a for a, b in zip(ts, ts[1:], strict=False)) > 10  # out of order
+    assert len({(r["sensor_id"], r["ts_ms"]) for r in rows}) == 3200  # none lost or doubled
+
+
+def test_http_sink_unreachable_exits_naming_the_api(capsys):
+    api = f"http://127.0.0.1:{free_port()}"
+    code = main(["--sensors", "10", "--count", "10", "--sink", "http", "--api", api,
+                 "--give-up", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"cannot reach the API at {api}/v1/readings within 1s" in err
+    assert "Traceback" not in err
+
+
+def test_file_sink_needs_out(capsys):
+    with pytest.raises(SystemExit):
+        main(["--sink", "file"])
+    assert "--sink file needs --out" in capsys.readouterr().err

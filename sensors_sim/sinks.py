@@ -1,0 +1,155 @@
+"""Where readings go besides Kafka: a file (JSONL or CSV, for replay) or the HTTP API.
+
+Every sink has the interface of :class:`~sensors_sim.producer.KafkaSink`: ``send(batch,
+buckets)``, ``poll()``, ``flush(timeout_s)``, ``close(timeout_s)`` and the counters
+``sent``, ``acked``, ``errors``, ``last_error``, plus ``target`` (what it writes to).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from cityagent.batch import ReadingBatch
+from cityagent.errors import CityAgentError
+from cityagent.readings import ALL_VALUE_FIELDS, VALUE_FIELDS, format_ts
+
+__all__ = ("FileSink", "HttpSink", "SinkUnreachable", "reading_dicts")
+
+
+class SinkUnreachable(CityAgentError):
+    """The sink's destination did not answer within the allowed time."""
+
+
+def reading_dicts(batch: ReadingBatch) -> list[dict[str, object]]:
+    """The readings in their public JSON shape (``ts`` as RFC 3339 UTC)."""
+    ids, kinds = batch.sensor_id.tolist(), batch.kind.tolist()
+    ts, lon, lat = batch.ts_ms.tolist(), batch.lon.tolist(), batch.lat.tolist()
+    columns = {name: batch.values[name].tolist() for name in ALL_VALUE_FIELDS}
+    out = []
+    for i, kind in enumerate(kinds):
+        doc: dict[str, object] = {"sensor_id": ids[i], "kind": kind, "ts": format_ts(ts[i]),
+                                  "lon": lon[i], "lat": lat[i]}
+        for name in VALUE_FIELDS[kind]:
+            doc[name] = round(columns[name][i], 4)
+        out.append(doc)
+    return out
+
+
+class _Counters:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.sent = 0
+        self.acked = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def poll(self) -> None:
+        pass
+
+
+class FileSink(_Counters):
+    """Readings as JSON lines (public shape, ``ts_ms`` added) or CSV rows, for replay."""
+
+    CSV_COLUMNS = ("sensor_id", "kind", "ts", "ts_ms", "lon", "lat", *ALL_VALUE_FIELDS)
+
+    def __init__(self, path: Path, fmt: str | None = None) -> None:
+        super().__init__(f"file {path}")
+        self.format = fmt or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")
+        try:
+            self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise SinkUnreachable(f"cannot write readings to {path}: {exc}") from None
+        self._csv = None
+        if self.format == "csv":
+            self._csv = csv.writer(self._file, lineterminator="\n")
+            self._csv.writerow(self.CSV_COLUMNS)
+
+    def send(self, batch: ReadingBatch, buckets: np.ndarray | None = None) -> None:
+        docs = reading_dicts(batch)
+        if self._csv is not None:
+            ts_ms = batch.ts_ms.tolist()
+            for doc, ms in zip(docs, ts_ms, strict=True):
+                self._csv.writerow([doc.get(c, ms if c == "ts_ms" else "") for c in self.CSV_COLUMNS])
+        else:
+            self._file.write("".join(
+                orjson.dumps(doc).decode() + "\n" for doc in docs))
+        self.sent += len(docs)
+        self.acked += len(docs)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._file.flush()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._file.close()
+
+
+class HttpSink(_Counters):
+    """POST JSON arrays of readings to ``{api}/v1/readings``, retrying with backoff.
+
+    A request that fails (connection refused, timeout, 5xx, 429) is retried with exponential
+    backoff; once ``give_up_s`` passes without a successful request, :meth:`send` raises
+    :class:`SinkUnreachable` naming the URL. A 4xx other than 429 counts as an error and is
+    not retried (retrying the same readings would fail the same way).
+    """
+
+    def __init__(self, api: str, *, batch_rows: int = 1000, give_up_s: float = 30.0,
+                 api_key: str | None = None, timeout_s: float = 10.0) -> None:
+        import httpx
+
+        self.url = api.rstrip("/") + "/v1/readings"
+        super().__init__(f"API {self.url}")
+        self.batch_rows = batch_rows
+        self.give_up_s = give_up_s
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["x-api-key"] = api_key
+        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+        self.requests = 0
+        self.retries = 0
+
+    def send(self, batch: ReadingBatch, buckets: np.ndarray | None = None) -> None:
+        for lo in range(0, len(batch), self.batch_rows):
+            piece = batch.take(np.arange(lo, min(len(batch), lo + self.batch_rows)))
+            self._post(orjson.dumps(reading_dicts(piece)), len(piece))
+
+    def _post(self, body: bytes, rows: int) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.give_up_s
+        delay = 0.2
+        self.sent += rows
+        while True:
+            try:
+                response = self._client.post(self.url, content=body)
+                self.requests += 1
+                if response.status_code < 300:
+                    self.acked += rows
+                    return
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500 and response.status_code != 429:
+                    self.errors += 1  # the readings were refused: retrying would not help
+                    self.last_error = problem
+                    return
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            self.retries += 1
+            self.last_error = problem
+            if time.monotonic() + delay > deadline:
+                self.errors += 1
+                raise SinkUnreachable(
+                    f"cannot reach the API at {self.url} within {self.give_up_s:g}s "
+                    f"({problem})"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._client.close()

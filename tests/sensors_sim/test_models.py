@@ -1,0 +1,118 @@
+"""The per-kind signal models: daily and weekly shapes, road classes, tides, quiet fleets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cityagent.detection import Thresholds, detect_breaches
+from cityagent.readings import VALUE_RANGES
+from cityagent.regions import default_regions
+from sensors_sim.fleet import make_fleet
+from sensors_sim.generators import FleetSignals
+from sensors_sim.models import (
+    COASTAL_CITIES,
+    NORMAL_RANGES,
+    congestion_band,
+    local_hours,
+    traffic_demand,
+    traffic_index,
+    weekday,
+)
+
+H = 3_600_000
+MIDNIGHT = 1_767_225_600_000 - 8 * H  # 2026-01-01 00:00 China Standard Time, a Thursday
+SATURDAY = MIDNIGHT + 2 * 24 * H
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return make_fleet(3000, 5, default_regions())
+
+
+def _mean_speed(signals: FleetSignals, ts: int) -> float:
+    return float(signals.tick(ts).values["speed_kmh"][signals.rows["traffic"]].mean())
+
+
+def test_local_time():
+    assert local_hours(MIDNIGHT) == 0.0 and local_hours(MIDNIGHT + 8 * H) == 8.0
+    assert weekday(MIDNIGHT) == 3 and weekday(SATURDAY) == 5
+
+
+def test_weekday_double_rush_hours_and_weekend():
+    day = [traffic_demand(MIDNIGHT + h * H) for h in range(24)]
+    assert max(day[6:10]) > day[12] < max(day[16:20])  # morning and evening peaks
+    assert day[3] < 0.2 and max(day[6:10]) > 0.75 and max(day[16:20]) > 0.75
+    weekend = [traffic_demand(SATURDAY + h * H) for h in range(24)]
+    assert weekend[8] < day[8] and np.argmax(weekend) in range(12, 17)
+
+
+def test_rush_hour_slows_traffic(fleet):
+    signals = FleetSignals(fleet, 1, breach_every_s=0)
+    night, rush = _mean_speed(signals, MIDNIGHT + 3 * H), _mean_speed(signals, MIDNIGHT + 8 * H)
+    saturday_morning = _mean_speed(signals, SATURDAY + 8 * H)
+    assert rush < night - 5 and rush < saturday_morning
+
+
+def test_free_flow_by_road_class(fleet):
+    signals = FleetSignals(fleet, 2, breach_every_s=0)
+    speed = signals.tick(MIDNIGHT + 3 * H).values["speed_kmh"][signals.rows["traffic"]]
+    names = signals.traffic.road_class_names()
+    for road, low in (("expressway", 65), ("arterial", 40), ("secondary", 35)):
+        assert (names == road).any() and speed[names == road].min() > low, road
+    index = traffic_index(speed, signals.traffic.free_flow)
+    assert congestion_band(float(index.mean())) == "畅通"
+    assert congestion_band(9.5) == "严重拥堵" and congestion_band(5.0) == "轻度拥堵"
+
+
+def test_tide_only_on_the_coast(fleet):
+    signals = FleetSignals(fleet, 3, breach_every_s=0)
+    rows = signals.rows["water_level"]
+    levels = np.array([signals.tick(MIDNIGHT + k * H // 2).values["level_m"][rows]
+                       for k in range(26)])
+    swing = levels.max(axis=0) - levels.min(axis=0)
+    coastal = np.isin(signals.city[rows], list(COASTAL_CITIES))
+    assert coastal.any() and (~coastal).any()
+    assert np.median(swing[coastal]) > 1.5 * np.median(swing[~coastal])
+    assert (signals.water.tide_amp[~coastal] == 0).all() and (signals.water.tide_amp[coastal] > 0).all()
+    # Every gauge has its 警戒 (warning) below its 保证 (guaranteed) level, above normal.
+    assert (signals.water.warning < signals.water.guaranteed).all()
+    assert (levels.max(axis=0) < signals.water.warning).all()
+
+
+def test_pressure_follows_demand(fleet):
+    signals = FleetSignals(fleet, 4, breach_every_s=0)
+    rows = signals.rows["pipe_pressure"]
+    day = np.concatenate([signals.tick(MIDNIGHT + h * H).values["pressure_mpa"][rows]
+                          for h in (8, 11, 19)])
+    night = signals.tick(MIDNIGHT + 27 * H).values["pressure_mpa"][rows]
+    assert 0.28 <= np.percentile(day, 2) and np.percentile(day, 98) <= 0.36
+    assert night.mean() > day.mean() + 0.04
+
+
+def test_quiet_fleet_raises_no_alert_for_a_week():
+    fleet = make_fleet(1500, 9, default_regions())
+    signals = FleetSignals(fleet, 9, breach_every_s=0)
+    thresholds = Thresholds.load()
+    state: dict = {}
+    for k in range(7 * 24 * 4):  # every 15 minutes for a week
+        batch = signals.tick(MIDNIGHT + k * H // 4)
+        for name, (low, high) in NORMAL_RANGES.items():
+            column = batch.values[name][~np.isnan(batch.values[name])]
+            assert column.min() >= low and column.max() <= high
+            assert VALUE_RANGES[name][0] <= low and high <= VALUE_RANGES[name][1]
+        state, anomalies = detect_breaches(batch, state, thresholds, 0)
+        assert anomalies == [], anomalies[:1]
+    assert signals.labels == []
+
+
+def test_same_seed_same_values(fleet):
+    def run(seed):
+        signals = FleetSignals(fleet, seed, breach_every_s=0)
+        return [signals.tick(MIDNIGHT + k * 60_000).values for k in range(5)]
+
+    a, b, c = run(1), run(1), run(2)
+    for x, y in zip(a, b, strict=True):
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
+    assert not np.array_equal(a[0]["speed_kmh"], c[0]["speed_kmh"], equal_nan=True)

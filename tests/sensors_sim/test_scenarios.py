@@ -1,0 +1,211 @@
+"""Scenarios: the file format, the built-ins, what each anomaly does, and the labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cityagent.detection import Thresholds, detect_breaches
+from cityagent.regions import default_regions
+from sensors_sim.fleet import make_fleet
+from sensors_sim.generators import FleetSignals
+from sensors_sim.scenario import (
+    ScenarioError,
+    builtin_names,
+    load_scenario,
+    parse_duration_s,
+    parse_scenario,
+)
+
+H = 3_600_000
+T0 = 1_767_225_600_000  # 2026-01-01 08:00 China Standard Time
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return make_fleet(3000, 5, default_regions())
+
+
+def _signals(fleet, anomalies, seed=1):
+    scenario = parse_scenario({"name": "t", "anomalies": anomalies})
+    return FleetSignals(fleet, seed, breach_every_s=0, scenario=scenario)
+
+
+def _run(signals, seconds, step_s=10):
+    return [signals.tick(T0 + k * step_s * 1000) for k in range(seconds // step_s)]
+
+
+def test_builtins_load():
+    assert {"rainstorm-jinan", "pipe-burst-qingdao", "sensor-faults", "quiet-day"} <= set(
+        builtin_names())
+    for name in builtin_names():
+        assert load_scenario(name).name == name
+    assert load_scenario("quiet-day").anomalies == ()
+
+
+def test_scenario_file_and_errors(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "anomalies": [
+        {"type": "spike", "sensors": ["jn-tr-000000"], "start": "1m"}]}))
+    (spec,) = load_scenario(str(path)).anomalies
+    assert spec.type == "spike" and spec.start_s == 60 and spec.duration_s == 1.0
+    assert parse_duration_s("1.5h", "x") == 5400 and parse_duration_s(30, "x") == 30
+    for bad, says in [
+        ({"anomalies": [{"type": "flood", "place": "370100"}]}, "'type' must be one of"),
+        ({"anomalies": [{"type": "leak"}]}, "give a 'place'"),
+        ({"anomalies": [{"type": "leak", "place": "370100", "start": "soon"}]}, "duration"),
+        ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": -1}]}, "magnitude"),
+        ({"anomalies": [{"type": "leak", "place": "370100", "colour": 1}]}, "unknown key"),
+        ({"anomalies": [{"type": "burst", "place": "370100", "kinds": ["traffic"]}]}, "cannot"),
+    ]:
+        with pytest.raises(ScenarioError, match=says):
+            parse_scenario(bad)
+    with pytest.raises(ScenarioError, match="built-ins"):
+        load_scenario("no-such-scenario")
+
+
+def test_burst_drops_pressure_at_the_nearest_sensors(fleet):
+    signals = _signals(fleet, [{"type": "burst", "place": "370200", "start": "60s",
+                                "duration": "10m", "count": 3}])
+    before = signals.tick(T0)
+    after = signals.tick(T0 + 60_000)
+    labels = signals.labels
+    assert len(labels) == 3 and {lab.anomaly for lab in labels} == {"burst"}
+    rows = [signals.sensor_id.tolist().index(lab.sensor_id) for lab in labels]
+    assert all(fleet[r].kind == "pipe_pressure" and fleet[r].city_code == 370200 for r in rows)
+    p0, p1 = before.values["pressure_mpa"], after.values["pressure_mpa"]
+    # All at once, at least two below the 0.14 MPa minimum service pressure.
+    assert (p1[rows] < p0[rows] - 0.15).all() and (p1[rows] < 0.14).sum() >= 2
+    others = np.setdiff1d(signals.rows["pipe_pressure"], rows)
+    assert (p1[others] > 0.25).all()
+    # They are the nearest pipe sensors to the first one (the epicentre).
+    pp = signals.rows["pipe_pressure"][signals.city[signals.rows["pipe_pressure"]] == 370200]
+    centre = rows[0]  # labels list the epicentre first
+    d = np.hypot((signals.lon[pp] - signals.lon[centre]) * np.cos(np.radians(36.0)),
+                 signals.lat[pp] - signals.lat[centre])
+    nearest = set(pp[np.argsort(d)[:3]].tolist())
+    assert nearest == set(rows)
+    # It ends: pressure back to normal after its window.
+    later = signals.tick(T0 + 60_000 + 600_000)
+    assert (later.values["pressure_mpa"][rows] > 0.25).all()
+
+
+def test_leak_is_gradual(fleet):
+    signals = _signals(fleet, [{"type": "leak", "place": "370100", "duration": "1h"}])
+    batches = [signals.tick(T0 + k * 600_000) for k in range(6)]
+    rows = [signals.sensor_id.tolist().index(lab.sensor_id) for lab in signals.labels]
+    assert len(rows) == 2
+    series = np.array([b.values["pressure_mpa"][rows[0]] for b in batches])
+    assert (np.diff(series) < 0).all() and series[-1] < series[0] - 0.12
+
+
+def test_rainstorm_raises_levels_with_lag_and_slows_traffic(fleet):
+    signals = _signals(fleet, [{"type": "rainstorm", "place": "370100", "duration": "3h",
+                                "magnitude": 1.3}])
+    ticks = [signals.tick(T0 + k * 600_000) for k in range(20)]  # every 10 min for 3h20
+    wl = signals.rows["water_level"][signals.city[signals.rows["water_level"]] == 370100]
+    levels = np.array([b.values["level_m"][wl] for b in ticks])
+    peak = int(np.argmax(levels.mean(axis=1)))
+    assert 3 <= peak <= 9  # a lag, then the peak about an hour in
+    assert (levels[peak] > signals.water.guaranteed[np.searchsorted(
+        signals.rows["water_level"], wl)]).all()
+    assert (levels[-1] < levels[peak]).all() and (levels[-1] < 3.5).all()  # recedes
+    tr = signals.rows["traffic"][signals.city[signals.rows["traffic"]] == 370100]
+    assert ticks[peak].values["speed_kmh"][tr].mean() < 0.8 * ticks[0].values["speed_kmh"][tr].mean()
+    kinds = {(lab.kind, lab.anomaly) for lab in signals.labels}
+    assert kinds == {("water_level", "rainstorm"), ("traffic", "rainstorm")}
+    assert len(signals.labels) == wl.size + tr.size
+
+
+def test_incident_spills_to_neighbours(fleet):
+    signals = _signals(fleet, [{"type": "incident", "place": "370100", "start": "10s",
+                                "duration": "30m"}])
+    base = signals.tick(T0)
+    hit = signals.tick(T0 + 20_000)
+    rows = [signals.sensor_id.tolist().index(lab.sensor_id) for lab in signals.labels]
+    assert len(rows) == 3
+    speed0, speed1 = base.values["speed_kmh"], hit.values["speed_kmh"]
+    occ0, occ1 = base.values["occupancy_pct"], hit.values["occupancy_pct"]
+    centre = signals.labels[0].sensor_id
+    weights = {lab.sensor_id: lab for lab in signals.labels}
+    assert centre in weights
+    assert min(speed1[rows]) < 10 and all(speed1[rows] < speed0[rows])
+    assert all(occ1[rows] > occ0[rows])
+    assert sum(speed1[rows] < 10) == 1  # the incident itself; neighbours slowed, not stopped
+
+
+def test_sensor_faults(fleet):
+    signals = _signals(fleet, [
+        {"type": "stuck", "sensors": ["jn-wl-000016", "jn-tr-000000"], "start": "10s",
+         "duration": "100s"},
+        {"type": "dropout", "sensors": ["qd-pp-000017"], "start": "10s", "duration": "30s"},
+        {"type": "spike", "sensors": ["jn-pp-000032"], "start": "20s"},
+        {"type": "drift", "sensors": ["zb-wl-000034"], "duration": "100s"},
+    ])
+    ids = signals.sensor_id.tolist()
+    batches = _run(signals, 100)
+    stuck_wl = np.array([b.values["level_m"][ids.index("jn-wl-000016")] for b in batches])
+    assert len(set(stuck_wl[1:].tolist())) == 1 and stuck_wl[0] != stuck_wl[1]
+    stuck_tr = [b.values["speed_kmh"][b.sensor_id.tolist().index("jn-tr-000000")]
+                for b in batches]
+    assert len(set(stuck_tr[1:])) == 1
+    present = ["qd-pp-000017" in b.sensor_id.tolist() for b in batches]
+    assert present == [True, False, False, False] + [True] * 6
+    spike = [b.values["pressure_mpa"][b.sensor_id.tolist().index("jn-pp-000032")]
+             for b in batches]
+    assert spike[2] > 0.8 and max(spike[:2] + spike[3:]) < 0.5
+    drift = [b.values["level_m"][b.sensor_id.tolist().index("zb-wl-000034")] for b in batches]
+    assert drift[-1] > drift[0] + 2.0
+    assert {lab.anomaly for lab in signals.labels} == {"stuck", "dropout", "spike", "drift"}
+
+
+def test_labels_match_what_was_injected_and_detected(fleet):
+    thresholds = Thresholds.load()
+    signals = FleetSignals(fleet, 3, breach_every_s=0,
+                           scenario=load_scenario("pipe-burst-qingdao"))
+    state: dict = {}
+    alerted = set()
+    for k in range(0, 3 * 3600, 60):
+        batch = signals.tick(T0 + k * 1000)
+        state, anomalies = detect_breaches(batch, state, thresholds, 0)
+        alerted |= {a.sensor_id for a in anomalies if a.phase == "start"}
+    labels = signals.labels
+    assert [(lab.anomaly, lab.end_ms - lab.start_ms) for lab in labels] == (
+        [("burst", H)] * 3 + [("leak", 2 * H)] * 2)
+    assert labels[0].start_ms == T0 + 120_000 and labels[3].start_ms == T0 + 600_000
+    labelled = {lab.sensor_id for lab in labels}
+    assert alerted and alerted <= labelled  # every alert is on a labelled sensor
+
+
+def test_same_seed_same_scenario_output(fleet):
+    def run(seed):
+        signals = FleetSignals(fleet, seed, breach_every_s=0, scenario=load_scenario(
+            "sensor-faults"))
+        batches = [signals.tick(T0 + k * 30_000) for k in range(20)]
+        return signals.labels, [b.sensor_id.tolist() for b in batches], [
+            b.values["level_m"] for b in batches]
+
+    a, b, c = run(4), run(4), run(5)
+    assert a[0] == b[0] and a[1] == b[1]
+    for x, y in zip(a[2], b[2], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a[0] != c[0]
+
+
+def test_quiet_day_is_quiet(fleet):
+    thresholds = Thresholds.load()
+    signals = FleetSignals(fleet, 2, breach_every_s=0, scenario=load_scenario("quiet-day"))
+    state: dict = {}
+    for k in range(0, 24 * 3600, 900):
+        state, anomalies = detect_breaches(signals.tick(T0 + k * 1000), state, thresholds, 0)
+        assert anomalies == []
+    assert signals.labels == []
+
+
+def test_unknown_place_or_sensor_is_an_error(fleet):
+    for anomaly, says in [({"type": "leak", "place": "379900"}, "no sensor of this fleet"),
+                          ({"type": "spike", "sensors": ["xx-tr-1"]}, "no sensor 'xx-tr-1'")]:
+        with pytest.raises(ScenarioError, match=says):
+            _signals(fleet, [anomaly]).tick(T0)
