@@ -88,12 +88,15 @@ def _phase(inj: Injection, ts_ms: int) -> float:
     return (ts_ms - inj.start_ms) / max(inj.end_ms - inj.start_ms, 1)
 
 
-def rain_response(u: float) -> float:
-    """Unit response of a gauge to a storm over its window (u = 0..1): a lagged rise to a peak
-    near u = 0.35, then a recession back to the base level by the end of the window."""
+def rain_response(u: float, peak: float | np.ndarray = 0.35) -> float | np.ndarray:
+    """Unit response of a gauge to a storm over its window (u = 0..1): a lagged rise to 1 at
+    ``u = peak`` (0.35 for river gauges; earlier for streets and underpasses, which fill
+    faster), then a recession back to the base level by the end of the window. ``peak`` may be
+    an array (one per sensor); the result then is too."""
     u = min(max(u, 0.0), 1.0)
-    up = 0.35
-    return float((u / up) * np.exp(1.0 - u / up) * (1.0 - u**4))
+    h = (u / np.asarray(peak, dtype=np.float64))
+    h = h * np.exp(1.0 - h) * (1.0 - u**4)
+    return float(h) if h.ndim == 0 else h
 
 
 def apply(inj: Injection, ts_ms: int, values: dict[str, np.ndarray], kind: np.ndarray,
@@ -101,7 +104,7 @@ def apply(inj: Injection, ts_ms: int, values: dict[str, np.ndarray], kind: np.nd
     """Apply ``inj`` at event time ``ts_ms`` to ``values`` (in place); mark dropped rows.
 
     ``ctx`` holds per-row model parameters: ``free_flow`` (traffic), ``base`` and
-    ``guaranteed`` (water levels).
+    ``guaranteed`` and optionally ``rain_peak`` (water levels).
     """
     if not inj.active(ts_ms):
         return
@@ -121,11 +124,13 @@ def apply(inj: Injection, ts_ms: int, values: dict[str, np.ndarray], kind: np.nd
                                          + ws * _INCIDENT_OCCUPANCY)
         values["flow_vph"][rows] *= 1.0 - 0.7 * ws
     elif a == "rainstorm":
-        h = rain_response(_phase(inj, ts_ms))
+        u = _phase(inj, ts_ms)
+        h = rain_response(u)
         wl = rows[kind[rows] == "water_level"]
         if wl.size:
             ww = w[kind[rows] == "water_level"]
-            rise = m * ww * h * (ctx["guaranteed"][wl] - ctx["base"][wl])
+            hw = rain_response(u, ctx["rain_peak"][wl]) if "rain_peak" in ctx else h
+            rise = m * ww * hw * (ctx["guaranteed"][wl] - ctx["base"][wl])
             values["level_m"][wl] += rise
         tr = rows[kind[rows] == "traffic"]
         if tr.size:

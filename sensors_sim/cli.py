@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="file sink: output path (.jsonl or .csv)")
     parser.add_argument("--api", help="http sink: API base URL (default: from "
                         "CITYAGENT_API_HOST / CITYAGENT_API_PORT)")
-    parser.add_argument("--api-key", help="http sink: integrator key sent as X-API-Key")
+    parser.add_argument("--api-key", help="http sink: integrator key, sent as Authorization: Bearer KEY")
     parser.add_argument("--give-up", type=positive_float, default=30.0,
                         help="http sink: seconds of failed retries before exiting (default 30)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,...] "

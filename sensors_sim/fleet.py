@@ -1,8 +1,12 @@
-"""The simulated sensor fleet: N sensors spread evenly over Shandong's 16 cities.
+"""The simulated sensor fleet: N sensors over Shandong's 16 cities, weighted by city.
 
-Sensor ``i`` lies in city ``i mod 16`` (cities in code order) and is of kind ``i mod 3``
-(traffic, water level, pipe pressure); its district is a random one of that city and its
-position a uniformly random point inside that district. Ids are stable and readable:
+Each city gets a number of sensors proportional to its weight in :data:`CITY_WEIGHTS`
+(resident population, 2020 census, millions, rounded), with at least one sensor per city when
+``n >= 16``: the counts are a largest-remainder apportionment of ``n - 16`` on top of one sensor
+each. Sensors ``0..15`` are one per city in code order (so ``n < 16`` takes the first ``n``
+cities); the cities of the rest are a seeded shuffle of the remaining counts. Sensor ``i`` is of
+kind ``i mod 3`` (traffic, water level, pipe pressure); its district is a random one of its city
+and its position a uniformly random point inside that district. Ids are stable and readable:
 ``jn-wl-000042`` is sensor 42, a water-level gauge in 济南 (Jinan). The same ``n`` and
 ``seed`` always give the same fleet.
 
@@ -18,7 +22,10 @@ import numpy as np
 
 from cityagent.regions import RegionIndex
 
-__all__ = ("Sensor", "make_fleet", "FLEET_KINDS", "CITY_ABBREV", "KIND_ABBREV")
+__all__ = (
+    "Sensor", "make_fleet", "city_counts", "FLEET_KINDS", "CITY_ABBREV", "CITY_WEIGHTS",
+    "KIND_ABBREV",
+)
 
 #: Kinds in the order sensors cycle through them.
 FLEET_KINDS: tuple[str, ...] = ("traffic", "water_level", "pipe_pressure")
@@ -44,6 +51,47 @@ CITY_ABBREV: dict[str, str] = {
     "371700": "hz",  # 菏泽
 }
 
+#: Prefecture city code → its weight in the fleet: resident population in millions at the
+#: 2020 (seventh) national census, rounded to 0.1 (approximate; Shandong statistical yearbook /
+#: the cities' census bulletins). Only the ratios matter.
+CITY_WEIGHTS: dict[str, float] = {
+    "370100": 9.2,  # 济南
+    "370200": 10.1,  # 青岛
+    "370300": 4.7,  # 淄博
+    "370400": 3.9,  # 枣庄
+    "370500": 2.2,  # 东营
+    "370600": 7.1,  # 烟台
+    "370700": 9.4,  # 潍坊
+    "370800": 8.4,  # 济宁
+    "370900": 5.5,  # 泰安
+    "371000": 2.9,  # 威海
+    "371100": 3.0,  # 日照
+    "371300": 11.0,  # 临沂
+    "371400": 5.6,  # 德州
+    "371500": 6.0,  # 聊城
+    "371600": 3.9,  # 滨州
+    "371700": 8.8,  # 菏泽
+}
+
+
+def city_counts(n: int, weights: np.ndarray) -> np.ndarray:
+    """Sensors per city: one each (the first ``n`` cities if ``n`` is smaller), the rest
+    apportioned by ``weights`` with the largest-remainder method. Sums to ``n``."""
+    k = len(weights)
+    counts = np.zeros(k, dtype=np.int64)
+    counts[: min(n, k)] = 1
+    extra = n - int(counts.sum())
+    if extra > 0:
+        share = np.asarray(weights, dtype=np.float64)
+        quota = extra * share / share.sum()
+        add = np.floor(quota).astype(np.int64)
+        left = extra - int(add.sum())
+        # Largest remainders first; ties to the lower city index (stable sort).
+        order = np.argsort(-(quota - add), kind="stable")
+        add[order[:left]] += 1
+        counts += add
+    return counts
+
 
 @dataclass(frozen=True)
 class Sensor:
@@ -58,7 +106,7 @@ class Sensor:
 
 
 def make_fleet(n: int, seed: int, regions: RegionIndex) -> list[Sensor]:
-    """``n`` sensors, round robin over the cities and kinds; identical for the same ``seed``."""
+    """``n`` sensors weighted by city, kinds round robin; identical for the same ``seed``."""
     if n < 0:
         raise ValueError(f"a fleet needs n >= 0 sensors; got {n}")
     if n == 0:
@@ -71,7 +119,11 @@ def make_fleet(n: int, seed: int, regions: RegionIndex) -> list[Sensor]:
         for code in cities
     }
     index = np.arange(n)
-    city_of = index % len(cities)
+    weights = np.array([CITY_WEIGHTS.get(code, 1.0) for code in cities])
+    counts = city_counts(n, weights)
+    head = min(n, len(cities))
+    rest = np.repeat(np.arange(len(cities)), counts - (np.arange(len(cities)) < head))
+    city_of = np.concatenate([np.arange(head), rng.permutation(rest)]).astype(np.int64)
     district_of = np.empty(n, dtype=np.int64)
     for c, code in enumerate(cities):
         rows = np.flatnonzero(city_of == c)

@@ -97,10 +97,12 @@ class FleetSignals:
                                      self.city[self.rows["water_level"]], model_rng)
         self.pressure = PressureModel(self.rows["pipe_pressure"].size, model_rng)
         # Per-row model parameters the injections need (NaN for rows of other kinds).
-        self._ctx = {name: np.full(n, np.nan) for name in ("free_flow", "base", "guaranteed")}
+        self._ctx = {name: np.full(n, np.nan)
+                     for name in ("free_flow", "base", "guaranteed", "rain_peak")}
         self._ctx["free_flow"][self.rows["traffic"]] = self.traffic.free_flow
         self._ctx["base"][self.rows["water_level"]] = self.water.base
         self._ctx["guaranteed"][self.rows["water_level"]] = self.water.guaranteed
+        self._ctx["rain_peak"][self.rows["water_level"]] = self.water.rain_peak()
         self._injections: list[Injection] = []
         self._pending: list[Injection] = []
         self._breach_until = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)

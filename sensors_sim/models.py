@@ -19,6 +19,8 @@ import numpy as np
 __all__ = (
     "NORMAL_RANGES",
     "COASTAL_CITIES",
+    "WATER_SITES",
+    "PONDING_LEVELS",
     "ROAD_CLASSES",
     "local_hours",
     "weekday",
@@ -36,7 +38,7 @@ NORMAL_RANGES: dict[str, tuple[float, float]] = {
     "speed_kmh": (12.0, 120.0),
     "flow_vph": (0.0, 6500.0),
     "occupancy_pct": (0.0, 60.0),
-    "level_m": (0.3, 3.4),
+    "level_m": (0.0, 3.4),  # street/underpass sensors read ~0 m when dry
     "pressure_mpa": (0.25, 0.48),
 }
 
@@ -44,6 +46,22 @@ NORMAL_RANGES: dict[str, tuple[float, float]] = {
 COASTAL_CITIES: frozenset[int] = frozenset(
     {370200, 370600, 371000, 371100, 370500, 370700, 371600}  # 青岛 烟台 威海 日照 东营 潍坊 滨州
 )
+
+#: Sites of water-level sensors and their share of the fleet's water-level sensors: river
+#: gauges, and street and underpass waterlogging (积水) sensors that are dry most of the time.
+WATER_SITES: dict[str, float] = {"river": 0.5, "street": 0.3, "underpass": 0.2}
+_SITE_NAMES = tuple(WATER_SITES)
+
+#: 警戒 (warning) and 保证 (guaranteed) water depths, m, of street and underpass sensors.
+#: Illustrative values in the spirit of Chinese urban waterlogging guidance (15 cm on a street
+#: stops cyclists and pedestrians, 27 cm is where a car's exhaust floods, 50 cm closes an
+#: underpass); not any one city's official figures.
+PONDING_LEVELS: dict[str, tuple[float, float]] = {"street": (0.15, 0.30),
+                                                   "underpass": (0.27, 0.50)}
+
+#: Rain response: the fraction of a storm's window at which a site's level peaks (underpasses
+#: fill fastest, streets next, rivers lag the most).
+RAIN_PEAK: dict[str, float] = {"river": 0.35, "street": 0.25, "underpass": 0.2}
 
 #: Road classes: (share of segments, free-flow speed range km/h, lanes, capacity veh/h/lane).
 ROAD_CLASSES: dict[str, tuple[float, tuple[float, float], int, float]] = {
@@ -143,10 +161,15 @@ class TrafficModel:
 
 
 class WaterLevelModel:
-    """River gauges: base level + slow mean-reverting drift + tide on the coast + noise."""
+    """River gauges: base level + slow mean-reverting drift + tide on the coast + noise.
+
+    Street and underpass waterlogging sensors read a water depth of ~0 m when dry (half-normal
+    noise, never below 0, well below their 警戒 depth); only a rainstorm raises them.
+    """
 
     DRIFT_SD_M = 0.12  # stationary standard deviation of the drift
     DRIFT_TAU_H = 6.0  # its correlation time
+    DRY_NOISE_M = 0.008  # scale of a dry street/underpass sensor's reading
 
     def __init__(self, n: int, city_codes: np.ndarray, rng: np.random.Generator) -> None:
         self.base = rng.uniform(0.8, 1.9, n)
@@ -158,7 +181,25 @@ class WaterLevelModel:
         self.guaranteed = np.round(self.warning + rng.uniform(0.6, 1.0, n), 2)
         self.guaranteed = np.minimum(self.guaranteed, 4.95)
         self._drift = rng.normal(0.0, self.DRIFT_SD_M, n)
+        # Drawn last, so the river parameters above do not depend on it.
+        shares = np.array(list(WATER_SITES.values()))
+        self.site = rng.choice(len(_SITE_NAMES), size=n, p=shares / shares.sum())
+        self.river = self.site == 0
+        for code, name in enumerate(_SITE_NAMES[1:], start=1):
+            rows = self.site == code
+            self.warning[rows], self.guaranteed[rows] = PONDING_LEVELS[name]
+        ponding = ~self.river
+        self.base[ponding] = 0.0  # dry
+        self.tide_amp[ponding] = 0.0
+        self._drift[ponding] = 0.0
         self._last_ts: int | None = None
+
+    def site_names(self) -> np.ndarray:
+        return np.array(_SITE_NAMES)[self.site]
+
+    def rain_peak(self) -> np.ndarray:
+        """Per sensor: the fraction of a storm's window at which its level peaks."""
+        return np.array([RAIN_PEAK[name] for name in _SITE_NAMES])[self.site]
 
     def values(self, ts_ms: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         n = self.base.size
@@ -166,13 +207,16 @@ class WaterLevelModel:
             # Exact Ornstein-Uhlenbeck step: the same statistics whatever the tick spacing.
             a = np.exp(-(ts_ms - self._last_ts) / (self.DRIFT_TAU_H * _MS_PER_HOUR))
             self._drift = a * self._drift + rng.normal(0.0, self.DRIFT_SD_M * np.sqrt(1 - a * a), n)
+            self._drift[~self.river] = 0.0
         if self._last_ts is None or ts_ms > self._last_ts:
             self._last_ts = ts_ms
         hours = ts_ms / _MS_PER_HOUR
         tide = self.tide_amp * (np.sin(2 * np.pi * hours / _M2_HOURS + self.tide_phase)
                                 + 0.3 * np.sin(2 * np.pi * hours / _S2_HOURS + self.tide_phase))
         drift = np.clip(self._drift, -3 * self.DRIFT_SD_M, 3 * self.DRIFT_SD_M)
-        level = self.base + drift + tide / 1.3 + rng.normal(0.0, 0.01, n)
+        noise = rng.normal(0.0, 0.01, n)
+        level = np.where(self.river, self.base + drift + tide / 1.3 + noise,
+                         np.abs(noise) * (self.DRY_NOISE_M / 0.01))
         return {"level_m": level}
 
 

@@ -22,7 +22,8 @@ __all__ = ("registry_rows", "write_registry", "COLUMNS")
 COLUMNS: tuple[str, ...] = (
     "sensor_id", "kind", "lon", "lat", "city_code", "city_name", "district_code",
     "district_name", "expected_interval_s", "road_class", "free_flow_kmh",
-    "warning_level_m", "guaranteed_level_m", "tidal", "min_pressure_mpa", "max_pressure_mpa",
+    "water_site", "warning_level_m", "guaranteed_level_m", "tidal", "min_pressure_mpa",
+    "max_pressure_mpa",
     "alert_speed_kmh",
 )
 
@@ -49,6 +50,7 @@ def registry_rows(signals: FleetSignals, interval_s: float, regions,
     water = {int(r): i for i, r in enumerate(signals.rows["water_level"].tolist())}
     road = signals.traffic.road_class_names()
     tidal = signals.water.tide_amp > 0
+    site = signals.water.site_names()
     rows = []
     for r, sensor in enumerate(signals.fleet):
         district_name, city_name = names.get(sensor.district_code, ("", ""))
@@ -66,7 +68,8 @@ def registry_rows(signals: FleetSignals, interval_s: float, regions,
                        alert_speed_kmh=limits.get("alert_speed_kmh"))
         elif r in water:
             i = water[r]
-            row.update(warning_level_m=float(signals.water.warning[i]),
+            row.update(water_site=str(site[i]),
+                       warning_level_m=float(signals.water.warning[i]),
                        guaranteed_level_m=float(signals.water.guaranteed[i]),
                        tidal=bool(tidal[i]))
         else:

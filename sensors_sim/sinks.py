@@ -107,7 +107,7 @@ class HttpSink(_Counters):
         self.give_up_s = give_up_s
         headers = {"content-type": "application/json"}
         if api_key:
-            headers["x-api-key"] = api_key
+            headers["authorization"] = f"Bearer {api_key}"
         self._client = httpx.Client(timeout=timeout_s, headers=headers)
         self.requests = 0
         self.retries = 0

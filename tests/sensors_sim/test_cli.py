@@ -59,6 +59,9 @@ def test_registry_json_and_csv_identical_for_a_seed(tmp_path, capsys):
     assert doc["count"] == 60 and len(doc["sensors"]) == 60
     gauge = next(s for s in doc["sensors"] if s["kind"] == "water_level")
     assert gauge["warning_level_m"] < gauge["guaranteed_level_m"]
+    sites = {s["water_site"] for s in doc["sensors"] if s["kind"] == "water_level"}
+    assert sites <= {"river", "street", "underpass"} and "river" in sites
+    assert all(s["water_site"] is None for s in doc["sensors"] if s["kind"] != "water_level")
     road = next(s for s in doc["sensors"] if s["kind"] == "traffic")
     assert road["road_class"] in {"expressway", "arterial", "secondary"}
     assert road["expected_interval_s"] == 0.1  # 60 sensors at the default 2000/s

@@ -1,4 +1,4 @@
-"""The simulated fleet: deterministic, evenly spread, every sensor inside its district."""
+"""The simulated fleet: deterministic, weighted by city, every sensor inside its district."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from cityagent.regions import default_regions
-from sensors_sim.fleet import CITY_ABBREV, KIND_ABBREV, Sensor, make_fleet
+from sensors_sim.fleet import (
+    CITY_ABBREV,
+    CITY_WEIGHTS,
+    KIND_ABBREV,
+    Sensor,
+    city_counts,
+    make_fleet,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +45,43 @@ def test_every_city_every_kind(regions):
     fleet = make_fleet(16, 3, regions)
     assert {s.city_code for s in fleet} == {int(c.code) for c in regions.cities}
     big = make_fleet(4800, 3, regions)
-    per_city = np.unique([s.city_code for s in big], return_counts=True)[1]
-    assert len(per_city) == 16 and per_city.min() == per_city.max() == 300
+    cities, per_city = np.unique([s.city_code for s in big], return_counts=True)
+    assert len(per_city) == 16 and per_city.sum() == 4800
+    expected = city_counts(4800, np.array([CITY_WEIGHTS[str(c)] for c in cities]))
+    assert per_city.tolist() == expected.tolist()
+    assert per_city[cities == 371300] > 3 * per_city[cities == 370500]  # 临沂 vs 东营
     kinds = [s.kind for s in big]
     assert {k: kinds.count(k) for k in set(kinds)} == {
         "traffic": 1600, "water_level": 1600, "pipe_pressure": 1600,
     }
+
+
+def test_city_counts_apportion_by_weight():
+    weights = np.array(list(CITY_WEIGHTS.values()))
+    for n in (0, 1, 15, 16, 17, 100, 999, 100_000):
+        counts = city_counts(n, weights)
+        assert counts.sum() == n
+        if n >= 16:
+            assert counts.min() >= 1
+            # Within one sensor of the exact quota of the n - 16 beyond one each.
+            quota = 1 + (n - 16) * weights / weights.sum()
+            assert np.abs(counts - quota).max() < 1.0
+        else:
+            assert counts.tolist() == [1] * n + [0] * (16 - n)
+
+
+def test_hundred_thousand_share_per_city_matches_weight(regions):
+    fleet = make_fleet(100_000, 7, regions)
+    cities, per_city = np.unique([s.city_code for s in fleet], return_counts=True)
+    weights = np.array([CITY_WEIGHTS[str(c)] for c in cities])
+    share = per_city / per_city.sum()
+    np.testing.assert_allclose(share, weights / weights.sum(), atol=0.002)
+    # Every city gets its share of every kind (kinds cycle, cities are shuffled).
+    kinds = np.array([s.kind for s in fleet])
+    city = np.array([s.city_code for s in fleet])
+    for c, count in zip(cities.tolist(), per_city.tolist(), strict=True):
+        wl = int(((city == c) & (kinds == "water_level")).sum())
+        assert abs(wl - count / 3) < 0.05 * count + 20
 
 
 def test_positions_locate_to_their_district(regions):

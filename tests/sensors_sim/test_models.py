@@ -13,6 +13,7 @@ from sensors_sim.generators import FleetSignals
 from sensors_sim.models import (
     COASTAL_CITIES,
     NORMAL_RANGES,
+    PONDING_LEVELS,
     congestion_band,
     local_hours,
     traffic_demand,
@@ -71,9 +72,11 @@ def test_tide_only_on_the_coast(fleet):
     levels = np.array([signals.tick(MIDNIGHT + k * H // 2).values["level_m"][rows]
                        for k in range(26)])
     swing = levels.max(axis=0) - levels.min(axis=0)
-    coastal = np.isin(signals.city[rows], list(COASTAL_CITIES))
-    assert coastal.any() and (~coastal).any()
-    assert np.median(swing[coastal]) > 1.5 * np.median(swing[~coastal])
+    river = signals.water.river
+    coastal = np.isin(signals.city[rows], list(COASTAL_CITIES)) & river
+    inland = ~coastal & river
+    assert coastal.any() and inland.any()
+    assert np.median(swing[coastal]) > 1.5 * np.median(swing[inland])
     assert (signals.water.tide_amp[~coastal] == 0).all() and (signals.water.tide_amp[coastal] > 0).all()
     # Every gauge has its 警戒 (warning) below its 保证 (guaranteed) level, above normal.
     assert (signals.water.warning < signals.water.guaranteed).all()
@@ -116,3 +119,21 @@ def test_same_seed_same_values(fleet):
         for name in x:
             np.testing.assert_array_equal(x[name], y[name])
     assert not np.array_equal(a[0]["speed_kmh"], c[0]["speed_kmh"], equal_nan=True)
+
+
+def test_street_and_underpass_sensors_stay_dry(fleet):
+    signals = FleetSignals(fleet, 3, breach_every_s=0)
+    rows = signals.rows["water_level"]
+    sites = signals.water.site_names()
+    assert set(sites.tolist()) == {"river", "street", "underpass"}
+    assert ((sites == "river") == signals.water.river).all()
+    levels = np.array([signals.tick(MIDNIGHT + k * H // 2).values["level_m"][rows]
+                       for k in range(48)])
+    for site, (warning, guaranteed) in PONDING_LEVELS.items():
+        on = sites == site
+        assert (signals.water.warning[on] == warning).all()
+        assert (signals.water.guaranteed[on] == guaranteed).all()
+        assert (signals.water.tide_amp[on] == 0).all()
+        assert levels[:, on].min() >= 0.0 and levels[:, on].max() < 0.06  # ~0 m, dry
+        assert np.unique(levels[:, on]).size > 10  # noisy, not constant
+    assert levels[:, signals.water.river].min() > 0.3  # rivers are never dry

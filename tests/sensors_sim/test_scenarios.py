@@ -136,27 +136,32 @@ def test_incident_spills_to_neighbours(fleet):
     assert sum(speed1[rows] < 10) == 1  # the incident itself; neighbours slowed, not stopped
 
 
+def _first(fleet, prefix):
+    return next(s.sensor_id for s in fleet if s.sensor_id.startswith(prefix))
+
+
 def test_sensor_faults(fleet):
+    wl, tr = _first(fleet, "jn-wl-"), _first(fleet, "jn-tr-")
+    pp, sp, dr = _first(fleet, "qd-pp-"), _first(fleet, "jn-pp-"), _first(fleet, "zb-wl-")
     signals = _signals(fleet, [
-        {"type": "stuck", "sensors": ["jn-wl-000016", "jn-tr-000000"], "start": "10s",
-         "duration": "100s"},
-        {"type": "dropout", "sensors": ["qd-pp-000017"], "start": "10s", "duration": "30s"},
-        {"type": "spike", "sensors": ["jn-pp-000032"], "start": "20s"},
-        {"type": "drift", "sensors": ["zb-wl-000034"], "duration": "100s"},
+        {"type": "stuck", "sensors": [wl, tr], "start": "10s", "duration": "100s"},
+        {"type": "dropout", "sensors": [pp], "start": "10s", "duration": "30s"},
+        {"type": "spike", "sensors": [sp], "start": "20s"},
+        {"type": "drift", "sensors": [dr], "duration": "100s"},
     ])
     ids = signals.sensor_id.tolist()
     batches = _run(signals, 100)
-    stuck_wl = np.array([b.values["level_m"][ids.index("jn-wl-000016")] for b in batches])
+    stuck_wl = np.array([b.values["level_m"][ids.index(wl)] for b in batches])
     assert len(set(stuck_wl[1:].tolist())) == 1 and stuck_wl[0] != stuck_wl[1]
-    stuck_tr = [b.values["speed_kmh"][b.sensor_id.tolist().index("jn-tr-000000")]
+    stuck_tr = [b.values["speed_kmh"][b.sensor_id.tolist().index(tr)]
                 for b in batches]
     assert len(set(stuck_tr[1:])) == 1
-    present = ["qd-pp-000017" in b.sensor_id.tolist() for b in batches]
+    present = [pp in b.sensor_id.tolist() for b in batches]
     assert present == [True, False, False, False] + [True] * 6
-    spike = [b.values["pressure_mpa"][b.sensor_id.tolist().index("jn-pp-000032")]
+    spike = [b.values["pressure_mpa"][b.sensor_id.tolist().index(sp)]
              for b in batches]
     assert spike[2] > 0.8 and max(spike[:2] + spike[3:]) < 0.5
-    drift = [b.values["level_m"][b.sensor_id.tolist().index("zb-wl-000034")] for b in batches]
+    drift = [b.values["level_m"][b.sensor_id.tolist().index(dr)] for b in batches]
     assert drift[-1] > drift[0] + 2.0
     assert {lab.anomaly for lab in signals.labels} == {"stuck", "dropout", "spike", "drift"}
 
@@ -209,3 +214,29 @@ def test_unknown_place_or_sensor_is_an_error(fleet):
                           ({"type": "spike", "sensors": ["xx-tr-1"]}, "no sensor 'xx-tr-1'")]:
         with pytest.raises(ScenarioError, match=says):
             _signals(fleet, [anomaly]).tick(T0)
+
+
+def test_rainstorm_jinan_floods_streets_and_underpasses(fleet):
+    signals = FleetSignals(fleet, 6, breach_every_s=0, scenario=load_scenario("rainstorm-jinan"))
+    ticks = [signals.tick(T0 + k * 300_000) for k in range(40)]  # every 5 min for 3h20
+    rows = signals.rows["water_level"]
+    sites = signals.water.site_names()
+    in_jinan = signals.city[rows] == 370100
+    levels = np.array([b.values["level_m"][rows] for b in ticks])
+    assert (levels[0] < 0.06)[sites != "river"].all()  # dry before the storm
+    peak_at = {}
+    for site in ("street", "underpass"):
+        on = in_jinan & (sites == site)
+        assert on.any(), site
+        warning = signals.water.warning[on]
+        assert (levels[:, on].max(axis=0) > warning).all()  # past 警戒 during the storm
+        assert (levels[-1, on] < warning).all()  # drained afterwards
+        peak_at[site] = int(np.argmax(levels[:, on].mean(axis=1)))
+        other = ~in_jinan & (sites == site)
+        assert (levels[:, other] < signals.water.warning[other]).all()  # dry elsewhere
+    river = in_jinan & (sites == "river")
+    peak_at["river"] = int(np.argmax(levels[:, river].mean(axis=1)))
+    # Underpasses fill first and deepest, then streets; rivers lag.
+    assert peak_at["underpass"] <= peak_at["street"] < peak_at["river"]
+    under, street = in_jinan & (sites == "underpass"), in_jinan & (sites == "street")
+    assert levels[:, under].max(axis=0).mean() > levels[:, street].max(axis=0).mean()
