@@ -228,20 +228,27 @@ async def _produce(bootstrap: str, topic: str, work: Workload) -> None:
             raise BenchError(f"a message landed on partition {meta.partition}, expected {p}")
 
 
-async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: int,
-                       timeout_s: float) -> tuple[int, float]:
-    """Consume + orjson-decode every message from the beginning; (readings, seconds)."""
+async def _consumer_from_start(bootstrap: str, topic: str, partitions: int, client_id: str):
+    """A started aiokafka consumer (no group) on every partition of ``topic``, at its start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", client_id="cityagent-bench-raw",
+        auto_offset_reset="earliest", client_id=client_id,
     )
     await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: int,
+                       timeout_s: float) -> tuple[int, float]:
+    """Consume + orjson-decode every message from the beginning; (readings, seconds)."""
+
+    consumer = await _consumer_from_start(bootstrap, topic, partitions, "cityagent-bench-raw")
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         seen = readings = 0
         started = time.perf_counter()
         deadline = started + timeout_s
@@ -328,20 +335,12 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
 
     Returns (min detected_at_ms of start markers, max detected_at_ms of end markers).
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     wanted = {(m.sensor_id, m.ts_ms): "start" for m in work.start_markers}
     wanted.update({(m.sensor_id, m.ts_ms): "end" for m in work.end_markers})
     detected: dict[tuple[str, int], int] = {}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", client_id="cityagent-bench-anomalies",
-    )
-    await consumer.start()
+    consumer = await _consumer_from_start(bootstrap, topic, partitions, "cityagent-bench-anomalies")
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         started = time.monotonic()
         next_note = started + 10.0
         while len(detected) < len(wanted):

@@ -17,7 +17,7 @@ from cityagent.settings import Settings
 from control.procs import die_with_parent
 
 __all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
-           "consume_all")
+           "consume_all", "consume_records")
 
 
 def free_port() -> int:
@@ -110,18 +110,25 @@ def start_api(settings: Settings, log_path: Path, timeout_s: float = 30.0) -> Ch
     raise AssertionError(f"the API did not come up:\n{api.log_tail()}")
 
 
-def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list[dict]:
-    """Read a topic from the start (JSON values) until ``until(values)`` is true or time runs out."""
+def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list:
+    """Records of a topic from its start until ``until(records)`` is true or time runs out."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None)
-    values: list[dict] = []
+    records: list = []
     try:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(values):
-            for records in consumer.poll(timeout_ms=500).values():
-                values.extend(orjson.loads(r.value) for r in records)
+        while time.monotonic() < deadline and not until(records):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
     finally:
         consumer.close()
-    return values
+    return records
+
+
+def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list[dict]:
+    """JSON values of a topic from its start until ``until(values)`` is true or time runs out."""
+    records = consume_records(
+        bootstrap, topic, lambda rs: until([orjson.loads(r.value) for r in rs]), timeout_s)
+    return [orjson.loads(r.value) for r in records]

@@ -19,7 +19,7 @@ from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
 from sensors_sim.fleet import make_fleet
-from tests.helpers import start_worker
+from tests.helpers import consume_records, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,23 +41,6 @@ def _env(settings: Settings) -> dict[str, str]:
 def _simulator(settings: Settings, *args: str) -> list[str]:
     # No --bootstrap/--topic: the defaults come from the CITYAGENT_* environment.
     return [sys.executable, "-m", "sensors_sim", *args]
-
-
-def _consume(bootstrap: str, topic: str, until, timeout_s: float) -> list:
-    """Records of a topic from its start, until ``until(records)`` or the timeout."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None)
-    records: list = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(records):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -88,7 +71,7 @@ def test_count_run_sends_exact_bucketed_batches(isolated_settings: Settings):
     def rows(records):
         return sum(len(decode_batch(r.value)) for r in records)
 
-    records = _consume(settings.bootstrap, settings.readings_topic, lambda r: rows(r) >= 1000, 30)
+    records = consume_records(settings.bootstrap, settings.readings_topic, lambda r: rows(r) >= 1000, 30)
     assert rows(records) == 1000
     fleet = {s.sensor_id: s for s in make_fleet(300, 7, default_regions())}
     for record in records:
@@ -148,7 +131,7 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
         def alerted(records) -> set[str]:
             return {orjson.loads(r.value)["sensor_id"] for r in records}
 
-        records = _consume(settings.bootstrap, settings.alerts_topic,
+        records = consume_records(settings.bootstrap, settings.alerts_topic,
                            lambda r: alerted(r) >= set(injected), timeout_s=60)
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         assert alerted(records) == set(injected), f"worker log:\n{log_tail}"
@@ -193,7 +176,7 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: 
         def alerted(records) -> set[str]:
             return {orjson.loads(r.value)["sensor_id"] for r in records}
 
-        records = _consume(settings.bootstrap, settings.alerts_topic,
+        records = consume_records(settings.bootstrap, settings.alerts_topic,
                            lambda r: alerted(r) >= labelled, timeout_s=60)
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         # Every burst sensor alerts, and nothing else does (the quiet fleet raises nothing).
