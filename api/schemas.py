@@ -29,11 +29,12 @@ class AlertPublic(BaseModel):
     sensor_id: str
     kind: str
     severity: str
+    detector: str
+    reason: str
+    score: float
     field: str
-    direction: str
-    threshold: float
     observed: float
-    peak: float
+    expected: float
     city_code: str
     city_name: str
     district_code: str

@@ -1,37 +1,36 @@
-"""One batch through the domain: tag regions → detect breaches → anomalies, in ~20 lines.
+"""One batch through the domain: tag regions → windows → detectors → anomalies.
 
-The Faust detection agent, the benchmark and the tests all call ``process_batch``; only the
-storage of ``state`` differs (a Faust table, a dict).
+The Faust detection agent, the benchmark, eval and the tests all call ``process_batch``;
+only where the ``BucketState`` lives differs (a checkpointed Faust table, an object).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from cityagent.batch import ReadingBatch
-from cityagent.detection import Anomaly, Thresholds, detect_breaches
+from cityagent.detection import Anomaly, DetectionEngine
 from cityagent.regions import RegionIndex
+from cityagent.state import BucketState
 
 __all__ = ("Detector", "BatchOutcome")
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one batch changed: the bucket's new state and the anomalies to publish."""
+    """What one batch caused: the anomalies to publish and the counts to report."""
 
-    state: Mapping[str, Any]
     anomalies: list[Anomaly]
     readings: int  # rows that were detected on
     outside: int  # rows dropped because their position is in no district
+    late: int  # rows that came after their window had closed (counted, not judged)
 
 
 @dataclass(frozen=True)
 class Detector:
-    """The detection step with its fixed inputs (thresholds and regions), built once."""
+    """The detection step with its fixed inputs (engine and regions), built once."""
 
-    thresholds: Thresholds
+    engine: DetectionEngine
     regions: RegionIndex
 
     def tag(self, batch: ReadingBatch) -> ReadingBatch:
@@ -44,14 +43,12 @@ class Detector:
         district[untagged] = self.regions.district_code_numbers(found)
         return batch.with_districts(district)
 
-    def process_batch(
-        self, batch: ReadingBatch, state: Mapping[str, Any], now_ms: int
-    ) -> BatchOutcome:
-        """Detect on one bucket's batch; rows outside the province are dropped and counted."""
+    def process_batch(self, batch: ReadingBatch, state: BucketState, now_ms: int) -> BatchOutcome:
+        """Detect on one bucket's batch (``state`` is updated in place)."""
         batch = self.tag(batch)
         inside = batch.district != 0
         outside = int(len(batch) - inside.sum())
         if outside:
             batch = batch.take(inside)
-        new_state, anomalies = detect_breaches(batch, state, self.thresholds, now_ms)
-        return BatchOutcome(new_state, anomalies, len(batch), outside)
+        result = self.engine.process(state, batch, now_ms)
+        return BatchOutcome(result.anomalies, len(batch), outside, result.late)

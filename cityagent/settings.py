@@ -27,7 +27,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8)."),
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
-    "CITYAGENT_THRESHOLDS": ("thresholds_path", "TOML file of detection thresholds (default: the packaged one)."),
+    "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows and detectors per kind (default: the packaged `cityagent/data/detection.toml`)."),
+    "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
+    "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
+    "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
+    "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 1)."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
     "CITYAGENT_SESSION_TIMEOUT_S": (
@@ -48,7 +52,11 @@ class Settings:
     partitions: int = 8
     replication: int = 1
     app_id: str = "cityagent"
-    thresholds_path: Path | None = None
+    detection_path: Path | None = None
+    registry_path: Path | None = None
+    window_s: float | None = None
+    grace_s: float | None = None
+    checkpoint_s: float = 1.0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     session_timeout_s: int = 10
@@ -75,7 +83,16 @@ class Settings:
                 if number <= 0 or (name.endswith("port") and number > 65535):
                     raise ConfigError(f"{var} is out of range; got {number}")
                 values[name] = number
-            elif name == "thresholds_path":
+            elif kind in ("float | None", "float"):
+                try:
+                    number = float(raw)
+                except ValueError:
+                    raise ConfigError(f"{var} must be a number; got {raw!r}") from None
+                if not 0 <= number < float("inf") or (number == 0 and name != "grace_s"):
+                    raise ConfigError(f"{var} must be a {'' if name == 'grace_s' else 'positive '}"
+                                      f"number{' of 0 or more' if name == 'grace_s' else ''}; got {raw!r}")
+                values[name] = number
+            elif name.endswith("_path"):
                 path = Path(raw)
                 if not path.is_file():
                     raise ConfigError(f"{var} names no readable file; got {raw!r}")

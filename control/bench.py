@@ -48,7 +48,8 @@ import numpy as np
 import orjson
 
 from cityagent.batch import NUM_BUCKETS, ReadingBatch, decode_batch, encode_batch
-from cityagent.detection import Thresholds
+from cityagent.detection import DetectionEngine
+from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError, CityAgentError
 from cityagent.pipeline import Detector
 from cityagent.readings import ALL_VALUE_FIELDS
@@ -65,6 +66,7 @@ PARTITIONS = 8
 #: bucket's message with a one-second accumulation window (256 buckets).
 PER_MESSAGE = 500
 WORKER_TIMEOUT_S = 300.0
+BENCH_WINDOW_S = 1.0
 _T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: event time of round 0
 _SENSOR_KINDS = ("traffic", "water_level", "pipe_pressure")  # cycled by sensor index
 #: A breaching value per kind (thresholds.toml): level 9.9 m > 5.0 red; 0.05 MPa < 0.14;
@@ -196,7 +198,8 @@ def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
         # latest message that has one). Its ts is later than any earlier reading of it.
         for index in reversed(indexes):
             batch = batches[index][1]
-            row = _marker_row(batch, sensor, last=True)
+            # The message's earliest round, so its later rounds close the marker's window.
+            row = _marker_row(batch, sensor, last=False)
             if row is not None:
                 end_sensor, end_ts = _plant(batch, row)
                 ends.append(Marker(end_sensor, end_ts, p))
@@ -268,17 +271,19 @@ async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: in
     return readings, elapsed
 
 
-def _domain_rate(work: Workload, thresholds: Thresholds) -> tuple[float, int]:
+def _domain_rate(work: Workload, config: DetectionConfig) -> tuple[float, int]:
     """decode_batch + process_batch over every message in this process: (readings/s, anomalies)."""
-    detector = Detector(thresholds, default_regions())
+    detector = Detector(DetectionEngine(config), default_regions())
     detector.tag(decode_batch(work.messages[0][1]))  # warm the cached district table
     state: dict[bytes, Any] = {}
     anomalies = 0
     started = time.perf_counter()
     for key, value, _p in work.messages:
         batch = decode_batch(value)
-        outcome = detector.process_batch(batch, state.get(key, {}), time.time_ns() // 1_000_000)
-        state[key] = outcome.state
+        bucket = state.get(key)
+        if bucket is None:
+            bucket = state[key] = detector.engine.new_state()
+        outcome = detector.process_batch(batch, bucket, time.time_ns() // 1_000_000)
         anomalies += len(outcome.anomalies)
     return work.readings / (time.perf_counter() - started), anomalies
 
@@ -298,8 +303,12 @@ class _Worker:
             "CITYAGENT_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
             "CITYAGENT_LOG_LEVEL": settings.log_level,
         })
-        if settings.thresholds_path is not None:
-            env["CITYAGENT_THRESHOLDS"] = str(settings.thresholds_path)
+        if settings.detection_path is not None:
+            env["CITYAGENT_DETECTION"] = str(settings.detection_path)
+        # One-second windows without grace: a marker's window closes with the next round of
+        # its bucket, in the same message, so detection time is processing time.
+        env["CITYAGENT_WINDOW_S"] = str(BENCH_WINDOW_S)
+        env["CITYAGENT_GRACE_S"] = "0"
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams"], stdin=subprocess.DEVNULL,
@@ -360,8 +369,9 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
             for records in batches.values():
                 for record in records:
                     doc = orjson.loads(record.value)
-                    ident = (doc.get("sensor_id"), doc.get("ts_ms"))
-                    if doc.get("phase") == "start" and ident in wanted:
+                    # The marker's window raised (or escalated) a level episode.
+                    ident = (doc.get("sensor_id"), doc.get("window_start_ms"))
+                    if doc.get("phase") in ("start", "escalate") and ident in wanted:
                         detected[ident] = int(doc["detected_at_ms"])
     finally:
         await consumer.stop()
@@ -373,7 +383,7 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
 # -- one run ---------------------------------------------------------------------------------
 
 
-def _one_run(base: Settings, bootstrap: str, work: Workload, thresholds: Thresholds,
+def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionConfig,
              index: int, runs: int, log_dir: Path) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:12]
     settings = dataclasses.replace(
@@ -395,7 +405,7 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, thresholds: Thresho
     raw_rate = raw_readings / raw_s
 
     _say("  domain (decode_batch + process_batch, no Kafka)…")
-    domain_rate, domain_anomalies = _domain_rate(work, thresholds)
+    domain_rate, domain_anomalies = _domain_rate(work, config)
 
     _say("  worker running (python -m streams)…")
     worker = _Worker(settings, log_dir / f"worker-{index}.log")
@@ -462,7 +472,8 @@ def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 1
     log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-"))
     keep_logs = True
     try:
-        thresholds = Thresholds.load(settings.thresholds_path)
+        config = DetectionConfig.load(settings.detection_path, window_s=BENCH_WINDOW_S,
+                                      grace_s=0.0)
         _say(f"building {readings:,} readings of {sensors:,} sensors…")
         t = time.perf_counter()
         work = build_workload(readings, sensors, per_message=per_message)
@@ -471,7 +482,7 @@ def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 1
         results = []
         with _broker(settings, log_dir) as bootstrap:
             for i in range(1, runs + 1):
-                results.append(_one_run(settings, bootstrap, work, thresholds, i, runs, log_dir))
+                results.append(_one_run(settings, bootstrap, work, config, i, runs, log_dir))
         keep_logs = False
     except CityAgentError:
         raise

@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the sensor simulator (see `cityagent sim --help`)", add_help=False)
 
+    ev = sub.add_parser("eval", help="score detection on the simulator's built-in scenarios")
+    ev.add_argument("--sensors", type=positive_int, default=1000, help="fleet size (default 1000)")
+    ev.add_argument("--seeds", type=positive_int, default=3, help="seeds per scenario (default 3)")
+    ev.add_argument("--tick", type=positive_float, default=10.0,
+                    help="seconds between a sensor's readings (default 10)")
+    ev.add_argument("--scenario", action="append", default=[],
+                    help="only this built-in scenario (repeatable; default: all)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
     bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
     bench.add_argument("--readings", type=positive_int, default=1_000_000)
     bench.add_argument("--sensors", type=positive_int, default=10_000)
@@ -34,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from control.replay import add_arguments as add_replay_arguments
+
+    add_replay_arguments(sub.add_parser(
+        "replay", help="run the detectors offline over a CSV/JSONL file: scores and anomalies",
+        description="Run the anomaly detectors offline over a CSV or JSON-lines file "
+                    "(docs/replay.md).",
+    ))
     return parser
 
 
@@ -45,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "replay":
+            from control.replay import run_replay
+
+            return run_replay(args)
         settings = Settings.from_env()
         if args.command == "up":
             from control.up import UpOptions, run_up
@@ -53,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers, port=args.port, simulate=args.simulate,
                 sensors=args.sensors, rate=args.rate,
             ))
+        if args.command == "eval":
+            from cityagent.detectors.config import DetectionConfig
+            from control.eval import EvalOptions, run_eval
+
+            config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                                          grace_s=settings.grace_s)
+            return run_eval(EvalOptions(
+                sensors=args.sensors, seeds=tuple(range(1, args.seeds + 1)), tick_s=args.tick,
+                scenarios=tuple(args.scenario)), as_json=args.json, config=config)
         if args.command == "bench":
             from control.bench import run_bench
 

@@ -114,6 +114,11 @@ class FleetSignals:
     def __len__(self) -> int:
         return len(self.fleet)
 
+    def start_scenario(self, scenario: Scenario) -> None:
+        """Inject ``scenario`` with times counted from the next tick (after a warm-up run)."""
+        self.scenario = scenario
+        self._t0_ms = None
+
     def in_breach(self, ts_ms: int) -> np.ndarray:
         """Bool per sensor: is it held in breach (by the breach schedule) at ``ts_ms``."""
         return self._breach_until > ts_ms

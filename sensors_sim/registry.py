@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cityagent.detection import Thresholds
+from cityagent.detectors.config import DetectionConfig
 from sensors_sim.generators import FleetSignals
 
 __all__ = ("registry_rows", "write_registry", "COLUMNS")
@@ -24,27 +24,19 @@ COLUMNS: tuple[str, ...] = (
     "district_name", "expected_interval_s", "road_class", "free_flow_kmh",
     "water_site", "warning_level_m", "guaranteed_level_m", "tidal", "min_pressure_mpa",
     "max_pressure_mpa",
-    "alert_speed_kmh",
 )
 
 
-def _limits(thresholds: Thresholds) -> dict[str, float]:
-    """The static limits that apply to every sensor of a kind (the loosest of each direction)."""
-    out: dict[str, float] = {}
-    for rule in thresholds.rules:
-        if (rule.kind, rule.field, rule.direction) == ("pipe_pressure", "pressure_mpa", "below"):
-            out["min_pressure_mpa"] = max(out.get("min_pressure_mpa", 0.0), rule.limit)
-        elif (rule.kind, rule.field, rule.direction) == ("pipe_pressure", "pressure_mpa", "above"):
-            out["max_pressure_mpa"] = min(out.get("max_pressure_mpa", 1e9), rule.limit)
-        elif (rule.kind, rule.field, rule.direction) == ("traffic", "speed_kmh", "below"):
-            out["alert_speed_kmh"] = max(out.get("alert_speed_kmh", 0.0), rule.limit)
-    return out
+def _limits(config: DetectionConfig) -> dict[str, float]:
+    """The per-kind limits every sensor of a kind starts from (detection.toml)."""
+    pressure = config.kind("pipe_pressure")
+    return {"min_pressure_mpa": pressure.floor_mpa, "max_pressure_mpa": pressure.high_mpa}
 
 
 def registry_rows(signals: FleetSignals, interval_s: float, regions,
-                  thresholds: Thresholds | None = None) -> list[dict[str, object]]:
+                  config: DetectionConfig | None = None) -> list[dict[str, object]]:
     """One dict per sensor, with every column of :data:`COLUMNS` (None where not applicable)."""
-    limits = _limits(thresholds or Thresholds.load())
+    limits = _limits(config or DetectionConfig.load())
     names = {int(d.code): (d.name, d.city_name) for d in regions.districts}
     traffic = {int(r): i for i, r in enumerate(signals.rows["traffic"].tolist())}
     water = {int(r): i for i, r in enumerate(signals.rows["water_level"].tolist())}
@@ -64,8 +56,7 @@ def registry_rows(signals: FleetSignals, interval_s: float, regions,
         if r in traffic:
             i = traffic[r]
             row.update(road_class=str(road[i]),
-                       free_flow_kmh=round(float(signals.traffic.free_flow[i]), 1),
-                       alert_speed_kmh=limits.get("alert_speed_kmh"))
+                       free_flow_kmh=round(float(signals.traffic.free_flow[i]), 1))
         elif r in water:
             i = water[r]
             row.update(water_site=str(site[i]),

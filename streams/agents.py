@@ -1,8 +1,19 @@
-"""The agents: readings → detection → anomalies, and anomalies → alerts.
+"""The agents: readings → windowed detection → anomalies, and anomalies → alerts.
 
-Adapters only: decode, call the domain, encode and send. Detection state is a Faust table
-keyed by sensor bucket, holding the bucket's open breach episodes; it is written only when
-it changes, so the changelog stays small and recovery is fast.
+Adapters only: decode, call the domain, encode and send. Detection state lives in memory as
+one ``BucketState`` per sensor bucket and is **checkpointed** to the Faust table
+``detector_state`` (one changelog record per bucket) every ``checkpoint_s`` seconds, not
+on every message: a bucket's state changes with every batch, and a record per message would
+multiply the changelog traffic by the message rate.
+
+Exactly the readings in a checkpoint are acknowledged: the agent's stream does not ack by
+itself (``noack``); after writing the checkpoints it acks the events they cover, and Faust
+flushes the producer before committing offsets. After a crash a worker restores the last
+checkpoints and Kafka redelivers everything after them; each state remembers the offset of
+the last message it applied and skips redeliveries, so no reading is lost or counted twice.
+
+A timer advances the event time of idle buckets with the clock, so windows close and silent
+sensors are found even when no reading arrives.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from cityagent.batch import decode_batch
 from cityagent.detection import Anomaly
 from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
+from cityagent.state import NO_TS, BucketState
 from streams.metrics import WorkerCounters
 from streams.topics import Topics
 
@@ -29,17 +41,72 @@ STATE_TABLE = "detector_state"
 log = logging.getLogger("cityagent.streams")
 
 
-def register_agents(
-    app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters
-) -> faust.Table:
+class _Buckets:
+    """The in-memory states of this worker's buckets, their checkpoints and pending acks."""
+
+    def __init__(self, table: faust.Table, detector: Detector) -> None:
+        self.table = table
+        self.detector = detector
+        self.states: dict[str, BucketState] = {}
+        self.last_input: dict[str, float] = {}  # bucket → monotonic time of its last batch
+        self.dirty: set[str] = set()
+        self.pending: list[Any] = []  # events applied to state but not yet checkpointed
+        self.stream: faust.StreamT | None = None
+        self.last_checkpoint = time.monotonic()
+
+    def get(self, bucket: str) -> BucketState:
+        state = self.states.get(bucket)
+        if state is None:
+            raw = self.table.get(bucket)
+            state = None
+            if raw:
+                try:
+                    state = BucketState.from_bytes(raw)
+                except ValueError as exc:
+                    log.warning("bucket %s: checkpoint unreadable (%s); starting afresh", bucket, exc)
+            state = state or self.detector.engine.new_state()
+            self.states[bucket] = state
+        return state
+
+    async def checkpoint(self, counters: WorkerCounters) -> None:
+        """Write the changed buckets' states, then ack the events they include."""
+        for bucket in self.dirty:
+            self.table[bucket] = self.states[bucket].to_bytes()
+        if self.dirty:
+            counters.checkpoints_total += 1
+        self.dirty.clear()
+        pending, self.pending = self.pending, []
+        if self.stream is not None:
+            for event in pending:
+                await self.stream.ack(event)
+        self.last_checkpoint = time.monotonic()
+
+    def forget(self) -> None:
+        """Drop in-memory states (after a rebalance they reload from the table)."""
+        self.states.clear()
+        self.last_input.clear()
+
+
+def register_agents(app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters,
+                    checkpoint_s: float = 1.0) -> faust.Table:
     """Attach the detection and alerting agents to ``app``; return the state table."""
     state_table = app.Table(
-        STATE_TABLE, default=dict, partitions=topics.readings.partitions, key_type=str
+        STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=str,
+        value_type=bytes, use_partitioner=True,  # bytes: the "raw" codec
     )
+    buckets = _Buckets(state_table, detector)
+    windows = detector.engine.config.windows
+
+    async def publish(anomalies: list[Anomaly]) -> None:
+        for anomaly in anomalies:
+            counters.anomalies_total += 1
+            await topics.anomalies.send(key=str(anomaly.district_code), value=anomaly.to_dict())
 
     @app.agent(topics.readings, name="detect")
     async def detect(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        buckets.stream = manual
+        async for event in manual.events():
             message = event.message
             try:
                 batch = decode_batch(event.value)
@@ -49,18 +116,27 @@ def register_agents(
                     "skipped a bad batch at %s[%d]@%d: %s",
                     message.topic, message.partition, message.offset, exc,
                 )
+                buckets.pending.append(event)
                 continue
             bucket = _text(event.key)
-            state = state_table[bucket]
+            state = buckets.get(bucket)
+            buckets.pending.append(event)
+            if message.offset <= state.last_offset:
+                continue  # redelivered after a restart: already in the checkpointed state
             outcome = detector.process_batch(batch, state, _now_ms())
-            if outcome.state is not state:
-                state_table[bucket] = outcome.state
+            state.last_offset = message.offset
+            buckets.dirty.add(bucket)
+            buckets.last_input[bucket] = time.monotonic()
             counters.batches_total += 1
             counters.readings_total += outcome.readings
             counters.readings_outside_total += outcome.outside
-            for anomaly in outcome.anomalies:
-                counters.anomalies_total += 1
-                await topics.anomalies.send(key=str(anomaly.district_code), value=anomaly.to_dict())
+            if outcome.late:
+                counters.readings_late_total += outcome.late
+                log.info("bucket %s: %d late readings (after their window closed) counted, "
+                         "not judged", bucket, outcome.late)
+            await publish(outcome.anomalies)
+            if time.monotonic() - buckets.last_checkpoint >= checkpoint_s:
+                await buckets.checkpoint(counters)
 
     @app.agent(topics.anomalies, name="alert")
     async def alert(stream: faust.StreamT) -> None:
@@ -72,6 +148,30 @@ def register_agents(
             made = alert_from_anomaly(anomaly, district.name, district.city_name)
             counters.alerts_total += 1
             await topics.alerts.send(key=made.district_code, value=made.to_dict())
+
+    @app.timer(min(1.0, checkpoint_s))
+    async def tick() -> None:
+        """Advance idle buckets with the clock; checkpoint what is due."""
+        now = time.monotonic()
+        for bucket, state in list(buckets.states.items()):
+            since = buckets.last_input.get(bucket)
+            if since is None or state.watermark == NO_TS:
+                continue
+            idle_ms = (now - since) * 1000.0
+            if idle_ms < windows.idle_ms:
+                continue
+            result = detector.engine.advance(state, state.watermark + int(idle_ms), _now_ms())
+            buckets.last_input[bucket] = now
+            if result.windows or result.anomalies:
+                buckets.dirty.add(bucket)
+            await publish(result.anomalies)
+        if now - buckets.last_checkpoint >= checkpoint_s:
+            await buckets.checkpoint(counters)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        await buckets.checkpoint(counters)
+        buckets.forget()
 
     @app.timer(10.0)
     async def log_rates() -> None:

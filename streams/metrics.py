@@ -19,6 +19,8 @@ class WorkerCounters:
     readings_outside_total: int = 0
     anomalies_total: int = 0
     alerts_total: int = 0
+    readings_late_total: int = 0
+    checkpoints_total: int = 0
     _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
 
     def log_rates(self) -> None:
@@ -28,7 +30,8 @@ class WorkerCounters:
         rate = (self.readings_total - readings_then) / max(now - then, 1e-9)
         log.info(
             "detect: %.0f readings/s, %d readings, %d anomalies, %d alerts, "
-            "%d bad batches, %d readings outside the province",
+            "%d bad batches, %d readings outside the province, %d late readings "
+            "(after their window closed: counted, not judged)",
             rate, self.readings_total, self.anomalies_total, self.alerts_total,
-            self.batches_rejected_total, self.readings_outside_total,
+            self.batches_rejected_total, self.readings_outside_total, self.readings_late_total,
         )

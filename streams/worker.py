@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import faust
 
-from cityagent.detection import Thresholds
+from cityagent.detection import DetectionEngine
+from cityagent.detectors.config import DetectionConfig, SensorProfiles
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
@@ -28,9 +29,13 @@ class Worker:
 
 def build_worker(settings: Settings) -> Worker:
     """The Faust app with its topics, agents and state table; raises ConfigError on bad config."""
-    detector = Detector(Thresholds.load(settings.thresholds_path), default_regions())
+    config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                                  grace_s=settings.grace_s)
+    profiles = (SensorProfiles.load(settings.registry_path) if settings.registry_path
+                else SensorProfiles())
+    detector = Detector(DetectionEngine(config, profiles), default_regions())
     app = create_app(settings)
     topics = declare_topics(app, settings)
     counters = WorkerCounters()
-    state = register_agents(app, topics, detector, counters)
+    state = register_agents(app, topics, detector, counters, settings.checkpoint_s)
     return Worker(app, topics, state, counters)

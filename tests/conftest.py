@@ -52,6 +52,10 @@ def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
             "topic_prefix": f"t{tag}",
             "app_id": f"app-{tag}",
             "partitions": 4,
+            # Short windows, so a test's readings are judged within seconds.
+            "window_s": 2.0,
+            "grace_s": 1.0,
+            "checkpoint_s": 0.5,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

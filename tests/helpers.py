@@ -83,6 +83,11 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_API_PORT": str(settings.api_port),
         "PYTHONUNBUFFERED": "1",
     })
+    for var, value in (("CITYAGENT_WINDOW_S", settings.window_s),
+                       ("CITYAGENT_GRACE_S", settings.grace_s),
+                       ("CITYAGENT_CHECKPOINT_S", settings.checkpoint_s)):
+        if value is not None:
+            env[var] = str(value)
     return env
 
 

@@ -1,134 +1,195 @@
+"""The detection engine as a whole: anomaly events, their ids, replay safety, reading scores.
+
+Also holds the small batch builders the other detection tests import.
+"""
+
 from __future__ import annotations
 
-from pathlib import Path
+import tomllib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
 
 import numpy as np
-import pytest
 
 from cityagent.batch import ReadingBatch
-from cityagent.detection import (
-    CLOSED_RETENTION_MS,
-    Thresholds,
-    detect_breaches,
-    episode_id,
-    open_episode_count,
-)
-from cityagent.errors import ConfigError
-from cityagent.readings import parse_reading
+from cityagent.detection import Anomaly, DetectionEngine, anomaly_id
+from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.state import BucketState
 
-RULES = Thresholds.load()
-T0 = 1_795_307_400_000
-
-
-def gauge(levels, sensor="g1", t0=T0, step_ms=1000):
-    rs = [parse_reading({"sensor_id": sensor, "kind": "water_level", "ts": (t0 + i * step_ms) / 1000,
-                         "lon": 117.02, "lat": 36.66, "level_m": v}) for i, v in enumerate(levels)]
-    return ReadingBatch.from_readings(rs, [370102] * len(rs))
+T0 = 1_795_307_400_000  # 2026-11-22 08:30 China Standard Time, on a minute boundary
+DISTRICT = 370102  # 济南市历下区
+LON, LAT = 117.0, 36.65
+FIELD = {"traffic": "speed_kmh", "water_level": "level_m", "pipe_pressure": "pressure_mpa",
+         "generic": "value"}
+VALUE_FIELDS = ("speed_kmh", "flow_vph", "occupancy_pct", "level_m", "pressure_mpa")
+SMALL = DetectionConfig.load(window_s=10, grace_s=2)  # 10 s windows closing 2 s after their end
+SIZE = 10_000
+NOISE = (0.0, 0.004, -0.003, 0.002, -0.004)  # a fixed wiggle: a gauge that is never stuck
 
 
-def phases(anomalies):
-    return [(a.phase, a.severity, a.observed) for a in anomalies]
+def readings(rows: Sequence[tuple[str, str, int, float]]) -> ReadingBatch:
+    """A batch of (sensor_id, kind, ts_ms, watched value) rows; other value fields are NaN."""
+    n = len(rows)
+    values = {f: np.full(n, np.nan) for f in VALUE_FIELDS}
+    for i, (_, kind, _, value) in enumerate(rows):
+        values.setdefault(FIELD[kind], np.full(n, np.nan))[i] = value
+    return ReadingBatch(
+        sensor_id=np.array([r[0] for r in rows], dtype=str),
+        kind=np.array([r[1] for r in rows], dtype=str),
+        ts_ms=np.array([r[2] for r in rows], dtype=np.int64),
+        lon=np.full(n, LON),
+        lat=np.full(n, LAT),
+        district=np.full(n, DISTRICT, dtype=np.int64),
+        values=values,
+    )
 
 
-def test_normal_readings_raise_nothing_and_keep_the_same_state_object() -> None:
-    state: dict = {}
-    new, anomalies = detect_breaches(gauge([1.0, 2.0, 3.9]), state, RULES, now_ms=0)
-    assert anomalies == [] and new is state
+def series(sensor: str, kind: str, points: Sequence[tuple[int, float]]) -> ReadingBatch:
+    """A batch of one sensor's (ts_ms, value) readings."""
+    return readings([(sensor, kind, ts, v) for ts, v in points])
 
 
-def test_an_episode_starts_escalates_and_ends_once() -> None:
-    new, anomalies = detect_breaches(gauge([2.0, 4.5, 5.5, 4.2, 3.0]), {}, RULES, now_ms=7)
-    assert phases(anomalies) == [("start", "yellow", 4.5), ("escalate", "red", 5.5), ("end", "red", 3.0)]
-    assert {a.anomaly_id for a in anomalies} == {episode_id("g1", T0 + 1000)}
-    assert anomalies[-1].peak == 5.5 and anomalies[0].detected_at_ms == 7
-    assert anomalies[0].district_code == 370102 and anomalies[0].city_code == 370100
-    assert new == {"g1": {"closed": T0 + 4000}}
+def feed(engine: DetectionEngine, state: BucketState, sensor: str, kind: str,
+         windows: Sequence[Sequence[float]], first: int = 0, size: int = SIZE) -> list[Anomaly]:
+    """One batch per window (readings spread evenly over it); every anomaly they cause."""
+    out: list[Anomaly] = []
+    for w, values in enumerate(windows, start=first):
+        step = size // len(values)
+        pts = [(T0 + w * size + i * step, v) for i, v in enumerate(values)]
+        out += engine.process(state, series(sensor, kind, pts), now_ms=T0 + w * size).anomalies
+    return out
 
 
-def test_a_continuing_breach_across_batches_is_one_episode() -> None:
-    state, first = detect_breaches(gauge([4.5, 4.6]), {}, RULES, now_ms=0)
-    state, second = detect_breaches(gauge([4.8, 4.7], t0=T0 + 2000), state, RULES, now_ms=0)
-    assert phases(first) == [("start", "yellow", 4.5)] and second == []
-    assert state["g1"]["peak"] == 4.8 and state["g1"]["since"] == T0
-    state, third = detect_breaches(gauge([1.0], t0=T0 + 9000), state, RULES, now_ms=0)
-    assert phases(third) == [("end", "yellow", 1.0)] and third[0].anomaly_id == first[0].anomaly_id
+def level(value: float, n: int = 5) -> list[float]:
+    """A window of ``n`` readings around ``value`` with a small fixed wiggle."""
+    return [value + NOISE[i % len(NOISE)] for i in range(n)]
 
 
-def test_a_late_normal_reading_does_not_end_a_newer_breach() -> None:
-    state, _ = detect_breaches(gauge([4.5], t0=T0 + 5000), {}, RULES, now_ms=0)
-    state, late = detect_breaches(gauge([1.0], t0=T0), state, RULES, now_ms=0)
-    assert late == [] and "g1" in state
+def noisy(rng: np.random.Generator, value: float, sd: float, windows: int, n: int = 5
+          ) -> list[list[float]]:
+    return [list(value + rng.normal(0.0, sd, n)) for _ in range(windows)]
 
 
-def test_out_of_order_rows_in_one_batch_are_taken_in_event_time() -> None:
-    batch = gauge([4.5, 1.0]).take(np.array([1, 0]))  # the normal reading first in the batch
-    _, anomalies = detect_breaches(batch, {}, RULES, now_ms=0)
-    assert [a.phase for a in anomalies] == ["start", "end"]
+def window_of(a: Anomaly, size: int = SIZE) -> int:
+    return (a.window_start_ms - T0) // size
 
 
-@pytest.mark.parametrize("kind, values, severity", [
-    ("pipe_pressure", {"pressure_mpa": 0.08}, "orange"),
-    ("pipe_pressure", {"pressure_mpa": 0.95}, "yellow"),
-    ("traffic", {"speed_kmh": 4.0, "flow_vph": 100.0, "occupancy_pct": 80.0}, "yellow"),
+def events(anomalies: Sequence[Anomaly], detector: str | None = None) -> list[tuple]:
+    return [(a.detector, a.phase, a.reason, a.severity, window_of(a)) for a in anomalies
+            if detector is None or a.detector == detector]
+
+
+def packaged_doc() -> dict[str, Any]:
+    """The packaged detection.toml as a dict (a fresh copy to modify)."""
+    text = resources.files("cityagent.data").joinpath("detection.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+PROFILES = SensorProfiles.from_rows([
+    {"sensor_id": "jn-wl-1", "warning_level_m": 3.5, "guaranteed_level_m": 4.2},
 ])
-def test_each_kind_breaches_its_own_rule(kind: str, values: dict, severity: str) -> None:
-    r = parse_reading({"sensor_id": "s", "kind": kind, "ts": T0 / 1000, "lon": 117, "lat": 36.6, **values})
-    _, anomalies = detect_breaches(ReadingBatch.from_readings([r], [370102]), {}, RULES, 0)
-    assert [(a.kind, a.severity) for a in anomalies] == [(kind, severity)]
 
 
-def test_sensors_are_independent() -> None:
-    a, b = gauge([4.5, 1.0], sensor="a"), gauge([1.0, 4.5], sensor="b")
-    rows = ReadingBatch.from_readings(a.readings() + b.readings(), [370102] * 4)
-    state, anomalies = detect_breaches(rows, {}, RULES, 0)
-    assert [(x.sensor_id, x.phase) for x in anomalies] == [("a", "start"), ("a", "end"), ("b", "start")]
-    assert state["a"] == {"closed": T0 + 1000} and state["b"]["since"] == T0 + 1000
+# -- identity and replay --------------------------------------------------------------------
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "t.toml"
-    path.write_text(text, "utf-8")
-    return path
+def test_anomaly_id_is_stable_and_depends_on_sensor_detector_and_start() -> None:
+    a = anomaly_id("jn-wl-1", "level", T0)
+    assert a == anomaly_id("jn-wl-1", "level", T0)
+    assert a == "3202519875acec5b"  # pinned: ids outlive processes (alerts, replays)
+    assert len({a, anomaly_id("jn-wl-2", "level", T0), anomaly_id("jn-wl-1", "spike", T0),
+                anomaly_id("jn-wl-1", "level", T0 + 1)}) == 4
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "defines no"),
-    ("[[rule]]\nkind='noise'\nfield='level_m'\nabove=1\nseverity='red'", "kind must be"),
-    ("[[rule]]\nkind='traffic'\nfield='level_m'\nabove=1\nseverity='red'", "field must be"),
-    ("[[rule]]\nkind='traffic'\nfield='speed_kmh'\nabove=1\nseverity='pink'", "severity must be"),
-    ("[[rule]]\nkind='traffic'\nfield='speed_kmh'\nseverity='red'", "exactly one"),
-    ("[[rule]]\nkind='traffic'\nfield='speed_kmh'\nabove='x'\nseverity='red'", "must be a number"),
-    ("[[rule]]\nkind='traffic'\nfield='speed_kmh'\nabove=1\nseverity='red'\ncolour=1", "unknown key"),
-    ("[[rule]\n", "cannot read"),
-])
-def test_bad_threshold_files_name_the_problem(tmp_path: Path, text: str, words: str) -> None:
-    with pytest.raises(ConfigError, match=words):
-        Thresholds.load(write(tmp_path, text))
+def test_the_same_readings_from_the_same_state_give_the_same_anomalies() -> None:
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    rng = np.random.default_rng(7)
+    feed(engine, state, "jn-wl-1", "water_level", noisy(rng, 2.0, 0.01, 12))
+    copy = BucketState.from_bytes(state.to_bytes())
+    later = [level(3.6)] * 3 + [level(4.4)] * 2 + noisy(rng, 2.0, 0.01, 4)
+
+    first = feed(engine, state, "jn-wl-1", "water_level", later, first=12)
+    again = feed(engine, copy, "jn-wl-1", "water_level", later, first=12)
+
+    assert first, "the scenario must raise anomalies for the comparison to mean anything"
+    assert [a.to_dict() for a in again] == [a.to_dict() for a in first]
+    for a in first:
+        assert a.anomaly_id == anomaly_id(a.sensor_id, a.detector, a.since_ms)
+    level_ids = {a.anomaly_id for a in first if a.detector == "level"}
+    assert len(level_ids) == 1  # start, escalation and end share the episode's id
 
 
-def test_the_packaged_thresholds_cover_every_kind() -> None:
-    assert {r.kind for r in RULES.rules} == {"traffic", "water_level", "pipe_pressure"}
+def test_an_anomaly_carries_where_and_when_and_round_trips_as_a_dict() -> None:
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    found = feed(engine, state, "jn-wl-1", "water_level", [level(3.7), level(3.7)])
+    (a,) = [x for x in found if x.detector == "level"]
+    assert (a.phase, a.reason, a.severity, a.kind, a.field) == (
+        "start", "water.warning", "yellow", "water_level", "level_m")
+    assert (a.district_code, a.city_code, a.lon, a.lat) == (DISTRICT, 370100, LON, LAT)
+    assert (a.window_start_ms, a.window_end_ms, a.since_ms) == (T0, T0 + SIZE, T0)
+    assert a.expected == 3.5 and 3.69 < a.observed < 3.71
+    assert a.ts_ms == state.watermark and a.detected_at_ms == T0 + SIZE
+    assert Anomaly.from_dict(a.to_dict()) == a
 
 
-def test_a_replayed_breach_after_the_episode_closed_opens_nothing() -> None:
-    """Kafka redelivers after a rebalance: the same readings again must not raise a new alert."""
-    readings = gauge([4.5, 5.8, 1.0])
-    state, first = detect_breaches(readings, {}, RULES, now_ms=0)
-    replayed_state, replayed = detect_breaches(readings.take(np.array([1, 2])), state, RULES, 0)
-    assert [a.phase for a in first] == ["start", "escalate", "end"]
-    assert replayed == [] and replayed_state is state
-    assert open_episode_count(state) == 0
+def test_an_episode_end_reports_the_severity_and_peak_score_it_reached() -> None:
+    # Anomaly.severity / peak_score: "the highest of the episode so far". The end event is
+    # what resolves the alert, so it must not report a red flood as a blue one.
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 [level(2.0)] * 3 + [level(5.0)] * 2 + [level(2.0)] * 4)
+    lv = [a for a in found if a.detector == "level"]
+    assert [a.phase for a in lv] == ["start", "end"]
+    start, end = lv
+    assert start.severity == "red"
+    assert end.anomaly_id == start.anomaly_id
+    assert (end.severity, end.reason) == ("red", "water.record")
+    assert end.peak_score >= start.peak_score
 
 
-def test_a_new_breach_after_the_close_is_a_new_episode() -> None:
-    state, first = detect_breaches(gauge([4.5, 1.0]), {}, RULES, now_ms=0)
-    state, second = detect_breaches(gauge([4.6], t0=T0 + 60_000), state, RULES, now_ms=0)
-    assert [a.phase for a in second] == ["start"]
-    assert second[0].anomaly_id != first[0].anomaly_id and open_episode_count(state) == 1
+def test_reading_scores_are_causal_and_do_not_change_state() -> None:
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    rng = np.random.default_rng(3)
+    feed(engine, state, "jn-wl-1", "water_level", noisy(rng, 2.0, 0.01, 10))
+    before = state.to_bytes()
+    t = T0 + 10 * SIZE
+    batch = readings([("jn-wl-1", "water_level", t, 2.0), ("jn-wl-1", "water_level", t + 1, 2.6),
+                      ("jn-wl-1", "water_level", t + 2, 4.3), ("nobody", "water_level", t, 9.0)])
+    scores = engine.reading_scores(state, batch)
+    assert state.to_bytes() == before
+    assert scores[0] < 0.5 < scores[1]  # 60 cm above a 1 cm-noise baseline: anomalous
+    assert scores[2] > 0.5  # above 保证 as well
+    assert scores[3] == 0.0  # an unseen sensor has no baseline
+    assert np.all((scores >= 0) & (scores <= 1))
 
 
-def test_closed_markers_are_forgotten_after_the_retention() -> None:
-    state, _ = detect_breaches(gauge([4.5, 1.0], sensor="old"), {}, RULES, now_ms=0)
-    later = T0 + CLOSED_RETENTION_MS + 10_000
-    state, _ = detect_breaches(gauge([4.5], sensor="new", t0=later), state, RULES, now_ms=0)
-    assert set(state) == {"new"}
+def test_parameters_follow_each_state_not_an_earlier_state_at_the_same_address() -> None:
+    # DetectionEngine.params caches per id(state) and len(state); CPython hands the address of
+    # a freed state to the next one, and a new state of the same size must not get the
+    # freed state's parameters (here: a water gauge's for a pressure sensor).
+    engine = DetectionEngine(SMALL)
+    for _ in range(200):  # until a new state gets the address of a freed one (CPython: soon)
+        water = engine.new_state()
+        feed(engine, water, "jn-wl-9", "water_level", [level(1.0)] * 2)
+        address = id(water)
+        del water
+        state = engine.new_state()
+        if id(state) == address:
+            break
+    found = feed(engine, state, "jn-pp-1", "pipe_pressure", [[0.10] * 5] * 3)
+    assert [a.reason for a in found if a.detector == "level"] == ["pressure.low"]
+
+
+def test_an_engine_judges_with_its_own_profiles_whoever_used_the_state_before() -> None:
+    plain = DetectionEngine(SMALL)  # 警戒 4.0 for every gauge
+    profiled = DetectionEngine(SMALL, PROFILES)  # jn-wl-1: 警戒 3.5
+    state = plain.new_state()
+    assert feed(plain, state, "jn-wl-1", "water_level", [level(2.0)] * 2) == []
+    found = feed(profiled, state, "jn-wl-1", "water_level", [level(3.7)] * 2, first=2)
+    assert [(a.reason, a.severity) for a in found if a.detector == "level"] == [
+        ("water.warning", "yellow")]

@@ -24,7 +24,9 @@ def test_external_kafka_and_overrides() -> None:
     ({"CITYAGENT_PARTITIONS": "eight"}, "CITYAGENT_PARTITIONS must be a whole number"),
     ({"CITYAGENT_API_PORT": "70000"}, "CITYAGENT_API_PORT is out of range"),
     ({"CITYAGENT_BROKER_PORT": "0"}, "CITYAGENT_BROKER_PORT is out of range"),
-    ({"CITYAGENT_THRESHOLDS": "/no/such/file.toml"}, "CITYAGENT_THRESHOLDS names no readable file"),
+    ({"CITYAGENT_DETECTION": "/no/such/file.toml"}, "CITYAGENT_DETECTION names no readable file"),
+    ({"CITYAGENT_WINDOW_S": "-1"}, "CITYAGENT_WINDOW_S must be a positive number"),
+    ({"CITYAGENT_GRACE_S": "x"}, "CITYAGENT_GRACE_S must be a number"),
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
 ])
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:

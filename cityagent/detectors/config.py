@@ -1,0 +1,328 @@
+"""Detection settings: one TOML file for the fleet, one registry for per-sensor values.
+
+``DetectionConfig`` holds the window settings and, per kind of sensor, every detector's
+parameters (``cityagent/data/detection.toml`` documents each). ``SensorProfiles`` holds what
+differs from sensor to sensor — a gauge's 警戒/保证 levels, a road's free-flow speed, a
+sensor's report interval — read from the registry file the simulator writes (JSON or CSV,
+the same columns an operator's asset list would have).
+
+The detectors read parameters as numpy arrays, one value per sensor (``ParamTable``), so a
+batch is scored without a Python loop over sensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityagent.errors import ConfigError
+
+__all__ = (
+    "DETECTORS",
+    "KIND_CODES",
+    "GENERIC",
+    "WindowConfig",
+    "KindConfig",
+    "DetectionConfig",
+    "SensorProfiles",
+    "PROFILE_COLUMNS",
+)
+
+#: The detectors, in the order their episode columns are kept in state.
+DETECTORS: tuple[str, ...] = ("level", "deviation", "change", "spike", "flatline", "silence")
+#: The kind of a series of unknown kind and unit (replay of arbitrary data).
+GENERIC = "generic"
+#: Kind → code in state arrays (the three reading kinds first, as on the wire).
+KIND_CODES: dict[str, int] = {"traffic": 0, "water_level": 1, "pipe_pressure": 2, GENERIC: 3}
+
+#: Registry columns that override a kind's defaults, and the KindConfig field each sets.
+PROFILE_COLUMNS: dict[str, str] = {
+    "expected_interval_s": "expected_interval_s",
+    "free_flow_kmh": "free_flow_kmh",
+    "warning_level_m": "warning_m",
+    "guaranteed_level_m": "guaranteed_m",
+    "record_level_m": "record_m",
+    "min_pressure_mpa": "floor_mpa",
+    "max_pressure_mpa": "high_mpa",
+}
+
+_STAT_KEYS = {
+    "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
+    "spike_z": float, "flat_min_readings": int, "flat_max_fraction": float, "flat_warmup": int,
+    "silence_factor": float, "silence_min_s": float, "baseline_rate": float,
+    "anomaly_rate_factor": float, "cusum_rate": float,
+}
+_KIND_KEYS = {
+    "field": str, "scale_floor": float, "relative_floor": float, "time_of_day": bool,
+    "expected_interval_s": float, "free_flow_kmh": float, "congestion_tpi": list,
+    "warning_m": float, "guaranteed_m": float, "record_m": float, "blue_fraction": float,
+    "floor_mpa": float, "critical_mpa": float, "high_mpa": float,
+}
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Event-time windows: tumbling ``size_ms`` windows closing ``grace_ms`` after their end."""
+
+    size_ms: int = 60_000
+    grace_ms: int = 15_000
+    hopping_panes: int = 5
+    idle_ms: int = 5_000
+    end_after_windows: int = 2
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise ConfigError(f"windows.size_s must be above 0; got {self.size_ms / 1000:g}")
+        if not 0 <= self.grace_ms <= self.size_ms:
+            raise ConfigError(
+                "windows.grace_s must be between 0 and windows.size_s "
+                f"({self.size_ms / 1000:g}); got {self.grace_ms / 1000:g}"
+            )
+        if self.hopping_panes < 1:
+            raise ConfigError(f"windows.hopping_panes must be 1 or more; got {self.hopping_panes}")
+        if self.end_after_windows < 1:
+            raise ConfigError(
+                f"episodes.end_after_windows must be 1 or more; got {self.end_after_windows}"
+            )
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    """Every detector parameter of one kind of sensor (see detection.toml)."""
+
+    kind: str
+    field: str
+    scale_floor: float = 0.0
+    relative_floor: float = 0.0
+    time_of_day: bool = False
+    expected_interval_s: float = 60.0
+    free_flow_kmh: float = math.nan
+    congestion_tpi: tuple[float, float, float] = (math.inf, math.inf, math.inf)
+    warning_m: float = math.nan
+    guaranteed_m: float = math.nan
+    record_m: float = math.nan
+    blue_fraction: float = 0.5
+    floor_mpa: float = math.nan
+    critical_mpa: float = math.nan
+    high_mpa: float = math.nan
+    deviation_z: float = 6.0
+    deviation_warmup: int = 5
+    cusum_k: float = 1.0
+    cusum_h: float = 12.0
+    spike_z: float = 15.0
+    flat_min_readings: int = 4
+    flat_max_fraction: float = 0.02
+    flat_warmup: int = 10
+    silence_factor: float = 3.0
+    silence_min_s: float = 30.0
+    baseline_rate: float = 0.05
+    anomaly_rate_factor: float = 0.1
+    cusum_rate: float = 0.3
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Windows plus one KindConfig per kind (traffic, water_level, pipe_pressure, generic)."""
+
+    windows: WindowConfig
+    kinds: Mapping[str, KindConfig]
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, window_s: float | None = None,
+             grace_s: float | None = None) -> DetectionConfig:
+        """Read ``path`` (default: the packaged file); ``window_s``/``grace_s`` override it.
+
+        ConfigError names the file and key that are wrong.
+        """
+        where = str(path) if path else "cityagent/data/detection.toml"
+        try:
+            text = (path.read_text("utf-8") if path else
+                    resources.files("cityagent.data").joinpath("detection.toml").read_text("utf-8"))
+            doc = tomllib.loads(text)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read detection settings from {where}: {exc}") from None
+        return cls.from_dict(doc, where, window_s=window_s, grace_s=grace_s)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str = "detection settings", *,
+                  window_s: float | None = None, grace_s: float | None = None) -> DetectionConfig:
+        win = _table(doc, "windows", where)
+        eps = _table(doc, "episodes", where)
+        _only(win, {"size_s", "grace_s", "hopping_panes", "idle_s"}, f"{where} [windows]")
+        _only(eps, {"end_after_windows"}, f"{where} [episodes]")
+        size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where)
+        grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
+        try:
+            windows = WindowConfig(
+                size_ms=round(size_s * 1000),
+                grace_ms=round(min(grace, size_s) * 1000)
+                if window_s is not None and grace_s is None else round(grace * 1000),
+                hopping_panes=int(_number(win, "hopping_panes", 5, where)),
+                idle_ms=round(min(_number(win, "idle_s", 5.0, where),
+                                  size_s if window_s is not None else float("inf")) * 1000),
+                end_after_windows=int(_number(eps, "end_after_windows", 2, where)),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        defaults = _table(doc, "defaults", where)
+        _only(defaults, set(_STAT_KEYS), f"{where} [defaults]")
+        kinds_doc = _table(doc, "kind", where)
+        unknown = set(kinds_doc) - set(KIND_CODES)
+        if unknown:
+            raise ConfigError(f"{where}: unknown kind [kind.{sorted(unknown)[0]}]; "
+                              f"expected one of {list(KIND_CODES)}")
+        kinds = {}
+        for kind in KIND_CODES:
+            raw = {**defaults, **_table(kinds_doc, kind, where)}
+            kinds[kind] = _kind_config(kind, raw, f"{where} [kind.{kind}]")
+        return cls(windows, kinds)
+
+    def kind(self, name: str) -> KindConfig:
+        return self.kinds[name]
+
+
+def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
+    _only(raw, set(_STAT_KEYS) | set(_KIND_KEYS), where)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        typ = _STAT_KEYS.get(key) or _KIND_KEYS[key]
+        if typ is list:
+            if (not isinstance(value, list) or len(value) != 3
+                    or not all(_is_number(v) for v in value)):
+                raise ConfigError(f"{where}: {key} must be a list of 3 numbers; got {value!r}")
+            values[key] = tuple(float(v) for v in value)
+        elif typ is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false; got {value!r}")
+            values[key] = value
+        elif typ is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: {key} must be text; got {value!r}")
+            values[key] = value
+        else:
+            if not _is_number(value) or value < 0:
+                raise ConfigError(f"{where}: {key} must be a number of 0 or more; got {value!r}")
+            values[key] = typ(value)
+    if "field" not in values:
+        raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
+    return KindConfig(kind=kind, **values)
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if not _is_number(value) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a number of 0 or more; got {value!r}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SensorProfiles:
+    """Per-sensor overrides: sensor id → {KindConfig field: value}."""
+
+    by_sensor: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.by_sensor)
+
+    def get(self, sensor_id: str) -> Mapping[str, float]:
+        return self.by_sensor.get(sensor_id, {})
+
+    @classmethod
+    def load(cls, path: Path) -> SensorProfiles:
+        """Read a registry (``.csv``, else JSON ``{"sensors": [...]}`` or a list of objects).
+
+        Only the columns of :data:`PROFILE_COLUMNS` are used; empty cells are ignored.
+        """
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the sensor registry {path}: {exc}") from None
+        if Path(path).suffix.lower() == ".csv":
+            rows: list[Mapping[str, Any]] = list(csv.DictReader(text.splitlines()))
+        else:
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"the sensor registry {path} is not JSON: {exc}") from None
+            rows = doc.get("sensors") if isinstance(doc, dict) else doc
+            if not isinstance(rows, list):
+                raise ConfigError(f"the sensor registry {path} must hold a list of sensors")
+        return cls.from_rows(rows, str(path))
+
+    @classmethod
+    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry") -> SensorProfiles:
+        out: dict[str, dict[str, float]] = {}
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping) or not row.get("sensor_id"):
+                raise ConfigError(f"{where}: sensor #{i + 1} has no sensor_id")
+            values = {}
+            for column, name in PROFILE_COLUMNS.items():
+                raw = row.get(column)
+                if raw is None or raw == "":
+                    continue
+                try:
+                    number = float(raw)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"{where}: sensor {row['sensor_id']!r}: {column} must be a number; "
+                        f"got {raw!r}") from None
+                if not math.isfinite(number) or number < 0:
+                    raise ConfigError(
+                        f"{where}: sensor {row['sensor_id']!r}: {column} must be 0 or more; "
+                        f"got {raw!r}")
+                values[name] = number
+            if values:
+                out[str(row["sensor_id"])] = values
+        return cls(out)
+
+
+def param_arrays(config: DetectionConfig, profiles: SensorProfiles, ids: list[str],
+                 kinds: np.ndarray) -> dict[str, np.ndarray]:
+    """One array per parameter with each sensor's value (kind default, then its profile)."""
+    n = len(ids)
+    names = [f for f in KindConfig.__dataclass_fields__ if f not in ("kind", "field",
+                                                                      "congestion_tpi")]
+    out = {name: np.empty(n) for name in names}
+    out["tpi_yellow"], out["tpi_orange"], out["tpi_red"] = np.empty(n), np.empty(n), np.empty(n)
+    by_code = {code: config.kinds[kind] for kind, code in KIND_CODES.items()}
+    for code, kc in by_code.items():
+        rows = kinds == code
+        if not rows.any():
+            continue
+        for name in names:
+            out[name][rows] = float(getattr(kc, name))
+        out["tpi_yellow"][rows], out["tpi_orange"][rows], out["tpi_red"][rows] = kc.congestion_tpi
+    if len(profiles):
+        for i, sensor in enumerate(ids):
+            for name, value in profiles.get(sensor).items():
+                out[name][i] = value
+    # Derived: the record level defaults to one 警戒-保证 step above 保证.
+    missing = np.isnan(out["record_m"])
+    out["record_m"][missing] = (2 * out["guaranteed_m"] - out["warning_m"])[missing]
+    return out

@@ -1,0 +1,193 @@
+"""Detection settings and per-sensor profiles: defaults, overrides, and errors naming the key."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cityagent.detectors.config import (
+    KIND_CODES,
+    DetectionConfig,
+    SensorProfiles,
+    param_arrays,
+)
+from cityagent.errors import ConfigError
+from tests.cityagent.test_detection import packaged_doc
+
+
+def test_the_packaged_defaults() -> None:
+    config = DetectionConfig.load()
+    w = config.windows
+    assert (w.size_ms, w.grace_ms, w.hopping_panes, w.idle_ms, w.end_after_windows) == (
+        60_000, 15_000, 5, 5_000, 2)
+    water = config.kinds["water_level"]
+    assert (water.field, water.warning_m, water.guaranteed_m) == ("level_m", 4.0, 5.0)
+    assert math.isnan(water.record_m)
+    pressure = config.kinds["pipe_pressure"]
+    assert (pressure.floor_mpa, pressure.critical_mpa, pressure.high_mpa) == (0.14, 0.07, 0.8)
+    assert config.kinds["traffic"].congestion_tpi == (9.5, 9.7, 9.9)
+    assert config.kinds["generic"].field == "value"
+    assert {k.deviation_z for k in config.kinds.values()} == {6.0}  # [defaults] apply to all
+
+
+def test_window_and_grace_can_be_overridden() -> None:
+    config = DetectionConfig.load(window_s=10, grace_s=2)
+    assert (config.windows.size_ms, config.windows.grace_ms) == (10_000, 2_000)
+    short = DetectionConfig.load(window_s=5)  # the file's 15 s grace is capped at the window
+    assert (short.windows.size_ms, short.windows.grace_ms) == (5_000, 5_000)
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("windows", "sise_s", 60, "unknown key 'sise_s'"),
+    ("episodes", "end_after", 2, "unknown key 'end_after'"),
+    ("defaults", "deviation_zz", 6.0, "unknown key 'deviation_zz'"),
+    ("kind.water_level", "warning", 4.0, "unknown key 'warning'"),
+    ("windows", "size_s", -60, "size_s must be a number of 0 or more"),
+    ("windows", "grace_s", -1, "grace_s must be a number of 0 or more"),
+    ("windows", "size_s", 0, "windows.size_s must be above 0"),
+    ("windows", "grace_s", 90, "windows.grace_s must be between 0 and windows.size_s"),
+    ("windows", "hopping_panes", 0, "windows.hopping_panes must be 1 or more"),
+    ("episodes", "end_after_windows", 0, "episodes.end_after_windows must be 1 or more"),
+    ("defaults", "cusum_h", -12.0, "cusum_h must be a number of 0 or more"),
+    ("kind.water_level", "warning_m", -4.0, "[kind.water_level]: warning_m must be a number"),
+    ("kind.traffic", "congestion_tpi", [9.5, 9.7], "congestion_tpi must be a list of 3 numbers"),
+    ("kind.traffic", "time_of_day", 1, "time_of_day must be true or false"),
+    ("kind.traffic", "field", 3, "field must be text"),
+    ("defaults", "spike_z", "15", "spike_z must be a number of 0 or more"),
+    ("defaults", "spike_z", math.inf, "spike_z must be a number of 0 or more"),
+])
+def test_a_wrong_setting_is_a_config_error_naming_it(section: str, key: str, value: object,
+                                                     words: str) -> None:
+    doc = packaged_doc()
+    table = doc
+    for part in section.split("."):
+        table = table.setdefault(part, {})
+    table[key] = value
+    with pytest.raises(ConfigError) as caught:
+        DetectionConfig.from_dict(doc, "detection.toml")
+    assert words in str(caught.value)
+
+
+def test_a_wrong_window_in_a_settings_file_names_the_file(tmp_path: Path) -> None:
+    # DetectionConfig.load: "ConfigError names the file and key that are wrong".
+    path = tmp_path / "site-detection.toml"
+    path.write_text("[windows]\nsize_s = 60\ngrace_s = 90\n", "utf-8")
+    with pytest.raises(ConfigError) as caught:
+        DetectionConfig.load(path)
+    assert "windows.grace_s" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_an_unknown_kind_and_a_missing_field_are_config_errors() -> None:
+    doc = packaged_doc()
+    doc["kind"]["air_quality"] = {"field": "pm25"}
+    with pytest.raises(ConfigError, match=r"unknown kind \[kind.air_quality\]"):
+        DetectionConfig.from_dict(doc)
+    doc = packaged_doc()
+    del doc["kind"]["traffic"]["field"]
+    with pytest.raises(ConfigError, match=r"\[kind.traffic\]: field is missing"):
+        DetectionConfig.from_dict(doc)
+    with pytest.raises(ConfigError, match=r"\[windows\] must be a table"):
+        DetectionConfig.from_dict({**packaged_doc(), "windows": 60})
+
+
+@pytest.mark.parametrize("window_s, grace_s, words", [
+    (10, 20, "windows.grace_s must be between 0 and windows.size_s (10); got 20"),
+    (10, -1, "windows.grace_s"),
+    (-5, 0, "windows.size_s must be above 0"),
+])
+def test_overrides_are_checked_too(window_s: float, grace_s: float, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        DetectionConfig.load(window_s=window_s, grace_s=grace_s)
+    assert words in str(caught.value)
+
+
+def test_a_settings_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "detection.toml"
+    path.write_text("[windows\nsize_s = 60\n", "utf-8")
+    with pytest.raises(ConfigError, match="detection.toml"):
+        DetectionConfig.load(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        DetectionConfig.load(tmp_path / "missing.toml")
+
+
+def test_a_settings_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text('[windows]\nsize_s = 30\ngrace_s = 5\n[kind.traffic]\nfield = "speed_kmh"\n'
+                    '[kind.water_level]\nfield = "level_m"\n'
+                    '[kind.pipe_pressure]\nfield = "pressure_mpa"\n'
+                    '[kind.generic]\nfield = "value"\n', "utf-8")
+    config = DetectionConfig.load(path)
+    assert (config.windows.size_ms, config.windows.grace_ms) == (30_000, 5_000)
+    assert config.kinds["traffic"].deviation_z == 6.0  # the dataclass default
+
+
+# -- per-sensor profiles --------------------------------------------------------------------
+
+
+def _codes(*kinds: str) -> np.ndarray:
+    return np.array([KIND_CODES[k] for k in kinds], dtype=np.int8)
+
+
+def test_profile_values_override_the_kind_defaults() -> None:
+    config = DetectionConfig.load()
+    profiles = SensorProfiles.from_rows([
+        {"sensor_id": "jn-wl-1", "warning_level_m": 3.5, "guaranteed_level_m": 4.2},
+        {"sensor_id": "jn-wl-3", "warning_level_m": "3.0", "guaranteed_level_m": "3.6",
+         "record_level_m": "5.5", "expected_interval_s": ""},
+        {"sensor_id": "jn-tr-1", "free_flow_kmh": 80, "expected_interval_s": 30},
+        {"sensor_id": "jn-pp-1", "min_pressure_mpa": 0.2, "max_pressure_mpa": 0.7},
+        {"sensor_id": "nothing-to-say", "note": "ignored"},
+    ])
+    assert len(profiles) == 4
+    ids = ["jn-wl-1", "jn-wl-2", "jn-wl-3", "jn-tr-1", "jn-tr-2", "jn-pp-1", "jn-pp-2"]
+    p = param_arrays(config, profiles, ids,
+                     _codes("water_level", "water_level", "water_level", "traffic", "traffic",
+                            "pipe_pressure", "pipe_pressure"))
+    assert p["warning_m"][:3].tolist() == [3.5, 4.0, 3.0]
+    assert p["guaranteed_m"][:3].tolist() == [4.2, 5.0, 3.6]
+    # the record defaults to one 警戒-保证 step above 保证 unless the registry gives it
+    assert p["record_m"][:3] == pytest.approx([4.9, 6.0, 5.5])
+    assert p["free_flow_kmh"][3:5].tolist() == [80.0, 60.0]
+    assert p["expected_interval_s"].tolist() == [60.0, 60.0, 60.0, 30.0, 60.0, 60.0, 60.0]
+    assert p["floor_mpa"][5:].tolist() == [0.2, 0.14]
+    assert p["high_mpa"][5:].tolist() == [0.7, 0.8]
+    assert p["critical_mpa"][5:].tolist() == [0.07, 0.07]
+    assert p["tpi_yellow"][3] == 9.5 and p["tpi_red"][4] == 9.9
+    assert p["scale_floor"].tolist() == [0.02] * 3 + [1.5] * 2 + [0.004] * 2
+
+
+@pytest.mark.parametrize("row, words", [
+    ({"warning_level_m": 3.5}, "sensor #1 has no sensor_id"),
+    ({"sensor_id": "a", "warning_level_m": "high"}, "'a': warning_level_m must be a number"),
+    ({"sensor_id": "a", "free_flow_kmh": -60}, "'a': free_flow_kmh must be 0 or more"),
+    ({"sensor_id": "a", "free_flow_kmh": "nan"}, "'a': free_flow_kmh must be 0 or more"),
+])
+def test_a_wrong_profile_is_a_config_error_naming_sensor_and_column(row: dict, words: str
+                                                                    ) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SensorProfiles.from_rows([row], "sensors.csv")
+    assert words in str(caught.value) and "sensors.csv" in str(caught.value)
+
+
+def test_profiles_load_from_csv_and_json(tmp_path: Path) -> None:
+    csv_path = tmp_path / "sensors.csv"
+    csv_path.write_text("sensor_id,kind,warning_level_m,guaranteed_level_m,free_flow_kmh\n"
+                        "jn-wl-1,water_level,3.5,4.2,\njn-tr-1,traffic,,,80\n", "utf-8")
+    json_path = tmp_path / "sensors.json"
+    json_path.write_text(json.dumps({"sensors": [
+        {"sensor_id": "jn-wl-1", "warning_level_m": 3.5, "guaranteed_level_m": 4.2},
+        {"sensor_id": "jn-tr-1", "free_flow_kmh": 80}]}), "utf-8")
+    expected = {"jn-wl-1": {"warning_m": 3.5, "guaranteed_m": 4.2},
+                "jn-tr-1": {"free_flow_kmh": 80.0}}
+    assert SensorProfiles.load(csv_path).by_sensor == expected
+    assert SensorProfiles.load(json_path).by_sensor == expected
+    (tmp_path / "bad.json").write_text('{"sensors": 3}', "utf-8")
+    with pytest.raises(ConfigError, match="must hold a list"):
+        SensorProfiles.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        SensorProfiles.load(tmp_path / "missing.csv")

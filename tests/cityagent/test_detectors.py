@@ -1,0 +1,283 @@
+"""Each detector through the engine: levels, spike, deviation, change, flatline, silence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cityagent.detection import DetectionEngine
+from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from tests.cityagent.test_detection import (
+    PROFILES,
+    SIZE,
+    SMALL,
+    T0,
+    events,
+    feed,
+    level,
+    noisy,
+    packaged_doc,
+    readings,
+    series,
+    window_of,
+)
+
+
+def engine_with(profiles: SensorProfiles = PROFILES, config: DetectionConfig = SMALL):
+    engine = DetectionEngine(config, profiles)
+    return engine, engine.new_state()
+
+
+# -- levels ---------------------------------------------------------------------------------
+
+
+def test_water_levels_climb_the_ladder_of_the_gauges_own_levels() -> None:
+    # jn-wl-1: 警戒 3.5, 保证 4.2 → blue from 3.15, yellow 3.5, orange 4.2, red (record) 4.9
+    engine, state = engine_with()
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 [level(2.0), level(3.0), level(3.2), level(3.6), level(4.3), level(5.0),
+                  level(4.6), level(2.0), level(2.0), level(2.0)])
+    assert events(found, "level") == [
+        ("level", "start", "water.approaching", "blue", 2),
+        ("level", "escalate", "water.warning", "yellow", 3),
+        ("level", "escalate", "water.guaranteed", "orange", 4),
+        ("level", "escalate", "water.record", "red", 5),
+        ("level", "end", "water.record", "red", 8),  # after 2 normal windows (7 and 8)
+    ]
+    passed = [a.expected for a in found if a.detector == "level" and a.phase != "end"]
+    assert passed == [3.15, 3.5, 4.2, 4.9]
+
+
+def test_a_gauge_without_a_profile_uses_the_kind_defaults() -> None:
+    # defaults: 警戒 4.0, 保证 5.0 → blue from 3.5, yellow 4.0, orange 5.0, red 6.0
+    engine, state = engine_with()
+    found = feed(engine, state, "jn-wl-2", "water_level",
+                 [level(3.4), level(3.6), level(4.3), level(5.2), level(6.1), level(6.1)])
+    assert [(a.phase, a.severity, a.window_start_ms) for a in found if a.detector == "level"] == [
+        ("start", "blue", T0 + SIZE), ("escalate", "yellow", T0 + 2 * SIZE),
+        ("escalate", "orange", T0 + 3 * SIZE), ("escalate", "red", T0 + 4 * SIZE)]
+
+
+@pytest.mark.parametrize("end_after", [1, 3])
+def test_an_episode_ends_after_end_after_windows_normal_windows(end_after: int) -> None:
+    doc = packaged_doc()
+    doc["episodes"]["end_after_windows"] = end_after
+    config = DetectionConfig.from_dict(doc, window_s=10, grace_s=2)
+    engine, state = engine_with(config=config)
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 [level(3.7), level(3.7), level(2.0), level(3.7)] + [level(2.0)] * 5)
+    lv = [(a.phase, window_of(a)) for a in found if a.detector == "level"]
+    if end_after == 1:  # the normal window 2 ends the first episode, window 3 starts another
+        assert lv == [("start", 0), ("end", 2), ("start", 3), ("end", 4)]
+    else:  # one episode across the normal window 2
+        assert lv == [("start", 0), ("end", 6)]
+
+
+def test_one_spike_is_not_a_flood_but_a_spike_once_the_baseline_is_warm() -> None:
+    engine, state = engine_with()
+    spiky = [2.0, 2.003, 4.5, 1.998, 2.001]  # one reading above 保证 (4.2)
+    cold = feed(engine, state, "jn-wl-1", "water_level", [level(2.0), spiky, level(2.0)])
+    assert cold == []  # no baseline yet: no spike, and never a water level alarm
+
+    rng = np.random.default_rng(11)
+    feed(engine, state, "jn-wl-1", "water_level", noisy(rng, 2.0, 0.005, 8), first=3)
+    found = feed(engine, state, "jn-wl-1", "water_level", [spiky, level(2.0), level(2.0)],
+                 first=11)
+    assert events(found) == [("spike", "start", "fault.spike_up", "blue", 11)]
+    (a,) = [x for x in found if x.phase == "start"]
+    assert a.observed == 4.5 and 1.9 < a.expected < 2.1 and a.field == "level_m"
+
+
+def test_pressure_below_the_floor_is_orange_and_below_critical_red() -> None:
+    engine, state = engine_with()
+    found = feed(engine, state, "jn-pp-1", "pipe_pressure",
+                 [level(0.30), level(0.15), level(0.10), level(0.05), level(0.05)])
+    lv = [(a.phase, a.reason, a.severity, a.expected, window_of(a)) for a in found
+          if a.detector == "level"]
+    assert lv == [("start", "pressure.low", "orange", 0.14, 2),
+                  ("escalate", "pressure.critical", "red", 0.07, 3)]
+
+
+def test_pressure_above_the_high_limit_is_yellow() -> None:
+    engine, state = engine_with()
+    found = feed(engine, state, "jn-pp-2", "pipe_pressure", [level(0.85), level(0.85)])
+    assert [(a.reason, a.severity) for a in found if a.detector == "level"] == [
+        ("pressure.high", "yellow")]
+
+
+def test_traffic_congestion_uses_the_roads_free_flow_speed() -> None:
+    profiles = SensorProfiles.from_rows([{"sensor_id": "jn-tr-1", "free_flow_kmh": 80}])
+    engine = DetectionEngine(SMALL, profiles)
+    slow = [[25.0, 24.0, 26.0, 25.0]] * 3
+    # 25 km/h is 31 % of 80 km/h (TPI 9.8, orange), 42 % of the default 60 km/h (TPI 8.3)
+    states = [engine.new_state() for _ in range(3)]  # kept alive: see the params-cache test
+    fast_road = feed(engine, states[0], "jn-tr-1", "traffic", slow)
+    default_road = feed(engine, states[1], "jn-tr-2", "traffic", slow)
+    (a,) = [x for x in fast_road if x.detector == "level"]
+    assert (a.reason, a.severity, a.field) == ("traffic.congestion", "orange", "traffic_index")
+    assert 9.7 <= a.observed < 9.9
+    assert [x for x in default_road if x.detector == "level"] == []
+    jam = feed(engine, states[2], "jn-tr-2", "traffic", [[3.0, 2.0, 4.0, 3.0]] * 2)
+    assert [(x.reason, x.severity, x.observed) for x in jam if x.detector == "level"] == [
+        ("traffic.congestion", "red", 10.0)]
+
+
+# -- deviation and change ------------------------------------------------------------------
+
+
+def test_deviation_fires_on_a_level_shift_after_warm_up() -> None:
+    engine, state = engine_with()
+    rng = np.random.default_rng(5)
+    found = feed(engine, state, "jn-wl-3", "water_level",
+                 noisy(rng, 1.0, 0.01, 10) + noisy(rng, 1.3, 0.01, 3))
+    dev = [(a.phase, a.reason, window_of(a)) for a in found if a.detector == "deviation"]
+    assert dev[0] == ("start", "deviation.high", 10)
+
+
+def test_deviation_does_not_fire_before_warm_up() -> None:
+    engine, state = engine_with()
+    rng = np.random.default_rng(5)
+    warmup = SMALL.kinds["water_level"].deviation_warmup
+    found = feed(engine, state, "jn-wl-3", "water_level",
+                 noisy(rng, 1.0, 0.01, 2) + noisy(rng, 1.3, 0.01, warmup - 1))
+    assert found == []
+
+
+def test_cusum_catches_a_sudden_drop_within_two_windows() -> None:
+    engine, state = engine_with()
+    rng = np.random.default_rng(8)
+    found = feed(engine, state, "jn-pp-1", "pipe_pressure",
+                 noisy(rng, 0.30, 0.002, 12) + noisy(rng, 0.20, 0.002, 3))
+    change = [(a.phase, a.reason, window_of(a)) for a in found if a.detector == "change"]
+    assert change and change[0][:2] == ("start", "change.drop")
+    assert change[0][2] in (12, 13)
+    assert not [a for a in found if a.detector == "level"]  # 0.20 MPa is above the floor
+
+
+def test_slow_drift_is_not_a_sudden_change() -> None:
+    engine, state = engine_with()
+    rng = np.random.default_rng(9)
+    drift = [list(1.0 + 0.002 * w + rng.normal(0, 0.005, 5)) for w in range(40)]
+    found = feed(engine, state, "jn-wl-4", "water_level", drift)
+    assert [a for a in found if a.detector == "change"] == []
+
+
+# -- constant and quantised series ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, base, quantum", [
+    ("water_level", 2.0, 0.01),
+    ("pipe_pressure", 0.30, 0.01),
+    ("traffic", 40.0, 1.0),
+    ("generic", 5.0, 0.01),
+])
+def test_a_constant_series_raises_nothing_on_its_smallest_step(kind: str, base: float,
+                                                                 quantum: float) -> None:
+    engine, state = engine_with()
+    up = base + quantum
+    windows = ([[base] * 5] * 40 + [[up] * 5] * 5 + [[base] * 5] * 3
+               + [[base, up, base, up, base]] * 10 + [[up] * 5] * 5)
+    found = feed(engine, state, f"s-{kind}", kind, windows)
+    assert events(found) == []
+
+
+def test_a_quantised_series_flipping_between_two_values_never_flatlines() -> None:
+    # 5 readings of 2.00 or 2.01 per window: ~6 % of its windows are flat by chance, more
+    # than flat_max_fraction (2 %), so flatline must learn that this sensor is quantised.
+    engine, state = engine_with()
+    rng = np.random.default_rng(1)
+    windows = [list(2.0 + 0.01 * rng.integers(0, 2, 5)) for _ in range(200)]
+    flat = sum(len(set(w)) == 1 for w in windows[:50])
+    assert flat >= 3  # the premise: flat windows do occur early
+    found = feed(engine, state, "jn-wl-5", "water_level", windows)
+    assert [window_of(a) for a in found if a.detector == "flatline" and a.phase == "start"
+            and window_of(a) >= 50] == []
+    assert [a for a in found if a.detector != "flatline"] == []
+
+
+def test_flatline_fires_when_a_noisy_sensor_becomes_exactly_constant() -> None:
+    engine, state = engine_with()
+    rng = np.random.default_rng(4)
+    found = feed(engine, state, "jn-wl-6", "water_level",
+                 noisy(rng, 2.0, 0.01, 15) + [[2.0] * 5] * 4 + noisy(rng, 2.0, 0.01, 3))
+    assert events(found, "flatline") == [
+        ("flatline", "start", "fault.flatline", "blue", 15),
+        ("flatline", "end", "fault.flatline", "blue", 20),
+    ]
+    assert events(found, "deviation") == events(found, "change") == []
+
+
+# -- silence --------------------------------------------------------------------------------
+
+
+def test_silence_is_found_by_other_sensors_event_time_and_ends_on_the_next_reading() -> None:
+    profiles = SensorProfiles.from_rows([{"sensor_id": "quiet", "expected_interval_s": 10}])
+    engine, state = engine_with(profiles)
+    # "quiet" reports every 10 s up to T0 + 20 s; silent once quiet for > max(3 x 10 s, 30 s)
+    last = T0 + 20_000
+    engine.process(state, readings([("quiet", "water_level", t, 1.0)
+                                    for t in range(T0, last + 1, 10_000)]), 0)
+
+    def busy(t: int):
+        return engine.process(state, series("busy", "water_level", [(t, 1.0)]), now_ms=t + 5)
+
+    assert [a for t in range(T0 + 25_000, last + 30_001, 5_000) for a in busy(t).anomalies
+            if a.detector == "silence"] == []
+    (start,) = busy(last + 30_001).anomalies
+    assert (start.detector, start.phase, start.reason, start.severity, start.sensor_id) == (
+        "silence", "start", "fault.silence", "blue", "quiet")
+    assert (start.since_ms, start.field, start.observed) == (last, "quiet_s", 30.001)
+    assert [a for a in busy(last + 60_000).anomalies if a.detector == "silence"] == []
+    assert engine.advance(state, last + 90_000, 0).anomalies == []  # one episode, not one a tick
+
+    back = engine.process(state, series("quiet", "water_level", [(last + 91_000, 1.0)]), 0)
+    assert [(a.phase, a.anomaly_id) for a in back.anomalies if a.detector == "silence"] == [
+        ("end", start.anomaly_id)]
+
+
+def test_without_a_profile_silence_waits_for_three_expected_intervals() -> None:
+    engine, state = engine_with(SensorProfiles())
+    engine.process(state, series("quiet", "water_level", [(T0, 1.0)]), 0)
+    assert engine.advance(state, T0 + 180_000, 0).anomalies == []  # water: 3 x 60 s
+    assert [a.reason for a in engine.advance(state, T0 + 180_001, 0).anomalies] == [
+        "fault.silence"]
+
+
+# -- time of day ----------------------------------------------------------------------------
+
+
+def _daily_pressure(t_ms: int) -> float:
+    """0.40 MPa at night, 0.22 MPa by day, two-hour ramps from 06:00 and 18:00 (CST)."""
+    hour = ((t_ms + 8 * 3_600_000) % 86_400_000) / 3_600_000
+    hi, lo = 0.40, 0.22
+    if 6 <= hour < 8:
+        return hi - (hi - lo) * (hour - 6) / 2
+    if 8 <= hour < 18:
+        return lo
+    if 18 <= hour < 20:
+        return lo + (hi - lo) * (hour - 18) / 2
+    return hi
+
+
+@pytest.mark.parametrize("time_of_day", [True, False])
+def test_a_daily_pattern_raises_nothing_after_a_day_of_history(time_of_day: bool) -> None:
+    doc = packaged_doc()
+    doc["kind"]["pipe_pressure"]["time_of_day"] = time_of_day
+    doc["defaults"]["deviation_warmup"] = 3  # an hour's baseline is used after 9 windows
+    config = DetectionConfig.from_dict(doc, window_s=300, grace_s=30)
+    engine, state = engine_with(config=config)
+    size = 300_000
+    midnight = (T0 + 8 * 3_600_000) // 86_400_000 * 86_400_000 - 8 * 3_600_000
+    per_day = 86_400_000 // size
+    wiggle = (0.002, -0.0015, 0.0005)
+    day2 = []
+    for w in range(2 * per_day):
+        start = midnight + w * size
+        pts = [(start + i * 100_000, _daily_pressure(start + i * 100_000) + wiggle[i]
+                + 0.001 * np.sin(w)) for i in range(3)]
+        found = engine.process(state, series("jn-pp-9", "pipe_pressure", pts), 0).anomalies
+        day2 += [a for a in found if a.window_start_ms >= midnight + 86_400_000]
+    if time_of_day:
+        assert day2 == []
+    else:  # the check has teeth: without the hour's baseline the morning ramp is a deviation
+        assert [a.reason for a in day2 if a.phase == "start"] == ["deviation.low"]

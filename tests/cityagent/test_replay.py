@@ -1,0 +1,335 @@
+"""`cityagent replay`: files in, one causal score per row and the anomaly events out."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cityagent.errors import ConfigError
+from cityagent.readings import format_ts
+from cityagent.replay import (
+    InvalidReplayFile,
+    auto_window_s,
+    read_replay_file,
+    replay,
+    summarize,
+)
+from control.cli import main as cli_main
+
+T0 = datetime(2014, 4, 1, tzinfo=UTC)  # written without an offset, as in NAB: read as UTC
+T0_MS = int(T0.timestamp() * 1000)
+N = 300
+SPIKE, SHIFT = 120, 200  # rows of a one-row spike and of a level shift that lasts
+
+
+def series_values(seed: int = 7) -> np.ndarray:
+    v = 10.0 + np.random.default_rng(seed).normal(0.0, 1.0, N)
+    v[SPIKE] += 10.0
+    v[SHIFT:] += 8.0
+    return np.round(v, 4)
+
+
+def write_series(path: Path, values, step_s: float = 300.0) -> Path:
+    lines = ["timestamp,value"]
+    for i, v in enumerate(values):
+        t = T0 + timedelta(seconds=i * step_s)
+        lines.append(f"{t:%Y-%m-%d %H:%M:%S},{v}")
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+#: The example of docs/replay.md: series_values() written by write_series().
+LEVEL_CSV = Path(__file__).resolve().parent.parent / "data" / "replay_level.csv"
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    inp = read_replay_file(LEVEL_CSV)
+    return LEVEL_CSV, inp, replay(inp)
+
+
+def test_the_fixture_file_is_the_generated_series(tmp_path: Path) -> None:
+    fresh = write_series(tmp_path / "series.csv", series_values())
+    assert LEVEL_CSV.read_text("utf-8") == fresh.read_text("utf-8")
+
+
+# -- one series -------------------------------------------------------------------------------
+
+
+def test_a_nab_style_series_is_one_generic_series_with_naive_times_as_utc(shifted) -> None:
+    _, inp, result = shifted
+    assert len(inp) == N and inp.sensors == 1 and inp.format == "series-csv"
+    assert set(inp.batch.kind.tolist()) == {"generic"}
+    assert set(inp.batch.sensor_id.tolist()) == {"series"}
+    assert inp.batch.ts_ms[0] == T0_MS and inp.batch.ts_ms[1] == T0_MS + 300_000
+    assert inp.line[0] == 2 and inp.line[-1] == N + 1
+    assert result.window_s == 300.0 and result.grace_s == 0.0  # one reading per window
+    assert result.late == 0 and result.windows == N
+
+
+def test_scores_are_low_before_an_anomaly_and_high_at_and_after_it(shifted) -> None:
+    _, _, result = shifted
+    s = result.scores
+    assert s.shape == (N,) and ((s >= 0) & (s <= 1)).all()
+    assert (s[:5] == 0).all()  # a new series is not judged until its baseline is warm
+    normal = np.r_[s[20:SPIKE], s[SPIKE + 1 : SHIFT]]
+    assert normal.max() < 0.5 and np.percentile(normal, 95) < 0.3, normal.max()
+    assert s[SPIKE] > 0.5  # 10 sd out
+    assert s[SPIKE + 1 : SPIKE + 6].max() < 0.5  # one spike does not drag the baseline
+    assert s[SHIFT : SHIFT + 5].min() > 0.5  # 8 sd up, and staying up
+    assert s[SHIFT : SHIFT + 5].mean() > 3 * np.mean(normal)
+
+
+def test_the_level_shift_raises_an_anomaly_and_the_quiet_part_none(shifted) -> None:
+    _, _, result = shifted
+    step = 300_000
+    starts = [a for a in result.anomalies if a.phase == "start"]
+    assert all(a.kind == "generic" and a.field == "value" for a in result.anomalies)
+    at_shift = [a for a in starts
+                if T0_MS + SHIFT * step <= a.since_ms <= T0_MS + (SHIFT + 3) * step]
+    assert {a.detector for a in at_shift} & {"deviation", "change"}, starts
+    spike_window = T0_MS + SPIKE * step
+    false_alarms = [a for a in starts
+                    if a.since_ms < T0_MS + SHIFT * step and a.since_ms != spike_window]
+    assert false_alarms == []
+
+
+def test_a_rows_score_depends_on_earlier_rows_only(tmp_path: Path, shifted) -> None:
+    _, _, result = shifted
+    changed = series_values()
+    changed[150] += 50.0  # a later row: rows before it must keep their scores
+    changed[260:] -= 30.0
+    again = replay(read_replay_file(write_series(tmp_path / "changed.csv", changed)))
+    assert np.array_equal(again.scores[:150], result.scores[:150])
+    assert again.scores[150] > 0.5 and not np.array_equal(again.scores, result.scores)
+    cut = T0_MS + 150 * 300_000
+    assert ([a for a in again.anomalies if a.ts_ms <= cut]
+            == [a for a in result.anomalies if a.ts_ms <= cut])
+
+
+def test_causal_within_a_window_too(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    values = np.round(20 + rng.normal(0, 1, 600), 4)  # every 10 s: six readings a window
+    first = replay(read_replay_file(write_series(tmp_path / "a.csv", values, step_s=10)))
+    assert first.window_s == 60.0
+    changed = values.copy()
+    changed[303] += 40.0  # the middle of a window (300-305)
+    second = replay(read_replay_file(write_series(tmp_path / "b.csv", changed, step_s=10)))
+    assert np.array_equal(first.scores[:303], second.scores[:303])
+    assert second.scores[303] > 0.5
+
+
+@pytest.mark.parametrize("step_s", [300.0, 10.0])
+def test_a_constant_series_scores_zero_and_raises_nothing(tmp_path: Path, step_s: float) -> None:
+    result = replay(read_replay_file(write_series(tmp_path / "c.csv", [42.5] * 200, step_s)))
+    assert result.anomalies == []
+    assert float(result.scores.max()) == 0.0
+
+
+def test_the_window_is_auto_or_given(tmp_path: Path, shifted) -> None:
+    _, inp, _ = shifted
+    assert auto_window_s(inp) == 300.0
+    dense = read_replay_file(write_series(tmp_path / "d.csv", [1.0, 2.0, 3.0], step_s=1))
+    assert auto_window_s(dense) == 60.0  # never below the live window
+    result = replay(inp, window_s=900, grace_s=60)
+    assert (result.window_s, result.grace_s) == (900, 60) and result.windows == N // 3
+    with pytest.raises(ConfigError, match="grace"):
+        replay(inp, window_s=300, grace_s=400)
+
+
+def test_epoch_seconds_and_extra_columns_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "yahoo.csv"
+    path.write_text("timestamp,value,is_anomaly\n1416726000,1.5,0\n1416729600,2.5,1\n", "utf-8")
+    inp = read_replay_file(path)
+    assert inp.batch.ts_ms.tolist() == [1_416_726_000_000, 1_416_729_600_000]
+    assert inp.watched.tolist() == [1.5, 2.5] and inp.ignored == ("is_anomaly",)
+
+
+def test_gzip_files_are_read(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "series.csv.gz"
+    path.write_bytes(gzip.compress(b"timestamp,value\n2014-04-01T00:00:00Z,1\n"))
+    assert read_replay_file(path).watched.tolist() == [1.0]
+
+
+# -- many sensors -----------------------------------------------------------------------------
+
+
+def sensor_rows() -> list[dict]:
+    """Three sensors a minute apart for 3 h: a quiet one, one that jumps, a rising river."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(180):
+        t = T0_MS + i * 60_000
+        rows.append({"sensor_id": "quiet", "kind": "generic", "t": t,
+                     "value": round(50 + rng.normal(0, 2), 3)})
+        rows.append({"sensor_id": "jump", "kind": "generic", "t": t,
+                     "value": round(5 + rng.normal(0, 0.5) + (6 if i >= 120 else 0), 3)})
+        level = round(2.0 + (3.0 * (i - 100) / 60 if i >= 100 else 0) + rng.normal(0, 0.01), 3)
+        rows.append({"sensor_id": "gauge-1", "kind": "water_level", "t": t, "level_m": level})
+    return rows
+
+
+def write_sensor_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sensor_id", "kind", "timestamp", "lon", "lat", "value", "level_m"])
+        for r in rows:
+            w.writerow([r["sensor_id"], r["kind"], format_ts(r["t"]), 117.0, 36.6,
+                        r.get("value", ""), r.get("level_m", "")])
+    return path
+
+
+def test_a_multi_sensor_csv_in_any_row_order(tmp_path: Path) -> None:
+    rows = sensor_rows()
+    shuffled = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]
+    inp = read_replay_file(write_sensor_csv(tmp_path / "many.csv", shuffled))
+    assert inp.format == "csv" and inp.sensors == 3 and len(inp) == len(rows)
+    result = replay(inp)
+    assert result.window_s == 60.0 and result.late == 0
+    # Scores come back in input order: compare with the same rows replayed in time order.
+    ordered = replay(read_replay_file(write_sensor_csv(tmp_path / "ordered.csv", rows)))
+    back = {(r["sensor_id"], r["t"]): s for r, s in zip(shuffled, result.scores, strict=True)}
+    assert [back[(r["sensor_id"], r["t"])] for r in rows] == ordered.scores.tolist()
+    raised = {(a.sensor_id, a.detector, a.reason) for a in result.anomalies
+              if a.phase in ("start", "escalate")}
+    assert not any(s == "quiet" for s, _, _ in raised), raised
+    assert any(s == "jump" and d in ("deviation", "change") for s, d, _ in raised), raised
+    assert {("gauge-1", "level", "water.approaching"), ("gauge-1", "level", "water.warning"),
+            ("gauge-1", "level", "water.guaranteed")} <= raised
+    sid = inp.batch.sensor_id
+    assert result.scores[sid == "quiet"][30:].max() < 0.5
+    gauge = np.array([r["level_m"] for r in shuffled if r["sensor_id"] == "gauge-1"])
+    assert (result.scores[sid == "gauge-1"][gauge > 4.2] > 0.7).all()
+
+
+def test_jsonl_in_the_public_reading_shape_gives_the_same_as_csv(tmp_path: Path) -> None:
+    rows = sensor_rows()
+    path = tmp_path / "many.jsonl"
+    with path.open("w") as fh:
+        for r in rows:
+            if r["kind"] == "water_level":
+                doc = {"sensor_id": r["sensor_id"], "kind": "water_level",
+                       "ts": format_ts(r["t"]), "lon": 117.0, "lat": 36.6,
+                       "level_m": r["level_m"]}
+            else:
+                doc = {"sensor_id": r["sensor_id"], "timestamp": r["t"] / 1000,
+                       "value": r["value"], "lon": 117.0, "lat": 36.6, "note": "x"}
+            fh.write(json.dumps(doc) + "\n")
+        fh.write("\n")  # blank lines are skipped
+    inp = read_replay_file(path)
+    assert inp.format == "jsonl" and len(inp) == len(rows) and inp.ignored == ("note",)
+    from_csv = replay(read_replay_file(write_sensor_csv(tmp_path / "many.csv", rows)))
+    result = replay(inp)
+    assert result.scores.tolist() == from_csv.scores.tolist()
+    assert result.anomalies == from_csv.anomalies
+
+
+def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    lines = ["sensor_id,timestamp,value"]
+    for i in range(120):
+        t = format_ts(T0_MS + i * 60_000)
+        lines.append(f"on,{t},{10 + rng.normal(0, 1):.3f}")
+        if i < 60:
+            lines.append(f"off,{t},{10 + rng.normal(0, 1):.3f}")
+    path = tmp_path / "stop.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = replay(read_replay_file(path))
+    silence = [(a.sensor_id, a.phase) for a in result.anomalies if a.detector == "silence"]
+    assert silence == [("off", "start")]
+    assert summarize(read_replay_file(path), result)["sensors"] == 2
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text, line, message", [
+    ("empty.csv", "", None, "empty"),
+    ("header.csv", "a,b\n1,2\n", 1, "expected a header"),
+    ("value.csv", "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n", 3,
+     "value must be a number"),
+    ("nan.csv", "timestamp,value\n2014-04-01 00:00:00,nan\n", 2, "finite"),
+    ("time.csv", "timestamp,value\n\n2014-04-01 00:00:00,1\nyesterday,2\n", 4, "not a time"),
+    ("cols.csv", "timestamp,value\n2014-04-01 00:00:00,1,3\n", 2, "expected 2 columns"),
+    ("kind.csv", "sensor_id,kind,timestamp,value\ns1,radar,2014-04-01T00:00:00Z,1\n", 2,
+     "kind must be one of"),
+    ("foreign.csv", "sensor_id,kind,timestamp,value,level_m\n"
+                    "s1,generic,2014-04-01T00:00:00Z,1,2.5\n", 2, "level_m does not belong"),
+    ("range.csv", "sensor_id,kind,timestamp,level_m\ng,water_level,1396310400,20000\n", 2,
+     "level_m must lie in"),
+    ("bad.jsonl", '{"timestamp": 1396310400, "value": 1}\n{"timestamp": \n', 2, "not a JSON"),
+    ("reading.jsonl", '{"timestamp": 1396310400, "value": 1}\n'
+                      '{"sensor_id": "g", "kind": "water_level", "ts": "2014-04-01T00:00:00Z",'
+                      ' "lon": 117, "lat": 36}\n', 2, "needs 'level_m'"),
+    ("novalue.jsonl", '{"sensor_id": "a", "timestamp": 1396310400}\n', 1, "missing 'value'"),
+    ("kind.jsonl", '{"kind": ["x"], "timestamp": 1396310400, "value": 1}\n', 1, "kind must be"),
+])
+def test_bad_files_name_the_line(tmp_path: Path, name: str, text: str, line: int | None,
+                                 message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, "utf-8")
+    with pytest.raises(InvalidReplayFile, match=message) as info:
+        read_replay_file(path)
+    assert info.value.line == line
+    assert str(info.value).startswith(f"{path}, line {line}:" if line else f"{path}:")
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidReplayFile, match="cannot open the file"):
+        read_replay_file(tmp_path / "nope.csv")
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_the_command_writes_one_score_per_input_row(tmp_path: Path, shifted, capsys) -> None:
+    path, _, result = shifted
+    scores, events = tmp_path / "scores.csv", tmp_path / "anomalies.jsonl"
+    code = cli_main(["replay", str(path), "--scores", str(scores), "--anomalies", str(events),
+                     "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == N and summary["window_s"] == 300.0
+    with scores.open() as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["row", "timestamp", "sensor_id", "value", "score"]
+    assert len(table) == N + 1
+    assert [int(r[0]) for r in table[1:]] == list(range(N))
+    assert table[1][1] == "2014-04-01T00:00:00.000Z" and table[1][2] == "series"
+    assert np.allclose([float(r[4]) for r in table[1:]], result.scores, atol=1e-6)
+    lines = events.read_text().splitlines()
+    assert len(lines) == len(result.anomalies) == summary["anomalies"]
+    assert json.loads(lines[0])["anomaly_id"] == result.anomalies[0].anomaly_id
+
+
+def test_the_command_prints_a_summary_and_an_anomaly_table(shifted, capsys) -> None:
+    path, _, _ = shifted
+    assert cli_main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{N} rows, 1 sensor" in out and "episodes" in out
+    assert "detector" in out and "window start" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.csv"], "cannot open the file"),
+    (["bad.csv"], "bad.csv, line 3: value must be a number"),
+    (["good.csv", "--window", "60", "--grace", "90"], "grace"),
+    (["header.csv"], "no data rows"),
+])
+def test_the_command_exits_2_with_one_line_on_bad_input(tmp_path: Path, capsys, args,
+                                                        message) -> None:
+    (tmp_path / "bad.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\n"
+                                      "2014-04-01 00:05:00,x\n")
+    write_series(tmp_path / "good.csv", [1.0, 2.0])
+    write_series(tmp_path / "header.csv", [])
+    code = cli_main(["replay", str(tmp_path / args[0]), *args[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
