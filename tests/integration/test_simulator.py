@@ -111,8 +111,10 @@ def test_signals_flush_and_summarise(isolated_settings: Settings, signo: int, co
     assert sent > 0 and sent == acked
 
 
-def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: Path):
-    settings = isolated_settings
+def test_injected_breaches_become_alerts(settings_factory, tmp_path: Path):
+    # Half-second windows: the 2 s breaches fill whole windows, and most of the traffic
+    # index's 5-window hop.
+    settings = settings_factory(window_s=0.5, grace_s=0.2)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
     log_path = tmp_path / "worker.log"
     worker = start_worker(settings, log_path)
@@ -129,12 +131,20 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
         assert len(injected) >= 4, sim.stderr  # at 1, 2 and 3 s, two sensors each
 
         def alerted(records) -> set[str]:
-            return {orjson.loads(r.value)["sensor_id"] for r in records}
+            # Level alerts: the injected breaches. (Other detectors may add faults, e.g.
+            # silence once the simulator has stopped.)
+            return {doc["sensor_id"] for doc in map(orjson.loads, (r.value for r in records))
+                    if doc["detector"] == "level"}
 
+        # Water and pressure levels are judged per window; the traffic index over a 5-window
+        # hop, which a breach cut short by the end of the run may not move far enough.
+        must = {s for s, kind in injected.items() if kind != "traffic"}
         records = consume_records(settings.bootstrap, settings.alerts_topic,
-                           lambda r: alerted(r) >= set(injected), timeout_s=60)
+                           lambda r: alerted(r) >= must, timeout_s=60)
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
-        assert alerted(records) == set(injected), f"worker log:\n{log_tail}"
+        got = alerted(records)
+        assert must <= got <= set(injected), (sorted(got), sorted(injected), log_tail)
+        assert any(injected[s] == "traffic" for s in got), (sorted(got), sorted(injected))
     finally:
         worker.stop()
 
@@ -145,8 +155,8 @@ def test_injected_breaches_become_alerts(isolated_settings: Settings, tmp_path: 
         assert alert["kind"] == injected[alert["sensor_id"]] == sensor.kind
         assert alert["district_code"] == str(sensor.district_code)
         assert alert["city_code"] == str(sensor.city_code)
-    opened = [orjson.loads(r.value) for r in records]
-    assert {a["sensor_id"] for a in opened if a["status"] == "open"} == set(injected)
+    opened = [doc for doc in map(orjson.loads, (r.value for r in records)) if doc["detector"] == "level"]
+    assert must <= {a["sensor_id"] for a in opened if a["status"] == "open"} <= set(injected)
 
 
 def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: Settings,
@@ -174,7 +184,10 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: 
         assert len(labelled) == 3 and {lab["anomaly"] for lab in labels} == {"burst"}
 
         def alerted(records) -> set[str]:
-            return {orjson.loads(r.value)["sensor_id"] for r in records}
+            # Level alerts: the injected breaches. (Other detectors may add faults, e.g.
+            # silence once the simulator has stopped.)
+            return {doc["sensor_id"] for doc in map(orjson.loads, (r.value for r in records))
+                    if doc["detector"] == "level"}
 
         records = consume_records(settings.bootstrap, settings.alerts_topic,
                            lambda r: alerted(r) >= labelled, timeout_s=60)

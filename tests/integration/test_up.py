@@ -37,7 +37,7 @@ def children_of(pid: int) -> set[int]:
 def up_env(api_port: int, broker_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
     env.update(CITYAGENT_API_PORT=str(api_port), CITYAGENT_BROKER_PORT=str(broker_port),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", CITYAGENT_WINDOW_S="5", CITYAGENT_GRACE_S="2")
     return env
 
 
