@@ -31,7 +31,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
-    "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 1)."),
+    "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10)."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
     "CITYAGENT_SESSION_TIMEOUT_S": (
@@ -56,7 +56,7 @@ class Settings:
     registry_path: Path | None = None
     window_s: float | None = None
     grace_s: float | None = None
-    checkpoint_s: float = 1.0
+    checkpoint_s: float = 10.0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     session_timeout_s: int = 10

@@ -10,15 +10,17 @@ Each run, on its own topics (uuid prefix, 8 partitions) and consumer group:
    best a Python consumer does on this topic, measured on the same data in the same run.
 3. **Domain rate** (extra): ``decode_batch`` + ``Detector.process_batch`` over every
    message in this process, no Kafka.
-4. **Agent**: ``python -m streams`` is started on the topic; its rate is timed by markers
-   planted in the data. The first message of every partition carries one *start marker*
-   (a reading that breaches a threshold) and the last message of every partition an *end
-   marker* (another sensor breaching). These are the only breaches in the data, so each
-   produces exactly one ``start`` anomaly whose ``detected_at_ms`` is the worker's wall
-   clock when it processed that message. Agent time = max(end-marker detections) −
-   min(start-marker detections); readings/s = all readings / that time. That counts the
-   readings of the markers' own messages as inside the interval (an approximation of at
-   most a few messages out of thousands), and leaves the worker's start-up out.
+4. **Agent**: ``python -m streams`` is started on the topic (its configured checkpoint
+   interval, every detector on, one-second windows without grace so that a window closes
+   with the next round of its bucket) and timed by markers planted in the data. In every
+   partition a *start marker* (a level breach) sits in the first message, and an *end
+   marker* in the last round of the bucket whose final message ends the partition; these are
+   the only breaches, so each raises exactly one ``start`` anomaly stamped with the worker's
+   clock (``detected_at_ms``) when it processed the message that *closes* the marker's
+   window, a message the workload knows. Agent time = max(end detections) − min(start
+   detections); the readings timed are those of the messages after each partition's start
+   closing message up to its end closing message. Start-up, the first round and the idle
+   timer are outside the interval, and the rate errs low, never high.
 
 The median of ``runs`` runs is reported; ``ratio`` = agent readings/s ÷ raw readings/s.
 """
@@ -89,9 +91,12 @@ def _say(text: str) -> None:
 
 @dataclass(frozen=True)
 class Marker:
+    """A planted breach, and the message whose processing closes its window (detects it)."""
+
     sensor_id: str
     ts_ms: int
     partition: int
+    closed_by: int  # position in the partition of the message closing its window (-1: prelude)
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class Workload:
     sensors: int
     start_markers: list[Marker]
     end_markers: list[Marker]
+    #: Readings in the messages processed between each partition's start and end detection
+    #: (after the start marker's closing message, up to the end marker's): what is timed.
+    timed_readings: int
 
     @property
     def mean_readings_per_message(self) -> float:
@@ -118,7 +126,7 @@ def _partition_of(key: bytes, partitions: int) -> int:
 def _sensor_table(sensors: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per sensor: id, kind, position inside a random district, and that district's code."""
     regions = default_regions()
-    ids = np.array([f"bench-{i:06d}" for i in range(sensors)], dtype=str)
+    ids = np.array([f"bench-{i:07d}" for i in range(sensors)], dtype=str)
     kinds = np.array(_SENSOR_KINDS, dtype=str)[np.arange(sensors) % len(_SENSOR_KINDS)]
     district_idx = rng.integers(0, len(regions.districts), sensors)
     lon = np.empty(sensors)
@@ -157,25 +165,29 @@ def _chunk(table: dict[str, np.ndarray], start: int, stop: int,
 
 
 def _plant(batch: ReadingBatch, row: int) -> tuple[str, int]:
-    """Make ``row`` of ``batch`` breach a threshold; return its (sensor_id, ts_ms)."""
+    """Make ``row`` of ``batch`` breach a level; return its (sensor_id, ts_ms)."""
     field, value = _BREACH[str(batch.kind[row])]
     batch.values[field][row] = value
     return str(batch.sensor_id[row]), int(batch.ts_ms[row])
 
 
-def _marker_row(batch: ReadingBatch, avoid: str | None, last: bool) -> int | None:
-    """A row to plant a marker in: a water_level one if any, the first (or last) otherwise."""
-    rows = range(len(batch) - 1, -1, -1) if last else range(len(batch))
-    usable = [r for r in rows if str(batch.sensor_id[r]) != avoid]
-    if not usable:
-        return None
-    water = [r for r in usable if batch.kind[r] == "water_level"]
-    return (water or usable)[0]
+def _marker_row(batch: ReadingBatch, ts_ms: int | None = None) -> int | None:
+    """A row of ``batch`` (at ``ts_ms``, if given) whose breach a single window shows: a
+    water level or a pipe pressure (traffic is judged on a hopping mean of five windows)."""
+    rows = np.flatnonzero(np.isin(batch.kind, ("water_level", "pipe_pressure")))
+    if ts_ms is not None:
+        rows = rows[batch.ts_ms[rows] == ts_ms]
+    return int(rows[0]) if len(rows) else None
 
 
 def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
                    seed: int = 20261122, per_message: int = PER_MESSAGE) -> Workload:
-    """All messages of a run, markers planted, encoded; deterministic for a seed."""
+    """All messages of a run, markers planted, encoded; deterministic for a seed.
+
+    After the readings, every bucket gets one *flush* message: one reading a round later,
+    so that the last round's windows close in event time (as the next round would) instead
+    of waiting for the worker's idle timer.
+    """
     rng = np.random.default_rng(seed)
     table = _sensor_table(sensors, rng)
     batches: list[tuple[bytes, ReadingBatch, int]] = []
@@ -185,29 +197,61 @@ def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
         for key, part in chunk.split_by_bucket(max_rows=2 * per_message):
             kb = key.encode()
             batches.append((kb, part, _partition_of(kb, partitions)))
+    last: dict[bytes, ReadingBatch] = {}
+    for kb, batch, _p in batches:
+        last[kb] = batch
+    flushes: dict[bytes, ReadingBatch] = {}
+    for kb, batch in last.items():
+        row = int(np.argmax(batch.ts_ms))
+        flush = batch.take(np.array([row]))
+        flushes[kb] = dataclasses.replace(flush, ts_ms=flush.ts_ms + int(BENCH_WINDOW_S * 1000))
+        batches.append((kb, flushes[kb], _partition_of(kb, partitions)))
     by_partition: dict[int, list[int]] = {}
     for index, (_k, _b, p) in enumerate(batches):
         by_partition.setdefault(p, []).append(index)
     starts: list[Marker] = []
     ends: list[Marker] = []
+    preludes: list[tuple[bytes, ReadingBatch, int]] = []
+    timed = 0
     for p, indexes in sorted(by_partition.items()):
-        first = batches[indexes[0]][1]
-        sensor, ts = _plant(first, _marker_row(first, None, last=False))  # type: ignore[arg-type]
-        starts.append(Marker(sensor, ts, p))
-        # The end marker: a different sensor in the partition's last message (or the
-        # latest message that has one). Its ts is later than any earlier reading of it.
-        for index in reversed(indexes):
-            batch = batches[index][1]
-            # The message's earliest round, so its later rounds close the marker's window.
-            row = _marker_row(batch, sensor, last=False)
+        # Start: a two-reading message before the partition's data, for a water or pipe
+        # sensor of one of its first messages: the breach a window before round 0, then a
+        # normal reading that closes the breach's window in the same message.
+        for index in indexes:
+            key, batch, _p = batches[index]
+            row = _marker_row(batch)
             if row is not None:
-                end_sensor, end_ts = _plant(batch, row)
-                ends.append(Marker(end_sensor, end_ts, p))
                 break
         else:
-            raise BenchError(f"partition {p} holds readings of one sensor only: use more sensors")
+            raise BenchError(f"partition {p} has no water or pipe sensor: use more sensors")
+        step = int(BENCH_WINDOW_S * 1000)
+        prelude = batch.take(np.array([row, row]))
+        t0 = int(batches[indexes[0]][1].ts_ms.min())
+        prelude = dataclasses.replace(prelude, ts_ms=np.array([t0 - 2 * step, t0 - step]))
+        sensor, ts = _plant(prelude, 0)
+        preludes.append((key, prelude, p))
+        starts.append(Marker(sensor, ts, p, -1))
+        # End: the last round of a bucket whose flush message is among the partition's last
+        # (the latest with a water or pipe reading in that round); the flush closes it.
+        body_of: dict[bytes, int] = {}
+        for pos, index in enumerate(indexes):
+            if batches[index][1] is not flushes.get(batches[index][0]):
+                body_of[batches[index][0]] = pos
+        for pos in range(len(indexes) - 1, -1, -1):
+            key = batches[indexes[pos]][0]
+            if batches[indexes[pos]][1] is not flushes.get(key):
+                raise BenchError(f"partition {p}: no bucket ends on a water or pipe reading")
+            body = batches[indexes[body_of[key]]][1]
+            row = _marker_row(body, int(body.ts_ms.max()))
+            if row is not None:
+                break
+        end_sensor, end_ts = _plant(body, row)
+        ends.append(Marker(end_sensor, end_ts, p, pos))
+        timed += sum(len(batches[i][1]) for i in indexes[: pos + 1])
+    batches = preludes + batches  # each partition's prelude is its first message
     messages = [(k, encode_batch(b), p) for k, b, p in batches]
-    return Workload(messages, readings, sensors, starts, ends)
+    total = sum(len(b) for _k, b, _p in batches)
+    return Workload(messages, total, sensors, starts, ends, timed)
 
 
 # -- Kafka phases ----------------------------------------------------------------------------
@@ -415,7 +459,7 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
     finally:
         worker.stop()
     agent_s = max(last_ms - first_ms, 1) / 1000.0
-    agent_rate = work.readings / agent_s
+    agent_rate = work.timed_readings / agent_s
     result = {
         "run": index,
         "readings_per_s": round(agent_rate, 1),
@@ -464,7 +508,7 @@ def _print_table(summary: dict[str, Any]) -> None:
           f"{summary['ratio']:>6.2f} {summary['domain_per_s']:>12,.0f}")
 
 
-def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 10_000,
+def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 250_000,
               runs: int = 3, as_json: bool = False, per_message: int = PER_MESSAGE) -> int:
     """Run the benchmark; print the result table (or one JSON object); return the exit code."""
     if readings < 1 or sensors < 1 or runs < 1:

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
     bench.add_argument("--readings", type=positive_int, default=1_000_000)
-    bench.add_argument("--sensors", type=positive_int, default=10_000)
+    bench.add_argument("--sensors", type=positive_int, default=250_000,
+                       help="sensors (a bucket's message then holds about one round of them)")
     bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")

@@ -13,7 +13,9 @@ checkpoints and Kafka redelivers everything after them; each state remembers the
 the last message it applied and skips redeliveries, so no reading is lost or counted twice.
 
 A timer advances the event time of idle buckets with the clock, so windows close and silent
-sensors are found even when no reading arrives.
+sensors are found even when no reading arrives, but only for buckets whose partition this
+worker has consumed to its end: while it works through a backlog a bucket's next reading is
+already waiting in the topic, and advancing its clock would make that reading late.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class _Buckets:
         self.detector = detector
         self.states: dict[str, BucketState] = {}
         self.last_input: dict[str, float] = {}  # bucket → monotonic time of its last batch
+        self.partition_of: dict[str, Any] = {}  # bucket → the TP its batches come from
+        self.consumed: dict[Any, int] = {}  # TP → offset of the last message applied
         self.dirty: set[str] = set()
         self.pending: list[Any] = []  # events applied to state but not yet checkpointed
         self.stream: faust.StreamT | None = None
@@ -85,10 +89,23 @@ class _Buckets:
         """Drop in-memory states (after a rebalance they reload from the table)."""
         self.states.clear()
         self.last_input.clear()
+        self.partition_of.clear()
+        self.consumed.clear()
+
+    def caught_up(self, app: faust.App, bucket: str) -> bool:
+        """Has this worker consumed the bucket's partition to its end (no backlog)?"""
+        tp = self.partition_of.get(bucket)
+        if tp is None:
+            return False
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet, or the consumer is restarting
+            return False
+        return highwater is not None and self.consumed.get(tp, -1) >= highwater - 1
 
 
 def register_agents(app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters,
-                    checkpoint_s: float = 1.0) -> faust.Table:
+                    checkpoint_s: float = 10.0) -> faust.Table:
     """Attach the detection and alerting agents to ``app``; return the state table."""
     state_table = app.Table(
         STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=str,
@@ -108,6 +125,7 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
         buckets.stream = manual
         async for event in manual.events():
             message = event.message
+            buckets.consumed[message.tp] = message.offset
             try:
                 batch = decode_batch(event.value)
             except InvalidBatch as exc:
@@ -127,6 +145,7 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             state.last_offset = message.offset
             buckets.dirty.add(bucket)
             buckets.last_input[bucket] = time.monotonic()
+            buckets.partition_of[bucket] = message.tp
             counters.batches_total += 1
             counters.readings_total += outcome.readings
             counters.readings_outside_total += outcome.outside
@@ -158,7 +177,7 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             if since is None or state.watermark == NO_TS:
                 continue
             idle_ms = (now - since) * 1000.0
-            if idle_ms < windows.idle_ms:
+            if idle_ms < windows.idle_ms or not buckets.caught_up(app, bucket):
                 continue
             result = detector.engine.advance(state, state.watermark + int(idle_ms), _now_ms())
             buckets.last_input[bucket] = now

@@ -24,6 +24,11 @@ _CST_MS = 8 * _HOUR_MS
 #: A mean absolute deviation times this estimates a standard deviation (normal data).
 MAD_TO_SD = 1.2533
 _TOD_WARM_FACTOR = 3  # an hour's baseline is used after 3x the warm-up windows
+#: A scale learned from few windows is too often too small (five draws can sit close
+#: together): the deviation scale is widened by ``1 + SMALL_SAMPLE / windows seen`` (x1.8
+#: after 5 windows, x1.2 after 20, x1.04 after 100), so a young baseline does not alarm on
+#: ordinary noise.
+SMALL_SAMPLE = 4.0
 
 
 def tod_slot(ts_ms: np.ndarray) -> np.ndarray:
@@ -80,11 +85,13 @@ def features_of(state: BucketState, w: ClosedWindows, params: dict[str, np.ndarr
     expected = np.where(use_tod, c["tod_m"][rows, slot], rec_m)
     d = np.where(use_tod, c["tod_d"][rows, slot], rec_d)
     quantum = c["quantum"][rows]
+    seen = np.where(use_tod, tod_n, c["rec_n"][rows])
+    young = 1.0 + SMALL_SAMPLE / np.maximum(seen, 1.0)
     return Features(
         w=w, p=p, kind=c["kind"][rows], start_ms=start, end_ms=start + size_ms, mean=mean,
         robust=robust, high=high, low=low, slot=slot, use_tod=use_tod,
         warm=c["rec_n"][rows] >= p["deviation_warmup"], expected=expected,
-        scale=scale_of(d, expected, p, quantum), rec_scale=scale_of(rec_d, rec_m, p, quantum),
+        scale=scale_of(d, expected, p, quantum) * young, rec_scale=scale_of(rec_d, rec_m, p, quantum),
         fast_m=c["fast_m"][rows], fast_scale=scale_of(c["fast_d"][rows], c["fast_m"][rows], p,
                                                       quantum),
     )

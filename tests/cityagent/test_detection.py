@@ -23,7 +23,16 @@ LON, LAT = 117.0, 36.65
 FIELD = {"traffic": "speed_kmh", "water_level": "level_m", "pipe_pressure": "pressure_mpa",
          "generic": "value"}
 VALUE_FIELDS = ("speed_kmh", "flow_vph", "occupancy_pct", "level_m", "pressure_mpa")
-SMALL = DetectionConfig.load(window_s=10, grace_s=2)  # 10 s windows closing 2 s after their end
+
+def _small() -> DetectionConfig:
+    """10 s windows closing 2 s after their end; baselines warm after 5 windows (tests)."""
+    doc = tomllib.loads(resources.files("cityagent.data").joinpath("detection.toml")
+                        .read_text("utf-8"))
+    doc["defaults"]["deviation_warmup"] = 5
+    return DetectionConfig.from_dict(doc, window_s=10, grace_s=2)
+
+
+SMALL = _small()
 SIZE = 10_000
 NOISE = (0.0, 0.004, -0.003, 0.002, -0.004)  # a fixed wiggle: a gauge that is never stuck
 

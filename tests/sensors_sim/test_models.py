@@ -127,10 +127,11 @@ def test_quiet_fleet_raises_no_alert_for_a_week():
     # The statistical detectors learn each sensor first (the first day). After that they are
     # quiet but for rare single readings, nearly all on pipe pressure: a 15-minute sample that
     # catches one of the simulator's pump/valve transients is a window of its own, so the
-    # window's robust value cannot drop it. (Seed 9: 78 starts in 9000 sensor-days.)
+    # window's robust value cannot drop it. (Seed 9: 1 start in 9000 sensor-days since baselines
+        # warm up over 20 windows; 78 with 5.)
     later = [a for a in anomalies if a.phase == "start" and a.since_ms >= MIDNIGHT + 24 * H]
     assert len(later) < 0.02 * len(fleet) * 6, Counter((a.kind, a.reason) for a in later)
-    assert sum(a.kind != "pipe_pressure" for a in later) <= 0.05 * len(later)
+    assert sum(a.kind != "pipe_pressure" for a in later) <= max(2, 0.05 * len(later))
     assert sum(a.phase == "start" for a in anomalies) < 0.03 * len(fleet) * 7
 
 
