@@ -1,0 +1,933 @@
+"""Incidents: anomalies grouped by place and problem, with a lifecycle operators act on.
+
+Detection emits one anomaly event per sensor episode change; a rainstorm makes hundreds. Here
+they become *incidents*: anomalies of one **problem family** (flood, pipe, traffic, sensor
+fault, other) in one **correlation scope** — the sensor's most specific operational zone of a
+kind that matters to the family, else its district (its city for pipes, where neighbouring
+junctions join by distance: a water network does not stop at district lines). A sensor fault
+is its own incident per device, unless the sensor is already anomalous in an open incident,
+which then explains it. An incident is one alert that is opened, updated as anomalies join
+(count, sensors, peak severity, last seen), raised one severity step when enough sensors
+agree (three gauges over 警戒 → area flooding, two pressure drops → suspected burst),
+escalated district → city → province while unacknowledged, and resolved by an operator or
+after its sensors stayed normal. The settings are in ``cityagent/data/alerting.toml``.
+
+Pure and replay-safe: no I/O and no clock (every call takes ``now_ms``, the caller's clock).
+All incidents of a scope live in one :class:`ScopeState`, which the caller stores (a Faust
+table keyed by :func:`scope_key`, so one agent owns each incident). Alert ids derive from the
+incident key and the opening episode's start, and every applied anomaly is remembered, so a
+replayed or duplicated anomaly changes nothing and emits nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cityagent.alerts import SEVERITY_NAMES_ZH, _reason_en, _reason_zh
+from cityagent.detection import Anomaly
+from cityagent.detectors.verdict import SEVERITIES
+from cityagent.errors import ConfigError
+from cityagent.incident_alert import (
+    ACKNOWLEDGED,
+    ESCALATION_LEVELS,
+    OPEN,
+    PROVINCE_CODE,
+    RESOLVED,
+    SYSTEM,
+    Alert,
+    AlertEvent,
+    Command,
+)
+from cityagent.regions import RegionIndex, default_regions
+from cityagent.routing import PROVINCE_COMMAND, Router, is_fault
+from cityagent.zones import Zone, ZoneIndex
+
+__all__ = (
+    "FAMILIES",
+    "AlertingConfig",
+    "CorrelationRule",
+    "ScopeRule",
+    "EscalationConfig",
+    "MaintenanceWindow",
+    "Member",
+    "Incident",
+    "ScopeState",
+    "IncidentEngine",
+    "family_of",
+    "home_family",
+    "scope_key",
+    "incident_key",
+)
+
+FAMILIES: tuple[str, ...] = ("flood", "pipe", "traffic", "sensor_fault", "other")
+_FAMILY_OF_KIND = {"water_level": "flood", "pipe_pressure": "pipe", "traffic": "traffic"}
+_FAULT_DETECTORS = ("flatline", "silence", "spike")
+_SCOPED = ("flood", "pipe", "traffic", "other")  # families with [scope.*] settings
+_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+_RED = len(SEVERITIES) - 1
+_NEVER = -1
+
+
+# -- where an anomaly belongs ---------------------------------------------------------------
+
+
+def family_of(anomaly: Anomaly) -> str:
+    """The problem family: a device fault is ``sensor_fault`` whatever the kind."""
+    if is_fault(anomaly.reason) or anomaly.detector in _FAULT_DETECTORS:
+        return "sensor_fault"
+    return home_family(anomaly)
+
+
+def home_family(anomaly: Anomaly) -> str:
+    """The family of the sensor's kind: what places it (and its faults) in a scope."""
+    return _FAMILY_OF_KIND.get(anomaly.kind, "other")
+
+
+def _zones_of(anomaly: Anomaly, zones: ZoneIndex | None) -> tuple[Zone, ...]:
+    return zones.zones_of(anomaly.lon, anomaly.lat) if zones is not None and len(zones) else ()
+
+
+def scope_key(anomaly: Anomaly, zones: ZoneIndex | None, config: AlertingConfig) -> str:
+    """The state key that owns the anomaly's incidents: partition anomalies by it.
+
+    ``zone:<id>`` for the most specific zone of a kind that scopes the sensor's family
+    (``[scope.<family>] zone_kinds``), else ``district:<code>`` or ``city:<code>``
+    (``level``). A sensor fault goes with its sensor's kind: that puts it in the state of the
+    sensor's real incidents, which may explain it.
+    """
+    return _place(anomaly, _zones_of(anomaly, zones), config)[0]
+
+
+def incident_key(anomaly: Anomaly, zones: ZoneIndex | None, config: AlertingConfig) -> str:
+    """``family@scope`` (``sensor_fault@sensor:<id>`` for a fault): anomalies with the same key
+    join the same open incident — within ``join_radius_km`` of it where that is set."""
+    family = family_of(anomaly)
+    if family == "sensor_fault":
+        return f"sensor_fault@sensor:{anomaly.sensor_id}"
+    return f"{family}@{scope_key(anomaly, zones, config)}"
+
+
+def _place(anomaly: Anomaly, here: tuple[Zone, ...],
+           config: AlertingConfig) -> tuple[str, Zone | None]:
+    rule = config.scope_rule(home_family(anomaly))
+    zone = next((z for z in here if rule.scopes_zone(z.zone_kind)), None)
+    if zone is not None:
+        return f"zone:{zone.zone_id}", zone
+    if rule.level == "city":
+        return f"city:{anomaly.city_code}", None
+    return f"district:{anomaly.district_code}", None
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorrelationRule:
+    """When ``sensors`` sensors agree, the incident is area-wide (see alerting.toml)."""
+
+    family: str
+    sensors: int
+    min_severity: str
+    reasons: tuple[str, ...]
+    scopes: tuple[str, ...]
+    title_zh: str
+    title_en: str
+
+    def counts(self, anomaly: Anomaly) -> bool:
+        return (_RANK[anomaly.severity] >= _RANK[self.min_severity]
+                and any(fnmatch.fnmatchcase(anomaly.reason, r) for r in self.reasons))
+
+    def applies_to(self, scope: str, zone_kind: str | None) -> bool:
+        if "*" in self.scopes:
+            return True
+        for level in ("district", "city"):
+            if scope.startswith(f"{level}:"):
+                return level in self.scopes
+        return zone_kind in self.scopes
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """Where a family's sensors may form one incident (see alerting.toml)."""
+
+    family: str
+    level: str = "district"  # district or city
+    zone_kinds: tuple[str, ...] = ("*",)  # zones that are their own scope for this family
+    join_radius_km: float = 0.0  # 0: anywhere in the scope
+    #: Another family whose open incident in the same scope this family's anomalies join
+    #: when they have no incident of their own ("" = none): congestion in a flooding city.
+    joins_open: str = ""
+    #: Anomalies whose episodes began within ``onset_s`` of an incident's first one join it
+    #: up to ``onset_radius_km`` away: one pressure wave through a network, not two events.
+    onset_s: float = 0.0
+    onset_radius_km: float = 0.0
+
+    def scopes_zone(self, zone_kind: str) -> bool:
+        return "*" in self.zone_kinds or zone_kind in self.zone_kinds
+
+
+@dataclass(frozen=True)
+class EscalationConfig:
+    min_severity: str = "orange"
+    city_after_s: float = 900.0
+    province_after_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    """Lifecycle, correlation and escalation settings (cityagent/data/alerting.toml)."""
+
+    resolve_after_s: float = 900.0
+    history_s: float = 86400.0
+    echo_s: float = 7200.0
+    fault_hold_s: float = 150.0
+    max_sensors_listed: int = 20
+    correlation_window_s: float = 1800.0
+    scopes: Mapping[str, ScopeRule] = field(default_factory=dict)
+    correlation: Mapping[str, CorrelationRule] = field(default_factory=dict)
+    escalation: EscalationConfig = EscalationConfig()
+
+    def scope_rule(self, family: str) -> ScopeRule:
+        return self.scopes.get(family) or ScopeRule(family)
+
+    @property
+    def absorbed_by(self) -> dict[str, str]:
+        """family → the family whose open incident in the same scope it joins."""
+        return {f: r.joins_open for f, r in self.scopes.items() if r.joins_open}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> AlertingConfig:
+        """Read ``path`` (default: the packaged alerting.toml); ConfigError names the key."""
+        where = str(path) if path else "cityagent/data/alerting.toml"
+        try:
+            text = (Path(path).read_text("utf-8") if path else
+                    resources.files("cityagent.data").joinpath("alerting.toml").read_text("utf-8"))
+            doc = tomllib.loads(text)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read alerting settings from {where}: {exc}") from None
+        return cls.from_dict(doc, where)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str = "alerting settings") -> AlertingConfig:
+        _only(doc, {"lifecycle", "scope", "correlation", "escalation"}, where)
+        life = _table(doc, "lifecycle", where)
+        scope_doc = _table(doc, "scope", where)
+        _only(scope_doc, set(_SCOPED), f"{where} [scope]")
+        scopes = {family: _scope_rule(family, raw, f"{where} [scope.{family}]")
+                  for family, raw in scope_doc.items()}
+        corr = _table(doc, "correlation", where)
+        esc = _table(doc, "escalation", where)
+        _only(life, {"resolve_after_s", "history_s", "echo_s", "fault_hold_s",
+                     "max_sensors_listed"},
+              f"{where} [lifecycle]")
+        _only(esc, {"min_severity", "city_after_s", "province_after_s"}, f"{where} [escalation]")
+        _only(corr, {"window_s", *_FAMILY_OF_KIND.values()}, f"{where} [correlation]")
+        rules = {family: _correlation_rule(family, raw, f"{where} [correlation.{family}]")
+                 for family, raw in corr.items() if family != "window_s"}
+        listed = _number(life, "max_sensors_listed", 20, f"{where} [lifecycle]")
+        if listed < 1 or listed != int(listed):
+            raise ConfigError(f"{where} [lifecycle]: max_sensors_listed must be a whole number "
+                              f"of 1 or more; got {listed!r}")
+        return cls(
+            resolve_after_s=_number(life, "resolve_after_s", 900, f"{where} [lifecycle]"),
+            history_s=_number(life, "history_s", 86400, f"{where} [lifecycle]"),
+            echo_s=_number(life, "echo_s", 7200, f"{where} [lifecycle]"),
+            fault_hold_s=_number(life, "fault_hold_s", 150, f"{where} [lifecycle]"),
+            max_sensors_listed=int(listed),
+            correlation_window_s=_number(corr, "window_s", 1800, f"{where} [correlation]"),
+            scopes=scopes,
+            correlation=rules,
+            escalation=EscalationConfig(
+                min_severity=_severity(esc, "min_severity", "orange", f"{where} [escalation]"),
+                city_after_s=_number(esc, "city_after_s", 900, f"{where} [escalation]"),
+                province_after_s=_number(esc, "province_after_s", 1800, f"{where} [escalation]"),
+            ),
+        )
+
+
+def _scope_rule(family: str, raw: Any, where: str) -> ScopeRule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    _only(raw, {"level", "zone_kinds", "join_radius_km", "joins_open", "onset_s",
+                "onset_radius_km"}, where)
+    joins = raw.get("joins_open", "")
+    if joins not in ("", *_SCOPED) or joins == family:
+        raise ConfigError(f"{where}: joins_open must be another family of {list(_SCOPED)} "
+                          f"or \"\"; got {joins!r}")
+    level = raw.get("level", "district")
+    if level not in ("district", "city"):
+        raise ConfigError(f"{where}: level must be 'district' or 'city'; got {level!r}")
+    kinds = raw.get("zone_kinds", ["*"])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) and k for k in kinds):
+        raise ConfigError(f"{where}: zone_kinds must be a list of zone kinds (or [\"*\"]); "
+                          f"got {kinds!r}")
+    return ScopeRule(family, level, tuple(kinds), _number(raw, "join_radius_km", 0, where),
+                     joins, _number(raw, "onset_s", 0, where),
+                     _number(raw, "onset_radius_km", 0, where))
+
+
+def _correlation_rule(family: str, raw: Any, where: str) -> CorrelationRule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    _only(raw, {"sensors", "min_severity", "reasons", "scopes", "title_zh", "title_en"}, where)
+    sensors = _number(raw, "sensors", 3, where)
+    if sensors < 2 or sensors != int(sensors):
+        raise ConfigError(f"{where}: sensors must be a whole number of 2 or more; got {sensors!r}")
+    lists = {}
+    for key in ("reasons", "scopes"):
+        value = raw.get(key, ["*"])
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: {key} must be a non-empty list of text; got {value!r}")
+        lists[key] = tuple(value)
+    titles = {}
+    for key in ("title_zh", "title_en"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: {key} must be non-empty text; got {value!r}")
+        titles[key] = value
+    return CorrelationRule(family, int(sensors), _severity(raw, "min_severity", "yellow", where),
+                           lists["reasons"], lists["scopes"], **titles)
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; "
+                          f"expected some of {sorted(allowed)}")
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"{where}: {key} must be a number of 0 or more; got {value!r}")
+    return float(value)
+
+
+def _severity(table: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if value not in _RANK:
+        raise ConfigError(f"{where}: {key} must be one of {list(SEVERITIES)}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """Sensors under maintenance: their anomalies are recorded as suppressed, not alerted.
+
+    ``sensor`` is a sensor id, or a prefix ending in ``*`` (``jn-wl-*``); the window covers
+    anomalies detected at event time ``start_ms <= ts_ms < end_ms``.
+    """
+
+    sensor: str
+    start_ms: int
+    end_ms: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sensor, str) or not self.sensor.strip("*"):
+            raise ConfigError(f"maintenance window: 'sensor' must be a sensor id or a prefix "
+                              f"ending in '*'; got {self.sensor!r}")
+        if not (isinstance(self.start_ms, int) and isinstance(self.end_ms, int)
+                and 0 <= self.start_ms < self.end_ms):
+            raise ConfigError(f"maintenance window for {self.sensor!r}: need whole-number "
+                              f"epoch ms with start_ms < end_ms; got {self.start_ms!r}, "
+                              f"{self.end_ms!r}")
+
+    def covers(self, sensor_id: str, ts_ms: int) -> bool:
+        if not self.start_ms <= ts_ms < self.end_ms:
+            return False
+        if self.sensor.endswith("*"):
+            return sensor_id.startswith(self.sensor[:-1])
+        return sensor_id == self.sensor
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> MaintenanceWindow:
+        if not isinstance(doc, Mapping):
+            raise ConfigError("maintenance window: expected an object")
+        return cls(doc.get("sensor"), doc.get("start_ms"), doc.get("end_ms"),  # type: ignore[arg-type]
+                   str(doc.get("note", "")))
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """One sensor of an incident."""
+
+    sensor_id: str
+    lon: float
+    lat: float
+    active: list[str]  # anomaly ids of its episodes that have not ended
+    rank: int  # highest severity rank it reached
+    corr_rank: int  # highest rank of its anomalies that count for correlation; -1 if none
+    corr_last_ms: int  # event time of its latest such anomaly
+    last_seen_ms: int  # event time of its latest anomaly
+    normal_since_ms: int | None  # engine clock when its last episode ended; None while active
+
+
+@dataclass
+class Incident:
+    """One incident of a scope: everything its alert shows, plus what replays are checked
+    against (``applied`` anomaly events, ``episodes``, ``commands``)."""
+
+    alert_id: str
+    group: str  # family@scope (see incident_key)
+    key: str  # the group, plus ~<opening sensor> where incidents join by distance
+    scope: str
+    family: str
+    kind: str
+    status: str
+    district_code: int
+    city_code: int
+    lon: float
+    lat: float
+    zone_name: str  # the scope zone's names, "" for a district scope
+    zone_name_en: str
+    zone_kind: str
+    zone_adjust: int
+    zone_ids: list[str]
+    zone_kinds: list[str]
+    zone_departments: list[str]
+    reason: str
+    reason_zh: str
+    reason_en: str
+    headline_rank: int
+    members: dict[str, Member]
+    episodes: dict[str, int]  # anomaly id → highest severity rank applied
+    applied: set[str]  # "anomaly_id:phase:rank" of every anomaly event applied
+    anomaly_count: int
+    peak_score: float
+    base_rank: int  # highest member severity
+    severity_rank: int  # after correlation and the zone's adjustment; never falls while open
+    correlated: bool
+    departments: list[str]
+    first_seen_ms: int
+    last_seen_ms: int
+    opened_ms: int
+    acknowledged_by: str | None = None
+    acknowledged_at_ms: int | None = None
+    assigned_to: str | None = None
+    resolved_by: str | None = None
+    resolved_at_ms: int | None = None
+    escalation_level: str = ESCALATION_LEVELS[0]
+    severe_since_ms: int | None = None  # engine clock when it reached the escalation severity
+    level_since_ms: int | None = None  # engine clock of its current escalation level
+    closed_ms: int | None = None  # engine clock when resolved: history is kept from then
+    comments: int = 0
+    seq: int = 0
+    commands: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["applied"] = sorted(self.applied)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Incident:
+        values = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
+        values["members"] = {k: Member(**m) for k, m in doc["members"].items()}
+        values["applied"] = set(doc["applied"])
+        incident = cls(**values)
+        if incident.status not in (OPEN, ACKNOWLEDGED, RESOLVED):
+            raise ValueError(f"incident {incident.alert_id!r}: bad status {incident.status!r}")
+        return incident
+
+
+@dataclass
+class ScopeState:
+    """Every incident of one scope key, open and recently resolved; the caller stores it."""
+
+    incidents: list[Incident] = field(default_factory=list)
+    suppressed: dict[str, int] = field(default_factory=dict)  # applied key → engine clock
+    #: Sensor faults held back for ``fault_hold_s`` (applied key → the anomaly as a dict): a
+    #: step change's first reading looks like a spike; if the sensor's real anomaly follows,
+    #: the fault joins that incident instead of being an alert of its own.
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing worth keeping: the caller may delete the key."""
+        return not self.incidents and not self.suppressed and not self.held
+
+    def find(self, alert_id: str) -> Incident | None:
+        return next((i for i in self.incidents if i.alert_id == alert_id), None)
+
+    def current(self, group: str) -> list[Incident]:
+        """The open or acknowledged incidents of ``group``."""
+        return [i for i in self.incidents if i.group == group and i.status != RESOLVED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": 1, "incidents": [i.to_dict() for i in self.incidents],
+                "suppressed": dict(self.suppressed), "held": dict(self.held)}
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> ScopeState:
+        """ValueError for anything that is not a state this module wrote."""
+        try:
+            if doc.get("v") != 1:
+                raise ValueError(f"unknown state version {doc.get('v')!r}")
+            return cls([Incident.from_dict(i) for i in doc["incidents"]],
+                       {str(k): int(v) for k, v in doc["suppressed"].items()},
+                       {str(k): dict(v) for k, v in doc.get("held", {}).items()})
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not an incident scope state: {type(exc).__name__}: {exc}") from None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ScopeState:
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not an incident scope state: {exc}") from None
+        return cls.from_dict(doc)
+
+
+def _applied_key(anomaly: Anomaly) -> str:
+    return f"{anomaly.anomaly_id}:{anomaly.phase}:{_RANK.get(anomaly.severity, 0)}"
+
+
+def _digest(text: str, size: int = 10) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class IncidentEngine:
+    """Turns anomalies, operator commands and the passing of time into alert events.
+
+    Every method mutates the given :class:`ScopeState` and returns the events to publish,
+    in order. ``maintenance`` may be replaced at any time (``dataclasses.replace``).
+    """
+
+    config: AlertingConfig
+    router: Router
+    regions: RegionIndex = field(default_factory=default_regions)
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+
+    # -- anomalies ------------------------------------------------------------------------
+
+    def scope_key(self, anomaly: Anomaly, zones: ZoneIndex | None) -> str:
+        """The state key that owns ``anomaly`` (see :func:`scope_key`)."""
+        return scope_key(anomaly, zones, self.config)
+
+    def on_anomaly(self, state: ScopeState, anomaly: Anomaly, zones: ZoneIndex | None,
+                   now_ms: int, *, held_release: bool = False) -> list[AlertEvent]:
+        """Apply one anomaly event: open or update an incident, or (at its end) mark its
+        sensor normal. ``state`` must be the one of :meth:`scope_key`."""
+        applied = _applied_key(anomaly)
+        if (applied in state.suppressed or (applied in state.held and not held_release)
+                or any(applied in i.applied for i in state.incidents)):
+            return []  # a replay or a duplicate
+        here = _zones_of(anomaly, zones)
+        scope, zone = _place(anomaly, here, self.config)
+        window = next((w for w in self.maintenance
+                       if w.covers(anomaly.sensor_id, anomaly.ts_ms)), None)
+        if window is not None:
+            state.suppressed[applied] = now_ms
+            return [_suppressed(anomaly, scope, window, now_ms)]
+        if anomaly.phase == "end":
+            events = self._release(state, anomaly.anomaly_id, zones, now_ms)
+            incident = next((i for i in state.incidents if i.status != RESOLVED
+                             and anomaly.anomaly_id in i.episodes), None)
+            return events + ([] if incident is None
+                             else self._end(incident, anomaly, applied, now_ms))
+        if self._settled(state, anomaly):
+            return []
+        family = family_of(anomaly)
+        if (family == "sensor_fault" and self.config.fault_hold_s > 0
+                and not anomaly.detector == "silence"
+                and self._host(state, anomaly, scope) is None and not held_release):
+            state.held[applied] = anomaly.to_dict()
+            return []
+        if family == "sensor_fault":
+            incident = self._host(state, anomaly, scope)
+            group = f"{family}@sensor:{anomaly.sensor_id}"
+            if incident is None:
+                incident = next(iter(state.current(group)), None)
+            zone = None  # a broken device is not made worse by where it stands
+        else:
+            group = f"{family}@{scope}"
+            incident = self._nearest(state.current(group), anomaly)
+            if incident is None and family in self.config.absorbed_by:
+                # Congestion while the same scope floods is the flood's (a rainstorm is one
+                # incident for the command centre, routed to water affairs and transport).
+                host = self.config.absorbed_by[family]
+                incident = next(iter(state.current(f"{host}@{scope}")), None)
+        kind = "updated"
+        if incident is None:
+            incident = self._open(state, group, scope, family, anomaly, zone, now_ms)
+            kind = "opened"
+        self._join(incident, anomaly, applied, here, now_ms)
+        if family != "sensor_fault":
+            for key, doc in list(state.held.items()):  # its held faults were this, early
+                if doc.get("sensor_id") == anomaly.sensor_id:
+                    del state.held[key]
+                    self._join(incident, Anomaly.from_dict(doc), key, here, now_ms)
+        return [self._event(incident, kind, SYSTEM, now_ms, anomaly=anomaly)]
+
+    def _release(self, state: ScopeState, anomaly_id: str | None, zones: ZoneIndex | None,
+                 now_ms: int) -> list[AlertEvent]:
+        """Open held faults that are due (or, given an id, that episode's: it has ended)."""
+        hold_ms = self.config.fault_hold_s * 1000
+        events: list[AlertEvent] = []
+        for key, doc in list(state.held.items()):
+            due = int(doc.get("ts_ms", 0)) + hold_ms <= now_ms
+            if due or doc.get("anomaly_id") == anomaly_id:
+                del state.held[key]
+                events += self.on_anomaly(state, Anomaly.from_dict(doc), zones, now_ms,
+                                          held_release=True)
+        return events
+
+    def _settled(self, state: ScopeState, anomaly: Anomaly) -> bool:
+        """Whether the anomaly's episode belongs to a resolved incident and says nothing new
+        (a severity not above what that incident saw): an operator closed it."""
+        rank = _RANK[anomaly.severity]
+        if any(i.status == RESOLVED and i.episodes.get(anomaly.anomaly_id, -1) >= rank
+               for i in state.incidents):
+            return True
+        # The echo of an auto-resolved incident: a member sensor's new, no more severe episode
+        # (a burst main's pressure rising back once repaired) within ``echo_s``
+        # after the resolution is that incident's tail, not a new one.
+        window_ms = self.config.echo_s * 1000
+        return any(i.status == RESOLVED and i.resolved_by == SYSTEM
+                   and anomaly.sensor_id in i.members
+                   and rank <= i.severity_rank and i.resolved_at_ms is not None
+                   and int(anomaly.ts_ms) - i.resolved_at_ms <= window_ms
+                   for i in state.incidents)
+
+    def _host(self, state: ScopeState, anomaly: Anomaly, scope: str) -> Incident | None:
+        """The open real incident a faulty sensor is an active member of: a gauge that goes
+        silent or stuck in a flood is part of the flood, not a separate job."""
+        for incident in state.current(f"{home_family(anomaly)}@{scope}"):
+            member = incident.members.get(anomaly.sensor_id)
+            if member is not None and member.active:
+                return incident
+        return None
+
+    def _nearest(self, incidents: list[Incident], anomaly: Anomaly) -> Incident | None:
+        """The incident the anomaly joins: the one its sensor is already in (a burst's
+        pressure rising back is the same burst), else the group's only one, or the nearest
+        within the radius."""
+        if not incidents:
+            return None
+        for incident in incidents:
+            if anomaly.sensor_id in incident.members:
+                return incident
+        rule = self.config.scope_rule(incidents[0].family)
+        if rule.join_radius_km <= 0:
+            return incidents[0]
+        best, best_km = None, rule.join_radius_km
+        for incident in incidents:
+            for m in incident.members.values():
+                km = _km(anomaly.lon, anomaly.lat, m.lon, m.lat)
+                if km <= best_km:
+                    best, best_km = incident, km
+        if best is None and rule.onset_s > 0:
+            best_km = rule.onset_radius_km
+            for incident in incidents:
+                if abs(int(anomaly.since_ms) - incident.first_seen_ms) > rule.onset_s * 1000:
+                    continue
+                for m in incident.members.values():
+                    km = _km(anomaly.lon, anomaly.lat, m.lon, m.lat)
+                    if km <= best_km:
+                        best, best_km = incident, km
+        return best
+
+    def _open(self, state: ScopeState, group: str, scope: str, family: str, anomaly: Anomaly,
+              zone: Zone | None, now_ms: int) -> Incident:
+        key = group
+        if family != "sensor_fault" and self.config.scope_rule(family).join_radius_km > 0:
+            key = f"{group}~{anomaly.sensor_id}"
+        taken = {i.alert_id for i in state.incidents}
+        n = 1
+        alert_id = "inc-" + _digest(f"{key}|{anomaly.since_ms}")
+        while alert_id in taken:  # a new incident after one with the same opening resolved
+            n += 1
+            alert_id = "inc-" + _digest(f"{key}|{anomaly.since_ms}|{n}")
+        incident = Incident(
+            alert_id=alert_id, group=group, key=key, scope=scope, family=family,
+            kind=anomaly.kind, status=OPEN, district_code=int(anomaly.district_code),
+            city_code=int(anomaly.city_code), lon=anomaly.lon, lat=anomaly.lat,
+            zone_name=zone.name if zone else "", zone_name_en=zone.name_en if zone else "",
+            zone_kind=zone.zone_kind if zone else "",
+            zone_adjust=zone.severity_adjust if zone else 0,
+            zone_ids=[], zone_kinds=[], zone_departments=[], reason=anomaly.reason,
+            reason_zh=_reason_zh(anomaly), reason_en=_reason_en(anomaly), headline_rank=-1,
+            members={}, episodes={}, applied=set(), anomaly_count=0, peak_score=0.0,
+            base_rank=0, severity_rank=0, correlated=False, departments=[],
+            first_seen_ms=int(anomaly.since_ms), last_seen_ms=int(anomaly.ts_ms),
+            opened_ms=int(now_ms),
+        )
+        state.incidents.append(incident)
+        return incident
+
+    def _join(self, incident: Incident, anomaly: Anomaly, applied: str,
+              here: tuple[Zone, ...], now_ms: int) -> None:
+        rank = _RANK[anomaly.severity]
+        incident.applied.add(applied)
+        incident.episodes[anomaly.anomaly_id] = max(rank, incident.episodes.get(
+            anomaly.anomaly_id, -1))
+        member = incident.members.get(anomaly.sensor_id)
+        if member is None:
+            member = Member(anomaly.sensor_id, anomaly.lon, anomaly.lat, [], rank, -1, _NEVER,
+                            int(anomaly.ts_ms), None)
+            incident.members[anomaly.sensor_id] = member
+        if anomaly.anomaly_id not in member.active:
+            member.active.append(anomaly.anomaly_id)
+        member.rank = max(member.rank, rank)
+        member.last_seen_ms = max(member.last_seen_ms, int(anomaly.ts_ms))
+        member.normal_since_ms = None
+        rule = self.config.correlation.get(incident.family)
+        if rule is not None and rule.counts(anomaly):
+            member.corr_rank = max(member.corr_rank, rank)
+            member.corr_last_ms = max(member.corr_last_ms, int(anomaly.ts_ms))
+        incident.anomaly_count += 1
+        incident.peak_score = max(incident.peak_score, float(anomaly.peak_score))
+        incident.first_seen_ms = min(incident.first_seen_ms, int(anomaly.since_ms))
+        incident.last_seen_ms = max(incident.last_seen_ms, int(anomaly.ts_ms))
+        if rank > incident.headline_rank:
+            incident.headline_rank = rank
+            incident.reason = anomaly.reason
+            incident.reason_zh, incident.reason_en = _reason_zh(anomaly), _reason_en(anomaly)
+        for zone in here:
+            _add(incident.zone_ids, zone.zone_id)
+            _add(incident.zone_kinds, zone.zone_kind)
+            _add(incident.zone_departments, zone.department)
+        incident.base_rank = max(incident.base_rank, rank)
+        if anomaly.kind != incident.kind and not is_fault(anomaly.reason):
+            # Another kind joined (congestion in a flood): its departments are told too.
+            routed = self.router.route(anomaly.kind, anomaly.reason, incident.zone_kinds,
+                                       anomaly.severity)
+            incident.departments = list(self.router.ordered({*incident.departments, *routed}))
+        if rule is not None and not incident.correlated:
+            incident.correlated = self._agree(incident, rule, int(anomaly.ts_ms))
+        self._reassess(incident, now_ms)
+
+    def _agree(self, incident: Incident, rule: CorrelationRule, event_ms: int) -> bool:
+        """Whether enough distinct sensors of the scope agree, now or within the window."""
+        if not rule.applies_to(incident.scope, incident.zone_kind or None):
+            return False
+        window_ms = self.config.correlation_window_s * 1000
+        floor = _RANK[rule.min_severity]
+        agreeing = sum(1 for m in incident.members.values()
+                       if m.corr_rank >= floor
+                       and (m.active or event_ms - m.corr_last_ms <= window_ms))
+        return agreeing >= rule.sensors
+
+    def _end(self, incident: Incident, anomaly: Anomaly, applied: str,
+             now_ms: int) -> list[AlertEvent]:
+        incident.applied.add(applied)
+        member = incident.members.get(anomaly.sensor_id)
+        if member is None or anomaly.anomaly_id not in member.active:
+            return []
+        member.active.remove(anomaly.anomaly_id)
+        if member.active:
+            return []
+        member.normal_since_ms = int(now_ms)
+        return [self._event(incident, "updated", SYSTEM, now_ms, anomaly=anomaly)]
+
+    def _reassess(self, incident: Incident, now_ms: int) -> None:
+        """Severity (member peak, +1 if area-wide, + the zone's adjustment) and recipients."""
+        rank = incident.base_rank + int(incident.correlated) + incident.zone_adjust
+        incident.severity_rank = max(incident.severity_rank, min(max(rank, 0), _RED))
+        esc = self.config.escalation
+        if (incident.severity_rank >= _RANK[esc.min_severity]
+                and incident.severe_since_ms is None and incident.status == OPEN):
+            incident.severe_since_ms = incident.level_since_ms = int(now_ms)
+        extra = [] if incident.family == "sensor_fault" else list(incident.zone_departments)
+        if incident.escalation_level == ESCALATION_LEVELS[-1]:
+            extra.append(PROVINCE_COMMAND)
+        routed = self.router.route(incident.kind, incident.reason, incident.zone_kinds,
+                                   SEVERITIES[incident.severity_rank], extra=extra)
+        incident.departments = list(self.router.ordered({*incident.departments, *routed}))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def on_command(self, state: ScopeState, command: Command, now_ms: int) -> list[AlertEvent]:
+        """Apply an operator's command to the alert it names (if this state holds it).
+
+        A command id seen before, an alert not in this state, or an action that changes
+        nothing (ack of an acknowledged alert, anything but a comment on a resolved one)
+        emits nothing.
+        """
+        incident = state.find(command.alert_id)
+        if incident is None or command.command_id in incident.commands:
+            return []
+        incident.commands.append(command.command_id)
+        at = int(command.at_ms)
+        if command.action == "comment":
+            incident.comments += 1
+            return [self._event(incident, "commented", command.actor, at, detail=command.text)]
+        if incident.status == RESOLVED:
+            return []
+        if command.action == "ack":
+            if incident.status != OPEN:
+                return []
+            incident.status = ACKNOWLEDGED
+            incident.acknowledged_by, incident.acknowledged_at_ms = command.actor, at
+            return [self._event(incident, "acknowledged", command.actor, at,
+                                detail=command.text)]
+        if command.action == "assign":
+            incident.assigned_to = command.assignee
+            return [self._event(incident, "assigned", command.actor, at,
+                                detail=str(command.assignee))]
+        self._resolve(incident, command.actor, at, now_ms)
+        return [self._event(incident, "resolved", command.actor, at, detail=command.text)]
+
+    def _resolve(self, incident: Incident, actor: str, at_ms: int, now_ms: int) -> None:
+        incident.status = RESOLVED
+        incident.resolved_by = actor
+        incident.resolved_at_ms = int(at_ms)
+        incident.closed_ms = int(now_ms)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self, state: ScopeState, now_ms: int) -> list[AlertEvent]:
+        """Auto-resolve, escalate and forget what is older than the history; call it often."""
+        events: list[AlertEvent] = self._release(state, None, None, now_ms)
+        resolve_ms = self.config.resolve_after_s * 1000
+        for incident in state.incidents:
+            if incident.status == RESOLVED:
+                continue
+            members = incident.members.values()
+            if members and all(not m.active for m in members):
+                calm = max(m.normal_since_ms or 0 for m in members)
+                if now_ms - calm >= resolve_ms:
+                    self._resolve(incident, SYSTEM, now_ms, now_ms)
+                    events.append(self._event(incident, "resolved", SYSTEM, now_ms,
+                                              detail="sensors normal"))
+                    continue
+            events += self._escalate(incident, now_ms)
+        self._forget(state, now_ms)
+        return events
+
+    def _escalate(self, incident: Incident, now_ms: int) -> list[AlertEvent]:
+        if incident.status != OPEN or incident.level_since_ms is None:
+            return []
+        esc = self.config.escalation
+        delays = {"city": esc.city_after_s * 1000, "province": esc.province_after_s * 1000}
+        events = []
+        level = ESCALATION_LEVELS.index(incident.escalation_level)
+        while level + 1 < len(ESCALATION_LEVELS):
+            target = ESCALATION_LEVELS[level + 1]
+            due = incident.level_since_ms + delays[target]
+            if now_ms < due:
+                break
+            level += 1
+            incident.escalation_level = target
+            incident.level_since_ms = int(due)  # due time: the same whatever the tick rate
+            self._reassess(incident, now_ms)
+            events.append(self._event(incident, "escalated", SYSTEM, int(due), detail=target))
+        return events
+
+    def _forget(self, state: ScopeState, now_ms: int) -> None:
+        keep_ms = self.config.history_s * 1000
+        state.incidents = [i for i in state.incidents if i.status != RESOLVED
+                           or now_ms - (i.closed_ms or 0) < keep_ms]
+        state.suppressed = {k: t for k, t in state.suppressed.items() if now_ms - t < keep_ms}
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _event(self, incident: Incident, kind: str, actor: str, at_ms: int, *,
+               anomaly: Anomaly | None = None, detail: str | None = None) -> AlertEvent:
+        incident.seq += 1
+        return AlertEvent(
+            event_id=_digest(f"{incident.alert_id}|{incident.seq}", 12),
+            type=kind, alert_id=incident.alert_id, scope=incident.scope, actor=actor,
+            at_ms=int(at_ms), alert=self.snapshot(incident),
+            anomaly_id=anomaly.anomaly_id if anomaly else None,
+            sensor_id=anomaly.sensor_id if anomaly else None, detail=detail or "")
+
+    def snapshot(self, incident: Incident) -> Alert:
+        """The alert as operators see it now."""
+        district_name, city_name, city_en = self._names(incident)
+        severity = SEVERITIES[incident.severity_rank]
+        rule = self.config.correlation.get(incident.family)
+        area = incident.correlated and rule is not None
+        head_zh = rule.title_zh if area else incident.reason_zh
+        head_en = rule.title_en if area else incident.reason_en
+        n = len(incident.members)
+        sensors = list(incident.members)[: self.config.max_sensors_listed]
+        where_zh = city_name + district_name + (f"·{incident.zone_name}"
+                                                if incident.zone_name else "")
+        where_en = incident.zone_name_en or f"district {incident.district_code}"
+        count_zh = f"（{n}个传感器）" if n > 1 else f"（{sensors[0]}）" if sensors else ""
+        count_en = f", {n} sensors" if n > 1 else f", {sensors[0]}" if sensors else ""
+        return Alert(
+            alert_id=incident.alert_id, scope=incident.scope, incident_key=incident.key,
+            status=incident.status, severity=severity, kind=incident.kind,
+            family=incident.family, reason=incident.reason,
+            title_zh=f"{where_zh} {SEVERITY_NAMES_ZH[severity]}{head_zh}{count_zh}",
+            title_en=f"{severity} {head_en} at {where_en} ({city_en}){count_en}",
+            reason_zh=incident.reason_zh, reason_en=incident.reason_en,
+            province_code=PROVINCE_CODE, city_code=str(incident.city_code), city_name=city_name,
+            district_code=str(incident.district_code), district_name=district_name,
+            zone_ids=tuple(incident.zone_ids), zone_kinds=tuple(incident.zone_kinds),
+            departments=tuple(incident.departments),
+            departments_zh=self.router.names_zh(incident.departments),
+            sensors=tuple(sensors), sensor_count=n,
+            active_sensor_count=sum(1 for m in incident.members.values() if m.active),
+            anomaly_count=incident.anomaly_count, peak_score=round(incident.peak_score, 4),
+            correlated=incident.correlated, lon=incident.lon, lat=incident.lat,
+            first_seen_ms=incident.first_seen_ms, last_seen_ms=incident.last_seen_ms,
+            opened_ms=incident.opened_ms, acknowledged_by=incident.acknowledged_by,
+            acknowledged_at_ms=incident.acknowledged_at_ms, assigned_to=incident.assigned_to,
+            resolved_by=incident.resolved_by, resolved_at_ms=incident.resolved_at_ms,
+            escalation_level=incident.escalation_level, comments=incident.comments,
+            seq=incident.seq,
+        )
+
+    def _names(self, incident: Incident) -> tuple[str, str, str]:
+        try:
+            district = self.regions.district(str(incident.district_code))
+            district_name = district.name
+        except KeyError:
+            district_name = ""
+        try:
+            city = self.regions.city(str(incident.city_code))
+            return district_name, city.name, city.name_en
+        except KeyError:
+            return district_name, "", str(incident.city_code)
+
+
+def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Distance in km, equirectangular: exact enough within a city."""
+    kx = 111.32 * math.cos(math.radians((lat1 + lat2) / 2))
+    return math.hypot((lon1 - lon2) * kx, (lat1 - lat2) * 110.57)
+
+
+def _add(items: list[str], value: str) -> None:
+    if value not in items:
+        items.append(value)
+
+
+def _suppressed(anomaly: Anomaly, scope: str, window: MaintenanceWindow,
+                now_ms: int) -> AlertEvent:
+    return AlertEvent(
+        event_id=_digest(f"suppressed|{_applied_key(anomaly)}", 12), type="suppressed",
+        alert_id="", scope=scope, actor=SYSTEM, at_ms=int(now_ms), alert=None,
+        anomaly_id=anomaly.anomaly_id, sensor_id=anomaly.sensor_id,
+        detail=window.note or f"maintenance {window.sensor}")

@@ -1,0 +1,637 @@
+"""Incidents: lifecycle, correlation, escalation, maintenance, commands and replay safety."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cityagent.detection import Anomaly, anomaly_id
+from cityagent.errors import ConfigError
+from cityagent.incident_alert import Alert, AlertEvent, Command, InvalidCommand
+from cityagent.incidents import (
+    AlertingConfig,
+    IncidentEngine,
+    MaintenanceWindow,
+    ScopeState,
+    family_of,
+    incident_key,
+    scope_key,
+)
+from cityagent.routing import default_router
+from cityagent.zones import ZoneIndex, ZoneSet
+
+T0 = 1_780_300_000_000
+MIN = 60_000
+# 历下区, 济南: sensors a few hundred metres apart.
+LIXIA = (117.080, 36.655)
+CONFIG = {
+    "lifecycle": {"resolve_after_s": 600, "history_s": 7200, "max_sensors_listed": 2},
+    "scope": {"flood": {"level": "district", "zone_kinds": ["*"]},
+              "pipe": {"level": "city", "zone_kinds": ["key_pipe_corridor"],
+                       "join_radius_km": 5}},
+    "correlation": {
+        "window_s": 1800,
+        "flood": {"sensors": 3, "min_severity": "yellow", "reasons": ["water.*"],
+                  "scopes": ["district", "flood_risk"], "title_zh": "区域性内涝/洪水",
+                  "title_en": "area flooding"},
+        "pipe": {"sensors": 2, "min_severity": "blue",
+                 "reasons": ["pressure.low", "pressure.critical", "change.drop"],
+                 "title_zh": "疑似爆管", "title_en": "suspected pipe burst"},
+    },
+    "escalation": {"min_severity": "orange", "city_after_s": 900, "province_after_s": 1800},
+}
+
+
+def make(sensor: str = "jn-wl-000001", *, phase: str = "start", kind: str = "water_level",
+         detector: str = "level", reason: str = "water.warning", severity: str = "yellow",
+         since: int = T0, ts: int | None = None, at: tuple[float, float] = LIXIA,
+         district: int = 370102, score: float = 0.7) -> Anomaly:
+    ts = since if ts is None else ts
+    return Anomaly(
+        anomaly_id=anomaly_id(sensor, detector, since), phase=phase, sensor_id=sensor,
+        kind=kind, detector=detector, reason=reason, score=score, peak_score=score,
+        severity=severity, field="level_m", observed=4.2, expected=4.0,
+        window_start_ms=ts - MIN, window_end_ms=ts, since_ms=since, ts_ms=ts,
+        detected_at_ms=ts, lon=at[0], lat=at[1], district_code=district,
+        city_code=district // 100 * 100)
+
+
+def near(i: int) -> tuple[float, float]:
+    return (LIXIA[0] + 0.002 * i, LIXIA[1])
+
+
+def engine(**changes) -> IncidentEngine:
+    return IncidentEngine(AlertingConfig.from_dict(CONFIG), default_router(), **changes)
+
+
+def cmd(alert_id: str, action: str, command_id: str = "c1", **extra) -> Command:
+    return Command(command_id=command_id, alert_id=alert_id, action=action, actor="王调度",
+                   at_ms=extra.pop("at_ms", T0 + 5 * MIN), **extra)
+
+
+def one(events: list[AlertEvent]) -> Alert:
+    assert len(events) == 1, events
+    assert events[0].alert is not None
+    return events[0].alert
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_the_packaged_alerting_settings_load() -> None:
+    config = AlertingConfig.load()
+    assert config.resolve_after_s > 0 and config.max_sensors_listed >= 1
+    assert config.correlation["flood"].sensors == 3
+    assert config.correlation["pipe"].title_zh == "疑似爆管"
+    assert config.scope_rule("pipe").level == "city"
+    assert config.scope_rule("other").level == "district"  # default for a family not listed
+    assert config.escalation.min_severity == "orange"
+
+
+@pytest.mark.parametrize(("patch", "words"), [
+    ({"lifecycle": {"resolve_after": 1}}, r"\[lifecycle\]: unknown key 'resolve_after'"),
+    ({"lifecycle": {"resolve_after_s": -1}}, "resolve_after_s must be a number of 0 or more"),
+    ({"lifecycle": {"max_sensors_listed": 0}}, "max_sensors_listed must be a whole number"),
+    ({"escalation": {"min_severity": "amber"}}, r"\[escalation\]: min_severity must be one of"),
+    ({"scope": {"pipe": {"level": "province"}}}, r"\[scope.pipe\]: level must be"),
+    ({"scope": {"sensor_fault": {}}}, r"\[scope\]: unknown key 'sensor_fault'"),
+    ({"correlation": {"flood": {"sensors": 1, "title_zh": "x", "title_en": "x"}}},
+     r"\[correlation.flood\]: sensors must be a whole number of 2 or more"),
+    ({"correlation": {"flood": {"sensors": 3, "title_zh": "x"}}}, "title_en must be"),
+    ({"correlation": {"flood": {"reasons": [], "title_zh": "x", "title_en": "x"}}},
+     "reasons must be a non-empty list"),
+    ({"alerts": {}}, "unknown key 'alerts'"),
+])
+def test_bad_settings_name_the_table_and_key(patch: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        AlertingConfig.from_dict(patch, "alerting.toml")
+
+
+def test_an_unreadable_settings_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "alerting.toml"
+    path.write_text("[lifecycle\n")
+    with pytest.raises(ConfigError, match=f"cannot read alerting settings from {path}"):
+        AlertingConfig.load(path)
+
+
+# -- families and scopes ------------------------------------------------------------------
+
+
+def test_families_and_scope_keys() -> None:
+    config = AlertingConfig.from_dict(CONFIG)
+    gauge = make()
+    assert family_of(gauge) == "flood"
+    assert scope_key(gauge, None, config) == "district:370102"
+    assert incident_key(gauge, None, config) == "flood@district:370102"
+    pipe = make("jn-pp-000002", kind="pipe_pressure", reason="pressure.low")
+    assert scope_key(pipe, None, config) == "city:370100"
+    fault = make(detector="silence", reason="fault.silence", severity="blue")
+    assert family_of(fault) == "sensor_fault"
+    # A fault lives in the state of its sensor's kind, as its own incident.
+    assert scope_key(fault, None, config) == "district:370102"
+    assert incident_key(fault, None, config) == "sensor_fault@sensor:jn-wl-000001"
+    traffic = make("jn-tr-000003", kind="traffic", reason="traffic.congestion")
+    assert family_of(traffic) == "traffic"
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+def test_open_update_acknowledge_resolve() -> None:
+    eng, state = engine(), ScopeState()
+    opened = one(eng.on_anomaly(state, make(), None, T0))
+    assert (opened.status, opened.severity, opened.seq, opened.escalation_level) == (
+        "open", "yellow", 1, "district")
+    assert (opened.province_code, opened.city_code, opened.district_code) == (
+        "370000", "370100", "370102")
+    assert (opened.city_name, opened.district_name) == ("济南市", "历下区")
+    assert opened.departments == ("water", "city_management", "city_command")
+    assert opened.departments_zh == ("水务局", "城市管理局", "市指挥中心")
+    assert "历下区" in opened.title_zh and "水位超警戒" in opened.title_zh
+    # The same episode escalates: the same alert, more severe, counted.
+    worse = one(eng.on_anomaly(state, make(phase="escalate", severity="orange",
+                                           reason="water.guaranteed", ts=T0 + MIN), None,
+                               T0 + MIN))
+    assert worse.alert_id == opened.alert_id
+    assert (worse.severity, worse.anomaly_count, worse.seq) == ("orange", 2, 2)
+    assert "emergency" in worse.departments and worse.reason == "water.guaranteed"
+    # A second gauge in the district joins it instead of raising a new alert.
+    joined = one(eng.on_anomaly(state, make("jn-wl-000002", since=T0 + 2 * MIN, at=near(1)),
+                                None, T0 + 2 * MIN))
+    assert joined.alert_id == opened.alert_id
+    assert (joined.sensor_count, joined.anomaly_count, joined.last_seen_ms) == (
+        2, 3, T0 + 2 * MIN)
+    assert joined.severity == "orange"  # the peak stays
+    acked = eng.on_command(state, cmd(opened.alert_id, "ack"), T0 + 5 * MIN)
+    assert [e.type for e in acked] == ["acknowledged"]
+    assert (acked[0].actor, acked[0].alert.acknowledged_by, acked[0].alert.status) == (
+        "王调度", "王调度", "acknowledged")
+    resolved = eng.on_command(state, cmd(opened.alert_id, "resolve", "c2", at_ms=T0 + 9 * MIN),
+                              T0 + 9 * MIN)
+    alert = one(resolved)
+    assert (resolved[0].type, alert.status, alert.resolved_by, alert.resolved_at_ms) == (
+        "resolved", "resolved", "王调度", T0 + 9 * MIN)
+    assert len(state.incidents) == 1
+
+
+def test_auto_resolve_after_every_sensor_was_normal_long_enough() -> None:
+    eng, state = engine(), ScopeState()
+    a = one(eng.on_anomaly(state, make(), None, T0))
+    eng.on_anomaly(state, make("jn-wl-000002", at=near(1)), None, T0)
+    ended = eng.on_anomaly(state, make(phase="end", ts=T0 + 10 * MIN), None, T0 + 10 * MIN)
+    assert one(ended).active_sensor_count == 1
+    assert eng.tick(state, T0 + 30 * MIN) == []  # the second gauge is still anomalous
+    eng.on_anomaly(state, make("jn-wl-000002", phase="end", at=near(1), ts=T0 + 31 * MIN),
+                   None, T0 + 31 * MIN)
+    assert eng.tick(state, T0 + 40 * MIN) == []  # normal for 9 of the 10 minutes
+    events = eng.tick(state, T0 + 41 * MIN)
+    alert = one(events)
+    assert (events[0].type, events[0].actor, alert.alert_id) == ("resolved", "system", a.alert_id)
+    assert (alert.status, alert.resolved_by) == ("resolved", "system")
+    assert eng.tick(state, T0 + 60 * MIN) == []
+
+
+def test_a_new_incident_after_resolution_gets_a_new_id_and_old_episodes_stay_closed() -> None:
+    eng, state = engine(), ScopeState()
+    first = one(eng.on_anomaly(state, make(), None, T0))
+    eng.on_command(state, cmd(first.alert_id, "resolve"), T0 + MIN)
+    # The closed episode's end and a re-sent start change nothing.
+    assert eng.on_anomaly(state, make(phase="end", ts=T0 + 2 * MIN), None, T0 + 2 * MIN) == []
+    assert eng.on_anomaly(state, replace(make(), ts_ms=T0 + 3 * MIN), None, T0 + 3 * MIN) == []
+    # The same episode growing worse after an operator closed it: a new alert.
+    worse = one(eng.on_anomaly(state, make(phase="escalate", severity="red", ts=T0 + 4 * MIN),
+                               None, T0 + 4 * MIN))
+    assert worse.alert_id != first.alert_id and worse.status == "open"
+    eng.on_command(state, cmd(worse.alert_id, "resolve", "c9"), T0 + 5 * MIN)
+    # A new episode later: another new alert.
+    later = one(eng.on_anomaly(state, make(since=T0 + 60 * MIN), None, T0 + 60 * MIN))
+    assert len({first.alert_id, worse.alert_id, later.alert_id}) == 3
+    # Resolved incidents are forgotten after the history time.
+    eng.tick(state, T0 + 5 * MIN + 7200_000 + 1)
+    assert [i.alert_id for i in state.incidents] == [later.alert_id]
+
+
+# -- maintenance ----------------------------------------------------------------------------
+
+
+def test_sensors_in_maintenance_are_suppressed_but_recorded() -> None:
+    window = MaintenanceWindow("jn-wl-*", T0 - MIN, T0 + 30 * MIN, "检修 gauge cleaning")
+    eng, state = engine(maintenance=(window,)), ScopeState()
+    events = eng.on_anomaly(state, make(), None, T0)
+    assert [e.type for e in events] == ["suppressed"]
+    e = events[0]
+    assert (e.alert, e.alert_id, e.sensor_id, e.detail) == (None, "", "jn-wl-000001",
+                                                            "检修 gauge cleaning")
+    assert e.anomaly_id == make().anomaly_id and e.scope == "district:370102"
+    assert state.incidents == [] and len(state.suppressed) == 1
+    assert eng.on_anomaly(state, make(), None, T0) == []  # recorded once
+    # Other sensors, and the same sensor after the window, alert as usual.
+    assert one(eng.on_anomaly(state, make("jn-pp-000009", kind="pipe_pressure",
+                                          reason="pressure.low", severity="orange"), None, T0))
+    after = make(since=T0 + 40 * MIN)
+    assert one(eng.on_anomaly(state, after, None, T0 + 40 * MIN)).status == "open"
+    assert not window.covers("jn-tr-000001", T0) and window.covers("jn-wl-7", T0)
+    with pytest.raises(ConfigError, match="start_ms < end_ms"):
+        MaintenanceWindow("x", T0, T0)
+    assert MaintenanceWindow.from_dict({"sensor": "a", "start_ms": 1, "end_ms": 2}).note == ""
+
+
+# -- correlation --------------------------------------------------------------------------
+
+
+def test_three_gauges_over_warning_become_one_area_flood_incident() -> None:
+    eng, state = engine(), ScopeState()
+    alerts = [one(eng.on_anomaly(state, make(f"jn-wl-00000{i}", since=T0 + i * MIN, at=near(i)),
+                                 None, T0 + i * MIN)) for i in range(3)]
+    assert len({a.alert_id for a in alerts}) == 1
+    two, three = alerts[1], alerts[2]
+    assert (two.correlated, two.severity) == (False, "yellow")
+    assert (three.correlated, three.severity) == (True, "orange")  # one step up
+    assert "区域性内涝/洪水" in three.title_zh and "3个传感器" in three.title_zh
+    assert "area flooding" in three.title_en
+    assert three.sensors == ("jn-wl-000000", "jn-wl-000001")  # capped at 2 listed
+    assert three.sensor_count == 3
+    assert "emergency" in three.departments
+
+
+def test_gauges_far_apart_in_time_or_below_warning_do_not_correlate() -> None:
+    eng, state = engine(), ScopeState()
+    eng.on_anomaly(state, make("jn-wl-000001", at=near(1)), None, T0)
+    eng.on_anomaly(state, make("jn-wl-000001", phase="end", at=near(1), ts=T0 + MIN), None,
+                   T0 + MIN)
+    eng.on_anomaly(state, make("jn-wl-000002", severity="blue", reason="water.approaching",
+                               at=near(2)), None, T0 + 2 * MIN)
+    # The first gauge ended 40 minutes ago: outside the 30-minute window.
+    last = one(eng.on_anomaly(state, make("jn-wl-000003", since=T0 + 41 * MIN, at=near(3)),
+                              None, T0 + 41 * MIN))
+    assert last.sensor_count == 3 and not last.correlated and last.severity == "yellow"
+
+
+def test_pressure_drops_at_neighbouring_junctions_are_one_suspected_burst() -> None:
+    eng, state = engine(), ScopeState()
+    first = make("jn-pp-000001", kind="pipe_pressure", reason="pressure.low", severity="orange")
+    a = one(eng.on_anomaly(state, first, None, T0))
+    assert a.scope == "city:370100" and a.severity == "orange" and not a.correlated
+    second = make("jn-pp-000002", kind="pipe_pressure", detector="change", reason="change.drop",
+                  severity="blue", at=near(5), district=370103)  # 900 m away, next district
+    b = one(eng.on_anomaly(state, second, None, T0 + MIN))
+    assert b.alert_id == a.alert_id and b.correlated
+    assert b.severity == "red" and "疑似爆管" in b.title_zh
+    assert {"water", "emergency"} <= set(b.departments)
+    # A drop 30 km away is a different incident in the same city.
+    far = make("jn-pp-000003", kind="pipe_pressure", reason="pressure.low", severity="orange",
+               at=(117.40, 36.70), district=370112)
+    c = one(eng.on_anomaly(state, far, None, T0 + 2 * MIN))
+    assert c.alert_id != a.alert_id and not c.correlated and c.sensor_count == 1
+
+
+def test_zone_scope_severity_adjustment_and_owner() -> None:
+    def feature(zone_id, kind, dept, adjust, x0, y0, x1, y1):
+        return {"type": "Feature",
+                "properties": {"zone_id": zone_id, "name": zone_id, "zone_kind": kind,
+                               "department": dept, "severity_adjust": adjust},
+                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
+                                                                 [x0, y1], [x0, y0]]]}}
+    zones = ZoneSet.from_geojson({"type": "FeatureCollection", "features": [
+        feature("t-flood", "flood_risk", "water", 0, 117.07, 36.64, 117.10, 36.67),
+        feature("t-hospital", "hospital", "health", 1, 117.079, 36.654, 117.081, 36.656),
+    ]})
+    index = ZoneIndex(zones)
+    eng, state = engine(), ScopeState()
+    alert = one(eng.on_anomaly(state, make(), index, T0))
+    assert alert.scope == "zone:t-hospital" and alert.zone_ids == ("t-hospital", "t-flood")
+    assert alert.zone_kinds == ("hospital", "flood_risk")
+    assert alert.severity == "orange"  # yellow + 1 for the hospital
+    assert "health" in alert.departments and "t-hospital" in alert.title_zh
+    assert eng.scope_key(make(), index) == "zone:t-hospital"
+    # Faults ignore the zone: not more severe, not the hospital's business.
+    fault = make("jn-wl-000005", detector="flatline", reason="fault.flatline", severity="blue")
+    assert eng.on_anomaly(state, fault, index, T0) == []  # held first (fault_hold_s)
+    f = one(eng.tick(state, T0 + 3 * MIN))
+    assert (f.family, f.severity, f.departments) == ("sensor_fault", "blue",
+                                                     ("water", "city_command"))
+
+
+def test_a_fault_of_a_sensor_already_in_an_incident_joins_it() -> None:
+    eng, state = engine(), ScopeState()
+    flood = one(eng.on_anomaly(state, make(), None, T0))
+    silent = make(detector="silence", reason="fault.silence", severity="blue", ts=T0 + MIN)
+    joined = one(eng.on_anomaly(state, silent, None, T0 + MIN))
+    assert joined.alert_id == flood.alert_id and joined.anomaly_count == 2
+    assert joined.reason == "water.warning"  # the headline stays the real event
+    # A fault of a sensor in no incident is its own incident, one per sensor.
+    other = one(eng.on_anomaly(state, make("jn-wl-000002", detector="silence",
+                                           reason="fault.silence", severity="blue"), None, T0))
+    assert other.alert_id != flood.alert_id and other.family == "sensor_fault"
+    assert other.incident_key == "sensor_fault@sensor:jn-wl-000002"
+
+
+# -- escalation -----------------------------------------------------------------------------
+
+
+def severe(state: ScopeState, eng: IncidentEngine) -> Alert:
+    return one(eng.on_anomaly(state, make(severity="orange", reason="water.guaranteed"), None,
+                              T0))
+
+
+def test_unacknowledged_severe_incidents_escalate_district_city_province() -> None:
+    eng, state = engine(), ScopeState()
+    alert = severe(state, eng)
+    assert eng.tick(state, T0 + 15 * MIN - 1) == []
+    city = eng.tick(state, T0 + 15 * MIN)
+    assert [(e.type, e.detail) for e in city] == [("escalated", "city")]
+    assert city[0].alert.escalation_level == "city"
+    assert "province_command" not in city[0].alert.departments
+    assert eng.tick(state, T0 + 45 * MIN - 1) == []
+    province = one(eng.tick(state, T0 + 45 * MIN))
+    assert province.escalation_level == "province" and province.alert_id == alert.alert_id
+    assert "province_command" in province.departments
+    assert eng.tick(state, T0 + 300 * MIN) == []  # nowhere higher
+
+
+def test_a_late_tick_catches_up_at_the_due_times() -> None:
+    eng, state = engine(), ScopeState()
+    severe(state, eng)
+    events = eng.tick(state, T0 + 100 * MIN)
+    assert [(e.detail, e.at_ms) for e in events] == [("city", T0 + 15 * MIN),
+                                                     ("province", T0 + 45 * MIN)]
+
+
+def test_acknowledging_stops_escalation_and_mild_incidents_never_escalate() -> None:
+    eng, state = engine(), ScopeState()
+    alert = severe(state, eng)
+    eng.tick(state, T0 + 15 * MIN)
+    eng.on_command(state, cmd(alert.alert_id, "ack"), T0 + 16 * MIN)
+    assert eng.tick(state, T0 + 300 * MIN) == []
+    assert state.find(alert.alert_id).escalation_level == "city"
+    mild_state = ScopeState()
+    one(eng.on_anomaly(mild_state, make(), None, T0))  # yellow
+    assert eng.tick(mild_state, T0 + 300 * MIN) == []
+
+
+# -- idempotency and replay ------------------------------------------------------------------
+
+
+def test_a_duplicate_anomaly_changes_nothing_and_emits_nothing() -> None:
+    eng, state = engine(), ScopeState()
+    one(eng.on_anomaly(state, make(), None, T0))
+    before = state.to_bytes()
+    assert eng.on_anomaly(state, make(), None, T0 + 5) == []
+    assert state.to_bytes() == before
+    assert len(state.incidents) == 1
+
+
+def story() -> list[tuple[Anomaly, int]]:
+    """Two districts' worth of gauges starting, escalating and ending (with the clock)."""
+    out = []
+    for i in range(4):
+        district = 370102 if i < 3 else 370103
+        a = make(f"jn-wl-00000{i}", since=T0 + i * MIN, at=near(i), district=district)
+        out.append((a, a.ts_ms))
+        e = replace(a, phase="escalate", severity="orange", reason="water.guaranteed",
+                    ts_ms=a.ts_ms + 5 * MIN)
+        out.append((e, e.ts_ms))
+        out.append((replace(a, phase="end", ts_ms=a.ts_ms + 20 * MIN), a.ts_ms + 20 * MIN))
+    return sorted(out, key=lambda pair: pair[1])
+
+
+def play(eng: IncidentEngine, states: dict[str, ScopeState], items) -> list[AlertEvent]:
+    events = []
+    for a, now in items:
+        state = states.setdefault(eng.scope_key(a, None), ScopeState())
+        events += eng.on_anomaly(state, a, None, now)
+        for s in states.values():
+            events += eng.tick(s, now)
+    return events
+
+
+def test_replaying_from_a_checkpoint_gives_the_same_alerts() -> None:
+    eng = engine()
+    items = story()
+    states: dict[str, ScopeState] = {}
+    first_half = play(eng, states, items[:5])
+    checkpoint = {k: s.to_bytes() for k, s in states.items()}
+    second_half = play(eng, states, items[5:])
+    original = first_half + second_half
+    assert len({e.alert_id for e in original}) == 2  # one incident per district
+    # A worker restarting from the checkpoint re-reads everything after it ...
+    restored = {k: ScopeState.from_bytes(b) for k, b in checkpoint.items()}
+    again = play(eng, restored, items[5:])
+    assert [e.event_id for e in again] == [e.event_id for e in second_half]
+    assert [e.alert for e in again] == [e.alert for e in second_half]
+    # ... and a redelivery of already applied anomalies emits nothing.
+    assert play(eng, restored, items[:5]) == []
+    # A fresh state replaying everything makes the same alert ids.
+    fresh = play(eng, {}, items)
+    assert [e.event_id for e in fresh] == [e.event_id for e in original]
+    assert {k: s.to_dict() for k, s in restored.items()} == {k: s.to_dict() for k, s in
+                                                            states.items()}
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def test_commands_are_idempotent_by_command_id() -> None:
+    eng, state = engine(), ScopeState()
+    alert = one(eng.on_anomaly(state, make(), None, T0))
+    assign = cmd(alert.alert_id, "assign", "c1", assignee="历下区排水队")
+    assert one(eng.on_command(state, assign, T0)).assigned_to == "历下区排水队"
+    assert eng.on_command(state, assign, T0) == []  # redelivered
+    note = cmd(alert.alert_id, "comment", "c2", text="现场积水30厘米")
+    commented = eng.on_command(state, note, T0)
+    assert [(e.type, e.detail, e.alert.comments) for e in commented] == [
+        ("commented", "现场积水30厘米", 1)]
+    assert eng.on_command(state, note, T0) == []
+    assert one(eng.on_command(state, cmd(alert.alert_id, "ack", "c3"), T0)).status == (
+        "acknowledged")
+    assert eng.on_command(state, cmd(alert.alert_id, "ack", "c4"), T0) == []  # already acked
+    assert eng.on_command(state, cmd("inc-unknown", "ack", "c5"), T0) == []
+    eng.on_command(state, cmd(alert.alert_id, "resolve", "c6"), T0)
+    assert eng.on_command(state, cmd(alert.alert_id, "assign", "c7", assignee="x"), T0) == []
+    post = one(eng.on_command(state, cmd(alert.alert_id, "comment", "c8", text="复盘"), T0))
+    assert post.comments == 2 and post.status == "resolved"
+    assert state.find(alert.alert_id).seq == post.seq == 6
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ({"alert_id": "a", "action": "ack", "actor": "x", "at_ms": 1}, "'command_id' is missing"),
+    ({"command_id": "c", "alert_id": "a", "action": "close", "actor": "x", "at_ms": 1},
+     "'action' must be one of"),
+    ({"command_id": "c", "alert_id": "a", "action": "assign", "actor": "x", "at_ms": 1},
+     "'assignee' must be given"),
+    ({"command_id": "c", "alert_id": "a", "action": "comment", "actor": "x", "at_ms": 1},
+     "'text' must be given"),
+    ({"command_id": "c", "alert_id": "a", "action": "ack", "actor": "", "at_ms": 1},
+     "'actor' must be non-empty"),
+    ({"command_id": "c", "alert_id": "a", "action": "ack", "actor": "x", "at_ms": "now"},
+     "'at_ms' must be epoch milliseconds"),
+    ({"command_id": "c", "alert_id": "a", "action": "ack", "actor": "x", "at_ms": 1, "by": 2},
+     "unknown field 'by'"),
+    ([1, 2], "expected an object"),
+])
+def test_invalid_commands_are_rejected_with_a_clear_error(doc, words: str) -> None:
+    with pytest.raises(InvalidCommand, match=words):
+        Command.from_dict(doc)
+
+
+def test_a_command_round_trips() -> None:
+    command = cmd("inc-1", "assign", assignee="李工")
+    assert Command.from_dict(json.loads(json.dumps(command.to_dict()))) == command
+    assert Command.from_dict({**command.to_dict(), "at_ms": 5.0}).at_ms == 5
+
+
+# -- serialisation ------------------------------------------------------------------------
+
+
+def test_state_alert_and_event_round_trip_through_json() -> None:
+    eng, state = engine(), ScopeState()
+    events = [*eng.on_anomaly(state, make(), None, T0),
+              *eng.on_anomaly(state, make("jn-wl-000002", at=near(1)), None, T0 + MIN),
+              *eng.on_command(state, cmd(state.incidents[0].alert_id, "ack"), T0 + MIN)]
+    state.suppressed["x:start:0"] = T0
+    again = ScopeState.from_bytes(state.to_bytes())
+    assert again.to_dict() == state.to_dict()
+    assert again.incidents[0].applied == state.incidents[0].applied
+    for event in events:
+        text = json.dumps(event.to_dict(), ensure_ascii=False)
+        assert AlertEvent.from_dict(json.loads(text)) == event
+    alert = events[-1].alert
+    assert Alert.from_dict(json.loads(json.dumps(alert.to_dict()))) == alert
+    # The restored state carries on where the original would.
+    assert one(eng.on_anomaly(again, make("jn-wl-000003", at=near(2)), None, T0 + 2 * MIN)) == \
+        one(eng.on_anomaly(state, make("jn-wl-000003", at=near(2)), None, T0 + 2 * MIN))
+
+
+@pytest.mark.parametrize("garbage", [
+    b"", b"\xff\xfe", b"not json", b"[]", b"{}", b'{"v": 2, "incidents": [], "suppressed": {}}',
+    b'{"v": 1, "incidents": [{"alert_id": "x"}], "suppressed": {}}',
+    b'{"v": 1, "incidents": [], "suppressed": {"k": "soon"}}',
+    b'{"v": 1, "incidents": 5, "suppressed": {}}',
+])
+def test_garbage_state_bytes_raise_value_error(garbage: bytes) -> None:
+    with pytest.raises(ValueError):
+        ScopeState.from_bytes(garbage)
+
+
+def test_an_empty_state_says_so() -> None:
+    assert ScopeState().is_empty
+    assert ScopeState.from_bytes(ScopeState().to_bytes()).is_empty
+
+
+# -- the alerting evaluation ----------------------------------------------------------------
+
+
+def injected_run() -> tuple[list[Anomaly], list[dict]]:
+    """A storm over three gauges of one district, a burst at two junctions, a stuck sensor."""
+    anomalies, labels = [], []
+    start, end = T0, T0 + 60 * MIN
+
+    def label(a: Anomaly, kind: str, source: str) -> None:
+        labels.append({"sensor_id": a.sensor_id, "kind": a.kind, "anomaly": kind,
+                       "start_ms": start, "end_ms": end, "source": source})
+
+    for i in range(3):
+        a = make(f"jn-wl-00000{i}", since=T0 + i * MIN, at=near(i))
+        anomalies += [a, replace(a, phase="escalate", severity="red", reason="water.record",
+                                 ts_ms=a.ts_ms + 10 * MIN),
+                      replace(a, phase="end", ts_ms=a.ts_ms + 50 * MIN)]
+        label(a, "rainstorm", "storm#0")
+    for i in range(2):
+        a = make(f"qd-pp-00000{i}", kind="pipe_pressure", reason="pressure.critical",
+                 severity="red", since=T0 + 2 * MIN, at=(120.40 + 0.01 * i, 36.16),
+                 district=370213)
+        anomalies += [a, replace(a, phase="end", ts_ms=a.ts_ms + 40 * MIN)]
+        label(a, "burst", "storm#1")
+    stuck = make("zb-tr-000007", kind="traffic", detector="flatline", reason="fault.flatline",
+                 severity="blue", at=(118.05, 36.80), district=370303)
+    anomalies += [stuck, replace(stuck, phase="end", ts_ms=stuck.ts_ms + 30 * MIN)]
+    label(stuck, "stuck", "storm#2")
+    return anomalies, labels
+
+
+def test_alerting_eval_scores_one_alert_per_injected_incident() -> None:
+    from cityagent.alerting_eval import evaluate_alerting
+
+    anomalies, labels = injected_run()
+    result = evaluate_alerting(anomalies, labels, engine=engine(), zone_points=5_000)
+    assert result["alerts_per_incident"] == 1.0
+    assert result["incidents_with_one_alert"] == result["injected_incidents"] == 3
+    assert result["alerts"] == 3
+    assert result["storm_alert_reduction"] == round(len(anomalies) / 3, 2)
+    assert result["routing_accuracy"] == 1.0
+    assert result["zone_agreement"] == 1.0
+
+
+def test_alerting_eval_notices_wrong_routing_and_split_incidents() -> None:
+    from cityagent.alerting_eval import evaluate_alerting, expected_route
+    from cityagent.routing import Router
+
+    anomalies, labels = injected_run()
+    doc = {"departments": {code: {"zh": d.zh, "en": d.en}
+                           for code, d in default_router().departments.items()},
+           "rule": [{"departments": ["water"]}, {"reason": "fault.*",
+                                                 "departments": ["emergency"]}]}
+    careless = IncidentEngine(AlertingConfig.from_dict(CONFIG), Router.from_dict(doc))
+    result = evaluate_alerting(anomalies, labels, engine=careless, zone_points=0)
+    assert result["routing_accuracy"] < 0.5  # no emergency for the burst, a fault paging it
+    assert result["zone_agreement"] is None
+    # With a join radius of 0.5 km, the two junctions 900 m apart become two alerts.
+    split = {**CONFIG, "scope": {"pipe": {"level": "district", "join_radius_km": 0.5}}}
+    apart = IncidentEngine(AlertingConfig.from_dict(split), default_router())
+    result = evaluate_alerting(anomalies, labels, engine=apart, zone_points=0)
+    assert result["alerts_per_incident_by_type"]["burst"] == 2.0
+    assert expected_route("stuck", "traffic").correct(["transport", "city_command"], "blue")
+    assert not expected_route("stuck", "traffic").correct(
+        ["transport", "emergency", "city_command"], "blue")
+    assert not expected_route("burst", "pipe_pressure").correct(["water", "city_command"], "red")
+
+
+# -- held faults and echoes -----------------------------------------------------------------
+
+
+def test_a_spike_followed_by_the_sensors_real_anomaly_is_one_incident() -> None:
+    eng, state = engine(), ScopeState()
+    spike = make("jn-pp-000001", kind="pipe_pressure", detector="spike",
+                 reason="fault.spike_down", severity="blue")
+    assert eng.on_anomaly(state, spike, None, T0) == []  # a step's first reading: held
+    drop = make("jn-pp-000001", kind="pipe_pressure", reason="pressure.low", severity="orange",
+                since=T0 + MIN)
+    alert = one(eng.on_anomaly(state, drop, None, T0 + MIN))
+    assert alert.family == "pipe" and alert.anomaly_count == 2 and alert.reason == "pressure.low"
+    assert state.held == {}
+    assert eng.tick(state, T0 + 10 * MIN) == []  # nothing left to release
+    assert len(state.incidents) == 1
+
+
+def test_a_lone_fault_becomes_its_own_alert_once_held_long_enough() -> None:
+    eng, state = engine(), ScopeState()
+    stuck = make("jn-wl-000009", detector="flatline", reason="fault.flatline", severity="blue")
+    assert eng.on_anomaly(state, stuck, None, T0) == []
+    assert eng.on_anomaly(state, stuck, None, T0 + MIN) == []  # a duplicate while held
+    assert eng.tick(state, T0 + 2 * MIN) == []  # not yet due (150 s)
+    alert = one(eng.tick(state, T0 + 3 * MIN))
+    assert alert.family == "sensor_fault" and alert.sensors == ("jn-wl-000009",)
+    # Held state survives a checkpoint.
+    state2 = ScopeState.from_bytes(state.to_bytes())
+    assert state2.held == {} and len(state2.incidents) == 1
+
+
+def test_an_auto_resolved_incidents_echo_is_not_a_new_alert() -> None:
+    eng, state = engine(), ScopeState()
+    low = make("qd-pp-000001", kind="pipe_pressure", reason="pressure.low", severity="orange",
+               district=370202)
+    first = one(eng.on_anomaly(state, low, None, T0))
+    eng.on_anomaly(state, replace(low, phase="end", ts_ms=T0 + 5 * MIN), None, T0 + 5 * MIN)
+    resolved = one(eng.tick(state, T0 + 16 * MIN))  # normal for 600 s: auto-resolved
+    assert resolved.status == "resolved" and resolved.resolved_by == "system"
+    # The pressure rising back after the repair, half an hour later: the same incident's tail.
+    rise = make("qd-pp-000001", kind="pipe_pressure", detector="change", reason="change.rise",
+                severity="blue", since=T0 + 45 * MIN, district=370202)
+    assert eng.on_anomaly(state, rise, None, T0 + 45 * MIN) == []
+    # A worse episode is news, though.
+    crit = make("qd-pp-000001", kind="pipe_pressure", reason="pressure.critical",
+                severity="red", since=T0 + 50 * MIN, district=370202)
+    assert one(eng.on_anomaly(state, crit, None, T0 + 50 * MIN)).alert_id != first.alert_id
