@@ -6,18 +6,28 @@ Run with ``uvicorn --factory api.main:create_app_from_env`` (what `cityagent up`
 from __future__ import annotations
 
 import logging
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.auth import KeyRing, require
+from api.commands import CommandPublisher
+from api.idempotency import IdempotencyCache
 from api.publisher import ReadingPublisher
-from api.read_model import AlertBook, AlertFeed
-from api.routes import alerts, health, readings
-from cityagent.errors import BrokerError, CityAgentError
+from api.ratelimit import RateLimiter
+from api.read_model import AlertBook, AlertFeed, AlertHub
+from api.readings_feed import ReadingsFeed
+from api.routes import alert_stream, alerts, dashboard, health, readings, sensors, situation
+from api.situation import AlertCounter
+from cityagent.detectors.config import DetectionConfig
+from cityagent.errors import BrokerError, CityAgentError, ConfigError
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
+from cityagent.situation import SensorRegistry, SituationModel
 
 __all__ = ("create_app", "create_app_from_env")
 
@@ -27,17 +37,22 @@ log = logging.getLogger("cityagent.api")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.regions = default_regions()
-        app.state.alert_book = AlertBook()
         app.state.publisher = ReadingPublisher(settings.bootstrap, settings.readings_topic)
         await app.state.publisher.start()
-        feed = AlertFeed(settings.bootstrap, settings.alerts_topic, app.state.alert_book)
+        await app.state.commands.start()
+        feed = app.state.alert_feed = AlertFeed(settings.bootstrap, settings.alerts_topic,
+                                                app.state.alert_book, app.state.alert_hub)
         feed.start()
+        app.state.readings_feed = ReadingsFeed(settings.bootstrap, settings.readings_topic,
+                                               app.state.situation)
+        app.state.readings_feed.start()
         log.info("API connected to Kafka at %s", settings.bootstrap)
         try:
             yield
         finally:
+            await app.state.readings_feed.stop()
             await feed.stop()
+            await app.state.commands.stop()
             await app.state.publisher.stop()
 
     app = FastAPI(
@@ -46,8 +61,28 @@ def create_app(settings: Settings) -> FastAPI:
         description="城市智能体 — sensor ingest and alerts for Shandong's city command platform.",
         lifespan=lifespan,
     )
+    # Keys are read here, not in the lifespan, so that a bad key setting stops the process at once.
+    app.state.keys = KeyRing.from_settings(settings, {c.code for c in default_regions().cities})
+    app.state.rate_limiter = RateLimiter(settings.api_rate, settings.api_burst)
+    app.state.idempotency = IdempotencyCache()
+    # The alert read model lives as long as the app; the lifespan connects it to Kafka.
+    app.state.regions = default_regions()
+    app.state.alert_book = AlertBook()
+    app.state.alert_hub = AlertHub()
+    app.state.commands = CommandPublisher(settings.bootstrap, settings.commands_topic)
+    # The situation read model (readings topic → per-sensor state), and open-alert counts.
+    app.state.situation = SituationModel(
+        app.state.regions, DetectionConfig.load(settings.detection_path),
+        SensorRegistry.load(settings.registry_path) if settings.registry_path else None)
+    app.state.alert_counter = AlertCounter(app.state.alert_book, app.state.regions)
+    app.state.request_counts = Counter()
+    app.add_middleware(health.CountRequests, counts=app.state.request_counts)
     app.include_router(readings.router)
-    app.include_router(alerts.router)
+    # The stream first: /v1/alerts/stream is not an alert id.
+    app.include_router(alert_stream.router, dependencies=[Depends(require("operator"))])
+    app.include_router(alerts.router, dependencies=[Depends(require("operator"))])
+    app.include_router(situation.router)
+    app.include_router(sensors.router)
     app.include_router(health.router)
 
     @app.exception_handler(CityAgentError)
@@ -57,12 +92,20 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/v1", include_in_schema=False)
     async def index() -> dict[str, str]:
-        return {"name": "CityAgent 城市智能体", "docs": "/docs", "alerts": "/v1/alerts"}
+        return {"name": "CityAgent 城市智能体", "docs": "/docs", "alerts": "/v1/alerts",
+                "dashboard": "/"}
+
+    # The one-screen dashboard: the page at /, its /static files and /geo boundaries.
+    dashboard.mount_dashboard(app)
 
     return app
 
 
 def create_app_from_env() -> FastAPI:
-    return create_app(Settings.from_env())
+    try:
+        return create_app(Settings.from_env())
+    except ConfigError as exc:  # one line naming the setting, not a traceback from uvicorn
+        print(f"cityagent api: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

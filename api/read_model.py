@@ -1,61 +1,88 @@
-"""The API's read model of alerts: the latest snapshot of every alert, built from the alerts topic.
+"""Keeping the API's alert book up to date from the alerts topic, and fanning changes out.
 
-The stream is the truth: on start the API reads the alerts topic from the beginning, so a
-restarted API answers as before (with the embedded broker, only as long as the broker runs).
+The stream is the truth: on start the API reads the alerts topic from the beginning into an
+:class:`~api.alert_book.AlertBook`, so a restarted API, or a second replica, answers as the
+first (with the embedded broker, only as long as the broker runs). :class:`AlertFeed` does
+the reading; :class:`AlertHub` hands each applied event to the live-stream clients that want
+it, each through its own bounded queue, so a slow client never holds back the feed or the
+other clients: when its queue is full it is cut off (and told so) and may resume with its
+last event id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ("AlertBook", "AlertFeed")
+from api.alert_book import AlertBook, FeedEntry, MalformedEvent
+
+__all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription")
 
 log = logging.getLogger("cityagent.api")
 
 
-class AlertBook:
-    """Alerts by id, newest snapshot wins; answers the API's queries."""
+class Subscription:
+    """One stream client's queue of feed entries; ``overflowed`` once it fell too far behind."""
 
-    def __init__(self) -> None:
-        self._alerts: dict[str, dict[str, Any]] = {}
-        self.snapshots_applied = 0
+    def __init__(self, wants: Callable[[FeedEntry], bool], maxsize: int) -> None:
+        self.wants = wants
+        self.queue: asyncio.Queue[FeedEntry] = asyncio.Queue(maxsize)
+        self.overflowed = False
 
-    def apply(self, snapshot: Mapping[str, Any]) -> None:
-        """Take one alert snapshot (all snapshots of an alert arrive in order on one partition)."""
-        self._alerts[str(snapshot["alert_id"])] = dict(snapshot)
-        self.snapshots_applied += 1
+
+class AlertHub:
+    """Hands every applied feed entry to the subscriptions that want it, never waiting."""
+
+    def __init__(self, queue_size: int = 1_000) -> None:
+        self.queue_size = queue_size
+        self._subscriptions: set[Subscription] = set()
 
     def __len__(self) -> int:
-        return len(self._alerts)
+        return len(self._subscriptions)
 
-    def query(
-        self, *, city_code: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """Alerts newest first (by when the breach began), filtered by city and status."""
-        found: Iterable[dict[str, Any]] = self._alerts.values()
-        if city_code is not None:
-            found = (a for a in found if a["city_code"] == city_code)
-        if status is not None:
-            found = (a for a in found if a["status"] == status)
-        ordered = sorted(found, key=lambda a: (a["opened_at_ms"], a["alert_id"]), reverse=True)
-        return ordered[:limit]
+    def subscribe(self, wants: Callable[[FeedEntry], bool],
+                  queue_size: int | None = None) -> Subscription:
+        subscription = Subscription(wants, queue_size or self.queue_size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, entry: FeedEntry) -> None:
+        """Queue the entry for each client that wants it; a full queue cuts its client off."""
+        for subscription in tuple(self._subscriptions):
+            if not subscription.wants(entry):
+                continue
+            try:
+                subscription.queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                subscription.overflowed = True
+                self._subscriptions.discard(subscription)
 
 
 class AlertFeed:
-    """Keeps an AlertBook up to date from the alerts topic, from its beginning."""
+    """Keeps an AlertBook up to date from the alerts topic, from its beginning.
 
-    def __init__(self, bootstrap: str, topic: str, book: AlertBook) -> None:
+    ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
+    the feed started, or read nothing in a whole poll (the embedded broker may report a high
+    watermark a batch away from what it serves; waiting for it could last forever).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, book: AlertBook,
+                 hub: AlertHub | None = None) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._book = book
+        self._hub = hub
         self._task: asyncio.Task[None] | None = None
+        self.caught_up = False
+        self.malformed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="alert-feed")
@@ -77,6 +104,9 @@ class AlertFeed:
             except (KafkaError, OSError) as exc:
                 log.warning("alert feed lost the broker (%s); retrying in 2 s", exc)
                 await asyncio.sleep(2)
+            except Exception:  # a bug must not stop the feed for good: log it, go on
+                log.exception("alert feed failed; retrying in 2 s")
+                await asyncio.sleep(2)
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -89,17 +119,49 @@ class AlertFeed:
         try:
             partitions = await _partitions(consumer, self._topic)
             consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            await self._seek(consumer, partitions)
+            ends = await consumer.end_offsets(partitions)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for records in batches.values():
                     for record in records:
-                        try:
-                            self._book.apply(orjson.loads(record.value))
-                        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                            log.warning("skipped a malformed alert at offset %d: %s", record.offset, exc)
+                        self._take(record)
+                if not self.caught_up and (not batches or await _at(consumer, ends)):
+                    self.caught_up = True
+                    log.info("alert feed caught up: %d alerts", len(self._book))
         finally:
             await consumer.stop()
+
+    async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Resume where the book is (after a lost broker), else start at the beginning."""
+        read = self._book.next_offsets
+        fresh = [tp for tp in partitions if tp.partition not in read]
+        for tp in partitions:
+            if tp.partition in read:
+                consumer.seek(tp, read[tp.partition])
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+
+    def _take(self, record) -> None:
+        try:
+            entry = self._book.apply(orjson.loads(record.value), partition=record.partition,
+                                     offset=record.offset)
+        except (orjson.JSONDecodeError, TypeError, MalformedEvent) as exc:
+            self.malformed += 1
+            if self.malformed <= 10 or self.malformed % 1000 == 0:  # not one line per message
+                log.warning("skipped a malformed alert event at %s[%d]@%d (%d so far): %s",
+                            record.topic, record.partition, record.offset, self.malformed, exc)
+            return
+        if entry is not None and self._hub is not None:
+            self._hub.publish(entry)
+
+
+async def _at(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """True when every partition's position has reached its end offset."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

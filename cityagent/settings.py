@@ -32,6 +32,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10)."),
+    "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
     "CITYAGENT_SESSION_TIMEOUT_S": (
@@ -39,6 +40,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move.",
     ),
     "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
+    "CITYAGENT_API_KEYS": (
+        "api_keys",
+        "API keys, comma-separated `role:key[:scope]` (role `integrator`, `operator` or `admin`; scope `|`-separated city codes or sensor-id prefixes), e.g. `admin:k1,operator:k2:370100|370200,integrator:k3:jn-`. `cityagent up` without keys makes a dev admin key. See [docs/api.md](docs/api.md).",
+    ),
+    "CITYAGENT_API_KEYS_FILE": ("api_keys_path", "TOML file of API keys (plain or `sha256` hashed), added to `CITYAGENT_API_KEYS`; format in [docs/api.md](docs/api.md)."),
+    "CITYAGENT_API_RATE": ("api_rate", "Readings per second each API key may post, on average (default 20000)."),
+    "CITYAGENT_API_BURST": ("api_burst", "Readings an API key may post at once above its rate (token bucket size; default 100000)."),
 }
 
 
@@ -57,10 +65,15 @@ class Settings:
     window_s: float | None = None
     grace_s: float | None = None
     checkpoint_s: float = 10.0
+    zones_path: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     session_timeout_s: int = 10
     log_level: str = "info"
+    api_keys: str | None = field(default=None, repr=False)  # secret: never printed
+    api_keys_path: Path | None = None
+    api_rate: float = 20_000.0
+    api_burst: int = 100_000
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -126,6 +139,16 @@ class Settings:
     @property
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
+
+    @property
+    def scopes_topic(self) -> str:
+        """Anomalies re-keyed by correlation scope: the agent that owns the scope's incidents."""
+        return f"{self.topic_prefix}.alert-scopes"
+
+    @property
+    def commands_topic(self) -> str:
+        """Operators' actions on alerts, keyed by the alert's scope."""
+        return f"{self.topic_prefix}.alert-commands"
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "warn", "error", "critical"}

@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--api", action="store_true",
+                       help="measure the ingest API instead: readings/s one API process accepts "
+                            "and p50/p99 request latency (uses --sensors, --runs, --json)")
+    bench.add_argument("--duration", type=positive_float, default=5.0,
+                       help="--api: seconds of load per run (default 5)")
+    bench.add_argument("--concurrency", type=positive_int, default=8,
+                       help="--api: concurrent clients (default 8)")
+    bench.add_argument("--per-request", type=positive_int, default=1000,
+                       help="--api: readings per request (default 1000)")
 
     from control.replay import add_arguments as add_replay_arguments
 
@@ -84,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(EvalOptions(
                 sensors=args.sensors, seeds=tuple(range(1, args.seeds + 1)), tick_s=args.tick,
                 scenarios=tuple(args.scenario)), as_json=args.json, config=config)
+        if args.command == "bench" and args.api:
+            from control.bench_api import run_api_bench
+
+            return run_api_bench(settings, duration_s=args.duration, concurrency=args.concurrency,
+                                 per_request=args.per_request, sensors=args.sensors,
+                                 runs=args.runs, as_json=args.json)
         if args.command == "bench":
             from control.bench import run_bench
 

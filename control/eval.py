@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cityagent.alerting_eval import evaluate_alerting, zone_agreement
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig, SensorProfiles
 from cityagent.quality import Detection, TruthLabel, TypeQuality, score_detections
 from cityagent.regions import default_regions
+from cityagent.zones import ZoneIndex, demo_zones
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.registry import registry_rows
@@ -54,6 +56,7 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
     false_alarms = 0
     sensor_days = 0.0
     per_scenario = {}
+    runs: list[tuple[str, dict]] = []  # (scenario, evaluate_alerting result) per seed
     tick_ms = round(options.tick_s * 1000)
     tolerance_ms = 2 * (config.windows.size_ms + config.windows.grace_ms)
     started = time.monotonic()
@@ -82,11 +85,13 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
             start = t
             end = start + _scenario_span_ms(scenario, options.quiet_hours)
             detections = []
+            emitted = []
             while t < end:
                 result = engine.process(state, signals.tick(t), 0)
                 detections += [_detection(a) for a in result.anomalies if a.phase == "start"]
-                anomalies_total += len(result.anomalies)
+                emitted += result.anomalies
                 t += tick_ms
+            anomalies_total += len(emitted)
             labels = [TruthLabel(lab.sensor_id, lab.kind, lab.anomaly, lab.start_ms, lab.end_ms)
                       for lab in signals.labels]
             if not scenario.anomalies:
@@ -95,6 +100,10 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
             else:
                 for kind, q in score_detections(detections, labels, tolerance_ms).items():
                     types.setdefault(kind, TypeQuality()).merge(q)
+                # The same anomalies through geofencing, routing and the incident lifecycle.
+                runs.append((name, evaluate_alerting(emitted, signals.labels, zone_points=0,
+                                                     tolerance_ms=tolerance_ms,
+                                                     tick_s=options.tick_s)))
             if progress:
                 progress(f"eval: {name} seed {seed}: {len(detections)} detections, "
                          f"{len(labels)} labels ({time.monotonic() - started:.0f} s)")
@@ -111,6 +120,45 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
         "seeds": list(options.seeds),
         "tick_s": options.tick_s,
         "scenarios": per_scenario,
+        "alerting": _alerting_summary(runs, progress),
+    }
+
+
+def _alerting_summary(runs: list[tuple[str, dict]], progress=None) -> dict:
+    """Alerting figures over every seeded run of the injected scenarios (see docs/alerting.md).
+
+    ``alerts_per_incident``: mean incident alerts per injected incident that was alerted;
+    ``storm_alert_reduction``: anomaly events ÷ alerts in rainstorm-jinan (else all runs);
+    ``routing_accuracy``: share of (injected anomaly, alert) pairs routed as expected;
+    ``zone_agreement``: zone lookup vs a direct shapely check on 100k random points.
+    """
+    if progress:
+        progress("eval: zone agreement on 100,000 random points…")
+    agreement = zone_agreement(ZoneIndex(demo_zones()), 100_000, 0)
+    if not runs:
+        return {"alerts_per_incident": None, "storm_alert_reduction": None,
+                "routing_accuracy": None, "zone_agreement": agreement}
+    alerted = sum(r["incidents_alerted"] for _n, r in runs)
+    per_incident = sum((r["alerts_per_incident"] or 0) * r["incidents_alerted"] for _n, r in runs)
+    pairs = sum(r["routed_pairs"] for _n, r in runs)
+    correct = sum((r["routing_accuracy"] or 0) * r["routed_pairs"] for _n, r in runs)
+    storm = [r for n, r in runs if n == "rainstorm-jinan"] or [r for _n, r in runs]
+    alerts = sum(r["alerts"] for r in storm)
+    by_type: dict[str, list[float]] = {}
+    for _n, r in runs:
+        for kind, value in r["alerts_per_incident_by_type"].items():
+            by_type.setdefault(kind, []).append(value)
+    return {
+        "alerts_per_incident": round(per_incident / alerted, 3) if alerted else None,
+        "storm_alert_reduction": (round(sum(r["anomaly_events"] for r in storm) / alerts, 2)
+                                  if alerts else None),
+        "routing_accuracy": round(correct / pairs, 4) if pairs else None,
+        "zone_agreement": agreement,
+        "alerts_per_incident_by_type": {k: round(float(np.mean(v)), 3)
+                                        for k, v in sorted(by_type.items())},
+        "injected_incidents": sum(r["injected_incidents"] for _n, r in runs),
+        "incidents_alerted": alerted,
+        "incidents_with_one_alert": sum(r["incidents_with_one_alert"] for _n, r in runs),
     }
 
 
@@ -123,6 +171,23 @@ def _scenario_span_ms(scenario, quiet_hours: float) -> int:
 
 def _detection(a) -> Detection:
     return Detection(a.sensor_id, a.kind, a.detector, a.since_ms, a.ts_ms)
+
+
+def _format_alerting(a: dict) -> list[str]:
+    def fmt(value, pattern: str) -> str:
+        return "n/a" if value is None else format(value, pattern)
+
+    by_type = ", ".join(f"{k} {v:g}" for k, v in a.get("alerts_per_incident_by_type", {}).items())
+    return [
+        "",
+        "alerting (incidents, routing, zones):",
+        f"  alerts per injected incident   {fmt(a['alerts_per_incident'], '.3f')}"
+        + (f"  ({by_type})" if by_type else ""),
+        f"  storm alert reduction          {fmt(a['storm_alert_reduction'], '.1f')}x "
+        "(anomaly events per alert, rainstorm-jinan)",
+        f"  routing accuracy               {fmt(a['routing_accuracy'], '.4f')}",
+        f"  zone agreement (100k points)   {fmt(a['zone_agreement'], '.4f')}",
+    ]
 
 
 def format_table(result: dict) -> str:
@@ -143,6 +208,8 @@ def format_table(result: dict) -> str:
     if fa is not None:
         lines += ["", f"quiet-day: {result['quiet_false_alarms']} false alarms over "
                       f"{result['quiet_sensor_days']:g} sensor-days = {fa:.4f} per sensor-day"]
+    if result.get("alerting"):
+        lines += _format_alerting(result["alerting"])
     return "\n".join(lines)
 
 

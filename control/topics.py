@@ -25,6 +25,8 @@ __all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "
 
 #: Name of the Faust table holding detector state; its changelog topic is created here.
 TABLE_NAME = "detector_state"
+#: Name of the Faust table holding the incidents of each correlation scope.
+INCIDENT_TABLE = "incidents"
 
 #: Retention of plain (delete-policy) topics: 7 days. Set explicitly because Tansu's
 #: DescribeConfigs returns only configs given at creation, and some clients read it.
@@ -83,7 +85,10 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.readings_topic, n, r),
         TopicSpec(settings.anomalies_topic, n, r),
         TopicSpec(settings.alerts_topic, n, r),
+        TopicSpec(settings.scopes_topic, n, r),
+        TopicSpec(settings.commands_topic, n, r),
         TopicSpec(changelog_topic(settings), n, r, compacted=True),
+        TopicSpec(f"{settings.app_id}-{INCIDENT_TABLE}-changelog", n, r, compacted=True),
     ]
 
 

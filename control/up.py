@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,16 +64,30 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         ensure_topics(bootstrap, pipeline_topics(settings))
         say(f"topics ready: {', '.join(t.name for t in pipeline_topics(settings))}")
         env = dict(os.environ, CITYAGENT_KAFKA=bootstrap, PYTHONUNBUFFERED="1")
+        sim_args = ["--sensors", str(options.sensors), "--rate", str(options.rate)]
+        if options.simulate and settings.registry_path is None:
+            # The workers judge the simulated gauges by their own 警戒/保证 levels, free-flow
+            # speeds and report intervals: the simulator writes its fleet's registry first.
+            registry = logs / "registry.json"
+            try:
+                subprocess.run([sys.executable, "-m", "sensors_sim", *sim_args,
+                                "--registry", str(registry)], env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+                env["CITYAGENT_SENSOR_REGISTRY"] = str(registry)
+                say(f"sensor registry of the simulated fleet: {registry}")
+            except (subprocess.SubprocessError, OSError) as exc:
+                say(f"warning: could not write the simulated fleet's registry ({exc}); "
+                    "the workers judge it by the kind defaults")
         for i in range(1, options.workers + 1):
             supervisor.spawn(f"worker-{i}", [sys.executable, "-m", "streams"], env)
         supervisor.spawn("api", [
             sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
             "--host", settings.api_host, "--port", str(port), "--log-level", "warning",
-        ], env)
+        ], _api_env(env, settings, f"http://{settings.api_host}:{port}", say))
         if options.simulate:
             supervisor.spawn("simulator", [
-                sys.executable, "-m", "sensors_sim", "--sensors", str(options.sensors),
-                "--rate", str(options.rate), "--breach-every", str(options.breach_every_s),
+                sys.executable, "-m", "sensors_sim", *sim_args,
+                "--breach-every", str(options.breach_every_s),
             ], env)
         url = f"http://{settings.api_host}:{port}"
         say(f"API        {url}   (OpenAPI docs: {url}/docs)")
@@ -97,6 +113,18 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             broker.stop()
         say("stopped; no process left running")
     return code
+
+
+def _api_env(env: dict[str, str], settings: Settings, url: str, say) -> dict[str, str]:
+    """The API's environment: with a random dev admin key when no key is configured."""
+    if settings.api_keys or settings.api_keys_path:
+        return env
+    key = secrets.token_urlsafe(24)
+    say(f"dev admin key: {key}")
+    say("  (this session only; send it as Authorization: Bearer KEY, e.g. "
+        f"curl -H 'Authorization: Bearer {key}' {url}/v1/alerts; "
+        "set CITYAGENT_API_KEYS to choose keys, see docs/api.md)")
+    return dict(env, CITYAGENT_API_KEYS=f"admin:{key}")
 
 
 def _check_port_free(host: str, port: int, who: str) -> None:

@@ -1,4 +1,4 @@
-"""The agents: readings → windowed detection → anomalies, and anomalies → alerts.
+"""The detection agent: readings → windowed detection → anomalies (alerting: streams/alerting.py).
 
 Adapters only: decode, call the domain, encode and send. Detection state lives in memory as
 one ``BucketState`` per sensor bucket and is **checkpointed** to the Faust table
@@ -26,7 +26,6 @@ from typing import Any
 
 import faust
 
-from cityagent.alerts import alert_from_anomaly
 from cityagent.batch import decode_batch
 from cityagent.detection import Anomaly
 from cityagent.errors import InvalidBatch
@@ -106,7 +105,7 @@ class _Buckets:
 
 def register_agents(app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters,
                     checkpoint_s: float = 10.0) -> faust.Table:
-    """Attach the detection and alerting agents to ``app``; return the state table."""
+    """Attach the detection agent to ``app``; return its state table."""
     state_table = app.Table(
         STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=str,
         value_type=bytes, use_partitioner=True,  # bytes: the "raw" codec
@@ -157,17 +156,6 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             if time.monotonic() - buckets.last_checkpoint >= checkpoint_s:
                 await buckets.checkpoint(counters)
 
-    @app.agent(topics.anomalies, name="alert")
-    async def alert(stream: faust.StreamT) -> None:
-        async for value in stream:
-            anomaly = _anomaly_or_none(value)
-            if anomaly is None:
-                continue
-            district = detector.regions.district(str(anomaly.district_code))
-            made = alert_from_anomaly(anomaly, district.name, district.city_name)
-            counters.alerts_total += 1
-            await topics.alerts.send(key=made.district_code, value=made.to_dict())
-
     @app.timer(min(1.0, checkpoint_s))
     async def tick() -> None:
         """Advance idle buckets with the clock; checkpoint what is due."""
@@ -197,14 +185,6 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
         counters.log_rates()
 
     return state_table
-
-
-def _anomaly_or_none(value: Any) -> Anomaly | None:
-    try:
-        return Anomaly.from_dict(value)
-    except (KeyError, TypeError) as exc:
-        log.warning("skipped a malformed anomaly %r: %s", value, exc)
-        return None
 
 
 def _text(key: bytes | str | None) -> str:

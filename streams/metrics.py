@@ -21,6 +21,7 @@ class WorkerCounters:
     alerts_total: int = 0
     readings_late_total: int = 0
     checkpoints_total: int = 0
+    commands_total: int = 0
     _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
 
     def log_rates(self) -> None:
@@ -29,7 +30,7 @@ class WorkerCounters:
         self._last = (now, self.readings_total)
         rate = (self.readings_total - readings_then) / max(now - then, 1e-9)
         log.info(
-            "detect: %.0f readings/s, %d readings, %d anomalies, %d alerts, "
+            "detect: %.0f readings/s, %d readings, %d anomalies, %d alert events, "
             "%d bad batches, %d readings outside the province, %d late readings "
             "(after their window closed: counted, not judged)",
             rate, self.readings_total, self.anomalies_total, self.alerts_total,

@@ -2,7 +2,12 @@
 
     <prefix>.readings   key: sensor bucket (b000-b255)   value: columnar reading batch (raw bytes)
     <prefix>.anomalies  key: district code                value: Anomaly as JSON
-    <prefix>.alerts     key: district code                value: Alert snapshot as JSON
+    <prefix>.alert-scopes   key: correlation scope        value: {"anomaly": Anomaly JSON}
+    <prefix>.alert-commands key: the alert's scope         value: {"command": Command JSON}
+    <prefix>.alerts     key: correlation scope            value: AlertEvent as JSON (the audit trail)
+
+``incident_inputs`` is one channel over alert-scopes and alert-commands: the agent that owns
+a scope sees its anomalies and its operators' commands in one ordered stream.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ class Topics:
     readings: faust.TopicT
     anomalies: faust.TopicT
     alerts: faust.TopicT
+    scopes: faust.TopicT
+    commands: faust.TopicT
+    incident_inputs: faust.TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -37,4 +45,10 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         readings=topic(settings.readings_topic, "raw"),
         anomalies=topic(settings.anomalies_topic, "json"),
         alerts=topic(settings.alerts_topic, "json"),
+        scopes=topic(settings.scopes_topic, "json"),
+        commands=topic(settings.commands_topic, "json"),
+        incident_inputs=app.topic(
+            settings.scopes_topic, settings.commands_topic, key_type=str, key_serializer="raw",
+            value_serializer="json", partitions=settings.partitions,
+        ),
     )

@@ -8,10 +8,14 @@ import faust
 
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.incidents import AlertingConfig, IncidentEngine
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
+from cityagent.routing import Router
 from cityagent.settings import Settings
+from cityagent.zones import ZoneIndex, ZoneSet, demo_zones
 from streams.agents import register_agents
+from streams.alerting import register_alerting
 from streams.app import create_app
 from streams.metrics import WorkerCounters
 from streams.topics import Topics, declare_topics
@@ -24,6 +28,7 @@ class Worker:
     app: faust.App
     topics: Topics
     state: faust.Table
+    incidents: faust.Table
     counters: WorkerCounters
 
 
@@ -33,9 +38,15 @@ def build_worker(settings: Settings) -> Worker:
                                   grace_s=settings.grace_s)
     profiles = (SensorProfiles.load(settings.registry_path) if settings.registry_path
                 else SensorProfiles())
-    detector = Detector(DetectionEngine(config, profiles), default_regions())
+    regions = default_regions()
+    detector = Detector(DetectionEngine(config, profiles), regions)
+    router = Router.load()
+    zoneset = (ZoneSet.load(settings.zones_path, regions, departments=router.department_codes)
+               if settings.zones_path else demo_zones(regions))
+    engine = IncidentEngine(AlertingConfig.load(), router, regions)
     app = create_app(settings)
     topics = declare_topics(app, settings)
     counters = WorkerCounters()
     state = register_agents(app, topics, detector, counters, settings.checkpoint_s)
-    return Worker(app, topics, state, counters)
+    incidents = register_alerting(app, topics, engine, ZoneIndex(zoneset), counters)
+    return Worker(app, topics, state, incidents, counters)

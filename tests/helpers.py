@@ -17,7 +17,16 @@ from cityagent.settings import Settings
 from control.procs import die_with_parent
 
 __all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
-           "consume_all", "consume_records")
+           "consume_all", "consume_records", "ADMIN_KEY", "OPERATOR_KEY", "INTEGRATOR_KEY",
+           "TEST_API_KEYS", "AUTH")
+
+#: API keys of the API that start_api starts, unless the settings name their own.
+ADMIN_KEY = "test-admin-key"
+OPERATOR_KEY = "test-operator-key"
+INTEGRATOR_KEY = "test-integrator-key"
+TEST_API_KEYS = f"admin:{ADMIN_KEY},operator:{OPERATOR_KEY},integrator:{INTEGRATOR_KEY}"
+#: Headers of a request made with the admin key: ``httpx.post(url, json=..., headers=AUTH)``.
+AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def free_port() -> int:
@@ -81,6 +90,9 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_PARTITIONS": str(settings.partitions),
         "CITYAGENT_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "CITYAGENT_API_PORT": str(settings.api_port),
+        "CITYAGENT_API_KEYS": settings.api_keys or TEST_API_KEYS,
+        "CITYAGENT_API_RATE": str(settings.api_rate),
+        "CITYAGENT_API_BURST": str(settings.api_burst),
         "PYTHONUNBUFFERED": "1",
     })
     for var, value in (("CITYAGENT_WINDOW_S", settings.window_s),

@@ -1,34 +1,96 @@
-"""GET /v1/alerts: the alerts operators see, newest first."""
+"""Alerts for operators: list with filters, one alert with its history, and acting on one.
+
+``GET /v1/alerts`` and ``GET /v1/alerts/{id}`` read the API's alert book (built from the
+alerts topic). ``POST /v1/alerts/{id}/ack|resolve|assign|comment`` put a command on the
+commands topic keyed by the alert's scope and answer 202: the alerting agent applies it and
+its event comes back on the alerts topic. A scoped operator key sees and acts on the alerts of
+its cities only; other alerts are 404 to it, as if they did not exist.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import hashlib
+import math
+import time
+import uuid
+from typing import Annotated, Any
+from urllib.parse import unquote
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
 
-from api.deps import AlertBookDep, RegionsDep
-from api.schemas import AlertsPublic
-from cityagent.readings import format_ts
+from api.alert_book import AlertBook, AlertQuery, InvalidCursor
+from api.auth import OperatorDep, Principal
+from api.commands import CommandPublisher
+from api.deps import AlertBookDep, CommandsDep, RegionsDep
+from api.idempotency import valid_key
+from api.schemas import (
+    AlertAssign,
+    AlertComment,
+    AlertDetail,
+    AlertNote,
+    AlertsPublic,
+    CommandQueued,
+)
+from cityagent.detectors.verdict import SEVERITIES
+from cityagent.errors import InvalidReading
+from cityagent.incident_alert import ACKNOWLEDGED, RESOLVED, STATUSES, Command
+from cityagent.readings import parse_ts
 from cityagent.regions import RegionIndex
+
+__all__ = ("router", "alert_query", "AlertQueryDep")
 
 router = APIRouter(tags=["alerts"])
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown one."},
+    403: {"description": "The key is not an operator or admin key."},
+    422: {"description": "A filter, cursor or body is invalid; `detail` says which."},
+}
+_ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    400: {"description": "A malformed Idempotency-Key or X-Operator header."},
+    404: {"description": "No such alert (or not in the key's cities)."},
+    409: {"description": "The action changes nothing: the alert is resolved (only comments "
+                         "are taken), or already acknowledged (ack)."},
+    503: {"description": "Kafka did not acknowledge the command; retry after Retry-After."},
+}
 
-@router.get("/v1/alerts", response_model=AlertsPublic)
-async def list_alerts(
-    book: AlertBookDep,
-    regions: RegionsDep,
-    city: Annotated[
-        str | None,
-        Query(description="City code (370100) or name (济南 / 济南市 / Jinan)", examples=["370100"]),
-    ] = None,
-    status: Annotated[Literal["open", "resolved"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Any:
-    """Alerts, newest breach first, optionally only one city's or one status."""
-    city_code = _city_code(regions, city) if city else None
-    alerts = book.query(city_code=city_code, status=status, limit=limit)
-    return {"count": len(alerts), "alerts": [_public(a) for a in alerts]}
+def _multi(values: list[str] | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
+    """Repeated or comma-separated values, each checked against ``allowed``."""
+    if not values:
+        return None
+    found = frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
+    unknown = sorted(found - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise HTTPException(422, f"{name} must be among {', '.join(allowed or ())}; "
+                                 f"got {unknown[0]!r}")
+    return found or None
+
+
+def _time_ms(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return parse_ts(int(text) if text.isdigit() else text)
+    except InvalidReading:
+        raise HTTPException(422, f"{name} must be an RFC 3339 time with an offset "
+                                 f"(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
+                                 f"got {value!r}") from None
+
+
+def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if (len(box) != 4 or not all(math.isfinite(v) for v in box)
+            or box[0] > box[2] or box[1] > box[3]):
+        raise HTTPException(422, "bbox must be minLon,minLat,maxLon,maxLat (WGS84 degrees, "
+                                 f"min before max), e.g. 116.9,36.6,117.2,36.8; got {value!r}")
+    return box  # type: ignore[return-value]
 
 
 def _city_code(regions: RegionIndex, city: str) -> str:
@@ -44,11 +106,195 @@ def _city_code(regions: RegionIndex, city: str) -> str:
     )
 
 
-def _public(alert: dict[str, Any]) -> dict[str, Any]:
-    resolved = alert.get("resolved_at_ms")
-    return {
-        **alert,
-        "opened_at": format_ts(alert["opened_at_ms"]),
-        "updated_at": format_ts(alert["updated_at_ms"]),
-        "resolved_at": format_ts(resolved) if resolved is not None else None,
-    }
+def _district_code(regions: RegionIndex, district: str) -> str:
+    try:
+        return regions.district(district.strip()).code
+    except KeyError:
+        raise HTTPException(422, f"unknown district {district!r}; give a district code "
+                                 "like 370102 (历下区)") from None
+
+
+async def alert_query(
+    principal: OperatorDep,
+    regions: RegionsDep,
+    status: Annotated[list[str] | None, Query(
+        description="open, acknowledged, resolved; repeat or comma-separate",
+        examples=[["open,acknowledged"]])] = None,
+    severity: Annotated[list[str] | None, Query(
+        description="blue, yellow, orange, red; repeat or comma-separate",
+        examples=[["orange,red"]])] = None,
+    kind: Annotated[list[str] | None, Query(
+        description="Sensor kinds (water_level, pipe_pressure, traffic); repeat or "
+                    "comma-separate", examples=[["water_level"]])] = None,
+    city: Annotated[str | None, Query(
+        description="City code (370100) or name (济南 / 济南市 / Jinan)",
+        examples=["370100"])] = None,
+    district: Annotated[str | None, Query(description="District code",
+                                          examples=["370102"])] = None,
+    zone: Annotated[str | None, Query(description="Operational zone id",
+                                      examples=["jn-flood-old-city"])] = None,
+    department: Annotated[str | None, Query(description="Department code (routing.toml)",
+                                            examples=["water"])] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)",
+                                      examples=["116.9,36.6,117.2,36.8"])] = None,
+    since: Annotated[str | None, Query(
+        description="Only alerts last seen at or after this time (RFC 3339 or epoch ms)",
+        examples=["2026-11-22T08:00:00+08:00"])] = None,
+    until: Annotated[str | None, Query(
+        description="Only alerts last seen before this time (RFC 3339 or epoch ms)",
+        examples=["1795310000000"])] = None,
+) -> AlertQuery:
+    """The filters of the alert list and stream, and the caller's scope."""
+    return AlertQuery(
+        statuses=_multi(status, "status", STATUSES),
+        severities=_multi(severity, "severity", SEVERITIES),
+        kinds=_multi(kind, "kind", None),
+        city_code=_city_code(regions, city) if city else None,
+        district_code=_district_code(regions, district) if district else None,
+        zone_id=zone.strip() if zone else None,
+        department=department.strip() if department else None,
+        bbox=_bbox(bbox),
+        since_ms=_time_ms(since, "since"),
+        until_ms=_time_ms(until, "until"),
+        principal=principal,
+    )
+
+
+AlertQueryDep = Annotated[AlertQuery, Depends(alert_query)]
+
+
+@router.get("/v1/alerts", response_model=AlertsPublic, responses=_ERRORS)
+async def list_alerts(
+    book: AlertBookDep,
+    query: AlertQueryDep,
+    limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100,
+    cursor: Annotated[str | None, Query(
+        description="The next_cursor of the previous page")] = None,
+) -> Any:
+    """Alerts, most recently seen first, filtered; page on with ``next_cursor``."""
+    try:
+        page = book.query(query, limit=limit, cursor=cursor)
+    except InvalidCursor as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"count": len(page.alerts), "alerts": page.alerts, "next_cursor": page.next_cursor}
+
+
+@router.get("/v1/alerts/{alert_id}", response_model=AlertDetail,
+            responses={**_ERRORS, 404: {"description": "No such alert (or not in the key's "
+                                                       "cities)."}})
+async def get_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep) -> Any:
+    """One alert and its history: every change, oldest first (the last 200)."""
+    alert = _visible(book, alert_id, principal)
+    history, complete = book.history(alert_id)
+    return {"alert": alert, "history": history, "history_complete": complete}
+
+
+def _visible(book: AlertBook, alert_id: str, principal: Principal) -> dict[str, Any]:
+    alert = book.get(alert_id, principal)
+    if alert is None:
+        raise HTTPException(404, f"no alert {alert_id!r}"
+                                 + (" in the cities of this key" if principal.scoped else ""))
+    return alert
+
+
+# -- acting on alerts -----------------------------------------------------------------------
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key",
+    description="Retrying with the same key sends the same command id: applied once")]
+Operator = Annotated[str | None, Header(
+    alias="X-Operator",
+    description="Who acts, recorded as NAME@KEY_ID (percent-encode non-ASCII: %E5%BC%A0%E4%B8%89)")]
+
+
+@router.post("/v1/alerts/{alert_id}/ack", status_code=202, response_model=CommandQueued,
+             responses=_ACTION_ERRORS)
+async def ack_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep,
+                    commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
+                    idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
+    """Acknowledge: someone is on it (stops its escalation)."""
+    return await _act("ack", alert_id, principal, book, commands, idempotency_key, operator,
+                      text=body.note if body else None)
+
+
+@router.post("/v1/alerts/{alert_id}/resolve", status_code=202, response_model=CommandQueued,
+             responses=_ACTION_ERRORS)
+async def resolve_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep,
+                        commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
+                        idempotency_key: IdempotencyKey = None,
+                        operator: Operator = None) -> Any:
+    """Resolve: the incident is over (409 if it already is)."""
+    return await _act("resolve", alert_id, principal, book, commands, idempotency_key, operator,
+                      text=body.note if body else None)
+
+
+@router.post("/v1/alerts/{alert_id}/assign", status_code=202, response_model=CommandQueued,
+             responses=_ACTION_ERRORS)
+async def assign_alert(alert_id: str, body: AlertAssign, principal: OperatorDep,
+                       book: AlertBookDep, commands: CommandsDep,
+                       idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
+    """Assign to a crew or person."""
+    return await _act("assign", alert_id, principal, book, commands, idempotency_key, operator,
+                      text=body.note, assignee=body.assignee)
+
+
+@router.post("/v1/alerts/{alert_id}/comment", status_code=202, response_model=CommandQueued,
+             responses=_ACTION_ERRORS)
+async def comment_alert(alert_id: str, body: AlertComment, principal: OperatorDep,
+                        book: AlertBookDep, commands: CommandsDep,
+                        idempotency_key: IdempotencyKey = None,
+                        operator: Operator = None) -> Any:
+    """Add a comment (also on a resolved alert)."""
+    return await _act("comment", alert_id, principal, book, commands, idempotency_key, operator,
+                      text=body.text)
+
+
+async def _act(action: str, alert_id: str, principal: Principal, book: AlertBook,
+               commands: CommandPublisher, idempotency_key: str | None, operator: str | None,
+               *, text: str | None = None, assignee: str | None = None) -> dict[str, str]:
+    alert = _visible(book, alert_id, principal)
+    _check_changes(action, alert)
+    command = Command(
+        command_id=_command_id(principal, idempotency_key), alert_id=alert_id, action=action,
+        actor=_actor(principal, operator), at_ms=int(time.time() * 1000),
+        assignee=assignee, text=text)
+    await commands.send(command, alert["scope"])  # BrokerError: 503 with Retry-After
+    return {"command_id": command.command_id, "alert_id": alert_id, "action": action,
+            "status": "queued"}
+
+
+def _check_changes(action: str, alert: dict[str, Any]) -> None:
+    """409 for what the alerting agent would ignore (as the book sees the alert now)."""
+    status = alert["status"]
+    if status == RESOLVED and action != "comment":
+        by = f" by {alert['resolved_by']}" if alert.get("resolved_by") else ""
+        at = f" at {alert['resolved_at']}" if alert.get("resolved_at") else ""
+        raise HTTPException(409, f"alert {alert['alert_id']!r} is already resolved{by}{at}; "
+                                 "only comments are taken")
+    if action == "ack" and status == ACKNOWLEDGED:
+        raise HTTPException(409, f"alert {alert['alert_id']!r} is already acknowledged by "
+                                 f"{alert.get('acknowledged_by')}")
+
+
+def _command_id(principal: Principal, idempotency_key: str | None) -> str:
+    """``KEY_ID:Idempotency-Key`` (so one key's retries match, two keys never collide)."""
+    if idempotency_key is None:
+        return f"{principal.key_id}:{uuid.uuid4()}"
+    if not valid_key(idempotency_key):
+        raise HTTPException(400, "Idempotency-Key must be 1-255 visible ASCII characters "
+                                 "(a UUID is best)")
+    command_id = f"{principal.key_id}:{idempotency_key}"
+    if len(command_id) > 200:
+        command_id = f"{principal.key_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    return command_id
+
+
+def _actor(principal: Principal, operator: str | None) -> str:
+    """The key's id, or ``NAME@KEY_ID`` with an X-Operator name (the key vouches for it)."""
+    if operator is None:
+        return principal.key_id
+    name = unquote(operator).strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise HTTPException(400, "X-Operator must be a name of 1-64 printable characters "
+                                 f"(percent-encoded UTF-8 for non-ASCII); got {operator[:80]!r}")
+    return f"{name}@{principal.key_id}"

@@ -1,26 +1,42 @@
-"""POST /v1/readings: integrators push readings; 202 only once Kafka has stored them."""
+"""POST /v1/readings: integrators push readings; 202 only once Kafka has stored them.
+
+The order of the checks: the key (401/403), the body's size (413), the Idempotency-Key
+(replay, 409, 422), the body's shape (400, 413), the key's rate (429), then every item
+(accepted, or rejected with its index, field and reason). docs/api.md describes it all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import hashlib
+from typing import Annotated, Any
 
-import numpy as np
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 
-from api.deps import PublisherDep, RegionsDep
-from api.schemas import ItemError, ReadingsAccepted, ReadingsRejected
-from cityagent.batch import ReadingBatch
-from cityagent.errors import InvalidReading
-from cityagent.readings import Reading, parse_reading
+from api.auth import IntegratorDep, Principal
+from api.deps import IdempotencyDep, PublisherDep, RateLimiterDep, RegionsDep
+from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
+from api.ingest import (
+    MAX_ITEMS,
+    TB_IDENTITY,
+    BadBody,
+    Rejection,
+    check_items,
+    decode_body,
+    thingsboard_items,
+)
+from api.publisher import ReadingPublisher
+from api.ratelimit import RateLimiter, TooLarge
+from api.schemas import ReadingsAccepted, ReadingsRejected
+from cityagent.errors import BrokerError
 from cityagent.regions import RegionIndex
 
 router = APIRouter(tags=["readings"])
 
-#: Largest request body and item count one request may carry.
+#: Largest request body (413 beyond).
 MAX_BODY_BYTES = 16 << 20
-MAX_ITEMS = 50_000
 
 _EXAMPLE = [
     {"sensor_id": "jn-wl-000042", "kind": "water_level", "ts": "2026-11-22T08:30:00+08:00",
@@ -28,84 +44,178 @@ _EXAMPLE = [
     {"sensor_id": "qd-tr-000007", "kind": "traffic", "ts": 1795307400,
      "lon": 120.38, "lat": 36.07, "speed_kmh": 42.5, "flow_vph": 1320, "occupancy_pct": 18.0},
 ]
+_NDJSON_EXAMPLE = "\n".join(orjson.dumps(r).decode() for r in _EXAMPLE) + "\n"
+_TB_EXAMPLE = [{"ts": 1795307400000, "values": {"level_m": 2.41}},
+               {"ts": 1795307460000, "values": {"level_m": 2.43}}]
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Stored: `accepted` readings were acknowledged by Kafka (acks=all); "
+                         "`rejected` lists the refused items (index, field, reason, sensor_id)."},
+    400: {"description": "The body is not JSON, or the Idempotency-Key header is malformed."},
+    401: {"description": "No API key, or an unknown one."},
+    403: {"model": ReadingsRejected,
+          "description": "The key may not post readings, or every reading is outside its scope."},
+    409: {"description": "A request with this Idempotency-Key is still being processed."},
+    413: {"description": f"Too large: over {MAX_BODY_BYTES >> 20} MiB or {MAX_ITEMS:,} readings."},
+    422: {"model": ReadingsRejected,
+          "description": "Every reading is invalid (none was accepted), or the Idempotency-Key "
+                         "was used before with another body."},
+    429: {"description": "Over the key's rate (readings/s); retry after Retry-After seconds."},
+    503: {"description": "Kafka did not acknowledge; nothing was accepted. Retry after Retry-After."},
+}
 
 
 @router.post(
     "/v1/readings",
     status_code=202,
     response_model=ReadingsAccepted,
-    responses={
-        400: {"description": "The body is not JSON."},
-        413: {"description": "Too large: more than 16 MiB or 50,000 readings."},
-        422: {"model": ReadingsRejected, "description": "Some readings are invalid; none was accepted."},
-        503: {"description": "Kafka did not acknowledge; nothing was accepted. Retry after Retry-After."},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {
-                "schema": {"type": "array", "items": {"type": "object"}},
-                "example": _EXAMPLE,
-            }},
-        }
-    },
+    responses=_RESPONSES,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}},
+                             "example": _EXAMPLE},
+        "application/x-ndjson": {"schema": {"type": "string"}, "example": _NDJSON_EXAMPLE},
+    }}},
 )
-async def post_readings(request: Request, publisher: PublisherDep, regions: RegionsDep) -> Any:
-    """Accept a JSON array of readings (or one reading object), all or nothing.
+async def post_readings(request: Request, principal: IntegratorDep, publisher: PublisherDep,
+                        regions: RegionsDep, limiter: RateLimiterDep,
+                        idempotency: IdempotencyDep) -> Response:
+    """Accept readings: one JSON object, a JSON array, or NDJSON (one reading per line).
 
-    Every item is validated and located in its district; if any is invalid the answer is 422
-    listing each bad item's index, field and reason, and nothing is stored.
+    Valid readings are stored and the invalid ones listed with index, field and reason; if
+    none is valid the answer is 422 and nothing is stored. docs/api.md has the details.
     """
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return _error(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    return await _ingest(request, principal, publisher, regions, limiter, idempotency, None)
+
+
+@router.post(
+    "/v1/readings/thingsboard",
+    status_code=202,
+    response_model=ReadingsAccepted,
+    responses=_RESPONSES,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}},
+                             "example": _TB_EXAMPLE}}}},
+)
+async def post_thingsboard(
+    request: Request, principal: IntegratorDep, publisher: PublisherDep, regions: RegionsDep,
+    limiter: RateLimiterDep, idempotency: IdempotencyDep,
+    sensor_id: Annotated[str | None, Query(description="the device's sensor id, unless in values",
+                                           examples=["jn-wl-000042"])] = None,
+    kind: Annotated[str | None, Query(description="traffic, water_level or pipe_pressure",
+                                      examples=["water_level"])] = None,
+    lon: Annotated[float | None, Query(description="WGS84 longitude", examples=[117.02])] = None,
+    lat: Annotated[float | None, Query(description="WGS84 latitude", examples=[36.66])] = None,
+) -> Response:
+    """Accept ThingsBoard device telemetry: ``{"ts": ms, "values": {...}}``, one or an array.
+
+    The device's identity (sensor_id, kind, lon, lat) comes from the query parameters, or
+    from ``values`` (which wins); the values use CityAgent's names (``level_m``...).
+    """
+    identity = {"sensor_id": sensor_id, "kind": kind, "lon": lon, "lat": lat}
+    return await _ingest(request, principal, publisher, regions, limiter, idempotency, identity)
+
+
+async def _ingest(request: Request, principal: Principal, publisher: ReadingPublisher,
+                  regions: RegionIndex, limiter: RateLimiter, idempotency: IdempotencyCache,
+                  identity: dict[str, Any] | None) -> Response:
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return _error(400, f"request body is not valid JSON: {exc}")
-    items = doc if isinstance(doc, list) else [doc]
-    if len(items) > MAX_ITEMS:
-        return _error(413, f"{len(items)} readings in one request; the limit is {MAX_ITEMS}")
-    if not items:
-        return _error(422, "the array holds no readings")
-    readings, districts, errors = _validate(items, regions)
-    if errors:
-        rejected = ReadingsRejected(
-            detail=f"{len(errors)} of {len(items)} readings are invalid; none was accepted",
-            accepted=0,
-            errors=errors,
-        )
-        return JSONResponse(rejected.model_dump(), status_code=422)
-    accepted = await publisher.publish(ReadingBatch.from_readings(readings, districts))
-    return ReadingsAccepted(accepted=accepted)
+        body = await _read_body(request)
+    except BadBody as exc:
+        return _error(exc.status, exc.detail)
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await _process(request, body, principal, publisher, regions, limiter, identity)
+    if not valid_key(key):
+        return _error(400, "Idempotency-Key must be 1-255 visible ASCII characters (a UUID is best)")
+    fingerprint = hashlib.sha256(
+        f"{request.url.path}?{request.url.query}\n{request.headers.get('content-type')}\n".encode()
+        + body).digest()
+    try:
+        stored = idempotency.begin(principal.key_id, key, fingerprint)
+    except IdempotencyConflict as exc:
+        return _error(exc.status, exc.detail, {"Retry-After": "1"} if exc.status == 409 else None)
+    if stored is not None:
+        return Response(stored.body, stored.status, media_type="application/json",
+                        headers={"Idempotency-Replayed": "true"})
+    response: Response | None = None
+    try:
+        response = await _process(request, body, principal, publisher, regions, limiter, identity)
+    finally:
+        if response is not None and response.status_code == 202:
+            idempotency.finish(principal.key_id, key, StoredResponse(202, bytes(response.body)))
+        else:
+            idempotency.abandon(principal.key_id, key)
+    return response
 
 
-def _validate(
-    items: list[Any], regions: RegionIndex
-) -> tuple[list[Reading], np.ndarray, list[ItemError]]:
-    errors: list[ItemError] = []
-    readings: list[Reading] = []
-    indices: list[int] = []
-    for i, raw in enumerate(items):
-        try:
-            readings.append(parse_reading(raw))
-            indices.append(i)
-        except InvalidReading as exc:
-            errors.append(ItemError(index=i, field=exc.field, reason=exc.reason))
-    if not readings:
-        return readings, np.zeros(0, dtype=np.int64), errors
-    lon = np.fromiter((r.lon for r in readings), float, len(readings))
-    lat = np.fromiter((r.lat for r in readings), float, len(readings))
-    found = regions.locate(lon, lat)
-    for row in np.flatnonzero(found < 0).tolist():
-        errors.append(ItemError(
-            index=indices[row], field="lon",
-            reason=f"position lon={lon[row]:g}, lat={lat[row]:g} is outside Shandong province "
-            "(in none of its districts); positions are WGS84 [lon, lat], lon first",
-        ))
-    errors.sort(key=lambda e: e.index)
-    return readings, regions.district_code_numbers(found), errors
+async def _process(request: Request, body: bytes, principal: Principal,
+                   publisher: ReadingPublisher, regions: RegionIndex, limiter: RateLimiter,
+                   identity: dict[str, Any] | None) -> Response:
+    try:
+        items, preset = decode_body(body, request.headers.get("content-type"))
+        if identity is not None:
+            items, shape_errors = thingsboard_items(items, identity)
+            preset = {**shape_errors, **preset}
+    except BadBody as exc:
+        return _error(exc.status, exc.detail)
+    try:
+        wait_s = limiter.take(principal.key_id, len(items))
+    except TooLarge as exc:
+        return _error(413, str(exc))
+    if wait_s:
+        return _error(429, f"{principal.describe()} is over its rate of "
+                           f"{limiter.rate_per_s:g} readings/s (CITYAGENT_API_RATE); "
+                           f"retry after {wait_s} s", {"Retry-After": str(wait_s)})
+    checked = check_items(items, regions, principal, preset)
+    if identity is not None:
+        checked.rejected = [_tb_hint(r) for r in checked.rejected]
+    rejected = [r.public() for r in checked.rejected]
+    if not len(checked.batch):
+        return _json(*_refusal(checked.items, checked.rejected, principal), rejected)
+    try:
+        accepted = await publisher.publish(checked.batch)
+    except BrokerError:
+        limiter.give_back(principal.key_id, len(items))
+        raise  # 503 with Retry-After, by the app's exception handler
+    return Response(orjson.dumps({"accepted": accepted, "rejected": rejected}), 202,
+                    media_type="application/json")
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise BadBody(413, f"request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadBody(413, f"request body is over {MAX_BODY_BYTES} bytes; the limit is "
+                               f"{MAX_BODY_BYTES}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refusal(items: int, rejected: list[Rejection], principal: Principal) -> tuple[int, str]:
+    if all(r.out_of_scope for r in rejected):
+        return 403, (f"every reading is outside the scope of this {principal.describe()}; "
+                     "none was accepted")
+    if items == 1:
+        return 422, f"the reading is invalid and was not accepted: {rejected[0].reason}"
+    return 422, f"all {items} readings are invalid; none was accepted (see 'rejected')"
+
+
+def _tb_hint(rejection: Rejection) -> Rejection:
+    if rejection.field in TB_IDENTITY and ("missing" in rejection.reason
+                                           or "got None" in rejection.reason):
+        return dataclasses.replace(
+            rejection, reason=f"{rejection.reason} (ThingsBoard shape: give it as the query "
+                              f"parameter ?{rejection.field}=… or inside 'values')")
+    return rejection
+
+
+def _json(status: int, detail: str, rejected: list[dict[str, Any]]) -> Response:
+    return Response(orjson.dumps({"detail": detail, "accepted": 0, "rejected": rejected}),
+                    status, media_type="application/json")
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

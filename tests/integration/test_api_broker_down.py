@@ -12,7 +12,7 @@ import pytest
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import free_port, start_api
+from tests.helpers import AUTH, free_port, start_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,11 +31,11 @@ def test_broker_down_is_503_with_retry_after(tmp_path: Path) -> None:
         ensure_topics(bootstrap, pipeline_topics(settings))
         api = start_api(settings, tmp_path / "api.log")
         url = f"http://127.0.0.1:{settings.api_port}/v1/readings"
-        ok = httpx.post(url, json=[READING | {"ts": time.time()}], timeout=15)
+        ok = httpx.post(url, json=[READING | {"ts": time.time()}], headers=AUTH, timeout=15)
         assert ok.status_code == 202, ok.text
 
         broker.stop()
-        down = httpx.post(url, json=[READING | {"ts": time.time()}], timeout=30)
+        down = httpx.post(url, json=[READING | {"ts": time.time()}], headers=AUTH, timeout=30)
         assert down.status_code == 503, down.text
         assert down.headers["retry-after"].isdigit()
         assert "did not acknowledge" in down.json()["detail"] or "cannot reach" in down.json()["detail"]

@@ -62,15 +62,18 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
         isolated_settings.readings_topic,
         isolated_settings.anomalies_topic,
         isolated_settings.alerts_topic,
+        isolated_settings.scopes_topic,
+        isolated_settings.commands_topic,
         f"{isolated_settings.app_id}-detector_state-changelog",
+        f"{isolated_settings.app_id}-incidents-changelog",
     ]
-    assert [s.compacted for s in specs] == [False, False, False, True]
+    assert [s.compacted for s in specs] == [False] * 5 + [True, True]
     assert _partition_counts(kafka_bootstrap, names) == {}
 
     ensure_topics(kafka_bootstrap, specs)
 
     assert _partition_counts(kafka_bootstrap, names) == {n: 4 for n in names}
-    changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-1]))
+    changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-2]))
     assert changelog.get("cleanup.policy") == "compact"
     assert "retention.ms" in changelog
     readings = asyncio.run(_topic_configs(kafka_bootstrap, names[0]))

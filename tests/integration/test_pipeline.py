@@ -13,7 +13,7 @@ import pytest
 
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import ChildProcess, consume_all, free_port, start_api, start_worker
+from tests.helpers import AUTH, ChildProcess, consume_all, free_port, start_api, start_worker
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,7 +59,7 @@ def wait_for_alerts(url: str, predicate, timeout_s: float = 60.0, **params) -> l
     deadline = time.monotonic() + timeout_s
     alerts: list[dict] = []
     while time.monotonic() < deadline:
-        alerts = httpx.get(f"{url}/v1/alerts", params=params, timeout=5).json()["alerts"]
+        alerts = httpx.get(f"{url}/v1/alerts", headers=AUTH, params=params, timeout=5).json()["alerts"]
         if predicate(alerts):
             return alerts
         time.sleep(0.5)
@@ -67,39 +67,53 @@ def wait_for_alerts(url: str, predicate, timeout_s: float = 60.0, **params) -> l
 
 
 @pytest.mark.slow
-def test_a_breach_posted_over_http_becomes_an_alert(pipeline: Pipeline) -> None:
+def test_a_breach_posted_over_http_becomes_an_incident_operators_can_ack_and_resolve(
+        pipeline: Pipeline) -> None:
     base = float(int(time.time()) // 2 * 2 - 20)  # a 2 s window boundary, in the recent past
     body = [reading("jn-wl-e2e-1", JINAN, 2.0, base), reading("qd-wl-e2e-1", QINGDAO, 1.5, base),
             reading("jn-wl-e2e-1", JINAN, 5.6, base + 4)]
-    answer = httpx.post(f"{pipeline.url}/v1/readings", json=body, timeout=10)
+    answer = httpx.post(f"{pipeline.url}/v1/readings", headers=AUTH, json=body, timeout=10)
     assert answer.status_code == 202, answer.text
-    assert answer.json() == {"accepted": 3}
+    assert answer.json()["accepted"] == 3 and answer.json()["rejected"] == []
 
-    alerts = wait_for_alerts(pipeline.url, lambda a: any(x["sensor_id"] == "jn-wl-e2e-1" for x in a))
-    alert = next(a for a in alerts if a["sensor_id"] == "jn-wl-e2e-1")
-    assert alert["status"] == "open" and alert["severity"] == "orange", str(alerts)
+    alerts = wait_for_alerts(pipeline.url, lambda a: any("jn-wl-e2e-1" in x["sensors"] for x in a))
+    alert = next(a for a in alerts if "jn-wl-e2e-1" in a["sensors"])
+    assert alert["status"] == "open" and alert["family"] == "flood", str(alerts)
+    assert alert["severity"] in ("orange", "red")  # over 保证 (5.0 m); a zone may add a step
+    assert alert["reason"] == "water.guaranteed"
     assert (alert["city_code"], alert["district_code"]) == ("370100", "370102")
     assert (alert["city_name"], alert["district_name"]) == ("济南市", "历下区")
-    assert alert["observed"] == 5.6 and alert["reason"] == "water.guaranteed"
-    assert alert["opened_at"].endswith("Z")
-    assert not any(a["sensor_id"] == "qd-wl-e2e-1" for a in alerts)  # normal readings: no alert
+    assert "water" in alert["departments"] and "city_command" in alert["departments"]
+    assert not any("qd-wl-e2e-1" in a["sensors"] for a in alerts)  # normal readings: no alert
 
     for city in ("济南", "370100", "Jinan"):
-        found = httpx.get(f"{pipeline.url}/v1/alerts", params={"city": city}).json()["alerts"]
+        found = httpx.get(f"{pipeline.url}/v1/alerts", headers=AUTH, params={"city": city}).json()["alerts"]
         assert [a["alert_id"] for a in found] == [alert["alert_id"]]
-    assert httpx.get(f"{pipeline.url}/v1/alerts", params={"city": "青岛"}).json()["alerts"] == []
+    assert httpx.get(f"{pipeline.url}/v1/alerts", headers=AUTH, params={"city": "青岛"}).json()["alerts"] == []
 
-    # The gauge recedes: the same alert resolves; no second alert appears.
-    back = httpx.post(f"{pipeline.url}/v1/readings", json=[
+    # An operator acknowledges it: the command goes through Kafka to the agent that owns the
+    # incident, and comes back as an event on the alert.
+    url = f"{pipeline.url}/v1/alerts/{alert['alert_id']}"
+    ack = httpx.post(f"{url}/ack", headers=AUTH | {"x-operator": "wang"}, json={"note": "crew sent"})
+    assert ack.status_code == 202, ack.text
+    acked = wait_for_alerts(pipeline.url, lambda a: a and a[0]["status"] == "acknowledged",
+                            city="370100")
+    assert acked[0]["alert_id"] == alert["alert_id"] and "wang" in acked[0]["acknowledged_by"]
+    # The gauge recedes; the operator resolves it. Still one alert, with its audit trail.
+    back = httpx.post(f"{pipeline.url}/v1/readings", headers=AUTH, json=[
         reading("jn-wl-e2e-1", JINAN, 1.0, base + 8), reading("jn-wl-e2e-1", JINAN, 1.0, base + 10)])
     assert back.status_code == 202
+    assert httpx.post(f"{url}/resolve", headers=AUTH, json={}).status_code == 202
     resolved = wait_for_alerts(
         pipeline.url, lambda a: any(x["status"] == "resolved" for x in a), city="370100")
     assert [a["alert_id"] for a in resolved] == [alert["alert_id"]]
-    assert resolved[0]["resolved_at"] is not None
+    detail = httpx.get(url, headers=AUTH).json()
+    types = [h["type"] for h in detail["history"]]
+    assert types[0] == "opened" and "acknowledged" in types and types[-1] == "resolved", types
+    assert all(h["actor"] for h in detail["history"])
 
 
-def test_invalid_items_are_named_by_index_and_nothing_is_stored(pipeline: Pipeline) -> None:
+def test_invalid_items_are_named_by_index_and_only_valid_ones_stored(pipeline: Pipeline) -> None:
     now = time.time()
     body = [
         reading("jn-wl-bad-0", JINAN, 6.0, now),
@@ -108,18 +122,21 @@ def test_invalid_items_are_named_by_index_and_nothing_is_stored(pipeline: Pipeli
         reading("jn-wl-bad-3", JINAN, float("inf"), now) | {"level_m": "high"},
         reading("jn-wl-bad-4", (JINAN[1], JINAN[0]), 6.0, now),  # lat/lon swapped
     ]
-    answer = httpx.post(f"{pipeline.url}/v1/readings", json=body)
-    assert answer.status_code == 422
+    answer = httpx.post(f"{pipeline.url}/v1/readings", headers=AUTH, json=body)
+    assert answer.status_code == 202
     doc = answer.json()
-    assert doc["accepted"] == 0 and "4 of 5" in doc["detail"]
-    assert [(e["index"], e["field"]) for e in doc["errors"]] == [
+    assert doc["accepted"] == 1
+    assert [(e["index"], e["field"]) for e in doc["rejected"]] == [
         (1, "level_m"), (2, "lon"), (3, "level_m"), (4, "lat")]
-    assert "outside Shandong" in doc["errors"][1]["reason"]
-    assert "must be a number" in doc["errors"][2]["reason"]
-    # Nothing of the rejected request reached Kafka.
+    assert "outside Shandong" in doc["rejected"][1]["reason"]
+    assert "must be a number" in doc["rejected"][2]["reason"]
+    # The valid item reached Kafka; none of the rejected ones did.
     seen = consume_all(pipeline.settings.bootstrap, pipeline.settings.readings_topic,
-                       until=lambda v: False, timeout_s=3)
-    assert not any("jn-wl-bad-0" in v["sensor_id"] for v in seen)
+                       until=lambda vs: any("jn-wl-bad-0" in v["sensor_id"] for v in vs),
+                       timeout_s=10)
+    ids = [s for v in seen for s in v["sensor_id"]]
+    assert "jn-wl-bad-0" in ids
+    assert not any(f"jn-wl-bad-{i}" in ids for i in range(1, 5))
 
 
 @pytest.mark.parametrize("content, status, words", [
@@ -130,15 +147,15 @@ def test_invalid_items_are_named_by_index_and_nothing_is_stored(pipeline: Pipeli
 def test_malformed_requests_get_clear_client_errors(pipeline: Pipeline, content: bytes,
                                                      status: int, words: str) -> None:
     answer = httpx.post(f"{pipeline.url}/v1/readings", content=content,
-                        headers={"content-type": "application/json"})
+                        headers=AUTH | {"content-type": "application/json"})
     assert answer.status_code == status
     assert words in answer.text
 
 
 def test_unknown_city_filter_and_health(pipeline: Pipeline) -> None:
-    answer = httpx.get(f"{pipeline.url}/v1/alerts", params={"city": "Atlantis"})
+    answer = httpx.get(f"{pipeline.url}/v1/alerts", headers=AUTH, params={"city": "Atlantis"})
     assert answer.status_code == 422 and "unknown city" in answer.text
-    assert httpx.get(f"{pipeline.url}/v1/alerts", params={"limit": 0}).status_code == 422
+    assert httpx.get(f"{pipeline.url}/v1/alerts", headers=AUTH, params={"limit": 0}).status_code == 422
     assert httpx.get(f"{pipeline.url}/healthz").json() == {"status": "ok"}
 
 

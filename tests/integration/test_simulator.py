@@ -19,7 +19,7 @@ from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
 from sensors_sim.fleet import make_fleet
-from tests.helpers import consume_records, start_worker
+from tests.helpers import consume_all, consume_records, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -139,7 +139,7 @@ def test_injected_breaches_become_alerts(settings_factory, tmp_path: Path):
         # Water and pressure levels are judged per window; the traffic index over a 5-window
         # hop, which a breach cut short by the end of the run may not move far enough.
         must = {s for s, kind in injected.items() if kind != "traffic"}
-        records = consume_records(settings.bootstrap, settings.alerts_topic,
+        records = consume_records(settings.bootstrap, settings.anomalies_topic,
                            lambda r: alerted(r) >= must, timeout_s=60)
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         got = alerted(records)
@@ -149,14 +149,14 @@ def test_injected_breaches_become_alerts(settings_factory, tmp_path: Path):
         worker.stop()
 
     fleet = {s.sensor_id: s for s in make_fleet(200, 7, default_regions())}
-    for record in records:
-        alert = orjson.loads(record.value)
-        sensor = fleet[alert["sensor_id"]]
-        assert alert["kind"] == injected[alert["sensor_id"]] == sensor.kind
-        assert alert["district_code"] == str(sensor.district_code)
-        assert alert["city_code"] == str(sensor.city_code)
-    opened = [doc for doc in map(orjson.loads, (r.value for r in records)) if doc["detector"] == "level"]
-    assert must <= {a["sensor_id"] for a in opened if a["status"] == "open"} <= set(injected)
+    level = [doc for doc in map(orjson.loads, (r.value for r in records))
+             if doc["detector"] == "level"]
+    for anomaly in level:
+        sensor = fleet[anomaly["sensor_id"]]
+        assert anomaly["kind"] == injected[anomaly["sensor_id"]] == sensor.kind
+        assert str(anomaly["district_code"]) == str(sensor.district_code)
+        assert str(anomaly["city_code"]) == str(sensor.city_code)
+    assert must <= {a["sensor_id"] for a in level if a["phase"] == "start"} <= set(injected)
 
 
 def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: Settings,
@@ -189,11 +189,25 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: 
             return {doc["sensor_id"] for doc in map(orjson.loads, (r.value for r in records))
                     if doc["detector"] == "level"}
 
-        records = consume_records(settings.bootstrap, settings.alerts_topic,
+        records = consume_records(settings.bootstrap, settings.anomalies_topic,
                            lambda r: alerted(r) >= labelled, timeout_s=60)
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
-        # Every burst sensor alerts, and nothing else does (the quiet fleet raises nothing).
+        # Every burst sensor is detected, and nothing else is (the quiet fleet raises nothing).
         assert alerted(records) == labelled, f"worker log:\n{log_tail}"
+
+        def in_alerts(values: list[dict]) -> set[str]:
+            return {s for e in values if e["alert"] and e["alert"]["family"] == "pipe"
+                    for s in e["alert"]["sensors"]}
+
+        # The bursts reach operators as pipe incidents, each opened once, naming the sensors.
+        events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                             until=lambda v: in_alerts(v) >= labelled)
+        assert in_alerts(events) == labelled, f"worker log:\n{log_tail}"
+        pipe = [e for e in events if e["alert"] and e["alert"]["family"] == "pipe"]
+        ids = {e["alert_id"] for e in pipe}
+        assert [e["type"] for e in pipe].count("opened") == len(ids) <= len(labelled)
+        assert all(e["alert"]["city_code"] == "370200" for e in pipe)
+        assert all("water" in e["alert"]["departments"] for e in pipe), pipe[-1]["alert"]
     finally:
         worker.stop()
     fleet = {s.sensor_id: s for s in make_fleet(200, 7, default_regions())}
@@ -202,7 +216,7 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(isolated_settings: 
 
 
 def test_http_sink_into_the_api(settings_factory, tmp_path: Path):
-    from tests.helpers import free_port, start_api
+    from tests.helpers import INTEGRATOR_KEY, free_port, start_api
 
     settings = settings_factory(api_port=free_port())
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
@@ -210,7 +224,8 @@ def test_http_sink_into_the_api(settings_factory, tmp_path: Path):
     try:
         sim = subprocess.run(
             _simulator(settings, "--sensors", "100", "--rate", "1000", "--count", "500",
-                       "--sink", "http", "--api", f"http://127.0.0.1:{settings.api_port}"),
+                       "--sink", "http", "--api", f"http://127.0.0.1:{settings.api_port}",
+                       "--api-key", INTEGRATOR_KEY),
             env=_env(settings), capture_output=True, text=True, timeout=60,
         )
     finally:

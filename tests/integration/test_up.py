@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,12 +51,18 @@ def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path
         start_new_session=True,  # its own process group, as in a terminal
     )
     try:
-        deadline, alerts = time.monotonic() + 60, []
+        deadline, alerts, key = time.monotonic() + 60, [], None
         while time.monotonic() < deadline and not alerts:
             time.sleep(1)
+            if key is None:  # `up` without CITYAGENT_API_KEYS prints a dev admin key
+                found = re.search(r"dev admin key: (\S+)",
+                                  (tmp_path / "up.log").read_text("utf-8", "replace"))
+                key = found and found.group(1)
+                continue
             try:
-                alerts = httpx.get(f"http://127.0.0.1:{api_port}/v1/alerts", timeout=2).json()["alerts"]
-            except (httpx.HTTPError, ValueError):
+                alerts = httpx.get(f"http://127.0.0.1:{api_port}/v1/alerts", timeout=2,
+                                   headers={"authorization": f"Bearer {key}"}).json()["alerts"]
+            except (httpx.HTTPError, ValueError, KeyError):
                 pass
         output = (tmp_path / "up.log").read_text("utf-8", "replace")
         assert alerts, f"no alert within 60 s:\n{output[-3000:]}"

@@ -1,4 +1,5 @@
-"""A worker killed with SIGKILL mid-stream comes back with its state and the same alert ids.
+"""A worker killed with SIGKILL mid-stream comes back with its state, the same episode ids
+and the same incident alert.
 
 This is the test the embedded broker's short end offsets make necessary: Faust recovers a
 table from its changelog up to the reported end offset, and on Tansu that offset can fall
@@ -36,11 +37,16 @@ def send(producer: KafkaProducer, topic: str, rows: list) -> None:
     producer.flush()
 
 
-def snapshots_by_sensor(values: list[dict]) -> dict[str, list[dict]]:
+def level_events_by_sensor(values: list[dict]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = defaultdict(list)
     for v in values:
-        found[v["sensor_id"]].append(v)
+        if v["detector"] == "level":
+            found[v["sensor_id"]].append(v)
     return found
+
+
+def started(values: list[dict]) -> set[str]:
+    return {v["sensor_id"] for v in values if v["detector"] == "level" and v["phase"] == "start"}
 
 
 def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) -> None:
@@ -54,10 +60,12 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         # 1. Sixty gauges spread over many buckets go over the red line.
         send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
         send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
-        opened = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=90,
-                             until=lambda v: len({a["sensor_id"] for a in v}) >= len(BREACHING))
-        assert {a["sensor_id"] for a in opened} == set(BREACHING), worker.log_tail()
-        first_ids = {a["sensor_id"]: a["alert_id"] for a in opened}
+        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                             until=lambda v: len(started(v)) >= len(BREACHING))
+        assert started(opened) == set(BREACHING), worker.log_tail()
+        first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
+        consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                    until=lambda v: any(e["type"] == "opened" for e in v))
         time.sleep(4)  # past Faust's 2.8 s commit interval: the restart must not replay phase 1
         worker.kill()
     finally:
@@ -71,16 +79,28 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         # (two normal windows end an episode)
         send(producer, topic, readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
         values = consume_all(
-            settings.bootstrap, settings.alerts_topic, timeout_s=120,
-            until=lambda v: sum(a["status"] == "resolved" for a in v) >= len(BREACHING))
+            settings.bootstrap, settings.anomalies_topic, timeout_s=120,
+            until=lambda v: sum(a["phase"] == "end" and a["detector"] == "level"
+                                for a in v) >= len(BREACHING))
+        events = consume_all(
+            settings.bootstrap, settings.alerts_topic, timeout_s=60,
+            until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
+                                for e in v))
     finally:
         worker.stop()
         producer.close()
-    by_sensor = snapshots_by_sensor(values)
-    resolved = {s for s, snaps in by_sensor.items() if snaps[-1]["status"] == "resolved"}
-    assert resolved == set(BREACHING), worker.log_tail()
+    by_sensor = level_events_by_sensor(values)
+    ended = {s for s, evs in by_sensor.items() if evs[-1]["phase"] == "end"}
+    assert ended == set(BREACHING), worker.log_tail()
     for sensor in BREACHING:
-        snaps = by_sensor[sensor]
-        assert {a["alert_id"] for a in snaps} == {first_ids[sensor]}, f"{sensor}: {snaps}"
-        assert snaps[-1]["opened_at_ms"] == int(t0 + 10) * 1000, f"{sensor}: {snaps}"
-        assert snaps[-1]["severity"] == "orange", f"{sensor}: {snaps}"  # 5.5 m: over 保证
+        evs = by_sensor[sensor]
+        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
+        assert evs[-1]["since_ms"] == int(t0 + 10) * 1000, f"{sensor}: {evs}"
+        assert evs[-1]["severity"] == "orange", f"{sensor}: {evs}"  # 5.5 m: over 保证
+    # One flood incident for the sixty gauges, opened once, across the restart and the
+    # redelivered anomalies: the same alert all along.
+    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
+    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
+    assert [e["type"] for e in floods].count("opened") == 1
+    assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
+    assert floods[-1]["alert"]["correlated"] is True

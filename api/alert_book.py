@@ -1,0 +1,390 @@
+"""The API's read model of alerts: what the alerts topic says, indexed for operators' queries.
+
+The alerting worker publishes one :class:`~cityagent.incident_alert.AlertEvent` per change of
+an alert, each carrying the full snapshot after the change. :class:`AlertBook` applies them:
+the newest snapshot (highest ``seq``) is the alert, older and duplicate ones (a redelivered
+message, a worker that re-processed its input) change nothing. It keeps each alert's recent
+history, the recent ``suppressed`` events, and a bounded feed of the events it applied for
+the live stream (``GET /v1/alerts/stream``).
+
+Why the stream's event ids are offsets and not a counter: the feed's order across partitions
+depends on how each API process happened to read them, so a counter would mean different
+things in two replicas, or in one replica before and after a restart. An id is instead, per
+partition of the alerts topic, the offset up to which the feed had read when it applied the
+event (``"12-0-7-3"``). Each partition's events keep their order, so that vector says exactly
+which events a client has had, in any replica: :meth:`AlertBook.replay` returns the rest.
+
+Pure: no I/O and no asyncio; ``tests/api/test_alert_book.py`` drives it without Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from api.auth import Principal
+from cityagent.incident_alert import EVENT_TYPES, AlertEvent
+from cityagent.readings import format_ts
+
+__all__ = (
+    "AlertBook",
+    "AlertQuery",
+    "AlertPage",
+    "FeedEntry",
+    "MalformedEvent",
+    "InvalidCursor",
+    "InvalidEventId",
+    "encode_cursor",
+    "decode_cursor",
+    "encode_event_id",
+    "decode_event_id",
+    "public_alert",
+)
+
+#: Epoch-millisecond fields of an alert and the RFC 3339 field added next to each.
+_TIMES = {"first_seen_ms": "first_seen_at", "last_seen_ms": "last_seen_at",
+          "opened_ms": "opened_at", "acknowledged_at_ms": "acknowledged_at",
+          "resolved_at_ms": "resolved_at"}
+_INTS = ("seq", "last_seen_ms", "first_seen_ms", "opened_ms")
+_TEXTS = ("alert_id", "scope", "status", "severity", "kind", "city_code", "district_code")
+_LISTS = ("zone_ids", "departments", "sensors")
+_MAX_PARTITIONS = 4096
+
+
+class MalformedEvent(ValueError):
+    """Raised by :meth:`AlertBook.apply` when a message is not an alert event; says why."""
+
+
+class InvalidCursor(ValueError):
+    """Raised when a ``cursor`` is not one this API gave out."""
+
+
+class InvalidEventId(ValueError):
+    """Raised when a ``Last-Event-ID`` is not one this API gave out."""
+
+
+def public_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert as the API serves it: its snapshot plus RFC 3339 UTC text of each time."""
+    doc = dict(alert)
+    for ms, text in _TIMES.items():
+        value = alert.get(ms)
+        doc[text] = format_ts(value) if value is not None else None
+    return doc
+
+
+def encode_cursor(last_seen_ms: int, alert_id: str) -> str:
+    """An opaque page cursor: the sort key of the last alert of the page."""
+    return base64.urlsafe_b64encode(orjson.dumps([last_seen_ms, alert_id])).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        last_seen_ms, alert_id = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidCursor(f"cursor {cursor[:40]!r} is not one this API gave out; "
+                            "pass the next_cursor of the previous page unchanged") from None
+    if isinstance(last_seen_ms, bool) or not isinstance(last_seen_ms, int) \
+            or not isinstance(alert_id, str):
+        raise InvalidCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
+    return last_seen_ms, alert_id
+
+
+def encode_event_id(offsets: Mapping[int, int]) -> str:
+    """``next offset`` per partition 0..n, joined by ``-`` (the stream's ``id:``)."""
+    if not offsets:
+        return "0"
+    return "-".join(str(offsets.get(p, 0)) for p in range(max(offsets) + 1))
+
+
+def decode_event_id(text: str) -> dict[int, int]:
+    parts = text.strip().split("-")
+    if not 0 < len(parts) <= _MAX_PARTITIONS or not all(p.isdigit() and len(p) < 20 for p in parts):
+        raise InvalidEventId(f"Last-Event-ID {text[:60]!r} is not an id of this stream "
+                             "(numbers joined by '-', e.g. 12-0-7-3)")
+    return {p: int(n) for p, n in enumerate(parts)}
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """Which alerts a caller asked for (every filter optional) and may see (``principal``)."""
+
+    statuses: frozenset[str] | None = None
+    severities: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
+    city_code: str | None = None
+    district_code: str | None = None
+    zone_id: str | None = None
+    department: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # min lon, min lat, max lon, max lat
+    since_ms: int | None = None  # last_seen_ms >= since_ms
+    until_ms: int | None = None  # last_seen_ms < until_ms
+    principal: Principal | None = None
+
+    @property
+    def filters_alerts(self) -> bool:
+        """True when some filter is on the alert's fields (suppressed events have none)."""
+        return any(v is not None for k, v in vars(self).items() if k != "principal")
+
+    def may_see(self, alert: Mapping[str, Any]) -> bool:
+        """Scope: a scoped key sees an alert of its cities, or with a sensor of its prefixes."""
+        p = self.principal
+        return p is None or not p.scoped or p.may_see_city(alert["city_code"]) or any(
+            p.may_see_sensor(s) for s in alert["sensors"])
+
+    def matches(self, alert: Mapping[str, Any]) -> bool:
+        if self.statuses is not None and alert["status"] not in self.statuses:
+            return False
+        if self.severities is not None and alert["severity"] not in self.severities:
+            return False
+        if self.kinds is not None and alert["kind"] not in self.kinds:
+            return False
+        if self.city_code is not None and alert["city_code"] != self.city_code:
+            return False
+        if self.district_code is not None and alert["district_code"] != self.district_code:
+            return False
+        if self.zone_id is not None and self.zone_id not in alert["zone_ids"]:
+            return False
+        if self.department is not None and self.department not in alert["departments"]:
+            return False
+        if self.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = self.bbox
+            if not (min_lon <= alert["lon"] <= max_lon and min_lat <= alert["lat"] <= max_lat):
+                return False
+        last_seen = alert["last_seen_ms"]
+        if self.since_ms is not None and last_seen < self.since_ms:
+            return False
+        if self.until_ms is not None and last_seen >= self.until_ms:
+            return False
+        return self.may_see(alert)
+
+    def matches_entry(self, entry: FeedEntry) -> bool:
+        """For the stream: the alert after the change matches, or did before it (it left)."""
+        if entry.alert is None:  # suppressed: no alert fields to filter on, only a sensor
+            p = self.principal
+            return not self.filters_alerts and (p is None or p.may_see_sensor(entry.sensor_id))
+        return self.matches(entry.alert) or (entry.previous is not None
+                                             and self.matches(entry.previous))
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One applied event, as the stream sends it."""
+
+    position: int  # this process's count of applied events: its order of the feed
+    partition: int
+    offset: int
+    offsets: tuple[int, ...]  # next offset per partition after this event: the stream's id
+    event_id: str
+    type: str
+    alert: dict[str, Any] | None  # public snapshot after the change (None: suppressed)
+    previous: dict[str, Any] | None  # public snapshot before it (None: new, or suppressed)
+    sensor_id: str
+    data: bytes  # the public event as JSON: encoded once, sent to every client
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    alerts: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass
+class _Record:
+    alert: dict[str, Any]
+    history: deque[dict[str, Any]]
+    events: int = 0
+
+
+class AlertBook:
+    """Alerts by id, newest ``seq`` wins; each alert's history; a bounded feed for the stream.
+
+    Keeps ``history_size`` events per alert, the last ``feed_size`` applied events for
+    replay to reconnecting stream clients, and the last ``suppressed_size`` suppressed events.
+    """
+
+    def __init__(self, *, history_size: int = 200, feed_size: int = 10_000,
+                 suppressed_size: int = 1_000) -> None:
+        self.history_size = history_size
+        self.feed_size = feed_size
+        self.suppressed_size = suppressed_size
+        self.applied = 0  # events that changed the book (also the last feed position)
+        self.ignored = 0  # older or duplicate events
+        self._alerts: dict[str, _Record] = {}
+        self._feed: deque[FeedEntry] = deque()
+        self._suppressed: deque[dict[str, Any]] = deque()
+        self._suppressed_ids: set[str] = set()
+        self._next: dict[int, int] = {}  # partition -> offset after the last message read
+        self._evicted: dict[int, int] = {}  # partition -> offset after the last entry dropped
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+    @property
+    def next_offsets(self) -> dict[int, int]:
+        """Per partition, the offset after the last message seen: where to resume reading."""
+        return dict(self._next)
+
+    # -- applying events ------------------------------------------------------------------
+
+    def apply(self, doc: Any, *, partition: int = 0, offset: int | None = None) -> FeedEntry | None:
+        """Take one message of the alerts topic; the feed entry if it changed the book.
+
+        ``partition``/``offset`` say where it was read (by default: the next offset of
+        partition 0, for tests). Raises :class:`MalformedEvent` if it is no alert event; its
+        offset counts as read all the same.
+        """
+        if offset is None:
+            offset = self._next.get(partition, 0)
+        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+        event = _parse(doc)
+        alert = event["alert"]
+        if alert is None:
+            if event["event_id"] in self._suppressed_ids:
+                self.ignored += 1
+                return None
+            self._keep_suppressed(event)
+            return self._to_feed(event, None, None, partition, offset)
+        record = self._alerts.get(alert["alert_id"])
+        if record is not None and alert["seq"] <= record.alert["seq"]:
+            self.ignored += 1
+            return None
+        previous = record.alert if record is not None else None
+        public = public_alert(alert)
+        if record is None:
+            record = self._alerts[alert["alert_id"]] = _Record(
+                public, deque(maxlen=self.history_size))
+        record.alert = public
+        record.events += 1
+        record.history.append(_history_item(event))
+        return self._to_feed(event, public, previous, partition, offset)
+
+    def _keep_suppressed(self, event: dict[str, Any]) -> None:
+        if len(self._suppressed) >= self.suppressed_size:
+            self._suppressed_ids.discard(self._suppressed.popleft()["event_id"])
+        self._suppressed.append(event)
+        self._suppressed_ids.add(event["event_id"])
+
+    def _to_feed(self, event: dict[str, Any], public: dict[str, Any] | None,
+                 previous: dict[str, Any] | None, partition: int, offset: int) -> FeedEntry:
+        self.applied += 1
+        data = orjson.dumps({**event, "at": format_ts(event["at_ms"]), "alert": public})
+        offsets = tuple(self._next.get(p, 0) for p in range(max(self._next) + 1))
+        entry = FeedEntry(self.applied, partition, offset, offsets, event["event_id"],
+                          event["type"], public, previous, event["sensor_id"] or "", data)
+        if len(self._feed) >= self.feed_size:
+            dropped = self._feed.popleft()
+            self._evicted[dropped.partition] = max(self._evicted.get(dropped.partition, 0),
+                                                   dropped.offset + 1)
+        self._feed.append(entry)
+        return entry
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, alert_id: str, principal: Principal | None = None) -> dict[str, Any] | None:
+        """The alert, or None when unknown or outside the principal's scope."""
+        record = self._alerts.get(alert_id)
+        if record is None or not AlertQuery(principal=principal).may_see(record.alert):
+            return None
+        return record.alert
+
+    def history(self, alert_id: str) -> tuple[list[dict[str, Any]], bool]:
+        """The alert's events, oldest first, and whether that is all of them."""
+        record = self._alerts.get(alert_id)
+        if record is None:
+            return [], True
+        return list(record.history), record.events <= len(record.history)
+
+    def query(self, query: AlertQuery, *, limit: int = 100,
+              cursor: str | None = None) -> AlertPage:
+        """Matching alerts, newest ``last_seen_ms`` first (then ``alert_id``, descending).
+
+        ``cursor`` (a ``next_cursor``) continues after the page it ended: an alert that
+        appears meanwhile with an older key still shows on a later page, one with a newer key
+        (or updated since) belongs to the first pages.
+        """
+        found: Iterable[dict[str, Any]] = (
+            r.alert for r in self._alerts.values() if query.matches(r.alert))
+        if cursor is not None:
+            after = decode_cursor(cursor)
+            found = (a for a in found if _order(a) < after)
+        page = heapq.nlargest(limit + 1, found, key=_order)
+        more = len(page) > limit
+        page = page[:limit]
+        return AlertPage(page, encode_cursor(*_order(page[-1])) if more and page else None)
+
+    def suppressed(self) -> list[dict[str, Any]]:
+        """The recent suppressed events (anomalies in maintenance windows), oldest first."""
+        return list(self._suppressed)
+
+    def replay(self, seen: Mapping[int, int]) -> tuple[list[FeedEntry], bool]:
+        """The retained entries a client that had ``seen`` (an event id) has not had yet.
+
+        The flag is True when some of them are no longer retained (the client must re-list).
+        """
+        gap = any(seen.get(p, 0) < n for p, n in self._evicted.items())
+        return [e for e in self._feed if e.offset >= seen.get(e.partition, 0)], gap
+
+
+def _order(alert: Mapping[str, Any]) -> tuple[int, str]:
+    return alert["last_seen_ms"], alert["alert_id"]
+
+
+def _history_item(event: Mapping[str, Any]) -> dict[str, Any]:
+    alert = event["alert"]
+    return {
+        "event_id": event["event_id"], "type": event["type"], "actor": event["actor"],
+        "at_ms": event["at_ms"], "at": format_ts(event["at_ms"]), "detail": event["detail"],
+        "seq": alert["seq"], "status": alert["status"], "severity": alert["severity"],
+        "escalation_level": alert["escalation_level"], "assigned_to": alert["assigned_to"],
+        "anomaly_id": event["anomaly_id"], "sensor_id": event["sensor_id"],
+    }
+
+
+def _parse(doc: Any) -> dict[str, Any]:
+    """The event as plain JSON, checked enough that queries cannot trip on it."""
+    try:
+        event = AlertEvent.from_dict(doc).to_dict()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MalformedEvent(f"not an alert event: {exc}") from None
+    if event["type"] not in EVENT_TYPES:
+        raise MalformedEvent(f"event {event['event_id']!r}: unknown type {event['type']!r}")
+    if not isinstance(event["event_id"], str) or not _is_int(event["at_ms"]):
+        raise MalformedEvent(f"event {event['event_id']!r}: 'event_id' must be text and "
+                             f"'at_ms' epoch milliseconds; got {event['at_ms']!r}")
+    event["detail"] = event["detail"] if isinstance(event["detail"], str) else ""
+    alert = event["alert"]
+    if alert is None:
+        if event["type"] != "suppressed":
+            raise MalformedEvent(f"event {event['event_id']!r}: a {event['type']} event "
+                                 "must carry its alert")
+        return event
+    for name in _INTS:
+        if not _is_int(alert[name]):
+            raise MalformedEvent(f"alert {alert['alert_id']!r}: {name!r} must be an integer; "
+                                 f"got {alert[name]!r}")
+    for name in _TEXTS:
+        if not isinstance(alert[name], str):
+            raise MalformedEvent(f"alert {alert['alert_id']!r}: {name!r} must be text; "
+                                 f"got {alert[name]!r}")
+    for name in _LISTS:
+        if not isinstance(alert[name], list) or not all(isinstance(v, str) for v in alert[name]):
+            raise MalformedEvent(f"alert {alert['alert_id']!r}: {name!r} must be a list of text")
+    for name in ("lon", "lat"):
+        if isinstance(alert[name], bool) or not isinstance(alert[name], int | float):
+            raise MalformedEvent(f"alert {alert['alert_id']!r}: {name!r} must be a number")
+    if alert["alert_id"] != event["alert_id"]:
+        raise MalformedEvent(f"event {event['event_id']!r} names alert {event['alert_id']!r} "
+                             f"but carries {alert['alert_id']!r}")
+    return event
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

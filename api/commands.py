@@ -1,0 +1,72 @@
+"""Operators' commands (ack, resolve, assign, comment) onto the commands topic.
+
+A command is keyed by the alert's correlation ``scope``, so it reaches the alerting agent
+that owns the incident; that agent applies it and publishes the resulting event on the alerts
+topic, which the API's read model then shows. The API answers 202 once Kafka acknowledged the
+command (acks=all): it is stored and will be applied, but may not be visible yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from cityagent.errors import BrokerError
+from cityagent.incident_alert import Command
+
+__all__ = ("CommandPublisher", "command_message")
+
+log = logging.getLogger("cityagent.api")
+
+
+def command_message(command: Command) -> bytes:
+    """The value of a command on the commands topic: ``{"command": Command.to_dict()}``."""
+    return orjson.dumps({"command": command.to_dict()})
+
+
+class CommandPublisher:
+    """A small JSON producer for the commands topic, acknowledged by all in-sync replicas."""
+
+    def __init__(self, bootstrap: str, topic: str, *, ack_timeout_s: float = 10.0) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._ack_timeout_s = ack_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Connect, retrying until ``timeout_s``; raise BrokerError naming the servers."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                        request_timeout_ms=int(self._ack_timeout_s * 1000))
+            try:
+                await producer.start()
+                self._producer = producer
+                return
+            except (KafkaError, OSError) as exc:
+                await producer.stop()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BrokerError(f"cannot reach Kafka at {self._bootstrap}: {exc}") from None
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(self, command: Command, scope: str) -> None:
+        """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""
+        if self._producer is None:
+            raise BrokerError("the API is not connected to Kafka yet")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(self._topic, command_message(command),
+                                             key=scope.encode()),
+                self._ack_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge command "
+                              f"{command.command_id!r}: {exc or type(exc).__name__}") from None

@@ -1,0 +1,154 @@
+"""Keeping the API's situation model up to date from the readings topic.
+
+The stream is the truth: on start the API reads the readings topic from the beginning into a
+:class:`~cityagent.situation.SituationModel`, as :class:`~api.read_model.AlertFeed` does for
+alerts, so a restarted API or a second replica answers as the first. Each poll's messages are
+decoded and folded in one numpy pass; a message that is no reading batch is skipped, counted
+and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from api.publisher import concat_batches
+from cityagent.batch import ReadingBatch, decode_batch
+from cityagent.errors import InvalidBatch
+from cityagent.situation import SituationModel
+
+__all__ = ("ReadingsFeed",)
+
+log = logging.getLogger("cityagent.api")
+
+#: Messages folded at once: ~500 readings each, so at most a ~100k-reading fold (~60 ms) holds
+#: the event loop.
+MAX_RECORDS = 200
+
+
+class ReadingsFeed:
+    """Folds the readings topic, from its beginning, into a SituationModel.
+
+    ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
+    it started, or read nothing in a whole poll (as the alert feed, for the embedded broker's
+    short high watermarks). ``lag`` is the messages between the feed's position and the last
+    high watermarks the broker reported.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, model: SituationModel) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._model = model
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._next: dict[TopicPartition, int] = {}  # where to resume after a lost broker
+        self.caught_up = False
+        self.malformed = 0  # messages that were no reading batch
+        self.messages = 0
+        self.lag = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="readings-feed")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def broker_answers(self, timeout_s: float = 2.0) -> bool:
+        """True when the broker answers a metadata request within ``timeout_s``."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        try:
+            await asyncio.wait_for(consumer.topics(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("readings feed lost the broker (%s); retrying in 2 s", exc)
+                await asyncio.sleep(2)
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            partitions = await _partitions(consumer, self._topic)
+            consumer.assign(partitions)
+            fresh = [tp for tp in partitions if tp not in self._next]
+            for tp in partitions:
+                if tp in self._next:
+                    consumer.seek(tp, self._next[tp])
+            if fresh:
+                await consumer.seek_to_beginning(*fresh)
+            ends = await consumer.end_offsets(partitions)
+            while True:
+                polled = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+                self._fold([r for records in polled.values() for r in records])
+                for tp, records in polled.items():
+                    self._next[tp] = records[-1].offset + 1
+                self.lag = sum(max((consumer.highwater(tp) or 0) - self._next.get(tp, 0), 0)
+                               for tp in partitions)
+                if not self.caught_up and (not polled or all(
+                        self._next.get(tp, 0) >= end for tp, end in ends.items())):
+                    self.caught_up = True
+                    log.info("readings feed caught up: %d sensors, %d readings",
+                             len(self._model), self._model.readings_total)
+                await asyncio.sleep(0)  # let requests in between folds
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    def _fold(self, records: list) -> None:
+        if not records:
+            return
+        batches: list[ReadingBatch] = []
+        arrived: list[np.ndarray] = []
+        for record in records:
+            try:
+                if record.value is None:
+                    raise InvalidBatch("the message has no value")
+                batch = decode_batch(record.value)
+            except InvalidBatch as exc:
+                self.malformed += 1
+                log.warning("skipped a malformed reading batch at %s[%d]@%d: %s", record.topic,
+                            record.partition, record.offset, exc)
+                continue
+            batches.append(batch)
+            arrived.append(np.full(len(batch), record.timestamp, dtype=np.int64))
+        self.messages += len(records)
+        if batches:
+            self._model.update(concat_batches(batches), int(time.time() * 1000),
+                               np.concatenate(arrived))
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(60):
+        ids = consumer.partitions_for_topic(topic)
+        if ids:
+            return [TopicPartition(topic, p) for p in sorted(ids)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001 (no public refresh call)
+        await asyncio.sleep(0.5)
+    raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")

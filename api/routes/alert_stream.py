@@ -1,0 +1,134 @@
+"""GET /v1/alerts/stream: alert changes as Server-Sent Events, live, filtered, resumable.
+
+Each change of a matching alert is one ``event: alert`` whose ``data`` is the alert event
+(``AlertEventPublic``) and whose ``id`` says how far the feed had read (see
+:mod:`api.alert_book`): send it back as ``Last-Event-ID`` (browsers do so when they
+reconnect) and the events retained since are replayed, by whichever API replica answers. An
+alert that stops matching (resolved, with ``status=open``) is sent once more, so a client
+sees it leave. Idle connections get a comment every ``heartbeat_s`` so proxies keep them open.
+
+Each client reads from its own bounded queue: a client that cannot keep up gets
+``event: overflow`` and is disconnected, and resumes with its last id, while the feed and the
+other clients go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi.responses import StreamingResponse
+
+from api.alert_book import (
+    AlertBook,
+    AlertQuery,
+    FeedEntry,
+    InvalidEventId,
+    decode_event_id,
+    encode_event_id,
+)
+from api.deps import AlertBookDep, AlertHubDep
+from api.read_model import AlertHub
+from api.routes.alerts import AlertQueryDep
+from api.schemas import EVENT_EXAMPLE
+
+__all__ = ("router", "alert_events", "RETRY_MS")
+
+router = APIRouter(tags=["alerts"])
+
+#: How long browsers wait before reconnecting (the stream's ``retry:``).
+RETRY_MS = 3000
+HEARTBEAT = b": heartbeat\n\n"
+
+_WIRE_EXAMPLE = (
+    f"retry: {RETRY_MS}\nid: 12-0-7-3\n\n"
+    f"id: 13-0-7-3\nevent: alert\ndata: {orjson.dumps(EVENT_EXAMPLE).decode()}\n\n"
+    ": heartbeat\n\n"
+)
+
+
+@router.get(
+    "/v1/alerts/stream",
+    response_class=StreamingResponse,
+    response_model=None,
+    responses={
+        200: {"description": "`text/event-stream`: `event: alert` (data: an AlertEventPublic), "
+                             "`event: reset` (events since Last-Event-ID were dropped: re-list), "
+                             "`event: overflow` (too slow: reconnect with Last-Event-ID), "
+                             "and `: heartbeat` comments.",
+              "content": {"text/event-stream": {"schema": {"type": "string"},
+                                                "example": _WIRE_EXAMPLE}}},
+        401: {"description": "No API key, or an unknown one."},
+        403: {"description": "The key is not an operator or admin key."},
+        422: {"description": "A filter or the Last-Event-ID is invalid."},
+    },
+)
+async def stream_alerts(
+    book: AlertBookDep,
+    hub: AlertHubDep,
+    query: AlertQueryDep,
+    heartbeat_s: Annotated[float, Query(ge=1, le=300, description="Seconds between heartbeats "
+                                        "of an idle stream", examples=[15])] = 15.0,
+    last_event_id: Annotated[str | None, Query(
+        description="Resume after this event id (the Last-Event-ID header wins)",
+        examples=["12-0-7-3"])] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Alert changes as they happen (Server-Sent Events), with the filters of GET /v1/alerts."""
+    token = last_event_id_header or last_event_id
+    try:
+        seen = decode_event_id(token) if token else None
+    except InvalidEventId as exc:
+        raise HTTPException(422, str(exc)) from None
+    return StreamingResponse(alert_events(book, hub, query, seen, heartbeat_s),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def alert_events(book: AlertBook, hub: AlertHub, query: AlertQuery,
+                       seen: Mapping[int, int] | None, heartbeat_s: float) -> AsyncIterator[bytes]:
+    """The stream's bytes: replay after ``seen`` (an event id), then live events."""
+    subscription = hub.subscribe(query.matches_entry)
+    try:
+        # Subscribing and taking the replay in one step: no event falls between them.
+        replay, gap = book.replay(seen) if seen is not None else ([], False)
+        sent = dict(seen) if seen is not None else book.next_offsets
+        yield f"retry: {RETRY_MS}\nid: {encode_event_id(sent)}\n\n".encode()
+        if gap:
+            yield _control("reset", "some events after your Last-Event-ID are no longer "
+                                    "retained; re-read GET /v1/alerts, then follow this stream")
+        for entry in replay:
+            if query.matches_entry(entry):
+                yield _frame(entry, sent)
+        while True:
+            if subscription.overflowed:
+                yield _control("overflow", "this client fell too far behind; reconnect with "
+                                           "Last-Event-ID to resume", encode_event_id(sent))
+                return
+            try:
+                entry = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield HEARTBEAT
+                continue
+            if entry.offset >= sent.get(entry.partition, 0):  # else replayed, or seen elsewhere
+                yield _frame(entry, sent)
+    finally:
+        hub.unsubscribe(subscription)
+
+
+def _frame(entry: FeedEntry, sent: dict[int, int]) -> bytes:
+    """The entry as an SSE event; ``sent`` advances to what the client now has."""
+    for partition, offset in enumerate(entry.offsets):
+        if offset > sent.get(partition, 0):
+            sent[partition] = offset
+    return b"id: " + encode_event_id(sent).encode() + b"\nevent: alert\ndata: " + entry.data + b"\n\n"
+
+
+def _control(event: str, detail: str, last_event_id: str | None = None) -> bytes:
+    doc: dict[str, Any] = {"detail": detail}
+    if last_event_id is not None:
+        doc["last_event_id"] = last_event_id
+    return f"event: {event}\ndata: ".encode() + orjson.dumps(doc) + b"\n\n"

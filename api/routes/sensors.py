@@ -1,0 +1,138 @@
+"""Sensors: the registry joined with each sensor's latest reading and status, and its series.
+
+``GET /v1/sensors`` pages through the sensors the key may see, in id order, with filters;
+``GET /v1/sensors/{id}`` is one of them; ``GET /v1/sensors/{id}/readings`` its recent readings
+(the last ~360 kept in memory per sensor, fewer each when the fleet is very large), for charts.
+A sensor outside the key's scope is 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+
+from api.auth import OperatorDep, Principal
+from api.deps import RegionsDep, SituationDep
+from api.routes.situation import json_response
+from api.schemas import SensorPublic, SensorReadings, SensorsPublic
+from api.situation import find_city, scope_of
+from cityagent.errors import InvalidReading
+from cityagent.readings import KINDS, parse_ts
+from cityagent.situation import SituationModel
+
+__all__ = ("router",)
+
+router = APIRouter(tags=["sensors"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown one."},
+    403: {"description": "The key is not an operator or admin key."},
+    422: {"description": "A filter, cursor or time is invalid; `detail` says which."},
+}
+_ONE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 404: {"description": "No such sensor (or not in the key's scope)."}}
+_KINDS = (*KINDS, "generic")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _cursor(sensor_id: str) -> str:
+    return base64.urlsafe_b64encode(sensor_id.encode()).rstrip(b"=").decode()
+
+
+def _after(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
+                                 validate=True).decode()
+        if not after:
+            raise ValueError("empty")
+        return after
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, f"cursor {cursor[:40]!r} is not one this API gave out; pass "
+                                 "the next_cursor of the previous page unchanged") from None
+
+
+def _visible(model: SituationModel, sensor_id: str, principal: Principal, now_ms: int
+             ) -> dict[str, Any]:
+    item = model.sensor(sensor_id, now_ms)
+    if item is None or not principal.may_see(item["city_code"] or "", sensor_id):
+        raise HTTPException(404, f"no sensor {sensor_id!r}" + (
+            " in this key's scope" if item is not None else ""))
+    return item
+
+
+@router.get("/v1/sensors", response_model=SensorsPublic, responses=_ERRORS)
+async def list_sensors(
+    principal: OperatorDep,
+    model: SituationDep,
+    regions: RegionsDep,
+    city: Annotated[str | None, Query(description="City code or name (370100, 济南, Jinan)")] = None,
+    district: Annotated[str | None, Query(description="District code, e.g. 370102")] = None,
+    kind: Annotated[str | None, Query(description="traffic, water_level, pipe_pressure")] = None,
+    status: Annotated[Literal["reporting", "silent"] | None, Query()] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Sensors the key may see, in id order: registry fields, latest values and status."""
+    city_code = None
+    if city is not None:
+        found = find_city(regions, city)
+        if found is None:
+            raise HTTPException(422, f"unknown city {city!r}; give a code like 370100 or a "
+                                     "name like 济南 or Jinan")
+        city_code = found.code
+    if district is not None:
+        try:
+            regions.district(district.strip())
+        except KeyError:
+            raise HTTPException(422, f"unknown district {district!r}; give a district code "
+                                     "like 370102 (历下区)") from None
+        district = district.strip()
+    if kind is not None and kind not in _KINDS:
+        raise HTTPException(422, f"kind must be one of {', '.join(_KINDS)}; got {kind!r}")
+    items, last, total = model.sensors(
+        _now_ms(), scope_of(principal, model), city=city_code, district=district, kind=kind,
+        status=status, after=_after(cursor), limit=limit)
+    return json_response({"count": len(items), "total": total, "sensors": items,
+                          "next_cursor": _cursor(last) if last is not None else None})
+
+
+@router.get("/v1/sensors/{sensor_id}", response_model=SensorPublic, responses=_ONE_ERRORS)
+async def get_sensor(sensor_id: str, principal: OperatorDep, model: SituationDep) -> Response:
+    """One sensor: registry fields, latest values and status."""
+    return json_response(_visible(model, sensor_id, principal, _now_ms()))
+
+
+@router.get("/v1/sensors/{sensor_id}/readings", response_model=SensorReadings,
+            responses=_ONE_ERRORS)
+async def sensor_readings(
+    sensor_id: str,
+    principal: OperatorDep,
+    model: SituationDep,
+    since: Annotated[str | None, Query(description="Only readings at or after this time: "
+                                                   "RFC 3339 with offset, or epoch ms")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description="At most this many, "
+                                                                     "the newest")] = None,
+) -> Response:
+    """The sensor's recent readings, oldest first (the API keeps ~360 per sensor)."""
+    item = _visible(model, sensor_id, principal, _now_ms())
+    since_ms = None
+    if since is not None:
+        text = since.strip()
+        try:
+            since_ms = parse_ts(int(text) if text.isdigit() else text)
+        except InvalidReading:
+            raise HTTPException(422, "since must be an RFC 3339 time with an offset "
+                                     "(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
+                                     f"got {since!r}") from None
+    readings = model.readings(sensor_id, since_ms=since_ms, limit=limit) or []
+    return json_response({"sensor_id": sensor_id, "kind": item["kind"], "readings": readings})

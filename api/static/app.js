@@ -1,0 +1,641 @@
+// 一屏观全省: the dashboard's state and its rendering.
+//
+// Alert events (from the stream, or window.__cityagent.ingest in tests) are queued and applied
+// once per animation frame; the feed, map and tiles are redrawn from the state at most every
+// FEED_MS / MAP_MS / KPI_MS, so a burst of hundreds of events costs one render, not hundreds.
+
+import { EventStream, api, clearKey, getKey, onUnauthorized, setKey } from "./api.js";
+import { Feed, shanghaiTime } from "./feed.js";
+import { DEPARTMENTS, deptName, getLang, onLangChange, setLang, t } from "./i18n.js";
+import { COLORS, RANK, SENSOR_COLORS, ShandongMap, Trends, formatNumber } from "./map.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const FEED_MS = 200;
+const MAP_MS = 400;
+const KPI_MS = 250;
+const TRENDS_MS = 2000;
+const SITUATION_MS = 5000;
+const PROBE_MS = 30000;
+const SAMPLE_MS = 10000;
+const TREND_KEEP = 360; // local samples: an hour at SAMPLE_MS
+const PAGE = 1000;
+const MAX_PAGES = 20;
+
+const state = {
+  alerts: new Map(), // unresolved alerts by id (open or acknowledged)
+  gone: new Map(), // resolved alerts: id -> seq, so that an older snapshot does not revive one
+  pending: [], // alert events not applied yet
+  fresh: new Set(), // ids changed since the last feed render
+  dirty: { feed: true, map: true, kpi: true, trends: true },
+  last: { feed: 0, map: 0, kpi: 0, trends: 0 },
+  filters: { city: "", dept: "" },
+  drillFilter: false, // the city filter was set by drilling down (and goes with it)
+  listed: false,
+  hasSituation: false,
+  situation: null,
+  citySituation: null,
+  streamAliveMs: 0,
+  localTrend: new Map(), // city code -> [[t_ms, unresolved alerts]], without the situation service
+  metric: "open_alerts",
+  timers: [],
+  flushes: 0,
+  costs: {}, // the longest render of each part, ms (for tests and tuning)
+  version: 0, // bumps with every applied change; summaries are cached by it
+};
+
+let stream = null;
+let map = null;
+let trends = null;
+let feed = null;
+
+// -- applying events ----------------------------------------------------------------------------
+
+function markAll() {
+  state.dirty.feed = state.dirty.map = state.dirty.kpi = state.dirty.trends = true;
+  state.version += 1;
+}
+
+function applyEvent(event) {
+  const alert = event && event.alert;
+  if (!alert || !alert.alert_id) return; // suppressed anomalies carry no alert
+  const id = alert.alert_id;
+  const known = state.alerts.get(id);
+  const goneSeq = state.gone.get(id);
+  if ((known && known.seq > alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
+  if (alert.status !== "open") feed.acking.delete(id);
+  if (alert.status === "resolved") {
+    remember(id, alert.seq);
+    if (known) {
+      state.alerts.delete(id);
+      markAll();
+    }
+    return;
+  }
+  alert._at = event.at_ms || alert.last_seen_ms;
+  state.alerts.set(id, alert);
+  state.fresh.add(id);
+  markAll();
+}
+
+function mergeListed(alert) {
+  const id = alert.alert_id;
+  const known = state.alerts.get(id);
+  const goneSeq = state.gone.get(id);
+  if ((known && known.seq >= alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
+  alert._at = Math.max(alert.last_seen_ms || 0, alert.acknowledged_at_ms || 0, alert.opened_ms || 0);
+  state.alerts.set(id, alert);
+}
+
+function remember(id, seq) {
+  state.gone.set(id, seq);
+  if (state.gone.size > 50000) {
+    let drop = 10000;
+    for (const key of state.gone.keys()) {
+      state.gone.delete(key);
+      if (--drop === 0) break;
+    }
+  }
+}
+
+// -- the render loop ----------------------------------------------------------------------------
+
+let frame = 0;
+let fallback = 0;
+let later = 0;
+
+function schedule() {
+  if (frame) return;
+  frame = requestAnimationFrame(flush);
+  fallback = setTimeout(flush, 600); // animation frames pause in a hidden tab
+}
+
+function flush() {
+  cancelAnimationFrame(frame);
+  clearTimeout(fallback);
+  frame = 0;
+  state.flushes += 1;
+  const events = state.pending;
+  state.pending = [];
+  for (const event of events) applyEvent(event);
+  const now = performance.now();
+  let wait = Infinity;
+  for (const [part, every, draw] of [["feed", FEED_MS, renderFeed], ["kpi", KPI_MS, renderKpis],
+    ["map", MAP_MS, renderMap], ["trends", TRENDS_MS, renderTrends]]) {
+    if (!state.dirty[part]) continue;
+    const due = state.last[part] + every - now;
+    if (due <= 0) {
+      state.dirty[part] = false;
+      state.last[part] = now;
+      draw();
+      const took = performance.now() - now;
+      state.costs[part] = Math.max(state.costs[part] || 0, took);
+    } else {
+      wait = Math.min(wait, due);
+    }
+  }
+  if (wait !== Infinity && !later) {
+    later = setTimeout(() => { later = 0; schedule(); }, wait);
+  }
+}
+
+let summaryCache = { version: -1 };
+
+/** Worst severity and counts by city and by district, and by severity: one pass over the alerts. */
+function summary() {
+  if (summaryCache.version === state.version) return summaryCache;
+  const byCity = new Map();
+  const byDistrict = new Map();
+  const total = { open: { blue: 0, yellow: 0, orange: 0, red: 0 }, acknowledged: 0, cities: new Map() };
+  const add = (groups, code, alert) => {
+    let g = groups.get(code);
+    if (!g) groups.set(code, g = { open: 0, acknowledged: 0, worst: null, bySeverity: { blue: 0, yellow: 0, orange: 0, red: 0 } });
+    if (alert.status === "open") {
+      g.open += 1;
+      g.bySeverity[alert.severity] = (g.bySeverity[alert.severity] || 0) + 1;
+    } else {
+      g.acknowledged += 1;
+    }
+    if (!g.worst || RANK[alert.severity] > RANK[g.worst]) g.worst = alert.severity;
+  };
+  for (const alert of state.alerts.values()) {
+    add(byCity, alert.city_code, alert);
+    if (alert.district_code) add(byDistrict, alert.district_code, alert);
+  }
+  summaryCache = { version: state.version, byCity, byDistrict, total };
+  return summaryCache;
+}
+
+function renderFeed() {
+  const { city, dept } = state.filters;
+  const items = [];
+  for (const alert of state.alerts.values()) {
+    if (city && alert.city_code !== city) continue;
+    if (dept && !(alert.departments || []).includes(dept)) continue;
+    items.push(alert);
+  }
+  items.sort((a, b) => (b._at - a._at) || (RANK[b.severity] - RANK[a.severity])
+    || (a.alert_id < b.alert_id ? -1 : 1));
+  feed.render(items, state.fresh);
+  state.fresh = new Set();
+}
+
+function renderMap() {
+  const s = summary();
+  const points = [];
+  if (map.level === "province") {
+    const worst = new Map([...s.byCity].map(([code, g]) => [code, g.worst]));
+    const alerts = [...state.alerts.values()].filter((a) => Number.isFinite(a.lon))
+      .sort((a, b) => RANK[b.severity] - RANK[a.severity]).slice(0, 600);
+    for (const a of alerts) points.push(alertPoint(a, 4));
+    const summaries = new Map((state.situation?.cities || []).map((c) => [c.code, c]));
+    map.update({ worst, counts: s.byCity, points, summaries });
+    return;
+  }
+  const code = map.city;
+  const worst = new Map();
+  const counts = new Map();
+  for (const district of map.districts.get(code) || []) {
+    const g = s.byDistrict.get(district);
+    if (g) {
+      worst.set(district, g.worst);
+      counts.set(district, g);
+    }
+  }
+  for (const sensor of state.citySituation?.sensors || []) {
+    if (!Number.isFinite(sensor.lon)) continue;
+    const level = sensorLevel(sensor);
+    const color = level ? COLORS[level] : SENSOR_COLORS[sensor.status] || SENSOR_COLORS.ok;
+    points.push({ lon: sensor.lon, lat: sensor.lat, color, size: level ? 7 : 4, name: sensor.sensor_id,
+      detail: [sensor.kind, sensor.status, latestText(sensor.latest)].filter(Boolean).join(" · ") });
+  }
+  for (const a of state.alerts.values()) {
+    if (a.city_code === code && Number.isFinite(a.lon)) points.push(alertPoint(a, 9));
+  }
+  const summaries = new Map((state.citySituation?.districts || []).map((d) => [d.code, d]));
+  map.update({ worst, counts, points, summaries });
+}
+
+function alertPoint(a, base) {
+  const en = getLang() === "en";
+  return { lon: a.lon, lat: a.lat, color: COLORS[a.severity] || COLORS.blue,
+    size: base + RANK[a.severity] * (base > 5 ? 2 : 1.5),
+    name: (en ? a.title_en : a.title_zh) || a.alert_id,
+    detail: `${t(`status.${a.status}`)} · ${(en ? a.reason_en : a.reason_zh) || ""}` };
+}
+
+/** A gauge over 保证 is orange, over 警戒 yellow (when the registry gives its levels). */
+function sensorLevel(sensor) {
+  const level = sensor.latest?.level_m;
+  if (sensor.status !== "reporting" || level == null) return null;
+  if (sensor.guaranteed_level_m != null && level >= sensor.guaranteed_level_m) return "orange";
+  if (sensor.warning_level_m != null && level >= sensor.warning_level_m) return "yellow";
+  return null;
+}
+
+function latestText(latest) {
+  if (!latest || typeof latest !== "object") return "";
+  return Object.entries(latest).slice(0, 3).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(2) : v}`).join(", ");
+}
+
+function cityName(code) {
+  return map ? map.name(code) : code;
+}
+
+function renderKpis() {
+  const s = summary();
+  const city = map.level === "city" ? map.city : null;
+  let open = s.total.open;
+  let acknowledged = 0;
+  if (city) {
+    const g = s.byCity.get(city);
+    open = g ? g.bySeverity : { blue: 0, yellow: 0, orange: 0, red: 0 };
+    acknowledged = g ? g.acknowledged : 0;
+  } else {
+    open = { blue: 0, yellow: 0, orange: 0, red: 0 };
+    for (const g of s.byCity.values()) {
+      for (const sev of Object.keys(open)) open[sev] += g.bySeverity[sev] || 0;
+      acknowledged += g.acknowledged;
+    }
+  }
+  for (const sev of Object.keys(open)) $(`#kpi-alerts [data-n="${sev}"]`).textContent = open[sev];
+  $("#kpi-alerts .acked").textContent = acknowledged;
+
+  const sum = situationSummary(city);
+  const sensors = sum?.sensors;
+  setText("#kpi-sensors .v", sensors ? formatNumber(sensors.reporting) : "—");
+  setText("#kpi-sensors .silent", sensors ? formatNumber(sensors.silent) : "—");
+  setText("#kpi-rate .v", sum ? formatNumber(sum.readings_per_s) : "—");
+  const ind = sum?.indicators || {};
+  setText("#kpi-traffic .v", ind.traffic_index == null ? "—" : Number(ind.traffic_index).toFixed(1));
+  $("#kpi-traffic .v").dataset.band = ind.traffic_index == null ? "" : trafficBand(ind.traffic_index);
+  setText("#kpi-gauges .v", ind.gauges_over_warning == null ? "—" : formatNumber(ind.gauges_over_warning));
+  setText("#kpi-gauges .guaranteed", ind.gauges_over_guaranteed == null ? "—" : formatNumber(ind.gauges_over_guaranteed));
+  const pc = ind.pressure_compliance;
+  const pct = pc == null ? null : (pc <= 1 ? pc * 100 : pc);
+  setText("#kpi-pressure .v", pct == null ? "—" : `${pct.toFixed(1)}%`);
+  $("#kpi-pressure .bar i").style.width = pct == null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
+  $("#kpi-note").hidden = state.hasSituation;
+  $("#kpi-title").textContent = city ? `${cityName(city)}${t("kpi.city") ? t("kpi.city") : ""}` : t("kpi.title");
+  renderAsOf();
+}
+
+/** The 0-10 traffic performance index in its five bands: 畅通 … 严重拥堵. */
+function trafficBand(index) {
+  return index < 2 ? "free" : index < 4 ? "light" : index < 6 ? "mild" : index < 8 ? "moderate" : "heavy";
+}
+
+function setText(selector, text) {
+  const node = $(selector);
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function situationSummary(city) {
+  if (!state.situation) return null;
+  if (!city) return state.situation.province || null;
+  if (state.citySituation?.city?.code === city) return state.citySituation.city;
+  return (state.situation.cities || []).find((c) => c.code === city) || null;
+}
+
+function renderAsOf() {
+  const ms = state.situation?.as_of_ms || Date.parse(state.situation?.as_of || "") || state.streamAliveMs;
+  setText("#asof", ms ? shanghaiTime(ms) : t("clock.nodata"));
+}
+
+function renderTrends() {
+  if (!map?.cities) return;
+  const s = summary();
+  const metric = state.metric;
+  const cities = map.cities.map((code) => {
+    const sit = (state.situation?.cities || []).find((c) => c.code === code);
+    let points = [];
+    if (sit?.trend?.length && sit.trend.some((p) => p[metric] != null)) {
+      points = sit.trend.filter((p) => p[metric] != null).map((p) => [p.t_ms, p[metric]]);
+    } else if (metric === "open_alerts") {
+      const g = s.byCity.get(code);  // the samples so far, and now
+      points = [...(state.localTrend.get(code) || []), [Date.now(), g ? g.open + g.acknowledged : 0]];
+    }
+    return { code, name: cityName(code), worst: s.byCity.get(code)?.worst || null, points };
+  });
+  trends.update(cities, metric);
+}
+
+function sample() {
+  const s = summary();
+  const now = Date.now();
+  for (const code of map?.cities || []) {
+    const g = s.byCity.get(code);
+    const series = state.localTrend.get(code) || [];
+    series.push([now, g ? g.open + g.acknowledged : 0]);
+    if (series.length > TREND_KEEP) series.splice(0, series.length - TREND_KEEP);
+    state.localTrend.set(code, series);
+  }
+  renderTrends();
+}
+
+// -- talking to the API -------------------------------------------------------------------------
+
+let listing = 0;
+
+async function loadAlerts() {
+  const token = ++listing;
+  const found = [];
+  try {
+    let cursor = null;
+    for (let page = 0; page < MAX_PAGES; page += 1) {
+      const query = new URLSearchParams([["status", "open"], ["status", "acknowledged"], ["limit", String(PAGE)]]);
+      if (cursor) query.set("cursor", cursor);
+      const doc = await api(`v1/alerts?${query}`);
+      if (token !== listing) return;
+      found.push(...doc.alerts);
+      cursor = doc.next_cursor;
+      if (!cursor) break;
+    }
+  } catch (error) {
+    if (error.status === 401 || token !== listing) return;
+    console.warn("listing alerts:", error.message);
+    state.timers.push(setTimeout(() => { if (token === listing) loadAlerts(); }, 5000));
+    return;
+  }
+  for (const alert of found) mergeListed(alert);
+  state.listed = true;
+  markAll();
+  schedule();
+  sample();
+  document.body.dataset.ready = "1";
+}
+
+async function probeSituation() {
+  try {
+    const res = await fetch("openapi.json", { cache: "no-store" });
+    const doc = res.ok ? await res.json() : { paths: {} };
+    const had = state.hasSituation;
+    state.hasSituation = Boolean(doc.paths && doc.paths["/v1/situation"]);
+    if (state.hasSituation && !had) pollSituation();
+    if (!state.hasSituation) {
+      state.situation = null;
+      state.timers.push(setTimeout(probeSituation, PROBE_MS));
+    }
+    state.dirty.kpi = true;
+    schedule();
+  } catch (error) {
+    console.warn("situation probe:", error.message);
+    state.timers.push(setTimeout(probeSituation, PROBE_MS));
+  }
+}
+
+async function pollSituation() {
+  if (!state.hasSituation || !getKey()) return;
+  try {
+    state.situation = await api("v1/situation");
+    if (map.level === "city") await loadCitySituation(map.city);
+    state.dirty.kpi = true;
+    state.dirty.map = true;
+    renderTrends();
+    schedule();
+  } catch (error) {
+    if (error.status === 401) return;
+    if (error.status === 404) {
+      state.hasSituation = false;
+      probeSituation();
+      return;
+    }
+    console.warn("situation:", error.message);
+  }
+  state.timers.push(setTimeout(pollSituation, SITUATION_MS));
+}
+
+async function loadCitySituation(code) {
+  if (!state.hasSituation) return;
+  try {
+    const doc = await api(`v1/situation/${code}`);
+    if (map.level === "city" && map.city === code) state.citySituation = doc;
+  } catch (error) {
+    if (error.status !== 401) console.warn(`situation of ${code}:`, error.message);
+  }
+}
+
+function setLive(which) {
+  const live = $("#live");
+  live.dataset.state = which;
+  live.querySelector("b").textContent = t(`live.${which}`);
+  live.querySelector("b").dataset.i18n = `live.${which}`;
+}
+
+function startLive() {
+  stopLive();
+  state.alerts.clear();
+  state.gone.clear();
+  state.pending = [];
+  state.listed = false;
+  markAll();
+  stream = new EventStream("v1/alerts/stream?heartbeat_s=10", {
+    onOpen: (resumed) => { if (!resumed) loadAlerts(); },
+    onEvent: (name, data) => {
+      if (name === "alert") {
+        state.pending.push(data);
+        schedule();
+      } else if (name === "reset") {
+        loadAlerts();
+      }
+    },
+    onState: setLive,
+    onAlive: () => { state.streamAliveMs = Date.now(); },
+  });
+  stream.start();
+  probeSituation();
+  state.timers.push(setInterval(sample, SAMPLE_MS));
+}
+
+function stopLive() {
+  stream?.stop();
+  stream = null;
+  listing += 1;
+  for (const timer of state.timers) { clearTimeout(timer); clearInterval(timer); }
+  state.timers = [];
+}
+
+// -- the operator key ---------------------------------------------------------------------------
+
+function askKey(messageKey) {
+  stopLive();
+  const dialog = $("#key-dialog");
+  $("#key-error").textContent = messageKey ? t(messageKey) : "";
+  if (!dialog.open) dialog.showModal();
+  $("#key-input").focus();
+}
+
+async function submitKey(event) {
+  event.preventDefault();
+  const input = $("#key-input");
+  const key = input.value.trim();
+  if (!key) return;
+  const error = $("#key-error");
+  error.textContent = t("key.checking");
+  try {
+    await api("v1/alerts?limit=1", { key });
+  } catch (e) {
+    error.textContent = t(e.status === 401 ? "key.invalid" : e.status === 403 ? "key.forbidden" : "key.unreachable");
+    return;
+  }
+  setKey(key);
+  input.value = "";
+  error.textContent = "";
+  $("#key-dialog").close();
+  startLive();
+}
+
+// -- acting -------------------------------------------------------------------------------------
+
+async function ack(id) {
+  if (feed.acking.get(id) === "pending") return;
+  feed.acking.set(id, "pending");
+  state.dirty.feed = true;
+  state.version += 1;
+  schedule();
+  try {
+    await api(`v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
+    // The acknowledged event comes back on the stream and clears the pending mark.
+  } catch (error) {
+    if (error.status === 409) feed.acking.delete(id); // someone else was quicker
+    else feed.acking.set(id, error.message);
+    state.dirty.feed = true;
+    state.version += 1;
+    schedule();
+  }
+}
+
+// -- drill-down ---------------------------------------------------------------------------------
+
+async function drill(code) {
+  await map.drill(code);
+  state.citySituation = null;
+  $("#back").hidden = false;
+  $("#map-title").textContent = cityName(code);
+  $("#map-title").removeAttribute("data-i18n");
+  if (!state.filters.city) {
+    state.filters.city = code;
+    $("#f-city").value = code;
+    state.drillFilter = true;
+  }
+  markAll();
+  schedule();
+  await loadCitySituation(code);
+  state.dirty.map = state.dirty.kpi = true;
+  schedule();
+}
+
+function back() {
+  if (map.level === "province") return;
+  map.back();
+  state.citySituation = null;
+  $("#back").hidden = true;
+  $("#map-title").dataset.i18n = "map.title";
+  $("#map-title").textContent = t("map.title");
+  if (state.drillFilter) {
+    state.filters.city = "";
+    $("#f-city").value = "";
+    state.drillFilter = false;
+  }
+  markAll();
+  schedule();
+}
+
+// -- page furniture -----------------------------------------------------------------------------
+
+function fillFilters() {
+  const citySelect = $("#f-city");
+  const deptSelect = $("#f-dept");
+  citySelect.replaceChildren(new Option(t("feed.allCities"), ""),
+    ...(map.cities || []).map((code) => new Option(cityName(code), code)));
+  citySelect.value = state.filters.city;
+  deptSelect.replaceChildren(new Option(t("feed.allDepts"), ""),
+    ...Object.keys(DEPARTMENTS).map((code) => new Option(deptName(code), code)));
+  deptSelect.value = state.filters.dept;
+}
+
+const DATE = new Intl.DateTimeFormat("zh-CN", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
+
+function tick() {
+  const now = Date.now();
+  $("#clock").textContent = `${DATE.format(now)} ${shanghaiTime(now)}`;
+  renderAsOf();
+}
+
+async function main() {
+  setLang(getLang());
+  tick();
+  setInterval(tick, 1000);
+  feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), { onAck: ack, cityName });
+  map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
+  trends = new Trends($("#trends"));
+  window.__cityagent = {
+    /** Apply alert events as if they came from the stream (tests, demos). */
+    ingest(events) {
+      for (const event of events) state.pending.push(event);
+      schedule();
+    },
+    /** The alerts the page holds (open and acknowledged). */
+    alerts: () => [...state.alerts.values()],
+    mapState: () => map.state(),
+    pixelOf: (code) => map.pixelOf(code),
+    stats: () => ({ alerts: state.alerts.size, rows: $("#feed").querySelectorAll("li[data-alert-id]").length,
+      pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, listed: state.listed, situation: state.hasSituation }),
+    map,
+    trends,
+  };
+
+  $("#lang").addEventListener("click", () => setLang(getLang() === "zh" ? "en" : "zh"));
+  $("#change-key").addEventListener("click", () => { clearKey(); askKey(); });
+  $("#key-form").addEventListener("submit", submitKey);
+  $("#key-dialog").addEventListener("cancel", (event) => event.preventDefault());
+  $("#back").addEventListener("click", back);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("#key-dialog").open) back();
+  });
+  $("#f-city").addEventListener("change", (event) => {
+    state.filters.city = event.target.value;
+    state.drillFilter = false;
+    state.dirty.feed = true;
+    state.last.feed = 0;
+    schedule();
+  });
+  $("#f-dept").addEventListener("change", (event) => {
+    state.filters.dept = event.target.value;
+    state.dirty.feed = true;
+    state.last.feed = 0;
+    schedule();
+  });
+  for (const tab of document.querySelectorAll(".tabs button")) {
+    tab.addEventListener("click", () => {
+      state.metric = tab.dataset.metric;
+      for (const other of document.querySelectorAll(".tabs button")) other.setAttribute("aria-selected", String(other === tab));
+      renderTrends();
+    });
+  }
+  onLangChange(() => {
+    fillFilters();
+    map.render(true);
+    setLive($("#live").dataset.state);
+    if (map.level === "city") $("#map-title").textContent = cityName(map.city);
+    markAll();
+    state.last.feed = state.last.map = state.last.kpi = 0;
+    schedule();
+    renderTrends();
+  });
+  onUnauthorized(() => {
+    clearKey();
+    askKey("key.expired");
+  });
+
+  await map.load();
+  fillFilters();
+  renderTrends();
+  schedule();
+  if (getKey()) startLive();
+  else askKey();
+}
+
+main().catch((error) => {
+  console.error("dashboard failed to start:", error);
+});

@@ -1,0 +1,191 @@
+// Words of the dashboard in 中文 (the default) and English; the choice is kept in localStorage.
+
+const STORE = "cityagent.lang";
+
+const WORDS = {
+  zh: {
+    "app.title": "山东省城市运行一屏观",
+    "app.subtitle": "城市智能体 · 一屏观全省",
+    "clock.asof": "数据截至",
+    "clock.nodata": "等待数据",
+    "lang.toggle": "EN",
+    "key.change": "更换密钥",
+    "key.title": "输入运维密钥",
+    "key.hint": "运维或管理员密钥，仅保存在本浏览器会话中（关闭标签页即清除）。",
+    "key.placeholder": "API 密钥",
+    "key.submit": "进入",
+    "key.checking": "正在验证…",
+    "key.invalid": "密钥无效，请重新输入。",
+    "key.forbidden": "此密钥无权查看告警（需要运维或管理员密钥）。",
+    "key.unreachable": "无法连接服务，请稍后重试。",
+    "key.expired": "密钥已失效，请重新输入。",
+    "live.connecting": "连接中",
+    "live.live": "实时",
+    "live.retry": "重连中",
+    "kpi.title": "全省态势",
+    "kpi.city": "态势",
+    "kpi.sensors": "在线传感器",
+    "kpi.silent": "静默",
+    "kpi.rate": "读数/秒",
+    "kpi.alerts": "未处理告警",
+    "kpi.acked": "已确认",
+    "kpi.traffic": "交通运行指数",
+    "kpi.gauges": "超警戒水位站",
+    "kpi.guaranteed": "超保证",
+    "kpi.pressure": "管网压力达标率",
+    "kpi.unavailable": "态势接口暂不可用，仅显示告警数据",
+    "map.title": "山东省",
+    "map.back": "返回全省",
+    "map.none": "无告警",
+    "map.open": "未处理",
+    "map.acked": "已确认",
+    "map.worst": "最高级别",
+    "map.sensors": "传感器",
+    "trend.title": "各市趋势",
+    "trend.alerts": "告警",
+    "trend.rate": "读数/秒",
+    "trend.traffic": "交通指数",
+    "feed.title": "实时告警",
+    "feed.allCities": "全部城市",
+    "feed.allDepts": "全部部门",
+    "feed.empty": "暂无告警",
+    "feed.more": "另有 {n} 条未显示",
+    "feed.count": "{n} 条",
+    "feed.ack": "确认",
+    "feed.acking": "提交中",
+    "feed.acked": "已确认",
+    "feed.ackFailed": "确认失败：{msg}",
+    "feed.sensors": "{n} 个传感器",
+    "status.open": "未处理",
+    "status.acknowledged": "已确认",
+    "status.resolved": "已解除",
+    "sev.blue": "蓝",
+    "sev.yellow": "黄",
+    "sev.orange": "橙",
+    "sev.red": "红",
+    "sev.none": "无",
+  },
+  en: {
+    "app.title": "Shandong City Operations",
+    "app.subtitle": "CityAgent · the province on one screen",
+    "clock.asof": "Data as of",
+    "clock.nodata": "waiting for data",
+    "lang.toggle": "中文",
+    "key.change": "Change key",
+    "key.title": "Enter your operator key",
+    "key.hint": "An operator or admin key. It is kept for this browser session only (closing the tab forgets it).",
+    "key.placeholder": "API key",
+    "key.submit": "Enter",
+    "key.checking": "Checking…",
+    "key.invalid": "That key is not valid; please enter it again.",
+    "key.forbidden": "This key may not read alerts (it needs an operator or admin key).",
+    "key.unreachable": "The service cannot be reached; try again shortly.",
+    "key.expired": "The key is no longer valid; please enter it again.",
+    "live.connecting": "connecting",
+    "live.live": "live",
+    "live.retry": "reconnecting",
+    "kpi.title": "Province",
+    "kpi.city": "",
+    "kpi.sensors": "Sensors online",
+    "kpi.silent": "silent",
+    "kpi.rate": "Readings/s",
+    "kpi.alerts": "Open alerts",
+    "kpi.acked": "acknowledged",
+    "kpi.traffic": "Traffic index",
+    "kpi.gauges": "Gauges over warning",
+    "kpi.guaranteed": "over guaranteed",
+    "kpi.pressure": "Pressure compliance",
+    "kpi.unavailable": "The situation service is not available: alert figures only",
+    "map.title": "Shandong",
+    "map.back": "Back to province",
+    "map.none": "no alerts",
+    "map.open": "open",
+    "map.acked": "acknowledged",
+    "map.worst": "worst",
+    "map.sensors": "sensors",
+    "trend.title": "City trends",
+    "trend.alerts": "Alerts",
+    "trend.rate": "Readings/s",
+    "trend.traffic": "Traffic",
+    "feed.title": "Live alerts",
+    "feed.allCities": "All cities",
+    "feed.allDepts": "All departments",
+    "feed.empty": "No alerts",
+    "feed.more": "{n} more not shown",
+    "feed.count": "{n}",
+    "feed.ack": "Ack",
+    "feed.acking": "Sending",
+    "feed.acked": "Acknowledged",
+    "feed.ackFailed": "Ack failed: {msg}",
+    "feed.sensors": "{n} sensors",
+    "status.open": "open",
+    "status.acknowledged": "acknowledged",
+    "status.resolved": "resolved",
+    "sev.blue": "Blue",
+    "sev.yellow": "Yellow",
+    "sev.orange": "Orange",
+    "sev.red": "Red",
+    "sev.none": "none",
+  },
+};
+
+/** Department codes of routing.toml with their names. */
+export const DEPARTMENTS = {
+  water: { zh: "水务局", en: "Water Affairs" },
+  transport: { zh: "交通运输局", en: "Transport" },
+  city_management: { zh: "城市管理局", en: "City Management" },
+  emergency: { zh: "应急管理局", en: "Emergency Management" },
+  education: { zh: "教育局", en: "Education" },
+  health: { zh: "卫生健康委员会", en: "Health Commission" },
+  city_command: { zh: "市指挥中心", en: "City Command" },
+  province_command: { zh: "省指挥中心", en: "Provincial Command" },
+};
+
+let lang = readLang();
+const listeners = new Set();
+
+function readLang() {
+  try {
+    const saved = localStorage.getItem(STORE);
+    if (saved === "zh" || saved === "en") return saved;
+  } catch { /* storage blocked: default */ }
+  return "zh";
+}
+
+export function getLang() {
+  return lang;
+}
+
+export function setLang(next) {
+  if (next !== "zh" && next !== "en") return;
+  lang = next;
+  try { localStorage.setItem(STORE, next); } catch { /* storage blocked */ }
+  document.documentElement.lang = next === "zh" ? "zh-CN" : "en";
+  applyI18n(document);
+  for (const fn of listeners) fn(next);
+}
+
+export function onLangChange(fn) {
+  listeners.add(fn);
+}
+
+/** The word for ``key`` in the current language, with ``{name}`` placeholders filled. */
+export function t(key, vars) {
+  let text = WORDS[lang][key] ?? WORDS.zh[key] ?? key;
+  if (vars) for (const [k, v] of Object.entries(vars)) text = text.replace(`{${k}}`, String(v));
+  return text;
+}
+
+export function deptName(code) {
+  const d = DEPARTMENTS[code];
+  return d ? d[lang] : code;
+}
+
+/** Fill every ``[data-i18n]`` element's text and ``[data-i18n-title|placeholder]`` attributes. */
+export function applyI18n(root) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  }
+  for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+}

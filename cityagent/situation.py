@@ -1,0 +1,818 @@
+"""The situation of the province now (一屏观全省): every sensor's latest state, summed per area.
+
+:class:`SituationModel` folds reading batches into per-sensor numpy columns (latest values,
+oldest and newest event time, reading count, arrivals of the last seconds, a short series) and
+per-district minute counters, and sums them per province, city and district with one
+``bincount`` per figure: a fleet of 100k+ sensors costs no Python object per sensor, and an
+answer costs milliseconds.
+
+Why stream time: a sensor is *silent* when the stream's newest event time (``stream_ms``, the
+newest reading's ``ts`` across all sensors) is more than ``max(3 x interval, 120 s)`` past its
+own newest reading. Its interval is the one it has shown (``(newest - oldest) / (readings -
+1)``), or before its second reading the registry's or its kind's expected interval. Judged on
+the wall clock, a replay of yesterday would show every sensor silent; on stream time it shows
+yesterday as it was. If the whole stream stops, stream time stops with it: what shows that is
+``readings_per_s`` (counted by the time each record entered Kafka, over the last 10 s of the
+wall clock) falling to zero.
+
+Why only maxima, minima, counts and sums: two API replicas, or one API before and after a
+restart, read the topic in different groupings and interleave its partitions differently.
+These statistics, and anything computed from one sensor's own readings (which keep their order:
+a sensor's readings share one partition), come out the same whatever the grouping.
+
+Domain indicators use *reporting* sensors only (a silent sensor's last value is stale): the
+traffic performance index (``traffic_index`` of the latest speed against the road's free-flow
+speed, averaged), gauges at or over 警戒 / 保证 (registry levels, else the kind's), and the
+share of pressure sensors at or over their floor (registry ``min_pressure_mpa``, else 0.14 MPa).
+
+Pure: numpy and the standard library; the clock comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityagent.batch import ReadingBatch
+from cityagent.detectors.config import PROFILE_COLUMNS, DetectionConfig, SensorProfiles
+from cityagent.detectors.levels import traffic_index
+from cityagent.detectors.verdict import SEVERITIES
+from cityagent.errors import ConfigError
+from cityagent.incident_alert import PROVINCE_CODE, RESOLVED
+from cityagent.readings import KINDS, VALUE_FIELDS, format_ts
+from cityagent.regions import RegionIndex
+
+__all__ = (
+    "SituationModel",
+    "Scope",
+    "SensorRegistry",
+    "AlertTally",
+    "ALERT_KINDS",
+    "SILENT_FACTOR",
+    "SILENT_MIN_MS",
+    "RATE_WINDOW_S",
+    "TREND_MINUTES",
+    "FUTURE_TOLERANCE_MS",
+    "PROVINCE_NAME",
+    "PROVINCE_NAME_EN",
+)
+
+SILENT_FACTOR = 3.0
+SILENT_MIN_MS = 120_000
+RATE_WINDOW_S = 10
+TREND_MINUTES = 30
+#: Readings dated further than this past the wall clock are dropped (and counted): one sensor
+#: clock set to 2099 must not move stream time, or every other sensor would turn silent.
+FUTURE_TOLERANCE_MS = 300_000
+#: Alert kinds as the situation counts them; an alert of any other kind counts as generic.
+ALERT_KINDS: tuple[str, ...] = ("water_level", "pipe_pressure", "traffic", "generic")
+PROVINCE_NAME, PROVINCE_NAME_EN = "山东省", "Shandong"
+
+_NEVER = np.iinfo(np.int64).min
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_SECOND_SLOTS = RATE_WINDOW_S + 2
+_TRAFFIC, _WATER, _PRESSURE = (KINDS.index(k) for k in ("traffic", "water_level", "pipe_pressure"))
+_GENERIC = len(KINDS)  # a registry sensor of a kind that readings do not have
+_KIND_NAMES = (*KINDS, "generic")
+_CONGESTED_TPI = 6.0  # from here on a road counts as a concern when ordering worst first
+_NUMERIC = {"lon", "lat", *PROFILE_COLUMNS}  # registry columns read as numbers from CSV text
+#: Per-sensor columns: dtype, fill value, trailing shape.
+_COLUMNS: dict[str, tuple[Any, Any, tuple[int, ...]]] = {
+    "kind": (np.int8, _GENERIC, ()),
+    "lon": (np.float64, np.nan, ()),
+    "lat": (np.float64, np.nan, ()),
+    "district": (np.int16, -1, ()),
+    "ts": (np.int64, _NEVER, ()),  # newest reading's event time
+    "first": (np.int64, _INT64_MAX, ()),  # oldest reading's event time
+    "count": (np.int64, 0, ()),
+    "latest": (np.float64, np.nan, (3,)),  # the kind's values, in VALUE_FIELDS order
+    "expected_ms": (np.float64, 0.0, ()),
+    "free_flow": (np.float64, np.nan, ()),
+    "warning": (np.float64, np.nan, ()),
+    "guaranteed": (np.float64, np.nan, ()),
+    "floor": (np.float64, np.nan, ()),
+    "registry": (np.int32, -1, ()),
+    "seconds": (np.uint16, 0, (_SECOND_SLOTS,)),  # arrivals per wall-clock second (ring)
+    "written": (np.int64, 0, ()),  # readings written to the series ring
+}
+
+
+# -- inputs: the registry and the alerts -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SensorRegistry:
+    """The sensor registry (`cityagent sim --registry`): one record per sensor, columnar.
+
+    Numbers are float arrays (NaN: empty), other values object arrays of interned text, so
+    100k sensors cost megabytes rather than 100k dicts.
+    """
+
+    ids: tuple[str, ...]
+    columns: Mapping[str, np.ndarray]
+    profiles: SensorProfiles
+
+    @classmethod
+    def load(cls, path: Path) -> SensorRegistry:
+        """Read a ``.csv`` registry, else JSON (``{"sensors": [...]}`` or a list of objects)."""
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the sensor registry {path}: {exc}") from None
+        if Path(path).suffix.lower() == ".csv":
+            rows: Any = list(csv.DictReader(text.splitlines()))
+        else:
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"the sensor registry {path} is not JSON: {exc}") from None
+            rows = doc.get("sensors") if isinstance(doc, dict) else doc
+        if not isinstance(rows, list):
+            raise ConfigError(f"the sensor registry {path} must hold a list of sensors")
+        return cls.from_rows(rows, str(path))
+
+    @classmethod
+    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry") -> SensorRegistry:
+        profiles = SensorProfiles.from_rows(rows, where)  # checks ids and threshold columns
+        ids = tuple(str(row["sensor_id"]) for row in rows)
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{where}: some sensor_id is listed twice")
+        names = list(dict.fromkeys(k for row in rows for k in row if k != "sensor_id"))
+        columns = {name: _column(name, [row.get(name) for row in rows]) for name in names}
+        return cls(ids, columns, profiles)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The registry's fields of one sensor (None where empty)."""
+        out: dict[str, Any] = {}
+        for name, column in self.columns.items():
+            value = column[index]
+            if column.dtype != object:
+                value = None if math.isnan(value) else float(value)
+            out[name] = None if value == "" else value
+        return out
+
+
+def _column(name: str, values: list[Any]) -> np.ndarray:
+    """JSON numbers (and CSV text of the numeric columns) as floats; the rest as objects."""
+    present = [v for v in values if v is not None and v != ""]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
+    if present and (numeric or name in _NUMERIC):
+        try:
+            return np.array([math.nan if v is None or v == "" else float(v) for v in values])
+        except (TypeError, ValueError):
+            pass
+    out = np.empty(len(values), dtype=object)
+    out[:] = [sys.intern(v) if isinstance(v, str) else v for v in values]
+    return out
+
+
+@dataclass(frozen=True)
+class AlertTally:
+    """Alerts as columns, for counting: where, how severe, what kind, and when open.
+
+    ``start_ms`` is the event time the alert's first anomaly began, ``end_ms`` the time it was
+    resolved (the largest int64 while it is not). Built from the alerts' public snapshots.
+    """
+
+    city: np.ndarray  # index into regions.cities, -1 when none
+    district: np.ndarray  # index into regions.districts, -1 when none
+    severity: np.ndarray  # index into SEVERITIES
+    kind: np.ndarray  # index into ALERT_KINDS
+    open: np.ndarray  # bool: not resolved (open or acknowledged)
+    start_ms: np.ndarray
+    end_ms: np.ndarray
+
+    @classmethod
+    def from_alerts(cls, alerts: Iterable[Mapping[str, Any]],
+                    regions: RegionIndex | None = None) -> AlertTally:
+        cities = {c.code: i for i, c in enumerate(regions.cities)} if regions else {}
+        districts = {d.code: i for i, d in enumerate(regions.districts)} if regions else {}
+        severity = {s: i for i, s in enumerate(SEVERITIES)}
+        kind = {k: i for i, k in enumerate(ALERT_KINDS)}
+        rows = []
+        for a in alerts:
+            resolved = a["status"] == RESOLVED
+            end = (a.get("resolved_at_ms") or a["last_seen_ms"]) if resolved else _INT64_MAX
+            rows.append((cities.get(a["city_code"], -1), districts.get(a["district_code"], -1),
+                         severity.get(a["severity"], 0), kind.get(a["kind"], len(ALERT_KINDS) - 1),
+                         int(not resolved), int(a["first_seen_ms"]), int(end)))
+        cols = [np.array(c, dtype=np.int64) for c in zip(*rows, strict=True)] if rows else \
+            [np.zeros(0, dtype=np.int64)] * 7
+        return cls(*cols[:4], cols[4].astype(bool), cols[5], cols[6])
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a caller may see: a mask over the model's sensors and the cities it sees whole.
+
+    ``Scope()`` sees everything. A key scoped to cities sees them whole; one scoped (also) by
+    sensor-id prefix sees those sensors wherever they are, ``partial`` is then True: the
+    per-district minute counters cannot be split by sensor, so such a key's trend gives
+    ``readings_per_s`` and ``traffic_index`` only for the cities it sees whole.
+    """
+
+    sensors: np.ndarray | None = None
+    cities: frozenset[str] | None = None
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class _View:
+    """One answer's per-sensor figures, computed once and summed per area."""
+
+    as_of: int
+    now_ms: int
+    sel: np.ndarray  # visible
+    reporting: np.ndarray
+    age_ratio: np.ndarray  # time since the newest reading / the silence limit
+    recent: np.ndarray  # arrivals within the rate window
+    duration_s: float
+    tpi: np.ndarray  # NaN unless a reporting traffic sensor
+    over_warning: np.ndarray
+    over_guaranteed: np.ndarray
+    pressure_seen: np.ndarray
+    pressure_ok: np.ndarray
+    alerts: AlertTally
+    scope: Scope
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+class SituationModel:
+    """Per-sensor latest state and per-district minute counters, folded from reading batches.
+
+    Keeps at most ``series_budget`` recent readings in all (``series_depth`` per sensor while
+    the fleet is small, fewer as it grows), for the charts of one sensor.
+    """
+
+    def __init__(self, regions: RegionIndex, config: DetectionConfig | None = None,
+                 registry: SensorRegistry | None = None, *, series_depth: int = 360,
+                 series_budget: int = 2_000_000,
+                 future_tolerance_ms: int = FUTURE_TOLERANCE_MS) -> None:
+        self.regions = regions
+        self.config = config or DetectionConfig.load()
+        self.registry = registry
+        self.series_depth = series_depth
+        self.series_budget = series_budget
+        self.future_tolerance_ms = future_tolerance_ms
+        self.readings_total = 0
+        self.readings_future_total = 0  # dropped: dated too far past the wall clock
+        self.stream_ms: int | None = None
+        self.version = 0  # changes with every fold
+        self._n = 0
+        self._index: dict[str, int] = {}
+        self._ids = np.zeros(0, dtype="U1")
+        self._cols: dict[str, np.ndarray] = {}
+        self._depth = series_depth
+        self._series_ts = np.zeros((0, series_depth), dtype=np.int64)
+        self._series_val = np.zeros((0, series_depth, 3), dtype=np.float32)
+        self._by_id: tuple[int, np.ndarray, np.ndarray] | None = None  # (n, rows, ids) cache
+        n_districts = len(regions.districts)
+        codes = np.array([int(d.code) for d in regions.districts], dtype=np.int64)
+        self._district_order = np.argsort(codes)
+        self._district_sorted = codes[self._district_order]
+        city_of = {c.code: i for i, c in enumerate(regions.cities)}
+        # Index -1 (no district) picks each lookup table's trailing entry.
+        self._district_city = np.array([city_of[d.city_code] for d in regions.districts] + [-1])
+        self._city_codes = np.array([c.code for c in regions.cities] + [""])
+        self._district_codes = np.array([d.code for d in regions.districts] + [""])
+        self._minute_of_slot = np.full(TREND_MINUTES, -1, dtype=np.int64)
+        self._minute_count = np.zeros((n_districts + 1, TREND_MINUTES), dtype=np.int64)
+        self._minute_tpi = np.zeros((n_districts + 1, TREND_MINUTES))
+        self._minute_tpi_n = np.zeros((n_districts + 1, TREND_MINUTES), dtype=np.int64)
+        self._second_of_slot = np.full(_SECOND_SLOTS, -1, dtype=np.int64)
+        self._grow(1024)
+        if registry is not None and len(registry):
+            self._add_registry(registry)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def sensor_ids(self) -> np.ndarray:
+        """Every known sensor's id (str array, the model's row order)."""
+        return self._ids[: self._n]
+
+    @property
+    def city_codes(self) -> np.ndarray:
+        """Every known sensor's city code (str array, ``""`` when not located)."""
+        return self._city_codes[self._district_city[self._cols["district"][: self._n]]]
+
+    # -- folding readings -------------------------------------------------------------------
+
+    def update(self, batch: ReadingBatch, now_ms: int,
+               arrived_ms: int | np.ndarray | None = None) -> int:
+        """Fold a batch in; ``arrived_ms``: when each row entered the stream (default now).
+
+        Returns the rows folded: readings dated more than ``future_tolerance_ms`` past
+        ``now_ms`` are not (a sensor sending China time as UTC is 8 h ahead).
+        """
+        arrived = np.broadcast_to(np.asarray(now_ms if arrived_ms is None else arrived_ms,
+                                             dtype=np.int64), (len(batch),))
+        ahead = batch.ts_ms > now_ms + self.future_tolerance_ms
+        if ahead.any():
+            self.readings_future_total += int(ahead.sum())
+            batch, arrived = batch.take(~ahead), arrived[~ahead]
+        if len(batch) == 0:
+            return 0
+        kind = batch.kind_codes()
+        rows = self._rows(batch, kind)
+        ts = batch.ts_ms
+        values = np.full((len(batch), 3), np.nan)
+        for code, name in enumerate(KINDS):
+            mine = kind == code
+            for j, field in enumerate(VALUE_FIELDS[name]):
+                values[mine, j] = batch.values[field][mine]
+        newest = int(ts.max())
+        self.stream_ms = newest if self.stream_ms is None else max(self.stream_ms, newest)
+        order = np.lexsort((ts, rows))  # by sensor, then event time, then arrival
+        self._fold_latest(rows, ts, kind, values, batch, order)
+        self._fold_arrivals(rows, arrived, now_ms)
+        self._fold_minutes(rows, ts, kind, values)
+        self.readings_total += len(batch)
+        self.version += 1
+        return len(batch)
+
+    def _rows(self, batch: ReadingBatch, kind: np.ndarray) -> np.ndarray:
+        """Each row's sensor row, adding the sensors not seen before."""
+        get = self._index.get
+        ids = batch.sensor_id.tolist()
+        rows = np.array([get(s, -1) for s in ids], dtype=np.int64)
+        new = np.flatnonzero(rows < 0)
+        if new.size:
+            _, first = np.unique(batch.sensor_id[new], return_index=True)
+            first = new[np.sort(first)]
+            self._add([ids[i] for i in first], kind[first])
+            rows[new] = [self._index[ids[i]] for i in new.tolist()]
+        return rows
+
+    def _fold_latest(self, rows: np.ndarray, ts: np.ndarray, kind: np.ndarray,
+                     values: np.ndarray, batch: ReadingBatch, order: np.ndarray) -> None:
+        c = self._cols
+        by_sensor, by_ts = rows[order], ts[order]
+        starts = np.flatnonzero(np.r_[True, by_sensor[1:] != by_sensor[:-1]])
+        sizes = np.diff(np.r_[starts, len(order)])
+        sensors = by_sensor[starts]
+        c["count"][sensors] += sizes
+        c["first"][sensors] = np.minimum(c["first"][sensors], by_ts[starts])
+        self._fold_series(by_sensor, by_ts, values[order], starts, sizes)
+        last = order[starts + sizes - 1]
+        newer = ts[last] >= c["ts"][sensors]  # a later arrival of the same time wins
+        sensors, last = sensors[newer], last[newer]
+        c["ts"][sensors] = ts[last]
+        c["latest"][sensors] = values[last]
+        c["kind"][sensors] = kind[last]
+        c["lon"][sensors], c["lat"][sensors] = batch.lon[last], batch.lat[last]
+        district = self._district_index(batch.district[last])
+        tagged = district >= 0
+        c["district"][sensors[tagged]] = district[tagged]
+
+    def _fold_series(self, by_sensor: np.ndarray, by_ts: np.ndarray, values: np.ndarray,
+                     starts: np.ndarray, sizes: np.ndarray) -> None:
+        group = np.repeat(np.arange(len(starts)), sizes)
+        rank = np.arange(len(by_sensor)) - starts[group]
+        keep = rank >= sizes[group] - self._depth  # more than a ring's worth: only the newest
+        written = self._cols["written"]
+        sensor = by_sensor[keep]
+        slot = (written[sensor] + rank[keep]) % self._depth
+        self._series_ts[sensor, slot] = by_ts[keep]
+        self._series_val[sensor, slot] = values[keep]
+        written[by_sensor[starts]] += sizes
+
+    def _fold_arrivals(self, rows: np.ndarray, arrived: np.ndarray, now_ms: int) -> None:
+        now_s = now_ms // 1000
+        second = np.minimum(arrived // 1000, now_s)
+        recent = second > now_s - _SECOND_SLOTS
+        seconds = self._cols["seconds"]
+        for s in np.unique(second[recent]).tolist():
+            slot = s % _SECOND_SLOTS
+            if self._second_of_slot[slot] < s:
+                seconds[: self._n, slot] = 0
+                self._second_of_slot[slot] = s
+        slot = second % _SECOND_SLOTS
+        ok = recent & (self._second_of_slot[slot] == second)
+        np.add.at(seconds, (rows[ok], slot[ok]), 1)
+
+    def _fold_minutes(self, rows: np.ndarray, ts: np.ndarray, kind: np.ndarray,
+                      values: np.ndarray) -> None:
+        assert self.stream_ms is not None
+        minute = ts // 60_000
+        recent = minute > self.stream_ms // 60_000 - TREND_MINUTES
+        for m in np.unique(minute[recent]).tolist():
+            slot = m % TREND_MINUTES
+            if self._minute_of_slot[slot] < m:
+                for counter in (self._minute_count, self._minute_tpi, self._minute_tpi_n):
+                    counter[:, slot] = 0
+                self._minute_of_slot[slot] = m
+        slot = minute % TREND_MINUTES
+        ok = recent & (self._minute_of_slot[slot] == minute)
+        area = self._cols["district"][rows].astype(np.int64)
+        area[area < 0] = len(self.regions.districts)
+        np.add.at(self._minute_count, (area[ok], slot[ok]), 1)
+        traffic = np.flatnonzero(ok & (kind == _TRAFFIC))
+        tpi = traffic_index(values[traffic, 0], self._cols["free_flow"][rows[traffic]])
+        traffic, tpi = traffic[np.isfinite(tpi)], tpi[np.isfinite(tpi)]
+        np.add.at(self._minute_tpi, (area[traffic], slot[traffic]), tpi)
+        np.add.at(self._minute_tpi_n, (area[traffic], slot[traffic]), 1)
+
+    def _district_index(self, codes: np.ndarray) -> np.ndarray:
+        """District codes (int, 0 = not tagged) to indices into regions.districts, -1 if none."""
+        if not len(self._district_sorted):
+            return np.full(len(codes), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._district_sorted, codes),
+                         len(self._district_sorted) - 1)
+        return np.where(self._district_sorted[pos] == codes, self._district_order[pos], -1)
+
+    # -- sensors and storage ----------------------------------------------------------------
+
+    def _add(self, ids: list[str], kind: np.ndarray) -> np.ndarray:
+        """New rows for these sensors, with their kind's default thresholds."""
+        start = self._n
+        rows = np.arange(start, start + len(ids))
+        self._grow(start + len(ids))
+        width = max((len(s) for s in ids), default=1)
+        if width > self._ids.dtype.itemsize // 4:
+            self._ids = self._ids.astype(f"U{width}")
+        self._ids[rows] = ids
+        self._index.update(zip(ids, rows.tolist(), strict=True))
+        self._n += len(ids)
+        c = self._cols
+        c["kind"][rows] = kind
+        for code, name in enumerate(_KIND_NAMES):
+            mine = rows[kind == code]
+            kc = self.config.kind(name)
+            c["expected_ms"][mine] = kc.expected_interval_s * 1000.0
+            c["free_flow"][mine] = kc.free_flow_kmh
+            c["warning"][mine], c["guaranteed"][mine] = kc.warning_m, kc.guaranteed_m
+            c["floor"][mine] = kc.floor_mpa
+        return rows
+
+    def _add_registry(self, registry: SensorRegistry) -> None:
+        kinds = registry.columns.get("kind")
+        code = {k: i for i, k in enumerate(KINDS)}
+        kind = np.array([code.get(k, _GENERIC) for k in kinds] if kinds is not None
+                        else [_GENERIC] * len(registry), dtype=np.int8)
+        rows = self._add(list(registry.ids), kind)
+        c = self._cols
+        c["registry"][rows] = np.arange(len(registry))
+        for name in ("lon", "lat"):
+            column = registry.columns.get(name)
+            if column is not None and column.dtype != object:
+                c[name][rows] = column
+        district = registry.columns.get("district_code")
+        if district is not None:
+            known = {d.code: i for i, d in enumerate(self.regions.districts)}
+            c["district"][rows] = [known.get(str(d), -1) for d in district]
+        target = {"expected_interval_s": ("expected_ms", 1000.0), "free_flow_kmh": ("free_flow", 1),
+                  "warning_m": ("warning", 1), "guaranteed_m": ("guaranteed", 1),
+                  "floor_mpa": ("floor", 1)}
+        for sensor, values in registry.profiles.by_sensor.items():
+            row = self._index[sensor]
+            for name, value in values.items():
+                if name in target:
+                    column, scale = target[name]
+                    c[column][row] = value * scale
+
+    def _grow(self, need: int) -> None:
+        capacity = len(self._cols["kind"]) if self._cols else 0
+        if need <= capacity:
+            return
+        capacity = max(1024, capacity)
+        while capacity < need:
+            capacity *= 2
+        n = self._n
+        for name, (dtype, fill, shape) in _COLUMNS.items():
+            column = np.full((capacity, *shape), fill, dtype=dtype)
+            if name in self._cols:
+                column[:n] = self._cols[name][:n]
+            self._cols[name] = column
+        ids = np.zeros(capacity, dtype=self._ids.dtype)
+        ids[:n] = self._ids[:n]
+        self._ids = ids
+        self._resize_series(capacity)
+
+    def _resize_series(self, capacity: int) -> None:
+        """Room for ``capacity`` sensors; a smaller ring each when over the global budget."""
+        old = self._depth
+        depth = max(1, min(self.series_depth, self.series_budget // capacity))
+        ts = np.full((capacity, depth), _NEVER, dtype=np.int64)
+        val = np.full((capacity, depth, 3), np.nan, dtype=np.float32)
+        n = self._n
+        if n:
+            written = self._cols["written"][:n, None]
+            pos = written - depth + np.arange(depth)  # the newest `depth` readings of each
+            ok = (pos >= 0) & (pos >= written - old)
+            rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
+            src, dst = np.where(ok, pos % old, 0), pos % depth
+            ts[rows[ok], dst[ok]] = self._series_ts[rows[ok], src[ok]]
+            val[rows[ok], dst[ok]] = self._series_val[rows[ok], src[ok]]
+        self._series_ts, self._series_val, self._depth = ts, val, depth
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def as_of_ms(self, now_ms: int) -> int:
+        """The time the answers are for: stream time, or ``now_ms`` before any reading."""
+        return self.stream_ms if self.stream_ms is not None else now_ms
+
+    def situation(self, now_ms: int, scope: Scope | None = None,
+                  alerts: AlertTally | None = None) -> dict[str, Any]:
+        """The province and its cities: ``{"as_of", "as_of_ms", "province", "cities"}``."""
+        view = self._view(now_ms, scope, alerts)
+        zero = np.zeros(self._n, dtype=np.int64)
+        city = self._district_city[self._cols["district"][: self._n]]
+        province = self._summaries(view, zero, 1, np.zeros(len(view.alerts.city), np.int64))[0]
+        province.update(code=PROVINCE_CODE, name=PROVINCE_NAME, name_en=PROVINCE_NAME_EN)
+        province["trend"] = self._trend(view, None)
+        cities = self._summaries(view, city, len(self.regions.cities), view.alerts.city)
+        listed = self._listed_cities(view, city)
+        out = []
+        for i, c in enumerate(self.regions.cities):
+            if i in listed:
+                cities[i].update(code=c.code, name=c.name, name_en=c.name_en)
+                cities[i]["trend"] = self._trend(view, i)
+                out.append(cities[i])
+        return {**_as_of(view.as_of), "province": _first_keys(province),
+                "cities": [_first_keys(c) for c in out]}
+
+    def city_situation(self, city_code: str, now_ms: int, scope: Scope | None = None,
+                       alerts: AlertTally | None = None, *,
+                       max_sensors: int = 2000) -> dict[str, Any]:
+        """One city, its districts, and its sensors worst first (at most ``max_sensors``)."""
+        index = next(i for i, c in enumerate(self.regions.cities) if c.code == city_code)
+        view = self._view(now_ms, scope, alerts)
+        district = self._cols["district"][: self._n].astype(np.int64)
+        city = self._district_city[district]
+        summary = self._summaries(view, np.where(city == index, 0, -1), 1,
+                                  np.where(view.alerts.city == index, 0, -1))[0]
+        c = self.regions.cities[index]
+        summary.update(code=c.code, name=c.name, name_en=c.name_en, trend=self._trend(view, index))
+        mine = [i for i, d in enumerate(self.regions.districts) if d.city_code == city_code]
+        districts = self._summaries(view, district, len(self.regions.districts),
+                                    view.alerts.district)
+        for i in mine:
+            d = self.regions.districts[i]
+            districts[i].update(code=d.code, name=d.name, name_en=None)
+        rows = self._worst_first(view, np.flatnonzero(view.sel & (city == index)))[:max_sensors]
+        return {**_as_of(view.as_of), "city": _first_keys(summary),
+                "districts": [_first_keys(districts[i]) for i in mine],
+                "sensors": [self._item(r, view) for r in rows.tolist()]}
+
+    def sensors(self, now_ms: int, scope: Scope | None = None, *, city: str | None = None,
+                district: str | None = None, kind: str | None = None,
+                status: str | None = None, after: str | None = None,
+                limit: int = 100) -> tuple[list[dict[str, Any]], str | None, int]:
+        """A page of sensors in id order after ``after``; its next ``after`` and the total."""
+        view = self._view(now_ms, scope, AlertTally.from_alerts(()))
+        rows, ids = self._sorted_by_id()
+        c = self._cols
+        keep = view.sel[rows].copy()
+        if city is not None:
+            keep &= self.city_codes[rows] == city
+        if district is not None:
+            keep &= self._district_codes[c["district"][rows]] == district
+        if kind is not None:
+            keep &= c["kind"][rows] == _KIND_NAMES.index(kind)
+        if status is not None:
+            keep &= view.reporting[rows] == (status == "reporting")
+        total = int(keep.sum())
+        if after is not None:
+            keep[: np.searchsorted(ids, after, side="right")] = False
+        page = rows[np.flatnonzero(keep)[: limit + 1]]
+        more = len(page) > limit
+        page = page[:limit]
+        items = [self._item(r, view) for r in page.tolist()]
+        return items, (items[-1]["sensor_id"] if more and items else None), total
+
+    def sensor(self, sensor_id: str, now_ms: int) -> dict[str, Any] | None:
+        """One sensor as the lists show it, or None when unknown."""
+        row = self._index.get(sensor_id)
+        if row is None:
+            return None
+        view = self._view(now_ms, Scope(), AlertTally.from_alerts(()))
+        return self._item(row, view)
+
+    def readings(self, sensor_id: str, *, since_ms: int | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]] | None:
+        """The sensor's recent readings kept in memory, oldest first; None when unknown."""
+        row = self._index.get(sensor_id)
+        if row is None:
+            return None
+        written = int(self._cols["written"][row])
+        held = min(written, self._depth)
+        slots = (written - held + np.arange(held)) % self._depth
+        ts = self._series_ts[row, slots]
+        values = self._series_val[row, slots]
+        order = np.argsort(ts, kind="stable")
+        ts, values = ts[order], values[order]
+        if since_ms is not None:
+            values, ts = values[ts >= since_ms], ts[ts >= since_ms]
+        if limit is not None:
+            start = max(len(ts) - limit, 0)
+            ts, values = ts[start:], values[start:]
+        fields = _fields(int(self._cols["kind"][row]))
+        text = values.astype(str)  # float32's shortest text: 2.41, not 2.4100000858
+        return [{"ts_ms": t, "ts": format_ts(t),
+                 **{f: (None if v == "nan" else float(v)) for f, v in zip(fields, vs, strict=False)}}
+                for t, vs in zip(ts.tolist(), text.tolist(), strict=True)]
+
+    def kind_of(self, sensor_id: str) -> str | None:
+        row = self._index.get(sensor_id)
+        return None if row is None else _KIND_NAMES[int(self._cols["kind"][row])]
+
+    # -- internals of the answers -----------------------------------------------------------
+
+    def _view(self, now_ms: int, scope: Scope | None, alerts: AlertTally | None) -> _View:
+        scope = scope or Scope()
+        n, c = self._n, self._cols
+        as_of = self.as_of_ms(now_ms)
+        count, ts, first = c["count"][:n], c["ts"][:n], c["first"][:n]
+        seen = count > 0
+        span = np.where(seen, ts - np.where(seen, first, 0), 0)
+        learned = span / np.maximum(count - 1, 1)
+        interval = np.where((count >= 2) & (span > 0), learned, c["expected_ms"][:n])
+        limit = np.maximum(SILENT_FACTOR * interval, SILENT_MIN_MS)
+        age = as_of - np.where(seen, ts, as_of)
+        reporting = seen & (age <= limit)
+        now_s = now_ms // 1000
+        slots = np.flatnonzero((self._second_of_slot > now_s - RATE_WINDOW_S - 1)
+                               & (self._second_of_slot <= now_s))
+        recent = c["seconds"][:n][:, slots].sum(axis=1, dtype=np.int64)
+        kind, latest = c["kind"][:n], c["latest"][:n]
+        traffic = reporting & (kind == _TRAFFIC)
+        tpi = np.where(traffic, traffic_index(latest[:, 0], c["free_flow"][:n]), np.nan)
+        water = reporting & (kind == _WATER)
+        pressure = reporting & (kind == _PRESSURE) & np.isfinite(latest[:, 0])
+        sel = np.ones(n, dtype=bool) if scope.sensors is None else scope.sensors[:n]
+        return _View(
+            as_of=as_of, now_ms=now_ms, sel=sel, reporting=reporting,
+            age_ratio=np.where(seen, age / limit, np.inf),
+            recent=recent.astype(np.float64), duration_s=RATE_WINDOW_S + (now_ms % 1000) / 1000,
+            tpi=tpi, over_warning=water & (latest[:, 0] >= c["warning"][:n]),
+            over_guaranteed=water & (latest[:, 0] >= c["guaranteed"][:n]),
+            pressure_seen=pressure, pressure_ok=pressure & (latest[:, 0] >= c["floor"][:n]),
+            alerts=alerts if alerts is not None else AlertTally.from_alerts(()), scope=scope)
+
+    def _summaries(self, v: _View, group: np.ndarray, size: int,
+                   alert_group: np.ndarray) -> list[dict[str, Any]]:
+        s = v.sel & (group >= 0)
+        g = group[s]
+
+        def count(mask: np.ndarray | None = None) -> np.ndarray:
+            return np.bincount(g if mask is None else group[s & mask], minlength=size)
+
+        total, reporting = count(), count(v.reporting)
+        rate = np.bincount(g, weights=v.recent[s], minlength=size) / v.duration_s
+        has_tpi = np.isfinite(v.tpi)
+        tpi_sum = np.bincount(group[s & has_tpi], weights=v.tpi[s & has_tpi], minlength=size)
+        tpi_n = count(has_tpi)
+        warning, guaranteed = count(v.over_warning), count(v.over_guaranteed)
+        p_ok, p_n = count(v.pressure_ok), count(v.pressure_seen)
+        a = v.alerts
+        live = a.open & (alert_group >= 0)
+        ag = alert_group[live]
+        by_sev = np.bincount(ag * len(SEVERITIES) + a.severity[live],
+                             minlength=size * len(SEVERITIES)).reshape(size, -1)
+        by_kind = np.bincount(ag * len(ALERT_KINDS) + a.kind[live],
+                              minlength=size * len(ALERT_KINDS)).reshape(size, -1)
+        out = []
+        for i in range(size):
+            worst = [sev for sev, k in zip(SEVERITIES, by_sev[i].tolist(), strict=True) if k]
+            out.append({
+                "sensors": {"total": int(total[i]), "reporting": int(reporting[i]),
+                            "silent": int(total[i] - reporting[i])},
+                "readings_per_s": round(float(rate[i]), 3),
+                "alerts": {"open": int(by_sev[i].sum()),
+                           "by_severity": dict(zip(SEVERITIES, by_sev[i].tolist(), strict=True)),
+                           "by_kind": dict(zip(ALERT_KINDS, by_kind[i].tolist(), strict=True)),
+                           "worst": worst[-1] if worst else None},
+                "indicators": {
+                    "traffic_index": round(float(tpi_sum[i] / tpi_n[i]), 2) if tpi_n[i] else None,
+                    "gauges_over_warning": int(warning[i]),
+                    "gauges_over_guaranteed": int(guaranteed[i]),
+                    "pressure_compliance": round(float(p_ok[i] / p_n[i]), 4) if p_n[i] else None,
+                },
+            })
+        return out
+
+    def _trend(self, v: _View, city: int | None) -> list[dict[str, Any]]:
+        """One point per minute of stream time, the last 30 minutes (province if city None)."""
+        newest = v.as_of // 60_000
+        minutes = np.arange(newest - TREND_MINUTES + 1, newest + 1)
+        slots = minutes % TREND_MINUTES
+        held = self._minute_of_slot[slots] == minutes
+        whole = v.scope.cities is None or (
+            city is not None and self.regions.cities[city].code in v.scope.cities) or (
+            city is None and not v.scope.partial)
+        rows = self._trend_rows(v.scope, city)
+        counts = np.where(held, self._minute_count[rows][:, slots].sum(axis=0), 0)
+        tpi = np.where(held, self._minute_tpi[rows][:, slots].sum(axis=0), 0.0)
+        tpi_n = np.where(held, self._minute_tpi_n[rows][:, slots].sum(axis=0), 0)
+        seconds = np.full(TREND_MINUTES, 60.0)
+        seconds[-1] = max((v.as_of - newest * 60_000) / 1000, 1.0)  # the minute so far
+        a = v.alerts
+        mine = a.city == city if city is not None else np.ones(len(a.city), dtype=bool)
+        ends = np.minimum((minutes + 1) * 60_000 - 1, v.as_of)
+        open_at = ((a.start_ms[mine, None] <= ends) & (a.end_ms[mine, None] > ends)).sum(axis=0)
+        return [{"t_ms": int(m) * 60_000,
+                 "readings_per_s": round(float(k / s), 3) if whole else None,
+                 "open_alerts": int(o),
+                 "traffic_index": round(float(t / n), 2) if whole and n else None}
+                for m, k, s, o, t, n in zip(minutes.tolist(), counts.tolist(), seconds.tolist(),
+                                            open_at.tolist(), tpi.tolist(), tpi_n.tolist(),
+                                            strict=True)]
+
+    def _trend_rows(self, scope: Scope, city: int | None) -> np.ndarray:
+        """The minute counters' rows (districts, and the untagged row) an area's trend sums."""
+        areas = self._district_city  # per district, then -1 for the untagged row
+        if city is not None:
+            return np.flatnonzero(areas == city)
+        if scope.cities is None:
+            return np.arange(len(areas))
+        wanted = [i for i, c in enumerate(self.regions.cities) if c.code in scope.cities]
+        return np.flatnonzero(np.isin(areas, wanted))
+
+    def _listed_cities(self, v: _View, city: np.ndarray) -> set[int]:
+        if v.scope.cities is None:
+            return set(range(len(self.regions.cities)))
+        listed = {i for i, c in enumerate(self.regions.cities) if c.code in v.scope.cities}
+        listed |= set(np.unique(city[v.sel & (city >= 0)]).tolist())
+        return listed | set(np.unique(v.alerts.city[v.alerts.city >= 0]).tolist())
+
+    def _worst_first(self, v: _View, rows: np.ndarray) -> np.ndarray:
+        """Over 保证, then over 警戒 / under the pressure floor / congested, then silent."""
+        c = self._cols
+        latest = c["latest"][rows, 0]
+        warning, guaranteed, floor = c["warning"][rows], c["guaranteed"][rows], c["floor"][rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            water = np.nan_to_num((latest - warning) / np.maximum(guaranteed - warning, 1e-9))
+            low = np.nan_to_num((floor - latest) / floor)
+        tpi = np.nan_to_num(v.tpi[rows])
+        level = np.zeros(len(rows))
+        level = np.where(v.pressure_seen[rows] & ~v.pressure_ok[rows], 2 + np.clip(low, 0, 0.99), level)
+        level = np.where(tpi >= _CONGESTED_TPI, 2 + tpi / 10.01, level)
+        level = np.where(v.over_warning[rows], 2 + np.clip(water, 0, 0.99), level)
+        level = np.where(v.over_guaranteed[rows], 3 + np.clip(water - 1, 0, 0.99), level)
+        with np.errstate(divide="ignore"):
+            overdue = np.clip(1 - 1 / v.age_ratio[rows], 0, 0.99)  # never seen: the most
+        level = np.where(v.reporting[rows], level, 1 + overdue)
+        return rows[np.lexsort((self._ids[rows], -level))]
+
+    def _item(self, row: int, v: _View) -> dict[str, Any]:
+        c = self._cols
+        kind = int(c["kind"][row])
+        district = int(c["district"][row])
+        seen = c["count"][row] > 0
+        ts = int(c["ts"][row]) if seen else None
+        item: dict[str, Any] = {
+            "sensor_id": str(self._ids[row]), "kind": _KIND_NAMES[kind],
+            "lon": _number(c["lon"][row]), "lat": _number(c["lat"][row]),
+            "district_code": str(self._district_codes[district]) or None,
+            "district_name": self.regions.districts[district].name if district >= 0 else None,
+            "city_code": str(self._city_codes[self._district_city[district]]) or None,
+            "status": "reporting" if v.reporting[row] else "silent",
+            "latest": ({f: _number(x) for f, x in zip(_fields(kind), c["latest"][row].tolist(),
+                                                       strict=False)} if seen else {}),
+            "ts_ms": ts, "ts": format_ts(ts) if ts is not None else None,
+        }
+        index = int(c["registry"][row])
+        if index >= 0 and self.registry is not None:
+            for name, value in self.registry.record(index).items():
+                item.setdefault(name, value)
+        return item
+
+    def _sorted_by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._by_id is None or self._by_id[0] != self._n:
+            ids = self._ids[: self._n]
+            rows = np.argsort(ids, kind="stable")
+            self._by_id = (self._n, rows, ids[rows])
+        return self._by_id[1], self._by_id[2]
+
+
+def _fields(kind: int) -> tuple[str, ...]:
+    return VALUE_FIELDS[KINDS[kind]] if kind < len(KINDS) else ()
+
+
+def _number(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _as_of(as_of_ms: int) -> dict[str, Any]:
+    return {"as_of": format_ts(as_of_ms), "as_of_ms": int(as_of_ms)}
+
+
+def _first_keys(summary: dict[str, Any]) -> dict[str, Any]:
+    """Code and names first, as the contract lists them."""
+    head = {k: summary.pop(k) for k in ("code", "name", "name_en") if k in summary}
+    return {**head, **summary}

@@ -1,0 +1,128 @@
+"""The alerting agents: anomalies → incidents (one owner per correlation scope) → alert events.
+
+Two steps, because the key that owns an incident is not the key anomalies arrive with:
+
+1. ``scope`` re-keys each anomaly (keyed by district on the anomalies topic) by its
+   *correlation scope* (a zone, district or city: ``IncidentEngine.scope_key``) onto the
+   ``alert-scopes`` topic.
+2. ``incidents`` consumes ``alert-scopes`` and the operators' ``alert-commands`` as one
+   stream, both keyed by scope, so exactly one agent applies everything that touches a
+   scope's incidents, in order. The scope's state (``ScopeState``) is in the Faust table
+   ``incidents``, written after every change; every state change is published on the alerts
+   topic as an ``AlertEvent`` (who, when, the alert after the change): the audit trail.
+
+Alert ids derive from the incident and every applied anomaly and command id is remembered in
+the state, so a redelivered or replayed message changes nothing and publishes nothing. A
+timer ticks every scope in this worker's part of the table: auto-resolve, escalation and
+held faults need no new input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+
+from cityagent.detection import Anomaly
+from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
+from cityagent.incidents import IncidentEngine, ScopeState
+from cityagent.zones import ZoneIndex
+from streams.metrics import WorkerCounters
+from streams.topics import Topics
+
+__all__ = ("register_alerting", "INCIDENT_TABLE")
+
+INCIDENT_TABLE = "incidents"
+TICK_S = 5.0
+
+log = logging.getLogger("cityagent.streams")
+
+
+def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneIndex,
+                      counters: WorkerCounters) -> faust.Table:
+    table = app.Table(
+        INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=str,
+        value_type=bytes, use_partitioner=True,
+    )
+
+    def load(scope: str) -> ScopeState:
+        raw = table.get(scope)
+        if raw:
+            try:
+                return ScopeState.from_bytes(raw)
+            except ValueError as exc:
+                log.warning("scope %s: incident state unreadable (%s); starting afresh", scope, exc)
+        return ScopeState()
+
+    async def publish(scope: str, events: list[AlertEvent]) -> None:
+        for event in events:
+            counters.alerts_total += 1
+            await topics.alerts.send(key=scope, value=event.to_dict())
+
+    @app.agent(topics.anomalies, name="scope")
+    async def scope(stream: faust.StreamT) -> None:
+        async for value in stream:
+            anomaly = _anomaly_or_none(value)
+            if anomaly is None:
+                continue
+            key = engine.scope_key(anomaly, zones)
+            await topics.scopes.send(key=key, value={"anomaly": value})
+
+    @app.agent(topics.incident_inputs, name="incidents")
+    async def incidents(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            key = _text(event.key)
+            value = event.value if isinstance(event.value, dict) else {}
+            state = load(key)
+            now = _now_ms()
+            if "anomaly" in value:
+                anomaly = _anomaly_or_none(value["anomaly"])
+                events = [] if anomaly is None else engine.on_anomaly(state, anomaly, zones, now)
+            elif "command" in value:
+                try:
+                    command = Command.from_dict(value["command"])
+                except InvalidCommand as exc:
+                    log.warning("skipped an invalid command for scope %s: %s", key, exc)
+                    continue
+                events = engine.on_command(state, command, now)
+                counters.commands_total += 1
+            else:
+                log.warning("skipped a message on %s that is neither an anomaly nor a command",
+                            event.message.topic)
+                continue
+            table[key] = state.to_bytes()
+            await publish(key, events)
+
+    @app.timer(TICK_S)
+    async def tick() -> None:
+        """Auto-resolve, escalate and release held faults by the clock, for every scope in
+        this worker's part of the table (restored ones included, after a restart)."""
+        now = _now_ms()
+        for key in list(table.keys()):
+            state = load(key)
+            events = engine.tick(state, now)
+            if state.is_empty:
+                del table[key]
+            elif events:
+                table[key] = state.to_bytes()
+            await publish(key, events)
+
+    return table
+
+
+def _anomaly_or_none(value: Any) -> Anomaly | None:
+    try:
+        return Anomaly.from_dict(value)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("skipped a malformed anomaly %r: %s", value, exc)
+        return None
+
+
+def _text(key: bytes | str | None) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

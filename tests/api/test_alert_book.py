@@ -1,0 +1,293 @@
+"""The alert book: newest seq wins, history, filters, pagination, scope, feed and replay.
+
+Pure: no Kafka. ``alert_event`` builds events with the real ``Alert``/``AlertEvent`` records,
+so a change of their fields shows here; the API tests import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from api.alert_book import (
+    AlertBook,
+    AlertQuery,
+    InvalidCursor,
+    InvalidEventId,
+    MalformedEvent,
+    decode_cursor,
+    decode_event_id,
+    encode_cursor,
+    encode_event_id,
+    public_alert,
+)
+from api.auth import Principal
+from cityagent.incident_alert import Alert, AlertEvent
+
+T0 = 1_795_307_400_000  # 2026-11-22T00:30:00Z
+MIN = 60_000
+JINAN, QINGDAO = ("370100", "济南市", "370102", "历下区"), ("370200", "青岛市", "370202", "市南区")
+
+
+def alert_event(alert_id: str = "inc-1", *, seq: int = 1, type: str = "opened",
+                actor: str = "system", detail: str = "", where: tuple[str, ...] = JINAN,
+                **fields: Any) -> dict[str, Any]:
+    """An AlertEvent as the alerting worker publishes it; ``fields`` override the alert."""
+    city_code, city_name, district_code, district_name = where
+    values: dict[str, Any] = dict(
+        alert_id=alert_id, scope=f"district:{district_code}",
+        incident_key=f"flood@district:{district_code}", status="open", severity="orange",
+        kind="water_level", family="flood", reason="water.guaranteed",
+        title_zh=f"{city_name}{district_name} 橙色水位超保证", title_en="orange water level",
+        reason_zh="水位超过保证水位", reason_en="water level above the guaranteed level",
+        province_code="370000", city_code=city_code, city_name=city_name,
+        district_code=district_code, district_name=district_name, zone_ids=(),
+        zone_kinds=(), departments=("water", "city_command"),
+        departments_zh=("水务局", "市指挥中心"), sensors=(f"{city_code[:3]}-wl-{alert_id}",),
+        sensor_count=1, active_sensor_count=1, anomaly_count=1, peak_score=2.5,
+        correlated=False, lon=117.02 if where == JINAN else 120.38,
+        lat=36.66 if where == JINAN else 36.07, first_seen_ms=T0, last_seen_ms=T0,
+        opened_ms=T0 + 500, acknowledged_by=None, acknowledged_at_ms=None, assigned_to=None,
+        resolved_by=None, resolved_at_ms=None, escalation_level="district", comments=0, seq=seq)
+    values.update(fields)
+    alert = Alert(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return AlertEvent(event_id=f"{alert_id}-{seq}", type=type, alert_id=alert_id,
+                      scope=alert.scope, actor=actor, at_ms=alert.last_seen_ms, alert=alert,
+                      detail=detail).to_dict()
+
+
+def suppressed_event(n: int, sensor: str = "jn-wl-9") -> dict[str, Any]:
+    return AlertEvent(event_id=f"sup-{n}", type="suppressed", alert_id="",
+                      scope="district:370102", actor="system", at_ms=T0 + n, alert=None,
+                      anomaly_id=f"an-{n}", sensor_id=sensor, detail="pump maintenance").to_dict()
+
+
+def ids(alerts: list[dict[str, Any]]) -> list[str]:
+    return [a["alert_id"] for a in alerts]
+
+
+# -- applying events -------------------------------------------------------------------------
+
+
+def test_the_newest_seq_wins_and_older_or_duplicate_events_change_nothing() -> None:
+    book = AlertBook()
+    assert book.apply(alert_event(seq=1)) is not None
+    acked = alert_event(seq=2, type="acknowledged", status="acknowledged", actor="op1",
+                        acknowledged_by="op1", acknowledged_at_ms=T0 + MIN)
+    assert book.apply(acked) is not None
+    assert book.apply(alert_event(seq=1)) is None  # a late older snapshot
+    assert book.apply(acked) is None  # a redelivered one
+    alert = book.get("inc-1")
+    assert alert is not None and alert["status"] == "acknowledged" and alert["seq"] == 2
+    assert alert["acknowledged_at"] == "2026-11-22T00:31:00.000Z"
+    assert (book.applied, book.ignored, len(book)) == (2, 2, 1)
+    history, complete = book.history("inc-1")
+    assert [(h["type"], h["seq"], h["actor"]) for h in history] == [
+        ("opened", 1, "system"), ("acknowledged", 2, "op1")]
+    assert complete and history[1]["status"] == "acknowledged"
+
+
+def test_history_is_bounded_and_says_so() -> None:
+    book = AlertBook(history_size=3)
+    for seq in range(1, 6):
+        book.apply(alert_event(seq=seq, type="opened" if seq == 1 else "updated"))
+    history, complete = book.history("inc-1")
+    assert [h["seq"] for h in history] == [3, 4, 5] and not complete
+    assert book.history("nope") == ([], True)
+
+
+@pytest.mark.parametrize("doc, words", [
+    ("text", "expected an object"),
+    ({"event_id": "e"}, "not an alert event"),
+    (alert_event() | {"type": "exploded"}, "unknown type 'exploded'"),
+    (alert_event() | {"alert": None}, "must carry its alert"),
+    (alert_event() | {"alert_id": "inc-2"}, "names alert 'inc-2' but carries 'inc-1'"),
+    (alert_event() | {"at_ms": "noon"}, "'at_ms' epoch milliseconds"),
+    ({**alert_event(), "alert": {**alert_event()["alert"], "seq": "7"}}, "'seq' must be an integer"),
+    ({**alert_event(), "alert": {**alert_event()["alert"], "city_code": 370100}},
+     "'city_code' must be text"),
+    ({**alert_event(), "alert": {**alert_event()["alert"], "zone_ids": "z1"}}, "'zone_ids' must be"),
+    ({**alert_event(), "alert": {**alert_event()["alert"], "lon": None}}, "'lon' must be a number"),
+    ({**alert_event(), "alert": {k: v for k, v in alert_event()["alert"].items() if k != "seq"}},
+     "'seq' is missing"),
+])
+def test_malformed_messages_are_refused_with_a_reason_and_still_read(doc: Any, words: str) -> None:
+    book = AlertBook()
+    with pytest.raises(MalformedEvent) as caught:
+        book.apply(doc, partition=2, offset=7)
+    assert words in str(caught.value)
+    assert book.next_offsets == {2: 8} and len(book) == 0
+
+
+def test_unknown_extra_fields_are_tolerated() -> None:
+    doc = alert_event()
+    doc["new_field"] = 1
+    doc["alert"]["new_alert_field"] = "x"
+    book = AlertBook()
+    assert book.apply(doc) is not None and book.get("inc-1") is not None
+
+
+def test_suppressed_events_are_kept_bounded_and_deduplicated() -> None:
+    book = AlertBook(suppressed_size=2)
+    for n in (1, 2, 2, 3):
+        book.apply(suppressed_event(n))
+    assert [e["event_id"] for e in book.suppressed()] == ["sup-2", "sup-3"]
+    assert book.ignored == 1 and len(book) == 0
+    assert book.apply(suppressed_event(1)) is not None  # forgotten, so new again
+
+
+def test_public_alert_adds_rfc3339_times() -> None:
+    doc = public_alert(alert_event(resolved_at_ms=T0 + 2 * MIN)["alert"])
+    assert doc["first_seen_at"] == "2026-11-22T00:30:00.000Z"
+    assert doc["opened_at"] == "2026-11-22T00:30:00.500Z"
+    assert doc["resolved_at"] == "2026-11-22T00:32:00.000Z" and doc["acknowledged_at"] is None
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def sample_book() -> AlertBook:
+    book = AlertBook()
+    book.apply(alert_event("jn-a", last_seen_ms=T0 + 1 * MIN, severity="red",
+                           zone_ids=["jn-flood-old-city"], zone_kinds=["flood_risk"]))
+    book.apply(alert_event("jn-b", last_seen_ms=T0 + 2 * MIN, severity="blue", kind="traffic",
+                           family="traffic", departments=["transport", "city_command"]))
+    book.apply(alert_event("jn-c", last_seen_ms=T0 + 3 * MIN, status="resolved",
+                           district_code="370103", district_name="市中区", lon=116.99, lat=36.64))
+    book.apply(alert_event("qd-a", last_seen_ms=T0 + 4 * MIN, where=QINGDAO, severity="yellow"))
+    book.apply(alert_event("qd-b", last_seen_ms=T0 + 5 * MIN, where=QINGDAO,
+                           status="acknowledged", kind="pipe_pressure"))
+    return book
+
+
+@pytest.mark.parametrize("query, expected", [
+    (AlertQuery(), ["qd-b", "qd-a", "jn-c", "jn-b", "jn-a"]),
+    (AlertQuery(statuses=frozenset({"open"})), ["qd-a", "jn-b", "jn-a"]),
+    (AlertQuery(statuses=frozenset({"acknowledged", "resolved"})), ["qd-b", "jn-c"]),
+    (AlertQuery(severities=frozenset({"red", "blue"})), ["jn-b", "jn-a"]),
+    (AlertQuery(kinds=frozenset({"traffic", "pipe_pressure"})), ["qd-b", "jn-b"]),
+    (AlertQuery(city_code="370100"), ["jn-c", "jn-b", "jn-a"]),
+    (AlertQuery(district_code="370103"), ["jn-c"]),
+    (AlertQuery(zone_id="jn-flood-old-city"), ["jn-a"]),
+    (AlertQuery(department="transport"), ["jn-b"]),
+    (AlertQuery(department="city_command", city_code="370200"), ["qd-b", "qd-a"]),
+    (AlertQuery(bbox=(116.9, 36.6, 117.0, 36.7)), ["jn-c"]),
+    (AlertQuery(bbox=(116.9, 36.6, 117.2, 36.8)), ["jn-c", "jn-b", "jn-a"]),
+    (AlertQuery(since_ms=T0 + 3 * MIN), ["qd-b", "qd-a", "jn-c"]),
+    (AlertQuery(until_ms=T0 + 3 * MIN), ["jn-b", "jn-a"]),
+    (AlertQuery(since_ms=T0 + 2 * MIN, until_ms=T0 + 4 * MIN), ["jn-c", "jn-b"]),
+])
+def test_filters(query: AlertQuery, expected: list[str]) -> None:
+    assert ids(sample_book().query(query).alerts) == expected
+
+
+def test_scoped_principals_see_only_their_cities_or_sensor_prefixes() -> None:
+    book = sample_book()
+    jinan = Principal("operator", "kjn", frozenset({"370100"}))
+    assert ids(book.query(AlertQuery(principal=jinan)).alerts) == ["jn-c", "jn-b", "jn-a"]
+    assert ids(book.query(AlertQuery(city_code="370200", principal=jinan)).alerts) == []
+    assert book.get("qd-a", jinan) is None and book.get("jn-a", jinan) is not None
+    assert book.get("qd-a", Principal("admin", "kadm")) is not None
+    by_prefix = Principal("operator", "kpre", prefixes=("370-wl-qd-a",))
+    assert ids(book.query(AlertQuery(principal=by_prefix)).alerts) == ["qd-a"]
+
+
+def test_pages_follow_the_cursor_and_stay_stable_under_inserts() -> None:
+    book = AlertBook()
+    for n in range(7):  # two alerts share each last_seen: the id breaks the tie
+        book.apply(alert_event(f"inc-{n}", last_seen_ms=T0 + (n // 2) * MIN))
+    first = book.query(AlertQuery(), limit=3)
+    assert ids(first.alerts) == ["inc-6", "inc-5", "inc-4"]
+    assert first.next_cursor == encode_cursor(T0 + 2 * MIN, "inc-4")
+    # New alerts arrive between pages: a newer one belongs to page one, an older one to later.
+    book.apply(alert_event("inc-new", last_seen_ms=T0 + 9 * MIN))
+    book.apply(alert_event("inc-0a", last_seen_ms=T0))
+    second = book.query(AlertQuery(), limit=3, cursor=first.next_cursor)
+    assert ids(second.alerts) == ["inc-3", "inc-2", "inc-1"]
+    third = book.query(AlertQuery(), limit=3, cursor=second.next_cursor)
+    assert ids(third.alerts) == ["inc-0a", "inc-0"] and third.next_cursor is None
+    assert book.query(AlertQuery(), limit=9).next_cursor is None
+
+
+@pytest.mark.parametrize("cursor", ["", "not-base64!", "WzFd", encode_cursor(1, "a")[:-3]])
+def test_foreign_cursors_are_refused(cursor: str) -> None:
+    with pytest.raises(InvalidCursor, match="not one this API gave out"):
+        decode_cursor(cursor)
+
+
+# -- feed, event ids and replay ------------------------------------------------------------------
+
+
+def test_event_ids_are_next_offsets_per_partition() -> None:
+    book = AlertBook()
+    book.apply(alert_event("a"), partition=1, offset=4)
+    entry = book.apply(alert_event("b"), partition=0, offset=0)
+    assert entry is not None and entry.offsets == (1, 5) and entry.position == 2
+    assert encode_event_id(dict(enumerate(entry.offsets))) == "1-5"
+    assert decode_event_id("1-5") == {0: 1, 1: 5} and encode_event_id({}) == "0"
+    for bad in ("", "1--2", "a-1", "-1", "1" * 25):
+        with pytest.raises(InvalidEventId):
+            decode_event_id(bad)
+
+
+def test_an_event_id_of_one_replica_resumes_on_another() -> None:
+    """Replicas read the partitions interleaved differently; an id means the same in both."""
+    p0 = [alert_event(f"z{n}", last_seen_ms=T0 + n) for n in range(4)]
+    p1 = [alert_event(f"y{n}", last_seen_ms=T0 + n) for n in range(4)]
+    replica_a, replica_b = AlertBook(), AlertBook()
+    for n in range(4):  # a: p0 then p1 alternately; b: all of p1 first
+        replica_a.apply(p0[n], partition=0, offset=n)
+        replica_a.apply(p1[n], partition=1, offset=n)
+    for n in range(4):
+        replica_b.apply(p1[n], partition=1, offset=n)
+    for n in range(4):
+        replica_b.apply(p0[n], partition=0, offset=n)
+    # A client had the first three events of replica a: z0, y0, z1.
+    had = replica_a.replay({})[0][2].offsets
+    rest_a, gap_a = replica_a.replay(dict(enumerate(had)))
+    rest_b, gap_b = replica_b.replay(dict(enumerate(had)))
+    assert not gap_a and not gap_b
+    assert sorted(e.event_id for e in rest_a) == sorted(e.event_id for e in rest_b) == [
+        "y1-1", "y2-1", "y3-1", "z2-1", "z3-1"]
+
+
+def test_replay_reports_a_gap_once_events_were_dropped() -> None:
+    book = AlertBook(feed_size=3)
+    for n in range(5):
+        book.apply(alert_event(f"inc-{n}"))
+    entries, gap = book.replay({0: 1})
+    assert gap and [e.event_id for e in entries] == ["inc-2-1", "inc-3-1", "inc-4-1"]
+    entries, gap = book.replay({0: 4})
+    assert not gap and [e.event_id for e in entries] == ["inc-4-1"]
+
+
+def test_a_stream_filter_also_sees_an_alert_leave_it() -> None:
+    book = AlertBook()
+    book.apply(alert_event(seq=1))
+    resolved = book.apply(alert_event(seq=2, type="resolved", status="resolved"))
+    assert resolved is not None and resolved.previous is not None
+    assert AlertQuery(statuses=frozenset({"open"})).matches_entry(resolved)
+    assert not AlertQuery(statuses=frozenset({"acknowledged"})).matches_entry(resolved)
+    assert not AlertQuery(city_code="370200").matches_entry(resolved)
+
+
+def test_suppressed_events_reach_only_unfiltered_streams_that_may_see_the_sensor() -> None:
+    entry = AlertBook().apply(suppressed_event(1, sensor="jn-wl-9"))
+    assert entry is not None and entry.alert is None
+    assert AlertQuery().matches_entry(entry)
+    assert not AlertQuery(severities=frozenset({"red"})).matches_entry(entry)
+    assert AlertQuery(principal=Principal("operator", "k", prefixes=("jn-",))).matches_entry(entry)
+    assert not AlertQuery(principal=Principal("operator", "k", frozenset({"370100"}))
+                          ).matches_entry(entry)
+
+
+def test_feed_positions_increase_and_data_is_the_public_event() -> None:
+    book = AlertBook()
+    positions = [book.apply(alert_event(f"i{n}")).position  # type: ignore[union-attr]
+                 for n in range(3)]
+    assert positions == [1, 2, 3]
+    data = orjson.loads(book.replay({})[0][-1].data)
+    assert data["alert"]["opened_at"] == "2026-11-22T00:30:00.500Z"
+    assert data["at"] == "2026-11-22T00:30:00.000Z" and data["type"] == "opened"

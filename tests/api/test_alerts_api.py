@@ -1,0 +1,268 @@
+"""The alert routes without Kafka: filters, pages, detail, keys and scope, action errors, SSE.
+
+The app is made with ``create_app`` and used without its lifespan, so nothing connects to
+Kafka: the alert book is filled directly, and the command publisher is not connected (so a
+valid action is a 503, as when Kafka is down). What needs the broker (the feed, a command on
+the commands topic, the stream over HTTP) is in tests/integration/test_alerts_api.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from typing import Any
+
+import orjson
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api.alert_book import AlertBook, AlertQuery
+from api.main import create_app
+from api.read_model import AlertHub
+from api.routes.alert_stream import HEARTBEAT, alert_events
+from api.schemas import AlertDetail, AlertEventPublic, AlertsPublic
+from cityagent.settings import Settings
+from tests.api.test_alert_book import MIN, QINGDAO, T0, alert_event
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+KEYS = "admin:adm-key,operator:op-key,operator:jn-key:370100,integrator:int-key"
+
+
+def auth(key: str = "op-key", **headers: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", **headers}
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = create_app(Settings(api_keys=KEYS, kafka="127.0.0.1:9"))  # never connected
+    book: AlertBook = app.state.alert_book
+    book.apply(alert_event("jn-1", seq=1, last_seen_ms=T0 + MIN, severity="red",
+                           zone_ids=["jn-flood-old-city"], zone_kinds=["flood_risk"]))
+    book.apply(alert_event("jn-1", seq=2, type="acknowledged", status="acknowledged",
+                           actor="op", acknowledged_by="op", acknowledged_at_ms=T0 + 2 * MIN,
+                           last_seen_ms=T0 + MIN, severity="red", zone_ids=["jn-flood-old-city"]))
+    book.apply(alert_event("jn-2", last_seen_ms=T0 + 2 * MIN, status="resolved",
+                           resolved_by="system", resolved_at_ms=T0 + 3 * MIN))
+    book.apply(alert_event("jn-3", last_seen_ms=T0 + 3 * MIN, severity="blue", kind="traffic"))
+    book.apply(alert_event("qd-1", last_seen_ms=T0 + 4 * MIN, where=QINGDAO))
+    return TestClient(app)
+
+
+def alert_ids(client: TestClient, key: str = "op-key", **params: Any) -> list[str]:
+    answer = client.get("/v1/alerts", params=params, headers=auth(key))
+    assert answer.status_code == 200, answer.text
+    AlertsPublic.model_validate(answer.json())
+    return [a["alert_id"] for a in answer.json()["alerts"]]
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({}, ["qd-1", "jn-3", "jn-2", "jn-1"]),
+    ({"status": "open,acknowledged"}, ["qd-1", "jn-3", "jn-1"]),
+    ({"status": ["open", "resolved"]}, ["qd-1", "jn-3", "jn-2"]),
+    ({"severity": "red"}, ["jn-1"]),
+    ({"kind": "traffic"}, ["jn-3"]),
+    ({"city": "济南"}, ["jn-3", "jn-2", "jn-1"]),
+    ({"city": "Qingdao"}, ["qd-1"]),
+    ({"district": "370202"}, ["qd-1"]),
+    ({"zone": "jn-flood-old-city"}, ["jn-1"]),
+    ({"department": "water", "city": "370100", "status": "open"}, ["jn-3"]),
+    ({"bbox": "120,36,121,37"}, ["qd-1"]),
+    ({"since": "2026-11-22T08:33:00+08:00"}, ["qd-1", "jn-3"]),
+    ({"since": str(T0 + 2 * MIN), "until": str(T0 + 4 * MIN)}, ["jn-3", "jn-2"]),
+    ({"until": str((T0 + 2 * MIN) // 1000)}, ["jn-1"]),  # epoch seconds work too
+])
+def test_list_filters(client: TestClient, params: dict[str, Any], expected: list[str]) -> None:
+    assert alert_ids(client, **params) == expected
+
+
+def test_list_shape_times_and_pages(client: TestClient) -> None:
+    first = client.get("/v1/alerts", params={"limit": 3}, headers=auth()).json()
+    assert set(first) == {"count", "alerts", "next_cursor"} and first["count"] == 3
+    alert = first["alerts"][0]
+    assert (alert["city_code"], alert["district_name"]) == ("370200", "市南区")
+    assert alert["last_seen_at"] == "2026-11-22T00:34:00.000Z"
+    rest = client.get("/v1/alerts", params={"limit": 3, "cursor": first["next_cursor"]},
+                      headers=auth()).json()
+    assert [a["alert_id"] for a in rest["alerts"]] == ["jn-1"] and rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"status": "closed"}, "status must be among open, acknowledged, resolved; got 'closed'"),
+    ({"severity": "purple"}, "severity must be among blue, yellow, orange, red"),
+    ({"city": "Atlantis"}, "unknown city 'Atlantis'"),
+    ({"district": "379999"}, "unknown district '379999'"),
+    ({"bbox": "117,36,116,37"}, "bbox must be minLon,minLat,maxLon,maxLat"),
+    ({"bbox": "1,2,3"}, "bbox must be"),
+    ({"since": "yesterday"}, "since must be an RFC 3339 time"),
+    ({"cursor": "bogus"}, "not one this API gave out"),
+    ({"limit": 0}, "greater than or equal to 1"),
+])
+def test_bad_filters_are_422_and_say_which(client: TestClient, params: dict[str, Any],
+                                            words: str) -> None:
+    answer = client.get("/v1/alerts", params=params, headers=auth())
+    assert answer.status_code == 422
+    assert words in answer.text
+
+
+def test_one_alert_with_its_history(client: TestClient) -> None:
+    answer = client.get("/v1/alerts/jn-1", headers=auth())
+    assert answer.status_code == 200
+    doc = AlertDetail.model_validate(answer.json())
+    assert doc.alert.status == "acknowledged" and doc.history_complete
+    assert [(h.type, h.actor) for h in doc.history] == [("opened", "system"),
+                                                          ("acknowledged", "op")]
+    assert client.get("/v1/alerts/nope", headers=auth()).status_code == 404
+
+
+def test_keys_roles_and_scope(client: TestClient) -> None:
+    assert client.get("/v1/alerts").status_code == 401
+    assert client.get("/v1/alerts/stream").status_code == 401
+    assert client.get("/v1/alerts", headers=auth("int-key")).status_code == 403
+    assert client.post("/v1/alerts/jn-3/ack", headers=auth("int-key")).status_code == 403
+    assert alert_ids(client, "jn-key") == ["jn-3", "jn-2", "jn-1"]
+    assert alert_ids(client, "jn-key", city="青岛") == []
+    hidden = client.get("/v1/alerts/qd-1", headers=auth("jn-key"))
+    assert hidden.status_code == 404 and "in the cities of this key" in hidden.text
+    assert client.post("/v1/alerts/qd-1/ack", headers=auth("jn-key")).status_code == 404
+    assert alert_ids(client, "adm-key")[0] == "qd-1"
+
+
+# -- acting --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, body, headers, status, words", [
+    ("/v1/alerts/nope/ack", None, {}, 404, "no alert 'nope'"),
+    ("/v1/alerts/jn-2/resolve", None, {}, 409, "already resolved by system at 2026-11-22T00:33"),
+    ("/v1/alerts/jn-2/assign", {"assignee": "crew 1"}, {}, 409, "only comments are taken"),
+    ("/v1/alerts/jn-1/ack", {"note": "again"}, {}, 409, "already acknowledged by op"),
+    ("/v1/alerts/jn-3/assign", {}, {}, 422, "assignee"),
+    ("/v1/alerts/jn-3/assign", {"assignee": ""}, {}, 422, "at least 1 character"),
+    ("/v1/alerts/jn-3/comment", {"text": ""}, {}, 422, "at least 1 character"),
+    ("/v1/alerts/jn-3/ack", {"nota": "typo"}, {}, 422, "Extra inputs are not permitted"),
+    ("/v1/alerts/jn-3/ack", {"note": "x" * 2001}, {}, 422, "at most 2000 characters"),
+    ("/v1/alerts/jn-3/ack", None, {"idempotency-key": "a b"}, 400, "Idempotency-Key must be"),
+    ("/v1/alerts/jn-3/ack", None, {"x-operator": "%0A"}, 400, "X-Operator must be"),
+])
+def test_action_errors(client: TestClient, path: str, body: Any, headers: dict[str, str],
+                       status: int, words: str) -> None:
+    answer = client.post(path, json=body, headers=auth(**headers))
+    assert answer.status_code == status, answer.text
+    assert words in answer.text
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/alerts/jn-3/ack", None), ("/v1/alerts/jn-3/resolve", {"note": "dry again"}),
+    ("/v1/alerts/jn-3/assign", {"assignee": "crew 1"}), ("/v1/alerts/jn-2/comment", {"text": "ok"}),
+])
+def test_valid_actions_need_kafka_503_when_it_is_not_there(client: TestClient, path: str,
+                                                           body: Any) -> None:
+    answer = client.post(path, json=body, headers=auth())
+    assert answer.status_code == 503 and answer.headers["retry-after"].isdigit()
+    assert "not connected to Kafka" in answer.json()["detail"]
+
+
+def test_openapi_has_an_example_for_every_alert_route(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    paths = {p: v for p, v in doc["paths"].items() if p.startswith("/v1/alerts")}
+    assert set(paths) == {"/v1/alerts", "/v1/alerts/stream", "/v1/alerts/{alert_id}",
+                          *(f"/v1/alerts/{{alert_id}}/{a}" for a in
+                            ("ack", "resolve", "assign", "comment"))}
+    schemas = doc["components"]["schemas"]
+    for path, methods in paths.items():
+        for op in methods.values():
+            ok = op["responses"]["200" if "202" not in op["responses"] else "202"]
+            content = ok["content"]
+            if "text/event-stream" in content:
+                assert "event: alert" in content["text/event-stream"]["example"], path
+                continue
+            ref = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            assert schemas[ref].get("examples"), (path, ref)
+            assert op["security"] == [{"APIKey": []}], path
+            if "requestBody" in op:
+                body = op["requestBody"]["content"]["application/json"]["schema"]
+                refs = [s["$ref"] for s in body.get("anyOf", [body]) if "$ref" in s]
+                assert all(schemas[r.rsplit("/", 1)[1]].get("examples") for r in refs), path
+
+
+# -- the stream, without HTTP --------------------------------------------------------------------
+
+
+def frames(chunks: list[bytes]) -> list[dict[str, str]]:
+    """SSE chunks as dicts of their fields (comments as ``comment``)."""
+    out = []
+    for block in b"".join(chunks).decode().split("\n\n"):
+        if not block:
+            continue
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ") if not line.startswith(":") else (
+                "comment", "", line[2:])
+            fields[name] = value
+        out.append(fields)
+    return out
+
+
+def test_stream_replays_after_an_id_then_goes_live_with_heartbeats() -> None:
+    async def scenario() -> list[bytes]:
+        book, hub = AlertBook(), AlertHub()
+        for n in range(3):
+            book.apply(alert_event(f"i{n}", last_seen_ms=T0 + n))
+        stream = alert_events(book, hub, AlertQuery(), {0: 1}, heartbeat_s=0.05)
+        chunks = [await anext(stream) for _ in range(3)]  # retry+id, then i1, i2 replayed
+        entry = book.apply(alert_event("i3", severity="red"))
+        assert entry is not None
+        hub.publish(entry)
+        chunks += [await anext(stream), await anext(stream)]  # i3, then a heartbeat
+        assert len(hub) == 1
+        await stream.aclose()
+        assert len(hub) == 0  # a closed client is forgotten
+        return chunks
+
+    got = frames(asyncio.run(scenario()))
+    assert got[0] == {"retry": "3000", "id": "1"}
+    assert [f.get("event") for f in got] == [None, "alert", "alert", "alert", None]
+    assert [f.get("id") for f in got[1:4]] == ["2", "3", "4"]
+    events = [AlertEventPublic.model_validate_json(f["data"]) for f in got[1:4]]
+    assert [e.alert_id for e in events] == ["i1", "i2", "i3"]
+    assert got[4] == {"comment": HEARTBEAT.decode().strip()[2:]}
+
+
+def test_stream_filters_and_says_reset_when_the_id_is_too_old() -> None:
+    async def scenario() -> list[bytes]:
+        book, hub = AlertBook(feed_size=2), AlertHub()
+        for n in range(4):
+            book.apply(alert_event(f"i{n}", severity="red" if n % 2 else "blue"))
+        stream = alert_events(book, hub, AlertQuery(severities=frozenset({"red"})), {0: 0}, 60)
+        return [await anext(stream) for _ in range(3)]
+
+    got = frames(asyncio.run(scenario()))
+    assert got[1]["event"] == "reset" and "re-read GET /v1/alerts" in got[1]["data"]
+    assert orjson.loads(got[2]["data"])["alert_id"] == "i3"  # i2 is blue
+
+
+def test_a_slow_client_is_cut_off_and_the_others_go_on() -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        book, hub = AlertBook(), AlertHub(queue_size=2)
+        slow = alert_events(book, hub, AlertQuery(), None, 60)
+        fast = alert_events(book, hub, AlertQuery(), None, 60)
+        slow_chunks, fast_chunks = [await anext(slow)], [await anext(fast)]
+        for n in range(5):
+            entry = book.apply(alert_event(f"i{n}"))
+            assert entry is not None
+            hub.publish(entry)  # never waits, whoever is slow
+            fast_chunks.append(await anext(fast))
+        slow_chunks += [chunk async for chunk in slow]  # overflow, then the end
+        await fast.aclose()
+        return slow_chunks, fast_chunks
+
+    slow, fast = (frames(c) for c in asyncio.run(scenario()))
+    assert [orjson.loads(f["data"])["alert_id"] for f in fast[1:]] == [f"i{n}" for n in range(5)]
+    assert [f.get("event") for f in slow] == [None, "overflow"]
+    overflow = orjson.loads(slow[1]["data"])
+    assert overflow["last_event_id"] == "0" and "reconnect with Last-Event-ID" in overflow["detail"]

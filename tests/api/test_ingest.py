@@ -1,0 +1,374 @@
+"""Ingest: body shapes, the fast validation path, limits, idempotency, and the route on Kafka.
+
+The unit tests need nothing running. The route tests (marked integration) run the app in
+this process with its lifespan, against the session's real broker: nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api import ingest
+from api.auth import Principal
+from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse
+from api.ingest import BadBody, check_items, decode_body, thingsboard_items
+from api.main import create_app
+from api.ratelimit import RateLimiter, TooLarge
+from api.routes.readings import MAX_BODY_BYTES
+from cityagent.batch import decode_batch
+from cityagent.readings import parse_reading
+from cityagent.regions import default_regions
+from cityagent.settings import Settings
+from control.topics import ensure_topics, pipeline_topics
+from tests.helpers import consume_records
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+JINAN = (117.0197, 36.6614)  # 泉城广场, 历下区
+QINGDAO = (120.3844, 36.0610)  # 五四广场, 市南区
+NOW = 1_795_307_400  # 2026-11-22T00:30:00Z
+
+
+def level(sensor: str, value: Any = 2.0, where: tuple[float, float] = JINAN,
+          ts: Any = NOW) -> dict[str, Any]:
+    return {"sensor_id": sensor, "kind": "water_level", "ts": ts, "lon": where[0],
+            "lat": where[1], "level_m": value}
+
+
+def traffic(sensor: str, **overrides: Any) -> dict[str, Any]:
+    return {"sensor_id": sensor, "kind": "traffic", "ts": NOW, "lon": JINAN[0], "lat": JINAN[1],
+            "speed_kmh": 40.0, "flow_vph": 900, "occupancy_pct": 12.5, **overrides}
+
+
+# -- the fast path agrees with parse_reading ------------------------------------------------------
+
+EDGE_ITEMS: list[Any] = [
+    level("a"), level("a", 0), level("a", -100), level("a", 10_000), level("a", 10_000.001),
+    level("a", float("nan")), level("a", float("inf")), level("a", True), level("a", "2.4"),
+    level("a", None), level("a", 2**70),  # (orjson turns bigger integers into floats)
+    level("a", ts=946_684_800), level("a", ts=946_684_799.9994), level("a", ts=946_684_799.9996),
+    level("a", ts=4_102_444_799.999), level("a", ts=4_102_444_800), level("a", ts=99_999_999_999),
+    level("a", ts=100_000_000_000), level("a", ts=1_795_307_400_123), level("a", ts=1.7953074001235e12),
+    level("a", ts=-5), level("a", ts=float("nan")), level("a", ts="2026-11-22T08:30:00+08:00"),
+    level("a", ts="2026-11-22T08:30:00"), level("a", ts=True),
+    level("a", where=(180.0, 90.0)), level("a", where=(-180.0001, 36.0)), level("a", where=(117, 36)),
+    traffic("b"), traffic("b", speed_kmh=300.0), traffic("b", speed_kmh=300.5),
+    traffic("b", occupancy_pct=-0.0), traffic("b", flow_vph=20_001),
+    {**level("a"), "speed_kmh": 3.0}, {**level("a"), "levle_m": 1.0},
+    {k: v for k, v in level("a").items() if k != "level_m"},
+    level("a") | {"kind": "river"}, level("a") | {"kind": ["water_level"]},
+    level("a") | {"sensor_id": ["a"]}, level("bad id!"), [level("a")], "text", None, 7,
+]
+
+
+@pytest.fixture
+def known_ids() -> Iterator[set[str]]:
+    saved = set(ingest._known_ids)
+    ingest._known_ids.clear()
+    yield ingest._known_ids
+    ingest._known_ids.clear()
+    ingest._known_ids.update(saved)
+
+
+def _outcome(checked: ingest.Checked) -> tuple[list, list]:
+    b = checked.batch
+    rows = [(str(b.sensor_id[i]), str(b.kind[i]), int(b.ts_ms[i]), float(b.lon[i]),
+             float(b.lat[i]), {k: float(v[i]) for k, v in b.values.items() if not math.isnan(v[i])})
+            for i in range(len(b))]
+    return rows, [(r.index, r.field, r.reason) for r in checked.rejected]
+
+
+def test_fast_and_slow_paths_agree_on_every_edge_case(known_ids: set[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    regions = default_regions()
+    calls: list[Any] = []
+
+    def counting_parse(raw: Any) -> Any:
+        calls.append(raw)
+        return parse_reading(raw)
+
+    monkeypatch.setattr(ingest, "parse_reading", counting_parse)
+    slow = _outcome(check_items(EDGE_ITEMS, regions))  # sensor ids unknown: parse_reading
+    slow_calls = len(calls)
+    assert known_ids == {"a", "b"}
+    fast = _outcome(check_items(EDGE_ITEMS, regions))  # ids known: column checks first
+    assert fast == slow
+    assert len(calls) - slow_calls <= slow_calls - 12  # the valid ones skipped parse_reading
+    # ... and both agree with parse_reading item by item (positions inside Shandong).
+    accepted = {i for i in range(len(EDGE_ITEMS))} - {r[0] for r in slow[1]}
+    expected = []
+    for i in sorted(accepted):
+        r = parse_reading(EDGE_ITEMS[i])
+        expected.append((r.sensor_id, r.kind, r.ts_ms, r.lon, r.lat, dict(r.values)))
+    assert slow[0] == expected
+    assert len(expected) >= 12  # the table holds plenty of valid items too
+
+
+def test_rejections_keep_the_request_order_and_say_where(known_ids: set[str]) -> None:
+    items = [level("jn-1"), level("jn-2", "high"), level("jn-3", where=(116.40, 39.90)),
+             level("jn-4") | {"values": {}}, level("jn-5", where=(JINAN[1], JINAN[0]))]
+    checked = check_items(items, default_regions())
+    assert len(checked.batch) == 1 and checked.batch.district.tolist() == [370102]
+    assert [(r.index, r.field, r.sensor_id) for r in checked.rejected] == [
+        (1, "level_m", "jn-2"), (2, "lon", "jn-3"), (3, "values", "jn-4"), (4, "lat", "jn-5")]
+    assert "outside Shandong" in checked.rejected[1].reason
+    assert "/v1/readings/thingsboard" in checked.rejected[2].reason
+
+
+def test_scope_rejects_per_item(known_ids: set[str]) -> None:
+    items = [level("jn-1"), level("qd-1", where=QINGDAO), level("x-1", where=QINGDAO)]
+    by_prefix = check_items(items, default_regions(), Principal("integrator", "k", prefixes=("jn-",)))
+    assert by_prefix.batch.sensor_id.tolist() == ["jn-1"]
+    assert [r.index for r in by_prefix.rejected] == [1, 2] and by_prefix.all_out_of_scope
+    by_city = check_items(items, default_regions(),
+                          Principal("integrator", "k", cities=frozenset({"370200"})))
+    assert by_city.batch.sensor_id.tolist() == ["qd-1", "x-1"]
+    assert "outside this key's scope (370200)" in by_city.rejected[0].reason
+    assert "370100 济南市" in by_city.rejected[0].reason
+
+
+# -- body shapes ---------------------------------------------------------------------------------
+
+
+def test_json_bodies() -> None:
+    assert decode_body(b'{"a": 1}', "application/json") == ([{"a": 1}], {})
+    assert decode_body(b"[1, 2]", None) == ([1, 2], {})
+    with pytest.raises(BadBody) as bad:
+        decode_body(b"{nope", "text/csv")
+    assert bad.value.status == 400 and "Content-Type was text/csv" in bad.value.detail
+    with pytest.raises(BadBody) as empty:
+        decode_body(b"[]", "application/json")
+    assert empty.value.status == 422
+    with pytest.raises(BadBody) as big:
+        decode_body(orjson.dumps([{}] * (ingest.MAX_ITEMS + 1)), "application/json")
+    assert big.value.status == 413 and "the limit is 50000" in big.value.detail
+
+
+def test_ndjson_bodies_report_bad_lines_by_index() -> None:
+    body = b'{"a": 1}\n\n  \n{"b": 2}\r\n{broken\n[3]'
+    items, bad = decode_body(body, "application/x-ndjson; charset=utf-8")
+    assert items[:2] == [{"a": 1}, {"b": 2}] and items[3] == [3]
+    assert list(bad) == [2] and "line 3" in bad[2].reason
+    assert decode_body(b'{"a": 1}\n{"b": 2}\n', "application/jsonl") == ([{"a": 1}, {"b": 2}], {})
+
+
+def test_thingsboard_items_take_identity_from_query_or_values() -> None:
+    identity = {"sensor_id": "jn-tb-1", "kind": "water_level", "lon": JINAN[0], "lat": JINAN[1]}
+    items, bad = thingsboard_items([
+        {"ts": 1_795_307_400_000, "values": {"level_m": 1.5}},
+        {"level_m": 2.5},  # flat: event time is now
+        {"ts": 1_795_307_400_000, "values": {"level_m": 1.0, "sensor_id": "jn-tb-2"}},
+        {"ts": 1, "values": [1]}, {"ts": 1, "values": {}, "deviceName": "x"}, "x",
+    ], identity, now_ms=1_800_000_000_000)
+    assert items[0] == {**identity, "level_m": 1.5, "ts": 1_795_307_400_000}
+    assert items[1]["ts"] == 1_800_000_000_000
+    assert items[2]["sensor_id"] == "jn-tb-2"
+    assert sorted(bad) == [3, 4, 5]
+    assert bad[4].field == "deviceName" and "must be a JSON object" in bad[5].reason
+
+
+# -- rate limit and idempotency ------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_counts_readings() -> None:
+    clock = Clock()
+    limiter = RateLimiter(100, 500, clock=clock)
+    assert limiter.take("k", 500) == 0
+    assert limiter.take("k", 250) == 3  # 250 tokens at 100/s: wait 2.5 s, rounded up
+    assert limiter.take("other", 500) == 0  # per key
+    clock.now += 2.5
+    assert limiter.take("k", 250) == 0
+    limiter.give_back("k", 250)
+    assert limiter.take("k", 250) == 0
+    with pytest.raises(TooLarge, match="at most 500 at once"):
+        limiter.take("k", 501)
+
+
+def test_idempotency_replays_rejects_other_bodies_and_expires() -> None:
+    clock = Clock()
+    cache = IdempotencyCache(ttl_s=600, max_entries=2, clock=clock)
+    assert cache.begin("k1", "abc", b"body-1") is None
+    with pytest.raises(IdempotencyConflict) as busy:
+        cache.begin("k1", "abc", b"body-1")
+    assert busy.value.status == 409
+    cache.finish("k1", "abc", StoredResponse(202, b'{"accepted":1}'))
+    assert cache.begin("k1", "abc", b"body-1") == StoredResponse(202, b'{"accepted":1}')
+    with pytest.raises(IdempotencyConflict) as other:
+        cache.begin("k1", "abc", b"body-2")
+    assert other.value.status == 422 and "different request body" in other.value.detail
+    assert cache.begin("k2", "abc", b"body-2") is None  # keys are per API key
+    cache.abandon("k2", "abc")
+    assert cache.begin("k2", "abc", b"body-3") is None  # an abandoned request runs again
+    clock.now += 601
+    assert cache.begin("k1", "abc", b"body-2") is None  # expired
+    cache.begin("k1", "d", b"x")
+    cache.begin("k1", "e", b"x")
+    assert len(cache) == 2  # the oldest is dropped beyond max_entries
+
+
+# -- the route, on the real broker ---------------------------------------------------------------
+
+KEYS = "admin:adm-key,operator:op-key:370100,integrator:jn-key:jn-,integrator:qd-key:370200"
+
+
+def auth(key: str = "adm-key", **headers: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", **headers}
+
+
+@pytest.fixture(scope="module")
+def api(kafka_bootstrap: str) -> Iterator[tuple[TestClient, Settings]]:
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"ingest{tag}", app_id=f"ingest-{tag}",
+                        partitions=4,
+                        api_keys=KEYS, api_rate=1000.0, api_burst=60_000)
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    with TestClient(create_app(settings)) as client:
+        yield client, settings
+
+
+def stored(settings: Settings, sensor_prefix: str, expect: int) -> list[str]:
+    """Sensor ids of stored readings that start with ``sensor_prefix`` (read from the topic)."""
+    def ids(records: list) -> list[str]:
+        out = []
+        for record in records:
+            out += [s for s in decode_batch(record.value).sensor_id.tolist()
+                    if s.startswith(sensor_prefix)]
+        return out
+
+    records = consume_records(settings.bootstrap, settings.readings_topic,
+                              lambda rs: len(ids(rs)) >= expect, timeout_s=5 if expect else 2)
+    return ids(records)
+
+
+@pytest.mark.integration
+def test_valid_items_are_stored_and_invalid_ones_listed(api) -> None:
+    client, settings = api
+    now = time.time()
+    body = [level("jn-p-0", ts=now), level("jn-p-1", "high", ts=now),
+            level("jn-p-2", ts=now, where=(116.40, 39.90)), level("jn-p-3", 6.0, ts=now)]
+    answer = client.post("/v1/readings", json=body, headers=auth())
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"accepted": 2, "rejected": [
+        {"index": 1, "field": "level_m", "sensor_id": "jn-p-1",
+         "reason": "'level_m' must be a number; got str 'high'"},
+        {"index": 2, "field": "lon", "sensor_id": "jn-p-2",
+         "reason": answer.json()["rejected"][1]["reason"]}]}
+    assert sorted(stored(settings, "jn-p-", 2)) == ["jn-p-0", "jn-p-3"]
+
+
+@pytest.mark.integration
+def test_all_invalid_is_422_and_nothing_is_stored(api) -> None:
+    client, settings = api
+    answer = client.post("/v1/readings", json=[level("jn-x-0", None), level("jn-x-1", ts="soon")],
+                         headers=auth())
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "all 2 readings are invalid; none was accepted (see 'rejected')"
+    assert [r["field"] for r in answer.json()["rejected"]] == ["level_m", "ts"]
+    one = client.post("/v1/readings", content=b'"text"', headers=auth())
+    assert one.status_code == 422 and "must be a JSON object" in one.json()["detail"]
+    assert stored(settings, "jn-x-", 0) == []
+
+
+@pytest.mark.integration
+def test_ndjson_and_thingsboard(api) -> None:
+    client, settings = api
+    now = time.time()
+    lines = b"\n".join(orjson.dumps(level(f"jn-nd-{i}", ts=now)) for i in range(3)) + b"\n"
+    answer = client.post("/v1/readings", content=lines,
+                         headers=auth(**{"content-type": "application/x-ndjson"}))
+    assert answer.status_code == 202 and answer.json() == {"accepted": 3, "rejected": []}
+    tb = client.post("/v1/readings/thingsboard",
+                     params={"sensor_id": "jn-tb-9", "kind": "water_level", "lon": JINAN[0],
+                             "lat": JINAN[1]},
+                     json=[{"ts": int(now * 1000), "values": {"level_m": 1.5}},
+                           {"ts": int(now * 1000) + 1000, "values": {"level_m": 1.6}}],
+                     headers=auth())
+    assert tb.status_code == 202 and tb.json()["accepted"] == 2, tb.text
+    lost = client.post("/v1/readings/thingsboard", json={"values": {"level_m": 1.5}},
+                       headers=auth())
+    assert lost.status_code == 422
+    assert "?sensor_id=" in lost.json()["rejected"][0]["reason"]
+    assert sorted(stored(settings, "jn-nd-", 3)) == ["jn-nd-0", "jn-nd-1", "jn-nd-2"]
+    assert stored(settings, "jn-tb-9", 2) == ["jn-tb-9", "jn-tb-9"]
+
+
+@pytest.mark.integration
+def test_an_idempotent_retry_is_replayed_not_stored_twice(api) -> None:
+    client, settings = api
+    body = [level("jn-idem-1", ts=time.time())]
+    key = str(uuid.uuid4())
+    first = client.post("/v1/readings", json=body, headers=auth(**{"idempotency-key": key}))
+    again = client.post("/v1/readings", json=body, headers=auth(**{"idempotency-key": key}))
+    assert first.status_code == again.status_code == 202
+    assert again.content == first.content and again.headers["idempotency-replayed"] == "true"
+    other = client.post("/v1/readings", json=body + body, headers=auth(**{"idempotency-key": key}))
+    assert other.status_code == 422 and "different request body" in other.json()["detail"]
+    bad = client.post("/v1/readings", json=body, headers=auth(**{"idempotency-key": "a b"}))
+    assert bad.status_code == 400
+    assert stored(settings, "jn-idem-1", 2) == ["jn-idem-1"]  # waited for a second: none came
+
+
+@pytest.mark.integration
+def test_keys_roles_and_scopes(api) -> None:
+    client, _ = api
+    body = [level("jn-s-1", ts=time.time()), level("qd-s-1", ts=time.time(), where=QINGDAO)]
+    assert client.post("/v1/readings", json=body).status_code == 401
+    assert client.post("/v1/readings", json=body, headers=auth("nope")).status_code == 401
+    operator = client.post("/v1/readings", json=body, headers=auth("op-key"))
+    assert operator.status_code == 403 and "needs an integrator or admin key" in operator.text
+    jinan = client.post("/v1/readings", json=body, headers=auth("jn-key"))
+    assert jinan.status_code == 202 and jinan.json()["accepted"] == 1
+    assert jinan.json()["rejected"][0]["sensor_id"] == "qd-s-1"
+    qingdao = client.post("/v1/readings", json=body[:1], headers=auth("qd-key"))
+    assert qingdao.status_code == 403 and "outside the scope" in qingdao.json()["detail"]
+    assert client.get("/v1/alerts").status_code == 401
+    assert client.get("/v1/alerts", headers=auth("jn-key")).status_code == 403
+    assert client.get("/v1/alerts", headers=auth("op-key")).status_code == 200
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.integration
+def test_limits_413_and_429(api) -> None:
+    client, _ = api
+    huge = client.post("/v1/readings", content=b" " * (MAX_BODY_BYTES + 1), headers=auth())
+    assert huge.status_code == 413 and "the limit is" in huge.json()["detail"]
+    over_burst = client.post("/v1/readings", json=[level("jn-b")] * 50_001, headers=auth("jn-key"))
+    assert over_burst.status_code == 413  # MAX_ITEMS
+    # jn-key: 1000 readings/s, burst 60,000. Drain the bucket, then one more is refused.
+    drain = [level(f"jn-r-{i % 50}", ts=NOW + i) for i in range(50_000)]
+    assert client.post("/v1/readings", json=drain, headers=auth("jn-key")).status_code == 202
+    second = client.post("/v1/readings", json=drain[:20_000], headers=auth("jn-key"))
+    assert second.status_code == 429, second.text
+    assert int(second.headers["retry-after"]) >= 9
+    assert "CITYAGENT_API_RATE" in second.json()["detail"]
+    assert client.post("/v1/readings", json=drain[:10], headers=auth("jn-key")).status_code == 202
+
+
+@pytest.mark.integration
+def test_openapi_documents_the_ingest_routes(api) -> None:
+    client, _ = api
+    doc = client.get("/openapi.json").json()
+    post = doc["paths"]["/v1/readings"]["post"]
+    assert {"202", "401", "403", "413", "422", "429", "503"} <= set(post["responses"])
+    assert "application/x-ndjson" in post["requestBody"]["content"]
+    assert "/v1/readings/thingsboard" in doc["paths"]
+    assert post["security"] == [{"APIKey": []}]
