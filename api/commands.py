@@ -58,6 +58,18 @@ class CommandPublisher:
             await self._producer.stop()
             self._producer = None
 
+    async def send_value(self, key: str, value: bytes, what: str) -> None:
+        """Publish any JSON value keyed by ``key``; return once Kafka acknowledged it."""
+        if self._producer is None:
+            raise BrokerError("the API is not connected to Kafka yet")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(self._topic, value, key=key.encode()),
+                self._ack_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
+                              f"{exc or type(exc).__name__}") from None
+
     async def send(self, command: Command, scope: str) -> None:
         """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""
         if self._producer is None:

@@ -21,13 +21,16 @@ from api.publisher import ReadingPublisher
 from api.ratelimit import RateLimiter
 from api.read_model import AlertBook, AlertFeed, AlertHub
 from api.readings_feed import ReadingsFeed
-from api.routes import alert_stream, alerts, dashboard, health, readings, sensors, situation
+from api.routes import alert_stream, alerts, dashboard, health, readings, sensors, situation, zones
 from api.situation import AlertCounter
 from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError, CityAgentError, ConfigError
 from cityagent.regions import default_regions
+from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
+from cityagent.zones import ZoneSet, demo_zones
+from streams.zone_feed import ZoneFeed
 
 __all__ = ("create_app", "create_app_from_env")
 
@@ -46,10 +49,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.readings_feed = ReadingsFeed(settings.bootstrap, settings.readings_topic,
                                                app.state.situation)
         app.state.readings_feed.start()
+        await app.state.zone_writer.start()
+        app.state.zone_feed.start()
         log.info("API connected to Kafka at %s", settings.bootstrap)
         try:
             yield
         finally:
+            await app.state.zone_feed.stop()
+            await app.state.zone_writer.stop()
             await app.state.readings_feed.stop()
             await feed.stop()
             await app.state.commands.stop()
@@ -70,6 +77,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.alert_book = AlertBook()
     app.state.alert_hub = AlertHub()
     app.state.commands = CommandPublisher(settings.bootstrap, settings.commands_topic)
+    # Operational zones: the file (or demo) set, then the zones topic's records on top.
+    app.state.router = Router.load()
+    base = (ZoneSet.load(settings.zones_path, app.state.regions,
+                         departments=app.state.router.department_codes)
+            if settings.zones_path else demo_zones(app.state.regions))
+    app.state.zone_feed = ZoneFeed(settings.bootstrap, settings.zones_topic, base,
+                                   app.state.regions, app.state.router.department_codes)
+    app.state.zone_writer = CommandPublisher(settings.bootstrap, settings.zones_topic)
     # The situation read model (readings topic → per-sensor state), and open-alert counts.
     app.state.situation = SituationModel(
         app.state.regions, DetectionConfig.load(settings.detection_path),
@@ -83,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts.router, dependencies=[Depends(require("operator"))])
     app.include_router(situation.router)
     app.include_router(sensors.router)
+    app.include_router(zones.router)
     app.include_router(health.router)
 
     @app.exception_handler(CityAgentError)

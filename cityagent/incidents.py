@@ -716,6 +716,9 @@ class IncidentEngine:
             _add(incident.zone_ids, zone.zone_id)
             _add(incident.zone_kinds, zone.zone_kind)
             _add(incident.zone_departments, zone.department)
+            if incident.family != "sensor_fault" and zone.severity_adjust > incident.zone_adjust:
+                # A city-wide flood reaching a school is more severe than one in the fields.
+                incident.zone_adjust = zone.severity_adjust
         incident.base_rank = max(incident.base_rank, rank)
         if anomaly.kind != incident.kind and not is_fault(anomaly.reason):
             # Another kind joined (congestion in a flood): its departments are told too.

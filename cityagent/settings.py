@@ -146,6 +146,11 @@ class Settings:
         return f"{self.topic_prefix}.alert-scopes"
 
     @property
+    def zones_topic(self) -> str:
+        """Operational zones (compacted; key: zone id), read whole by every worker and API."""
+        return f"{self.topic_prefix}.zones"
+
+    @property
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"

@@ -28,9 +28,9 @@ import faust
 from cityagent.detection import Anomaly
 from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
-from cityagent.zones import ZoneIndex
 from streams.metrics import WorkerCounters
 from streams.topics import Topics
+from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE")
 
@@ -40,7 +40,7 @@ TICK_S = 5.0
 log = logging.getLogger("cityagent.streams")
 
 
-def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneIndex,
+def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
                       counters: WorkerCounters) -> faust.Table:
     table = app.Table(
         INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=str,
@@ -67,7 +67,7 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             anomaly = _anomaly_or_none(value)
             if anomaly is None:
                 continue
-            key = engine.scope_key(anomaly, zones)
+            key = engine.scope_key(anomaly, zones.index)
             await topics.scopes.send(key=key, value={"anomaly": value})
 
     @app.agent(topics.incident_inputs, name="incidents")
@@ -79,7 +79,8 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             now = _now_ms()
             if "anomaly" in value:
                 anomaly = _anomaly_or_none(value["anomaly"])
-                events = [] if anomaly is None else engine.on_anomaly(state, anomaly, zones, now)
+                events = ([] if anomaly is None
+                          else engine.on_anomaly(state, anomaly, zones.index, now))
             elif "command" in value:
                 try:
                     command = Command.from_dict(value["command"])
@@ -94,6 +95,11 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
                 continue
             table[key] = state.to_bytes()
             await publish(key, events)
+
+    @app.task
+    async def follow_zones() -> None:
+        """Keep the zones current from the compacted zones topic (no restart needed)."""
+        zones.start()
 
     @app.timer(TICK_S)
     async def tick() -> None:

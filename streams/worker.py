@@ -13,12 +13,13 @@ from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
 from cityagent.routing import Router
 from cityagent.settings import Settings
-from cityagent.zones import ZoneIndex, ZoneSet, demo_zones
+from cityagent.zones import ZoneSet, demo_zones
 from streams.agents import register_agents
 from streams.alerting import register_alerting
 from streams.app import create_app
 from streams.metrics import WorkerCounters
 from streams.topics import Topics, declare_topics
+from streams.zone_feed import ZoneFeed
 
 __all__ = ("Worker", "build_worker")
 
@@ -48,5 +49,7 @@ def build_worker(settings: Settings) -> Worker:
     topics = declare_topics(app, settings)
     counters = WorkerCounters()
     state = register_agents(app, topics, detector, counters, settings.checkpoint_s)
-    incidents = register_alerting(app, topics, engine, ZoneIndex(zoneset), counters)
+    zones = ZoneFeed(settings.bootstrap, settings.zones_topic, zoneset, regions,
+                     router.department_codes)
+    incidents = register_alerting(app, topics, engine, zones, counters)
     return Worker(app, topics, state, incidents, counters)

@@ -635,3 +635,24 @@ def test_an_auto_resolved_incidents_echo_is_not_a_new_alert() -> None:
     crit = make("qd-pp-000001", kind="pipe_pressure", reason="pressure.critical",
                 severity="red", since=T0 + 50 * MIN, district=370202)
     assert one(eng.on_anomaly(state, crit, None, T0 + 50 * MIN)).alert_id != first.alert_id
+
+
+def test_with_the_packaged_settings_a_zone_annotates_and_raises_a_city_flood() -> None:
+    zones = ZoneSet.from_geojson({"type": "FeatureCollection", "features": [{
+        "type": "Feature",
+        "properties": {"zone_id": "t-school", "name": "t-school", "zone_kind": "school",
+                       "department": "education", "severity_adjust": 1},
+        "geometry": {"type": "Polygon", "coordinates": [[[117.079, 36.654], [117.081, 36.654],
+                                                         [117.081, 36.656], [117.079, 36.656],
+                                                         [117.079, 36.654]]]}}]})
+    eng = IncidentEngine(AlertingConfig.load(), default_router())
+    state = ScopeState()
+    index = ZoneIndex(zones)
+    outside = make("jn-wl-000002", at=near(40))  # ~7 km east: not in the school zone
+    first = one(eng.on_anomaly(state, outside, index, T0))
+    assert first.scope == "city:370100" and first.severity == "yellow" and first.zone_ids == ()
+    inside = make("jn-wl-000003", since=T0 + MIN)  # at the school
+    joined = one(eng.on_anomaly(state, inside, index, T0 + MIN))
+    assert joined.alert_id == first.alert_id  # one city flood, not a second incident
+    assert joined.zone_ids == ("t-school",) and joined.severity == "orange"
+    assert "education" in joined.departments

@@ -64,15 +64,18 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
         isolated_settings.alerts_topic,
         isolated_settings.scopes_topic,
         isolated_settings.commands_topic,
+        isolated_settings.zones_topic,
         f"{isolated_settings.app_id}-detector_state-changelog",
         f"{isolated_settings.app_id}-incidents-changelog",
     ]
-    assert [s.compacted for s in specs] == [False] * 5 + [True, True]
+    assert [s.compacted for s in specs] == [False] * 5 + [True] * 3
     assert _partition_counts(kafka_bootstrap, names) == {}
 
     ensure_topics(kafka_bootstrap, specs)
 
-    assert _partition_counts(kafka_bootstrap, names) == {n: 4 for n in names}
+    # Every topic has the pipeline's partition count but the zones topic (one: total order).
+    assert _partition_counts(kafka_bootstrap, names) == {
+        n: 1 if n == isolated_settings.zones_topic else 4 for n in names}
     changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-2]))
     assert changelog.get("cleanup.policy") == "compact"
     assert "retention.ms" in changelog
@@ -89,7 +92,7 @@ def test_ensure_topics_twice_is_fine(kafka_bootstrap: str, isolated_settings: Se
     extra = TopicSpec(f"{isolated_settings.topic_prefix}.extra", 2)
     ensure_topics(kafka_bootstrap, [*specs, extra])
     counts = _partition_counts(kafka_bootstrap, [s.name for s in specs] + [extra.name])
-    assert counts == {**{s.name: 4 for s in specs}, extra.name: 2}
+    assert counts == {**{s.name: s.partitions for s in specs}, extra.name: 2}
 
 
 def test_partition_mismatch_raises(kafka_bootstrap: str, isolated_settings: Settings):

@@ -1,0 +1,115 @@
+"""Operational zones and routing for admins: read them, change zones without a restart.
+
+A zone change is a record on the compacted zones topic (``PUT``/``DELETE`` answer 202 once
+Kafka stored it); every worker and every API process reads that topic whole and applies it
+(``streams/zone_feed.py``), so a new or moved zone takes effect everywhere within seconds and
+carries a version. The zone is validated here first (geometry, inside Shandong, size,
+lon/lat order, known department): a bad zone is a 422 naming what is wrong, never a record.
+Routing rules are read-only over HTTP: they live in ``cityagent/data/routing.toml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, HTTPException, Request
+
+from api.auth import AdminDep, OperatorDep
+from cityagent.routing import Router
+from cityagent.zones import ZoneError, delete_record, parse_zone, zone_record
+
+__all__ = ("router",)
+
+router = APIRouter(tags=["zones"])
+
+_FEATURE_EXAMPLE: dict[str, Any] = {
+    "type": "Feature",
+    "properties": {"zone_id": "jn-underpass-lishan", "name": "历山路下穿隧道",
+                   "name_en": "Lishan Road underpass", "zone_kind": "underpass",
+                   "department": "transport", "severity_adjust": 1},
+    "geometry": {"type": "Polygon", "coordinates": [[[117.030, 36.660], [117.034, 36.660],
+                                                     [117.034, 36.663], [117.030, 36.663],
+                                                     [117.030, 36.660]]]},
+}
+_QUEUED = {"zone_id": "jn-underpass-lishan", "version": 19, "status": "queued"}
+
+
+def _feed(request: Request):
+    return request.app.state.zone_feed
+
+
+@router.get("/v1/zones", responses={200: {"content": {"application/json": {"example": {
+    "type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
+    "features": [_FEATURE_EXAMPLE]}}}}})
+async def list_zones(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+    """Every operational zone now, as a GeoJSON FeatureCollection with its version."""
+    return _feed(request).zones.to_feature_collection()
+
+
+@router.get("/v1/zones/{zone_id}", responses={
+    200: {"content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
+    404: {"description": "No such zone."}})
+async def get_zone(zone_id: str, request: Request, _principal: OperatorDep) -> dict[str, Any]:
+    """One zone as a GeoJSON Feature."""
+    zones = _feed(request).zones
+    if zone_id not in zones:
+        raise HTTPException(404, f"no zone {zone_id!r}")
+    return {**zones[zone_id].to_feature(), "version": zones[zone_id].version}
+
+
+@router.put("/v1/zones/{zone_id}", status_code=202, responses={
+    202: {"content": {"application/json": {"example": _QUEUED}}},
+    422: {"description": "The zone is invalid: the message names the property and why."}})
+async def put_zone(
+    zone_id: str, request: Request, _principal: AdminDep,
+    feature: Annotated[dict[str, Any], Body(examples=[_FEATURE_EXAMPLE])],
+) -> dict[str, Any]:
+    """Create or replace a zone (GeoJSON Feature, Polygon or MultiPolygon, lon/lat)."""
+    feed = _feed(request)
+    props = feature.get("properties")
+    if isinstance(props, dict):
+        if props.setdefault("zone_id", zone_id) != zone_id:
+            raise HTTPException(422, f"the feature's zone_id {props['zone_id']!r} differs from "
+                                     f"the path's {zone_id!r}")
+    try:
+        zone = parse_zone(feature, feed.regions, departments=feed.departments)
+    except ZoneError as exc:
+        raise HTTPException(422, str(exc)) from None
+    version = feed.zones.version + 1
+    key, value = zone_record(_with_version(zone, version))
+    await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
+    return {"zone_id": key, "version": version, "status": "queued"}
+
+
+@router.delete("/v1/zones/{zone_id}", status_code=202, responses={
+    202: {"content": {"application/json": {"example": _QUEUED}}},
+    404: {"description": "No such zone."}})
+async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> dict[str, Any]:
+    """Remove a zone everywhere (a versioned delete record on the zones topic)."""
+    feed = _feed(request)
+    if zone_id not in feed.zones:
+        raise HTTPException(404, f"no zone {zone_id!r}")
+    version = feed.zones.version + 1
+    key, value = delete_record(zone_id, version)
+    await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
+    return {"zone_id": key, "version": version, "status": "queued"}
+
+
+@router.get("/v1/routing", responses={200: {"content": {"application/json": {"example": {
+    "departments": {"water": {"zh": "水务", "en": "water affairs"}},
+    "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*", "reason": None,
+               "min_severity": "blue", "departments": ["water"]}]}}}}})
+async def routing_rules(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+    """The departments and routing rules in force (read-only: routing.toml)."""
+    router_: Router = request.app.state.router
+    return {"departments": {code: {"zh": d.zh, "en": d.en}
+                            for code, d in router_.departments.items()},
+            "rules": [asdict(rule) for rule in router_.rules]}
+
+
+def _with_version(zone, version: int):
+    from dataclasses import replace
+
+    return replace(zone, version=version)
