@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-unit test-integration lint bench clean
+.PHONY: help install browser up test test-unit test-integration lint bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -25,14 +26,18 @@ install: $(STAMP)  ## create .venv and install CityAgent with its test tools
 up: $(STAMP)  ## run the whole pipeline: broker, worker, API and simulator (Ctrl-C stops all)
 	$(BIN)/cityagent up --simulate
 
-test: $(STAMP)  ## lint, then every test: unit and integration (starts the embedded broker)
+browser:  ## Chromium (and CJK fonts) for the dashboard's browser test, from apt where missing
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; }
+
+test: $(STAMP) browser  ## lint, then every test: unit, integration (embedded broker) and the browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 test-unit: $(STAMP)  ## the tests that need nothing running (seconds)
 	$(BIN)/pytest -m "not integration"
 
-test-integration: $(STAMP)  ## the tests that need Kafka
+test-integration: $(STAMP) browser  ## the tests that need Kafka (and the browser test)
 	$(BIN)/pytest -m integration
 
 lint: $(STAMP)  ## ruff

@@ -106,7 +106,9 @@ def encode_event_id(offsets: Mapping[int, int]) -> str:
 
 def decode_event_id(text: str) -> dict[int, int]:
     parts = text.strip().split("-")
-    if not 0 < len(parts) <= _MAX_PARTITIONS or not all(p.isdigit() and len(p) < 20 for p in parts):
+    # isascii: str.isdigit also admits "²" (int() refuses it) and other scripts' digits.
+    if not 0 < len(parts) <= _MAX_PARTITIONS or not all(
+            p.isascii() and p.isdigit() and len(p) < 20 for p in parts):
         raise InvalidEventId(f"Last-Event-ID {text[:60]!r} is not an id of this stream "
                              "(numbers joined by '-', e.g. 12-0-7-3)")
     return {p: int(n) for p, n in enumerate(parts)}

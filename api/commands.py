@@ -70,6 +70,17 @@ class CommandPublisher:
             raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
                               f"{exc or type(exc).__name__}") from None
 
+    async def send_tombstone(self, key: str) -> None:
+        """Publish a null value for ``key`` (a delete on a compacted topic)."""
+        if self._producer is None:
+            raise BrokerError("the API is not connected to Kafka yet")
+        try:
+            await asyncio.wait_for(self._producer.send_and_wait(self._topic, None, key=key.encode()),
+                                   self._ack_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge the delete of "
+                              f"{key!r}: {exc or type(exc).__name__}") from None
+
     async def send(self, command: Command, scope: str) -> None:
         """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""
         if self._producer is None:

@@ -5,14 +5,18 @@ Run with ``uvicorn --factory api.main:create_app_from_env`` (what `cityagent up`
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from api.auth import KeyRing, require
 from api.commands import CommandPublisher
@@ -21,7 +25,17 @@ from api.publisher import ReadingPublisher
 from api.ratelimit import RateLimiter
 from api.read_model import AlertBook, AlertFeed, AlertHub
 from api.readings_feed import ReadingsFeed
-from api.routes import alert_stream, alerts, dashboard, health, readings, sensors, situation, zones
+from api.routes import (
+    alert_stream,
+    alerts,
+    dashboard,
+    health,
+    maintenance,
+    readings,
+    sensors,
+    situation,
+    zones,
+)
 from api.situation import AlertCounter
 from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError, CityAgentError, ConfigError
@@ -30,11 +44,14 @@ from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
 from cityagent.zones import ZoneSet, demo_zones
+from streams.maintenance_feed import MaintenanceFeed
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("create_app", "create_app_from_env")
 
 log = logging.getLogger("cityagent.api")
+#: UTF-16 surrogates: a Python str may hold them (json.loads of "\\ud800"), UTF-8 may not.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,10 +68,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.readings_feed.start()
         await app.state.zone_writer.start()
         app.state.zone_feed.start()
+        await app.state.maintenance_writer.start()
+        app.state.maintenance_feed.start()
         log.info("API connected to Kafka at %s", settings.bootstrap)
         try:
             yield
         finally:
+            await app.state.maintenance_feed.stop()
+            await app.state.maintenance_writer.stop()
             await app.state.zone_feed.stop()
             await app.state.zone_writer.stop()
             await app.state.readings_feed.stop()
@@ -85,6 +106,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.zone_feed = ZoneFeed(settings.bootstrap, settings.zones_topic, base,
                                    app.state.regions, app.state.router.department_codes)
     app.state.zone_writer = CommandPublisher(settings.bootstrap, settings.zones_topic)
+    app.state.maintenance_feed = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
+    app.state.maintenance_writer = CommandPublisher(settings.bootstrap,
+                                                    settings.maintenance_topic)
     # The situation read model (readings topic → per-sensor state), and open-alert counts.
     app.state.situation = SituationModel(
         app.state.regions, DetectionConfig.load(settings.detection_path),
@@ -99,7 +123,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(situation.router)
     app.include_router(sensors.router)
     app.include_router(zones.router)
+    app.include_router(maintenance.router)
     app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's 422 (each error's ``loc``, ``msg`` and ``input``), with any lone surrogate
+        of the echoed input (JSON ``"\\ud800"``, which pydantic refuses) shown as U+FFFD: it
+        cannot be encoded as UTF-8, and the default handler failed on it with a 500."""
+        text = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=False,
+                          allow_nan=False, separators=(",", ":"))
+        return Response(_SURROGATES.sub("\ufffd", text).encode(), status_code=422,
+                        media_type="application/json")
 
     @app.exception_handler(CityAgentError)
     async def domain_error(_request: Request, exc: CityAgentError) -> JSONResponse:

@@ -11,8 +11,15 @@ __all__ = ("ItemError", "ReadingsAccepted", "ReadingsRejected", "AlertPublic", "
            "AlertComment", "CommandQueued", "Health", "ALERT_EXAMPLE", "EVENT_EXAMPLE")
 
 
+_ITEM_ERROR_EXAMPLE: dict[str, Any] = {
+    "index": 1, "field": "level_m", "reason": "'level_m' must be a number; got str 'high'",
+    "sensor_id": "jn-wl-000043"}
+
+
 class ItemError(BaseModel):
     """One refused item of an ingest request: its index (from 0), the field at fault and why."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_ITEM_ERROR_EXAMPLE]})
 
     index: int
     field: str | None
@@ -23,12 +30,20 @@ class ItemError(BaseModel):
 class ReadingsAccepted(BaseModel):
     """202: ``accepted`` readings are stored (Kafka acknowledged); ``rejected`` were refused."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"accepted": 1, "rejected": [_ITEM_ERROR_EXAMPLE]}]})
+
     accepted: int
     rejected: list[ItemError]
 
 
 class ReadingsRejected(BaseModel):
     """422 / 403: no reading of the request was accepted; ``rejected`` says why, per item."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": "the reading is invalid and was not accepted: 'level_m' must be a number; "
+                  "got str 'high'",
+        "accepted": 0, "rejected": [{**_ITEM_ERROR_EXAMPLE, "index": 0}]}]})
 
     detail: str
     accepted: int
@@ -238,6 +253,10 @@ class CommandQueued(BaseModel):
 
 
 class Health(BaseModel):
+    """The process is alive (it says nothing of Kafka: see ``/readyz``)."""
+
+    model_config = _example({"status": "ok"})
+
     status: str
 
 

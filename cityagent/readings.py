@@ -139,7 +139,8 @@ def parse_ts(value: Any) -> int:
     if isinstance(value, bool):
         raise InvalidReading(f"'ts' must be RFC 3339 text or epoch seconds/milliseconds; got {value!r}", field="ts")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        # Only floats can be infinite; math.isfinite would overflow on an int beyond a float.
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidReading(f"'ts' must be a finite number; got {value!r}", field="ts")
         ts_ms = round(value * 1000) if abs(value) < _SECONDS_LIMIT else round(value)
     elif isinstance(value, str):

@@ -151,6 +151,11 @@ class Settings:
         return f"{self.topic_prefix}.zones"
 
     @property
+    def maintenance_topic(self) -> str:
+        """Maintenance windows (compacted; key: window id), read whole by every worker and API."""
+        return f"{self.topic_prefix}.maintenance"
+
+    @property
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"

@@ -19,6 +19,7 @@ held faults need no new input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -28,6 +29,7 @@ import faust
 from cityagent.detection import Anomaly
 from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
+from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
 from streams.topics import Topics
 from streams.zone_feed import ZoneFeed
@@ -41,11 +43,22 @@ log = logging.getLogger("cityagent.streams")
 
 
 def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
-                      counters: WorkerCounters) -> faust.Table:
+                      maintenance: MaintenanceFeed, counters: WorkerCounters) -> faust.Table:
     table = app.Table(
         INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=str,
         value_type=bytes, use_partitioner=True,
     )
+
+    engines: dict[tuple, IncidentEngine] = {}
+
+    def current() -> IncidentEngine:
+        """The engine with the maintenance windows in force now."""
+        windows = maintenance.windows
+        found = engines.get(windows)
+        if found is None:
+            engines.clear()
+            found = engines[windows] = dataclasses.replace(engine, maintenance=windows)
+        return found
 
     def load(scope: str) -> ScopeState:
         raw = table.get(scope)
@@ -80,14 +93,14 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             if "anomaly" in value:
                 anomaly = _anomaly_or_none(value["anomaly"])
                 events = ([] if anomaly is None
-                          else engine.on_anomaly(state, anomaly, zones.index, now))
+                          else current().on_anomaly(state, anomaly, zones.index, now))
             elif "command" in value:
                 try:
                     command = Command.from_dict(value["command"])
                 except InvalidCommand as exc:
                     log.warning("skipped an invalid command for scope %s: %s", key, exc)
                     continue
-                events = engine.on_command(state, command, now)
+                events = current().on_command(state, command, now)
                 counters.commands_total += 1
             else:
                 log.warning("skipped a message on %s that is neither an anomaly nor a command",
@@ -98,8 +111,9 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
 
     @app.task
     async def follow_zones() -> None:
-        """Keep the zones current from the compacted zones topic (no restart needed)."""
+        """Keep zones and maintenance windows current from their topics (no restart)."""
         zones.start()
+        maintenance.start()
 
     @app.timer(TICK_S)
     async def tick() -> None:
@@ -108,7 +122,7 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
         now = _now_ms()
         for key in list(table.keys()):
             state = load(key)
-            events = engine.tick(state, now)
+            events = current().tick(state, now)
             if state.is_empty:
                 del table[key]
             elif events:

@@ -17,6 +17,7 @@ from cityagent.zones import ZoneSet, demo_zones
 from streams.agents import register_agents
 from streams.alerting import register_alerting
 from streams.app import create_app
+from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
 from streams.topics import Topics, declare_topics
 from streams.zone_feed import ZoneFeed
@@ -51,5 +52,6 @@ def build_worker(settings: Settings) -> Worker:
     state = register_agents(app, topics, detector, counters, settings.checkpoint_s)
     zones = ZoneFeed(settings.bootstrap, settings.zones_topic, zoneset, regions,
                      router.department_codes)
-    incidents = register_alerting(app, topics, engine, zones, counters)
+    maintenance = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
+    incidents = register_alerting(app, topics, engine, zones, maintenance, counters)
     return Worker(app, topics, state, incidents, counters)

@@ -16,7 +16,7 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 
 from api.alert_book import AlertBook, AlertQuery, InvalidCursor
 from api.auth import OperatorDep, Principal
@@ -55,6 +55,10 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Kafka did not acknowledge the command; retry after Retry-After."},
 }
 
+#: The alert id path parameter (its example is the alert of the schemas' examples).
+AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-5c1e0b9a2f"])]
+
+
 def _multi(values: list[str] | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
     """Repeated or comma-separated values, each checked against ``allowed``."""
     if not values:
@@ -72,8 +76,9 @@ def _time_ms(value: str | None, name: str) -> int | None:
         return None
     text = value.strip()
     try:
-        return parse_ts(int(text) if text.isdigit() else text)
-    except InvalidReading:
+        # isascii: "²" is a digit to str.isdigit; int() refuses it, and over 4300 digits.
+        return parse_ts(int(text) if text.isascii() and text.isdigit() else text)
+    except (InvalidReading, ValueError):
         raise HTTPException(422, f"{name} must be an RFC 3339 time with an offset "
                                  f"(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
                                  f"got {value!r}") from None
@@ -182,7 +187,7 @@ async def list_alerts(
 @router.get("/v1/alerts/{alert_id}", response_model=AlertDetail,
             responses={**_ERRORS, 404: {"description": "No such alert (or not in the key's "
                                                        "cities)."}})
-async def get_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep) -> Any:
+async def get_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep) -> Any:
     """One alert and its history: every change, oldest first (the last 200)."""
     alert = _visible(book, alert_id, principal)
     history, complete = book.history(alert_id)
@@ -209,7 +214,7 @@ Operator = Annotated[str | None, Header(
 
 @router.post("/v1/alerts/{alert_id}/ack", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def ack_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep,
+async def ack_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
                     commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
                     idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
     """Acknowledge: someone is on it (stops its escalation)."""
@@ -219,7 +224,7 @@ async def ack_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep,
 
 @router.post("/v1/alerts/{alert_id}/resolve", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def resolve_alert(alert_id: str, principal: OperatorDep, book: AlertBookDep,
+async def resolve_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
                         commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
                         idempotency_key: IdempotencyKey = None,
                         operator: Operator = None) -> Any:
@@ -230,7 +235,7 @@ async def resolve_alert(alert_id: str, principal: OperatorDep, book: AlertBookDe
 
 @router.post("/v1/alerts/{alert_id}/assign", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def assign_alert(alert_id: str, body: AlertAssign, principal: OperatorDep,
+async def assign_alert(alert_id: AlertId, body: AlertAssign, principal: OperatorDep,
                        book: AlertBookDep, commands: CommandsDep,
                        idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
     """Assign to a crew or person."""
@@ -240,7 +245,7 @@ async def assign_alert(alert_id: str, body: AlertAssign, principal: OperatorDep,
 
 @router.post("/v1/alerts/{alert_id}/comment", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def comment_alert(alert_id: str, body: AlertComment, principal: OperatorDep,
+async def comment_alert(alert_id: AlertId, body: AlertComment, principal: OperatorDep,
                         book: AlertBookDep, commands: CommandsDep,
                         idempotency_key: IdempotencyKey = None,
                         operator: Operator = None) -> Any:

@@ -48,10 +48,20 @@ MIN_HOLE_AREA = 0.0005
 router = APIRouter(include_in_schema=False)
 
 
+class _Revalidated(StaticFiles):
+    """Static files the browser revalidates (a cheap 304) on every load, so that after an
+    upgrade no screen runs yesterday's scripts with today's API."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def mount_dashboard(app: FastAPI) -> None:
     """Add the page, its static files and the boundary routes to ``app``."""
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", _Revalidated(directory=STATIC_DIR), name="static")
 
 
 @router.get("/")

@@ -51,8 +51,25 @@ async def readyz(request: Request) -> JSONResponse:
                         headers={} if ready else {"Retry-After": "2"})
 
 
+_METRICS_EXAMPLE = (
+    "# HELP cityagent_api_readings_consumed_total Readings folded into the situation model "
+    "from the readings topic.\n"
+    "# TYPE cityagent_api_readings_consumed_total counter\n"
+    "cityagent_api_readings_consumed_total 1843200\n"
+    "# HELP cityagent_api_alerts_open Open (not resolved) alerts, by severity.\n"
+    "# TYPE cityagent_api_alerts_open gauge\n"
+    'cityagent_api_alerts_open{severity="orange"} 2\n'
+    "# HELP cityagent_api_feed_caught_up 1 when the read model has read its topic up to where "
+    "it ended at start.\n"
+    "# TYPE cityagent_api_feed_caught_up gauge\n"
+    'cityagent_api_feed_caught_up{feed="readings"} 1\n'
+    'cityagent_api_feed_caught_up{feed="alerts"} 1\n'
+)
+
+
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}},
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"},
+                                                        "example": _METRICS_EXAMPLE}},
                              "description": "Prometheus text exposition format 0.0.4"}})
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this API process (its read models, feeds and requests)."""

@@ -13,7 +13,7 @@ import binascii
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from api.auth import OperatorDep, Principal
@@ -37,6 +37,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _ONE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 404: {"description": "No such sensor (or not in the key's scope)."}}
 _KINDS = (*KINDS, "generic")
+SensorId = Annotated[str, Path(description="The sensor's id", examples=["jn-wl-000042"])]
 
 
 def _now_ms() -> int:
@@ -107,7 +108,7 @@ async def list_sensors(
 
 
 @router.get("/v1/sensors/{sensor_id}", response_model=SensorPublic, responses=_ONE_ERRORS)
-async def get_sensor(sensor_id: str, principal: OperatorDep, model: SituationDep) -> Response:
+async def get_sensor(sensor_id: SensorId, principal: OperatorDep, model: SituationDep) -> Response:
     """One sensor: registry fields, latest values and status."""
     return json_response(_visible(model, sensor_id, principal, _now_ms()))
 
@@ -115,7 +116,7 @@ async def get_sensor(sensor_id: str, principal: OperatorDep, model: SituationDep
 @router.get("/v1/sensors/{sensor_id}/readings", response_model=SensorReadings,
             responses=_ONE_ERRORS)
 async def sensor_readings(
-    sensor_id: str,
+    sensor_id: SensorId,
     principal: OperatorDep,
     model: SituationDep,
     since: Annotated[str | None, Query(description="Only readings at or after this time: "
@@ -129,8 +130,9 @@ async def sensor_readings(
     if since is not None:
         text = since.strip()
         try:
-            since_ms = parse_ts(int(text) if text.isdigit() else text)
-        except InvalidReading:
+            # isascii: "²" is a digit to str.isdigit; int() refuses it, and over 4300 digits.
+            since_ms = parse_ts(int(text) if text.isascii() and text.isdigit() else text)
+        except (InvalidReading, ValueError):
             raise HTTPException(422, "since must be an RFC 3339 time with an offset "
                                      "(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
                                      f"got {since!r}") from None

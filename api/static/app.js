@@ -38,7 +38,8 @@ const state = {
   streamAliveMs: 0,
   localTrend: new Map(), // city code -> [[t_ms, unresolved alerts]], without the situation service
   metric: "open_alerts",
-  timers: [],
+  timers: new Map(), // name -> timeout id: one pending timer per job
+  generation: 0, // bumps when the page stops (a new key): late answers of the old one are dropped
   flushes: 0,
   costs: {}, // the longest render of each part, ms (for tests and tuning)
   version: 0, // bumps with every applied change; summaries are cached by it
@@ -103,6 +104,7 @@ function remember(id, seq) {
 let frame = 0;
 let fallback = 0;
 let later = 0;
+let laterAt = Infinity;
 
 function schedule() {
   if (frame) return;
@@ -134,8 +136,11 @@ function flush() {
       wait = Math.min(wait, due);
     }
   }
-  if (wait !== Infinity && !later) {
-    later = setTimeout(() => { later = 0; schedule(); }, wait);
+  // Come back when the next part is due (sooner than an already planned return, if need be).
+  if (wait !== Infinity && now + wait < laterAt) {
+    clearTimeout(later);
+    laterAt = now + wait;
+    later = setTimeout(() => { laterAt = Infinity; schedule(); }, wait);
   }
 }
 
@@ -354,7 +359,7 @@ async function loadAlerts() {
   } catch (error) {
     if (error.status === 401 || token !== listing) return;
     console.warn("listing alerts:", error.message);
-    state.timers.push(setTimeout(() => { if (token === listing) loadAlerts(); }, 5000));
+    after("list", () => { if (token === listing) loadAlerts(); }, 5000);
     return;
   }
   for (const alert of found) mergeListed(alert);
@@ -365,29 +370,42 @@ async function loadAlerts() {
   document.body.dataset.ready = "1";
 }
 
+/** Run ``fn`` in ``ms`` (replacing the job's pending timer), unless the page stopped meanwhile. */
+function after(job, fn, ms) {
+  clearTimeout(state.timers.get(job));
+  const generation = state.generation;
+  state.timers.set(job, setTimeout(() => { if (generation === state.generation) fn(); }, ms));
+}
+
+/** Whether the API has the situation routes yet (they came later than the alerts). */
 async function probeSituation() {
+  const generation = state.generation;
   try {
     const res = await fetch("openapi.json", { cache: "no-store" });
     const doc = res.ok ? await res.json() : { paths: {} };
-    const had = state.hasSituation;
+    if (generation !== state.generation) return;
     state.hasSituation = Boolean(doc.paths && doc.paths["/v1/situation"]);
-    if (state.hasSituation && !had) pollSituation();
-    if (!state.hasSituation) {
+    if (state.hasSituation) {
+      pollSituation();
+    } else {
       state.situation = null;
-      state.timers.push(setTimeout(probeSituation, PROBE_MS));
+      after("probe", probeSituation, PROBE_MS);
     }
     state.dirty.kpi = true;
     schedule();
   } catch (error) {
     console.warn("situation probe:", error.message);
-    state.timers.push(setTimeout(probeSituation, PROBE_MS));
+    after("probe", probeSituation, PROBE_MS);
   }
 }
 
 async function pollSituation() {
   if (!state.hasSituation || !getKey()) return;
+  const generation = state.generation;
   try {
-    state.situation = await api("v1/situation");
+    const situation = await api("v1/situation");
+    if (generation !== state.generation) return;
+    state.situation = situation;
     if (map.level === "city") await loadCitySituation(map.city);
     state.dirty.kpi = true;
     state.dirty.map = true;
@@ -402,7 +420,7 @@ async function pollSituation() {
     }
     console.warn("situation:", error.message);
   }
-  state.timers.push(setTimeout(pollSituation, SITUATION_MS));
+  after("situation", pollSituation, SITUATION_MS);
 }
 
 async function loadCitySituation(code) {
@@ -428,6 +446,8 @@ function startLive() {
   state.gone.clear();
   state.pending = [];
   state.listed = false;
+  state.hasSituation = false;
+  state.situation = null;
   markAll();
   stream = new EventStream("v1/alerts/stream?heartbeat_s=10", {
     onOpen: (resumed) => { if (!resumed) loadAlerts(); },
@@ -444,15 +464,17 @@ function startLive() {
   });
   stream.start();
   probeSituation();
-  state.timers.push(setInterval(sample, SAMPLE_MS));
+  const tick = () => { sample(); after("sample", tick, SAMPLE_MS); };
+  after("sample", tick, SAMPLE_MS);
 }
 
 function stopLive() {
   stream?.stop();
   stream = null;
   listing += 1;
-  for (const timer of state.timers) { clearTimeout(timer); clearInterval(timer); }
-  state.timers = [];
+  state.generation += 1;
+  for (const timer of state.timers.values()) clearTimeout(timer);
+  state.timers.clear();
 }
 
 // -- the operator key ---------------------------------------------------------------------------

@@ -90,3 +90,39 @@ def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_p
     finally:
         api.stop()
         worker.stop()
+
+
+def test_a_maintenance_window_suppresses_and_records(settings_factory, tmp_path) -> None:
+    settings = settings_factory(api_port=free_port())
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    api = start_api(settings, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{settings.api_port}/v1/maintenance"
+    now = int(time.time() * 1000)
+    try:
+        bad = httpx.put(f"{url}/w1", json={"sensor": "qd-wl-*", "start_ms": now, "end_ms": 5},
+                        headers=AUTH)
+        assert bad.status_code == 422 and "start_ms < end_ms" in bad.text
+        window = {"sensor": "qd-wl-maint-*", "start_ms": now - 3_600_000,
+                  "end_ms": now + 3_600_000, "note": "检修 gauge cleaning"}
+        assert httpx.put(f"{url}/w1", json=window, headers=AUTH).status_code == 202
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "w1" not in httpx.get(url, headers=AUTH).json()["windows"]:
+            time.sleep(0.3)
+        time.sleep(3)  # the worker's maintenance feed polls the topic every second
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        for sensor in ("qd-wl-maint-1", "qd-wl-other-1"):
+            producer.send(settings.anomalies_topic, key=b"370202",
+                          value=orjson.dumps(anomaly(sensor, now - 60_000)))
+        producer.flush()
+        producer.close()
+        events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                             until=lambda v: {e["type"] for e in v} >= {"suppressed", "opened"})
+    finally:
+        api.stop()
+        worker.stop()
+    suppressed = [e for e in events if e["type"] == "suppressed"]
+    assert [e["sensor_id"] for e in suppressed] == ["qd-wl-maint-1"], worker.log_tail()
+    assert suppressed[0]["alert"] is None and suppressed[0]["detail"] == "检修 gauge cleaning"
+    opened = [e["alert"] for e in events if e["type"] == "opened"]
+    assert [a["sensors"] for a in opened] == [["qd-wl-other-1"]]

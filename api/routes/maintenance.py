@@ -1,0 +1,71 @@
+"""Maintenance windows for admins: sensors whose anomalies are recorded, not alerted.
+
+A window is a record on the compacted maintenance topic, keyed by its id; every worker reads
+the whole topic and suppresses the covered sensors' anomalies from then on (each one is kept
+as a ``suppressed`` event on the alerts topic: the audit trail). ``PUT`` answers 202 once
+Kafka stored the window; ``DELETE`` writes a tombstone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, HTTPException, Path, Request
+
+from api.auth import AdminDep, OperatorDep
+from cityagent.errors import ConfigError
+from cityagent.incidents import MaintenanceWindow
+
+__all__ = ("router",)
+
+router = APIRouter(tags=["maintenance"])
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_EXAMPLE = {"sensor": "jn-wl-*", "start_ms": 1795400000000, "end_ms": 1795407200000,
+            "note": "检修 gauge cleaning in 历下区"}
+WindowId = Annotated[str, Path(pattern=_ID, description="Your id for the window",
+                               examples=["jn-gauges-2026-11-23"])]
+
+
+@router.get("/v1/maintenance", responses={200: {"content": {"application/json": {
+    "example": {"windows": {"jn-gauges-2026-11-23": _EXAMPLE}}}}}})
+async def list_windows(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+    """The maintenance windows in force, by id."""
+    feed = request.app.state.maintenance_feed
+    return {"windows": {k: {"sensor": w.sensor, "start_ms": w.start_ms, "end_ms": w.end_ms,
+                            "note": w.note} for k, w in sorted(feed.by_id.items())}}
+
+
+@router.put("/v1/maintenance/{window_id}", status_code=202, responses={
+    202: {"content": {"application/json": {"example": {"window_id": "jn-gauges-2026-11-23",
+                                                       "status": "queued"}}}},
+    422: {"description": "The window is invalid: the message says why."}})
+async def put_window(window_id: WindowId, request: Request, _principal: AdminDep,
+                     window: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])]) -> dict[str, Any]:
+    """Create or replace a window: a sensor id or a prefix ending in ``*``, epoch-ms bounds."""
+    if not re.match(_ID, window_id):
+        raise HTTPException(422, f"window id must match {_ID}; got {window_id!r}")
+    try:
+        parsed = MaintenanceWindow.from_dict(window)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    value = {"sensor": parsed.sensor, "start_ms": parsed.start_ms, "end_ms": parsed.end_ms,
+             "note": parsed.note}
+    await request.app.state.maintenance_writer.send_value(
+        window_id, orjson.dumps(value), f"maintenance window {window_id!r}")
+    return {"window_id": window_id, "status": "queued"}
+
+
+@router.delete("/v1/maintenance/{window_id}", status_code=202, responses={
+    202: {"content": {"application/json": {"example": {"window_id": "jn-gauges-2026-11-23",
+                                                       "status": "queued"}}}},
+    404: {"description": "No such window."}})
+async def delete_window(window_id: WindowId, request: Request,
+                        _principal: AdminDep) -> dict[str, Any]:
+    """End a window now (a tombstone on the maintenance topic)."""
+    if window_id not in request.app.state.maintenance_feed.by_id:
+        raise HTTPException(404, f"no maintenance window {window_id!r}")
+    await request.app.state.maintenance_writer.send_tombstone(window_id)
+    return {"window_id": window_id, "status": "queued"}
