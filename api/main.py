@@ -5,18 +5,19 @@ Run with ``uvicorn --factory api.main:create_app_from_env`` (what `cityagent up`
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from api.auth import KeyRing, require
 from api.commands import CommandPublisher
@@ -37,6 +38,7 @@ from api.routes import (
     zones,
 )
 from api.situation import AlertCounter
+from api.strict_json import StrictJson
 from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError, CityAgentError, ConfigError
 from cityagent.regions import default_regions
@@ -52,6 +54,22 @@ __all__ = ("create_app", "create_app_from_env")
 log = logging.getLogger("cityagent.api")
 #: UTF-16 surrogates: a Python str may hold them (json.loads of "\\ud800"), UTF-8 may not.
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with what JSON in UTF-8 cannot hold replaced: bytes that are not UTF-8 and
+    lone surrogates by U+FFFD, NaN and the infinities by their names."""
+    if isinstance(value, bytes):  # the body, when its content type is not JSON
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -115,6 +133,8 @@ def create_app(settings: Settings) -> FastAPI:
         SensorRegistry.load(settings.registry_path) if settings.registry_path else None)
     app.state.alert_counter = AlertCounter(app.state.alert_book, app.state.regions)
     app.state.request_counts = Counter()
+    # Inner to CountRequests, so that it counts the 400s of bodies that are not strict JSON.
+    app.add_middleware(StrictJson)
     app.add_middleware(health.CountRequests, counts=app.state.request_counts)
     app.include_router(readings.router)
     # The stream first: /v1/alerts/stream is not an alert id.
@@ -127,14 +147,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
-        """FastAPI's 422 (each error's ``loc``, ``msg`` and ``input``), with any lone surrogate
-        of the echoed input (JSON ``"\\ud800"``, which pydantic refuses) shown as U+FFFD: it
-        cannot be encoded as UTF-8, and the default handler failed on it with a 500."""
-        text = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=False,
-                          allow_nan=False, separators=(",", ":"))
-        return Response(_SURROGATES.sub("\ufffd", text).encode(), status_code=422,
-                        media_type="application/json")
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 (each error's ``loc``, ``msg`` and ``input``), made encodable: the
+        default handler failed with a 500 when the echoed input was a body of bytes that are
+        not UTF-8 (sent as text/plain), NaN, or a lone surrogate."""
+        return JSONResponse({"detail": jsonable_encoder(_json_safe(exc.errors()))},
+                            status_code=422)
 
     @app.exception_handler(CityAgentError)
     async def domain_error(_request: Request, exc: CityAgentError) -> JSONResponse:

@@ -65,17 +65,20 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
         isolated_settings.scopes_topic,
         isolated_settings.commands_topic,
         isolated_settings.zones_topic,
+        isolated_settings.maintenance_topic,
         f"{isolated_settings.app_id}-detector_state-changelog",
         f"{isolated_settings.app_id}-incidents-changelog",
     ]
-    assert [s.compacted for s in specs] == [False] * 5 + [True] * 3
+    assert [s.compacted for s in specs] == [False] * 5 + [True] * 4
     assert _partition_counts(kafka_bootstrap, names) == {}
 
     ensure_topics(kafka_bootstrap, specs)
 
-    # Every topic has the pipeline's partition count but the zones topic (one: total order).
-    assert _partition_counts(kafka_bootstrap, names) == {
-        n: 1 if n == isolated_settings.zones_topic else 4 for n in names}
+    # Every topic has the pipeline's partition count but zones and maintenance (one each:
+    # a total order, read whole by every process).
+    single = {isolated_settings.zones_topic, isolated_settings.maintenance_topic}
+    assert _partition_counts(kafka_bootstrap, names) == {n: 1 if n in single else 4
+                                                         for n in names}
     changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-2]))
     assert changelog.get("cleanup.policy") == "compact"
     assert "retention.ms" in changelog

@@ -1,0 +1,104 @@
+"""JSON request bodies must be strict JSON: what the API can write to Kafka again.
+
+FastAPI parses JSON bodies with Python's ``json``, which also takes ``NaN`` and ``Infinity``,
+lone surrogate escapes (``"\\ud800"``, not UTF-8) and integers of any size. The API writes
+what it is given to Kafka with orjson, which refuses all three: a zone named ``"\\udc00"`` or a
+maintenance window ending at ``1e25`` written as an integer failed there, with a 500. This
+middleware answers such bodies 400 before a route sees them, saying what is wrong.
+
+Bodies that are not JSON at all are left to FastAPI (its usual 422 or 400). The ingest routes
+(``/v1/readings...``) are skipped: they parse their bodies themselves with orjson, which is
+strict already, and a 16 MiB body is not read twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+__all__ = ("StrictJson", "json_problem")
+
+#: Integers orjson writes: signed 64-bit and unsigned 64-bit.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _WideInt(ValueError):
+    pass
+
+
+def _int64(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 20 or not _INT_MIN <= int(text) <= _INT_MAX:
+        raise _WideInt(text if len(text) <= 40 else f"{text[:20]}...({len(digits)} digits)")
+    return int(text)
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why ``body``, JSON to Python, is not strict JSON; None if it is, or is not JSON at all."""
+    try:
+        json.loads(body, parse_int=_int64)
+    except _WideInt as exc:
+        return (f"request body has the integer {exc}, beyond 64 bits; send a number that "
+                "fits, or text")
+    except (ValueError, RecursionError):
+        return None  # not JSON: FastAPI answers as it always does
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return (f"request body is not strict JSON (RFC 8259, UTF-8): {exc}; NaN, Infinity "
+                "and lone surrogate escapes such as \\ud800 are refused")
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ("", "application/json") or (
+        media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+class StrictJson:
+    """ASGI middleware: a JSON request body that is not strict JSON is answered 400."""
+
+    def __init__(self, app: Any, skip_prefixes: tuple[str, ...] = ("/v1/readings",)) -> None:
+        self.app = app
+        self.skip_prefixes = skip_prefixes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["method"] not in _METHODS
+                or scope["path"].startswith(self.skip_prefixes)):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if not _is_json(headers.get(b"content-type", b"").decode("latin-1")):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = json_problem(body) if body.strip() else None
+        if problem is not None:
+            answer = orjson.dumps({"detail": problem})
+            await send({"type": "http.response.start", "status": 400, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(answer)).encode())]})
+            await send({"type": "http.response.body", "body": answer})
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
