@@ -47,6 +47,7 @@ from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
 from cityagent.zones import ZoneSet, demo_zones
 from streams.maintenance_feed import MaintenanceFeed
+from streams.routing_feed import RoutingFeed
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("create_app", "create_app_from_env")
@@ -88,10 +89,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.zone_feed.start()
         await app.state.maintenance_writer.start()
         app.state.maintenance_feed.start()
+        await app.state.routing_writer.start()
+        app.state.routing_feed.start()
         log.info("API connected to Kafka at %s", settings.bootstrap)
         try:
             yield
         finally:
+            await app.state.routing_feed.stop()
+            await app.state.routing_writer.stop()
             await app.state.maintenance_feed.stop()
             await app.state.maintenance_writer.stop()
             await app.state.zone_feed.stop()
@@ -124,6 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.zone_feed = ZoneFeed(settings.bootstrap, settings.zones_topic, base,
                                    app.state.regions, app.state.router.department_codes)
     app.state.zone_writer = CommandPublisher(settings.bootstrap, settings.zones_topic)
+    app.state.routing_feed = RoutingFeed(settings.bootstrap, settings.routing_topic,
+                                         app.state.router)
+    app.state.routing_writer = CommandPublisher(settings.bootstrap, settings.routing_topic)
     app.state.maintenance_feed = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     app.state.maintenance_writer = CommandPublisher(settings.bootstrap,
                                                     settings.maintenance_topic)

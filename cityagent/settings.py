@@ -156,6 +156,11 @@ class Settings:
         return f"{self.topic_prefix}.maintenance"
 
     @property
+    def routing_topic(self) -> str:
+        """Routing rules (compacted; one key), read whole by every worker and API process."""
+        return f"{self.topic_prefix}.routing"
+
+    @property
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"

@@ -89,6 +89,7 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.commands_topic, n, r),
         TopicSpec(settings.zones_topic, 1, r, compacted=True),  # one partition: total order
         TopicSpec(settings.maintenance_topic, 1, r, compacted=True),
+        TopicSpec(settings.routing_topic, 1, r, compacted=True),
         TopicSpec(changelog_topic(settings), n, r, compacted=True),
         TopicSpec(f"{settings.app_id}-{INCIDENT_TABLE}-changelog", n, r, compacted=True),
     ]

@@ -31,6 +31,7 @@ from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
+from streams.routing_feed import RoutingFeed
 from streams.topics import Topics
 from streams.zone_feed import ZoneFeed
 
@@ -43,7 +44,8 @@ log = logging.getLogger("cityagent.streams")
 
 
 def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
-                      maintenance: MaintenanceFeed, counters: WorkerCounters) -> faust.Table:
+                      maintenance: MaintenanceFeed, routing: RoutingFeed,
+                      counters: WorkerCounters) -> faust.Table:
     table = app.Table(
         INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=str,
         value_type=bytes, use_partitioner=True,
@@ -52,12 +54,13 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
     engines: dict[tuple, IncidentEngine] = {}
 
     def current() -> IncidentEngine:
-        """The engine with the maintenance windows in force now."""
-        windows = maintenance.windows
-        found = engines.get(windows)
+        """The engine with the maintenance windows and routing rules in force now."""
+        key = (maintenance.windows, routing.version)
+        found = engines.get(key)
         if found is None:
             engines.clear()
-            found = engines[windows] = dataclasses.replace(engine, maintenance=windows)
+            found = engines[key] = dataclasses.replace(engine, maintenance=key[0],
+                                                       router=routing.router)
         return found
 
     def load(scope: str) -> ScopeState:
@@ -111,9 +114,10 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
 
     @app.task
     async def follow_zones() -> None:
-        """Keep zones and maintenance windows current from their topics (no restart)."""
+        """Keep zones, maintenance windows and routing current from their topics."""
         zones.start()
         maintenance.start()
+        routing.start()
 
     @app.timer(TICK_S)
     async def tick() -> None:

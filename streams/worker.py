@@ -19,6 +19,7 @@ from streams.alerting import register_alerting
 from streams.app import create_app
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
+from streams.routing_feed import RoutingFeed
 from streams.topics import Topics, declare_topics
 from streams.zone_feed import ZoneFeed
 
@@ -53,5 +54,6 @@ def build_worker(settings: Settings) -> Worker:
     zones = ZoneFeed(settings.bootstrap, settings.zones_topic, zoneset, regions,
                      router.department_codes)
     maintenance = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
-    incidents = register_alerting(app, topics, engine, zones, maintenance, counters)
+    routing = RoutingFeed(settings.bootstrap, settings.routing_topic, router)
+    incidents = register_alerting(app, topics, engine, zones, maintenance, routing, counters)
     return Worker(app, topics, state, incidents, counters)

@@ -5,7 +5,8 @@ Kafka stored it); every worker and every API process reads that topic whole and 
 (``streams/zone_feed.py``), so a new or moved zone takes effect everywhere within seconds and
 carries a version. The zone is validated here first (geometry, inside Shandong, size,
 lon/lat order, known department): a bad zone is a 422 naming what is wrong, never a record.
-Routing rules are read-only over HTTP: they live in ``cityagent/data/routing.toml``.
+Routing rules work the same way: ``PUT /v1/routing`` replaces the whole document (the JSON of
+``cityagent/data/routing.toml``) with a new version on the compacted routing topic.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, Request
 
 from api.auth import AdminDep, OperatorDep
+from cityagent.errors import ConfigError
 from cityagent.routing import Router
 from cityagent.zones import ZoneError, delete_record, parse_zone, zone_record
+from streams.routing_feed import ROUTING_KEY
 
 __all__ = ("router",)
 
@@ -97,16 +100,47 @@ async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> d
     return {"zone_id": key, "version": version, "status": "queued"}
 
 
+_ROUTING_DOC = {
+    "departments": {"water": {"zh": "水务", "en": "water affairs"},
+                    "city_command": {"zh": "市指挥中心", "en": "city command centre"},
+                    "province_command": {"zh": "省指挥中心", "en": "provincial command centre"}},
+    "rule": [{"kind": "water_level", "zone_kind": "*", "departments": ["water"]}],
+}
+
+
 @router.get("/v1/routing", responses={200: {"content": {"application/json": {"example": {
-    "departments": {"water": {"zh": "水务", "en": "water affairs"}},
+    "version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
     "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*", "reason": None,
                "min_severity": "blue", "departments": ["water"]}]}}}}})
 async def routing_rules(request: Request, _principal: OperatorDep) -> dict[str, Any]:
-    """The departments and routing rules in force (read-only: routing.toml)."""
-    router_: Router = request.app.state.router
-    return {"departments": {code: {"zh": d.zh, "en": d.en}
+    """The departments and routing rules in force, and their version (0: the packaged file)."""
+    feed = request.app.state.routing_feed
+    router_: Router = feed.router
+    return {"version": feed.version,
+            "departments": {code: {"zh": d.zh, "en": d.en}
                             for code, d in router_.departments.items()},
             "rules": [asdict(rule) for rule in router_.rules]}
+
+
+@router.put("/v1/routing", status_code=202, responses={
+    202: {"content": {"application/json": {"example": {"version": 1, "status": "queued"}}}},
+    422: {"description": "The rules are invalid: the message names the rule and the key."}})
+async def put_routing(
+    request: Request, _principal: AdminDep,
+    document: Annotated[dict[str, Any], Body(examples=[_ROUTING_DOC])],
+) -> dict[str, Any]:
+    """Replace the routing rules everywhere: the document of routing.toml, as JSON
+    (``departments`` and ``rule``); validated first, then a new version on the routing topic."""
+    try:
+        Router.from_dict(document, "the routing document")
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    feed = request.app.state.routing_feed
+    version = feed.version + 1
+    await request.app.state.routing_writer.send_value(
+        ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),
+        f"routing version {version}")
+    return {"version": version, "status": "queued"}
 
 
 def _with_version(zone, version: int):

@@ -66,17 +66,19 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
         isolated_settings.commands_topic,
         isolated_settings.zones_topic,
         isolated_settings.maintenance_topic,
+        isolated_settings.routing_topic,
         f"{isolated_settings.app_id}-detector_state-changelog",
         f"{isolated_settings.app_id}-incidents-changelog",
     ]
-    assert [s.compacted for s in specs] == [False] * 5 + [True] * 4
+    assert [s.compacted for s in specs] == [False] * 5 + [True] * 5
     assert _partition_counts(kafka_bootstrap, names) == {}
 
     ensure_topics(kafka_bootstrap, specs)
 
-    # Every topic has the pipeline's partition count but zones and maintenance (one each:
+    # Every topic has the pipeline's partition count but zones, maintenance and routing (one:
     # a total order, read whole by every process).
-    single = {isolated_settings.zones_topic, isolated_settings.maintenance_topic}
+    single = {isolated_settings.zones_topic, isolated_settings.maintenance_topic,
+              isolated_settings.routing_topic}
     assert _partition_counts(kafka_bootstrap, names) == {n: 1 if n in single else 4
                                                          for n in names}
     changelog = asyncio.run(_topic_configs(kafka_bootstrap, names[-2]))

@@ -126,3 +126,58 @@ def test_a_maintenance_window_suppresses_and_records(settings_factory, tmp_path)
     assert suppressed[0]["alert"] is None and suppressed[0]["detail"] == "检修 gauge cleaning"
     opened = [e["alert"] for e in events if e["type"] == "opened"]
     assert [a["sensors"] for a in opened] == [["qd-wl-other-1"]]
+
+
+def test_routing_changes_live_and_duplicates_make_one_alert(settings_factory, tmp_path) -> None:
+    import threading
+    import tomllib
+    from importlib import resources
+
+    settings = settings_factory(api_port=free_port())
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    api = start_api(settings, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{settings.api_port}/v1/routing"
+    doc = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                        .read_text("utf-8"))
+    try:
+        assert httpx.get(url, headers=AUTH).json()["version"] == 0
+        broken = {**doc, "rule": [*doc["rule"], {"kind": "water_level", "departments": ["nobody"]}]}
+        bad = httpx.put(url, json=broken, headers=AUTH)
+        assert bad.status_code == 422 and "nobody" in bad.text, bad.text
+        # Emergency management on every water-level alert, from yellow (was orange).
+        doc["rule"].append({"kind": "water_level", "zone_kind": "*", "min_severity": "yellow",
+                            "departments": ["emergency"]})
+        put = httpx.put(url, json=doc, headers=AUTH)
+        assert put.status_code == 202 and put.json()["version"] == 1, put.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and httpx.get(url, headers=AUTH).json()["version"] != 1:
+            time.sleep(0.3)
+        time.sleep(3)  # the worker's routing feed polls the topic every second
+
+        # The same anomaly, five times, from two producers at once (a retrying publisher).
+        value = orjson.dumps(anomaly("qd-wl-dup-1", int(time.time() * 1000) - 60_000))
+
+        def send() -> None:
+            producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+            for _ in range(5):
+                producer.send(settings.anomalies_topic, key=b"370202", value=value)
+            producer.flush()
+            producer.close()
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                             until=lambda v: any(e["type"] == "opened" for e in v))
+        time.sleep(3)  # let every duplicate through the worker
+        events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=5,
+                             until=lambda v: False)
+    finally:
+        api.stop()
+        worker.stop()
+    assert [e["type"] for e in events] == ["opened"], (events, worker.log_tail())
+    assert "emergency" in events[0]["alert"]["departments"]
+    assert events[0]["alert"]["severity"] == "yellow"
