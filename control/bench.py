@@ -34,14 +34,12 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +55,7 @@ from cityagent.pipeline import Detector
 from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
-from control.broker import EmbeddedBroker
+from control.broker import broker_for_bench
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
 
@@ -476,23 +474,6 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
     return result
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _broker(settings: Settings, log_dir: Path) -> Iterator[str]:
-    if settings.kafka:
-        yield settings.kafka
-        return
-    broker = EmbeddedBroker(_free_port(), log_path=log_dir / "tansu.log")
-    _say(f"starting the embedded broker on port {broker.port}…")
-    try:
-        yield broker.start()
-    finally:
-        broker.stop()
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -524,7 +505,7 @@ def run_bench(settings: Settings, *, readings: int = 1_000_000, sensors: int = 2
         _say(f"  {len(work.messages):,} messages, {work.mean_readings_per_message:.0f} "
              f"readings/message, built in {time.perf_counter() - t:.1f}s")
         results = []
-        with _broker(settings, log_dir) as bootstrap:
+        with broker_for_bench(settings.kafka, log_dir, _say) as bootstrap:
             for i in range(1, runs + 1):
                 results.append(_one_run(settings, bootstrap, work, config, i, runs, log_dir))
         keep_logs = False

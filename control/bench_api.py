@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from cityagent.errors import BrokerError, CityAgentError
 from cityagent.readings import KINDS
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
-from control.broker import EmbeddedBroker
+from control.broker import broker_for_bench, free_port
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
 
@@ -109,7 +108,7 @@ def run_api_bench(settings: Settings, *, duration_s: float = 5.0, concurrency: i
     log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-api-"))
     keep_logs = True
     try:
-        with _broker(settings, log_dir) as bootstrap, _api(settings, bootstrap, log_dir) as api:
+        with broker_for_bench(settings.kafka, log_dir, _say) as bootstrap, _api(settings, bootstrap, log_dir) as api:
             url, key = api
             results = asyncio.run(_measure(url, key, bodies, duration_s, concurrency, runs))
         keep_logs = False
@@ -188,18 +187,6 @@ async def _one_run(client: httpx.AsyncClient, bodies: list[bytes], duration_s: f
                      counts["errors"])
 
 
-@contextlib.contextmanager
-def _broker(settings: Settings, log_dir: Path) -> Iterator[str]:
-    if settings.kafka:
-        yield settings.kafka
-        return
-    broker = EmbeddedBroker(_free_port(), log_path=log_dir / "tansu.log")
-    _say(f"starting the embedded broker on port {broker.port}…")
-    try:
-        yield broker.start()
-    finally:
-        broker.stop()
-
 
 @contextlib.contextmanager
 def _api(settings: Settings, bootstrap: str, log_dir: Path) -> Iterator[tuple[str, str]]:
@@ -208,7 +195,7 @@ def _api(settings: Settings, bootstrap: str, log_dir: Path) -> Iterator[tuple[st
     bench = Settings(kafka=bootstrap, topic_prefix=f"bench-api-{tag}", app_id=f"bench-api-{tag}",
                      partitions=PARTITIONS, replication=settings.replication)
     ensure_topics(bootstrap, pipeline_topics(bench))
-    port, key = _free_port(), secrets.token_urlsafe(24)
+    port, key = free_port(), secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
     env.update(CITYAGENT_KAFKA=bootstrap, CITYAGENT_TOPIC_PREFIX=bench.topic_prefix,
                CITYAGENT_API_KEYS=f"integrator:{key}", CITYAGENT_API_RATE="1e9",
@@ -250,11 +237,6 @@ def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
     tail = "\n".join(log_path.read_text("utf-8", "replace").splitlines()[-20:])
     raise ApiBenchError(f"the API did not come up at {url}; its log ends:\n{tail}")
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _say(text: str) -> None:

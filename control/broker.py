@@ -20,13 +20,14 @@ import socket
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from cityagent.errors import BrokerError, PortInUse
 from control.procs import die_with_parent
 
-__all__ = ("EmbeddedBroker", "wait_for_kafka")
+__all__ = ("EmbeddedBroker", "wait_for_kafka", "free_port", "broker_for_bench")
 
 log = logging.getLogger(__name__)
 
@@ -278,3 +279,27 @@ def _broker_binary() -> str:
     if not os.access(path, os.X_OK):
         raise BrokerError(f"the embedded broker binary {path!r} is not executable")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def broker_for_bench(kafka: str | None, log_dir: Path,
+                     say: Callable[[str], None]) -> Iterator[str]:
+    """The external Kafka if ``kafka`` is set, else an embedded broker on a free port, stopped
+    (by its PID) on the way out; yields the bootstrap address. For the benchmarks."""
+    if kafka:
+        yield kafka
+        return
+    broker = EmbeddedBroker(free_port(), log_path=log_dir / "tansu.log")
+    say(f"starting the embedded broker on port {broker.port}…")
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()

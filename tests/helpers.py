@@ -8,6 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -15,10 +19,11 @@ import orjson
 
 from cityagent.settings import Settings
 from control.procs import die_with_parent
+from control.topics import ensure_topics, pipeline_topics
 
 __all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
            "consume_all", "consume_records", "ADMIN_KEY", "OPERATOR_KEY", "INTEGRATOR_KEY",
-           "TEST_API_KEYS", "AUTH")
+           "TEST_API_KEYS", "AUTH", "Pipeline", "running_pipeline")
 
 #: API keys of the API that start_api starts, unless the settings name their own.
 ADMIN_KEY = "test-admin-key"
@@ -149,3 +154,34 @@ def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> l
     records = consume_records(
         bootstrap, topic, lambda rs: until([orjson.loads(r.value) for r in rs]), timeout_s)
     return [orjson.loads(r.value) for r in records]
+
+
+@dataclass
+class Pipeline:
+    """A running worker and API on their own topics of the test broker."""
+
+    settings: Settings
+    url: str
+    worker: ChildProcess
+    api: ChildProcess
+
+
+@contextmanager
+def running_pipeline(kafka_bootstrap: str, logs: Path, prefix: str) -> Iterator[Pipeline]:
+    """Topics, a worker and the API (2 s windows, 1 s grace), stopped by PID on the way out."""
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"{prefix}{tag}",
+                        app_id=f"{prefix}-{tag}", partitions=4, api_port=free_port(),
+                        window_s=2.0, grace_s=1.0, checkpoint_s=0.5)
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    worker = start_worker(settings, logs / "worker.log")
+    try:
+        api = start_api(settings, logs / "api.log")
+    except BaseException:
+        worker.stop()
+        raise
+    try:
+        yield Pipeline(settings, f"http://127.0.0.1:{settings.api_port}", worker, api)
+    finally:
+        api.stop()
+        worker.stop()

@@ -25,9 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cityagent.settings import Settings
-from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import AUTH, OPERATOR_KEY, ChildProcess, free_port, start_api, start_worker
+from tests.helpers import AUTH, OPERATOR_KEY, Pipeline, running_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -71,33 +69,13 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    url: str
-    worker: ChildProcess
-    api: ChildProcess
+Stack = Pipeline
 
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tag = uuid.uuid4().hex[:10]
-    settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"ui{tag}", app_id=f"ui-{tag}",
-                        partitions=4, api_port=free_port(), window_s=2.0, grace_s=1.0,
-                        checkpoint_s=0.5)
-    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
-    logs = tmp_path_factory.mktemp("dashboard")
-    worker = start_worker(settings, logs / "worker.log")
-    try:
-        api = start_api(settings, logs / "api.log")
-    except BaseException:
-        worker.stop()
-        raise
-    try:
-        yield Stack(settings, f"http://127.0.0.1:{settings.api_port}", worker, api)
-    finally:
-        api.stop()
-        worker.stop()
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("dashboard"), "ui") as p:
+        yield p
 
 
 @dataclass

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cityagent.settings import Settings
-from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import AUTH, ChildProcess, consume_all, free_port, start_api, start_worker
+from tests.helpers import (
+    AUTH,
+    Pipeline,
+    consume_all,
+    running_pipeline,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -21,33 +22,10 @@ JINAN = (117.0197, 36.6614)  # 泉城广场, 历下区
 QINGDAO = (120.3844, 36.0610)  # 五四广场, 市南区
 
 
-@dataclass
-class Pipeline:
-    settings: Settings
-    url: str
-    worker: ChildProcess
-    api: ChildProcess
-
-
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    tag = uuid.uuid4().hex[:10]
-    settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"e2e{tag}", app_id=f"e2e-{tag}",
-                        partitions=4, api_port=free_port(), window_s=2.0, grace_s=1.0,
-                        checkpoint_s=0.5)
-    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
-    logs = tmp_path_factory.mktemp("pipeline")
-    worker = start_worker(settings, logs / "worker.log")
-    try:
-        api = start_api(settings, logs / "api.log")
-    except BaseException:
-        worker.stop()
-        raise
-    try:
-        yield Pipeline(settings, f"http://127.0.0.1:{settings.api_port}", worker, api)
-    finally:
-        api.stop()
-        worker.stop()
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("pipeline"), "e2e") as p:
+        yield p
 
 
 def reading(sensor: str, where: tuple[float, float], level: float, ts: float) -> dict:
