@@ -36,6 +36,9 @@ from streams.topics import Topics
 
 __all__ = ("register_agents", "STATE_TABLE")
 
+#: Idle periods after which a bucket's clock advances even if its partition is not known to
+#: be consumed to the end.
+STALLED_IDLES = 6
 #: Table name; its changelog topic is "<app_id>-detector_state-changelog".
 STATE_TABLE = "detector_state"
 
@@ -98,7 +101,8 @@ class _Buckets:
             return False
         try:
             highwater = app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - not fetched yet, or the consumer is restarting
+        except Exception as exc:  # noqa: BLE001 - not fetched yet, or the consumer is restarting
+            log.debug("no high watermark for %s: %r", tp, exc)
             return False
         return highwater is not None and self.consumed.get(tp, -1) >= highwater - 1
 
@@ -165,7 +169,13 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             if since is None or state.watermark == NO_TS:
                 continue
             idle_ms = (now - since) * 1000.0
-            if idle_ms < windows.idle_ms or not buckets.caught_up(app, bucket):
+            if idle_ms < windows.idle_ms:
+                continue
+            # A partition still being worked through keeps its buckets' clocks; but a bucket
+            # with no message for STALLED_IDLES idle periods is quiet whatever the consumer's
+            # bookkeeping says (its high watermark can be missing), so silence is still found.
+            if (not buckets.caught_up(app, bucket)
+                    and idle_ms < STALLED_IDLES * windows.idle_ms):
                 continue
             result = detector.engine.advance(state, state.watermark + int(idle_ms), _now_ms())
             buckets.last_input[bucket] = now
