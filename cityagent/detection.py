@@ -24,33 +24,40 @@ from typing import Any
 import numpy as np
 
 from cityagent.batch import ReadingBatch
-from cityagent.detectors.baseline import learn
-from cityagent.detectors.change import detect_change
 from cityagent.detectors.config import (
     DETECTORS,
     GENERIC,
     KIND_CODES,
     DetectionConfig,
     SensorProfiles,
-    param_arrays,
 )
-from cityagent.detectors.deviation import detect_deviation
-from cityagent.detectors.episodes import advance_episodes
-from cityagent.detectors.features import features_of, scale_of, tod_slot
-from cityagent.detectors.flatline import detect_flatline
-from cityagent.detectors.levels import detect_levels, traffic_index
-from cityagent.detectors.silence import silent_rows
-from cityagent.detectors.spike import detect_spike
-from cityagent.detectors.verdict import REASONS, SEVERITIES, Verdict, score_of
+from cityagent.detectors.episodes import (
+    E_DETECTOR,
+    E_END,
+    E_EXPECTED,
+    E_FIELD,
+    E_OBSERVED,
+    E_PEAK,
+    E_PHASE,
+    E_REASON,
+    E_ROW,
+    E_SCORE,
+    E_SEVERITY,
+    E_SINCE,
+    E_START,
+    PHASES,
+    Events,
+)
+from cityagent.detectors.features import scale_of, tod_slot
+from cityagent.detectors.judge import judge_silence, judge_windows
+from cityagent.detectors.params import param_arrays, param_matrix
+from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
 from cityagent.state import NO_TS, BucketState
 from cityagent.windows import ClosedWindows, add_readings, close_due
 
 __all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "SEVERITIES", "anomaly_id")
 
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
-_D = {name: i for i, name in enumerate(DETECTORS)}
-_FAULT_SEVERITY = 0
-_REASON_INDEX = {r: i for i, r in enumerate(REASONS)}
 
 
 @dataclass(frozen=True)
@@ -110,13 +117,20 @@ class DetectionEngine:
         return BucketState(panes=self.config.windows.hopping_panes)
 
     def params(self, state: BucketState) -> dict[str, np.ndarray]:
-        """Each sensor's parameters (cached per state until it gains sensors)."""
+        """Each sensor's parameters by name (views of ``param_matrix``)."""
+        return self._params(state)[1]
+
+    def param_matrix(self, state: BucketState) -> np.ndarray:
+        """Each sensor's parameters, a row per sensor (``cityagent.detectors.params``)."""
+        return self._params(state)[0]
+
+    def _params(self, state: BucketState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         cached = state.params_cache
         if cached is not None and cached[0] is self and cached[1] == len(state):
             return cached[2]  # type: ignore[return-value]
-        params = param_arrays(self.config, self.profiles, state.ids, state.cols["kind"])
-        state.params_cache = (self, len(state), params)
-        return params
+        matrix = param_matrix(self.config, self.profiles, state.ids, state.cols["kind"])
+        state.params_cache = (self, len(state), (matrix, param_arrays(matrix)))
+        return matrix, state.params_cache[2][1]  # type: ignore[index]
 
     def process(self, state: BucketState, batch: ReadingBatch, now_ms: int) -> DetectionResult:
         """Fold a batch into ``state``; return the anomalies and counts it caused."""
@@ -183,115 +197,71 @@ class DetectionEngine:
     # -- judging -------------------------------------------------------------------------
 
     def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int) -> DetectionResult:
+        """Judge the closed windows, then silence; the episode transitions become anomalies."""
         result = DetectionResult(windows=len(closed))
         if len(state) == 0:
             return result
-        params = self.params(state)
-        for part in closed.rounds():
-            self._judge_windows(state, part, params, now_ms, result.anomalies)
-        self._judge_silence(state, params, now_ms, result.anomalies)
+        matrix = self.param_matrix(state)
+        c = state.columns()
+        events = self._events
+        events.clear()
+        # At most one transition per detector and window, and one of silence per sensor.
+        events.reserve(len(DETECTORS) * len(closed) + len(state))
+        judge_windows(c, matrix, closed.rows, closed.k, closed.n, closed.total, closed.vmin,
+                      closed.vmax, closed.hop_mean, self.config.windows.size_ms,
+                      self.config.windows.end_after_windows, events.ints, events.floats,
+                      events.count)
+        judge_silence(c, matrix, state.watermark, events.ints, events.floats, events.count)
+        count = int(events.count[0])
+        if count:
+            result.anomalies = self._anomalies(state, events.ints[:count].tolist(),
+                                               events.floats[:count].tolist(), now_ms)
         return result
 
-    def _judge_windows(self, state: BucketState, w: ClosedWindows, params, now_ms: int,
-                       out: list[Anomaly]) -> None:
-        cfg = self.config.windows
-        f = features_of(state, w, params, cfg.size_ms)
-        traffic = f.kind == KIND_CODES["traffic"]
-        tpi = np.full(len(w), np.nan)
-        if traffic.any():
-            speed = w.hop_mean[traffic]
-            tpi[traffic] = traffic_index(speed, f.p["free_flow_kmh"][traffic])
-        verdicts = {
-            "level": detect_levels(f, tpi),
-            "deviation": detect_deviation(f),
-            "change": detect_change(state, f),
-            "spike": detect_spike(f),
-            "flatline": detect_flatline(state, f),
-        }
-        for name, v in verdicts.items():
-            self._episodes(state, w.rows, name, v, f.start_ms, f.start_ms, f.end_ms,
-                           cfg.end_after_windows, now_ms, out)
-        anomalous = (verdicts["level"].fire | verdicts["deviation"].fire
-                     | verdicts["change"].fire)
-        learn(state, f, anomalous, verdicts["flatline"].fire)
+    @property
+    def _events(self) -> Events:
+        events = self.__dict__.get("_events_buffer")
+        if events is None:
+            events = self.__dict__["_events_buffer"] = Events()
+        return events
 
-    def _judge_silence(self, state: BucketState, params, now_ms: int,
-                       out: list[Anomaly]) -> None:
-        silent, quiet = silent_rows(state, params, state.watermark)
+    def _anomalies(self, state: BucketState, ints: list[list[int]], floats: list[list[float]],
+                   now_ms: int) -> list[Anomaly]:
         c = state.cols
-        d = _D["silence"]
-        was = c["ep_since"][:, d] != NO_TS
-        if not (silent.any() or was.any()):
-            return
-        rows = np.flatnonzero(silent | was)
-        fire = silent[rows]
-        last = c["last_ts"][rows]
-        sev = np.where(fire, _FAULT_SEVERITY, -1).astype(np.int8)
-        score = np.where(fire, 0.9, 0.0)
-        v = Verdict(fire, sev, score, quiet[rows] / 1000.0,
-                    np.nan_to_num(params["expected_interval_s"][rows]),
-                    np.full(len(rows), "fault.silence"), "quiet_s")
-        self._episodes(state, rows, "silence", v, last, last,
-                       np.full(len(rows), state.watermark), 1, now_ms, out)
-
-    def _episodes(self, state: BucketState, rows: np.ndarray, detector: str, v: Verdict,
-                  since_ms: np.ndarray, start_ms: np.ndarray, end_ms: np.ndarray,
-                  end_after: int, now_ms: int, out: list[Anomaly]) -> None:
-        """Advance one detector's episodes with its verdicts; append the anomaly events."""
-        c = state.cols
-        d = _D[detector]
-        before = (c["ep_sev"][rows, d].copy(), c["ep_peak"][rows, d].copy(),
-                  c["ep_reason"][rows, d].copy())
-        tr = advance_episodes(state, rows, d, v.fire, v.severity, v.score, since_ms, end_after)
-        for i in np.r_[tr.started, tr.escalated].tolist():
-            c["ep_reason"][rows[i], d] = _REASON_INDEX.get(str(v.code[i]), 0)
-        for phase, index in (("start", tr.started), ("escalate", tr.escalated),
-                             ("end", tr.ended)):
-            for i in index.tolist():
-                row = int(rows[i])
-                if phase == "end":
-                    sev, peak, reason = (int(before[0][i]), float(before[1][i]),
-                                         REASONS[int(before[2][i])])
-                else:
-                    sev, peak, reason = (int(c["ep_sev"][row, d]), float(c["ep_peak"][row, d]),
-                                         str(v.code[i]))
-                out.append(self._anomaly(state, row, detector, phase, v, i, int(tr.since[i]),
-                                         int(start_ms[i]), int(end_ms[i]), now_ms,
-                                         max(sev, 0), peak, reason))
-
-    def _anomaly(self, state: BucketState, row: int, detector: str, phase: str, v: Verdict,
-                 i: int, since: int, start_ms: int, end_ms: int, now_ms: int, sev_rank: int,
-                 peak: float, reason: str) -> Anomaly:
-        c = state.cols
-        sensor = state.ids[row]
-        district = int(c["district"][row])
-        fld = v.field if isinstance(v.field, str) else str(v.field[i])
-        kind = _KIND_NAMES.get(int(c["kind"][row]), GENERIC)
-        if fld == "value":
-            fld = self.config.kinds[kind].field
-        return Anomaly(
-            anomaly_id=anomaly_id(sensor, detector, since),
-            phase=phase,
-            sensor_id=sensor,
-            kind=kind,
-            detector=detector,
-            reason=reason or f"{detector}.anomaly",
-            score=round(float(v.score[i]), 4),
-            peak_score=round(max(peak, float(v.score[i])), 4),
-            severity=SEVERITIES[sev_rank],
-            field=fld,
-            observed=_finite(v.observed[i]),
-            expected=_finite(v.expected[i]),
-            window_start_ms=int(start_ms),
-            window_end_ms=int(end_ms),
-            since_ms=int(since),
-            ts_ms=int(state.watermark),
-            detected_at_ms=int(now_ms),
-            lon=_finite(c["lon"][row]),
-            lat=_finite(c["lat"][row]),
-            district_code=district,
-            city_code=district // 100 * 100,
-        )
+        out = []
+        for e, f in zip(ints, floats, strict=True):
+            row = e[E_ROW]
+            detector = DETECTORS[e[E_DETECTOR]]
+            sensor = state.ids[row]
+            district = int(c["district"][row])
+            kind = _KIND_NAMES.get(int(c["kind"][row]), GENERIC)
+            fld = FIELDS[e[E_FIELD]]
+            if fld == "value":
+                fld = self.config.kinds[kind].field
+            out.append(Anomaly(
+                anomaly_id=anomaly_id(sensor, detector, e[E_SINCE]),
+                phase=PHASES[e[E_PHASE]],
+                sensor_id=sensor,
+                kind=kind,
+                detector=detector,
+                reason=REASONS[e[E_REASON]] or f"{detector}.anomaly",
+                score=round(f[E_SCORE], 4),
+                peak_score=round(f[E_PEAK], 4),
+                severity=SEVERITIES[e[E_SEVERITY]],
+                field=fld,
+                observed=_finite(f[E_OBSERVED]),
+                expected=_finite(f[E_EXPECTED]),
+                window_start_ms=e[E_START],
+                window_end_ms=e[E_END],
+                since_ms=e[E_SINCE],
+                ts_ms=int(state.watermark),
+                detected_at_ms=int(now_ms),
+                lon=_finite(c["lon"][row]),
+                lat=_finite(c["lat"][row]),
+                district_code=district,
+                city_code=district // 100 * 100,
+            ))
+        return out
 
 
 def _finite(value: Any) -> float:

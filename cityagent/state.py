@@ -14,6 +14,7 @@ after a restart without touching the changelog.
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ import orjson
 
 from cityagent.detectors.config import DETECTORS
 
-__all__ = ("BucketState", "COLUMNS", "NO_TS", "TOD_SLOTS")
+__all__ = ("BucketState", "Columns", "COLUMNS", "NO_TS", "TOD_SLOTS")
 
 #: Event time meaning "never".
 NO_TS = np.iinfo(np.int64).min
@@ -80,6 +81,8 @@ def _columns(panes: int) -> dict[str, tuple[str, tuple[int, ...], float | int]]:
 
 
 COLUMNS = _columns(5)
+#: The columns as one value the compiled kernels take (``BucketState.columns()``).
+Columns = namedtuple("Columns", tuple(COLUMNS))
 
 
 @dataclass(eq=False)
@@ -103,31 +106,51 @@ class BucketState:
         if not self.cols:
             self.cols = {name: np.full((0, *shape), init, dtype=dtype)
                          for name, (dtype, shape, init) in _columns(self.panes).items()}
+        #: Column storage with room to grow; ``cols`` are views of its first len(self) rows.
+        self._store = dict(self.cols)
+        self._columns: Columns | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows_of(self, sensor_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def columns(self) -> Columns:
+        """The columns as a namedtuple for the compiled kernels (the same arrays as ``cols``)."""
+        if self._columns is None or len(self._columns.kind) != len(self.ids):
+            self._columns = Columns(**self.cols)
+        return self._columns
+
+    def rows_of(self, sensor_ids: np.ndarray | list[str]) -> tuple[np.ndarray, list[str]]:
         """The state row of each id, adding rows for sensors not seen before; also the new ids."""
         index = self.index
-        get = index.get
-        listed = sensor_ids.tolist()
-        rows = [get(s, -1) for s in listed]
+        listed = sensor_ids.tolist() if isinstance(sensor_ids, np.ndarray) else sensor_ids
+        try:  # the common case, every sensor known: one C-level pass
+            return np.fromiter(map(index.__getitem__, listed), dtype=np.int64,
+                               count=len(listed)), []
+        except KeyError:
+            pass
         new: list[str] = []
-        if -1 in rows:
-            for s in dict.fromkeys(s for s, r in zip(listed, rows, strict=True) if r == -1):
-                index[s] = len(self.ids)
-                self.ids.append(s)
-                new.append(s)
-            self._grow(len(new))
-            rows = [index[s] for s in listed]
-        return np.fromiter(rows, dtype=np.int64, count=len(listed)), new
+        for s in dict.fromkeys(s for s in listed if s not in index):
+            index[s] = len(self.ids)
+            self.ids.append(s)
+            new.append(s)
+        self._grow(len(new))
+        return np.fromiter(map(index.__getitem__, listed), dtype=np.int64, count=len(listed)), new
 
     def _grow(self, extra: int) -> None:
-        specs = _columns(self.panes)
-        for name, (dtype, shape, init) in specs.items():
-            self.cols[name] = np.concatenate(
-                [self.cols[name], np.full((extra, *shape), init, dtype=dtype)])
+        """Room for ``extra`` more rows (already in ``ids``): storage doubles when full, so a
+        bucket filling up with new sensors copies its columns a few times, not per batch."""
+        n = len(self.ids)
+        capacity = len(next(iter(self._store.values())))
+        if n > capacity:
+            capacity = max(n, 2 * capacity, 64)
+            specs = _columns(self.panes)
+            for name, (dtype, shape, init) in specs.items():
+                grown = np.full((capacity, *shape), init, dtype=dtype)
+                old = self._store[name]
+                grown[: len(old)] = old
+                self._store[name] = grown
+        self.cols = {name: column[:n] for name, column in self._store.items()}
+        self._columns = None
 
     def to_bytes(self) -> bytes:
         """A checkpoint: JSON header (ids, shapes, counters) + the raw arrays."""

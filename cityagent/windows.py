@@ -15,7 +15,8 @@ without trace. Because ``grace <= size``, a sensor has at most two open windows 
 each closed tumbling window's count and sum go to pane slot ``k % panes``; the hopping
 aggregate is the sum over the panes still inside the hop (``hopping_mean``).
 
-Vectorised: a batch costs a handful of numpy calls whatever the number of sensors.
+Compiled: a batch is one call (``cityagent.detectors._jit``) whatever its size; the readings
+are visited per sensor in time order, so a sensor's windows close in order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cityagent.detectors._jit import njit
 from cityagent.detectors.config import WindowConfig
 from cityagent.state import NO_TS, BucketState
 
@@ -32,7 +34,8 @@ __all__ = ("ClosedWindows", "add_readings", "close_due", "hopping_mean")
 
 @dataclass(frozen=True)
 class ClosedWindows:
-    """Final aggregates of closed tumbling windows, one entry per (sensor row, window)."""
+    """Final aggregates of closed tumbling windows, one entry per (sensor row, window), in
+    the order they closed."""
 
     rows: np.ndarray  # state rows
     k: np.ndarray  # window index (start = k * size)
@@ -46,161 +49,174 @@ class ClosedWindows:
         return len(self.rows)
 
     @classmethod
-    def concat(cls, parts: list[ClosedWindows]) -> ClosedWindows:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return _EMPTY
-        if len(parts) == 1:
-            return parts[0]
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("rows", "k", "n", "total", "vmin", "vmax", "hop_mean")))
+    def empty(cls, capacity: int) -> ClosedWindows:
+        return cls(*(np.empty(capacity, dtype=t) for t in ("i8", "i8", "f8", "f8", "f8", "f8",
+                                                             "f8")))
 
-    def take(self, index: np.ndarray) -> ClosedWindows:
-        return ClosedWindows(self.rows[index], self.k[index], self.n[index], self.total[index],
-                             self.vmin[index], self.vmax[index], self.hop_mean[index])
-
-    def rounds(self) -> list[ClosedWindows]:
-        """Split so that each part has at most one window per sensor, in window order."""
-        if len(self) == 0:
-            return []
-        order = np.lexsort((self.k, self.rows))
-        rows = self.rows[order]
-        first = np.r_[True, rows[1:] != rows[:-1]]
-        starts = np.flatnonzero(first)
-        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-        if rank.max() == 0:
-            return [self.take(order)]
-        return [self.take(order[rank == r]) for r in range(int(rank.max()) + 1)]
-
-
-_EMPTY = ClosedWindows(*(np.empty(0, dtype=t) for t in ("i8", "i8", "f8", "f8", "f8", "f8", "f8")))
+    def head(self, count: int) -> ClosedWindows:
+        return ClosedWindows(self.rows[:count], self.k[:count], self.n[:count],
+                             self.total[:count], self.vmin[:count], self.vmax[:count],
+                             self.hop_mean[:count])
 
 
 def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.ndarray,
                  cfg: WindowConfig) -> tuple[int, ClosedWindows]:
     """Fold readings into their windows; return (late readings, windows that closed).
 
-    ``rows`` are state rows, ``ts`` event times (ms), ``x`` the watched value of each reading.
+    ``rows`` are state rows, ``ts`` event times (ms), ``x`` the watched value of each reading
+    (NaN: the reading lacks it and is skipped).
     """
-    size, grace = cfg.size_ms, cfg.grace_ms
-    c = state.cols
-    valid = ~np.isnan(x)
-    k = ts // size
-    if state.watermark != NO_TS:
-        late_mask = valid & ((k + 1) * size + grace <= state.watermark)
-    else:
-        late_mask = np.zeros(len(rows), dtype=bool)
-    keep = valid & ~late_mask
-    late = int(late_mask.sum())
-    if not keep.all():
-        rows, ts, x, k = rows[keep], ts[keep], x[keep], k[keep]
+    rows = np.asarray(rows, dtype=np.int64)
+    ts = np.asarray(ts, dtype=np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    order = np.lexsort((ts, rows))
+    out = ClosedWindows.empty(len(rows) + 2 * len(state))
+    late, closed, newest = _fold(state.columns(), rows, ts, x, order, state.watermark,
+                                 cfg.size_ms, cfg.grace_ms, state.panes, *_outputs(out))
     state.late_total += late
-    if len(rows) == 0:
-        return late, _EMPTY
-    _learn_intervals(state, rows, ts)
-    _learn_quantum(state, rows, ts, x)
-    closed: list[ClosedWindows] = []
-    for kk in np.unique(k).tolist():
-        sel = k == kk
-        r, xv = (rows, x) if sel.all() else (rows[sel], x[sel])
-        slot = kk % 2
-        stored = c["win_k"][r, slot]
-        other = stored != kk
-        if other.any():
-            occupied = np.unique(r[other & (stored >= 0)])
-            if occupied.size:  # an older window in this slot: it is due, close it first
-                closed.append(_close(state, occupied, slot, cfg))
-            fresh = np.unique(r[other])
-            c["win_k"][fresh, slot] = kk
-            c["win_n"][fresh, slot] = 0.0
-            c["win_sum"][fresh, slot] = 0.0
-            c["win_min"][fresh, slot] = np.inf
-            c["win_max"][fresh, slot] = -np.inf
-        np.add.at(c["win_n"][:, slot], r, 1.0)
-        np.add.at(c["win_sum"][:, slot], r, xv)
-        np.minimum.at(c["win_min"][:, slot], r, xv)
-        np.maximum.at(c["win_max"][:, slot], r, xv)
-    state.watermark = max(state.watermark, int(ts.max()))
-    closed.append(close_due(state, state.watermark, cfg))
-    return late, ClosedWindows.concat(closed)
+    if newest != NO_TS:
+        state.watermark = max(state.watermark, newest)
+        closed = _close_due(state.columns(), state.watermark, cfg.size_ms, cfg.grace_ms,
+                            state.panes, closed, *_outputs(out))
+    return late, out.head(closed)
 
 
 def close_due(state: BucketState, watermark: int, cfg: WindowConfig) -> ClosedWindows:
     """Close every open window whose end + grace is at or before ``watermark``."""
-    win_k = state.cols["win_k"]
-    parts = []
-    for _ in range(2):  # the earlier of a sensor's two windows first, then the later
-        k = win_k
-        due = (k >= 0) & ((k + 1) * cfg.size_ms + cfg.grace_ms <= watermark)
-        if not due.any():
-            break
-        first = np.where(due[:, 0] & (~due[:, 1] | (k[:, 0] < k[:, 1])), 0, 1)
-        for slot in (0, 1):
-            rows = np.flatnonzero(due.any(axis=1) & (first == slot))
-            if rows.size:
-                parts.append(_close(state, rows, slot, cfg))
-    return ClosedWindows.concat(parts)
-
-
-def _close(state: BucketState, rows: np.ndarray, slot: int, cfg: WindowConfig) -> ClosedWindows:
-    c = state.cols
-    k = c["win_k"][rows, slot].copy()
-    n = c["win_n"][rows, slot].copy()
-    total = c["win_sum"][rows, slot].copy()
-    c["win_k"][rows, slot] = -1
-    pane = k % state.panes
-    c["pane_k"][rows, pane] = k
-    c["pane_n"][rows, pane] = n
-    c["pane_sum"][rows, pane] = total
-    return ClosedWindows(
-        rows=rows.copy(), k=k, n=n, total=total, vmin=c["win_min"][rows, slot].copy(),
-        vmax=c["win_max"][rows, slot].copy(), hop_mean=hopping_mean(state, rows, k),
-    )
+    out = ClosedWindows.empty(2 * len(state))
+    closed = _close_due(state.columns(), watermark, cfg.size_ms, cfg.grace_ms, state.panes, 0,
+                        *_outputs(out))
+    return out.head(closed)
 
 
 def hopping_mean(state: BucketState, rows: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Mean of the hopping window ending with tumbling window ``k`` (its last ``panes``)."""
-    c = state.cols
-    pk = c["pane_k"][rows]
-    inside = (pk > (k - state.panes)[:, None]) & (pk <= k[:, None])
-    n = np.where(inside, c["pane_n"][rows], 0.0).sum(axis=1)
-    total = np.where(inside, c["pane_sum"][rows], 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return total / n
+    c = state.columns()
+    return np.array([_hop_mean(c, int(r), int(kk), state.panes)
+                     for r, kk in zip(rows.tolist(), k.tolist(), strict=True)], dtype=np.float64)
 
 
-def _learn_intervals(state: BucketState, rows: np.ndarray, ts: np.ndarray) -> None:
-    """Update each sensor's latest timestamp and its learned report interval."""
-    c = state.cols
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    count = np.bincount(inverse).astype(np.float64)
-    newest = np.full(uniq.size, NO_TS, dtype=np.int64)
-    np.maximum.at(newest, inverse, ts)
-    prev = c["last_ts"][uniq]
-    seen = (prev != NO_TS) & (newest > prev)
-    if seen.any():
-        gap = (newest[seen] - prev[seen]) / count[seen]
-        old = c["gap_ms"][uniq[seen]]
-        c["gap_ms"][uniq[seen]] = np.where(np.isnan(old), gap, old + 0.1 * (gap - old))
-    c["last_ts"][uniq] = np.maximum(prev, newest)
+def _outputs(out: ClosedWindows) -> tuple[np.ndarray, ...]:
+    return out.rows, out.k, out.n, out.total, out.vmin, out.vmax, out.hop_mean
 
 
-def _learn_quantum(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.ndarray) -> None:
-    """Each sensor's quantum: the smallest non-zero step between its consecutive readings.
+@njit
+def _hop_mean(c, row: int, k: int, panes: int) -> float:
+    n = total = 0.0
+    for j in range(panes):
+        pk = c.pane_k[row, j]
+        if k - panes < pk <= k:
+            n += c.pane_n[row, j]
+            total += c.pane_sum[row, j]
+    return total / n
 
-    For a quantised sensor (1 cm, 0.01 MPa) that is its resolution, and no deviation smaller
-    than it can be an anomaly; for a continuous one it soon becomes negligible.
-    """
-    c = state.cols
-    order = np.lexsort((ts, rows))
-    r, v = rows[order], x[order]
-    first = np.r_[True, r[1:] != r[:-1]]
-    prev = np.empty_like(v)
-    prev[1:] = v[:-1]
-    prev[first] = c["last_x"][r[first]]  # the sensor's latest value before this batch
-    step = np.abs(v - prev)
-    ok = np.isfinite(step) & (step > 0)
-    if ok.any():
-        np.minimum.at(c["quantum"], r[ok], step[ok])
-    last = np.r_[r[1:] != r[:-1], True]
-    c["last_x"][r[last]] = v[last]
+
+@njit
+def _close(c, row: int, slot: int, panes: int, at: int, o_rows, o_k, o_n, o_total, o_min, o_max,
+           o_hop) -> int:
+    """Close window ``slot`` of ``row`` into output position ``at``; return the next one."""
+    k = c.win_k[row, slot]
+    c.win_k[row, slot] = -1
+    pane = k % panes
+    c.pane_k[row, pane] = k
+    c.pane_n[row, pane] = c.win_n[row, slot]
+    c.pane_sum[row, pane] = c.win_sum[row, slot]
+    o_rows[at], o_k[at], o_n[at], o_total[at] = row, k, c.win_n[row, slot], c.win_sum[row, slot]
+    o_min[at], o_max[at] = c.win_min[row, slot], c.win_max[row, slot]
+    o_hop[at] = _hop_mean(c, row, k, panes)
+    return at + 1
+
+
+@njit
+def _fold(c, rows, ts, x, order, watermark: int, size: int, grace: int, panes: int,
+          o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
+    """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts)."""
+    m = len(rows)
+    keep = np.zeros(m, dtype=np.bool_)
+    late = 0
+    newest = NO_TS
+    for i in range(m):
+        if x[i] != x[i]:
+            continue
+        if watermark != NO_TS and (ts[i] // size + 1) * size + grace <= watermark:
+            late += 1
+            continue
+        keep[i] = True
+        newest = max(newest, ts[i])
+    # Per sensor, in time order: its report interval and its quantum (smallest step).
+    j = 0
+    while j < m:
+        row = rows[order[j]]
+        end = j
+        while end < m and rows[order[end]] == row:
+            end += 1
+        count = 0
+        latest = NO_TS
+        prev = c.last_x[row]
+        for q in range(j, end):
+            i = order[q]
+            if not keep[i]:
+                continue
+            count += 1
+            latest = max(latest, ts[i])
+            step = abs(x[i] - prev)
+            if np.isfinite(step) and step > 0 and step < c.quantum[row]:
+                c.quantum[row] = step
+            prev = x[i]
+        if count:
+            c.last_x[row] = prev
+            before = c.last_ts[row]
+            if before != NO_TS and latest > before:
+                gap = (latest - before) / count
+                old = c.gap_ms[row]
+                c.gap_ms[row] = gap if np.isnan(old) else old + 0.1 * (gap - old)
+            c.last_ts[row] = max(before, latest)
+        j = end
+    # Fold; a reading of a newer window whose slot holds an older one closes that one first.
+    closed = 0
+    for q in range(m):
+        i = order[q]
+        if not keep[i]:
+            continue
+        row = rows[i]
+        k = ts[i] // size
+        slot = k % 2
+        if c.win_k[row, slot] != k:
+            other = c.win_k[row, 1 - slot]
+            if 0 <= other < c.win_k[row, slot]:  # the other slot is older still: it goes first
+                closed = _close(c, row, 1 - slot, panes, closed, o_rows, o_k, o_n, o_total,
+                                o_min, o_max, o_hop)
+            if c.win_k[row, slot] >= 0:
+                closed = _close(c, row, slot, panes, closed, o_rows, o_k, o_n, o_total, o_min,
+                                o_max, o_hop)
+            c.win_k[row, slot] = k
+            c.win_n[row, slot] = 0.0
+            c.win_sum[row, slot] = 0.0
+            c.win_min[row, slot] = np.inf
+            c.win_max[row, slot] = -np.inf
+        c.win_n[row, slot] += 1.0
+        c.win_sum[row, slot] += x[i]
+        c.win_min[row, slot] = min(c.win_min[row, slot], x[i])
+        c.win_max[row, slot] = max(c.win_max[row, slot], x[i])
+    return late, closed, newest
+
+
+@njit
+def _close_due(c, watermark: int, size: int, grace: int, panes: int, closed: int,
+               o_rows, o_k, o_n, o_total, o_min, o_max, o_hop) -> int:
+    """Close every window due at ``watermark``, a sensor's earlier window first."""
+    for row in range(len(c.win_k)):
+        k0, k1 = c.win_k[row, 0], c.win_k[row, 1]
+        due0 = k0 >= 0 and (k0 + 1) * size + grace <= watermark
+        due1 = k1 >= 0 and (k1 + 1) * size + grace <= watermark
+        if due0 and (not due1 or k0 < k1):
+            closed = _close(c, row, 0, panes, closed, o_rows, o_k, o_n, o_total, o_min, o_max,
+                            o_hop)
+            due0 = False
+        if due1:
+            closed = _close(c, row, 1, panes, closed, o_rows, o_k, o_n, o_total, o_min, o_max,
+                            o_hop)
+        if due0:
+            closed = _close(c, row, 0, panes, closed, o_rows, o_k, o_n, o_total, o_min, o_max,
+                            o_hop)
+    return closed

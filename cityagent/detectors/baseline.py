@@ -8,83 +8,64 @@ warm-up the update is a running mean, so a new sensor is judged after a few wind
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from cityagent.detectors.features import Features
+from cityagent.detectors._jit import clip, njit
+from cityagent.detectors.features import Baselines, Features
 from cityagent.detectors.flatline import is_flat
-from cityagent.state import BucketState
+from cityagent.detectors.params import (
+    ANOMALY_RATE_FACTOR,
+    BASELINE_RATE,
+    CUSUM_RATE,
+    DEVIATION_WARMUP,
+    FLAT_MIN_READINGS,
+    TIME_OF_DAY,
+)
 
 __all__ = ("learn",)
 
 
-def _huber(m: np.ndarray, d: np.ndarray, x: np.ndarray, rate: np.ndarray,
-           scale: np.ndarray, warming: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    fresh = np.isnan(m)
-    err = np.where(fresh, 0.0, x - m)
+@njit
+def _huber(m: float, d: float, x: float, rate: float, scale: float, warming: bool):
+    """(location, absolute deviation) after one more value ``x``."""
+    if math.isnan(m):
+        return x, 0.0
+    err = x - m
     # No cap while warming up: the scale itself is still being learned.
-    cap = np.where(warming, np.inf, 3.0 * scale)
-    m_new = np.where(fresh, x, m + rate * np.clip(err, -cap, cap))
-    d_new = np.where(fresh, 0.0, d + rate * (np.minimum(np.abs(err), cap) - d))
-    return m_new, d_new
+    cap = math.inf if warming else 3.0 * scale
+    return m + rate * clip(err, -cap, cap), d + rate * (min(abs(err), cap) - d)
 
 
-def learn(state: BucketState, f: Features, anomalous: np.ndarray, flatlined: np.ndarray) -> None:
-    c = state.cols
-    rows = f.w.rows
-    p = f.p
+@njit
+def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, row: int, f: Features,
+          p: np.ndarray, anomalous: bool, flatlined: bool) -> None:
     x = f.robust
-    ok = np.isfinite(x)
-    if not ok.all():
-        rows, x, anomalous, flatlined = rows[ok], x[ok], anomalous[ok], flatlined[ok]
-        f = _subset(f, ok)
-        p = f.p
-    slow = np.where(anomalous, p["anomaly_rate_factor"], 1.0)
-    rate = p["baseline_rate"] * slow
-
-    n = c["rec_n"][rows]
-    r = np.where(n < p["deviation_warmup"], 1.0 / (n + 1.0), rate)
-    warming = n < p["deviation_warmup"]
-    c["rec_m"][rows], c["rec_d"][rows] = _huber(c["rec_m"][rows], c["rec_d"][rows], x, r,
-                                                f.rec_scale, warming)
-    c["rec_n"][rows] = n + 1.0
-    fast = np.maximum(p["cusum_rate"], 1.0 / (n + 1.0))
-    c["fast_m"][rows], c["fast_d"][rows] = _huber(c["fast_m"][rows], c["fast_d"][rows], x, fast,
-                                                  f.fast_scale, warming)
-
-    tod = p["time_of_day"] > 0
-    if tod.any():
-        tr, slot = rows[tod], f.slot[tod]
-        tn = c["tod_n"][tr, slot].astype(np.float64)
-        tr_rate = np.maximum(rate[tod], 1.0 / (tn + 1.0))
-        m, d = _huber(c["tod_m"][tr, slot].astype(np.float64),
-                      c["tod_d"][tr, slot].astype(np.float64), x[tod], tr_rate, f.scale[tod],
-                      tn < p["deviation_warmup"][tod])
-        c["tod_m"][tr, slot], c["tod_d"][tr, slot] = m, d
-        c["tod_n"][tr, slot] = np.minimum(tn + 1.0, 1e6)
-
-    counted = f.w.n >= p["flat_min_readings"]
-    if counted.any():
-        cr = rows[counted]
-        flat = is_flat(f)[counted].astype(np.float64)
-        seen = c["flat_n"][cr]
+    if not np.isfinite(x):
+        return
+    rate = p[BASELINE_RATE] * (p[ANOMALY_RATE_FACTOR] if anomalous else 1.0)
+    n = c.rec_n[row]
+    warming = n < p[DEVIATION_WARMUP]
+    r = 1.0 / (n + 1.0) if warming else rate
+    c.rec_m[row], c.rec_d[row] = _huber(c.rec_m[row], c.rec_d[row], x, r, f.rec_scale, warming)
+    c.rec_n[row] = n + 1.0
+    fast = max(p[CUSUM_RATE], 1.0 / (n + 1.0))
+    c.fast_m[row], c.fast_d[row] = _huber(c.fast_m[row], c.fast_d[row], x, fast, f.fast_scale,
+                                          warming)
+    if p[TIME_OF_DAY] > 0:
+        slot = f.slot
+        tn = np.float64(c.tod_n[row, slot])
+        m, d = _huber(np.float64(c.tod_m[row, slot]), np.float64(c.tod_d[row, slot]), x,
+                      max(rate, 1.0 / (tn + 1.0)), f.scale, tn < p[DEVIATION_WARMUP])
+        c.tod_m[row, slot], c.tod_d[row, slot] = m, d
+        c.tod_n[row, slot] = min(tn + 1.0, 1e6)
+    if f.n >= p[FLAT_MIN_READINGS]:
+        flat = 1.0 if is_flat(f, p) else 0.0
+        seen = flat_n[row]
         # A plain mean while warming up, then a slow average; a window flagged as stuck
         # counts ten times less, so a long fault is not learned as normal but a quantised
         # sensor's frequent flat windows still are.
-        rate = np.maximum(1.0 / (seen + 1.0), 0.02) * np.where(flatlined[counted], 0.1, 1.0)
-        c["flat_frac"][cr] += rate * (flat - c["flat_frac"][cr])
-        c["flat_n"][cr] = seen + 1.0
-
-
-def _subset(f: Features, ok: np.ndarray) -> Features:
-    from dataclasses import fields, replace
-
-    changes = {}
-    for fld in fields(f):
-        value = getattr(f, fld.name)
-        if fld.name == "w":
-            changes["w"] = value.take(ok)
-        elif fld.name == "p":
-            changes["p"] = {k: v[ok] for k, v in value.items()}
-        else:
-            changes[fld.name] = value[ok]
-    return replace(f, **changes)
+        step = max(1.0 / (seen + 1.0), 0.02) * (0.1 if flatlined else 1.0)
+        flat_frac[row] += step * (flat - flat_frac[row])
+        flat_n[row] = seen + 1.0

@@ -11,28 +11,35 @@ from __future__ import annotations
 
 import numpy as np
 
+from cityagent.detectors._jit import clip, njit
 from cityagent.detectors.features import Features
-from cityagent.detectors.verdict import Verdict, score_of, severity_of_score
-from cityagent.state import BucketState
+from cityagent.detectors.params import CUSUM_H, CUSUM_K
+from cityagent.detectors.verdict import (
+    F_VALUE,
+    R_CHANGE_DROP,
+    R_CHANGE_RISE,
+    Verdict,
+    score_one,
+    severity_of_score,
+)
 
 __all__ = ("detect_change",)
 
 
-def detect_change(state: BucketState, f: Features) -> Verdict:
-    """Advance each sensor's CUSUM by its window and judge it (writes the sums to state)."""
-    rows = f.w.rows
-    k, h = f.p["cusum_k"], f.p["cusum_h"]
-    with np.errstate(invalid="ignore"):
-        u = (f.robust - f.fast_m) / f.fast_scale
-    u = np.where(f.warm & np.isfinite(u), u, 0.0)
-    c = state.cols
-    pos = np.clip(c["cus_pos"][rows] + u - k, 0.0, 1.5 * h)
-    neg = np.clip(c["cus_neg"][rows] - u - k, 0.0, 1.5 * h)
-    c["cus_pos"][rows], c["cus_neg"][rows] = pos, neg
-    top = np.maximum(pos, neg)
-    ratio = top / h
+@njit
+def detect_change(cus_pos: np.ndarray, cus_neg: np.ndarray, row: int, f: Features,
+                  p: np.ndarray) -> Verdict:
+    """Advance the sensor's CUSUM by its window and judge it (writes the sums to state)."""
+    k, h = p[CUSUM_K], p[CUSUM_H]
+    u = (f.robust - f.fast_m) / f.fast_scale
+    if not (f.warm and np.isfinite(u)):
+        u = 0.0
+    pos = clip(cus_pos[row] + u - k, 0.0, 1.5 * h)
+    neg = clip(cus_neg[row] - u - k, 0.0, 1.5 * h)
+    cus_pos[row], cus_neg[row] = pos, neg
+    ratio = max(pos, neg) / h
     fire = ratio >= 1.0
-    score = score_of(ratio)
-    sev = np.where(fire, severity_of_score(score), -1).astype(np.int8)
-    code = np.where(neg > pos, "change.drop", "change.rise")
-    return Verdict(fire, sev, score, f.robust, f.fast_m, code, "value")
+    score = score_one(ratio)
+    sev = severity_of_score(score) if fire else -1
+    reason = R_CHANGE_DROP if neg > pos else R_CHANGE_RISE
+    return Verdict(fire, sev, score, f.robust, f.fast_m, reason, F_VALUE)

@@ -22,8 +22,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cityagent.errors import ConfigError
 
 __all__ = (
@@ -300,29 +298,3 @@ class SensorProfiles:
             if values:
                 out[str(row["sensor_id"])] = values
         return cls(out)
-
-
-def param_arrays(config: DetectionConfig, profiles: SensorProfiles, ids: list[str],
-                 kinds: np.ndarray) -> dict[str, np.ndarray]:
-    """One array per parameter with each sensor's value (kind default, then its profile)."""
-    n = len(ids)
-    names = [f for f in KindConfig.__dataclass_fields__ if f not in ("kind", "field",
-                                                                      "congestion_tpi")]
-    out = {name: np.empty(n) for name in names}
-    out["tpi_yellow"], out["tpi_orange"], out["tpi_red"] = np.empty(n), np.empty(n), np.empty(n)
-    by_code = {code: config.kinds[kind] for kind, code in KIND_CODES.items()}
-    for code, kc in by_code.items():
-        rows = kinds == code
-        if not rows.any():
-            continue
-        for name in names:
-            out[name][rows] = float(getattr(kc, name))
-        out["tpi_yellow"][rows], out["tpi_orange"][rows], out["tpi_red"][rows] = kc.congestion_tpi
-    if len(profiles):
-        for i, sensor in enumerate(ids):
-            for name, value in profiles.get(sensor).items():
-                out[name][i] = value
-    # Derived: the record level defaults to one 警戒-保证 step above 保证.
-    missing = np.isnan(out["record_m"])
-    out["record_m"][missing] = (2 * out["guaranteed_m"] - out["warning_m"])[missing]
-    return out

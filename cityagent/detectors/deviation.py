@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from cityagent.detectors._jit import njit
 from cityagent.detectors.features import Features
-from cityagent.detectors.verdict import Verdict, score_of, severity_of_score
+from cityagent.detectors.params import DEVIATION_Z
+from cityagent.detectors.verdict import (
+    F_VALUE,
+    R_DEVIATION_HIGH,
+    R_DEVIATION_LOW,
+    Verdict,
+    score_one,
+    severity_of_score,
+)
 
 __all__ = ("detect_deviation",)
 
 
-def detect_deviation(f: Features) -> Verdict:
-    with np.errstate(invalid="ignore"):
-        z = (f.robust - f.expected) / f.scale
-    z = np.where(f.warm & np.isfinite(z), z, 0.0)
-    ratio = np.abs(z) / f.p["deviation_z"]
+@njit
+def detect_deviation(f: Features, p: np.ndarray) -> Verdict:
+    z = (f.robust - f.expected) / f.scale
+    if not (f.warm and np.isfinite(z)):
+        z = 0.0
+    ratio = abs(z) / p[DEVIATION_Z]
     fire = ratio >= 1.0
-    score = score_of(ratio)
-    sev = np.where(fire, severity_of_score(score), -1).astype(np.int8)
-    code = np.where(z < 0, "deviation.low", "deviation.high")
-    return Verdict(fire, sev, score, f.robust, f.expected, code, "value")
+    score = score_one(ratio)
+    sev = severity_of_score(score) if fire else -1
+    reason = R_DEVIATION_LOW if z < 0 else R_DEVIATION_HIGH
+    return Verdict(fire, sev, score, f.robust, f.expected, reason, F_VALUE)

@@ -10,14 +10,21 @@ the baseline's absolute deviation, never below the kind's floors or the sensor's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 import numpy as np
 
-from cityagent.state import TOD_SLOTS, BucketState
-from cityagent.windows import ClosedWindows
+from cityagent.detectors._jit import fmax, nan_to_num, njit
+from cityagent.detectors.params import (
+    DEVIATION_WARMUP,
+    RELATIVE_FLOOR,
+    SCALE_FLOOR,
+    TIME_OF_DAY,
+)
+from cityagent.state import TOD_SLOTS
 
-__all__ = ("Features", "features_of", "tod_slot", "scale_of", "MAD_TO_SD")
+__all__ = ("Baselines", "Features", "window_features", "tod_slot", "tod_slot_one", "scale_of", "scale_one",
+           "MAD_TO_SD")
 
 _HOUR_MS = 3_600_000
 _CST_MS = 8 * _HOUR_MS
@@ -30,68 +37,72 @@ _TOD_WARM_FACTOR = 3  # an hour's baseline is used after 3x the warm-up windows
 #: ordinary noise.
 SMALL_SAMPLE = 4.0
 
+#: The state columns the baselines are kept in (a few arrays, not the whole state: passing
+#: every column to each compiled helper costs more in reference counting than the work).
+Baselines = namedtuple("Baselines", "rec_m rec_d rec_n fast_m fast_d tod_m tod_d tod_n quantum")
+
+#: One closed window of one sensor, as the detectors see it.
+Features = namedtuple("Features", (
+    "n vmin vmax"  # readings, lowest and highest
+    " start_ms end_ms slot"  # the window, and its hour-of-day slot
+    " mean robust high low"  # mean; without the extremes; without the highest / lowest (n >= 3)
+    " use_tod warm"  # judged against the hour's baseline; the baseline has enough history
+    " expected scale rec_scale fast_m fast_scale"  # baseline, its scale; recent; fast (CUSUM)
+))
+
 
 def tod_slot(ts_ms: np.ndarray) -> np.ndarray:
     """Hour of the day, China Standard Time."""
     return ((ts_ms + _CST_MS) // _HOUR_MS) % TOD_SLOTS
 
 
+@njit
+def tod_slot_one(ts_ms: int) -> int:
+    return ((ts_ms + _CST_MS) // _HOUR_MS) % TOD_SLOTS
+
+
 def scale_of(d: np.ndarray, expected: np.ndarray, p: dict[str, np.ndarray],
              quantum: np.ndarray) -> np.ndarray:
+    """``scale_one`` over arrays (the per-reading scores of the replay tool)."""
     floor = np.maximum(p["scale_floor"], p["relative_floor"] * np.abs(np.nan_to_num(expected)))
     q = np.where(np.isfinite(quantum), quantum, 0.0)
     return np.maximum.reduce([MAD_TO_SD * d, floor, q,
                               1e-9 * np.maximum(1.0, np.abs(np.nan_to_num(expected)))])
 
 
-@dataclass(frozen=True)
-class Features:
-    w: ClosedWindows
-    p: dict[str, np.ndarray]  # parameters of each row's sensor
-    kind: np.ndarray  # kind code per row
-    start_ms: np.ndarray
-    end_ms: np.ndarray
-    mean: np.ndarray
-    robust: np.ndarray  # mean without the lowest and highest reading (n >= 3)
-    high: np.ndarray  # mean without the highest reading (n >= 3): upward limits
-    low: np.ndarray  # mean without the lowest reading (n >= 3): downward limits
-    slot: np.ndarray  # hour-of-day slot of the window
-    use_tod: np.ndarray  # bool: judged against the hour's baseline
-    warm: np.ndarray  # bool: the baseline has enough history
-    expected: np.ndarray  # the baseline value
-    scale: np.ndarray
-    rec_scale: np.ndarray  # scale of the recent baseline
-    fast_m: np.ndarray  # the fast baseline (CUSUM's reference)
-    fast_scale: np.ndarray
+@njit
+def scale_one(d: float, expected: float, p: np.ndarray, quantum: float) -> float:
+    """A baseline's scale: its absolute deviation as a standard deviation, floored."""
+    size = abs(nan_to_num(expected))
+    floor = fmax(p[SCALE_FLOOR], p[RELATIVE_FLOOR] * size)
+    q = quantum if np.isfinite(quantum) else 0.0
+    return fmax(fmax(fmax(MAD_TO_SD * d, floor), q), 1e-9 * fmax(1.0, size))
 
 
-def features_of(state: BucketState, w: ClosedWindows, params: dict[str, np.ndarray],
-                size_ms: int) -> Features:
-    c = state.cols
-    rows = w.rows
-    p = {name: values[rows] for name, values in params.items()}
-    n = w.n
-    mean = w.total / n
-    big = n >= 3
-    with np.errstate(invalid="ignore", divide="ignore"):
-        robust = np.where(big, (w.total - w.vmin - w.vmax) / (n - 2), mean)
-        high = np.where(big, (w.total - w.vmax) / (n - 1), mean)
-        low = np.where(big, (w.total - w.vmin) / (n - 1), mean)
-    start = w.k * size_ms
-    slot = tod_slot(start)
-    tod_n = c["tod_n"][rows, slot].astype(np.float64)
-    use_tod = (p["time_of_day"] > 0) & (tod_n >= _TOD_WARM_FACTOR * p["deviation_warmup"])
-    rec_m, rec_d = c["rec_m"][rows], c["rec_d"][rows]
-    expected = np.where(use_tod, c["tod_m"][rows, slot], rec_m)
-    d = np.where(use_tod, c["tod_d"][rows, slot], rec_d)
-    quantum = c["quantum"][rows]
-    seen = np.where(use_tod, tod_n, c["rec_n"][rows])
-    young = 1.0 + SMALL_SAMPLE / np.maximum(seen, 1.0)
+@njit
+def window_features(c: Baselines, p: np.ndarray, row: int, k: int, n: float, total: float,
+                    vmin: float, vmax: float, size_ms: int) -> Features:
+    """The features of window ``k`` of state row ``row``."""
+    mean = total / n
+    if n >= 3:
+        robust = (total - vmin - vmax) / (n - 2)
+        high = (total - vmax) / (n - 1)
+        low = (total - vmin) / (n - 1)
+    else:
+        robust = high = low = mean
+    start = k * size_ms
+    slot = tod_slot_one(start)
+    tod_n = np.float64(c.tod_n[row, slot])
+    use_tod = p[TIME_OF_DAY] > 0 and tod_n >= _TOD_WARM_FACTOR * p[DEVIATION_WARMUP]
+    rec_m, rec_d, quantum = c.rec_m[row], c.rec_d[row], c.quantum[row]
+    if use_tod:
+        expected, d, seen = np.float64(c.tod_m[row, slot]), np.float64(c.tod_d[row, slot]), tod_n
+    else:
+        expected, d, seen = rec_m, rec_d, c.rec_n[row]
+    young = 1.0 + SMALL_SAMPLE / max(seen, 1.0)
+    fast_m = c.fast_m[row]
     return Features(
-        w=w, p=p, kind=c["kind"][rows], start_ms=start, end_ms=start + size_ms, mean=mean,
-        robust=robust, high=high, low=low, slot=slot, use_tod=use_tod,
-        warm=c["rec_n"][rows] >= p["deviation_warmup"], expected=expected,
-        scale=scale_of(d, expected, p, quantum) * young, rec_scale=scale_of(rec_d, rec_m, p, quantum),
-        fast_m=c["fast_m"][rows], fast_scale=scale_of(c["fast_d"][rows], c["fast_m"][rows], p,
-                                                      quantum),
+        n, vmin, vmax, start, start + size_ms, slot, mean, robust, high, low, use_tod,
+        c.rec_n[row] >= p[DEVIATION_WARMUP], expected, scale_one(d, expected, p, quantum) * young,
+        scale_one(rec_d, rec_m, p, quantum), fast_m, scale_one(c.fast_d[row], fast_m, p, quantum),
     )

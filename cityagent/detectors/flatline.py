@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from cityagent.detectors._jit import njit
 from cityagent.detectors.features import Features
-from cityagent.detectors.verdict import Verdict
+from cityagent.detectors.params import FLAT_MAX_FRACTION, FLAT_MIN_READINGS, FLAT_WARMUP
+from cityagent.detectors.verdict import F_VALUE, R_FLATLINE, R_NONE, Verdict
 
 __all__ = ("detect_flatline", "is_flat")
 
 
-def is_flat(f: Features) -> np.ndarray:
-    w = f.w
-    span = w.vmax - w.vmin
-    return (w.n >= f.p["flat_min_readings"]) & (span <= 1e-12 * np.maximum(1.0, np.abs(w.vmax)))
+@njit
+def is_flat(f: Features, p: np.ndarray) -> bool:
+    return f.n >= p[FLAT_MIN_READINGS] and f.vmax - f.vmin <= 1e-12 * max(1.0, abs(f.vmax))
 
 
-def detect_flatline(state, f: Features) -> Verdict:
-    c = state.cols
-    rows = f.w.rows
-    flat = is_flat(f)
-    usual = c["flat_frac"][rows] <= f.p["flat_max_fraction"]
-    fire = flat & usual & (c["flat_n"][rows] >= f.p["flat_warmup"])
-    score = np.where(fire, 0.9, np.where(flat, 0.3, 0.0))
-    sev = np.where(fire, 0, -1).astype(np.int8)
-    code = np.where(fire, "fault.flatline", "")
-    return Verdict(fire, sev, score, f.w.vmax, f.w.vmax, code, "value")
+@njit
+def detect_flatline(flat_frac: np.ndarray, flat_n: np.ndarray, row: int, f: Features,
+                    p: np.ndarray) -> Verdict:
+    flat = is_flat(f, p)
+    usual = flat_frac[row] <= p[FLAT_MAX_FRACTION]
+    fire = flat and usual and flat_n[row] >= p[FLAT_WARMUP]
+    score = 0.9 if fire else (0.3 if flat else 0.0)
+    return Verdict(fire, 0 if fire else -1, score, f.vmax, f.vmax,
+                   R_FLATLINE if fire else R_NONE, F_VALUE)

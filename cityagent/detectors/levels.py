@@ -15,16 +15,46 @@ Scores climb a ladder: 0.5 at the first threshold, 0.7, 0.85, 0.95 at the next o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from cityagent.detectors._jit import clip, fmax, fmin, njit
 from cityagent.detectors.config import KIND_CODES
 from cityagent.detectors.features import Features
-from cityagent.detectors.verdict import Verdict, score_of
+from cityagent.detectors.params import (
+    BLUE_FRACTION,
+    CRITICAL_MPA,
+    FLOOR_MPA,
+    FREE_FLOW_KMH,
+    GUARANTEED_M,
+    HIGH_MPA,
+    RECORD_M,
+    TPI_ORANGE,
+    TPI_RED,
+    TPI_YELLOW,
+    WARNING_M,
+)
+from cityagent.detectors.verdict import (
+    F_LEVEL_M,
+    F_NONE,
+    F_PRESSURE_MPA,
+    F_TRAFFIC_INDEX,
+    R_NONE,
+    R_PRESSURE_CRITICAL,
+    R_PRESSURE_HIGH,
+    R_PRESSURE_LOW,
+    R_TRAFFIC_CONGESTION,
+    R_WATER_APPROACHING,
+    Verdict,
+    score_one,
+)
 
-__all__ = ("detect_levels", "traffic_index", "LADDER")
+__all__ = ("detect_levels", "traffic_index", "traffic_index_one", "LADDER")
 
 #: Score at each rung of a ladder of thresholds.
 LADDER = (0.5, 0.7, 0.85, 0.95)
+_TRAFFIC_LADDER = LADDER[1:]  # congestion starts at yellow
 _TRAFFIC, _WATER, _PRESSURE = KIND_CODES["traffic"], KIND_CODES["water_level"], KIND_CODES["pipe_pressure"]
 
 
@@ -35,71 +65,60 @@ def traffic_index(speed_kmh: np.ndarray, free_flow_kmh: np.ndarray) -> np.ndarra
     return np.clip((1.0 - ratio) / 0.7 * 10.0, 0.0, 10.0)
 
 
-def _ladder(value: np.ndarray, steps: list[np.ndarray], severities: list[int],
-            scores: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Severity, score and the passed threshold of ``value`` against rising ``steps``."""
-    sev = np.full(value.shape, -1, dtype=np.int8)
-    passed = np.full(value.shape, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.clip(0.5 * value / steps[0], 0.0, 0.499)
-        score = np.where(np.isfinite(score), score, 0.0)
-        for i, step in enumerate(steps):
-            hit = value >= step
-            sev[hit] = severities[i]
-            passed[hit] = step[hit]
-            nxt = steps[i + 1] if i + 1 < len(steps) else step + np.maximum(step - steps[i - 1], 1e-9)
+@njit
+def traffic_index_one(speed_kmh: float, free_flow_kmh: float) -> float:
+    ratio = clip(speed_kmh / free_flow_kmh, 0.0, 1.0)
+    return clip((1.0 - ratio) / 0.7 * 10.0, 0.0, 10.0)
+
+
+@njit
+def _ladder(value: float, steps, severities, scores):
+    """(severity, score, passed threshold) of ``value`` against rising ``steps``."""
+    sev = -1
+    passed = math.nan
+    score = clip(0.5 * value / steps[0], 0.0, 0.499)
+    if not np.isfinite(score):
+        score = 0.0
+    last = len(steps) - 1
+    for i in range(len(steps)):
+        step = steps[i]
+        if value >= step:
+            sev = severities[i]
+            passed = step
+            prev = steps[i - 1] if i >= 1 else steps[last]
+            nxt = steps[i + 1] if i < last else step + fmax(step - prev, 1e-9)
             top = scores[i + 1] if i + 1 < len(scores) else 1.0
-            frac = np.clip((value - step) / (nxt - step), 0.0, 1.0)
-            score = np.where(hit, scores[i] + (top - scores[i]) * frac, score)
-    return sev, np.minimum(score, 1.0), passed
+            score = scores[i] + (top - scores[i]) * clip((value - step) / (nxt - step), 0.0, 1.0)
+    return sev, fmin(score, 1.0), passed
 
 
-def detect_levels(f: Features, tpi: np.ndarray) -> Verdict:
-    """Domain levels per kind; ``tpi`` is the traffic index of each row (NaN elsewhere)."""
-    m = len(f.kind)
-    p = f.p
-    sev = np.full(m, -1, dtype=np.int8)
-    score = np.zeros(m)
-    observed = np.full(m, np.nan)
-    expected = np.full(m, np.nan)
-    code = np.full(m, "", dtype=object)
-    field = np.full(m, "", dtype=object)
-
-    w = f.kind == _WATER
-    if w.any():
-        warn, guar, rec = p["warning_m"][w], p["guaranteed_m"][w], p["record_m"][w]
-        blue = warn - p["blue_fraction"][w] * (guar - warn)
-        s, sc, passed = _ladder(f.high[w], [blue, warn, guar, rec], [0, 1, 2, 3], LADDER)
-        sev[w], score[w], observed[w], expected[w] = s, sc, f.high[w], passed
-        code[w] = np.array(["water.approaching", "water.warning", "water.guaranteed",
-                            "water.record", ""], dtype=object)[s]
-        field[w] = "level_m"
-
-    pr = f.kind == _PRESSURE
-    if pr.any():
-        floor, crit, high = p["floor_mpa"][pr], p["critical_mpa"][pr], p["high_mpa"][pr]
+@njit
+def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Verdict:
+    """Domain levels of one window; ``hop_mean`` is its hopping-window mean (traffic)."""
+    if kind == _WATER:
+        warn, guar = p[WARNING_M], p[GUARANTEED_M]
+        blue = warn - p[BLUE_FRACTION] * (guar - warn)
+        sev, score, passed = _ladder(f.high, (blue, warn, guar, p[RECORD_M]), (0, 1, 2, 3), LADDER)
+        reason = R_WATER_APPROACHING + sev if sev >= 0 else R_NONE
+        return Verdict(sev >= 0, sev, score, f.high, passed, reason, F_LEVEL_M)
+    if kind == _PRESSURE:
+        floor, crit, high = p[FLOOR_MPA], p[CRITICAL_MPA], p[HIGH_MPA]
         # Low side: a ladder on the pressure's depth below the floor.
-        lo = f.low[pr]
-        s_lo, sc_lo, _ = _ladder(-lo, [-floor, -crit], [2, 3], (0.85, 0.95))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sc_lo = np.where(s_lo >= 0, sc_lo, np.minimum(score_of(floor / lo), 0.499))
-        s_hi, sc_hi, _ = _ladder(f.high[pr], [high], [1], (0.7,))
-        use_hi = sc_hi > sc_lo
-        sev[pr] = np.where(use_hi, s_hi, s_lo)
-        score[pr] = np.where(use_hi, sc_hi, sc_lo)
-        observed[pr] = np.where(use_hi, f.high[pr], lo)
-        expected[pr] = np.where(use_hi, high, np.where(lo < crit, crit, floor))
-        code[pr] = np.where(use_hi, "pressure.high",
-                            np.where(s_lo == 3, "pressure.critical", "pressure.low"))
-        field[pr] = "pressure_mpa"
-
-    t = (f.kind == _TRAFFIC) & np.isfinite(tpi)
-    if t.any():
-        steps = [p["tpi_yellow"][t], p["tpi_orange"][t], p["tpi_red"][t]]
-        s, sc, passed = _ladder(tpi[t], steps, [1, 2, 3], LADDER[1:])
-        sev[t], score[t], observed[t], expected[t] = s, sc, tpi[t], passed
-        code[t] = np.where(s >= 0, "traffic.congestion", "")
-        field[t] = "traffic_index"
-
-    fire = sev >= 0
-    return Verdict(fire, sev, score, observed, expected, code.astype(str), field.astype(str))
+        lo = f.low
+        s_lo, sc_lo, _ = _ladder(-lo, (-floor, -crit), (2, 3), (0.85, 0.95))
+        if s_lo < 0:
+            sc_lo = fmin(score_one(floor / lo), 0.499)
+        s_hi, sc_hi, _ = _ladder(f.high, (high,), (1,), (0.7,))
+        if sc_hi > sc_lo:
+            return Verdict(s_hi >= 0, s_hi, sc_hi, f.high, high, R_PRESSURE_HIGH, F_PRESSURE_MPA)
+        reason = R_PRESSURE_CRITICAL if s_lo == 3 else R_PRESSURE_LOW
+        return Verdict(s_lo >= 0, s_lo, sc_lo, lo, crit if lo < crit else floor, reason,
+                       F_PRESSURE_MPA)
+    if kind == _TRAFFIC:
+        tpi = traffic_index_one(hop_mean, p[FREE_FLOW_KMH])
+        if np.isfinite(tpi):
+            sev, score, passed = _ladder(tpi, (p[TPI_YELLOW], p[TPI_ORANGE], p[TPI_RED]),
+                                         (1, 2, 3), _TRAFFIC_LADDER)
+            reason = R_TRAFFIC_CONGESTION if sev >= 0 else R_NONE
+            return Verdict(sev >= 0, sev, score, tpi, passed, reason, F_TRAFFIC_INDEX)
+    return Verdict(False, -1, 0.0, math.nan, math.nan, R_NONE, F_NONE)

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from cityagent.detectors._jit import njit
 from cityagent.detectors.features import Features
-from cityagent.detectors.verdict import Verdict, score_of
+from cityagent.detectors.params import DEVIATION_Z, SPIKE_Z
+from cityagent.detectors.verdict import F_VALUE, R_SPIKE_DOWN, R_SPIKE_UP, Verdict, score_one
 
 __all__ = ("detect_spike",)
 
 
-def detect_spike(f: Features) -> Verdict:
-    w = f.w
-    with np.errstate(invalid="ignore"):
-        up = (w.vmax - f.expected) / f.scale
-        down = (f.expected - w.vmin) / f.scale
-        body = np.abs(f.robust - f.expected) / f.scale
-    extreme = np.where(up >= down, up, down)
-    ok = f.warm & (w.n >= 3) & np.isfinite(extreme) & (body < f.p["deviation_z"])
-    ratio = np.where(ok, extreme / f.p["spike_z"], 0.0)
+@njit
+def detect_spike(f: Features, p: np.ndarray) -> Verdict:
+    up = (f.vmax - f.expected) / f.scale
+    down = (f.expected - f.vmin) / f.scale
+    body = abs(f.robust - f.expected) / f.scale
+    upward = up >= down
+    extreme = up if upward else down
+    ok = f.warm and f.n >= 3 and np.isfinite(extreme) and body < p[DEVIATION_Z]
+    ratio = extreme / p[SPIKE_Z] if ok else 0.0
     fire = ratio >= 1.0
-    observed = np.where(up >= down, w.vmax, w.vmin)
-    code = np.where(up >= down, "fault.spike_up", "fault.spike_down")
-    sev = np.where(fire, 0, -1).astype(np.int8)
-    return Verdict(fire, sev, score_of(ratio), observed, f.expected, code, "value")
+    return Verdict(fire, 0 if fire else -1, score_one(ratio), f.vmax if upward else f.vmin,
+                   f.expected, R_SPIKE_UP if upward else R_SPIKE_DOWN, F_VALUE)

@@ -13,8 +13,8 @@ from cityagent.detectors.config import (
     KIND_CODES,
     DetectionConfig,
     SensorProfiles,
-    param_arrays,
 )
+from cityagent.detectors.params import param_arrays, param_matrix
 from cityagent.errors import ConfigError
 from tests.cityagent.test_detection import packaged_doc
 
@@ -145,9 +145,9 @@ def test_profile_values_override_the_kind_defaults() -> None:
     ])
     assert len(profiles) == 4
     ids = ["jn-wl-1", "jn-wl-2", "jn-wl-3", "jn-tr-1", "jn-tr-2", "jn-pp-1", "jn-pp-2"]
-    p = param_arrays(config, profiles, ids,
-                     _codes("water_level", "water_level", "water_level", "traffic", "traffic",
-                            "pipe_pressure", "pipe_pressure"))
+    p = param_arrays(param_matrix(
+        config, profiles, ids, _codes("water_level", "water_level", "water_level", "traffic",
+                                      "traffic", "pipe_pressure", "pipe_pressure")))
     assert p["warning_m"][:3].tolist() == [3.5, 4.0, 3.0]
     assert p["guaranteed_m"][:3].tolist() == [4.2, 5.0, 3.6]
     # the record defaults to one 警戒-保证 step above 保证 unless the registry gives it

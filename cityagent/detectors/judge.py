@@ -1,0 +1,84 @@
+"""Judging: every closed window through the five window detectors, then silence, compiled.
+
+For each closed window, in the order the windows closed (a sensor's windows in time order):
+its features, the verdicts of levels, deviation, change, spike and flatline, each verdict's
+episode transition, and then learning (the baselines move only after the window was judged
+against them). Silence is judged over every sensor of the state at the bucket's watermark.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cityagent.detectors._jit import fmax, nan_to_num, njit
+from cityagent.detectors.baseline import learn
+from cityagent.detectors.change import detect_change
+from cityagent.detectors.config import DETECTORS
+from cityagent.detectors.deviation import detect_deviation
+from cityagent.detectors.episodes import EpisodeColumns, step_episodes
+from cityagent.detectors.features import Baselines, window_features
+from cityagent.detectors.flatline import detect_flatline
+from cityagent.detectors.levels import detect_levels
+from cityagent.detectors.params import EXPECTED_INTERVAL_S, SILENCE_FACTOR, SILENCE_MIN_S
+from cityagent.detectors.spike import detect_spike
+from cityagent.detectors.verdict import F_QUIET_S, R_SILENCE, Verdict
+from cityagent.state import NO_TS
+
+__all__ = ("judge_windows", "judge_silence")
+
+D_LEVEL = DETECTORS.index("level")
+D_DEVIATION = DETECTORS.index("deviation")
+D_CHANGE = DETECTORS.index("change")
+D_SPIKE = DETECTORS.index("spike")
+D_FLATLINE = DETECTORS.index("flatline")
+D_SILENCE = DETECTORS.index("silence")
+#: The detectors judged per closed window, in the order of their verdicts.
+WINDOW_DETECTORS = (D_LEVEL, D_DEVIATION, D_CHANGE, D_SPIKE, D_FLATLINE)
+
+
+@njit
+def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: int,
+                  end_after: int, ints, floats, count) -> None:
+    """Judge closed windows (parallel arrays, one entry per window) against state ``c``."""
+    base = Baselines(c.rec_m, c.rec_d, c.rec_n, c.fast_m, c.fast_d, c.tod_m, c.tod_d, c.tod_n,
+                     c.quantum)
+    ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
+    kind, cus_pos, cus_neg, flat_frac, flat_n = c.kind, c.cus_pos, c.cus_neg, c.flat_frac, c.flat_n
+    for i in range(len(rows)):
+        row = rows[i]
+        p = params[row]
+        f = window_features(base, p, row, k[i], n[i], total[i], vmin[i], vmax[i], size_ms)
+        level = detect_levels(f, p, kind[row], hop_mean[i])
+        deviation = detect_deviation(f, p)
+        change = detect_change(cus_pos, cus_neg, row, f, p)
+        spike = detect_spike(f, p)
+        flatline = detect_flatline(flat_frac, flat_n, row, f, p)
+        start, end = f.start_ms, f.end_ms
+        step_episodes(ep, row, WINDOW_DETECTORS, (level, deviation, change, spike, flatline),
+                      start, start, end, end_after, ints, floats, count)
+        learn(base, flat_frac, flat_n, row, f, p, level.fire or deviation.fire or change.fire,
+              flatline.fire)
+
+
+@njit
+def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
+    """A sensor is silent when quiet for ``silence_factor`` expected intervals (at least
+    ``silence_min_s``); the interval is the registry's, else the learned one."""
+    ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
+    last_ts, gap_ms = c.last_ts, c.gap_ms
+    for row in range(len(last_ts)):
+        last = last_ts[row]
+        was = ep.ep_since[row, D_SILENCE] != NO_TS
+        if last == NO_TS and not was:
+            continue
+        p = params[row]
+        configured = p[EXPECTED_INTERVAL_S] * 1000.0
+        interval = configured if configured > 0 else gap_ms[row]
+        limit = fmax(p[SILENCE_FACTOR] * interval, p[SILENCE_MIN_S] * 1000.0)
+        quiet = np.float64(watermark - last) if last != NO_TS else 0.0
+        silent = last != NO_TS and np.isfinite(limit) and quiet > limit
+        if silent or was:
+            v = Verdict(silent, 0 if silent else -1, 0.9 if silent else 0.0, quiet / 1000.0,
+                        nan_to_num(p[EXPECTED_INTERVAL_S]), R_SILENCE, F_QUIET_S)
+            step_episodes(ep, row, (D_SILENCE,), (v,), last, last, watermark, 1, ints, floats,
+                          count)
