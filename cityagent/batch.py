@@ -70,7 +70,7 @@ def bucket_key(bucket: int) -> str:
 class ReadingBatch:
     """Readings as parallel numpy columns. Values absent for a reading's kind are NaN."""
 
-    sensor_id: np.ndarray  # str
+    sensor_id: np.ndarray  # str (object dtype when decoded from the wire)
     kind: np.ndarray  # str, one of KINDS
     ts_ms: np.ndarray  # int64
     lon: np.ndarray  # float64
@@ -191,7 +191,12 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         got = doc.get("v") if isinstance(doc, dict) else type(doc).__name__
         raise InvalidBatch(f"expected a batch object with \"v\": {WIRE_VERSION}; got {got!r}")
     try:
-        sensor_id = np.array(doc["sensor_id"], dtype=str)
+        ids = doc["sensor_id"]
+        if not isinstance(ids, list) or not all(type(s) is str for s in ids):
+            raise InvalidBatch("batch column 'sensor_id' must be a list of texts")
+        # Object dtype: the ids stay the str objects orjson made (a fixed-width str array
+        # costs a copy per id, and the detection state maps ids through a dict anyway).
+        sensor_id = np.array(ids, dtype=object)
         n = len(sensor_id)
         codes = np.array(doc["kind"], dtype=np.int64)
         if codes.shape != (n,):
@@ -203,10 +208,10 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         lat = np.array(doc["lat"], dtype=np.float64)
         district = np.array(doc.get("district") or np.zeros(n), dtype=np.int64)
         values = {}
+        of_kind = [codes == code for code in range(len(KINDS))]
         for name in ALL_VALUE_FIELDS:
-            rows = codes == _FIELD_KIND[name]
             column = np.full(n, np.nan)
-            column[rows] = np.array(doc.get(name) or [], dtype=np.float64)
+            column[of_kind[_FIELD_KIND[name]]] = np.array(doc.get(name) or [], dtype=np.float64)
             values[name] = column
     except KeyError as exc:
         raise InvalidBatch(f"batch lacks column {exc.args[0]!r}") from None

@@ -41,6 +41,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         # A reading batch is ~30 KB: Faust's default buffer of 4096 messages could hold 120 MB.
         stream_buffer_maxsize=256,
+        # Fetch up to 8 MB per partition per request (Faust's default is 1 MB, ~35 batches):
+        # with 1 MB the worker waited on fetches for a third of the time (cityagent bench).
+        consumer_max_fetch_size=8 << 20,
         web_enabled=False,
         web_host="127.0.0.1",
         autodiscover=False,

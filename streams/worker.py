@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import faust
@@ -25,6 +26,8 @@ from streams.zone_feed import ZoneFeed
 
 __all__ = ("Worker", "build_worker")
 
+log = logging.getLogger("cityagent.streams")
+
 
 @dataclass(frozen=True)
 class Worker:
@@ -43,6 +46,9 @@ def build_worker(settings: Settings) -> Worker:
                 else SensorProfiles())
     regions = default_regions()
     detector = Detector(DetectionEngine(config, profiles), regions)
+    seconds = detector.engine.warm_up()
+    if seconds > 2.0:
+        log.info("compiled the detection kernels in %.0f s (once per machine and version)", seconds)
     router = Router.load()
     zoneset = (ZoneSet.load(settings.zones_path, regions, departments=router.department_codes)
                if settings.zones_path else demo_zones(regions))

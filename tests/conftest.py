@@ -12,10 +12,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from cityagent.detection import DetectionEngine
+from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
 from tests import helpers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def detection_kernels() -> None:
+    """Compile the detection kernels once, before any test or worker process needs them: a
+    worker started by a test on a fresh machine would otherwise spend its first seconds
+    compiling while the test waits."""
+    DetectionEngine(DetectionConfig.load()).warm_up()
 
 
 @pytest.fixture(scope="session")
