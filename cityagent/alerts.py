@@ -39,6 +39,7 @@ _REASONS = {
 _DETECTORS = {
     "deviation": ("偏离基线", "deviation from baseline"),
     "change": ("突变", "sudden change"),
+    "trend": ("持续偏移", "persistent drift from baseline"),
 }
 
 

@@ -50,7 +50,8 @@ from cityagent.detectors.episodes import (
     Events,
 )
 from cityagent.detectors.features import scale_of, tod_slot
-from cityagent.detectors.judge import judge_silence, judge_windows
+from cityagent.detectors.flatline import track_runs
+from cityagent.detectors.judge import judge_flatline, judge_silence, judge_windows
 from cityagent.detectors.params import param_arrays, param_matrix
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
 from cityagent.readings import ALL_VALUE_FIELDS
@@ -165,8 +166,16 @@ class DetectionEngine:
             c["kind"][rows[unset]] = kinds[unset]
         c["lon"][rows], c["lat"][rows], c["district"][rows] = batch.lon, batch.lat, batch.district
         x = _watched_values(batch, kinds, self.config)
-        late, closed = add_readings(state, rows, batch.ts_ms, x, self.config.windows)
-        result = self._judge(state, closed, now_ms)
+        ts = batch.ts_ms
+        order = np.lexsort((ts, rows))
+        # Runs of identical readings first: they look at each sensor's latest reading before
+        # this batch, which folding the batch into its windows moves on.
+        run_rows = np.empty(len(state), dtype=np.int64)
+        run_since = np.empty(len(state), dtype=np.int64)
+        runs = track_runs(state.columns(), self.param_matrix(state), rows, ts, x, order,
+                          self.config.windows.size_ms, run_rows, run_since)
+        late, closed = add_readings(state, rows, ts, x, self.config.windows, order)
+        result = self._judge(state, closed, now_ms, (run_rows[:runs], run_since[:runs]))
         result.late = late
         return result
 
@@ -217,8 +226,10 @@ class DetectionEngine:
 
     # -- judging -------------------------------------------------------------------------
 
-    def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int) -> DetectionResult:
-        """Judge the closed windows, then silence; the episode transitions become anomalies."""
+    def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int,
+               runs: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
+        """Judge the closed windows, silence, then the batch's runs (flatline); the episode
+        transitions become anomalies."""
         result = DetectionResult(windows=len(closed))
         if len(state) == 0:
             return result
@@ -226,13 +237,17 @@ class DetectionEngine:
         c = state.columns()
         events = self._events
         events.clear()
-        # At most one transition per detector and window, and one of silence per sensor.
-        events.reserve(len(DETECTORS) * len(closed) + len(state))
+        # At most one transition per detector and window, and one of silence and one of
+        # flatline per sensor.
+        events.reserve(len(DETECTORS) * len(closed) + 2 * len(state))
         judge_windows(c, matrix, closed.rows, closed.k, closed.n, closed.total, closed.vmin,
                       closed.vmax, closed.hop_mean, self.config.windows.size_ms,
                       self.config.windows.end_after_windows, events.ints, events.floats,
                       events.count)
         judge_silence(c, matrix, state.watermark, events.ints, events.floats, events.count)
+        if runs is not None:
+            judge_flatline(c, matrix, runs[0], runs[1], state.watermark, events.ints,
+                           events.floats, events.count)
         count = int(events.count[0])
         if count:
             result.anomalies = self._anomalies(state, events.ints[:count].tolist(),

@@ -36,9 +36,10 @@ FALSE_ALARM_TYPE: dict[tuple[str, str], str] = {
     ("level", "pipe_pressure"): "burst",
     ("change", "pipe_pressure"): "burst",
     ("deviation", "pipe_pressure"): "leak",
-    **{(d, "water_level"): "rainstorm" for d in ("level", "change", "deviation")},
-    **{(d, "traffic"): "rainstorm" for d in ("level", "change", "deviation")},
-    **{(d, "generic"): "drift" for d in ("level", "change", "deviation")},
+    ("trend", "pipe_pressure"): "leak",
+    **{(d, "water_level"): "rainstorm" for d in ("level", "change", "deviation", "trend")},
+    **{(d, "traffic"): "rainstorm" for d in ("level", "change", "deviation", "trend")},
+    **{(d, "generic"): "drift" for d in ("level", "change", "deviation", "trend")},
 }
 
 

@@ -30,10 +30,12 @@ NO_TS = np.iinfo(np.int64).min
 TOD_SLOTS = 24
 _D = len(DETECTORS)
 _FORMAT = 1
+#: The detectors of checkpoints written before the header named them (``ep_*`` columns).
+_LEGACY_DETECTORS = ("level", "deviation", "change", "spike", "flatline", "silence")
 
 
-def _columns(panes: int) -> dict[str, tuple[str, tuple[int, ...], float | int]]:
-    """name → (dtype, per-sensor shape, initial value)."""
+def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int, ...], float | int]]:
+    """name → (dtype, per-sensor shape, initial value); ``detectors``: the ep_* columns' width."""
     return {
         "kind": ("i1", (), -1),
         "lon": ("f8", (), np.nan),
@@ -65,18 +67,28 @@ def _columns(panes: int) -> dict[str, tuple[str, tuple[int, ...], float | int]]:
         # Two-sided CUSUM.
         "cus_pos": ("f8", (), 0.0),
         "cus_neg": ("f8", (), 0.0),
+        # Trend: two-sided CUSUM of the deviation z-score (detectors.trend).
+        "tr_pos": ("f8", (), 0.0),
+        "tr_neg": ("f8", (), 0.0),
         # Flatline: how often this sensor's windows are flat; its smallest non-zero range.
         "flat_frac": ("f8", (), 0.0),
         "flat_n": ("f8", (), 0.0),
         "quantum": ("f8", (), np.inf),
         "last_x": ("f8", (), np.nan),  # latest reading's value (for the quantum across batches)
+        # Flatline: the current run of identical readings (value, first reading's event time,
+        # length), and per open window slot (k % 2) the window k in which a run reached
+        # flat_min_readings (-1: none).
+        "run_x": ("f8", (), np.nan),
+        "run_since": ("i8", (), NO_TS),
+        "run_n": ("f8", (), 0.0),
+        "run_hit": ("i8", (2,), -1),
         # One episode per detector: start (window start, NO_TS = none), severity rank, peak
         # score, normal windows in a row since the last anomalous one, last observed value.
-        "ep_since": ("i8", (_D,), NO_TS),
-        "ep_sev": ("i1", (_D,), -1),
-        "ep_peak": ("f8", (_D,), 0.0),
-        "ep_clear": ("i2", (_D,), 0),
-        "ep_reason": ("i2", (_D,), 0),  # index into detectors.verdict.REASONS
+        "ep_since": ("i8", (detectors,), NO_TS),
+        "ep_sev": ("i1", (detectors,), -1),
+        "ep_peak": ("f8", (detectors,), 0.0),
+        "ep_clear": ("i2", (detectors,), 0),
+        "ep_reason": ("i2", (detectors,), 0),  # index into detectors.verdict.REASONS
     }
 
 
@@ -157,6 +169,7 @@ class BucketState:
         names = list(self.cols)
         header = orjson.dumps({
             "format": _FORMAT, "panes": self.panes, "ids": self.ids, "columns": names,
+            "detectors": list(DETECTORS),
             "watermark": self.watermark, "last_offset": self.last_offset,
             "late_total": self.late_total,
         })
@@ -180,7 +193,8 @@ class BucketState:
         if not isinstance(head, dict) or head.get("format") != _FORMAT:
             raise ValueError("not a detection-state checkpoint of a known format")
         panes = int(head["panes"])
-        specs = _columns(panes)
+        stored = list(head.get("detectors", _LEGACY_DETECTORS))
+        specs = _columns(panes, len(stored))
         ids = list(head["ids"])
         n = len(ids)
         cols = {}
@@ -191,6 +205,14 @@ class BucketState:
             array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
             cols[name] = array.reshape((n, *shape)).copy()
             offset += array.nbytes
+        specs = _columns(panes)
+        if stored != list(DETECTORS):  # a detector added or moved since: episodes by name
+            for name in [c for c in cols if c.startswith("ep_")]:
+                dtype, shape, init = specs[name]
+                old, cols[name] = cols[name], np.full((n, *shape), init, dtype=dtype)
+                for i, det in enumerate(DETECTORS):
+                    if det in stored:
+                        cols[name][:, i] = old[:, stored.index(det)]
         for name, (dtype, shape, init) in specs.items():  # columns added since: defaults
             cols.setdefault(name, np.full((n, *shape), init, dtype=dtype))
         return cls(

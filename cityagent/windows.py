@@ -60,16 +60,18 @@ class ClosedWindows:
 
 
 def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.ndarray,
-                 cfg: WindowConfig) -> tuple[int, ClosedWindows]:
+                 cfg: WindowConfig, order: np.ndarray | None = None) -> tuple[int, ClosedWindows]:
     """Fold readings into their windows; return (late readings, windows that closed).
 
     ``rows`` are state rows, ``ts`` event times (ms), ``x`` the watched value of each reading
-    (NaN: the reading lacks it and is skipped).
+    (NaN: the reading lacks it and is skipped); ``order`` is ``np.lexsort((ts, rows))`` if
+    the caller has it.
     """
     rows = np.asarray(rows, dtype=np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     x = np.asarray(x, dtype=np.float64)
-    order = np.lexsort((ts, rows))
+    if order is None:
+        order = np.lexsort((ts, rows))
     out = ClosedWindows.empty(len(rows) + 2 * len(state))
     late, closed, newest = _fold(state.columns(), rows, ts, x, order, state.watermark,
                                  cfg.size_ms, cfg.grace_ms, state.panes, *_outputs(out))

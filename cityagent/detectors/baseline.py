@@ -20,7 +20,6 @@ from cityagent.detectors.params import (
     BASELINE_RATE,
     CUSUM_RATE,
     DEVIATION_WARMUP,
-    FLAT_MIN_READINGS,
     TIME_OF_DAY,
 )
 
@@ -39,8 +38,9 @@ def _huber(m: float, d: float, x: float, rate: float, scale: float, warming: boo
 
 
 @njit
-def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, row: int, f: Features,
-          p: np.ndarray, anomalous: bool, flatlined: bool) -> None:
+def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, run_hit: np.ndarray,
+          row: int, k: int, f: Features, p: np.ndarray, anomalous: bool,
+          flatlined: bool) -> None:
     x = f.robust
     if not np.isfinite(x):
         return
@@ -60,9 +60,10 @@ def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, row: int, f: 
                       max(rate, 1.0 / (tn + 1.0)), f.scale, tn < p[DEVIATION_WARMUP])
         c.tod_m[row, slot], c.tod_d[row, slot] = m, d
         c.tod_n[row, slot] = min(tn + 1.0, 1e6)
-    if f.n >= p[FLAT_MIN_READINGS]:
-        flat = 1.0 if is_flat(f, p) else 0.0
+    if f.n >= 1:
+        flat = 1.0 if is_flat(run_hit, row, k) else 0.0
         seen = flat_n[row]
+        # How often a window holds a run of flat_min_readings identical readings (flatline).
         # A plain mean while warming up, then a slow average; a window flagged as stuck
         # counts ten times less, so a long fault is not learned as normal but a quantised
         # sensor's frequent flat windows still are.

@@ -36,7 +36,8 @@ __all__ = (
 )
 
 #: The detectors, in the order their episode columns are kept in state.
-DETECTORS: tuple[str, ...] = ("level", "deviation", "change", "spike", "flatline", "silence")
+DETECTORS: tuple[str, ...] = ("level", "deviation", "change", "spike", "flatline", "silence",
+                              "trend")
 #: The kind of a series of unknown kind and unit (replay of arbitrary data).
 GENERIC = "generic"
 #: Kind → code in state arrays (the three reading kinds first, as on the wire).
@@ -57,7 +58,7 @@ _STAT_KEYS = {
     "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
     "spike_z": float, "flat_min_readings": int, "flat_max_fraction": float, "flat_warmup": int,
     "silence_factor": float, "silence_min_s": float, "baseline_rate": float,
-    "anomaly_rate_factor": float, "cusum_rate": float,
+    "anomaly_rate_factor": float, "cusum_rate": float, "trend_k": float, "trend_h": float,
 }
 _KIND_KEYS = {
     "field": str, "scale_floor": float, "relative_floor": float, "time_of_day": bool,
@@ -125,6 +126,8 @@ class KindConfig:
     baseline_rate: float = 0.05
     anomaly_rate_factor: float = 0.1
     cusum_rate: float = 0.3
+    trend_k: float = 1.0
+    trend_h: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,18 @@
-"""Flatline: a stuck sensor repeats exactly the same value for a whole window.
+"""Flatline: a stuck sensor repeats exactly the same value, reading after reading.
 
-Only for sensors that normally vary: a sensor whose windows are flat more often than
-``flat_max_fraction`` (a quantised or dry sensor) never flatlines, and the detector waits
-``flat_warmup`` windows to learn that. Severity blue: a maintenance matter.
+Counted per sensor as a *run* of identical readings (in event-time order, across window
+boundaries): state columns ``run_x`` (the run's value), ``run_since`` (event time of its
+first reading) and ``run_n`` (its length). The detector fires as soon as a run reaches
+``flat_min_readings`` readings — judged on every batch, like silence, not at a window's
+close — so a sensor that freezes mid-window is found ``flat_min_readings - 1`` report
+intervals after it froze (30 s at one reading every 10 s), not after the next whole window.
+The episode begins at the run's first reading and ends at the first reading that differs.
+
+Only for sensors that normally vary: ``run_hit`` marks, per open window slot (``k % 2``),
+the windows in which a run reached ``flat_min_readings``; the baselines learn from it how
+often this sensor's windows hold such a run (``flat_frac``), and a sensor where that happens
+more often than ``flat_max_fraction`` (a quantised or dry sensor) never flatlines. The
+detector waits ``flat_warmup`` windows to learn that. Severity blue: a maintenance matter.
 """
 
 from __future__ import annotations
@@ -10,24 +20,76 @@ from __future__ import annotations
 import numpy as np
 
 from cityagent.detectors._jit import njit
-from cityagent.detectors.features import Features
 from cityagent.detectors.params import FLAT_MAX_FRACTION, FLAT_MIN_READINGS, FLAT_WARMUP
-from cityagent.detectors.verdict import F_VALUE, R_FLATLINE, R_NONE, Verdict
+from cityagent.detectors.verdict import F_VALUE, R_FLATLINE, Verdict
+from cityagent.state import NO_TS
 
-__all__ = ("detect_flatline", "is_flat")
-
-
-@njit
-def is_flat(f: Features, p: np.ndarray) -> bool:
-    return f.n >= p[FLAT_MIN_READINGS] and f.vmax - f.vmin <= 1e-12 * max(1.0, abs(f.vmax))
+__all__ = ("track_runs", "flatline_verdict", "is_flat")
 
 
 @njit
-def detect_flatline(flat_frac: np.ndarray, flat_n: np.ndarray, row: int, f: Features,
-                    p: np.ndarray) -> Verdict:
-    flat = is_flat(f, p)
-    usual = flat_frac[row] <= p[FLAT_MAX_FRACTION]
-    fire = flat and usual and flat_n[row] >= p[FLAT_WARMUP]
-    score = 0.9 if fire else (0.3 if flat else 0.0)
-    return Verdict(fire, 0 if fire else -1, score, f.vmax, f.vmax,
-                   R_FLATLINE if fire else R_NONE, F_VALUE)
+def _same(a: float, b: float) -> bool:
+    """Exactly one value (to 1e-12 relative: float noise of a repeated reading)."""
+    return abs(a - b) <= 1e-12 * max(1.0, abs(a))
+
+
+@njit
+def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since) -> int:
+    """Extend each sensor's run of identical readings with a batch (before its windows).
+
+    ``order`` visits the readings per sensor in time order (``np.lexsort((ts, rows))``).
+    Readings that are NaN or not newer than the sensor's latest reading (``last_ts``) are
+    ignored. Writes, for each sensor with a newer reading, its row and the start of the
+    first run that reached ``flat_min_readings`` in this batch (NO_TS when none did) to
+    ``out_rows`` / ``out_since``; returns how many.
+    """
+    run_x, run_n, run_since, run_hit, last_ts = c.run_x, c.run_n, c.run_since, c.run_hit, c.last_ts
+    m = len(order)
+    out = 0
+    j = 0
+    while j < m:
+        row = rows[order[j]]
+        end = j
+        while end < m and rows[order[end]] == row:
+            end += 1
+        need = params[row, FLAT_MIN_READINGS]
+        prev, n, since = run_x[row], run_n[row], run_since[row]
+        hit_since = NO_TS
+        seen = False
+        for q in range(j, end):
+            i = order[q]
+            if not np.isfinite(x[i]) or ts[i] <= last_ts[row]:
+                continue
+            seen = True
+            if _same(x[i], prev):
+                n += 1.0
+            else:
+                n, since = 1.0, ts[i]
+            prev = x[i]
+            if n >= need:
+                k = ts[i] // size_ms
+                run_hit[row, k % 2] = k
+                if hit_since == NO_TS or since < hit_since:
+                    hit_since = since
+        if seen:
+            run_x[row], run_n[row], run_since[row] = prev, n, since
+            out_rows[out], out_since[out] = row, hit_since
+            out += 1
+        j = end
+    return out
+
+
+@njit
+def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarray, row: int,
+                     hit_since: int, p: np.ndarray) -> Verdict:
+    """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?"""
+    run = hit_since != NO_TS
+    fire = run and flat_frac[row] <= p[FLAT_MAX_FRACTION] and flat_n[row] >= p[FLAT_WARMUP]
+    score = 0.9 if fire else (0.3 if run else 0.0)
+    return Verdict(fire, 0 if fire else -1, score, run_x[row], run_x[row], R_FLATLINE, F_VALUE)
+
+
+@njit
+def is_flat(run_hit: np.ndarray, row: int, k: int) -> bool:
+    """Did a run reach ``flat_min_readings`` in window ``k`` of ``row``?"""
+    return run_hit[row, k % 2] == k

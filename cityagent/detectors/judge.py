@@ -1,9 +1,10 @@
-"""Judging: every closed window through the five window detectors, then silence, compiled.
+"""Judging, compiled: every closed window through the window detectors; flatline; silence.
 
 For each closed window, in the order the windows closed (a sensor's windows in time order):
-its features, the verdicts of levels, deviation, change, spike and flatline, each verdict's
+its features, the verdicts of levels, deviation, change, spike and trend, each verdict's
 episode transition, and then learning (the baselines move only after the window was judged
-against them). Silence is judged over every sensor of the state at the bucket's watermark.
+against them). Flatline is judged per batch from each sensor's run of identical readings
+(``detectors.flatline``); silence over every sensor of the state at the bucket's watermark.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from cityagent.detectors.config import DETECTORS
 from cityagent.detectors.deviation import detect_deviation
 from cityagent.detectors.episodes import EpisodeColumns, step_episodes
 from cityagent.detectors.features import Baselines, window_features
-from cityagent.detectors.flatline import detect_flatline
+from cityagent.detectors.flatline import flatline_verdict
 from cityagent.detectors.levels import detect_levels
 from cityagent.detectors.params import EXPECTED_INTERVAL_S, SILENCE_FACTOR, SILENCE_MIN_S
 from cityagent.detectors.spike import detect_spike
+from cityagent.detectors.trend import detect_trend
 from cityagent.detectors.verdict import F_QUIET_S, R_SILENCE, Verdict
 from cityagent.state import NO_TS
 
-__all__ = ("judge_windows", "judge_silence")
+__all__ = ("judge_windows", "judge_flatline", "judge_silence")
 
 D_LEVEL = DETECTORS.index("level")
 D_DEVIATION = DETECTORS.index("deviation")
@@ -32,8 +34,9 @@ D_CHANGE = DETECTORS.index("change")
 D_SPIKE = DETECTORS.index("spike")
 D_FLATLINE = DETECTORS.index("flatline")
 D_SILENCE = DETECTORS.index("silence")
+D_TREND = DETECTORS.index("trend")
 #: The detectors judged per closed window, in the order of their verdicts.
-WINDOW_DETECTORS = (D_LEVEL, D_DEVIATION, D_CHANGE, D_SPIKE, D_FLATLINE)
+WINDOW_DETECTORS = (D_LEVEL, D_DEVIATION, D_CHANGE, D_SPIKE, D_TREND)
 
 
 @njit
@@ -43,7 +46,8 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
     base = Baselines(c.rec_m, c.rec_d, c.rec_n, c.fast_m, c.fast_d, c.tod_m, c.tod_d, c.tod_n,
                      c.quantum)
     ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
-    kind, cus_pos, cus_neg, flat_frac, flat_n = c.kind, c.cus_pos, c.cus_neg, c.flat_frac, c.flat_n
+    kind, cus_pos, cus_neg, tr_pos, tr_neg = c.kind, c.cus_pos, c.cus_neg, c.tr_pos, c.tr_neg
+    flat_frac, flat_n, run_hit = c.flat_frac, c.flat_n, c.run_hit
     for i in range(len(rows)):
         row = rows[i]
         p = params[row]
@@ -52,12 +56,13 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
         deviation = detect_deviation(f, p)
         change = detect_change(cus_pos, cus_neg, row, f, p)
         spike = detect_spike(f, p)
-        flatline = detect_flatline(flat_frac, flat_n, row, f, p)
+        trend = detect_trend(tr_pos, tr_neg, row, f, p)
         start, end = f.start_ms, f.end_ms
-        step_episodes(ep, row, WINDOW_DETECTORS, (level, deviation, change, spike, flatline),
+        step_episodes(ep, row, WINDOW_DETECTORS, (level, deviation, change, spike, trend),
                       start, start, end, end_after, ints, floats, count)
-        learn(base, flat_frac, flat_n, row, f, p, level.fire or deviation.fire or change.fire,
-              flatline.fire)
+        learn(base, flat_frac, flat_n, run_hit, row, k[i], f, p,
+              level.fire or deviation.fire or change.fire or trend.fire,
+              ep.ep_since[row, D_FLATLINE] != NO_TS)
 
 
 @njit
@@ -82,3 +87,17 @@ def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
                         nan_to_num(p[EXPECTED_INTERVAL_S]), R_SILENCE, F_QUIET_S)
             step_episodes(ep, row, (D_SILENCE,), (v,), last, last, watermark, 1, ints, floats,
                           count)
+
+
+@njit
+def judge_flatline(c, params, rows, hit_since, watermark: int, ints, floats, count) -> None:
+    """Flatline after a batch, for the sensors it had newer readings of (``track_runs``): an
+    episode starts at the run's first reading and ends with the first batch without one."""
+    ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
+    flat_frac, flat_n, run_x = c.flat_frac, c.flat_n, c.run_x
+    for i in range(len(rows)):
+        row = rows[i]
+        v = flatline_verdict(flat_frac, flat_n, run_x, row, hit_since[i], params[row])
+        since = hit_since[i] if v.fire else ep.ep_since[row, D_FLATLINE]
+        step_episodes(ep, row, (D_FLATLINE,), (v,), since, since, watermark, 1, ints, floats,
+                      count)

@@ -21,6 +21,7 @@ REASONS: tuple[str, ...] = (
     "pressure.low", "pressure.critical", "pressure.high", "traffic.congestion",
     "deviation.low", "deviation.high", "change.drop", "change.rise",
     "fault.spike_up", "fault.spike_down", "fault.flatline", "fault.silence",
+    "trend.down", "trend.up",
 )
 _R = {r: i for i, r in enumerate(REASONS)}
 R_NONE = _R[""]
@@ -37,6 +38,8 @@ R_SPIKE_UP = _R["fault.spike_up"]
 R_SPIKE_DOWN = _R["fault.spike_down"]
 R_FLATLINE = _R["fault.flatline"]
 R_SILENCE = _R["fault.silence"]
+R_TREND_DOWN = _R["trend.down"]
+R_TREND_UP = _R["trend.up"]
 
 #: What ``observed`` measures; "value" means the kind's watched field (detection.toml).
 FIELDS: tuple[str, ...] = ("", "value", "level_m", "pressure_mpa", "traffic_index", "quiet_s")

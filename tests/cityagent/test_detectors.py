@@ -200,11 +200,71 @@ def test_flatline_fires_when_a_noisy_sensor_becomes_exactly_constant() -> None:
     rng = np.random.default_rng(4)
     found = feed(engine, state, "jn-wl-6", "water_level",
                  noisy(rng, 2.0, 0.01, 15) + [[2.0] * 5] * 4 + noisy(rng, 2.0, 0.01, 3))
+    # Found at its 4th identical reading (flat_min_readings), not at the window's close; the
+    # episode (window_start_ms = the run's first reading) ends at the first differing reading.
     assert events(found, "flatline") == [
         ("flatline", "start", "fault.flatline", "blue", 15),
-        ("flatline", "end", "fault.flatline", "blue", 20),
+        ("flatline", "end", "fault.flatline", "blue", 15),
     ]
+    start, end = [a for a in found if a.detector == "flatline"]
+    assert start.since_ms == T0 + 15 * SIZE
+    # One batch per window here: raised at the batch's event time (its newest reading).
+    assert start.ts_ms == T0 + 15 * SIZE + 4 * (SIZE // 5)
+    assert end.ts_ms == T0 + 19 * SIZE + 4 * (SIZE // 5)  # window 19 is noisy again
     assert events(found, "deviation") == events(found, "change") == []
+
+
+def _one_by_one(engine, state, sensor: str, kind: str, values: list[float], step: int,
+                first_ts: int = T0) -> list:
+    """One batch per reading, ``step`` ms apart (a live stream)."""
+    out = []
+    for i, v in enumerate(values):
+        out += engine.process(state, series(sensor, kind, [(first_ts + i * step, v)]),
+                              now_ms=0).anomalies
+    return out
+
+
+def test_a_freeze_mid_window_is_found_at_the_run_not_after_the_next_whole_window() -> None:
+    # Two readings per 10 s window (5 s apart); the sensor freezes at the *second* reading of
+    # window 30: its run crosses two window boundaries and reaches 4 readings 15 s later.
+    engine, state = engine_with()
+    rng = np.random.default_rng(5)
+    values = list(2.0 + rng.normal(0.0, 0.01, 61)) + [2.5] * 8 + list(2.0 + rng.normal(0.0, 0.01, 4))
+    found = _one_by_one(engine, state, "jn-wl-7", "water_level", values, SIZE // 2)
+    flat = [a for a in found if a.detector == "flatline"]
+    assert [(a.phase, a.since_ms, a.ts_ms) for a in flat] == [
+        ("start", T0 + 61 * 5_000, T0 + 64 * 5_000),
+        ("end", T0 + 61 * 5_000, T0 + 69 * 5_000),
+    ]
+
+
+def test_a_constant_series_never_flatlines_and_a_short_repeat_is_not_a_run() -> None:
+    # Constant from its first reading (a dry or quantised sensor): every window holds a run,
+    # so flat_frac learns that this is normal and flatline never fires.
+    engine, state = engine_with()
+    assert _one_by_one(engine, state, "jn-wl-8", "water_level", [1.0] * 300, SIZE // 5) == []
+    assert state.cols["flat_frac"][state.index["jn-wl-8"]] > 0.9
+    # A noisy sensor repeating one value three times (under flat_min_readings = 4): no run.
+    engine, state = engine_with()
+    rng = np.random.default_rng(6)
+    values = list(2.0 + rng.normal(0.0, 0.01, 100)) + [2.2] * 3 + list(2.0 + rng.normal(0.0, 0.01, 20))
+    found = _one_by_one(engine, state, "jn-wl-9", "water_level", values, SIZE // 5)
+    assert [a for a in found if a.detector == "flatline"] == []
+    row = state.index["jn-wl-9"]
+    assert state.cols["run_n"][row] == 1 and state.cols["flat_frac"][row] == 0.0
+
+
+def test_a_run_inside_one_batch_is_found_even_when_it_ends_in_that_batch() -> None:
+    # A replay slice holds a whole window: a stuck spell of 4 readings inside it starts an
+    # episode (at the run) and the next batch, normal again, ends it.
+    engine, state = engine_with()
+    rng = np.random.default_rng(7)
+    windows = noisy(rng, 2.0, 0.01, 15, n=8)
+    windows.append([2.01, 2.3, 2.3, 2.3, 2.3, 1.99, 2.0, 2.02])
+    windows += noisy(rng, 2.0, 0.01, 2, n=8)
+    found = feed(engine, state, "jn-wl-10", "water_level", windows)
+    flat = [(a.phase, a.since_ms) for a in found if a.detector == "flatline"]
+    assert flat == [("start", T0 + 15 * SIZE + SIZE // 8), ("end", T0 + 15 * SIZE + SIZE // 8)]
 
 
 # -- silence --------------------------------------------------------------------------------
@@ -280,4 +340,39 @@ def test_a_daily_pattern_raises_nothing_after_a_day_of_history(time_of_day: bool
     if time_of_day:
         assert day2 == []
     else:  # the check has teeth: without the hour's baseline the morning ramp is a deviation
-        assert [a.reason for a in day2 if a.phase == "start"] == ["deviation.low"]
+        # (and the trend CUSUM of that deviation sees the ramp too)
+        assert [a.reason for a in day2 if a.phase == "start"
+                and a.detector != "trend"] == ["deviation.low"]
+        assert {a.reason for a in day2 if a.detector == "trend"} <= {"trend.down"}
+
+
+# -- trend ----------------------------------------------------------------------------------
+
+
+def test_trend_finds_a_slow_ramp_before_the_deviation_detector_does() -> None:
+    # A noisy junction (no time-of-day history yet: judged on the recent baseline), then a
+    # leak-like ramp of 0.002 MPa per window (about half a scale): the trend CUSUM sums it.
+    engine, state = engine_with()
+    rng = np.random.default_rng(8)
+    quiet = noisy(rng, 0.35, 0.002, 40)
+    ramp = [list(0.35 - 0.002 * (i + 1) + rng.normal(0.0, 0.002, 5)) for i in range(60)]
+    found = feed(engine, state, "jn-pp-5", "pipe_pressure", quiet + ramp)
+    assert [a for a in found if a.window_start_ms < T0 + 40 * SIZE] == []  # quiet: nothing
+    first = {}
+    for a in found:
+        if a.phase == "start":
+            first.setdefault(a.detector, window_of(a) - 40)
+    assert first["trend"] <= 12, first
+    assert first["trend"] < first.get("deviation", 99), first
+    (reason,) = {a.reason for a in found if a.detector == "trend"}
+    assert reason == "trend.down"
+
+
+def test_trend_is_quiet_on_a_constant_and_on_a_noisy_flat_series() -> None:
+    engine, state = engine_with()
+    assert feed(engine, state, "jn-pp-6", "pipe_pressure", [[0.3] * 5] * 200) == []
+    assert state.cols["tr_pos"][0] == state.cols["tr_neg"][0] == 0.0
+    rng = np.random.default_rng(9)
+    engine, state = engine_with()
+    found = feed(engine, state, "jn-pp-7", "pipe_pressure", noisy(rng, 0.3, 0.003, 500))
+    assert [a for a in found if a.detector == "trend"] == []

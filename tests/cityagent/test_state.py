@@ -114,3 +114,20 @@ def test_a_damaged_header_is_rejected_with_value_error(broken: dict) -> None:
     with pytest.raises(ValueError):
         head = {k: v for k, v in {**GOOD, **broken}.items() if v is not ...}
         BucketState.from_bytes(_header(**head))
+
+
+def test_a_checkpoint_from_before_the_trend_detector_loads_its_episodes_by_name() -> None:
+    # Written by the previous version: no "detectors" in the header, ep_* six wide.
+    state = busy_state()
+    legacy = ("level", "deviation", "change", "spike", "flatline", "silence")
+    head = orjson.loads(state.to_bytes()[4 : 4 + struct.unpack_from("<I", state.to_bytes())[0]])
+    del head["detectors"]
+    names = [n for n in head["columns"] if n not in ("tr_pos", "tr_neg")]
+    head["columns"] = names
+    cols = {n: (state.cols[n][:, :len(legacy)] if n.startswith("ep_") else state.cols[n])
+            for n in names}
+    body = b"".join(np.ascontiguousarray(cols[n]).tobytes() for n in names)
+    copy = BucketState.from_bytes(_header(**head) + body)
+    assert copy.cols["ep_since"].shape == state.cols["ep_since"].shape
+    assert np.array_equal(copy.cols["ep_since"][:, :6], state.cols["ep_since"][:, :6])
+    assert (copy.cols["ep_since"][:, 6] == NO_TS).all() and (copy.cols["tr_pos"] == 0).all()

@@ -1,0 +1,53 @@
+"""Trend: a slow, persistent departure from the sensor's own baseline (leaks, drift).
+
+A two-sided CUSUM of the deviation detector's robust z-score — the window's robust value
+against the sensor's slow baseline (per hour of the day where used), in its scale::
+
+    z    = (robust - expected) / scale
+    pos  = clip(pos + z - trend_k, 0, 1.5 trend_h)      neg = clip(neg - z - trend_k, 0, ...)
+    fire = max(pos, neg) >= trend_h
+
+Where ``change`` compares a window with a fast baseline (~3 windows) and so never sees a slow
+ramp, and ``deviation`` waits for one window ``deviation_z`` scales out (which a ramp the
+baseline keeps learning reaches late), this sums small excesses window after window: a ramp
+of ``s`` scales per window fires after about ``sqrt(2 trend_h / s)`` windows instead of
+``deviation_z / s``. State: ``tr_pos``, ``tr_neg``. Capped at 1.5 ``trend_h`` so the episode
+ends a few windows after the sensor is back at its baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cityagent.detectors._jit import clip, njit
+from cityagent.detectors.features import Features
+from cityagent.detectors.params import TREND_H, TREND_K
+from cityagent.detectors.verdict import (
+    F_VALUE,
+    R_TREND_DOWN,
+    R_TREND_UP,
+    Verdict,
+    score_one,
+    severity_of_score,
+)
+
+__all__ = ("detect_trend",)
+
+
+@njit
+def detect_trend(tr_pos: np.ndarray, tr_neg: np.ndarray, row: int, f: Features,
+                 p: np.ndarray) -> Verdict:
+    """Advance the sensor's trend CUSUM by its window and judge it (writes the sums)."""
+    k, h = p[TREND_K], p[TREND_H]
+    z = (f.robust - f.expected) / f.scale
+    if not (f.warm and np.isfinite(z)):
+        z = 0.0
+    pos = clip(tr_pos[row] + z - k, 0.0, 1.5 * h)
+    neg = clip(tr_neg[row] - z - k, 0.0, 1.5 * h)
+    tr_pos[row], tr_neg[row] = pos, neg
+    ratio = max(pos, neg) / h if h > 0 else 0.0
+    fire = ratio >= 1.0
+    score = score_one(ratio)
+    sev = severity_of_score(score) if fire else -1
+    reason = R_TREND_DOWN if neg > pos else R_TREND_UP
+    return Verdict(fire, sev, score, f.robust, f.expected, reason, F_VALUE)
