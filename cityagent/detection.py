@@ -186,20 +186,32 @@ class DetectionEngine:
         state.watermark = int(watermark)
         return self._judge(state, close_due(state, state.watermark, self.config.windows), now_ms)
 
-    def reading_scores(self, state: BucketState, batch: ReadingBatch) -> np.ndarray:
+    def reading_scores(self, state: BucketState, batch: ReadingBatch,
+                       spread: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A causal anomaly score in [0, 1] per reading, against the state *before* it.
 
         The deviation of each reading from its sensor's baseline (and, for water levels and
         pressure, its place on the domain ladder), without changing ``state``. 0 for sensors
         not seen or not warm yet.
+
+        ``spread``: per reading, its sensor's mean absolute deviation of *single* readings
+        from the baseline, learned by the caller (the replay tool, ``cityagent.rowscore``).
+        The baseline's own scale is learned from window values, which vary far less than
+        single readings when a window holds many, and would inflate every reading's score;
+        NaN (or no ``spread``) falls back to it. Floors and the quantum apply either way.
+
+        Returns ``(score, expected, scale)``: the baseline each reading was compared with
+        (NaN before its sensor's first window) and the scale its score used (NaN where the
+        sensor is unseen or not warm, the score then being 0).
         """
         n = len(batch)
-        scores = np.zeros(n)
+        scores, expected_out, scale_out = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
         known = np.array([state.index.get(s, -1) for s in batch.sensor_id.tolist()],
                          dtype=np.int64)
         ok = known >= 0
         if not ok.any():
-            return scores
+            return scores, expected_out, scale_out
         rows = known[ok]
         params = self.params(state)
         p = {k: v[rows] for k, v in params.items()}
@@ -210,6 +222,9 @@ class DetectionEngine:
         use_tod = (p["time_of_day"] > 0) & (tod_n >= 3 * p["deviation_warmup"])
         expected = np.where(use_tod, c["tod_m"][rows, slot], c["rec_m"][rows])
         d = np.where(use_tod, c["tod_d"][rows, slot], c["rec_d"][rows])
+        if spread is not None:
+            own = spread[ok]
+            d = np.where(np.isfinite(own), own, d)
         scale = scale_of(d, expected, p, c["quantum"][rows])
         with np.errstate(invalid="ignore"):
             ratio = np.abs(x - expected) / scale / p["deviation_z"]
@@ -222,7 +237,9 @@ class DetectionEngine:
             low = kind == KIND_CODES["pipe_pressure"]
             s = np.where(low, np.maximum(s, np.clip(0.85 * p["floor_mpa"] / x, 0, 1)), s)
         scores[ok] = np.nan_to_num(s)
-        return scores
+        expected_out[ok] = expected
+        scale_out[ok] = np.where(warm & np.isfinite(expected), scale, np.nan)
+        return scores, expected_out, scale_out
 
     # -- judging -------------------------------------------------------------------------
 

@@ -10,8 +10,11 @@ events.
 Causal by construction: the rows are fed in slices of event time that no window boundary
 (and no ``window end + grace`` point) cuts through; before a slice is folded into the state,
 the engine's event time is moved to the slice's first timestamp (closing every window that
-is complete by then) and each of its rows is scored against that state. A row's score thus
-depends on earlier rows only: changing a later row never changes it.
+is complete by then) and each of its rows is scored against that state and a per-reading
+state of the replay's own (``cityagent.rowscore``: each sensor's spread of single readings
+and a per-reading CUSUM, so that the score judges readings, not windows, and shows level
+shifts), then folded into both. A row's score thus depends on earlier rows only: changing
+a later row never changes it.
 
 A series of unknown kind and unit is of kind ``generic``: its watched field is ``value``
 and every scale is learned from the series itself (``[kind.generic]`` in detection.toml).
@@ -48,6 +51,8 @@ from cityagent.readings import (
     format_ts,
     parse_reading,
 )
+from cityagent.rowscore import RowState, change_scores, fold, spread_of
+from cityagent.state import BucketState
 
 __all__ = (
     "InvalidReplayFile",
@@ -512,6 +517,9 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
         return result
     order = np.argsort(inp.batch.ts_ms, kind="stable")
     b = inp.batch.take(order)
+    watched = inp.watched[order]
+    sensor_ids, sensor = np.unique(b.sensor_id, return_inverse=True)  # per-reading state rows
+    rows_state = RowState.new(len(sensor_ids))
     ts = b.ts_ms
     size_ms, grace_ms = windows.windows.size_ms, windows.windows.grace_ms
     key = ts // size_ms * 2
@@ -527,7 +535,7 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
         moved = engine.advance(state, first, first)  # close what is complete before the slice
         out.extend(moved.anomalies)
         result.windows += moved.windows
-        scores[a:e] = engine.reading_scores(state, chunk)
+        scores[a:e] = _row_scores(engine, state, rows_state, chunk, sensor[a:e], watched[a:e])
         step = engine.process(state, chunk, last)
         out.extend(step.anomalies)
         result.windows += step.windows
@@ -546,6 +554,19 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
     result.scores[order] = np.clip(np.nan_to_num(scores), 0.0, 1.0)
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _row_scores(engine: DetectionEngine, state: BucketState, rows_state: RowState,
+                chunk: ReadingBatch, sensor: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Score a slice's readings against the state before it, then learn the per-reading state.
+
+    The score is the larger of the engine's deviation (and domain) score, judged with each
+    sensor's per-reading spread, and the per-reading CUSUM's (``cityagent.rowscore``).
+    """
+    deviation, expected, scale = engine.reading_scores(state, chunk, spread_of(rows_state, sensor))
+    score = np.maximum(deviation, change_scores(rows_state, sensor, x, expected, scale))
+    fold(rows_state, sensor, x, expected, scale, score)
+    return score
 
 
 def replace_windows(config: DetectionConfig, window_s: float, grace_s: float) -> DetectionConfig:

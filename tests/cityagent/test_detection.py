@@ -169,12 +169,27 @@ def test_reading_scores_are_causal_and_do_not_change_state() -> None:
     t = T0 + 10 * SIZE
     batch = readings([("jn-wl-1", "water_level", t, 2.0), ("jn-wl-1", "water_level", t + 1, 2.6),
                       ("jn-wl-1", "water_level", t + 2, 4.3), ("nobody", "water_level", t, 9.0)])
-    scores = engine.reading_scores(state, batch)
+    scores, expected, scale = engine.reading_scores(state, batch)
     assert state.to_bytes() == before
     assert scores[0] < 0.5 < scores[1]  # 60 cm above a 1 cm-noise baseline: anomalous
     assert scores[2] > 0.5  # above 保证 as well
     assert scores[3] == 0.0  # an unseen sensor has no baseline
     assert np.all((scores >= 0) & (scores <= 1))
+    assert np.allclose(expected[:3], 2.0, atol=0.02) and np.isnan(expected[3])
+    assert np.isfinite(scale[:3]).all() and np.isnan(scale[3])
+
+
+def test_reading_scores_judge_with_the_callers_per_reading_spread() -> None:
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    feed(engine, state, "jn-wl-1", "water_level", noisy(np.random.default_rng(3), 2.0, 0.01, 10))
+    t = T0 + 10 * SIZE
+    batch = readings([("jn-wl-1", "water_level", t, 2.3), ("jn-wl-1", "water_level", t + 1, 2.3)])
+    window, _, _ = engine.reading_scores(state, batch)
+    wide, _, scale = engine.reading_scores(state, batch, np.array([0.2, np.nan]))
+    assert window[0] > 0.5 > wide[0]  # 30 cm is 1.2 spreads of 20 cm: ordinary
+    assert wide[1] == window[1]  # NaN: the window scale
+    assert scale[0] > scale[1]
 
 
 def test_parameters_follow_each_state_not_an_earlier_state_at_the_same_address() -> None:
