@@ -21,7 +21,7 @@ import numpy as np
 
 from cityagent.detectors._jit import clip, njit
 from cityagent.detectors.features import Features
-from cityagent.detectors.params import TREND_H, TREND_K
+from cityagent.detectors.params import TIME_OF_DAY, TREND_H, TREND_K
 from cityagent.detectors.verdict import (
     F_VALUE,
     R_TREND_DOWN,
@@ -40,7 +40,11 @@ def detect_trend(tr_pos: np.ndarray, tr_neg: np.ndarray, row: int, f: Features,
     """Advance the sensor's trend CUSUM by its window and judge it (writes the sums)."""
     k, h = p[TREND_K], p[TREND_H]
     z = (f.robust - f.expected) / f.scale
-    if not (f.warm and np.isfinite(z)):
+    # Only on robust window values (three readings or more: a single reading's transients
+    # add up), and for kinds that follow the clock only against the hour's own baseline: the
+    # recent baseline lags the daily pattern, and the lag would add up as a trend.
+    daily = p[TIME_OF_DAY] > 0
+    if not (f.warm and f.n >= 3 and (f.use_tod or not daily) and np.isfinite(z)):
         z = 0.0
     pos = clip(tr_pos[row] + z - k, 0.0, 1.5 * h)
     neg = clip(tr_neg[row] - z - k, 0.0, 1.5 * h)
