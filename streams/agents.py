@@ -87,12 +87,20 @@ class _Buckets:
                 await self.stream.ack(event)
         self.last_checkpoint = time.monotonic()
 
-    def forget(self) -> None:
-        """Drop in-memory states (after a rebalance they reload from the table)."""
-        self.states.clear()
-        self.last_input.clear()
-        self.partition_of.clear()
-        self.consumed.clear()
+    def keep_only(self, assigned: Any) -> None:
+        """After a rebalance: drop the states of buckets whose partition this worker no
+        longer has (they reload from the table if it comes back). The others stay in memory,
+        with their idle clocks: a quiet bucket's windows still close and its silent sensors
+        are still found without waiting for a new reading to reload it. They equal their
+        checkpoint, which was written when the partitions were revoked."""
+        for bucket in list(self.states):
+            if self.partition_of.get(bucket) not in assigned:
+                self.states.pop(bucket, None)
+                self.last_input.pop(bucket, None)
+                self.partition_of.pop(bucket, None)
+        for tp in list(self.consumed):
+            if tp not in assigned:
+                del self.consumed[tp]
 
     def caught_up(self, app: faust.App, bucket: str) -> bool:
         """Has this worker consumed the bucket's partition to its end (no backlog)?"""
@@ -188,7 +196,10 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         await buckets.checkpoint(counters)
-        buckets.forget()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        buckets.keep_only(set(assigned))
 
     @app.timer(10.0)
     async def log_rates() -> None:
