@@ -23,23 +23,31 @@ from cityagent.detectors.verdict import (
     severity_of_score,
 )
 
-__all__ = ("detect_change",)
+__all__ = ("detect_change", "cusum_step")
+
+
+@njit
+def cusum_step(sum_pos: np.ndarray, sum_neg: np.ndarray, row: int, u: float, k: float,
+               h: float):
+    """Advance a two-sided CUSUM of row ``row`` by the standardised excess ``u`` (slack
+    ``k``, threshold ``h``, sums capped at 1.5 h; writes the sums). Returns (fire, severity,
+    score, falling) — the detectors built on it (change, trend) differ only in their ``u``."""
+    pos = clip(sum_pos[row] + u - k, 0.0, 1.5 * h)
+    neg = clip(sum_neg[row] - u - k, 0.0, 1.5 * h)
+    sum_pos[row], sum_neg[row] = pos, neg
+    ratio = max(pos, neg) / h if h > 0 else 0.0
+    fire = ratio >= 1.0
+    score = score_one(ratio)
+    return fire, severity_of_score(score) if fire else -1, score, neg > pos
 
 
 @njit
 def detect_change(cus_pos: np.ndarray, cus_neg: np.ndarray, row: int, f: Features,
                   p: np.ndarray) -> Verdict:
     """Advance the sensor's CUSUM by its window and judge it (writes the sums to state)."""
-    k, h = p[CUSUM_K], p[CUSUM_H]
     u = (f.robust - f.fast_m) / f.fast_scale
     if not (f.warm and np.isfinite(u)):
         u = 0.0
-    pos = clip(cus_pos[row] + u - k, 0.0, 1.5 * h)
-    neg = clip(cus_neg[row] - u - k, 0.0, 1.5 * h)
-    cus_pos[row], cus_neg[row] = pos, neg
-    ratio = max(pos, neg) / h
-    fire = ratio >= 1.0
-    score = score_one(ratio)
-    sev = severity_of_score(score) if fire else -1
-    reason = R_CHANGE_DROP if neg > pos else R_CHANGE_RISE
+    fire, sev, score, falling = cusum_step(cus_pos, cus_neg, row, u, p[CUSUM_K], p[CUSUM_H])
+    reason = R_CHANGE_DROP if falling else R_CHANGE_RISE
     return Verdict(fire, sev, score, f.robust, f.fast_m, reason, F_VALUE)

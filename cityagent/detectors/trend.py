@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cityagent.detectors._jit import clip, njit
+from cityagent.detectors._jit import njit
+from cityagent.detectors.change import cusum_step
 from cityagent.detectors.features import Features
 from cityagent.detectors.params import TIME_OF_DAY, TREND_H, TREND_K
 from cityagent.detectors.verdict import (
@@ -27,8 +28,6 @@ from cityagent.detectors.verdict import (
     R_TREND_DOWN,
     R_TREND_UP,
     Verdict,
-    score_one,
-    severity_of_score,
 )
 
 __all__ = ("detect_trend",)
@@ -38,7 +37,6 @@ __all__ = ("detect_trend",)
 def detect_trend(tr_pos: np.ndarray, tr_neg: np.ndarray, row: int, f: Features,
                  p: np.ndarray) -> Verdict:
     """Advance the sensor's trend CUSUM by its window and judge it (writes the sums)."""
-    k, h = p[TREND_K], p[TREND_H]
     z = (f.robust - f.expected) / f.scale
     # Only on robust window values (three readings or more: a single reading's transients
     # add up), and for kinds that follow the clock only against the hour's own baseline: the
@@ -46,12 +44,6 @@ def detect_trend(tr_pos: np.ndarray, tr_neg: np.ndarray, row: int, f: Features,
     daily = p[TIME_OF_DAY] > 0
     if not (f.warm and f.n >= 3 and (f.use_tod or not daily) and np.isfinite(z)):
         z = 0.0
-    pos = clip(tr_pos[row] + z - k, 0.0, 1.5 * h)
-    neg = clip(tr_neg[row] - z - k, 0.0, 1.5 * h)
-    tr_pos[row], tr_neg[row] = pos, neg
-    ratio = max(pos, neg) / h if h > 0 else 0.0
-    fire = ratio >= 1.0
-    score = score_one(ratio)
-    sev = severity_of_score(score) if fire else -1
-    reason = R_TREND_DOWN if neg > pos else R_TREND_UP
+    fire, sev, score, falling = cusum_step(tr_pos, tr_neg, row, z, p[TREND_K], p[TREND_H])
+    reason = R_TREND_DOWN if falling else R_TREND_UP
     return Verdict(fire, sev, score, f.robust, f.expected, reason, F_VALUE)
