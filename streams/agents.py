@@ -16,6 +16,11 @@ A timer advances the event time of idle buckets with the clock, so windows close
 sensors are found even when no reading arrives, but only for buckets whose partition this
 worker has consumed to its end: while it works through a backlog a bucket's next reading is
 already waiting in the topic, and advancing its clock would make that reading late.
+
+After a restart or a rebalance, every checkpointed bucket of the partitions this worker now
+owns is loaded as soon as the table is recovered (``adopt``), not when its next reading
+comes: a bucket whose sensors all fell silent gets no reading, and would otherwise never
+close its open windows or report the silence.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
 from cityagent.state import NO_TS, BucketState
 from streams.metrics import WorkerCounters
-from streams.topics import Topics
+from streams.topics import Topics, legacy_key, partition_of_key, table_key
 
 __all__ = ("register_agents", "STATE_TABLE")
 
@@ -48,8 +53,9 @@ log = logging.getLogger("cityagent.streams")
 class _Buckets:
     """The in-memory states of this worker's buckets, their checkpoints and pending acks."""
 
-    def __init__(self, table: faust.Table, detector: Detector) -> None:
+    def __init__(self, table: faust.Table, detector: Detector, partitions: int) -> None:
         self.table = table
+        self.partitions = partitions  # of the readings topic (and the table's changelog)
         self.detector = detector
         self.states: dict[str, BucketState] = {}
         self.last_input: dict[str, float] = {}  # bucket → monotonic time of its last batch
@@ -63,7 +69,7 @@ class _Buckets:
     def get(self, bucket: str) -> BucketState:
         state = self.states.get(bucket)
         if state is None:
-            raw = self.table.get(bucket)
+            raw = self.table.get(table_key(bucket)) or self.table.get(legacy_key(bucket))
             state = None
             if raw:
                 try:
@@ -77,7 +83,7 @@ class _Buckets:
     async def checkpoint(self, counters: WorkerCounters) -> None:
         """Write the changed buckets' states, then ack the events they include."""
         for bucket in self.dirty:
-            self.table[bucket] = self.states[bucket].to_bytes()
+            self.table[table_key(bucket)] = self.states[bucket].to_bytes()
         if self.dirty:
             counters.checkpoints_total += 1
         self.dirty.clear()
@@ -86,6 +92,33 @@ class _Buckets:
             for event in pending:
                 await self.stream.ack(event)
         self.last_checkpoint = time.monotonic()
+
+    def touch(self, bucket: str, tp: Any) -> None:
+        """Mark the bucket live: its idle clock starts now, its batches come from ``tp``."""
+        self.last_input[bucket] = time.monotonic()
+        self.partition_of[bucket] = tp
+
+    def adopt(self, owned: dict[int, Any]) -> int:
+        """Load every checkpointed bucket of the owned partitions (``owned``: partition
+        number → the readings TP) that is not in memory yet; return how many were loaded.
+
+        Each adopted bucket's idle clock starts now. Its partition counts as consumed up to
+        the last message in its checkpoint, so once the partition has nothing newer the
+        timer advances it after one idle period, as for a bucket that was never away.
+        """
+        adopted = 0
+        for key in list(self.table.keys()):
+            bucket = _text(key).strip('"')  # a checkpoint from before raw keys: '"b007"'
+            if bucket in self.states:
+                continue
+            tp = owned.get(partition_of_key(bucket, self.partitions))
+            if tp is None:
+                continue  # a standby copy of another worker's bucket
+            state = self.get(bucket)
+            self.touch(bucket, tp)
+            self.consumed[tp] = max(self.consumed.get(tp, -1), state.last_offset)
+            adopted += 1
+        return adopted
 
     def keep_only(self, assigned: Any) -> None:
         """After a rebalance: drop the states of buckets whose partition this worker no
@@ -118,11 +151,14 @@ class _Buckets:
 def register_agents(app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters,
                     checkpoint_s: float = 10.0) -> faust.Table:
     """Attach the detection agent to ``app``; return its state table."""
+    # Bytes keys and values: the "raw" codec. Raw keys, as on the readings topic, put a
+    # bucket's checkpoints in the changelog partition numbered like its readings partition,
+    # which Faust assigns and recovers together with it (streams.topics.table_key).
     state_table = app.Table(
-        STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=str,
-        value_type=bytes, use_partitioner=True,  # bytes: the "raw" codec
+        STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=bytes,
+        value_type=bytes, use_partitioner=True,
     )
-    buckets = _Buckets(state_table, detector)
+    buckets = _Buckets(state_table, detector, topics.readings.partitions)
     windows = detector.engine.config.windows
 
     async def publish(anomalies: list[Anomaly]) -> None:
@@ -150,13 +186,12 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             bucket = _text(event.key)
             state = buckets.get(bucket)
             buckets.pending.append(event)
+            buckets.touch(bucket, message.tp)
             if message.offset <= state.last_offset:
                 continue  # redelivered after a restart: already in the checkpointed state
             outcome = detector.process_batch(batch, state, _now_ms())
             state.last_offset = message.offset
             buckets.dirty.add(bucket)
-            buckets.last_input[bucket] = time.monotonic()
-            buckets.partition_of[bucket] = message.tp
             counters.batches_total += 1
             counters.readings_total += outcome.readings
             counters.readings_outside_total += outcome.outside
@@ -200,6 +235,18 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         buckets.keep_only(set(assigned))
+
+    @state_table.on_recover
+    async def on_recovered() -> None:
+        """The table holds this worker's checkpoints again: load the buckets no reading has
+        brought in yet, so their windows close and their silence is found."""
+        readings = topics.readings.get_topic_name()
+        owned = {tp.partition: tp for tp in app.assignor.assigned_actives()
+                 if tp.topic == readings}
+        adopted = buckets.adopt(owned)
+        if adopted:
+            log.info("loaded %d checkpointed buckets of the %d partitions this worker owns",
+                     adopted, len(owned))
 
     @app.timer(10.0)
     async def log_rates() -> None:

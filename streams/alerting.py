@@ -32,7 +32,7 @@ from cityagent.incidents import IncidentEngine, ScopeState
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
 from streams.routing_feed import RoutingFeed
-from streams.topics import Topics
+from streams.topics import Topics, legacy_key, table_key
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE")
@@ -46,8 +46,8 @@ log = logging.getLogger("cityagent.streams")
 def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
                       maintenance: MaintenanceFeed, routing: RoutingFeed,
                       counters: WorkerCounters) -> faust.Table:
-    table = app.Table(
-        INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=str,
+    table = app.Table(  # raw keys, as on the scopes topic (streams.topics.table_key)
+        INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=bytes,
         value_type=bytes, use_partitioner=True,
     )
 
@@ -64,7 +64,7 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
         return found
 
     def load(scope: str) -> ScopeState:
-        raw = table.get(scope)
+        raw = table.get(table_key(scope)) or table.get(legacy_key(scope))
         if raw:
             try:
                 return ScopeState.from_bytes(raw)
@@ -109,8 +109,15 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
                 log.warning("skipped a message on %s that is neither an anomaly nor a command",
                             event.message.topic)
                 continue
-            table[key] = state.to_bytes()
+            save(key, state)
             await publish(key, events)
+
+    def save(scope: str, state: ScopeState) -> None:
+        if state.is_empty:
+            table.pop(table_key(scope), None)
+        else:
+            table[table_key(scope)] = state.to_bytes()
+        table.pop(legacy_key(scope), None)  # state from before raw keys, now rewritten
 
     @app.task
     async def follow_zones() -> None:
@@ -124,14 +131,12 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
         """Auto-resolve, escalate and release held faults by the clock, for every scope in
         this worker's part of the table (restored ones included, after a restart)."""
         now = _now_ms()
-        for key in list(table.keys()):
-            state = load(key)
+        for scope in sorted({_text(key).strip('"') for key in table.keys()}):
+            state = load(scope)
             events = current().tick(state, now)
-            if state.is_empty:
-                del table[key]
-            elif events:
-                table[key] = state.to_bytes()
-            await publish(key, events)
+            if events or state.is_empty:
+                save(scope, state)
+            await publish(scope, events)
 
     return table
 

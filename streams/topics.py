@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from cityagent.settings import Settings
 
-__all__ = ("Topics", "declare_topics")
+__all__ = ("Topics", "declare_topics", "partition_of_key", "table_key", "legacy_key")
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,23 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             value_serializer="json", partitions=settings.partitions,
         ),
     )
+
+
+def table_key(key: str) -> bytes:
+    """A table key as stored: raw bytes, as on the topics (tables are declared with
+    ``key_type=bytes``). Faust's default for a ``str`` key is JSON, whose quoted bytes hash
+    to another partition than the topic's key: the changelog record of a bucket would then
+    sit in a partition that Faust assigns, and recovers, with other buckets' readings."""
+    return key.encode()
+
+
+def legacy_key(key: str) -> bytes:
+    """How a table key written before raw keys (JSON, with quotes) reads back: such state is
+    still found, and rewritten under its raw key when it next changes."""
+    return f'"{key}"'.encode()
+
+
+def partition_of_key(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, in every client and in Faust)
+    gives ``key``: where a bucket's readings, and its checkpoints, go."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -100,6 +100,8 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_API_BURST": str(settings.api_burst),
         "PYTHONUNBUFFERED": "1",
     })
+    if settings.detection_path is not None:
+        env["CITYAGENT_DETECTION"] = str(settings.detection_path)
     for var, value in (("CITYAGENT_WINDOW_S", settings.window_s),
                        ("CITYAGENT_GRACE_S", settings.grace_s),
                        ("CITYAGENT_CHECKPOINT_S", settings.checkpoint_s)):

@@ -9,16 +9,21 @@ continue after the restart would open new episodes, and their alerts would get n
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
-from cityagent.batch import ReadingBatch, encode_batch
+import cityagent
+from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
 from cityagent.readings import parse_reading
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import consume_all, start_worker
+from streams.topics import partition_of_key
+from tests.helpers import consume_all, consume_records, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,3 +109,66 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
     assert [e["type"] for e in floods].count("opened") == 1
     assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
     assert floods[-1]["alert"]["correlated"] is True
+
+
+def _with_idle(tmp_path, seconds: int):
+    """The packaged detection settings with 2 s windows, 1 s grace and the idle timer's period
+    set to ``seconds``. (In the file, not the environment: a window size given in the
+    environment also caps the idle period at one window.)"""
+    text = (Path(cityagent.__file__).parent / "data" / "detection.toml").read_text("utf-8")
+    changed = text
+    for key, value in (("size_s", 2), ("grace_s", 1), ("idle_s", seconds)):
+        changed, found = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", changed, count=1)
+        assert found == 1, key
+    path = tmp_path / f"detection-idle-{seconds}.toml"
+    path.write_text(changed, "utf-8")
+    return path
+
+
+def test_buckets_without_readings_after_a_restart_still_close_their_windows(
+        settings_factory, tmp_path) -> None:
+    """Gauges breach once and then fall silent while their worker is down. The next worker
+    gets no reading of theirs, so it must load their buckets from the checkpoints itself
+    and close the open windows by its clock: the breach is reported all the same."""
+    settings = settings_factory(session_timeout_s=6, window_s=None, grace_s=None)
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    quiet = [f"jn-wl-quiet-{i:03d}" for i in range(40)]
+    buckets = {bucket_key(bucket_of(s)) for s in quiet}
+    t0 = float(int(time.time()) // 2 * 2 - 600)  # on a boundary of the tests' 2 s windows
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    changelog = f"{settings.app_id}-detector_state-changelog"
+    # The first worker's idle timer would close the window itself within seconds: give it
+    # ten minutes, so that only the restarted worker (one second) can.
+    first = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 600)),
+                         tmp_path / "worker-1.log")
+    try:
+        send(producer, settings.readings_topic, readings(quiet, 5.5, t0))
+        checkpointed = consume_records(
+            settings.bootstrap, changelog, timeout_s=90,
+            until=lambda rs: {r.key.decode() for r in rs} >= buckets)
+        assert {r.key.decode() for r in checkpointed} >= buckets, first.log_tail()
+        # Each checkpoint sits in the changelog partition numbered like its bucket's readings
+        # partition, the one Faust recovers on the worker that owns those readings.
+        assert all(r.partition == partition_of_key(r.key.decode(), settings.partitions)
+                   for r in checkpointed)
+        first.kill()
+    finally:
+        first.stop()
+        producer.close()
+    before = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=2,
+                         until=lambda v: False)
+    assert not started(before), "the first worker closed the window: nothing left to test"
+
+    second = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 1)),
+                          tmp_path / "worker-2.log")
+    try:
+        values = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                             until=lambda v: started(v) >= set(quiet))
+        log = second.log_path.read_text("utf-8", "replace")
+    finally:
+        second.stop()
+    assert started(values) == set(quiet), log
+    level = [v for v in values if v["detector"] == "level" and v["phase"] == "start"]
+    assert {v["window_start_ms"] for v in level} == {int(t0) * 1000}
+    assert {v["severity"] for v in level} == {"orange"}  # 5.5 m: over 保证
+    assert "checkpointed buckets of the" in log, log
