@@ -32,7 +32,7 @@ from cityagent.incidents import IncidentEngine, ScopeState
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
 from streams.routing_feed import RoutingFeed
-from streams.topics import Topics, legacy_key, table_key
+from streams.topics import Topics, legacy_key, partition_of_key, table_key
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE")
@@ -112,6 +112,17 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             save(key, state)
             await publish(key, events)
 
+    ticked: list[set[int]] = [set()]
+
+    def owned_partitions() -> set[int]:
+        """The scopes-topic partitions this worker consumes now (its active assignment)."""
+        name = topics.scopes.get_topic_name()
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+        if owned != ticked[0]:
+            log.info("alert timers: scopes of %s partitions %s", name, sorted(owned))
+            ticked[0] = owned
+        return owned
+
     def save(scope: str, state: ScopeState) -> None:
         if state.is_empty:
             table.pop(table_key(scope), None)
@@ -129,9 +140,14 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
     @app.timer(TICK_S)
     async def tick() -> None:
         """Auto-resolve, escalate and release held faults by the clock, for every scope in
-        this worker's part of the table (restored ones included, after a restart)."""
+        this worker's part of the table (restored ones included, after a restart). Only the
+        partitions it owns: the table also holds standby copies of other workers' scopes, and
+        ticking those too would send their events twice."""
         now = _now_ms()
+        owned = owned_partitions()
         for scope in sorted({_text(key).strip('"') for key in table.keys()}):
+            if partition_of_key(scope, topics.scopes.partitions) not in owned:
+                continue  # a standby copy: the worker that owns the scope ticks it
             state = load(scope)
             events = current().tick(state, now)
             if events or state.is_empty:
