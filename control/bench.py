@@ -58,6 +58,7 @@ from cityagent.settings import Settings
 from control.broker import broker_for_bench
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
+from streams.partitions import partition_of_key
 
 __all__ = ("run_bench", "build_workload", "BenchError")
 
@@ -113,12 +114,6 @@ class Workload:
     @property
     def mean_readings_per_message(self) -> float:
         return self.readings / max(len(self.messages), 1)
-
-
-def _partition_of(key: bytes, partitions: int) -> int:
-    from aiokafka.partitioner import murmur2  # the default partitioner of aiokafka and Faust
-
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _sensor_table(sensors: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -194,7 +189,7 @@ def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
         chunk = _chunk(table, start, min(readings, start + chunk_readings), rng)
         for key, part in chunk.split_by_bucket(max_rows=2 * per_message):
             kb = key.encode()
-            batches.append((kb, part, _partition_of(kb, partitions)))
+            batches.append((kb, part, partition_of_key(kb, partitions)))
     last: dict[bytes, ReadingBatch] = {}
     for kb, batch, _p in batches:
         last[kb] = batch
@@ -203,7 +198,7 @@ def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
         row = int(np.argmax(batch.ts_ms))
         flush = batch.take(np.array([row]))
         flushes[kb] = dataclasses.replace(flush, ts_ms=flush.ts_ms + int(BENCH_WINDOW_S * 1000))
-        batches.append((kb, flushes[kb], _partition_of(kb, partitions)))
+        batches.append((kb, flushes[kb], partition_of_key(kb, partitions)))
     by_partition: dict[int, list[int]] = {}
     for index, (_k, _b, p) in enumerate(batches):
         by_partition.setdefault(p, []).append(index)

@@ -37,7 +37,8 @@ from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
 from cityagent.state import NO_TS, BucketState
 from streams.metrics import WorkerCounters
-from streams.topics import Topics, legacy_key, partition_of_key, table_key
+from streams.partitions import partition_of_key
+from streams.topics import Topics, legacy_key, table_key
 
 __all__ = ("register_agents", "STATE_TABLE")
 

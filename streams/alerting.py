@@ -31,8 +31,9 @@ from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
+from streams.partitions import partition_of_key
 from streams.routing_feed import RoutingFeed
-from streams.topics import Topics, legacy_key, partition_of_key, table_key
+from streams.topics import Topics, legacy_key, table_key
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE")
@@ -128,7 +129,8 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             table.pop(table_key(scope), None)
         else:
             table[table_key(scope)] = state.to_bytes()
-        table.pop(legacy_key(scope), None)  # state from before raw keys, now rewritten
+        if legacy_key(scope) in table:  # state from before raw keys, now rewritten
+            del table[legacy_key(scope)]
 
     @app.task
     async def follow_zones() -> None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from cityagent.settings import Settings
 
-__all__ = ("Topics", "declare_topics", "partition_of_key", "table_key", "legacy_key")
+__all__ = ("Topics", "declare_topics", "table_key", "legacy_key")
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,3 @@ def legacy_key(key: str) -> bytes:
     """How a table key written before raw keys (JSON, with quotes) reads back: such state is
     still found, and rewritten under its raw key when it next changes."""
     return f'"{key}"'.encode()
-
-
-def partition_of_key(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, in every client and in Faust)
-    gives ``key``: where a bucket's readings, and its checkpoints, go."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

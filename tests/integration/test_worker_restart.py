@@ -22,7 +22,7 @@ import cityagent
 from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
 from cityagent.readings import parse_reading
 from control.topics import ensure_topics, pipeline_topics
-from streams.topics import partition_of_key
+from streams.partitions import partition_of_key
 from tests.helpers import consume_all, consume_records, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
