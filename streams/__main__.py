@@ -21,7 +21,9 @@ def main() -> None:
         print(f"cityagent worker: {exc}", file=sys.stderr)
         sys.exit(2)
     level = {"warning": "warn", "critical": "error"}.get(settings.log_level, settings.log_level)
-    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", level]
+    # Faust's command line sets the datadir again (default: in the working directory).
+    sys.argv = [sys.argv[0], "--datadir", str(worker.app.conf.datadir),
+                "worker", "--without-web", "-l", level]
     worker.app.main()
 
 

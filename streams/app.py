@@ -11,11 +11,17 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   start, which the restart tests prove.
 - Faust's recovery is patched to resume flow control before the stream partitions (``streams/faust_fixes.py``): without
   it a restarted worker sometimes skipped the first messages at its committed offsets.
+- ``datadir`` in the system temp directory: with memory storage Faust only creates empty
+  directories there, and its default (``<app id>-data`` in the working directory) left one per
+  test worker in the checkout.
 - topics are created by ``control.topics`` before workers start, never auto-declared here, so
   partition counts are explicit.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import faust
 
@@ -28,10 +34,13 @@ __all__ = ("create_app",)
 def create_app(settings: Settings) -> faust.App:
     apply_faust_fixes()
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
+    data_root = Path(tempfile.gettempdir()) / "cityagent-faust"
+    data_root.mkdir(exist_ok=True)  # Faust creates only the last level of its datadir
     return faust.App(
         settings.app_id,
         broker=brokers,
         store="memory://",
+        datadir=str(data_root / "{conf.name}-data"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=False,
