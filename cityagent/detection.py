@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -58,7 +58,8 @@ from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.state import NO_TS, BucketState
 from cityagent.windows import ClosedWindows, add_readings, close_due
 
-__all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "SEVERITIES", "anomaly_id")
+__all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "ReadingScores", "SEVERITIES",
+           "anomaly_id")
 
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
 
@@ -100,6 +101,15 @@ class Anomaly:
 def anomaly_id(sensor_id: str, detector: str, since_ms: int) -> str:
     """A stable id for an episode, so re-processing it never makes a second alert."""
     return hashlib.blake2b(f"{sensor_id}|{detector}|{since_ms}".encode(), digest_size=8).hexdigest()
+
+
+class ReadingScores(NamedTuple):
+    """Per reading: its score against the state before it, and what it was judged by."""
+
+    score: np.ndarray
+    expected: np.ndarray
+    scale: np.ndarray
+    floor: np.ndarray
 
 
 @dataclass
@@ -187,8 +197,7 @@ class DetectionEngine:
         return self._judge(state, close_due(state, state.watermark, self.config.windows), now_ms)
 
     def reading_scores(self, state: BucketState, batch: ReadingBatch,
-                       spread: np.ndarray | None = None,
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       spread: np.ndarray | None = None) -> ReadingScores:
         """A causal anomaly score in [0, 1] per reading, against the state *before* it.
 
         The deviation of each reading from its sensor's baseline (and, for water levels and
@@ -201,17 +210,20 @@ class DetectionEngine:
         single readings when a window holds many, and would inflate every reading's score;
         NaN (or no ``spread``) falls back to it. Floors and the quantum apply either way.
 
-        Returns ``(score, expected, scale)``: the baseline each reading was compared with
-        (NaN before its sensor's first window) and the scale its score used (NaN where the
-        sensor is unseen or not warm, the score then being 0).
+        Returns ``ReadingScores(score, expected, scale, floor)``: the baseline each reading
+        was compared with (NaN before its sensor's first window), the scale its score used
+        (NaN where the sensor is unseen or not warm, the score then being 0), and the part
+        of that scale that is not learned — the kind's floors and the sensor's quantum, the
+        least change that can mean anything (NaN where the scale is).
         """
         n = len(batch)
         scores, expected_out, scale_out = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+        floor_out = np.full(n, np.nan)
         known = np.array([state.index.get(s, -1) for s in batch.sensor_id.tolist()],
                          dtype=np.int64)
         ok = known >= 0
         if not ok.any():
-            return scores, expected_out, scale_out
+            return ReadingScores(scores, expected_out, scale_out, floor_out)
         rows = known[ok]
         params = self.params(state)
         p = {k: v[rows] for k, v in params.items()}
@@ -225,7 +237,8 @@ class DetectionEngine:
         if spread is not None:
             own = spread[ok]
             d = np.where(np.isfinite(own), own, d)
-        scale = scale_of(d, expected, p, c["quantum"][rows])
+        quantum = c["quantum"][rows]
+        scale = scale_of(d, expected, p, quantum)
         with np.errstate(invalid="ignore"):
             ratio = np.abs(x - expected) / scale / p["deviation_z"]
         warm = c["rec_n"][rows] >= p["deviation_warmup"]
@@ -239,7 +252,11 @@ class DetectionEngine:
         scores[ok] = np.nan_to_num(s)
         expected_out[ok] = expected
         scale_out[ok] = np.where(warm & np.isfinite(expected), scale, np.nan)
-        return scores, expected_out, scale_out
+        floor = np.maximum.reduce([p["scale_floor"],
+                                   p["relative_floor"] * np.abs(np.nan_to_num(expected)),
+                                   np.where(np.isfinite(quantum), quantum, 0.0)])
+        floor_out[ok] = np.where(np.isfinite(scale_out[ok]), floor, np.nan)
+        return ReadingScores(scores, expected_out, scale_out, floor_out)
 
     # -- judging -------------------------------------------------------------------------
 

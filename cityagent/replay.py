@@ -11,9 +11,10 @@ Causal by construction: the rows are fed in slices of event time that no window 
 (and no ``window end + grace`` point) cuts through; before a slice is folded into the state,
 the engine's event time is moved to the slice's first timestamp (closing every window that
 is complete by then) and each of its rows is scored against that state and a per-reading
-state of the replay's own (``cityagent.rowscore``: each sensor's spread of single readings
-and a per-reading CUSUM, so that the score judges readings, not windows, and shows level
-shifts), then folded into both. A row's score thus depends on earlier rows only: changing
+state of the replay's own (``cityagent.rowscore``: each sensor's spread of single readings,
+the autocorrelation of its deviations and the spread of its innovations, and a CUSUM of
+innovations, so that the score judges readings, not windows, shows level shifts, and does
+not mistake a smooth series' lag behind its baseline for one), then folded into both. A row's score thus depends on earlier rows only: changing
 a later row never changes it.
 
 A series of unknown kind and unit is of kind ``generic``: its watched field is ``value``
@@ -51,7 +52,14 @@ from cityagent.readings import (
     format_ts,
     parse_reading,
 )
-from cityagent.rowscore import RowState, change_scores, fold, spread_of
+from cityagent.rowscore import (
+    RowState,
+    change_scores,
+    fold,
+    innovation_scores,
+    residuals,
+    spread_of,
+)
 from cityagent.state import BucketState
 
 __all__ = (
@@ -560,12 +568,16 @@ def _row_scores(engine: DetectionEngine, state: BucketState, rows_state: RowStat
                 chunk: ReadingBatch, sensor: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Score a slice's readings against the state before it, then learn the per-reading state.
 
-    The score is the larger of the engine's deviation (and domain) score, judged with each
-    sensor's per-reading spread, and the per-reading CUSUM's (``cityagent.rowscore``).
+    The score is the largest of the engine's deviation (and domain) score, judged with each
+    sensor's per-reading spread, the innovation's score and the per-reading CUSUM's
+    (``cityagent.rowscore``).
     """
-    deviation, expected, scale = engine.reading_scores(state, chunk, spread_of(rows_state, sensor))
-    score = np.maximum(deviation, change_scores(rows_state, sensor, x, expected, scale))
-    fold(rows_state, sensor, x, expected, scale, score)
+    deviation, expected, scale, floor = engine.reading_scores(
+        state, chunk, spread_of(rows_state, sensor))
+    r = residuals(rows_state, sensor, x, expected, scale, floor)
+    score = np.maximum.reduce([deviation, innovation_scores(r),
+                               change_scores(rows_state, sensor, r, scale)])
+    fold(rows_state, sensor, x, expected, scale, r, score)
     return score
 
 

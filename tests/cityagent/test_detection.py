@@ -169,7 +169,7 @@ def test_reading_scores_are_causal_and_do_not_change_state() -> None:
     t = T0 + 10 * SIZE
     batch = readings([("jn-wl-1", "water_level", t, 2.0), ("jn-wl-1", "water_level", t + 1, 2.6),
                       ("jn-wl-1", "water_level", t + 2, 4.3), ("nobody", "water_level", t, 9.0)])
-    scores, expected, scale = engine.reading_scores(state, batch)
+    scores, expected, scale, floor = engine.reading_scores(state, batch)
     assert state.to_bytes() == before
     assert scores[0] < 0.5 < scores[1]  # 60 cm above a 1 cm-noise baseline: anomalous
     assert scores[2] > 0.5  # above 保证 as well
@@ -177,6 +177,8 @@ def test_reading_scores_are_causal_and_do_not_change_state() -> None:
     assert np.all((scores >= 0) & (scores <= 1))
     assert np.allclose(expected[:3], 2.0, atol=0.02) and np.isnan(expected[3])
     assert np.isfinite(scale[:3]).all() and np.isnan(scale[3])
+    # the unlearned part of the scale: the water floor (2 cm) at least, never above the scale
+    assert (floor[:3] >= 0.02).all() and (floor[:3] <= scale[:3]).all() and np.isnan(floor[3])
 
 
 def test_reading_scores_judge_with_the_callers_per_reading_spread() -> None:
@@ -185,8 +187,8 @@ def test_reading_scores_judge_with_the_callers_per_reading_spread() -> None:
     feed(engine, state, "jn-wl-1", "water_level", noisy(np.random.default_rng(3), 2.0, 0.01, 10))
     t = T0 + 10 * SIZE
     batch = readings([("jn-wl-1", "water_level", t, 2.3), ("jn-wl-1", "water_level", t + 1, 2.3)])
-    window, _, _ = engine.reading_scores(state, batch)
-    wide, _, scale = engine.reading_scores(state, batch, np.array([0.2, np.nan]))
+    window = engine.reading_scores(state, batch).score
+    wide, _, scale, _ = engine.reading_scores(state, batch, np.array([0.2, np.nan]))
     assert window[0] > 0.5 > wide[0]  # 30 cm is 1.2 spreads of 20 cm: ordinary
     assert wide[1] == window[1]  # NaN: the window scale
     assert scale[0] > scale[1]

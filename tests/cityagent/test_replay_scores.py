@@ -1,4 +1,4 @@
-"""The replay's per-row score: per-reading spread and CUSUM (cityagent.rowscore), end to end.
+"""The replay's per-row score: per-reading spread, innovations and CUSUM (cityagent.rowscore).
 
 The series are written as ``timestamp,value`` files and replayed with the auto window: every
 5 minutes is one reading per window (the NAB case), every 10 s six readings per window.
@@ -14,7 +14,15 @@ import pytest
 
 from cityagent import rowscore
 from cityagent.replay import read_replay_file, replay
-from cityagent.rowscore import RowState, change_scores, fold, spread_of
+from cityagent.rowscore import (
+    RowState,
+    autocorrelation,
+    change_scores,
+    fold,
+    innovation_scores,
+    residuals,
+    spread_of,
+)
 
 T0 = datetime(2014, 4, 1, tzinfo=UTC)
 WARM = 20  # deviation_warmup: rows scored 0 at the start of a one-reading-per-window series
@@ -122,56 +130,139 @@ def test_a_shift_in_one_sensor_leaves_the_others_low(tmp_path: Path) -> None:
     assert (a[205:230] >= 0.5).all() and b.max() < 0.5
 
 
+def test_a_daily_cycle_scores_low_and_its_anomaly_high(tmp_path: Path) -> None:
+    # A daily sine of 10 sd sampled every 5 minutes: the baseline lags it, and the
+    # deviations stay on one side for hours. Judged as independent noise, three rows in four
+    # scored 0.5 or more (the CUSUM pinned at its cap) and the anomaly did not stand out.
+    rng = np.random.default_rng(2)
+    i = np.arange(288 * 14)
+    values = 50 + 10 * np.sin(2 * np.pi * i / 288) + rng.normal(0, 1, len(i))
+    values[2880:2883] += 15.0
+    s = scores_of(tmp_path, values)
+    high = np.flatnonzero(s >= 0.5)
+    assert set(high) <= {2880, 2881, 2882, 2883}, high  # the anomaly and its drop back
+    assert s[2880] > 0.7
+    assert np.percentile(s, 95) < 0.2
+
+
+def test_a_fast_wave_sampled_every_second_scores_low_and_its_burst_high(tmp_path: Path) -> None:
+    # Sixty readings a window of a five-minute wave (amplitude 10 sd): the same trap, dense.
+    rng = np.random.default_rng(1)
+    i = np.arange(3000)
+    values = 10 + np.sin(i / 50) + rng.normal(0, 0.1, len(i))
+    values[2001:2010] += 8.0
+    s = scores_of(tmp_path, values, step_s=1.0)
+    assert set(np.flatnonzero(s >= 0.5)) <= set(range(2001, 2011))
+    assert s[2001] > 0.9 and (s[2001:2010] >= 0.5).all()
+
+
 # -- the per-reading state ----------------------------------------------------------------------
+
+
+def fold_one(st: RowState, x: float, expected: float, scale: float, score: float = 0.0,
+             floor: float = 0.0) -> None:
+    idx = np.zeros(1, dtype=np.int64)
+    xs, exp, sc = np.array([x]), np.array([expected]), np.array([scale])
+    fold(st, idx, xs, exp, sc, residuals(st, idx, xs, exp, sc, np.array([floor])),
+         np.array([score]))
+
+
+def learned(sensors: int = 1, spread: float = 1.0, rho: float = 0.0) -> RowState:
+    """A state that has seen plenty of readings: spread and innovations' spread ``spread``,
+    raw autocorrelation ``rho``."""
+    st = RowState.new(sensors)
+    st.n[:] = st.inn_n[:] = st.pairs[:] = 500.0
+    st.spread[:] = st.inn[:] = spread
+    st.var[:] = 1.0
+    st.lag[:] = rho
+    return st
 
 
 def test_the_spread_is_a_plain_mean_at_first_and_trusted_after_ten_readings() -> None:
     st = RowState.new(1)
     zero = np.zeros(1, dtype=np.int64)
     for dev in (1.0, 3.0, 2.0):
-        fold(st, zero, np.array([10.0 + dev]), np.array([10.0]), np.array([np.nan]),
-             np.zeros(1))
+        fold_one(st, 10.0 + dev, 10.0, np.nan)
         assert np.isnan(spread_of(st, zero)[0])
     assert st.spread[0] == pytest.approx(2.0) and st.n[0] == 3
     for _ in range(7):
-        fold(st, zero, np.array([12.0]), np.array([10.0]), np.array([np.nan]), np.zeros(1))
+        fold_one(st, 12.0, 10.0, np.nan)
     assert spread_of(st, zero)[0] == pytest.approx(2.0)
-    assert (st.pos[0], st.neg[0]) == (0.0, 0.0)  # not warm: no CUSUM
+    # not warm: no CUSUM, no innovations, no autocorrelation learned
+    assert (st.pos[0], st.neg[0], st.inn_n[0], st.pairs[0]) == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_an_anomalous_reading_barely_moves_the_spread() -> None:
-    st = RowState(np.array([100.0]), np.array([1.0]), np.zeros(1), np.zeros(1))
-    zero = np.zeros(1, dtype=np.int64)
-    fold(st, zero, np.array([1000.0]), np.array([0.0]), np.array([1.25]), np.array([0.99]))
+    st = learned(spread=1.0)
+    fold_one(st, 1000.0, 0.0, 1.25, score=0.99)
     # capped at 4 scales (5.0) and weighted 0.1: 1 + 0.1 * 0.02 * (5 - 1) at most
     assert 1.0 < st.spread[0] < 1.01
+    assert 1.0 < st.inn[0] < 1.01
     assert st.pos[0] == pytest.approx(rowscore.U_CLIP - rowscore.CUSUM_K)
 
 
 def test_readings_of_one_slice_fold_as_their_sum_and_do_not_see_each_other() -> None:
-    st = RowState.new(3)
-    st.n[:] = 50.0
-    st.spread[:] = 1.0
+    st = learned(sensors=3, spread=0.8)  # innovations' scale 1.2533 * 0.8 = 1.0026
     idx = np.array([0, 2, 0, 0])
     x = np.array([12.0, 8.0, 13.0, 11.0])
-    expected, scale = np.full(4, 10.0), np.ones(4)
-    s = change_scores(st, idx, x, expected, scale)
-    # each reading: its own residual on the sums before the slice (all 0)
-    assert s[0] == pytest.approx(1.5**2 / 8**2 / (1 + 1.5**2 / 8**2))
-    fold(st, idx, x, expected, scale, np.zeros(4))
-    assert st.pos.tolist() == [(2 - 0.5) + (3 - 0.5) + (1 - 0.5), 0.0, 0.0]
-    assert st.neg.tolist() == [0.0, 0.0, 1.5]
-    assert st.n.tolist() == [53.0, 50.0, 51.0]
+    expected, scale, floor = np.full(4, 10.0), np.ones(4), np.zeros(4)
+    r = residuals(st, idx, x, expected, scale, floor)
+    z = 2.0 / (1.2533 * 0.8)
+    s = change_scores(st, idx, r, scale)
+    # each reading: its own innovation on the sums before the slice (all 0)
+    q = (z - 0.5) / 8
+    assert s[0] == pytest.approx(q**2 / (1 + q**2))
+    # a reading's previous deviation is its sensor's reading before it, in the slice too
+    assert np.isnan(r.prev[0]) and r.prev[2:].tolist() == [2.0, 3.0] and np.isnan(r.prev[1])
+    fold(st, idx, x, expected, scale, r, np.zeros(4))
+    sd = 1.2533 * 0.8
+    assert st.pos.tolist() == pytest.approx([(2 / sd - 0.5) + (3 / sd - 0.5) + (1 / sd - 0.5),
+                                             0.0, 0.0])
+    assert st.neg.tolist() == pytest.approx([0.0, 0.0, 2 / sd - 0.5])
+    assert st.n.tolist() == [503.0, 500.0, 501.0]
     keep = (1 - rowscore.SPREAD_RATE) ** 3
-    assert st.spread[0] == pytest.approx(keep + (1 - keep) * 2.0)
-    assert st.spread[1] == 1.0
+    assert st.spread[0] == pytest.approx(keep * 0.8 + (1 - keep) * 2.0)
+    assert st.spread[1] == 0.8
+    assert st.last_d.tolist()[0] == 1.0 and np.isnan(st.last_d[1]) and st.last_d[2] == -2.0
 
 
 def test_a_row_without_a_baseline_is_not_learned_from() -> None:
     st = RowState.new(2)
-    fold(st, np.array([0, 1]), np.array([5.0, 5.0]), np.array([np.nan, 4.0]),
-         np.full(2, np.nan), np.zeros(2))
+    idx = np.array([0, 1])
+    x, expected, scale = np.array([5.0, 5.0]), np.array([np.nan, 4.0]), np.full(2, np.nan)
+    fold(st, idx, x, expected, scale, residuals(st, idx, x, expected, scale, scale),
+         np.zeros(2))
     assert st.n.tolist() == [0.0, 1.0] and st.spread.tolist() == [0.0, 1.0]
-    s = change_scores(st, np.array([0, 1]), np.array([5.0, 50.0]), np.array([np.nan, 4.0]),
-                      np.full(2, np.nan))
-    assert s.tolist() == [0.0, 0.0]  # no scale: not warm, no score
+    x = np.array([5.0, 50.0])
+    r = residuals(st, idx, x, expected, scale, scale)
+    assert change_scores(st, idx, r, scale).tolist() == [0.0, 0.0]  # no scale: not warm
+    assert innovation_scores(r).tolist() == [0.0, 0.0]
+
+
+def test_the_autocorrelation_is_learned_near_zero_for_noise_and_high_for_a_smooth_series(
+        ) -> None:
+    rng = np.random.default_rng(9)
+    noise, smooth = RowState.new(1), RowState.new(1)
+    for t in range(600):
+        fold_one(noise, 10.0 + rng.normal(), 10.0, 1.0)
+        fold_one(smooth, 10.0 + np.sin(t / 40) + 0.05 * rng.normal(), 10.0, 1.0)
+    zero = np.zeros(1, dtype=np.int64)
+    assert autocorrelation(noise, zero)[0] == 0.0  # below RHO_MIN: treated as none
+    assert noise.lag[0] / noise.var[0] < rowscore.RHO_MIN
+    assert autocorrelation(smooth, zero)[0] > 0.95
+    # the smooth series' innovations are its noise, far below its deviations
+    assert smooth.inn[0] < 0.2 * smooth.spread[0]
+
+
+def test_an_innovation_is_what_the_previous_deviation_did_not_foretell() -> None:
+    st = learned(spread=0.1, rho=0.6)  # used: (0.6 - 0.2) / 0.8 = 0.5
+    st.last_d[:] = 4.0
+    idx = np.zeros(2, dtype=np.int64)
+    x, expected, scale = np.array([12.0, 14.0]), np.full(2, 10.0), np.full(2, 5.0)
+    r = residuals(st, idx, x, expected, scale, np.full(2, 0.5))
+    assert r.prev.tolist() == [4.0, 2.0]
+    assert r.e.tolist() == pytest.approx([2.0 - 0.5 * 4.0, 4.0 - 0.5 * 2.0])
+    # the innovations' scale: 1.2533 * 0.1, but never below the floor (0.5)
+    assert r.e_scale.tolist() == [0.5, 0.5]
+    ratio = np.array([0.0, 3.0 / 0.5 / rowscore.INNOVATION_Z])
+    assert innovation_scores(r) == pytest.approx(ratio**2 / (1 + ratio**2))
