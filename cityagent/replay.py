@@ -577,7 +577,7 @@ def _row_scores(engine: DetectionEngine, state: BucketState, rows_state: RowStat
     r = residuals(rows_state, sensor, x, expected, scale, floor)
     score = np.maximum.reduce([deviation, innovation_scores(r),
                                change_scores(rows_state, sensor, r, scale)])
-    fold(rows_state, sensor, x, expected, scale, r, score)
+    fold(rows_state, sensor, scale, r, score)
     return score
 
 

@@ -12,14 +12,14 @@ little state per sensor learned from individual readings:
   readings), each deviation capped at ``SPREAD_CLIP`` scales so one wild reading cannot
   blow it up, and learned ``ANOMALY_WEIGHT`` times slower from readings that scored as
   anomalous, so a level shift does not teach the scale that the shift is noise;
-* **autocorrelation and innovations**: the residuals ``u = (x - expected) / scale`` of a
-  smooth series (a daily cycle, a slow wave) are far from independent: the baseline lags the
-  series, and ``u`` stays on one side of it for hours. A CUSUM of such residuals fills up
+* **autocorrelation and innovations**: the deviations ``d = x - expected`` of a smooth
+  series (a daily cycle, a slow wave) are far from independent: the baseline lags the
+  series, and ``d`` stays on one side of it for hours. A CUSUM of such deviations fills up
   whatever its slack (with a daily sine sampled every 5 minutes, three rows in four scored
   0.5 or more, every score pinned at the cap). So each sensor learns the lag-1
-  autocorrelation ``rho`` of its residuals and judges the *innovation*
-  ``e = u - rho · u_previous``, the part of a reading its previous one did not foretell,
-  on the innovations' own spread. For independent noise ``rho`` is ~0 and ``e`` is ``u``;
+  autocorrelation ``rho`` of its deviations and judges the *innovation*
+  ``e = d - rho · d_previous``, the part of a reading its previous one did not foretell,
+  on the innovations' own spread. For independent noise ``rho`` is ~0 and ``e`` is ``d``;
   for a smooth series ``e`` is the noise, and a jump stands out of it;
 * **CUSUM**: a two-sided cumulative sum of standardised innovations
   ``z = clip(e / innovation scale, ±U_CLIP)`` with slack ``CUSUM_K``, scored against
@@ -27,7 +27,7 @@ little state per sensor learned from individual readings:
   a few readings of a noisy series.
 
 Everything is causal: a reading is scored with the state before the slice of event time
-it belongs to (like the engine's baselines), then folded in; its previous residual is the
+it belongs to (like the engine's baselines), then folded in; its previous deviation is the
 one of the sensor's reading just before it (in the slice or before). The functions are
 vectorised over the readings of a slice; a sensor with several readings in a slice is folded
 in one step (weights summed), so the cost per engine step is a handful of numpy calls.
@@ -217,23 +217,23 @@ def _ewma(old: np.ndarray, n: np.ndarray, m: np.ndarray, mean: np.ndarray,
     return keep * old + (1.0 - keep) * mean
 
 
-def fold(st: RowState, idx: np.ndarray, x: np.ndarray, expected: np.ndarray,
-         scale: np.ndarray, r: Residuals, score: np.ndarray) -> None:
+def fold(st: RowState, idx: np.ndarray, scale: np.ndarray, r: Residuals,
+         score: np.ndarray) -> None:
     """Learn from a slice's readings after they were scored (spread, autocorrelation,
     innovations' spread, CUSUM, latest residual; per sensor).
 
-    ``expected``: the baseline each reading was compared with (NaN: none yet, nothing to
-    learn); ``scale``: the scale its score used (NaN: not warm — the spread still learns,
+    ``r``: the slice's residuals (a NaN deviation: no baseline yet, nothing to learn);
+    ``scale``: the scale its score used (NaN: not warm — the spread still learns,
     the rest does not); ``score``: its final score (0.5 or more learns slowly).
     """
-    ok = np.isfinite(expected) & np.isfinite(x)
+    ok = np.isfinite(r.d)
     if not ok.any():
         return
-    idx, x, expected, scale, score = idx[ok], x[ok], expected[ok], scale[ok], score[ok]
+    idx, scale, score = idx[ok], scale[ok], score[ok]
     r = Residuals(*(a[ok] for a in r))
     sensors, inv = np.unique(idx, return_inverse=True)
     limit = np.where(np.isfinite(scale), SPREAD_CLIP * scale, np.inf)
-    dev = np.minimum(np.abs(x - expected), limit)
+    dev = np.minimum(np.abs(r.d), limit)
     weight = np.where(score >= 0.5, ANOMALY_WEIGHT, 1.0)
     m = np.bincount(inv, weights=weight, minlength=len(sensors))
     st.spread[sensors] = _ewma(st.spread[sensors], st.n[sensors], m,
@@ -263,7 +263,7 @@ def fold(st: RowState, idx: np.ndarray, x: np.ndarray, expected: np.ndarray,
     st.lag[sensors[hp]] = _ewma(st.lag[sensors], st.pairs[sensors], mp, lag, RHO_RATE)[hp]
     st.var[sensors[hp]] = _ewma(st.var[sensors], st.pairs[sensors], mp, var, RHO_RATE)[hp]
     st.pairs[sensors] += mp
-    z = np.where(warm, _standardised(r), 0.0)
+    z = _standardised(r)
     up = np.bincount(inv, weights=np.where(warm, z - CUSUM_K, 0.0), minlength=len(sensors))
     down = np.bincount(inv, weights=np.where(warm, -z - CUSUM_K, 0.0), minlength=len(sensors))
     st.pos[sensors] = np.clip(st.pos[sensors] + up, 0.0, CUSUM_CAP)

@@ -163,7 +163,7 @@ def fold_one(st: RowState, x: float, expected: float, scale: float, score: float
              floor: float = 0.0) -> None:
     idx = np.zeros(1, dtype=np.int64)
     xs, exp, sc = np.array([x]), np.array([expected]), np.array([scale])
-    fold(st, idx, xs, exp, sc, residuals(st, idx, xs, exp, sc, np.array([floor])),
+    fold(st, idx, sc, residuals(st, idx, xs, exp, sc, np.array([floor])),
          np.array([score]))
 
 
@@ -214,7 +214,7 @@ def test_readings_of_one_slice_fold_as_their_sum_and_do_not_see_each_other() -> 
     assert s[0] == pytest.approx(q**2 / (1 + q**2))
     # a reading's previous deviation is its sensor's reading before it, in the slice too
     assert np.isnan(r.prev[0]) and r.prev[2:].tolist() == [2.0, 3.0] and np.isnan(r.prev[1])
-    fold(st, idx, x, expected, scale, r, np.zeros(4))
+    fold(st, idx, scale, r, np.zeros(4))
     sd = 1.2533 * 0.8
     assert st.pos.tolist() == pytest.approx([(2 / sd - 0.5) + (3 / sd - 0.5) + (1 / sd - 0.5),
                                              0.0, 0.0])
@@ -230,7 +230,7 @@ def test_a_row_without_a_baseline_is_not_learned_from() -> None:
     st = RowState.new(2)
     idx = np.array([0, 1])
     x, expected, scale = np.array([5.0, 5.0]), np.array([np.nan, 4.0]), np.full(2, np.nan)
-    fold(st, idx, x, expected, scale, residuals(st, idx, x, expected, scale, scale),
+    fold(st, idx, scale, residuals(st, idx, x, expected, scale, scale),
          np.zeros(2))
     assert st.n.tolist() == [0.0, 1.0] and st.spread.tolist() == [0.0, 1.0]
     x = np.array([5.0, 50.0])
