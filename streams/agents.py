@@ -236,6 +236,10 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         buckets.keep_only(set(assigned))
+        readings = topics.readings.get_topic_name()
+        owned = sorted(tp.partition for tp in assigned if tp.topic == readings)
+        # Which worker owns which sensors: the line to look for when a bucket's alerts stop.
+        log.info("this worker now reads partitions %s of %s", owned, readings)
 
     @state_table.on_recover
     async def on_recovered() -> None:

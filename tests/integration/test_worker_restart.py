@@ -172,3 +172,86 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
     assert {v["window_start_ms"] for v in level} == {int(t0) * 1000}
     assert {v["severity"] for v in level} == {"orange"}  # 5.5 m: over 保证
     assert "checkpointed buckets of the" in log, log
+
+
+_OWNS = re.compile(r"this worker now reads partitions \[([\d, ]*)\]")
+
+
+def owned_partitions(worker) -> set[int] | None:
+    """The readings partitions a worker said it read last (None: no assignment logged yet)."""
+    found = _OWNS.findall(worker.log_path.read_text("utf-8", "replace"))
+    return {int(p) for p in found[-1].split(",") if p.strip()} if found else None
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
+        settings_factory, tmp_path) -> None:
+    """Two workers split the partitions; one is killed. The other takes its partitions over,
+    restores their checkpoints and incidents from the changelogs, and ends every episode as
+    the alert it began as: no sensor's breach opens a second episode or a second alert."""
+    settings = settings_factory(session_timeout_s=6)
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    everything = set(range(settings.partitions))
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    topic = settings.readings_topic
+    t0 = float(int(time.time()) // 2 * 2 - 600)  # on a boundary of the tests' 2 s windows
+    doomed = start_worker(settings, tmp_path / "worker-a.log")
+    survivor = start_worker(settings, tmp_path / "worker-b.log")
+    try:
+        def split() -> bool:
+            a, b = owned_partitions(doomed), owned_partitions(survivor)
+            return bool(a and b) and a | b == everything and not a & b
+        wait_until(split, 120, "the two workers did not split the partitions "
+                               f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})")
+        send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
+        send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
+        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                             until=lambda v: len(started(v)) >= len(BREACHING))
+        assert started(opened) == set(BREACHING), doomed.log_tail() + survivor.log_tail()
+        first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
+        consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                    until=lambda v: any(e["type"] == "opened" for e in v))
+        lost = owned_partitions(doomed)
+        assert lost and owned_partitions(survivor) == everything - lost  # no rebalance since
+        orphans = [s for s in BREACHING
+                   if partition_of_key(bucket_key(bucket_of(s)), settings.partitions) in lost]
+        assert orphans, "no breaching gauge on the doomed worker's partitions: nothing to test"
+        time.sleep(2)  # a few checkpoint intervals (0.5 s)
+        doomed.kill()
+
+        # The breaches go on while the survivor notices (session timeout 6 s) and takes over.
+        send(producer, topic, readings(BREACHING, 5.8, t0 + 20))
+        wait_until(lambda: owned_partitions(survivor) == everything, 90,
+                   "the survivor did not take over every partition")
+        # The gauges recede: two normal windows end each episode.
+        send(producer, topic, readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
+        values = consume_all(
+            settings.bootstrap, settings.anomalies_topic, timeout_s=120,
+            until=lambda v: {s for s, evs in level_events_by_sensor(v).items()
+                             if evs[-1]["phase"] == "end"} >= set(BREACHING))
+        events = consume_all(
+            settings.bootstrap, settings.alerts_topic, timeout_s=60,
+            until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
+                                for e in v))
+    finally:
+        doomed.stop()
+        survivor.stop()
+        producer.close()
+    by_sensor = level_events_by_sensor(values)
+    ended = {s for s, evs in by_sensor.items() if evs[-1]["phase"] == "end"}
+    assert ended == set(BREACHING), survivor.log_tail()
+    for sensor in BREACHING:  # the orphans above all: their state came from the changelog
+        evs = by_sensor[sensor]
+        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
+        assert evs[-1]["since_ms"] == int(t0 + 10) * 1000, f"{sensor}: {evs}"
+    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
+    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
+    assert [e["type"] for e in floods].count("opened") == 1
+    assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
