@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,14 @@ class ChildProcess:
         text = self.log_path.read_text("utf-8", "replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def assert_running(self) -> None:
+        """Fail now, with the end of its log, if the process has exited: a test waiting for
+        its output would otherwise wait out its whole timeout and report only that."""
+        code = self.proc.poll()
+        if code is not None:
+            raise AssertionError(f"{self.log_path.name}: the process exited with code {code}:\n"
+                                 f"{self.log_tail()}")
+
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
     """Environment that makes a child process (worker, API, simulator) use these settings."""
@@ -134,8 +142,10 @@ def start_api(settings: Settings, log_path: Path, timeout_s: float = 30.0) -> Ch
     raise AssertionError(f"the API did not come up:\n{api.log_tail()}")
 
 
-def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list:
-    """Records of a topic from its start until ``until(records)`` is true or time runs out."""
+def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0,
+                    watch: Iterable[ChildProcess] = ()) -> list:
+    """Records of a topic from its start until ``until(records)`` is true or time runs out;
+    fails at once if a process in ``watch`` (the worker that should write them) exits."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -144,6 +154,8 @@ def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0) 
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not until(records):
+            for process in watch:
+                process.assert_running()
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
     finally:
@@ -151,10 +163,13 @@ def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0) 
     return records
 
 
-def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list[dict]:
-    """JSON values of a topic from its start until ``until(values)`` is true or time runs out."""
+def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0,
+                watch: Iterable[ChildProcess] = ()) -> list[dict]:
+    """JSON values of a topic from its start until ``until(values)`` is true or time runs out
+    (or a process in ``watch`` exits: see consume_records)."""
     records = consume_records(
-        bootstrap, topic, lambda rs: until([orjson.loads(r.value) for r in rs]), timeout_s)
+        bootstrap, topic, lambda rs: until([orjson.loads(r.value) for r in rs]), timeout_s,
+        watch)
     return [orjson.loads(r.value) for r in records]
 
 

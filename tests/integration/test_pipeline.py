@@ -33,11 +33,15 @@ def reading(sensor: str, where: tuple[float, float], level: float, ts: float) ->
             "lon": where[0], "lat": where[1], "level_m": level}
 
 
-def wait_for_alerts(url: str, predicate, timeout_s: float = 60.0, **params) -> list[dict]:
+def wait_for_alerts(pipeline: Pipeline, predicate, timeout_s: float = 60.0, **params) -> list[dict]:
+    """The API's alerts once ``predicate`` holds; fails at once if the worker or API exits."""
     deadline = time.monotonic() + timeout_s
     alerts: list[dict] = []
     while time.monotonic() < deadline:
-        alerts = httpx.get(f"{url}/v1/alerts", headers=AUTH, params=params, timeout=5).json()["alerts"]
+        pipeline.worker.assert_running()
+        pipeline.api.assert_running()
+        alerts = httpx.get(f"{pipeline.url}/v1/alerts", headers=AUTH, params=params,
+                           timeout=5).json()["alerts"]
         if predicate(alerts):
             return alerts
         time.sleep(0.5)
@@ -54,7 +58,7 @@ def test_a_breach_posted_over_http_becomes_an_incident_operators_can_ack_and_res
     assert answer.status_code == 202, answer.text
     assert answer.json()["accepted"] == 3 and answer.json()["rejected"] == []
 
-    alerts = wait_for_alerts(pipeline.url, lambda a: any("jn-wl-e2e-1" in x["sensors"] for x in a))
+    alerts = wait_for_alerts(pipeline, lambda a: any("jn-wl-e2e-1" in x["sensors"] for x in a))
     alert = next(a for a in alerts if "jn-wl-e2e-1" in a["sensors"])
     assert alert["status"] == "open" and alert["family"] == "flood", str(alerts)
     assert alert["severity"] in ("orange", "red")  # over 保证 (5.0 m); a zone may add a step
@@ -74,7 +78,7 @@ def test_a_breach_posted_over_http_becomes_an_incident_operators_can_ack_and_res
     url = f"{pipeline.url}/v1/alerts/{alert['alert_id']}"
     ack = httpx.post(f"{url}/ack", headers=AUTH | {"x-operator": "wang"}, json={"note": "crew sent"})
     assert ack.status_code == 202, ack.text
-    acked = wait_for_alerts(pipeline.url, lambda a: a and a[0]["status"] == "acknowledged",
+    acked = wait_for_alerts(pipeline, lambda a: a and a[0]["status"] == "acknowledged",
                             city="370100")
     assert acked[0]["alert_id"] == alert["alert_id"] and "wang" in acked[0]["acknowledged_by"]
     # The gauge recedes; the operator resolves it. Still one alert, with its audit trail.
@@ -83,7 +87,7 @@ def test_a_breach_posted_over_http_becomes_an_incident_operators_can_ack_and_res
     assert back.status_code == 202
     assert httpx.post(f"{url}/resolve", headers=AUTH, json={}).status_code == 202
     resolved = wait_for_alerts(
-        pipeline.url, lambda a: any(x["status"] == "resolved" for x in a), city="370100")
+        pipeline, lambda a: any(x["status"] == "resolved" for x in a), city="370100")
     assert [a["alert_id"] for a in resolved] == [alert["alert_id"]]
     detail = httpx.get(url, headers=AUTH).json()
     types = [h["type"] for h in detail["history"]]
@@ -111,7 +115,7 @@ def test_invalid_items_are_named_by_index_and_only_valid_ones_stored(pipeline: P
     # The valid item reached Kafka; none of the rejected ones did.
     seen = consume_all(pipeline.settings.bootstrap, pipeline.settings.readings_topic,
                        until=lambda vs: any("jn-wl-bad-0" in v["sensor_id"] for v in vs),
-                       timeout_s=10)
+                       timeout_s=10, watch=(pipeline.worker,))
     ids = [s for v in seen for s in v["sensor_id"]]
     assert "jn-wl-bad-0" in ids
     assert not any(f"jn-wl-bad-{i}" in ids for i in range(1, 5))

@@ -140,7 +140,7 @@ def test_injected_breaches_become_alerts(settings_factory, tmp_path: Path):
         # hop, which a breach cut short by the end of the run may not move far enough.
         must = {s for s, kind in injected.items() if kind != "traffic"}
         records = consume_records(settings.bootstrap, settings.anomalies_topic,
-                           lambda r: alerted(r) >= must, timeout_s=60)
+                           lambda r: alerted(r) >= must, timeout_s=60, watch=(worker,))
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         got = alerted(records)
         assert must <= got <= set(injected), (sorted(got), sorted(injected), log_tail)
@@ -193,7 +193,7 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(settings_factory, t
                     if doc["detector"] == "level"}
 
         records = consume_records(settings.bootstrap, settings.anomalies_topic,
-                           lambda r: alerted(r) >= labelled, timeout_s=60)
+                           lambda r: alerted(r) >= labelled, timeout_s=60, watch=(worker,))
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         # Every burst sensor is detected, and nothing else is (the quiet fleet raises nothing).
         assert alerted(records) == labelled, f"worker log:\n{log_tail}"
@@ -204,7 +204,7 @@ def test_scenario_into_the_broker_alerts_on_labelled_sensors(settings_factory, t
 
         # The bursts reach operators as pipe incidents, each opened once, naming the sensors.
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                             until=lambda v: in_alerts(v) >= labelled)
+                             until=lambda v: in_alerts(v) >= labelled, watch=(worker,))
         assert in_alerts(events) == labelled, f"worker log:\n{log_tail}"
         pipe = [e for e in events if e["alert"] and e["alert"]["family"] == "pipe"]
         ids = {e["alert_id"] for e in pipe}

@@ -66,11 +66,11 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
         send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
         opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: len(started(v)) >= len(BREACHING))
+                             until=lambda v: len(started(v)) >= len(BREACHING), watch=(worker,))
         assert started(opened) == set(BREACHING), worker.log_tail()
         first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
         consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                    until=lambda v: any(e["type"] == "opened" for e in v))
+                    until=lambda v: any(e["type"] == "opened" for e in v), watch=(worker,))
         time.sleep(4)  # past Faust's 2.8 s commit interval: the restart must not replay phase 1
         worker.kill()
     finally:
@@ -86,11 +86,11 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         values = consume_all(
             settings.bootstrap, settings.anomalies_topic, timeout_s=120,
             until=lambda v: sum(a["phase"] == "end" and a["detector"] == "level"
-                                for a in v) >= len(BREACHING))
+                                for a in v) >= len(BREACHING), watch=(worker,))
         events = consume_all(
             settings.bootstrap, settings.alerts_topic, timeout_s=60,
             until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
-                                for e in v))
+                                for e in v), watch=(worker,))
     finally:
         worker.stop()
         producer.close()
@@ -145,7 +145,7 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
         send(producer, settings.readings_topic, readings(quiet, 5.5, t0))
         checkpointed = consume_records(
             settings.bootstrap, changelog, timeout_s=90,
-            until=lambda rs: {r.key.decode() for r in rs} >= buckets)
+            until=lambda rs: {r.key.decode() for r in rs} >= buckets, watch=(first,))
         assert {r.key.decode() for r in checkpointed} >= buckets, first.log_tail()
         # Each checkpoint sits in the changelog partition numbered like its bucket's readings
         # partition, the one Faust recovers on the worker that owns those readings.
@@ -163,7 +163,7 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
                           tmp_path / "worker-2.log")
     try:
         values = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: started(v) >= set(quiet))
+                             until=lambda v: started(v) >= set(quiet), watch=(second,))
         log = second.log_path.read_text("utf-8", "replace")
     finally:
         second.stop()
@@ -183,9 +183,11 @@ def owned_partitions(worker) -> set[int] | None:
     return {int(p) for p in found[-1].split(",") if p.strip()} if found else None
 
 
-def wait_until(condition, timeout_s: float, what: str) -> None:
+def wait_until(condition, timeout_s: float, what: str, watch=()) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
+        for process in watch:
+            process.assert_running()
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} within {timeout_s:g} s")
         time.sleep(0.5)
@@ -209,15 +211,16 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
             a, b = owned_partitions(doomed), owned_partitions(survivor)
             return bool(a and b) and a | b == everything and not a & b
         wait_until(split, 120, "the two workers did not split the partitions "
-                               f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})")
+                               f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})",
+                   watch=(doomed, survivor))
         send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
         send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
         opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: len(started(v)) >= len(BREACHING))
+                             until=lambda v: len(started(v)) >= len(BREACHING), watch=(doomed, survivor))
         assert started(opened) == set(BREACHING), doomed.log_tail() + survivor.log_tail()
         first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
         consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                    until=lambda v: any(e["type"] == "opened" for e in v))
+                    until=lambda v: any(e["type"] == "opened" for e in v), watch=(doomed, survivor))
         lost = owned_partitions(doomed)
         assert lost and owned_partitions(survivor) == everything - lost  # no rebalance since
         orphans = [s for s in BREACHING
@@ -229,17 +232,17 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         # The breaches go on while the survivor notices (session timeout 6 s) and takes over.
         send(producer, topic, readings(BREACHING, 5.8, t0 + 20))
         wait_until(lambda: owned_partitions(survivor) == everything, 90,
-                   "the survivor did not take over every partition")
+                   "the survivor did not take over every partition", watch=(survivor,))
         # The gauges recede: two normal windows end each episode.
         send(producer, topic, readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
         values = consume_all(
             settings.bootstrap, settings.anomalies_topic, timeout_s=120,
             until=lambda v: {s for s, evs in level_events_by_sensor(v).items()
-                             if evs[-1]["phase"] == "end"} >= set(BREACHING))
+                             if evs[-1]["phase"] == "end"} >= set(BREACHING), watch=(survivor,))
         events = consume_all(
             settings.bootstrap, settings.alerts_topic, timeout_s=60,
             until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
-                                for e in v))
+                                for e in v), watch=(survivor,))
     finally:
         doomed.stop()
         survivor.stop()

@@ -77,7 +77,7 @@ def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_p
         producer.flush()
         producer.close()
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                             until=lambda v: any(e["type"] == "opened" for e in v))
+                             until=lambda v: any(e["type"] == "opened" for e in v), watch=(worker,))
         opened = next(e for e in events if e["type"] == "opened")["alert"]
         assert "qd-test-school" in opened["zone_ids"], (opened, worker.log_tail())
         assert "school" in opened["zone_kinds"] and "education" in opened["departments"]
@@ -117,7 +117,7 @@ def test_a_maintenance_window_suppresses_and_records(settings_factory, tmp_path)
         producer.flush()
         producer.close()
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                             until=lambda v: {e["type"] for e in v} >= {"suppressed", "opened"})
+                             until=lambda v: {e["type"] for e in v} >= {"suppressed", "opened"}, watch=(worker,))
     finally:
         api.stop()
         worker.stop()
@@ -171,10 +171,10 @@ def test_routing_changes_live_and_duplicates_make_one_alert(settings_factory, tm
         for t in threads:
             t.join()
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                             until=lambda v: any(e["type"] == "opened" for e in v))
+                             until=lambda v: any(e["type"] == "opened" for e in v), watch=(worker,))
         time.sleep(3)  # let every duplicate through the worker
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=5,
-                             until=lambda v: False)
+                             until=lambda v: False, watch=(worker,))
     finally:
         api.stop()
         worker.stop()
