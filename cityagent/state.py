@@ -111,6 +111,10 @@ class BucketState:
     last_offset: int = -1
     #: Readings that came after their window had closed (counted, never silently lost).
     late_total: int = 0
+    #: Wall clock (ms) when the worker last moved the watermark (a batch, or its idle timer);
+    #: 0 = never. Checkpointed, so that a worker restoring the state knows how long the
+    #: bucket was idle while no worker ran: that downtime is event time too (silence).
+    clock_ms: int = 0
     #: Per-sensor parameters, derived from the configuration (never checkpointed).
     params_cache: tuple[object, int, object] | None = field(default=None, repr=False)
 
@@ -171,7 +175,7 @@ class BucketState:
             "format": _FORMAT, "panes": self.panes, "ids": self.ids, "columns": names,
             "detectors": list(DETECTORS),
             "watermark": self.watermark, "last_offset": self.last_offset,
-            "late_total": self.late_total,
+            "late_total": self.late_total, "clock_ms": self.clock_ms,
         })
         body = b"".join(np.ascontiguousarray(self.cols[n]).tobytes() for n in names)
         return struct.pack("<I", len(header)) + header + body
@@ -218,5 +222,5 @@ class BucketState:
         return cls(
             panes=panes, ids=ids, index={s: i for i, s in enumerate(ids)}, cols=cols,
             watermark=int(head["watermark"]), last_offset=int(head["last_offset"]),
-            late_total=int(head["late_total"]),
+            late_total=int(head["late_total"]), clock_ms=int(head.get("clock_ms", 0)),
         )

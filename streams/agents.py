@@ -62,6 +62,9 @@ class _Buckets:
         self.last_input: dict[str, float] = {}  # bucket → monotonic time of its last batch
         self.partition_of: dict[str, Any] = {}  # bucket → the TP its batches come from
         self.consumed: dict[Any, int] = {}  # TP → offset of the last message applied
+        #: bucket → ms it sat idle while no worker ran (adopted from a checkpoint, no reading
+        #: since): added to its event time once its partition is known to be consumed.
+        self.away_ms: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.pending: list[Any] = []  # events applied to state but not yet checkpointed
         self.stream: faust.StreamT | None = None
@@ -105,8 +108,12 @@ class _Buckets:
 
         Each adopted bucket's idle clock starts now. Its partition counts as consumed up to
         the last message in its checkpoint, so once the partition has nothing newer the
-        timer advances it after one idle period, as for a bucket that was never away.
+        timer advances it after one idle period, as for a bucket that was never away, and by
+        the time it was away too (``away_ms``: since the checkpointed state's clock), so a
+        sensor that fell silent before a crash is found silent at once, not only once the new
+        worker has itself waited out the silence limit.
         """
+        now_ms = _now_ms()
         adopted = 0
         for key in list(self.table.keys()):
             bucket = _text(key).strip('"')  # a checkpoint from before raw keys: '"b007"'
@@ -117,6 +124,8 @@ class _Buckets:
                 continue  # a standby copy of another worker's bucket
             state = self.get(bucket)
             self.touch(bucket, tp)
+            if state.clock_ms:
+                self.away_ms[bucket] = max(0, now_ms - state.clock_ms)
             self.consumed[tp] = max(self.consumed.get(tp, -1), state.last_offset)
             adopted += 1
         return adopted
@@ -130,6 +139,7 @@ class _Buckets:
         for bucket in list(self.states):
             if self.partition_of.get(bucket) not in assigned:
                 self.states.pop(bucket, None)
+                self.away_ms.pop(bucket, None)
                 self.last_input.pop(bucket, None)
                 self.partition_of.pop(bucket, None)
         for tp in list(self.consumed):
@@ -190,8 +200,11 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             buckets.touch(bucket, message.tp)
             if message.offset <= state.last_offset:
                 continue  # redelivered after a restart: already in the checkpointed state
-            outcome = detector.process_batch(batch, state, _now_ms())
+            now_ms = _now_ms()
+            outcome = detector.process_batch(batch, state, now_ms)
             state.last_offset = message.offset
+            state.clock_ms = now_ms
+            buckets.away_ms.pop(bucket, None)  # its readings carry the event time now
             buckets.dirty.add(bucket)
             counters.batches_total += 1
             counters.readings_total += outcome.readings
@@ -218,10 +231,15 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             # A partition still being worked through keeps its buckets' clocks; but a bucket
             # with no message for STALLED_IDLES idle periods is quiet whatever the consumer's
             # bookkeeping says (its high watermark can be missing), so silence is still found.
-            if (not buckets.caught_up(app, bucket)
-                    and idle_ms < STALLED_IDLES * windows.idle_ms):
+            caught_up = buckets.caught_up(app, bucket)
+            if not caught_up and idle_ms < STALLED_IDLES * windows.idle_ms:
                 continue
-            result = detector.engine.advance(state, state.watermark + int(idle_ms), _now_ms())
+            # The downtime only once nothing of the bucket can be waiting in the partition.
+            away_ms = buckets.away_ms.pop(bucket, 0) if caught_up else 0
+            now_ms = _now_ms()
+            result = detector.engine.advance(state, state.watermark + int(idle_ms) + away_ms,
+                                             now_ms)
+            state.clock_ms = now_ms
             buckets.last_input[bucket] = now
             if result.windows or result.anomalies:
                 buckets.dirty.add(bucket)

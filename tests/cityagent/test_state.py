@@ -37,6 +37,7 @@ def busy_state() -> BucketState:
             + [("jn-tr-1", "traffic", t + 500, 30.0 + w)]), now_ms=0)
     engine.process(state, series("jn-wl-1", "water_level", [(T0, 9.0)]), 0)  # late
     state.last_offset = 4711
+    state.clock_ms = 1_767_225_600_123
     return state
 
 
@@ -46,8 +47,8 @@ def test_a_state_round_trips_exactly() -> None:
     assert (state.cols["ep_since"] != NO_TS).any()  # episodes are open
     copy = BucketState.from_bytes(state.to_bytes())
     assert copy.ids == state.ids and copy.index == state.index
-    assert (copy.panes, copy.watermark, copy.last_offset, copy.late_total) == (
-        state.panes, state.watermark, 4711, 1)
+    assert (copy.panes, copy.watermark, copy.last_offset, copy.late_total, copy.clock_ms) == (
+        state.panes, state.watermark, 4711, 1, 1_767_225_600_123)
     assert set(copy.cols) == set(state.cols) == set(COLUMNS)
     for name, column in state.cols.items():
         assert copy.cols[name].dtype == column.dtype, name
@@ -70,7 +71,8 @@ def test_a_round_tripped_state_is_independent_and_goes_on_the_same_way() -> None
 
 def test_an_empty_state_round_trips() -> None:
     copy = BucketState.from_bytes(BucketState(panes=3).to_bytes())
-    assert (len(copy), copy.panes, copy.watermark, copy.late_total) == (0, 3, NO_TS, 0)
+    assert (len(copy), copy.panes, copy.watermark, copy.late_total, copy.clock_ms) == (
+        0, 3, NO_TS, 0, 0)
     assert copy.cols["pane_k"].shape == (0, 3)
 
 

@@ -54,6 +54,10 @@ def started(values: list[dict]) -> set[str]:
     return {v["sensor_id"] for v in values if v["detector"] == "level" and v["phase"] == "start"}
 
 
+def silent(values: list[dict]) -> set[str]:
+    return {v["sensor_id"] for v in values if v["detector"] == "silence" and v["phase"] == "start"}
+
+
 def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) -> None:
     settings = settings_factory(session_timeout_s=6)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
@@ -111,16 +115,20 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
     assert floods[-1]["alert"]["correlated"] is True
 
 
-def _with_idle(tmp_path, seconds: int):
-    """The packaged detection settings with 2 s windows, 1 s grace and the idle timer's period
-    set to ``seconds``. (In the file, not the environment: a window size given in the
+def _with_idle(tmp_path, seconds: int, silence_min_s: int = 30):
+    """The packaged detection settings with 2 s windows, 1 s grace, the idle timer's period
+    set to ``seconds``, report intervals learned (not 60 s per kind) and sensors silent
+    after ``silence_min_s``. (In the file, not the environment: a window size given in the
     environment also caps the idle period at one window.)"""
     text = (Path(cityagent.__file__).parent / "data" / "detection.toml").read_text("utf-8")
     changed = text
-    for key, value in (("size_s", 2), ("grace_s", 1), ("idle_s", seconds)):
+    for key, value in (("size_s", 2), ("grace_s", 1), ("idle_s", seconds),
+                       ("silence_min_s", silence_min_s)):
         changed, found = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", changed, count=1)
         assert found == 1, key
-    path = tmp_path / f"detection-idle-{seconds}.toml"
+    changed, found = re.subn(r"(?m)^expected_interval_s = 60\b", "expected_interval_s = 0", changed)
+    assert found == 3, "expected_interval_s"
+    path = tmp_path / f"detection-idle-{seconds}-silence-{silence_min_s}.toml"
     path.write_text(changed, "utf-8")
     return path
 
@@ -129,7 +137,9 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
         settings_factory, tmp_path) -> None:
     """Gauges breach once and then fall silent while their worker is down. The next worker
     gets no reading of theirs, so it must load their buckets from the checkpoints itself
-    and close the open windows by its clock: the breach is reported all the same."""
+    and close the open windows by its clock: the breach is reported all the same. And the
+    time no worker ran counts: the gauges, quiet for longer than the silence limit by then,
+    are found silent at once, quiet for all that time, not after the limit has passed again."""
     settings = settings_factory(session_timeout_s=6, window_s=None, grace_s=None)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
     quiet = [f"jn-wl-quiet-{i:03d}" for i in range(40)]
@@ -139,10 +149,14 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
     changelog = f"{settings.app_id}-detector_state-changelog"
     # The first worker's idle timer would close the window itself within seconds: give it
     # ten minutes, so that only the restarted worker (one second) can.
-    first = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 600)),
+    limit_s = 10  # the silence limit; the second worker starts after more than that
+    first = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 600, limit_s)),
                          tmp_path / "worker-1.log")
     try:
+        # Two readings each, in two messages: a report interval is learned between batches.
+        send(producer, settings.readings_topic, readings(quiet, 2.0, t0 - 2))
         send(producer, settings.readings_topic, readings(quiet, 5.5, t0))
+        sent = time.monotonic()
         checkpointed = consume_records(
             settings.bootstrap, changelog, timeout_s=90,
             until=lambda rs: {r.key.decode() for r in rs} >= buckets, watch=(first,))
@@ -159,11 +173,13 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
                          until=lambda v: False)
     assert not started(before), "the first worker closed the window: nothing left to test"
 
-    second = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 1)),
+    time.sleep(max(0.0, sent + limit_s + 2 - time.monotonic()))
+    second = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 1, limit_s)),
                           tmp_path / "worker-2.log")
     try:
         values = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: started(v) >= set(quiet), watch=(second,))
+                             until=lambda v: started(v) >= set(quiet)
+                             and silent(v) >= set(quiet), watch=(second,))
         log = second.log_path.read_text("utf-8", "replace")
     finally:
         second.stop()
@@ -172,6 +188,12 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
     assert {v["window_start_ms"] for v in level} == {int(t0) * 1000}
     assert {v["severity"] for v in level} == {"orange"}  # 5.5 m: over 保证
     assert "checkpointed buckets of the" in log, log
+    # Found at the first tick after the load, quiet for the whole downtime (over limit_s + 2
+    # s); without it they would be found once quiet for just over limit_s, by the new
+    # worker's clock alone.
+    silence = [v for v in values if v["detector"] == "silence" and v["phase"] == "start"]
+    assert {v["sensor_id"] for v in silence} == set(quiet)
+    assert min(v["observed"] for v in silence) > limit_s + 2, silence
 
 
 _OWNS = re.compile(r"this worker now reads partitions \[([\d, ]*)\]")
