@@ -58,61 +58,78 @@ def silent(values: list[dict]) -> set[str]:
     return {v["sensor_id"] for v in values if v["detector"] == "silence" and v["phase"] == "start"}
 
 
+def breach(settings, producer: KafkaProducer, t0: float, watch) -> dict[str, str]:
+    """Phase 1: sixty gauges spread over many buckets go over the red line; wait for their
+    episodes and the flood alert; return each gauge's anomaly id."""
+    send(producer, settings.readings_topic, readings(NORMAL + BREACHING, 2.0, t0))
+    send(producer, settings.readings_topic,
+         readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
+    opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                         until=lambda v: len(started(v)) >= len(BREACHING), watch=watch)
+    assert started(opened) == set(BREACHING), "\n".join(w.log_tail() for w in watch)
+    consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                until=lambda v: any(e["type"] == "opened" for e in v), watch=watch)
+    return {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
+
+
+def recede(settings, producer: KafkaProducer, t0: float, watch) -> tuple[list, list]:
+    """Last phase: the gauges recede (two normal windows end an episode); wait until every
+    episode has ended and the alert has no active sensor; (anomalies, alert events)."""
+    send(producer, settings.readings_topic,
+         readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
+    values = consume_all(
+        settings.bootstrap, settings.anomalies_topic, timeout_s=120,
+        until=lambda v: {s for s, evs in level_events_by_sensor(v).items()
+                         if evs[-1]["phase"] == "end"} >= set(BREACHING), watch=watch)
+    events = consume_all(
+        settings.bootstrap, settings.alerts_topic, timeout_s=60,
+        until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
+                            for e in v), watch=watch)
+    return values, events
+
+
+def assert_one_episode_and_alert_each(values: list, events: list, first_ids: dict[str, str],
+                                      t0: float, log: str) -> None:
+    """Every gauge's episode ended under the id it began with, from its first breach; and
+    the sixty stayed one flood incident, opened once: the same alert all along."""
+    by_sensor = level_events_by_sensor(values)
+    ended = {s for s, evs in by_sensor.items() if evs[-1]["phase"] == "end"}
+    assert ended == set(BREACHING), log
+    for sensor in BREACHING:
+        evs = by_sensor[sensor]
+        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
+        assert evs[-1]["since_ms"] == int(t0 + 10) * 1000, f"{sensor}: {evs}"
+        assert evs[-1]["severity"] == "orange", f"{sensor}: {evs}"  # 5.5 m: over 保证
+    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
+    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
+    assert [e["type"] for e in floods].count("opened") == 1
+    assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
+    assert floods[-1]["alert"]["correlated"] is True
+
+
 def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) -> None:
     settings = settings_factory(session_timeout_s=6)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
-    topic = settings.readings_topic
     t0 = float(int(time.time()) // 2 * 2 - 600)  # on a boundary of the tests' 2 s windows
     worker = start_worker(settings, tmp_path / "worker-1.log")
     try:
-        # 1. Sixty gauges spread over many buckets go over the red line.
-        send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
-        send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
-        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: len(started(v)) >= len(BREACHING), watch=(worker,))
-        assert started(opened) == set(BREACHING), worker.log_tail()
-        first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
-        consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                    until=lambda v: any(e["type"] == "opened" for e in v), watch=(worker,))
+        first_ids = breach(settings, producer, t0, watch=(worker,))  # 1. sixty gauges breach
         time.sleep(4)  # past Faust's 2.8 s commit interval: the restart must not replay phase 1
         worker.kill()
     finally:
         worker.stop()
 
     # 2. While no worker runs, the breaches continue; then a new worker starts.
-    send(producer, topic, readings(BREACHING, 5.8, t0 + 20))
+    send(producer, settings.readings_topic, readings(BREACHING, 5.8, t0 + 20))
     worker = start_worker(settings, tmp_path / "worker-2.log")
     try:
         # 3. The gauges recede: every episode must end as the alert it began as.
-        # (two normal windows end an episode)
-        send(producer, topic, readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
-        values = consume_all(
-            settings.bootstrap, settings.anomalies_topic, timeout_s=120,
-            until=lambda v: sum(a["phase"] == "end" and a["detector"] == "level"
-                                for a in v) >= len(BREACHING), watch=(worker,))
-        events = consume_all(
-            settings.bootstrap, settings.alerts_topic, timeout_s=60,
-            until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
-                                for e in v), watch=(worker,))
+        values, events = recede(settings, producer, t0, watch=(worker,))
     finally:
         worker.stop()
         producer.close()
-    by_sensor = level_events_by_sensor(values)
-    ended = {s for s, evs in by_sensor.items() if evs[-1]["phase"] == "end"}
-    assert ended == set(BREACHING), worker.log_tail()
-    for sensor in BREACHING:
-        evs = by_sensor[sensor]
-        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
-        assert evs[-1]["since_ms"] == int(t0 + 10) * 1000, f"{sensor}: {evs}"
-        assert evs[-1]["severity"] == "orange", f"{sensor}: {evs}"  # 5.5 m: over 保证
-    # One flood incident for the sixty gauges, opened once, across the restart and the
-    # redelivered anomalies: the same alert all along.
-    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
-    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
-    assert [e["type"] for e in floods].count("opened") == 1
-    assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
-    assert floods[-1]["alert"]["correlated"] is True
+    assert_one_episode_and_alert_each(values, events, first_ids, t0, worker.log_tail())
 
 
 def _with_idle(tmp_path, seconds: int, silence_min_s: int = 30):
@@ -235,14 +252,7 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         wait_until(split, 120, "the two workers did not split the partitions "
                                f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})",
                    watch=(doomed, survivor))
-        send(producer, topic, readings(NORMAL + BREACHING, 2.0, t0))
-        send(producer, topic, readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
-        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
-                             until=lambda v: len(started(v)) >= len(BREACHING), watch=(doomed, survivor))
-        assert started(opened) == set(BREACHING), doomed.log_tail() + survivor.log_tail()
-        first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
-        consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                    until=lambda v: any(e["type"] == "opened" for e in v), watch=(doomed, survivor))
+        first_ids = breach(settings, producer, t0, watch=(doomed, survivor))
         lost = owned_partitions(doomed)
         assert lost and owned_partitions(survivor) == everything - lost  # no rebalance since
         orphans = [s for s in BREACHING
@@ -255,28 +265,11 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         send(producer, topic, readings(BREACHING, 5.8, t0 + 20))
         wait_until(lambda: owned_partitions(survivor) == everything, 90,
                    "the survivor did not take over every partition", watch=(survivor,))
-        # The gauges recede: two normal windows end each episode.
-        send(producer, topic, readings(BREACHING, 1.0, t0 + 30) + readings(BREACHING, 1.0, t0 + 32))
-        values = consume_all(
-            settings.bootstrap, settings.anomalies_topic, timeout_s=120,
-            until=lambda v: {s for s, evs in level_events_by_sensor(v).items()
-                             if evs[-1]["phase"] == "end"} >= set(BREACHING), watch=(survivor,))
-        events = consume_all(
-            settings.bootstrap, settings.alerts_topic, timeout_s=60,
-            until=lambda v: any(e["alert"] and e["alert"]["active_sensor_count"] == 0
-                                for e in v), watch=(survivor,))
+        # The gauges recede: every episode must end as the alert it began as.
+        values, events = recede(settings, producer, t0, watch=(survivor,))
     finally:
         doomed.stop()
         survivor.stop()
         producer.close()
-    by_sensor = level_events_by_sensor(values)
-    ended = {s for s, evs in by_sensor.items() if evs[-1]["phase"] == "end"}
-    assert ended == set(BREACHING), survivor.log_tail()
-    for sensor in BREACHING:  # the orphans above all: their state came from the changelog
-        evs = by_sensor[sensor]
-        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
-        assert evs[-1]["since_ms"] == int(t0 + 10) * 1000, f"{sensor}: {evs}"
-    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
-    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
-    assert [e["type"] for e in floods].count("opened") == 1
-    assert floods[-1]["alert"]["sensor_count"] == len(BREACHING)
+    # The orphans above all: their state came from the changelog.
+    assert_one_episode_and_alert_each(values, events, first_ids, t0, survivor.log_tail())
