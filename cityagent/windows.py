@@ -73,7 +73,8 @@ def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.nda
     if order is None:
         order = np.lexsort((ts, rows))
     out = ClosedWindows.empty(len(rows) + 2 * len(state))
-    late, closed, newest = _fold(state.columns(), rows, ts, x, order, state.watermark,
+    keep = np.zeros(len(rows), dtype=np.bool_)
+    late, closed, newest = _fold(state.columns(), rows, ts, x, order, keep, state.watermark,
                                  cfg.size_ms, cfg.grace_ms, state.panes, *_outputs(out))
     state.late_total += late
     if newest != NO_TS:
@@ -130,11 +131,14 @@ def _close(c, row: int, slot: int, panes: int, at: int, o_rows, o_k, o_n, o_tota
 
 
 @njit
-def _fold(c, rows, ts, x, order, watermark: int, size: int, grace: int, panes: int,
+def _fold(c, rows, ts, x, order, keep, watermark: int, size: int, grace: int, panes: int,
           o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
-    """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts)."""
+    """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts).
+
+    ``keep``: a False array as long as ``rows``, marked for the readings folded (the kernels
+    allocate nothing: ``cityagent.detectors._jit``).
+    """
     m = len(rows)
-    keep = np.zeros(m, dtype=np.bool_)
     late = 0
     newest = NO_TS
     for i in range(m):

@@ -61,7 +61,15 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 #: exception), cached on disk (only the first process on a machine pays the compile), and
 #: inlined into the caller: the kernels call many small functions per window, and a call
 #: that passes a state's ~30 arrays costs more in reference counting than the work.
-njit = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+#:
+#: Without numba's reference counting (``_nrt=False``, numba's own switch, used in its issue
+#: #2350 for this very cost): every array a kernel touches belongs to the Python caller, who
+#: holds it for the call, so counting references to it (and to each row view and tuple of
+#: columns the detectors make, one atomic call each, ~10 per window that numba's pruning
+#: leaves in branching code) is pure cost — it was 70 % of the judging time. The price: a
+#: kernel cannot allocate or return an array (it fails to compile if it tries), so buffers
+#: are passed in (``windows._fold``'s ``keep``, the ``Events`` buffer).
+njit = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always", _nrt=False)
 
 
 @njit
