@@ -77,6 +77,9 @@ class ReadingBatch:
     lat: np.ndarray  # float64
     district: np.ndarray  # int64 administrative code, 0 = not tagged
     values: dict[str, np.ndarray]  # float64 per value field
+    #: ``kind`` as wire codes (``kind_codes()``), when known: decoding has them, and the
+    #: detectors, which work on codes, then need not compare kind names per batch.
+    codes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -115,17 +118,20 @@ class ReadingBatch:
             lat=self.lat[index],
             district=self.district[index],
             values={k: v[index] for k, v in self.values.items()},
+            codes=None if self.codes is None else self.codes[index],
         )
 
     def with_districts(self, district: np.ndarray) -> ReadingBatch:
         """The same rows tagged with these district codes."""
         return ReadingBatch(
             self.sensor_id, self.kind, self.ts_ms, self.lon, self.lat,
-            np.asarray(district, dtype=np.int64), self.values,
+            np.asarray(district, dtype=np.int64), self.values, self.codes,
         )
 
     def kind_codes(self) -> np.ndarray:
-        """The kind of each row as its wire code (the index in KINDS)."""
+        """The kind of each row as its wire code (the index in KINDS; -1: not one of them)."""
+        if self.codes is not None:
+            return self.codes
         codes = np.full(len(self), -1, dtype=np.int64)
         for code, kind in enumerate(KINDS):
             codes[self.kind == kind] = code
@@ -192,7 +198,7 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         raise InvalidBatch(f"expected a batch object with \"v\": {WIRE_VERSION}; got {got!r}")
     try:
         ids = doc["sensor_id"]
-        if not isinstance(ids, list) or not all(type(s) is str for s in ids):
+        if not isinstance(ids, list) or not set(map(type, ids)) <= {str}:
             raise InvalidBatch("batch column 'sensor_id' must be a list of texts")
         # Object dtype: the ids stay the str objects orjson made (a fixed-width str array
         # costs a copy per id, and the detection state maps ids through a dict anyway).
@@ -211,7 +217,9 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         of_kind = [codes == code for code in range(len(KINDS))]
         for name in ALL_VALUE_FIELDS:
             column = np.full(n, np.nan)
-            column[of_kind[_FIELD_KIND[name]]] = np.array(doc.get(name) or [], dtype=np.float64)
+            listed = doc.get(name)
+            if listed or of_kind[_FIELD_KIND[name]].any():  # else: no row of its kind
+                column[of_kind[_FIELD_KIND[name]]] = np.array(listed or [], dtype=np.float64)
             values[name] = column
     except KeyError as exc:
         raise InvalidBatch(f"batch lacks column {exc.args[0]!r}") from None
@@ -219,4 +227,4 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         raise InvalidBatch(f"batch has a column of the wrong type or length: {exc}") from None
     if any(c.shape != (n,) for c in (ts_ms, lon, lat, district)):
         raise InvalidBatch(f"batch columns differ in length (sensor_id has {n})")
-    return ReadingBatch(sensor_id, _KIND_NAMES[codes], ts_ms, lon, lat, district, values)
+    return ReadingBatch(sensor_id, _KIND_NAMES[codes], ts_ms, lon, lat, district, values, codes)

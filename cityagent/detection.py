@@ -170,7 +170,7 @@ class DetectionEngine:
             return DetectionResult()
         rows, new = state.rows_of(batch.sensor_id)
         c = state.cols
-        kinds = _kind_codes(batch.kind)
+        kinds = _kind_codes(batch)
         if new:
             unset = c["kind"][rows] < 0
             c["kind"][rows[unset]] = kinds[unset]
@@ -228,7 +228,7 @@ class DetectionEngine:
         params = self.params(state)
         p = {k: v[rows] for k, v in params.items()}
         c = state.cols
-        x = _watched_values(batch, _kind_codes(batch.kind), self.config)[ok]
+        x = _watched_values(batch, _kind_codes(batch), self.config)[ok]
         slot = tod_slot(batch.ts_ms[ok])
         tod_n = c["tod_n"][rows, slot]
         use_tod = (p["time_of_day"] > 0) & (tod_n >= 3 * p["deviation_warmup"])
@@ -339,11 +339,14 @@ def _finite(value: Any) -> float:
     return round(f, 6) if np.isfinite(f) else 0.0
 
 
-def _kind_codes(kinds: np.ndarray) -> np.ndarray:
-    out = np.full(len(kinds), KIND_CODES[GENERIC], dtype=np.int8)
+def _kind_codes(batch: ReadingBatch) -> np.ndarray:
+    """Each reading's kind code (``KIND_CODES``; a kind the wire does not know is generic)."""
+    if batch.codes is not None:  # decoded from the wire: the same codes, all known
+        return batch.codes
+    out = np.full(len(batch), KIND_CODES[GENERIC], dtype=np.int8)
     for kind, code in KIND_CODES.items():
         if kind != GENERIC:
-            out[kinds == kind] = code
+            out[batch.kind == kind] = code
     return out
 
 
@@ -351,10 +354,7 @@ def _watched_values(batch: ReadingBatch, kinds: np.ndarray, config: DetectionCon
     """The value each kind's detectors watch (``field`` in detection.toml)."""
     x = np.full(len(batch), np.nan)
     for kind, code in KIND_CODES.items():
-        rows = kinds == code
-        if not rows.any():
-            continue
         column = batch.values.get(config.kinds[kind].field)
         if column is not None:
-            x[rows] = column[rows]
+            np.copyto(x, column, where=kinds == code)
     return x

@@ -65,3 +65,16 @@ def test_split_by_bucket_puts_each_sensor_in_its_own_bucket_only() -> None:
 def test_malformed_batches_are_rejected_with_a_reason(data: bytes, words: str) -> None:
     with pytest.raises(InvalidBatch, match=words):
         decode_batch(data)
+
+
+def test_decoded_kind_codes_are_the_detectors_codes_and_follow_take() -> None:
+    from cityagent.detectors.config import KIND_CODES
+
+    batch = ReadingBatch.from_readings(readings(6))
+    back = decode_batch(encode_batch(batch))
+    assert back.codes is not None
+    # The detectors use the decoded codes as their own kind codes (detection._kind_codes).
+    assert back.codes.tolist() == [KIND_CODES[k] for k in batch.kind.tolist()]
+    assert back.kind_codes().tolist() == batch.kind_codes().tolist()
+    picked = back.take(np.array([4, 1]))
+    assert picked.codes is not None and picked.codes.tolist() == [KIND_CODES["water_level"]] * 2
