@@ -14,7 +14,7 @@ from control.bench import BENCH_WINDOW_S, PARTITIONS, build_workload
 
 
 @pytest.mark.parametrize(("readings", "sensors", "per_message"),
-                         [(30_000, 2_000, 100), (20_000, 500, 500)])
+                         [(30_000, 2_000, 100), (40_000, 500, 50)])
 def test_each_marker_is_detected_by_the_message_the_timing_assumes(
         readings: int, sensors: int, per_message: int) -> None:
     work = build_workload(readings=readings, sensors=sensors, per_message=per_message)
@@ -24,11 +24,16 @@ def test_each_marker_is_detected_by_the_message_the_timing_assumes(
     numbers: dict[int, list[int]] = {}  # partition → its messages' numbers, in order
     sizes: list[int] = []
     found: dict[tuple[str, int], tuple[int, int]] = {}  # marker → (partition, message number)
+    first_seen: dict[int, set[int]] = {}  # partition → numbers of messages with a new sensor
+    seen: set[str] = set()
     late = 0
     for number, (key, value, partition) in enumerate(work.messages):
         numbers.setdefault(partition, []).append(number)
         batch = decode_batch(value)
         sizes.append(len(batch))
+        if not seen.issuperset(batch.sensor_id.tolist()):
+            seen.update(batch.sensor_id.tolist())
+            first_seen.setdefault(partition, set()).add(number)
         state = states.setdefault(key, detector.engine.new_state())
         outcome = detector.process_batch(batch, state, 0)
         late += outcome.late
@@ -38,14 +43,18 @@ def test_each_marker_is_detected_by_the_message_the_timing_assumes(
 
     assert late == 0
     assert len(work.start_markers) == len(work.end_markers) == PARTITIONS
-    for m in work.start_markers:  # the prelude: the partition's first message
-        assert found[(m.sensor_id, m.ts_ms)] == (m.partition, numbers[m.partition][0])
     timed = 0
-    for m in work.end_markers:  # closed_by counts the partition's messages after its prelude
-        own = numbers[m.partition]
-        assert found[(m.sensor_id, m.ts_ms)] == (m.partition, own[m.closed_by + 1])
-        assert m.closed_by + 1 >= len(own) - 256  # among the flush messages at the end
-        timed += sum(sizes[n] for n in own[1:m.closed_by + 2])
+    for start, end in zip(work.start_markers, work.end_markers, strict=True):
+        assert start.partition == end.partition
+        own = numbers[start.partition]
+        # Each is detected by the message the workload says closes its window.
+        assert found[(start.sensor_id, start.ts_ms)] == (start.partition, own[start.closed_by])
+        assert found[(end.sensor_id, end.ts_ms)] == (end.partition, own[end.closed_by])
+        assert end.closed_by >= len(own) - 256  # among the flush messages at the end
+        timed_messages = own[start.closed_by + 1:end.closed_by + 1]
+        timed += sum(sizes[n] for n in timed_messages)
+        # Every sensor's first reading is behind the timing.
+        assert max(n for n in first_seen[start.partition]) < own[start.closed_by + 1]
     # The markers are the only level breaches in the data.
     assert len([k for k in found if k in {(m.sensor_id, m.ts_ms) for m in
                                           work.start_markers + work.end_markers}]) == 16
