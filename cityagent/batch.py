@@ -217,9 +217,7 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         of_kind = [codes == code for code in range(len(KINDS))]
         for name in ALL_VALUE_FIELDS:
             column = np.full(n, np.nan)
-            listed = doc.get(name)
-            if listed or of_kind[_FIELD_KIND[name]].any():  # else: no row of its kind
-                column[of_kind[_FIELD_KIND[name]]] = np.array(listed or [], dtype=np.float64)
+            column[of_kind[_FIELD_KIND[name]]] = np.array(doc.get(name) or [], dtype=np.float64)
             values[name] = column
     except KeyError as exc:
         raise InvalidBatch(f"batch lacks column {exc.args[0]!r}") from None

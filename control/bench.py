@@ -14,19 +14,18 @@ Each run, on its own topics (uuid prefix, 8 partitions) and consumer group:
 4. **Agent**: ``python -m streams`` is started on the topic (its configured checkpoint
    interval, every detector on, one-second windows without grace so that a window closes
    with the next round of its bucket) and timed by markers planted in the data. In every
-   partition a *start marker* (a level breach) sits in its first water or pipe reading
-   after the last message that brought a sensor it had not seen, and an *end marker* in
-   the last round of the
-   bucket whose final message ends the partition; these are the only breaches, so each
-   raises exactly one ``start`` anomaly stamped with the worker's clock (``detected_at_ms``)
-   when it processed the message that *closes* the marker's window (the bucket's first
-   message with a reading of a later window), a message the workload knows. Agent time =
-   max(end detections) − min(start detections); the readings timed are those of the
-   messages after each partition's start closing message up to its end closing message.
-   Start-up, every sensor's first reading (its state row created, once in a worker's
-   life), the message after and the idle timer are outside the interval: the rate
-   is the steady state's, and errs low, never high (a partition whose start closes later
-   than the first one's has readings processed in the interval that are not counted).
+   partition a *start marker* (a level breach) sits in the earliest water or pipe reading of
+   its first message after the last one that brought a sensor it had not seen, and an *end
+   marker* in the last round of the bucket whose final message ends the partition; these are
+   the only breaches, so each raises exactly one ``start`` anomaly stamped with the worker's
+   clock (``detected_at_ms``) when it processed the message that *closes* the marker's
+   window (the bucket's first message with a reading of a later window), a message the
+   workload knows. Agent time = max(end detections) − min(start detections); the readings
+   timed are those of the messages after each partition's start closing message up to its
+   end closing message. Start-up, every sensor's first reading (its state row created, once
+   in a worker's life), the message after and the idle timer are outside the interval: the
+   rate is the steady state's, and errs low, never high (a partition whose start closes
+   later than the first one's has readings processed in the interval that are not counted).
    A workload too small for that (a bucket's only message holds all its readings) is timed
    from each partition's first message instead, and the output says so.
 
@@ -175,10 +174,15 @@ def _plant(batch: ReadingBatch, row: int) -> tuple[str, int]:
     return str(batch.sensor_id[row]), int(batch.ts_ms[row])
 
 
+def _level_rows(batch: ReadingBatch) -> np.ndarray:
+    """The water-level and pipe-pressure rows: a breach of theirs shows in a single window."""
+    return np.flatnonzero(np.isin(batch.kind, ("water_level", "pipe_pressure")))
+
+
 def _marker_row(batch: ReadingBatch, ts_ms: int | None = None) -> int | None:
     """A row of ``batch`` (at ``ts_ms``, if given) whose breach a single window shows: a
     water level or a pipe pressure (traffic is judged on a hopping mean of five windows)."""
-    rows = np.flatnonzero(np.isin(batch.kind, ("water_level", "pipe_pressure")))
+    rows = _level_rows(batch)
     if ts_ms is not None:
         rows = rows[batch.ts_ms[rows] == ts_ms]
     return int(rows[0]) if len(rows) else None
@@ -204,16 +208,16 @@ def _start_marker(batches: list[tuple[bytes, ReadingBatch, int]], indexes: list[
     message: the same one, or a later one)."""
     for pos in range(after + 1, len(indexes)):
         key, batch, _p = batches[indexes[pos]]
-        watched = np.isin(batch.kind, ("water_level", "pipe_pressure"))
-        for row in np.flatnonzero(watched).tolist():
-            if batch.sensor_id[row] == avoid:
-                continue
-            window_end = (int(batch.ts_ms[row]) // step + 1) * step
-            for later in range(pos, len(indexes)):
-                k, b, _p = batches[indexes[later]]
-                if k == key and int(b.ts_ms.max()) >= window_end:
-                    sensor, ts = _plant(batch, row)
-                    return sensor, ts, later
+        rows = [r for r in _level_rows(batch).tolist() if batch.sensor_id[r] != avoid]
+        if not rows:
+            continue
+        row = min(rows, key=lambda r: int(batch.ts_ms[r]))  # the earliest window closes first
+        window_end = (int(batch.ts_ms[row]) // step + 1) * step
+        for later in range(pos, len(indexes)):
+            k, b, _p = batches[indexes[later]]
+            if k == key and int(b.ts_ms.max()) >= window_end:
+                sensor, ts = _plant(batch, row)
+                return sensor, ts, later
     return None
 
 
