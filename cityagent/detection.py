@@ -50,18 +50,19 @@ from cityagent.detectors.episodes import (
     Events,
 )
 from cityagent.detectors.features import scale_of, tod_slot
-from cityagent.detectors.flatline import track_runs
-from cityagent.detectors.judge import judge_flatline, judge_silence, judge_windows
+from cityagent.detectors.judge import judge_silence, judge_windows
 from cityagent.detectors.params import param_arrays, param_matrix
+from cityagent.detectors.step import Scratch, step_batch, watched_values
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
 from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.state import NO_TS, BucketState
-from cityagent.windows import ClosedWindows, add_readings, close_due
+from cityagent.windows import ClosedWindows, close_due
 
 __all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "ReadingScores", "SEVERITIES",
            "anomaly_id")
 
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
+_NO_VALUES = np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -174,19 +175,27 @@ class DetectionEngine:
         if new:
             unset = c["kind"][rows] < 0
             c["kind"][rows[unset]] = kinds[unset]
-        c["lon"][rows], c["lat"][rows], c["district"][rows] = batch.lon, batch.lat, batch.district
-        x = _watched_values(batch, kinds, self.config)
-        ts = batch.ts_ms
+        ts = np.asarray(batch.ts_ms, dtype=np.int64)
         order = np.lexsort((ts, rows))
-        # Runs of identical readings first: they look at each sensor's latest reading before
-        # this batch, which folding the batch into its windows moves on.
-        run_rows = np.empty(len(state), dtype=np.int64)
-        run_since = np.empty(len(state), dtype=np.int64)
-        runs = track_runs(state.columns(), self.param_matrix(state), rows, ts, x, order,
-                          self.config.windows.size_ms, run_rows, run_since)
-        late, closed = add_readings(state, rows, ts, x, self.config.windows, order)
-        result = self._judge(state, closed, now_ms, (run_rows[:runs], run_since[:runs]))
-        result.late = late
+        scratch = self._scratch
+        scratch.fit(len(rows), len(state))
+        events = self._events
+        events.clear()
+        # At most one transition per detector and closed window, and one of silence and one
+        # of flatline per sensor.
+        events.reserve(len(DETECTORS) * (len(rows) + 2 * len(state)) + 2 * len(state))
+        windows = self.config.windows
+        late, closed, watermark = step_batch(
+            state.columns(), self.param_matrix(state), rows, kinds, self._watched_columns(batch),
+            ts, np.asarray(batch.lon, dtype=np.float64), np.asarray(batch.lat, dtype=np.float64),
+            np.asarray(batch.district, dtype=np.int64), order, state.watermark, windows.size_ms,
+            windows.grace_ms, state.panes, windows.end_after_windows, scratch.keep, scratch.x,
+            scratch.run_rows, scratch.run_since, *scratch.closed, events.ints, events.floats,
+            events.count)
+        state.late_total += late
+        state.watermark = int(watermark)
+        result = DetectionResult(late=late, windows=closed)
+        self._collect(state, result, now_ms)
         return result
 
     def advance(self, state: BucketState, watermark: int, now_ms: int) -> DetectionResult:
@@ -228,7 +237,7 @@ class DetectionEngine:
         params = self.params(state)
         p = {k: v[rows] for k, v in params.items()}
         c = state.cols
-        x = _watched_values(batch, _kind_codes(batch), self.config)[ok]
+        x = self._watched_values(batch)[ok]
         slot = tod_slot(batch.ts_ms[ok])
         tod_n = c["tod_n"][rows, slot]
         use_tod = (p["time_of_day"] > 0) & (tod_n >= 3 * p["deviation_warmup"])
@@ -260,10 +269,9 @@ class DetectionEngine:
 
     # -- judging -------------------------------------------------------------------------
 
-    def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int,
-               runs: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
-        """Judge the closed windows, silence, then the batch's runs (flatline); the episode
-        transitions become anomalies."""
+    def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int) -> DetectionResult:
+        """Judge the closed windows, then silence (no readings: ``advance``); the episode
+        transitions become anomalies. ``process`` does this and more in ``step_batch``."""
         result = DetectionResult(windows=len(closed))
         if len(state) == 0:
             return result
@@ -271,22 +279,22 @@ class DetectionEngine:
         c = state.columns()
         events = self._events
         events.clear()
-        # At most one transition per detector and window, and one of silence and one of
-        # flatline per sensor.
         events.reserve(len(DETECTORS) * len(closed) + 2 * len(state))
         judge_windows(c, matrix, closed.rows, closed.k, closed.n, closed.total, closed.vmin,
                       closed.vmax, closed.hop_mean, self.config.windows.size_ms,
                       self.config.windows.end_after_windows, events.ints, events.floats,
                       events.count)
         judge_silence(c, matrix, state.watermark, events.ints, events.floats, events.count)
-        if runs is not None:
-            judge_flatline(c, matrix, runs[0], runs[1], state.watermark, events.ints,
-                           events.floats, events.count)
+        self._collect(state, result, now_ms)
+        return result
+
+    def _collect(self, state: BucketState, result: DetectionResult, now_ms: int) -> None:
+        """The transitions the kernels wrote to the events buffer, as ``result.anomalies``."""
+        events = self._events
         count = int(events.count[0])
         if count:
             result.anomalies = self._anomalies(state, events.ints[:count].tolist(),
                                                events.floats[:count].tolist(), now_ms)
-        return result
 
     @property
     def _events(self) -> Events:
@@ -294,6 +302,30 @@ class DetectionEngine:
         if events is None:
             events = self.__dict__["_events_buffer"] = Events()
         return events
+
+    def _watched_values(self, batch: ReadingBatch) -> np.ndarray:
+        """The value each reading's kind watches (NaN where the batch lacks it)."""
+        x = np.empty(len(batch))
+        watched_values(_kind_codes(batch), self._watched_columns(batch), x, len(batch))
+        return x
+
+    @property
+    def _scratch(self) -> Scratch:
+        scratch = self.__dict__.get("_scratch_buffers")
+        if scratch is None:
+            scratch = self.__dict__["_scratch_buffers"] = Scratch()
+        return scratch
+
+    def _watched_columns(self, batch: ReadingBatch) -> tuple[np.ndarray, ...]:
+        """Per kind code, the batch's column of the value that kind watches (``field`` in
+        detection.toml; empty when the batch has no such column)."""
+        fields = self.__dict__.get("_watched_fields")
+        if fields is None:
+            fields = self.__dict__["_watched_fields"] = tuple(
+                self.config.kinds[_KIND_NAMES[code]].field for code in range(len(_KIND_NAMES)))
+        values = batch.values
+        return tuple(_NO_VALUES if values.get(f) is None
+                     else np.asarray(values[f], dtype=np.float64) for f in fields)
 
     def _anomalies(self, state: BucketState, ints: list[list[int]], floats: list[list[float]],
                    now_ms: int) -> list[Anomaly]:
@@ -342,19 +374,9 @@ def _finite(value: Any) -> float:
 def _kind_codes(batch: ReadingBatch) -> np.ndarray:
     """Each reading's kind code (``KIND_CODES``; a kind the wire does not know is generic)."""
     if batch.codes is not None:  # decoded from the wire: the same codes, all known
-        return batch.codes
-    out = np.full(len(batch), KIND_CODES[GENERIC], dtype=np.int8)
+        return np.asarray(batch.codes, dtype=np.int64)
+    out = np.full(len(batch), KIND_CODES[GENERIC], dtype=np.int64)
     for kind, code in KIND_CODES.items():
         if kind != GENERIC:
             out[batch.kind == kind] = code
     return out
-
-
-def _watched_values(batch: ReadingBatch, kinds: np.ndarray, config: DetectionConfig) -> np.ndarray:
-    """The value each kind's detectors watch (``field`` in detection.toml)."""
-    x = np.full(len(batch), np.nan)
-    for kind, code in KIND_CODES.items():
-        column = batch.values.get(config.kinds[kind].field)
-        if column is not None:
-            np.copyto(x, column, where=kinds == code)
-    return x
