@@ -50,19 +50,18 @@ from cityagent.detectors.episodes import (
     Events,
 )
 from cityagent.detectors.features import scale_of, tod_slot
-from cityagent.detectors.judge import judge_silence, judge_windows
 from cityagent.detectors.params import param_arrays, param_matrix
 from cityagent.detectors.step import Scratch, step_batch, watched_values
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
 from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.state import NO_TS, BucketState
-from cityagent.windows import ClosedWindows, close_due
 
 __all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "ReadingScores", "SEVERITIES",
            "anomaly_id")
 
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
 _NO_VALUES = np.zeros(0)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -176,7 +175,25 @@ class DetectionEngine:
             unset = c["kind"][rows] < 0
             c["kind"][rows[unset]] = kinds[unset]
         ts = np.asarray(batch.ts_ms, dtype=np.int64)
-        order = np.lexsort((ts, rows))
+        return self._step(state, rows, kinds, self._watched_columns(batch), ts,
+                          np.asarray(batch.lon, dtype=np.float64),
+                          np.asarray(batch.lat, dtype=np.float64),
+                          np.asarray(batch.district, dtype=np.int64), np.lexsort((ts, rows)),
+                          state.watermark, now_ms)
+
+    def advance(self, state: BucketState, watermark: int, now_ms: int) -> DetectionResult:
+        """Move the bucket's event time to ``watermark`` (idle timer): close windows, find silence."""
+        if state.watermark == NO_TS or watermark <= state.watermark:
+            return DetectionResult()
+        empty = _NO_ROWS
+        return self._step(state, empty, empty, (_NO_VALUES,) * len(_KIND_NAMES), empty,
+                          _NO_VALUES, _NO_VALUES, empty, empty, int(watermark), now_ms)
+
+    def _step(self, state: BucketState, rows: np.ndarray, kinds: np.ndarray,
+              columns: tuple[np.ndarray, ...], ts: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+              district: np.ndarray, order: np.ndarray, watermark: int,
+              now_ms: int) -> DetectionResult:
+        """``step_batch`` on the state: readings (none: advance to ``watermark``) → anomalies."""
         scratch = self._scratch
         scratch.fit(len(rows), len(state))
         events = self._events
@@ -186,24 +203,18 @@ class DetectionEngine:
         events.reserve(len(DETECTORS) * (len(rows) + 2 * len(state)) + 2 * len(state))
         windows = self.config.windows
         late, closed, watermark = step_batch(
-            state.columns(), self.param_matrix(state), rows, kinds, self._watched_columns(batch),
-            ts, np.asarray(batch.lon, dtype=np.float64), np.asarray(batch.lat, dtype=np.float64),
-            np.asarray(batch.district, dtype=np.int64), order, state.watermark, windows.size_ms,
-            windows.grace_ms, state.panes, windows.end_after_windows, scratch.keep, scratch.x,
-            scratch.run_rows, scratch.run_since, *scratch.closed, events.ints, events.floats,
-            events.count)
+            state.columns(), self.param_matrix(state), rows, kinds, columns, ts, lon, lat,
+            district, order, watermark, windows.size_ms, windows.grace_ms, state.panes,
+            windows.end_after_windows, scratch.keep, scratch.x, scratch.run_rows,
+            scratch.run_since, *scratch.closed, events.ints, events.floats, events.count)
         state.late_total += late
         state.watermark = int(watermark)
         result = DetectionResult(late=late, windows=closed)
-        self._collect(state, result, now_ms)
+        count = int(events.count[0])
+        if count:
+            result.anomalies = self._anomalies(state, events.ints[:count].tolist(),
+                                               events.floats[:count].tolist(), now_ms)
         return result
-
-    def advance(self, state: BucketState, watermark: int, now_ms: int) -> DetectionResult:
-        """Move the bucket's event time to ``watermark`` (idle timer): close windows, find silence."""
-        if state.watermark == NO_TS or watermark <= state.watermark:
-            return DetectionResult()
-        state.watermark = int(watermark)
-        return self._judge(state, close_due(state, state.watermark, self.config.windows), now_ms)
 
     def reading_scores(self, state: BucketState, batch: ReadingBatch,
                        spread: np.ndarray | None = None) -> ReadingScores:
@@ -268,33 +279,6 @@ class DetectionEngine:
         return ReadingScores(scores, expected_out, scale_out, floor_out)
 
     # -- judging -------------------------------------------------------------------------
-
-    def _judge(self, state: BucketState, closed: ClosedWindows, now_ms: int) -> DetectionResult:
-        """Judge the closed windows, then silence (no readings: ``advance``); the episode
-        transitions become anomalies. ``process`` does this and more in ``step_batch``."""
-        result = DetectionResult(windows=len(closed))
-        if len(state) == 0:
-            return result
-        matrix = self.param_matrix(state)
-        c = state.columns()
-        events = self._events
-        events.clear()
-        events.reserve(len(DETECTORS) * len(closed) + 2 * len(state))
-        judge_windows(c, matrix, closed.rows, closed.k, closed.n, closed.total, closed.vmin,
-                      closed.vmax, closed.hop_mean, self.config.windows.size_ms,
-                      self.config.windows.end_after_windows, events.ints, events.floats,
-                      events.count)
-        judge_silence(c, matrix, state.watermark, events.ints, events.floats, events.count)
-        self._collect(state, result, now_ms)
-        return result
-
-    def _collect(self, state: BucketState, result: DetectionResult, now_ms: int) -> None:
-        """The transitions the kernels wrote to the events buffer, as ``result.anomalies``."""
-        events = self._events
-        count = int(events.count[0])
-        if count:
-            result.anomalies = self._anomalies(state, events.ints[:count].tolist(),
-                                               events.floats[:count].tolist(), now_ms)
 
     @property
     def _events(self) -> Events:

@@ -7,6 +7,8 @@ does any work, and the Python between them allocated the same buffers afresh for
 batch: ~45 µs a message whatever its size, which was most of the cost of the small messages
 an API under moderate load sends (a few readings each; ``docs/detection.md``, Speed). This
 is the same functions, in the same order, inside one call, so the results are the same.
+The idle timer's ``advance`` is the same call without readings, so only one large function
+is compiled (the first compile on a machine would otherwise take three times as long).
 
 Buffers are passed in (``Scratch``): the kernels allocate nothing (``_jit``).
 """
@@ -69,6 +71,9 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
                run_since, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop, ints, floats, count):
     """Fold a batch into state ``c`` and judge what it closes; (late, windows closed, watermark).
 
+    Without readings (``rows`` empty) it advances the state to ``watermark`` instead: the
+    windows due then close and silence is judged (``DetectionEngine.advance``).
+
     The steps and their order are ``DetectionEngine.process``'s (its docstring and the
     modules named): positions, runs of identical readings (before the windows move on),
     folding and closing windows, judging the closed windows, silence, flatline.
@@ -83,7 +88,7 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
     runs = track_runs(c, params, rows, ts, xs, order, size_ms, run_rows, run_since)
     late, closed, newest = _fold(c, rows, ts, xs, order, keep, watermark, size_ms, grace_ms,
                                  panes, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop)
-    if newest != NO_TS:
+    if newest != NO_TS or m == 0:  # no readings: the idle timer moves the watermark
         watermark = max(watermark, newest)
         closed = _close_due(c, watermark, size_ms, grace_ms, panes, closed, o_rows, o_k, o_n,
                             o_total, o_min, o_max, o_hop)
