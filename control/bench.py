@@ -30,6 +30,8 @@ Each run, on its own topics (uuid prefix, 8 partitions) and consumer group:
    from each partition's first message instead, and the output says so.
 
 The median of ``runs`` runs is reported; ``ratio`` = agent readings/s ÷ raw readings/s.
+``workers`` > 1 starts that many workers in one consumer group, splitting the partitions
+(the raw baseline stays one consumer): a machine's capacity, not a per-process ratio.
 """
 
 from __future__ import annotations
@@ -424,7 +426,7 @@ class _Worker:
 
 
 async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Workload,
-                         worker: _Worker, timeout_s: float) -> tuple[int, int]:
+                         workers: list[_Worker], timeout_s: float) -> tuple[int, int]:
     """Read anomalies from the beginning until every marker's start anomaly is seen.
 
     Returns (min detected_at_ms of start markers, max detected_at_ms of end markers).
@@ -439,13 +441,14 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
         next_note = started + 10.0
         while len(detected) < len(wanted):
             now = time.monotonic()
-            code = worker.exited()
-            if code is not None:
-                raise BenchError(f"the worker exited with code {code} before the end "
-                                 f"({len(detected)}/{len(wanted)} markers seen){worker.tail()}")
+            for worker in workers:
+                code = worker.exited()
+                if code is not None:
+                    raise BenchError(f"a worker exited with code {code} before the end ({len(detected)}"
+                                     f"/{len(wanted)} markers seen){worker.tail()}")
             if now - started > timeout_s:
-                raise BenchError(f"the worker did not detect every marker within {timeout_s:g}s "
-                                 f"({len(detected)}/{len(wanted)} seen){worker.tail()}")
+                raise BenchError(f"the workers did not detect every marker within {timeout_s:g}s "
+                                 f"({len(detected)}/{len(wanted)} seen){workers[0].tail()}")
             if now >= next_note:
                 _say(f"  worker running… {len(detected)}/{len(wanted)} markers seen after "
                      f"{now - started:.0f}s")
@@ -469,7 +472,7 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
 
 
 def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionConfig,
-             index: int, runs: int, log_dir: Path) -> dict[str, Any]:
+             index: int, runs: int, log_dir: Path, workers: int = 1) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:12]
     settings = dataclasses.replace(
         base, kafka=bootstrap, topic_prefix=f"bench-{tag}", app_id=f"bench-{tag}",
@@ -492,13 +495,14 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
     _say("  domain (decode_batch + process_batch, no Kafka)…")
     domain_rate, domain_anomalies = _domain_rate(work, config)
 
-    _say("  worker running (python -m streams)…")
-    worker = _Worker(settings, log_dir / f"worker-{index}.log")
+    _say(f"  {'worker' if workers == 1 else f'{workers} workers'} running (python -m streams)…")
+    started = [_Worker(settings, log_dir / f"worker-{index}-{w}.log") for w in range(1, workers + 1)]
     try:
         first_ms, last_ms = asyncio.run(_await_markers(
-            bootstrap, settings.anomalies_topic, PARTITIONS, work, worker, WORKER_TIMEOUT_S))
+            bootstrap, settings.anomalies_topic, PARTITIONS, work, started, WORKER_TIMEOUT_S))
     finally:
-        worker.stop()
+        for worker in started:
+            worker.stop()
     agent_s = max(last_ms - first_ms, 1) / 1000.0
     agent_rate = work.timed_readings / agent_s
     result = {
@@ -522,7 +526,9 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
 def _print_table(summary: dict[str, Any]) -> None:
     head = f"{'run':>6} {'agent readings/s':>17} {'raw consume/s':>14} {'ratio':>6} {'domain/s':>12}"
     print(f"cityagent bench: {summary['readings']:,} readings, {summary['sensors']:,} sensors, "
-          f"{summary['partitions']} partitions, {summary['messages']:,} messages "
+          f"{summary['partitions']} partitions, "
+          f"{'' if summary['workers'] == 1 else str(summary['workers']) + ' workers, '}"
+          f"{summary['messages']:,} messages "
           f"({summary['mean_readings_per_message']:.0f} readings/message"
           f"{'' if not summary['first_seen_timed_partitions'] else ', first readings timed'})")
     print(head)
@@ -534,10 +540,11 @@ def _print_table(summary: dict[str, Any]) -> None:
 
 
 def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 250_000,
-              runs: int = 3, as_json: bool = False, per_message: int = PER_MESSAGE) -> int:
+              runs: int = 3, as_json: bool = False, per_message: int = PER_MESSAGE,
+              workers: int = 1) -> int:
     """Run the benchmark; print the result table (or one JSON object); return the exit code."""
-    if readings < 1 or sensors < 1 or runs < 1:
-        raise BenchError("readings, sensors and runs must all be above 0")
+    if readings < 1 or sensors < 1 or runs < 1 or workers < 1:
+        raise BenchError("readings, sensors, runs and workers must all be above 0")
     log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-"))
     keep_logs = True
     try:
@@ -555,7 +562,8 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
         results = []
         with broker_for_bench(settings.kafka, log_dir, _say) as bootstrap:
             for i in range(1, runs + 1):
-                results.append(_one_run(settings, bootstrap, work, config, i, runs, log_dir))
+                results.append(_one_run(settings, bootstrap, work, config, i, runs, log_dir,
+                                        workers))
         keep_logs = False
     except CityAgentError:
         raise
@@ -586,6 +594,7 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
         "readings": work.readings,
         "sensors": work.sensors,
         "partitions": PARTITIONS,
+        "workers": workers,
         "messages": len(work.messages),
         "mean_readings_per_message": round(work.mean_readings_per_message, 1),
         # 0: the steady state, every sensor's first reading outside the timing.

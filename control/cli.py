@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
+    bench.add_argument("--workers", type=positive_int, default=1,
+                       help="detection workers sharing the partitions (default 1; the raw "
+                            "baseline is always one consumer)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--api", action="store_true",
                        help="measure the ingest API instead: readings/s one API process accepts "
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             from control.bench import run_bench
 
             return run_bench(settings, readings=args.readings, sensors=args.sensors,
-                             runs=args.runs, as_json=args.json, per_message=args.per_message)
+                             runs=args.runs, as_json=args.json, per_message=args.per_message,
+                             workers=args.workers)
     except CityAgentError as exc:
         print(f"cityagent: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cityagent.settings import Settings
-from control.bench import run_bench
+from control.bench import BenchError, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,3 +38,22 @@ def test_bench_small_load_prints_rates_as_json(
                                          abs=1e-4)  # printed with 4 decimals
     assert len(doc["runs"]) == 1
     assert doc["runs"][0]["ratio"] > 0
+
+
+def test_bench_with_two_workers_sharing_the_partitions(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_bench(Settings(kafka=kafka_bootstrap), readings=20_000, sensors=500, runs=1,
+                     as_json=True, workers=2)
+
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    # every partition's markers were detected by one of the two workers
+    assert doc["workers"] == 2
+    assert doc["readings_per_s"] > 0
+    assert doc["runs"][0]["agent_seconds"] > 0
+
+
+def test_bench_refuses_zero_workers(kafka_bootstrap: str) -> None:
+    with pytest.raises(BenchError, match="workers"):
+        run_bench(Settings(kafka=kafka_bootstrap), readings=100, sensors=10, runs=1, workers=0)
