@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -280,12 +281,10 @@ class DetectionEngine:
 
     # -- judging -------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def _events(self) -> Events:
-        events = self.__dict__.get("_events_buffer")
-        if events is None:
-            events = self.__dict__["_events_buffer"] = Events()
-        return events
+        """The transitions the kernels write, one buffer reused by every batch."""
+        return Events()
 
     def _watched_values(self, batch: ReadingBatch) -> np.ndarray:
         """The value each reading's kind watches (NaN where the batch lacks it)."""
@@ -293,23 +292,22 @@ class DetectionEngine:
         watched_values(_kind_codes(batch), self._watched_columns(batch), x, len(batch))
         return x
 
-    @property
+    @cached_property
     def _scratch(self) -> Scratch:
-        scratch = self.__dict__.get("_scratch_buffers")
-        if scratch is None:
-            scratch = self.__dict__["_scratch_buffers"] = Scratch()
-        return scratch
+        return Scratch()
+
+    @cached_property
+    def _watched_fields(self) -> tuple[str, ...]:
+        """Per kind code, the value field that kind's detectors watch (detection.toml)."""
+        return tuple(self.config.kinds[_KIND_NAMES[code]].field
+                     for code in range(len(_KIND_NAMES)))
 
     def _watched_columns(self, batch: ReadingBatch) -> tuple[np.ndarray, ...]:
         """Per kind code, the batch's column of the value that kind watches (``field`` in
         detection.toml; empty when the batch has no such column)."""
-        fields = self.__dict__.get("_watched_fields")
-        if fields is None:
-            fields = self.__dict__["_watched_fields"] = tuple(
-                self.config.kinds[_KIND_NAMES[code]].field for code in range(len(_KIND_NAMES)))
         values = batch.values
         return tuple(_NO_VALUES if values.get(f) is None
-                     else np.asarray(values[f], dtype=np.float64) for f in fields)
+                     else np.asarray(values[f], dtype=np.float64) for f in self._watched_fields)
 
     def _anomalies(self, state: BucketState, ints: list[list[int]], floats: list[list[float]],
                    now_ms: int) -> list[Anomaly]:

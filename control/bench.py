@@ -448,7 +448,8 @@ async def _await_markers(bootstrap: str, topic: str, partitions: int, work: Work
                                      f"/{len(wanted)} markers seen){worker.tail()}")
             if now - started > timeout_s:
                 raise BenchError(f"the workers did not detect every marker within {timeout_s:g}s "
-                                 f"({len(detected)}/{len(wanted)} seen){workers[0].tail()}")
+                                 f"({len(detected)}/{len(wanted)} seen)"
+                                 + "".join(worker.tail() for worker in workers))
             if now >= next_note:
                 _say(f"  worker running… {len(detected)}/{len(wanted)} markers seen after "
                      f"{now - started:.0f}s")
