@@ -11,7 +11,12 @@ Each run, on its own topics (uuid prefix, 8 partitions) and consumer group:
    best a Python consumer does on this topic, measured on the same data in the same run.
 3. **Domain rate** (extra): ``decode_batch`` + ``Detector.process_batch`` over every
    message in this process, no Kafka.
-4. **Agent**: ``python -m streams`` is started on the topic (its configured checkpoint
+4. **Consumer** (extra): the same ``decode_batch`` + ``process_batch`` on a plain aiokafka
+   consumer (no Faust, no checkpoints, no acks), timed like the agent between the markers
+   below: what decoding and detection cost on top of consuming, without the stream
+   framework, so ``consumer_ratio`` is the ceiling of a one-process worker with this
+   decoding and detection, and the gap to ``ratio`` is what Faust and its plumbing cost.
+5. **Agent**: ``python -m streams`` is started on the topic (its configured checkpoint
    interval, every detector on, one-second windows without grace so that a window closes
    with the next round of its bucket) and timed by markers planted in the data. In every
    partition a *start marker* (a level breach) sits in the earliest water or pipe reading of
@@ -357,22 +362,69 @@ async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: in
     return readings, elapsed
 
 
+class _DetectionLoop:
+    """decode_batch + process_batch per message, one state per bucket: the domain's work,
+    run in this process by the domain and consumer phases (kernels loaded before timing)."""
+
+    def __init__(self, config: DetectionConfig, sample: bytes) -> None:
+        self.detector = Detector(DetectionEngine(config), default_regions())
+        self.detector.tag(decode_batch(sample))  # warm the cached district table
+        self.detector.engine.warm_up()  # load (or compile) the kernels outside the timing
+        self.states: dict[bytes, Any] = {}
+        self.anomalies = 0
+
+    def __call__(self, key: bytes, value: bytes) -> None:
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = self.detector.engine.new_state()
+        outcome = self.detector.process_batch(decode_batch(value), state,
+                                              time.time_ns() // 1_000_000)
+        self.anomalies += len(outcome.anomalies)
+
+
 def _domain_rate(work: Workload, config: DetectionConfig) -> tuple[float, int]:
     """decode_batch + process_batch over every message in this process: (readings/s, anomalies)."""
-    detector = Detector(DetectionEngine(config), default_regions())
-    detector.tag(decode_batch(work.messages[0][1]))  # warm the cached district table
-    detector.engine.warm_up()  # load (or compile) the kernels outside the timing
-    state: dict[bytes, Any] = {}
-    anomalies = 0
+    detect = _DetectionLoop(config, work.messages[0][1])
     started = time.perf_counter()
     for key, value, _p in work.messages:
-        batch = decode_batch(value)
-        bucket = state.get(key)
-        if bucket is None:
-            bucket = state[key] = detector.engine.new_state()
-        outcome = detector.process_batch(batch, bucket, time.time_ns() // 1_000_000)
-        anomalies += len(outcome.anomalies)
-    return work.readings / (time.perf_counter() - started), anomalies
+        detect(key, value)
+    return work.readings / (time.perf_counter() - started), detect.anomalies
+
+
+async def _consumer_rate(bootstrap: str, topic: str, work: Workload, config: DetectionConfig,
+                         timeout_s: float) -> tuple[float, int]:
+    """The domain's work on a plain aiokafka consumer (no Faust, no checkpoints, no acks),
+    timed like the agent: from the first partition's start-closing message to the last
+    partition's end-closing message, over ``work.timed_readings``. What the detection costs
+    on top of consuming, without the stream framework: the ceiling of any worker design that
+    keeps this decoding and detection in one process. Returns (readings/s, anomalies)."""
+    detect = _DetectionLoop(config, work.messages[0][1])
+    start_at = {m.partition: m.closed_by for m in work.start_markers}
+    end_at = {m.partition: m.closed_by for m in work.end_markers}
+    consumer = await _consumer_from_start(bootstrap, topic, PARTITIONS, "cityagent-bench-consumer")
+    first = last = None
+    ended: set[int] = set()
+    try:
+        deadline = time.perf_counter() + timeout_s
+        while len(ended) < len(end_at):
+            if time.perf_counter() > deadline:
+                raise BenchError(f"the consumer phase did not reach every end marker within "
+                                 f"{timeout_s:g}s ({len(ended)}/{len(end_at)})")
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in batches.items():
+                for record in records:
+                    detect(record.key, record.value)
+                    # A fresh topic produced in order: a message's offset is its position.
+                    if record.offset == start_at.get(tp.partition) and first is None:
+                        first = time.perf_counter()
+                    elif record.offset == end_at.get(tp.partition):
+                        ended.add(tp.partition)
+                        last = time.perf_counter()
+    finally:
+        await consumer.stop()
+    if first is None or last is None or last <= first:
+        raise BenchError("the consumer phase saw no start marker before its end markers")
+    return work.timed_readings / (last - first), detect.anomalies
 
 
 class _Worker:
@@ -496,6 +548,10 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
     _say("  domain (decode_batch + process_batch, no Kafka)…")
     domain_rate, domain_anomalies = _domain_rate(work, config)
 
+    _say("  consumer (aiokafka getmany + decode_batch + process_batch, no Faust)…")
+    consumer_rate, consumer_anomalies = asyncio.run(_consumer_rate(
+        bootstrap, settings.readings_topic, work, config, WORKER_TIMEOUT_S))
+
     _say(f"  {'worker' if workers == 1 else f'{workers} workers'} running (python -m streams)…")
     started = [_Worker(settings, log_dir / f"worker-{index}-{w}.log") for w in range(1, workers + 1)]
     try:
@@ -512,32 +568,37 @@ def _one_run(base: Settings, bootstrap: str, work: Workload, config: DetectionCo
         "raw_consume_per_s": round(raw_rate, 1),
         "ratio": round(agent_rate / raw_rate, 4),
         "domain_per_s": round(domain_rate, 1),
+        "consumer_per_s": round(consumer_rate, 1),
+        "consumer_ratio": round(consumer_rate / raw_rate, 4),
         "agent_seconds": round(agent_s, 3),
         "raw_seconds": round(raw_s, 3),
         "domain_anomalies": domain_anomalies,
+        "consumer_anomalies": consumer_anomalies,
         "topic_prefix": settings.topic_prefix,
     }
     _say(f"  agent {agent_rate:,.0f} readings/s, raw {raw_rate:,.0f}/s, "
-         f"ratio {agent_rate / raw_rate:.2f}, domain {domain_rate:,.0f}/s")
+         f"ratio {agent_rate / raw_rate:.2f}, consumer {consumer_rate:,.0f}/s "
+         f"({consumer_rate / raw_rate:.2f}), domain {domain_rate:,.0f}/s")
     return result
 
 
 
 
 def _print_table(summary: dict[str, Any]) -> None:
-    head = f"{'run':>6} {'agent readings/s':>17} {'raw consume/s':>14} {'ratio':>6} {'domain/s':>12}"
     print(f"cityagent bench: {summary['readings']:,} readings, {summary['sensors']:,} sensors, "
           f"{summary['partitions']} partitions, "
           f"{'' if summary['workers'] == 1 else str(summary['workers']) + ' workers, '}"
           f"{summary['messages']:,} messages "
           f"({summary['mean_readings_per_message']:.0f} readings/message"
           f"{'' if not summary['first_seen_timed_partitions'] else ', first readings timed'})")
-    print(head)
-    for r in summary["runs"]:
+    print(f"{'run':>6} {'agent readings/s':>17} {'raw consume/s':>14} {'ratio':>6} "
+          f"{'consumer/s':>11} {'ratio':>6} {'domain/s':>12}")
+    for r in [*summary["runs"], {**summary, "run": "median"}]:
         print(f"{r['run']:>6} {r['readings_per_s']:>17,.0f} {r['raw_consume_per_s']:>14,.0f} "
-              f"{r['ratio']:>6.2f} {r['domain_per_s']:>12,.0f}")
-    print(f"{'median':>6} {summary['readings_per_s']:>17,.0f} {summary['raw_consume_per_s']:>14,.0f} "
-          f"{summary['ratio']:>6.2f} {summary['domain_per_s']:>12,.0f}")
+              f"{r['ratio']:>6.2f} {r['consumer_per_s']:>11,.0f} {r['consumer_ratio']:>6.2f} "
+              f"{r['domain_per_s']:>12,.0f}")
+    print("consumer: the same decoding and detection on a plain aiokafka consumer, no Faust "
+          "(timed like the agent)")
 
 
 def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 250_000,
@@ -591,6 +652,8 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
         "readings_per_s": median("readings_per_s"),
         "raw_consume_per_s": median("raw_consume_per_s"),
         "ratio": 0.0,
+        "consumer_per_s": median("consumer_per_s"),
+        "consumer_ratio": 0.0,
         "domain_per_s": median("domain_per_s"),
         "readings": work.readings,
         "sensors": work.sensors,
@@ -606,6 +669,7 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
     summary["ratio"] = round(summary["readings_per_s"] / summary["raw_consume_per_s"], 4)
     if not math.isfinite(summary["ratio"]):
         raise BenchError("the raw consume rate came out as zero")
+    summary["consumer_ratio"] = round(summary["consumer_per_s"] / summary["raw_consume_per_s"], 4)
     if as_json:
         print(orjson.dumps(summary).decode())
     else:

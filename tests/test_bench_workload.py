@@ -10,7 +10,7 @@ from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
-from control.bench import BENCH_WINDOW_S, PARTITIONS, build_workload
+from control.bench import BENCH_WINDOW_S, PARTITIONS, _print_table, build_workload
 
 
 @pytest.mark.parametrize(("readings", "sensors", "per_message"),
@@ -64,3 +64,21 @@ def test_each_marker_is_detected_by_the_message_the_timing_assumes(
     assert work.first_seen_timed == (PARTITIONS if (readings, per_message) == (20_000, 500) else 0)
     assert work.readings == sum(sizes)
     assert np.isclose(work.mean_readings_per_message, work.readings / len(work.messages))
+
+
+def test_the_table_prints_every_run_and_the_median_with_the_consumer_columns(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = {"readings_per_s": 500_000.0, "raw_consume_per_s": 2_000_000.0, "ratio": 0.25,
+           "consumer_per_s": 900_000.0, "consumer_ratio": 0.45, "domain_per_s": 1_400_000.0}
+    summary = {**run, "readings": 2_000_256, "sensors": 250_000, "partitions": 8, "workers": 1,
+               "messages": 4_352, "mean_readings_per_message": 459.6,
+               "first_seen_timed_partitions": 0,
+               "runs": [{**run, "run": 1}, {**run, "run": 2, "consumer_per_s": 800_000.0,
+                                                "consumer_ratio": 0.4}]}
+    _print_table(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert "consumer/s" in lines[1]
+    assert lines[2].split() == ["1", "500,000", "2,000,000", "0.25", "900,000", "0.45", "1,400,000"]
+    assert lines[3].split()[4:6] == ["800,000", "0.40"]
+    assert lines[4].split()[0] == "median"
+    assert "no Faust" in lines[5]

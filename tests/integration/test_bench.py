@@ -23,7 +23,8 @@ def test_bench_small_load_prints_rates_as_json(
     assert code == 0
     out = capsys.readouterr().out
     doc = json.loads(out)
-    for key in ("readings_per_s", "raw_consume_per_s", "ratio", "domain_per_s", "readings",
+    for key in ("readings_per_s", "raw_consume_per_s", "ratio", "domain_per_s", "consumer_per_s",
+                "consumer_ratio", "readings",
                 "sensors", "partitions", "mean_readings_per_message", "runs"):
         assert key in doc, key
     # The readings asked for, plus one flush reading per bucket.
@@ -39,8 +40,15 @@ def test_bench_small_load_prints_rates_as_json(
     assert doc["domain_per_s"] > 0
     assert doc["ratio"] == pytest.approx(doc["readings_per_s"] / doc["raw_consume_per_s"], rel=1e-3,
                                          abs=1e-4)  # printed with 4 decimals
+    assert doc["consumer_ratio"] == pytest.approx(doc["consumer_per_s"] / doc["raw_consume_per_s"],
+                                                  rel=1e-3, abs=1e-4)
     assert len(doc["runs"]) == 1
-    assert doc["runs"][0]["ratio"] > 0
+    run = doc["runs"][0]
+    assert run["ratio"] > 0
+    assert run["consumer_per_s"] > 0
+    # The consumer phase ran every message through the same detection as the domain phase
+    # (the same data, so the same anomalies: the two markers per partition at least).
+    assert run["consumer_anomalies"] == run["domain_anomalies"] >= 16
 
 
 def test_bench_refuses_zero_workers(kafka_bootstrap: str) -> None:
