@@ -21,6 +21,10 @@ After a restart or a rebalance, every checkpointed bucket of the partitions this
 owns is loaded as soon as the table is recovered (``adopt``), not when its next reading
 comes: a bucket whose sensors all fell silent gets no reading, and would otherwise never
 close its open windows or report the silence.
+
+When the worker stops (SIGTERM), a final checkpoint is written and acknowledged before Faust
+waits for unacknowledged messages (``CityAgentApp.before_stop``): the timer that checkpoints
+is already stopped by then, and the wait has no time limit.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from cityagent.detection import Anomaly
 from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
 from cityagent.state import NO_TS, BucketState
+from streams.app import CityAgentApp
 from streams.metrics import WorkerCounters
 from streams.partitions import partition_of_key
 from streams.topics import Topics, legacy_key, table_key
@@ -159,8 +164,8 @@ class _Buckets:
         return highwater is not None and self.consumed.get(tp, -1) >= highwater - 1
 
 
-def register_agents(app: faust.App, topics: Topics, detector: Detector, counters: WorkerCounters,
-                    checkpoint_s: float = 10.0) -> faust.Table:
+def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
+                    counters: WorkerCounters, checkpoint_s: float = 10.0) -> faust.Table:
     """Attach the detection agent to ``app``; return its state table."""
     # Bytes keys and values: the "raw" codec. Raw keys, as on the readings topic, put a
     # bucket's checkpoints in the changelog partition numbered like its readings partition,
@@ -246,6 +251,16 @@ def register_agents(app: faust.App, topics: Topics, detector: Detector, counters
             await publish(result.anomalies)
         if now - buckets.last_checkpoint >= checkpoint_s:
             await buckets.checkpoint(counters)
+
+    async def final_checkpoint() -> None:
+        """The worker is stopping: checkpoint what was applied and acknowledge it, so that
+        Faust's wait for unacknowledged messages ends and the offsets are committed."""
+        if buckets.dirty or buckets.pending:
+            log.info("stopping: checkpointing %d buckets, acknowledging %d messages",
+                     len(buckets.dirty), len(buckets.pending))
+        await buckets.checkpoint(counters)
+
+    app.before_stop.append(final_checkpoint)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

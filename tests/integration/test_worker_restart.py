@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import cityagent
 from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
@@ -130,6 +130,51 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         worker.stop()
         producer.close()
     assert_one_episode_and_alert_each(values, events, first_ids, t0, worker.log_tail())
+
+
+def test_sigterm_checkpoints_acknowledges_and_exits(settings_factory, tmp_path) -> None:
+    """A worker stopped with SIGTERM writes the state it has applied and acknowledges those
+    messages before it exits. The agent acknowledges only what a checkpoint holds, and
+    Faust's shutdown waits, with no time limit, for every message a stream took to be
+    acknowledged, after stopping the timer that checkpoints: without a final checkpoint
+    the worker waited there until it was killed (exit code -9 here, after 60 s)."""
+    settings = settings_factory(checkpoint_s=600.0)  # no checkpoint but the final one
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    gauges = [f"jn-wl-stop-{i:03d}" for i in range(40)]
+    buckets = {bucket_key(bucket_of(s)) for s in gauges}
+    t0 = float(int(time.time()) // 2 * 2 - 600)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        send(producer, settings.readings_topic, readings(gauges, 5.5, t0))
+        send(producer, settings.readings_topic, readings(gauges, 5.5, t0 + 10))
+        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                             until=lambda v: started(v) >= set(gauges), watch=(worker,))
+        assert started(opened) == set(gauges), worker.log_tail()
+    finally:
+        worker.stop(timeout_s=60)
+        producer.close()
+    assert worker.proc.returncode == 0, worker.log_tail()
+    log = worker.log_path.read_text("utf-8", "replace")
+    assert "stopping: checkpointing" in log and "wait_empty" not in log, worker.log_tail()
+    changelog = f"{settings.app_id}-detector_state-changelog"
+    checkpointed = consume_records(settings.bootstrap, changelog, timeout_s=30,
+                                   until=lambda rs: {r.key.decode() for r in rs} >= buckets)
+    assert {r.key.decode() for r in checkpointed} == buckets
+    # Every readings message was acknowledged, so the group's committed offsets reach the
+    # end of each partition: a restarted worker is handed nothing again.
+    sent = defaultdict(int)
+    for record in consume_records(settings.bootstrap, settings.readings_topic, timeout_s=10,
+                                  until=lambda rs: len(rs) >= 2 * len(buckets)):
+        sent[record.partition] += 1
+    group = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.app_id,
+                          enable_auto_commit=False)  # asks for offsets; never joins the group
+    try:
+        committed = {p: group.committed(TopicPartition(settings.readings_topic, p))
+                     for p in range(settings.partitions)}
+    finally:
+        group.close()
+    assert {p: o for p, o in committed.items() if o} == dict(sent), (committed, dict(sent))
 
 
 def _with_idle(tmp_path, seconds: int, silence_min_s: int = 30):
