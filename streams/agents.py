@@ -24,7 +24,9 @@ close its open windows or report the silence.
 
 When the worker stops (SIGTERM), a final checkpoint is written and acknowledged before Faust
 waits for unacknowledged messages (``CityAgentApp.before_stop``): the timer that checkpoints
-is already stopped by then, and the wait has no time limit.
+is already stopped by then, and the wait has no time limit. In a rebalance Faust waits the
+same way with the timer still running, so the timer checkpoints at its next tick (1 s) while
+the app is rebalancing instead of when the interval is due.
 """
 
 from __future__ import annotations
@@ -249,7 +251,9 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             if result.windows or result.anomalies:
                 buckets.dirty.add(bucket)
             await publish(result.anomalies)
-        if now - buckets.last_checkpoint >= checkpoint_s:
+        # In a rebalance Faust waits for every message a stream took to be acknowledged
+        # before it lets the partitions go: checkpoint now, not up to checkpoint_s later.
+        if app.rebalancing or now - buckets.last_checkpoint >= checkpoint_s:
             await buckets.checkpoint(counters)
 
     async def final_checkpoint() -> None:
