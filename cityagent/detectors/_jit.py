@@ -9,6 +9,7 @@ Why a cache directory of our own: numba's on-disk cache checks only the file tha
 function, not the files of the functions it calls, so a change to a detector would leave a
 stale compiled judge behind. The cache lives in a directory named after a hash of every
 kernel source file, so any change compiles afresh. ``NUMBA_CACHE_DIR`` still wins when set.
+Directories of other sources that no process has used for a month are removed.
 
 The helpers follow numpy's rules for NaN (``np.maximum``, ``np.clip`` and ``np.nan_to_num``
 propagate or replace it the same way), so the kernels give the numbers the numpy code did.
@@ -19,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numba
 
-__all__ = ("njit", "fmax", "fmin", "clip", "nan_to_num", "KERNEL_SOURCES")
+__all__ = ("njit", "fmax", "fmin", "clip", "nan_to_num", "KERNEL_SOURCES", "prune_stale_caches")
 
 _HERE = Path(__file__).resolve().parent
 #: Every file whose functions are compiled into the kernels (the cache key hashes them all).
@@ -33,6 +36,10 @@ KERNEL_SOURCES: tuple[Path, ...] = (
     _HERE.parent / "windows.py",
     _HERE.parent / "state.py",
 )
+
+
+#: A cache directory of other kernel sources left untouched this long is removed.
+STALE_CACHE_S = 30 * 24 * 3600.0
 
 
 def _cache_dir() -> str:
@@ -48,10 +55,35 @@ def _cache_dir() -> str:
         try:
             os.makedirs(path, exist_ok=True)
             if os.access(path, os.W_OK):
+                os.utime(path)  # in use: its age counts from now
+                prune_stale_caches(Path(path))
                 return path
         except OSError:
             continue
     return ""
+
+
+def prune_stale_caches(current: Path, max_age_s: float = STALE_CACHE_S) -> list[Path]:
+    """Remove the ``numba-*`` directories beside ``current`` unused for ``max_age_s``.
+
+    Every change to the kernel sources (an upgrade, a checkout of another version) makes a
+    new directory of ~7 MB and leaves the old one behind; without this they pile up. A
+    directory is touched each time a process picks it, so only versions nobody has started
+    for a month go. A process still running an old version has its kernels loaded already
+    and does not read the directory again. Returns what was removed; errors are ignored (a
+    directory another process removes first, or one this user may not remove).
+    """
+    removed = []
+    cutoff = time.time() - max_age_s
+    for other in current.parent.glob("numba-*"):
+        try:
+            if other == current or not other.is_dir() or other.stat().st_mtime >= cutoff:
+                continue
+            shutil.rmtree(other)
+            removed.append(other)
+        except OSError:
+            continue
+    return removed
 
 
 if not os.environ.get("NUMBA_CACHE_DIR"):
