@@ -32,6 +32,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10)."),
+    "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md)."),
     "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
@@ -65,6 +66,7 @@ class Settings:
     window_s: float | None = None
     grace_s: float | None = None
     checkpoint_s: float = 10.0
+    alerting_path: Path | None = None
     zones_path: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -90,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             ))
         if args.command == "eval":
             from cityagent.detectors.config import DetectionConfig
+            from cityagent.incidents import AlertingConfig
             from control.eval import EvalOptions, run_eval
 
             config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
                                           grace_s=settings.grace_s)
             return run_eval(EvalOptions(
                 sensors=args.sensors, seeds=tuple(range(1, args.seeds + 1)), tick_s=args.tick,
-                scenarios=tuple(args.scenario)), as_json=args.json, config=config)
+                scenarios=tuple(args.scenario)), as_json=args.json, config=config,
+                alerting=AlertingConfig.load(settings.alerting_path))
         if args.command == "bench" and args.api:
             from control.bench_api import run_api_bench
 

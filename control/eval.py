@@ -21,8 +21,10 @@ import numpy as np
 from cityagent.alerting_eval import evaluate_alerting, zone_agreement
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.incidents import AlertingConfig, IncidentEngine
 from cityagent.quality import Detection, TruthLabel, TypeQuality, score_detections
 from cityagent.regions import default_regions
+from cityagent.routing import default_router
 from cityagent.zones import ZoneIndex, demo_zones
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
@@ -47,9 +49,10 @@ class EvalOptions:
 
 
 def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
-             progress=None) -> dict:
+             progress=None, alerting: AlertingConfig | None = None) -> dict:
     """The evaluation result as one JSON-ready object (see docs/detection.md)."""
     config = config or DetectionConfig.load()
+    alerting = alerting or AlertingConfig.load()
     regions = default_regions()
     names = options.scenarios or tuple(n for n in builtin_names())
     types: dict[str, TypeQuality] = {}
@@ -101,7 +104,9 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
                 for kind, q in score_detections(detections, labels, tolerance_ms).items():
                     types.setdefault(kind, TypeQuality()).merge(q)
                 # The same anomalies through geofencing, routing and the incident lifecycle.
-                runs.append((name, evaluate_alerting(emitted, signals.labels, zone_points=0,
+                engine = IncidentEngine(alerting, default_router(), regions)
+                runs.append((name, evaluate_alerting(emitted, signals.labels, engine=engine,
+                                                     zone_points=0,
                                                      tolerance_ms=tolerance_ms,
                                                      tick_s=options.tick_s)))
             if progress:
@@ -213,10 +218,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_eval(options: EvalOptions, *, as_json: bool, config: DetectionConfig | None = None) -> int:
+def run_eval(options: EvalOptions, *, as_json: bool, config: DetectionConfig | None = None,
+             alerting: AlertingConfig | None = None) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result = evaluate(options, config, progress)
+    result = evaluate(options, config, progress, alerting)
     print(json.dumps(result, ensure_ascii=False) if as_json else format_table(result))
     return 0

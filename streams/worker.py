@@ -52,7 +52,7 @@ def build_worker(settings: Settings) -> Worker:
     router = Router.load()
     zoneset = (ZoneSet.load(settings.zones_path, regions, departments=router.department_codes)
                if settings.zones_path else demo_zones(regions))
-    engine = IncidentEngine(AlertingConfig.load(), router, regions)
+    engine = IncidentEngine(AlertingConfig.load(settings.alerting_path), router, regions)
     app = create_app(settings)
     topics = declare_topics(app, settings)
     counters = WorkerCounters()

@@ -20,11 +20,19 @@ def test_external_kafka_and_overrides() -> None:
     assert s.partitions == 16 and s.readings_topic == "jinan.readings"
 
 
+def test_settings_files_are_paths(tmp_path) -> None:
+    alerting = tmp_path / "alerting.toml"
+    alerting.write_text("")
+    assert Settings.from_env({"CITYAGENT_ALERTING": str(alerting)}).alerting_path == alerting
+    assert Settings.from_env({}).alerting_path is None
+
+
 @pytest.mark.parametrize("env, words", [
     ({"CITYAGENT_PARTITIONS": "eight"}, "CITYAGENT_PARTITIONS must be a whole number"),
     ({"CITYAGENT_API_PORT": "70000"}, "CITYAGENT_API_PORT is out of range"),
     ({"CITYAGENT_BROKER_PORT": "0"}, "CITYAGENT_BROKER_PORT is out of range"),
     ({"CITYAGENT_DETECTION": "/no/such/file.toml"}, "CITYAGENT_DETECTION names no readable file"),
+    ({"CITYAGENT_ALERTING": "/no/such/file.toml"}, "CITYAGENT_ALERTING names no readable file"),
     ({"CITYAGENT_WINDOW_S": "-1"}, "CITYAGENT_WINDOW_S must be a positive number"),
     ({"CITYAGENT_GRACE_S": "x"}, "CITYAGENT_GRACE_S must be a number"),
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
