@@ -2,9 +2,11 @@
 
 Why columns: every detector steps all the sensors whose window closed at once, so state is
 laid out as arrays indexed by a sensor's row (``index[sensor_id]``), not as a dict per
-sensor. Why bytes: the Faust worker checkpoints a bucket's state as one changelog record;
-``to_bytes``/``from_bytes`` are a small JSON header plus the raw arrays, ~1 KB per sensor,
-and round-trip exactly (tested).
+sensor. Why bytes: the Faust worker checkpoints a bucket's state to the changelog as a few
+records (``to_parts``/``from_parts``): each a small JSON header plus the raw arrays of up to
+~512 KB of rows (~0.84 KB per sensor), because Kafka refuses records over 1 MB and a bucket
+of a large fleet holds more. They round-trip exactly (tested), also when a worker died
+while a checkpoint's parts were being sent.
 
 Per-sensor *parameters* (levels, free-flow speed, ...) are not state: they are rebuilt from
 the configuration and the registry whenever state is loaded, so a changed registry applies
@@ -13,8 +15,10 @@ after a restart without touching the changelog.
 
 from __future__ import annotations
 
+import secrets
 import struct
 from collections import namedtuple
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +34,14 @@ NO_TS = np.iinfo(np.int64).min
 TOD_SLOTS = 24
 _D = len(DETECTORS)
 _FORMAT = 1
+#: A checkpoint record's size limit: a bucket's state is written in parts of about this many
+#: bytes. Kafka (``message.max.bytes``) and Faust's producer (``max_request_size``) refuse a
+#: record over 1 MB by default, and a bucket holds ~0.84 KB per sensor: one record per
+#: bucket crashed the worker at its first checkpoint once the fleet passed ~300k sensors.
+PART_BYTES = 512 * 1024
+#: A sensor id in a part's JSON header: at most 64 characters (readings.parse_reading),
+#: quotes and a comma.
+_MAX_ID_BYTES = 67
 #: The detectors of checkpoints written before the header named them (``ep_*`` columns).
 _LEGACY_DETECTORS = ("level", "deviation", "change", "spike", "flatline", "silence")
 
@@ -115,6 +127,12 @@ class BucketState:
     #: 0 = never. Checkpointed, so that a worker restoring the state knows how long the
     #: bucket was idle while no worker ran: that downtime is event time too (silence).
     clock_ms: int = 0
+    #: Identifies one life of this state across checkpoints: parts of another epoch (left by
+    #: a state that was started afresh) are never combined with this one's.
+    epoch: int = field(default_factory=lambda: _new_epoch())
+    #: Per row, the offset of the last message applied to it, while that differs between
+    #: rows (restored from parts of two checkpoints); None when every row is at last_offset.
+    row_offsets: np.ndarray | None = field(default=None, repr=False)
     #: Per-sensor parameters, derived from the configuration (never checkpointed).
     params_cache: tuple[object, int, object] | None = field(default=None, repr=False)
 
@@ -169,60 +187,155 @@ class BucketState:
         self._columns = None
 
     def to_bytes(self) -> bytes:
-        """A checkpoint: JSON header (ids, shapes, counters) + the raw arrays."""
+        """The whole state as one record: JSON header (ids, shapes, counters) + raw arrays."""
+        return self._encode(0, len(self), {})
+
+    def to_parts(self, max_bytes: int = PART_BYTES) -> list[bytes]:
+        """A checkpoint as records of at most about ``max_bytes`` each: rows in order, part
+        ``i`` holding the rows after those of parts ``0..i-1``. Every part repeats the
+        bucket's counters and says which offset its rows have applied, so parts written by
+        two checkpoints (a worker died while its producer sent one) still restore exactly
+        (``from_parts``). Always at least one part."""
+        per_row = self.row_bytes()
+        rows = max(1, max_bytes // per_row)
+        n = len(self)
+        starts = range(0, max(n, 1), rows)
+        return [self._encode(row0, min(n, row0 + rows),
+                             {"part": i, "parts": len(starts), "row0": row0})
+                for i, row0 in enumerate(starts)]
+
+    def row_bytes(self) -> int:
+        """Bytes one sensor adds to a checkpoint: its columns and, at most, its id."""
+        columns = sum(c.itemsize * int(np.prod(c.shape[1:], dtype=np.int64))
+                      for c in self.cols.values())
+        return columns + _MAX_ID_BYTES
+
+    def _encode(self, row0: int, row1: int, extra: dict) -> bytes:
         names = list(self.cols)
-        header = orjson.dumps({
-            "format": _FORMAT, "panes": self.panes, "ids": self.ids, "columns": names,
-            "detectors": list(DETECTORS),
+        head = {
+            "format": _FORMAT, "panes": self.panes, "ids": self.ids[row0:row1], "columns": names,
+            "detectors": list(DETECTORS), "epoch": self.epoch,
             "watermark": self.watermark, "last_offset": self.last_offset,
-            "late_total": self.late_total, "clock_ms": self.clock_ms,
-        })
+            "late_total": self.late_total, "clock_ms": self.clock_ms, **extra,
+        }
+        if self.row_offsets is not None:  # still replaying after a restore from mixed parts
+            head["row_offsets"] = self.row_offsets[row0:row1].tolist()
+        header = orjson.dumps(head)
         # One copy: bytes.join reads the arrays' buffers (a tobytes() per column first was
         # ~40x slower, and a checkpoint writes every bucket's ~1 MB at once).
         return b"".join([struct.pack("<I", len(header)), header,
-                         *(np.ascontiguousarray(self.cols[n]) for n in names)])
+                         *(np.ascontiguousarray(self.cols[n][row0:row1]) for n in names)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BucketState:
-        """The state a checkpoint holds; ValueError when it is not one."""
-        if len(data) < 4:
+        """The state a one-record checkpoint holds; ValueError when it is not one."""
+        return cls.from_parts([data])
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[bytes]) -> BucketState:
+        """The state that checkpoint parts hold (``to_parts``; a ``to_bytes`` record is a
+        one-part checkpoint); ValueError when they are not one.
+
+        Parts of another epoch than the first (left behind by a state that was started
+        afresh) are ignored. Parts written by two checkpoints (a worker died while its
+        producer was sending the second) are combined: the bucket's counters and event time
+        are the older checkpoint's, and ``row_offsets`` says which offset each row has
+        applied, so the messages redelivered after the older one are applied to exactly
+        the rows that lack them (``unapplied``). Sensors whose part never arrived start
+        afresh; their readings all came after the older checkpoint and are redelivered."""
+        if not parts or any(len(p) < 4 for p in parts):
             raise ValueError("not a detection-state checkpoint (too short)")
         try:
-            return cls._from_bytes(data)
+            return cls._combine([_decode(p) for p in parts])
         except (KeyError, TypeError, IndexError, orjson.JSONDecodeError, struct.error) as exc:
             raise ValueError(f"not a readable detection-state checkpoint: {exc!r}") from None
 
     @classmethod
-    def _from_bytes(cls, data: bytes) -> BucketState:
-        (size,) = struct.unpack_from("<I", data)
-        head = orjson.loads(data[4 : 4 + size])
-        if not isinstance(head, dict) or head.get("format") != _FORMAT:
-            raise ValueError("not a detection-state checkpoint of a known format")
-        panes = int(head["panes"])
-        stored = list(head.get("detectors", _LEGACY_DETECTORS))
-        specs = _columns(panes, len(stored))
-        ids = list(head["ids"])
-        n = len(ids)
-        cols = {}
-        offset = 4 + size
-        for name in head["columns"]:
-            dtype, shape, _init = specs[name]
-            count = n * int(np.prod(shape, dtype=np.int64))
-            array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-            cols[name] = array.reshape((n, *shape)).copy()
-            offset += array.nbytes
-        specs = _columns(panes)
-        if stored != list(DETECTORS):  # a detector added or moved since: episodes by name
-            for name in [c for c in cols if c.startswith("ep_")]:
-                dtype, shape, init = specs[name]
-                old, cols[name] = cols[name], np.full((n, *shape), init, dtype=dtype)
-                for i, det in enumerate(DETECTORS):
-                    if det in stored:
-                        cols[name][:, i] = old[:, stored.index(det)]
-        for name, (dtype, shape, init) in specs.items():  # columns added since: defaults
-            cols.setdefault(name, np.full((n, *shape), init, dtype=dtype))
-        return cls(
-            panes=panes, ids=ids, index={s: i for i, s in enumerate(ids)}, cols=cols,
-            watermark=int(head["watermark"]), last_offset=int(head["last_offset"]),
-            late_total=int(head["late_total"]), clock_ms=int(head.get("clock_ms", 0)),
+    def _combine(cls, decoded: list[tuple[dict, list[str], dict[str, np.ndarray]]]) -> BucketState:
+        epoch = decoded[0][0].get("epoch")
+        decoded = sorted((d for d in decoded if d[0].get("epoch") == epoch),
+                         key=lambda d: int(d[0].get("row0", 0)))
+        ids: list[str] = []
+        for head, part_ids, _cols in decoded:
+            if int(head.get("row0", 0)) != len(ids) or int(head["panes"]) != int(decoded[0][0]["panes"]):
+                raise ValueError("checkpoint parts do not fit together (row ranges or panes differ)")
+            ids.extend(part_ids)
+        offsets = np.concatenate([
+            np.asarray(head.get("row_offsets") or [int(head["last_offset"])] * len(part_ids),
+                       dtype=np.int64)
+            for head, part_ids, _cols in decoded])
+        oldest = min((d[0] for d in decoded), key=lambda head: int(head["last_offset"]))
+        last_offset = max(int(d[0]["last_offset"]) for d in decoded)
+        cols = {name: np.concatenate([d[2][name] for d in decoded])
+                for name in decoded[0][2]}
+        state = cls(
+            panes=int(oldest["panes"]), ids=ids, index={s: i for i, s in enumerate(ids)},
+            cols=cols, watermark=int(oldest["watermark"]), last_offset=last_offset,
+            late_total=int(oldest["late_total"]), clock_ms=int(oldest.get("clock_ms", 0)),
+            epoch=int(epoch) if epoch is not None else _new_epoch(),
         )
+        if len(offsets) != len(ids):
+            raise ValueError("checkpoint row offsets do not match its rows")
+        if len(offsets) and (offsets != last_offset).any():
+            state.row_offsets = offsets
+        return state
+
+    def unapplied(self, sensor_ids: np.ndarray, offset: int) -> np.ndarray | None:
+        """Which rows of the message at ``offset`` this state still has to apply: None for
+        all of them (a message after every one it holds), else a bool mask, all False for
+        a redelivered message it holds entirely."""
+        if offset > self.last_offset:
+            return None
+        if self.row_offsets is None:
+            return np.zeros(len(sensor_ids), dtype=bool)
+        known = len(self.row_offsets)
+        rows = np.fromiter((self.index.get(s, known) for s in sensor_ids.tolist()),
+                           dtype=np.int64, count=len(sensor_ids))
+        applied = np.append(self.row_offsets, -1)[np.minimum(rows, known)]
+        return applied < offset
+
+    def applied(self, offset: int) -> None:
+        """Record that the message at ``offset`` has been applied (to the rows that lacked it)."""
+        if self.row_offsets is not None:
+            grown = np.full(len(self), offset, dtype=np.int64)  # sensors added since: all
+            grown[: len(self.row_offsets)] = np.maximum(self.row_offsets, offset)
+            self.row_offsets = None if (grown >= self.last_offset).all() else grown
+        self.last_offset = max(self.last_offset, offset)
+
+
+def _new_epoch() -> int:
+    return secrets.randbits(62)
+
+
+def _decode(data: bytes) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+    """One record's header, ids and columns (the columns of today's layout)."""
+    (size,) = struct.unpack_from("<I", data)
+    head = orjson.loads(data[4 : 4 + size])
+    if not isinstance(head, dict) or head.get("format") != _FORMAT:
+        raise ValueError("not a detection-state checkpoint of a known format")
+    panes = int(head["panes"])
+    stored = list(head.get("detectors", _LEGACY_DETECTORS))
+    specs = _columns(panes, len(stored))
+    ids = list(head["ids"])
+    n = len(ids)
+    cols = {}
+    offset = 4 + size
+    for name in head["columns"]:
+        dtype, shape, _init = specs[name]
+        count = n * int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        cols[name] = array.reshape((n, *shape)).copy()
+        offset += array.nbytes
+    specs = _columns(panes)
+    if stored != list(DETECTORS):  # a detector added or moved since: episodes by name
+        for name in [c for c in cols if c.startswith("ep_")]:
+            dtype, shape, init = specs[name]
+            old, cols[name] = cols[name], np.full((n, *shape), init, dtype=dtype)
+            for i, det in enumerate(DETECTORS):
+                if det in stored:
+                    cols[name][:, i] = old[:, stored.index(det)]
+    for name, (dtype, shape, init) in specs.items():  # columns added since: defaults
+        cols.setdefault(name, np.full((n, *shape), init, dtype=dtype))
+    if offset != len(data):
+        raise ValueError(f"checkpoint is {len(data)} bytes; its header describes {offset}")
+    return head, ids, cols

@@ -45,7 +45,7 @@ from cityagent.state import NO_TS, BucketState
 from streams.app import CityAgentApp
 from streams.metrics import WorkerCounters
 from streams.partitions import partition_of_key
-from streams.topics import Topics, legacy_key, table_key
+from streams.topics import PART_SEP, Topics, legacy_key, part_key
 
 __all__ = ("register_agents", "STATE_TABLE")
 
@@ -56,6 +56,16 @@ STALLED_IDLES = 6
 STATE_TABLE = "detector_state"
 
 log = logging.getLogger("cityagent.streams")
+
+
+class CheckpointTable(faust.Table):
+    """The detection state table: every part of a bucket's checkpoint (key ``b017`` or
+    ``b017/<n>``) goes to the bucket's partition, the one its readings come from, so that
+    the worker that owns the readings recovers all of its state."""
+
+    def partition_for_key(self, key: Any) -> int:
+        bucket = _text(key).strip('"').split(PART_SEP, 1)[0]
+        return partition_of_key(bucket, self.partitions)
 
 
 class _Buckets:
@@ -80,21 +90,32 @@ class _Buckets:
     def get(self, bucket: str) -> BucketState:
         state = self.states.get(bucket)
         if state is None:
-            raw = self.table.get(table_key(bucket)) or self.table.get(legacy_key(bucket))
+            parts = self.stored_parts(bucket)
             state = None
-            if raw:
+            if parts:
                 try:
-                    state = BucketState.from_bytes(raw)
+                    state = BucketState.from_parts(parts)
                 except ValueError as exc:
                     log.warning("bucket %s: checkpoint unreadable (%s); starting afresh", bucket, exc)
             state = state or self.detector.engine.new_state()
             self.states[bucket] = state
         return state
 
+    def stored_parts(self, bucket: str) -> list[bytes]:
+        """The parts of the bucket's last checkpoint in the table (none: never written)."""
+        first = self.table.get(part_key(bucket, 0)) or self.table.get(legacy_key(bucket))
+        if not first:
+            return []
+        parts = [first]
+        while (part := self.table.get(part_key(bucket, len(parts)))) is not None:
+            parts.append(part)
+        return parts
+
     async def checkpoint(self, counters: WorkerCounters) -> None:
         """Write the changed buckets' states, then ack the events they include."""
         for bucket in self.dirty:
-            self.table[table_key(bucket)] = self.states[bucket].to_bytes()
+            for number, part in enumerate(self.states[bucket].to_parts()):
+                self.table[part_key(bucket, number)] = part
         if self.dirty:
             counters.checkpoints_total += 1
         self.dirty.clear()
@@ -124,7 +145,7 @@ class _Buckets:
         adopted = 0
         for key in list(self.table.keys()):
             bucket = _text(key).strip('"')  # a checkpoint from before raw keys: '"b007"'
-            if bucket in self.states:
+            if PART_SEP in bucket or bucket in self.states:  # a later part: read with part 0
                 continue
             tp = owned.get(partition_of_key(bucket, self.partitions))
             if tp is None:
@@ -170,12 +191,12 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
                     counters: WorkerCounters, checkpoint_s: float = 10.0) -> faust.Table:
     """Attach the detection agent to ``app``; return its state table."""
     # Bytes keys and values: the "raw" codec. Raw keys, as on the readings topic, put a
-    # bucket's checkpoints in the changelog partition numbered like its readings partition,
-    # which Faust assigns and recovers together with it (streams.topics.table_key).
-    state_table = app.Table(
-        STATE_TABLE, default=None, partitions=topics.readings.partitions, key_type=bytes,
-        value_type=bytes, use_partitioner=True,
-    )
+    # bucket's checkpoint parts in the changelog partition numbered like its readings
+    # partition, which Faust assigns and recovers together with it (CheckpointTable).
+    state_table = app.tables.add(CheckpointTable(
+        app, name=STATE_TABLE, default=None, partitions=topics.readings.partitions,
+        key_type=bytes, value_type=bytes, beacon=app.tables.beacon,
+    ))
     buckets = _Buckets(state_table, detector, topics.readings.partitions)
     windows = detector.engine.config.windows
 
@@ -205,11 +226,15 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             state = buckets.get(bucket)
             buckets.pending.append(event)
             buckets.touch(bucket, message.tp)
-            if message.offset <= state.last_offset:
-                continue  # redelivered after a restart: already in the checkpointed state
+            # Redelivered after a restart: skip what the checkpointed state already holds.
+            unapplied = state.unapplied(batch.sensor_id, message.offset)
+            if unapplied is not None:
+                if not unapplied.any():
+                    continue
+                batch = batch.take(unapplied)  # restored from parts of two checkpoints
             now_ms = _now_ms()
             outcome = detector.process_batch(batch, state, now_ms)
-            state.last_offset = message.offset
+            state.applied(message.offset)
             state.clock_ms = now_ms
             buckets.away_ms.pop(bucket, None)  # its readings carry the event time now
             buckets.dirty.add(bucket)

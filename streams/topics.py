@@ -18,7 +18,10 @@ import faust
 
 from cityagent.settings import Settings
 
-__all__ = ("Topics", "declare_topics", "table_key", "legacy_key")
+__all__ = ("Topics", "declare_topics", "table_key", "legacy_key", "part_key", "PART_SEP")
+
+#: Separates a bucket from a part number in the key of a checkpoint part: ``b017/2``.
+PART_SEP = "/"
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,11 @@ def legacy_key(key: str) -> bytes:
     """How a table key written before raw keys (JSON, with quotes) reads back: such state is
     still found, and rewritten under its raw key when it next changes."""
     return f'"{key}"'.encode()
+
+
+def part_key(bucket: str, part: int) -> bytes:
+    """The table key of part ``part`` of a bucket's checkpoint (``BucketState.to_parts``):
+    part 0 keeps the bucket's own key (where a one-record checkpoint was), the others add
+    ``/<n>``. Every part is written to, and recovered from, the bucket's partition
+    (``streams.agents.CheckpointTable``)."""
+    return table_key(bucket if part == 0 else f"{bucket}{PART_SEP}{part}")

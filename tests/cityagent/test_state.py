@@ -8,10 +8,13 @@ import numpy as np
 import orjson
 import pytest
 
+from cityagent.batch import ReadingBatch
 from cityagent.detection import DetectionEngine
-from cityagent.state import COLUMNS, NO_TS, BucketState
+from cityagent.state import COLUMNS, NO_TS, PART_BYTES, BucketState
 from tests.cityagent.test_detection import (
+    NOISE,
     PROFILES,
+    SIZE,
     SMALL,
     T0,
     feed,
@@ -133,3 +136,114 @@ def test_a_checkpoint_from_before_the_trend_detector_loads_its_episodes_by_name(
     assert copy.cols["ep_since"].shape == state.cols["ep_since"].shape
     assert np.array_equal(copy.cols["ep_since"][:, :6], state.cols["ep_since"][:, :6])
     assert (copy.cols["ep_since"][:, 6] == NO_TS).all() and (copy.cols["tr_pos"] == 0).all()
+
+
+# -- checkpoints in parts (a bucket's state can outgrow Kafka's 1 MB record limit) ---------
+
+
+def fleet_batch(sensors: int, w: int, value: float = 2.0, prefix: str = "jn-wl") -> ReadingBatch:
+    """One reading per gauge in window ``w``; gauge i reads ``value`` plus a fixed wiggle."""
+    return readings([(f"{prefix}-{i:05d}", "water_level", T0 + w * SIZE + 1_000,
+                      value + NOISE[i % len(NOISE)]) for i in range(sensors)])
+
+
+def fleet_state(sensors: int, windows: int) -> tuple[DetectionEngine, BucketState]:
+    engine = DetectionEngine(SMALL, PROFILES)
+    state = engine.new_state()
+    for w in range(windows):
+        engine.process(state, fleet_batch(sensors, w), now_ms=0)
+        state.applied(w)
+    return engine, state
+
+
+def assert_same_state(a: BucketState, b: BucketState) -> None:
+    assert a.ids == b.ids and a.index == b.index
+    assert (a.watermark, a.last_offset, a.late_total, a.clock_ms, a.epoch) == (
+        b.watermark, b.last_offset, b.late_total, b.clock_ms, b.epoch)
+    for name, column in a.cols.items():
+        assert np.array_equal(column, b.cols[name], equal_nan=True), name
+
+
+def test_a_large_state_is_written_in_parts_under_the_record_limit() -> None:
+    _engine, state = fleet_state(3000, 3)
+    parts = state.to_parts()
+    assert len(parts) == -(-3000 * state.row_bytes() // PART_BYTES) >= 4
+    assert max(len(p) for p in parts) <= PART_BYTES < 1_000_000
+    assert len(state.to_bytes()) > 2_000_000  # as one record: refused by Kafka and Faust
+    assert_same_state(BucketState.from_parts(parts), state)
+    # The parts arrive in any order; a one-part checkpoint (to_bytes) is the same state.
+    assert_same_state(BucketState.from_parts(parts[::-1]), state)
+    assert_same_state(BucketState.from_bytes(state.to_bytes()), state)
+
+
+def test_an_empty_state_is_one_part() -> None:
+    state = BucketState(panes=3)
+    (part,) = state.to_parts()
+    assert_same_state(BucketState.from_parts([part]), state)
+
+
+def test_parts_of_two_checkpoints_restore_and_replay_to_the_newer_state() -> None:
+    # A worker checkpointed at offset 2, applied messages 3-5 (new gauges among them, one
+    # window closed), and died while the parts of its next checkpoint were being sent: only
+    # the first part arrived. Replaying 3-5 onto the restored state must give exactly the
+    # state the worker had: each message applied once to every row.
+    engine, old = fleet_state(400, 3)
+    older_parts = old.to_parts(max_bytes=60_000)
+    messages = {3: fleet_batch(420, 3, 2.01), 4: fleet_batch(420, 3, 2.02),
+                5: fleet_batch(420, 4, 2.03)}
+    for offset, batch in messages.items():
+        engine.process(old, batch, now_ms=0)
+        old.applied(offset)
+    newer = old
+    newer_parts = newer.to_parts(max_bytes=60_000)
+    assert len(older_parts) >= 3 and len(newer_parts) > len(older_parts)
+
+    restored = BucketState.from_parts([newer_parts[0], *older_parts[1:]])
+    assert restored.last_offset == 5 and restored.row_offsets is not None
+    assert restored.watermark < newer.watermark  # the older checkpoint's event time
+    for offset, batch in messages.items():
+        keep = restored.unapplied(batch.sensor_id, offset)
+        assert keep is not None and 0 < keep.sum() < len(batch)  # part 0's rows have it
+        engine.process(restored, batch.take(keep), now_ms=0)
+        restored.applied(offset)
+    assert restored.row_offsets is None
+    assert_same_state(restored, newer)
+    # Past the restore, every message is new again; a redelivery of one it holds is not.
+    assert restored.unapplied(messages[5].sensor_id, 6) is None
+    assert not restored.unapplied(messages[5].sensor_id, 5).any()
+
+
+def test_a_checkpoint_written_while_replaying_keeps_each_rows_offset() -> None:
+    engine, old = fleet_state(300, 3)
+    older_parts = old.to_parts(max_bytes=60_000)
+    for offset in (3, 4):
+        engine.process(old, fleet_batch(300, offset), now_ms=0)
+        old.applied(offset)
+    restored = BucketState.from_parts([old.to_parts(max_bytes=60_000)[0], *older_parts[1:]])
+    batch = fleet_batch(300, 3)
+    engine.process(restored, batch.take(restored.unapplied(batch.sensor_id, 3)), now_ms=0)
+    restored.applied(3)
+    # Checkpointed now and restored again: part 0's rows are at 4, the others at 3.
+    again = BucketState.from_parts(restored.to_parts(max_bytes=60_000))
+    assert again.row_offsets is not None
+    assert set(again.row_offsets.tolist()) == {3, 4}
+    keep = again.unapplied(fleet_batch(300, 4).sensor_id, 4)
+    assert keep is not None and keep.any() and not keep.all()
+
+
+def test_parts_of_an_earlier_life_of_the_bucket_are_ignored() -> None:
+    # A checkpoint was unreadable, so the bucket started afresh (new epoch) with fewer
+    # sensors: the old parts after its first one are still in the table, and must not be
+    # taken for this state's.
+    _engine, old = fleet_state(400, 2)
+    stale = old.to_parts(max_bytes=60_000)
+    _engine, fresh = fleet_state(50, 2)
+    restored = BucketState.from_parts([*fresh.to_parts(max_bytes=60_000), *stale[1:]])
+    assert_same_state(restored, fresh)
+
+
+def test_parts_that_do_not_fit_together_are_rejected_with_value_error() -> None:
+    _engine, state = fleet_state(400, 2)
+    parts = state.to_parts(max_bytes=60_000)
+    with pytest.raises(ValueError, match="do not fit"):
+        BucketState.from_parts([parts[0], parts[2]])  # part 1 missing in the middle

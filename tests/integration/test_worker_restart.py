@@ -177,6 +177,72 @@ def test_sigterm_checkpoints_acknowledges_and_exits(settings_factory, tmp_path) 
     assert {p: o for p, o in committed.items() if o} == dict(sent), (committed, dict(sent))
 
 
+def gauges_in_one_bucket(count: int) -> tuple[str, list[str]]:
+    """``count`` gauge ids that all fall in one sensor bucket; (its key, the ids)."""
+    ids = [f"jn-wl-crowd-{i:06d}" for i in range(400 * count)]  # 256 buckets
+    target = bucket_of(ids[0])
+    return bucket_key(target), [s for s in ids if bucket_of(s) == target][:count]
+
+
+def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recovered(
+        settings_factory, tmp_path) -> None:
+    """1,500 gauges in one bucket: its state (~1.3 MB) is more than Kafka and Faust's
+    producer take in one record (1 MB). Written as one record, the worker crashed at its
+    first checkpoint (a fleet of ~300k sensors fills buckets that far). In parts, all sent
+    to the bucket's partition, it checkpoints, and a worker started after a SIGKILL recovers
+    every part: the episodes go on under the ids they began with."""
+    settings = settings_factory(session_timeout_s=6)
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    bucket, crowd = gauges_in_one_bucket(1500)
+    assert len(crowd) == 1500
+    rising, calm = crowd[:20], crowd[20:]
+    t0 = float(int(time.time()) // 2 * 2 - 600)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                             max_request_size=8 << 20)
+    changelog = f"{settings.app_id}-detector_state-changelog"
+    worker = start_worker(settings, tmp_path / "worker-1.log")
+    try:
+        send(producer, settings.readings_topic, readings(crowd, 2.0, t0))
+        send(producer, settings.readings_topic,
+             readings(rising, 5.5, t0 + 10) + readings(calm, 2.1, t0 + 10))
+        opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
+                             until=lambda v: started(v) >= set(rising), watch=(worker,))
+        first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
+        parts = consume_records(
+            settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
+            until=lambda rs: {r.key.decode() for r in rs} >= {bucket, f"{bucket}/1", f"{bucket}/2"})
+        time.sleep(4)  # checkpointed and committed: the restart must not replay the breach
+        worker.kill()
+    finally:
+        worker.stop()
+    keys = {r.key.decode() for r in parts}
+    assert keys == {bucket} | {f"{bucket}/{n}" for n in range(1, len(keys))}, keys
+    assert {r.partition for r in parts} == {partition_of_key(bucket, settings.partitions)}
+    latest = {r.key: r.value for r in sorted(parts, key=lambda r: r.offset)}
+    assert max(len(r.value) for r in parts) < 1_000_000 < sum(map(len, latest.values()))
+
+    send(producer, settings.readings_topic, readings(rising, 5.8, t0 + 20))
+    worker = start_worker(settings, tmp_path / "worker-2.log")
+    try:
+        send(producer, settings.readings_topic,
+             readings(rising, 1.0, t0 + 30) + readings(rising, 1.0, t0 + 32))
+        values = consume_all(
+            settings.bootstrap, settings.anomalies_topic, timeout_s=120, watch=(worker,),
+            until=lambda v: {s for s, evs in level_events_by_sensor(v).items()
+                             if evs[-1]["phase"] == "end"} >= set(rising))
+    finally:
+        worker.stop()
+        producer.close()
+    log = worker.log_path.read_text("utf-8", "replace")
+    assert "checkpoint unreadable" not in log, worker.log_tail()
+    by_sensor = level_events_by_sensor(values)
+    for sensor in rising:
+        evs = by_sensor[sensor]
+        assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
+        assert evs[-1]["phase"] == "end" and evs[-1]["since_ms"] == int(t0 + 10) * 1000, evs
+    assert not started(values) - set(rising), "a calm gauge lost its baseline and alarmed"
+
+
 def _with_idle(tmp_path, seconds: int, silence_min_s: int = 30):
     """The packaged detection settings with 2 s windows, 1 s grace, the idle timer's period
     set to ``seconds``, report intervals learned (not 60 s per kind) and sensors silent
