@@ -2,7 +2,7 @@
 
 Adapters only: decode, call the domain, encode and send. Detection state lives in memory as
 one ``BucketState`` per sensor bucket and is **checkpointed** to the Faust table
-``detector_state`` (one changelog record per bucket) every ``checkpoint_s`` seconds, not
+``detector_state`` (in records of at most 512 KB) every ``checkpoint_s`` seconds, not
 on every message: a bucket's state changes with every batch, and a record per message would
 multiply the changelog traffic by the message rate.
 
@@ -43,7 +43,9 @@ from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
 from cityagent.state import NO_TS, BucketState
 from streams.app import CityAgentApp
+from streams.checkpoints import CheckpointedStates
 from streams.metrics import WorkerCounters
+from streams.parted import PartedTable
 from streams.partitions import partition_of_key
 from streams.topics import PART_SEP, Topics, legacy_key, part_key
 
@@ -58,22 +60,11 @@ STATE_TABLE = "detector_state"
 log = logging.getLogger("cityagent.streams")
 
 
-class CheckpointTable(faust.Table):
-    """The detection state table: every part of a bucket's checkpoint (key ``b017`` or
-    ``b017/<n>``) goes to the bucket's partition, the one its readings come from, so that
-    the worker that owns the readings recovers all of its state."""
-
-    def partition_for_key(self, key: Any) -> int:
-        bucket = _text(key).strip('"').split(PART_SEP, 1)[0]
-        return partition_of_key(bucket, self.partitions)
-
-
-class _Buckets:
+class _Buckets(CheckpointedStates):
     """The in-memory states of this worker's buckets, their checkpoints and pending acks."""
 
     def __init__(self, table: faust.Table, detector: Detector, partitions: int) -> None:
-        self.table = table
-        self.partitions = partitions  # of the readings topic (and the table's changelog)
+        super().__init__(table, partitions)
         self.detector = detector
         self.states: dict[str, BucketState] = {}
         self.last_input: dict[str, float] = {}  # bucket → monotonic time of its last batch
@@ -82,10 +73,6 @@ class _Buckets:
         #: bucket → ms it sat idle while no worker ran (adopted from a checkpoint, no reading
         #: since): added to its event time once its partition is known to be consumed.
         self.away_ms: dict[str, int] = {}
-        self.dirty: set[str] = set()
-        self.pending: list[Any] = []  # events applied to state but not yet checkpointed
-        self.stream: faust.StreamT | None = None
-        self.last_checkpoint = time.monotonic()
 
     def get(self, bucket: str) -> BucketState:
         state = self.states.get(bucket)
@@ -119,11 +106,7 @@ class _Buckets:
         if self.dirty:
             counters.checkpoints_total += 1
         self.dirty.clear()
-        pending, self.pending = self.pending, []
-        if self.stream is not None:
-            for event in pending:
-                await self.stream.ack(event)
-        self.last_checkpoint = time.monotonic()
+        await self.acknowledge()
 
     def touch(self, bucket: str, tp: Any) -> None:
         """Mark the bucket live: its idle clock starts now, its batches come from ``tp``."""
@@ -192,8 +175,8 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
     """Attach the detection agent to ``app``; return its state table."""
     # Bytes keys and values: the "raw" codec. Raw keys, as on the readings topic, put a
     # bucket's checkpoint parts in the changelog partition numbered like its readings
-    # partition, which Faust assigns and recovers together with it (CheckpointTable).
-    state_table = app.tables.add(CheckpointTable(
+    # partition, which Faust assigns and recovers together with it (PartedTable).
+    state_table = app.tables.add(PartedTable(
         app, name=STATE_TABLE, default=None, partitions=topics.readings.partitions,
         key_type=bytes, value_type=bytes, beacon=app.tables.beacon,
     ))
@@ -246,7 +229,7 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
                 log.info("bucket %s: %d late readings (after their window closed) counted, "
                          "not judged", bucket, outcome.late)
             await publish(outcome.anomalies)
-            if time.monotonic() - buckets.last_checkpoint >= checkpoint_s:
+            if buckets.due(checkpoint_s):
                 await buckets.checkpoint(counters)
 
     @app.timer(min(1.0, checkpoint_s))

@@ -7,14 +7,23 @@ Two steps, because the key that owns an incident is not the key anomalies arrive
    ``alert-scopes`` topic.
 2. ``incidents`` consumes ``alert-scopes`` and the operators' ``alert-commands`` as one
    stream, both keyed by scope, so exactly one agent applies everything that touches a
-   scope's incidents, in order. The scope's state (``ScopeState``) is in the Faust table
-   ``incidents``, written after every change; every state change is published on the alerts
-   topic as an ``AlertEvent`` (who, when, the alert after the change): the audit trail.
+   scope's incidents, in order. Every state change is published on the alerts topic as an
+   ``AlertEvent`` (who, when, the alert after the change): the audit trail.
 
-Alert ids derive from the incident and every applied anomaly and command id is remembered in
-the state, so a redelivered or replayed message changes nothing and publishes nothing. A
-timer ticks every scope in this worker's part of the table: auto-resolve, escalation and
-held faults need no new input.
+A scope's state (``ScopeState``) lives in memory and is **checkpointed** to the Faust table
+``incidents`` at most every ``CHECKPOINT_S`` (only the scopes that changed), in parts when it
+is larger than a Kafka record (``streams.parted``). Until 2026-11-23 it was read from the
+table and written back whole for every message: a flood incident of a district grows by
+~0.3 KB per sensor, so in a rainstorm over thousands of sensors each anomaly cost a parse and
+a write of up to a megabyte (quadratic in the incident's size), and at ~4,000 sensors the
+record passed Kafka's 1 MB limit and the worker crashed, again after every restart.
+
+As in detection, the stream is acknowledged only up to what a checkpoint holds. After a
+crash Kafka redelivers the rest, and the engine applies it again to the restored state: alert
+ids derive from the incident, every applied anomaly and command id is remembered in the
+state, and ``seq`` counts each alert's changes, so the replay makes the same changes with the
+same ``seq`` (events the alert book already holds, and ignores). A timer ticks every scope of
+this worker's partitions: auto-resolve, escalation and held faults need no new input.
 """
 
 from __future__ import annotations
@@ -29,28 +38,95 @@ import faust
 from cityagent.detection import Anomaly
 from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
+from streams.app import CityAgentApp
+from streams.checkpoints import CheckpointedStates
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
+from streams.parted import PartedTable, delete_value, head_keys, read_value, write_value
 from streams.partitions import partition_of_key
 from streams.routing_feed import RoutingFeed
-from streams.topics import Topics, legacy_key, table_key
+from streams.topics import Topics, legacy_key
 from streams.zone_feed import ZoneFeed
 
-__all__ = ("register_alerting", "INCIDENT_TABLE")
+__all__ = ("register_alerting", "INCIDENT_TABLE", "CHECKPOINT_S")
 
 INCIDENT_TABLE = "incidents"
 TICK_S = 5.0
+#: Longest time between checkpoints of the scopes that changed (shorter if the worker's
+#: ``checkpoint_s`` is): incident states are small, except in a large event, and a short
+#: interval keeps what a crash makes the worker apply again, and publish again, small.
+CHECKPOINT_S = 1.0
 
 log = logging.getLogger("cityagent.streams")
 
 
-def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
+class _Scopes(CheckpointedStates):
+    """The in-memory states of this worker's scopes, their checkpoints and pending acks."""
+
+    def __init__(self, table: faust.Table, partitions: int) -> None:
+        super().__init__(table, partitions)
+        self.states: dict[str, ScopeState] = {}
+
+    def get(self, scope: str) -> ScopeState:
+        state = self.states.get(scope)
+        if state is None:
+            state = self.states[scope] = self._stored(scope)
+        return state
+
+    def _stored(self, scope: str) -> ScopeState:
+        try:
+            raw = read_value(self.table, scope) or self.table.get(legacy_key(scope))
+            if raw:
+                return ScopeState.from_bytes(raw)
+        except ValueError as exc:
+            log.warning("scope %s: incident state unreadable (%s); starting afresh", scope, exc)
+        return ScopeState()
+
+    def partition(self, scope: str) -> int:
+        return partition_of_key(scope, self.partitions)
+
+    def scopes_of(self, owned: set[int]) -> list[str]:
+        """Every scope of the owned partitions, in memory or only in the table (restored)."""
+        known = head_keys(self.table.keys()) | set(self.states)
+        return sorted(s for s in known if self.partition(s) in owned)
+
+    async def checkpoint(self) -> None:
+        """Write the changed scopes' states (delete the empty ones), then ack the events
+        they include."""
+        for scope in sorted(self.dirty):
+            state = self.states.get(scope)
+            if state is None:
+                continue
+            if state.is_empty:
+                delete_value(self.table, scope)
+                del self.states[scope]
+            else:
+                write_value(self.table, scope, state.to_bytes())
+            if legacy_key(scope) in self.table:  # state from before raw keys, now rewritten
+                del self.table[legacy_key(scope)]
+        self.dirty.clear()
+        await self.acknowledge()
+
+    def keep_only(self, owned: set[int]) -> None:
+        """After a rebalance: forget the scopes of partitions this worker no longer has (they
+        were checkpointed when revoked, and reload from the table if they come back)."""
+        for scope in list(self.states):
+            if self.partition(scope) not in owned:
+                del self.states[scope]
+                self.dirty.discard(scope)
+
+
+def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
                       maintenance: MaintenanceFeed, routing: RoutingFeed,
-                      counters: WorkerCounters) -> faust.Table:
-    table = app.Table(  # raw keys, as on the scopes topic (streams.topics.table_key)
-        INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions, key_type=bytes,
-        value_type=bytes, use_partitioner=True,
-    )
+                      counters: WorkerCounters, checkpoint_s: float = CHECKPOINT_S) -> faust.Table:
+    # Raw keys, as on the scopes topic (streams.topics.table_key); a state's parts go to the
+    # partition of its scope.
+    table = app.tables.add(PartedTable(
+        app, name=INCIDENT_TABLE, default=None, partitions=topics.scopes.partitions,
+        key_type=bytes, value_type=bytes, beacon=app.tables.beacon,
+    ))
+    scopes = _Scopes(table, topics.scopes.partitions)
+    checkpoint_s = min(checkpoint_s, CHECKPOINT_S)
 
     engines: dict[tuple, IncidentEngine] = {}
 
@@ -63,15 +139,6 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             found = engines[key] = dataclasses.replace(engine, maintenance=key[0],
                                                        router=routing.router)
         return found
-
-    def load(scope: str) -> ScopeState:
-        raw = table.get(table_key(scope)) or table.get(legacy_key(scope))
-        if raw:
-            try:
-                return ScopeState.from_bytes(raw)
-            except ValueError as exc:
-                log.warning("scope %s: incident state unreadable (%s); starting afresh", scope, exc)
-        return ScopeState()
 
     async def publish(scope: str, events: list[AlertEvent]) -> None:
         for event in events:
@@ -89,29 +156,33 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
 
     @app.agent(topics.incident_inputs, name="incidents")
     async def incidents(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        scopes.stream = manual
+        async for event in manual.events():
+            scopes.pending.append(event)
             key = _text(event.key)
             value = event.value if isinstance(event.value, dict) else {}
-            state = load(key)
             now = _now_ms()
             if "anomaly" in value:
                 anomaly = _anomaly_or_none(value["anomaly"])
                 events = ([] if anomaly is None
-                          else current().on_anomaly(state, anomaly, zones.index, now))
+                          else current().on_anomaly(scopes.get(key), anomaly, zones.index, now))
             elif "command" in value:
                 try:
                     command = Command.from_dict(value["command"])
                 except InvalidCommand as exc:
                     log.warning("skipped an invalid command for scope %s: %s", key, exc)
                     continue
-                events = current().on_command(state, command, now)
+                events = current().on_command(scopes.get(key), command, now)
                 counters.commands_total += 1
             else:
                 log.warning("skipped a message on %s that is neither an anomaly nor a command",
                             event.message.topic)
                 continue
-            save(key, state)
+            scopes.dirty.add(key)
             await publish(key, events)
+            if scopes.due(checkpoint_s):
+                await scopes.checkpoint()
 
     ticked: list[set[int]] = [set()]
 
@@ -124,14 +195,6 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
             ticked[0] = owned
         return owned
 
-    def save(scope: str, state: ScopeState) -> None:
-        if state.is_empty:
-            table.pop(table_key(scope), None)
-        else:
-            table[table_key(scope)] = state.to_bytes()
-        if legacy_key(scope) in table:  # state from before raw keys, now rewritten
-            del table[legacy_key(scope)]
-
     @app.task
     async def follow_zones() -> None:
         """Keep zones, maintenance windows and routing current from their topics."""
@@ -141,20 +204,42 @@ def register_alerting(app: faust.App, topics: Topics, engine: IncidentEngine, zo
 
     @app.timer(TICK_S)
     async def tick() -> None:
-        """Auto-resolve, escalate and release held faults by the clock, for every scope in
-        this worker's part of the table (restored ones included, after a restart). Only the
+        """Auto-resolve, escalate and release held faults by the clock, for every scope of
+        this worker's partitions (restored ones included, after a restart). Only the
         partitions it owns: the table also holds standby copies of other workers' scopes, and
-        ticking those too would send their events twice."""
+        ticking those too would send their events twice. Not while rebalancing: the table
+        may be recovered only in part, and a state loaded from it now would stay in memory."""
+        if app.rebalancing:
+            return
         now = _now_ms()
-        owned = owned_partitions()
-        for scope in sorted({_text(key).strip('"') for key in table.keys()}):
-            if partition_of_key(scope, topics.scopes.partitions) not in owned:
-                continue  # a standby copy: the worker that owns the scope ticks it
-            state = load(scope)
+        for key in scopes.scopes_of(owned_partitions()):
+            state = scopes.get(key)
             events = current().tick(state, now)
             if events or state.is_empty:
-                save(scope, state)
-            await publish(scope, events)
+                scopes.dirty.add(key)
+            await publish(key, events)
+
+    @app.timer(checkpoint_s)
+    async def checkpoint() -> None:
+        """Checkpoint what is due. In a rebalance Faust waits for every message a stream took
+        to be acknowledged before it lets the partitions go: checkpoint at once then."""
+        if app.rebalancing or scopes.due(checkpoint_s):
+            await scopes.checkpoint()
+
+    async def final_checkpoint() -> None:
+        """The worker is stopping: write what was applied and acknowledge it."""
+        await scopes.checkpoint()
+
+    app.before_stop.append(final_checkpoint)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        await scopes.checkpoint()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        name = topics.scopes.get_topic_name()
+        scopes.keep_only({tp.partition for tp in assigned if tp.topic == name})
 
     return table
 

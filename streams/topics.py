@@ -75,5 +75,5 @@ def part_key(bucket: str, part: int) -> bytes:
     """The table key of part ``part`` of a bucket's checkpoint (``BucketState.to_parts``):
     part 0 keeps the bucket's own key (where a one-record checkpoint was), the others add
     ``/<n>``. Every part is written to, and recovered from, the bucket's partition
-    (``streams.agents.CheckpointTable``)."""
+    (``streams.parted.PartedTable``)."""
     return table_key(bucket if part == 0 else f"{bucket}{PART_SEP}{part}")

@@ -61,5 +61,6 @@ def build_worker(settings: Settings) -> Worker:
                      router.department_codes)
     maintenance = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     routing = RoutingFeed(settings.bootstrap, settings.routing_topic, router)
-    incidents = register_alerting(app, topics, engine, zones, maintenance, routing, counters)
+    incidents = register_alerting(app, topics, engine, zones, maintenance, routing, counters,
+                                  settings.checkpoint_s)
     return Worker(app, topics, state, incidents, counters)

@@ -15,11 +15,13 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import cityagent
 from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
+from cityagent.detection import Anomaly, anomaly_id
 from cityagent.readings import parse_reading
 from control.topics import ensure_topics, pipeline_topics
 from streams.partitions import partition_of_key
@@ -241,6 +243,89 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
         assert {a["anomaly_id"] for a in evs} == {first_ids[sensor]}, f"{sensor}: {evs}"
         assert evs[-1]["phase"] == "end" and evs[-1]["since_ms"] == int(t0 + 10) * 1000, evs
     assert not started(values) - set(rising), "a calm gauge lost its baseline and alarmed"
+
+
+def flood_anomaly(sensor: str, phase: str, since_ms: int, ts_ms: int) -> bytes:
+    """A gauge's orange water-level anomaly, as the detection agent publishes it."""
+    anomaly = Anomaly(
+        anomaly_id=anomaly_id(sensor, "level", since_ms), phase=phase, sensor_id=sensor,
+        kind="water_level", detector="level", reason="water.guarantee", score=0.8,
+        peak_score=0.8, severity="orange", field="level_m", observed=5.5, expected=2.0,
+        window_start_ms=ts_ms - 2000, window_end_ms=ts_ms, since_ms=since_ms, ts_ms=ts_ms,
+        detected_at_ms=ts_ms, lon=117.0197, lat=36.6614, district_code=370102,
+        city_code=370100)
+    return orjson.dumps(anomaly.to_dict())
+
+
+def alert_events(records: list) -> list[dict]:
+    return [orjson.loads(r.value) for r in records]
+
+
+def test_an_incident_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recovered(
+        settings_factory, tmp_path) -> None:
+    """A flood incident of 3,500 gauges: its state (~1.2 MB) is more than Kafka and Faust's
+    producer take in one record (1 MB). Read and written whole for every anomaly, as until
+    2026-11-23, each anomaly cost more as the incident grew and the worker crashed once the
+    record passed 1 MB. Kept in memory and checkpointed in parts, the worker takes the
+    anomalies in seconds; a worker started after a SIGKILL recovers the incident: the ends of
+    a hundred gauges update the same alert, with every member, and nothing opens another."""
+    settings = settings_factory(session_timeout_s=6)
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    gauges = [f"jn-wl-crowd-{i:05d}-".ljust(64, "x") for i in range(3500)]
+    since = (int(time.time()) - 600) * 1000
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20)
+    changelog = f"{settings.app_id}-incidents-changelog"
+
+    def send_all(sensors: list[str], phase: str, ts_ms: int) -> None:
+        for sensor in sensors:
+            producer.send(settings.anomalies_topic, key=b"370102",
+                          value=flood_anomaly(sensor, phase, since, ts_ms))
+        producer.flush()
+
+    def last_alert(records: list) -> dict:
+        return orjson.loads(records[-1].value)["alert"] if records else {}
+
+    worker = start_worker(settings, tmp_path / "worker-1.log")
+    try:
+        send_all(gauges, "start", since)
+        opened = consume_records(
+            settings.bootstrap, settings.alerts_topic, timeout_s=120, watch=(worker,),
+            until=lambda rs: last_alert(rs).get("sensor_count") == len(gauges))
+        scope = last_alert(opened)["scope"]
+        head = scope.encode()
+        stored = consume_records(
+            settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
+            until=lambda rs: any(r.key == head and r.value.startswith(b"cityagent-parts:")
+                                 for r in rs))
+        time.sleep(4)  # checkpointed and committed: the restart must not replay the starts
+        worker.kill()
+    finally:
+        worker.stop()
+    latest = {r.key: r.value for r in sorted(stored, key=lambda r: r.offset)}
+    parts = {k: v for k, v in latest.items() if k.startswith(head + b"/") and v is not None}
+    assert len(parts) >= 3 and set(parts) <= {f"{scope}/{s}{n}".encode()
+                                              for s in "ab" for n in range(len(parts))}
+    assert {r.partition for r in stored} == {partition_of_key(scope, settings.partitions)}
+    assert max(len(r.value or b"") for r in stored) < 1_000_000 < sum(map(len, parts.values()))
+
+    receded = gauges[:100]
+    send_all(receded, "end", since + 60_000)  # while no worker runs, a hundred gauges recede
+    worker = start_worker(settings, tmp_path / "worker-2.log")
+    try:
+        events = alert_events(consume_records(
+            settings.bootstrap, settings.alerts_topic, timeout_s=120, watch=(worker,),
+            until=lambda rs: last_alert(rs).get("active_sensor_count") == len(gauges) - 100))
+    finally:
+        worker.stop()
+        producer.close()
+    log = worker.log_path.read_text("utf-8", "replace")
+    assert "unreadable" not in log, worker.log_tail()
+    floods = [e for e in events if e["alert"] and e["alert"]["family"] == "flood"]
+    assert len({e["alert_id"] for e in floods}) == 1, {e["alert_id"] for e in floods}
+    assert [e["type"] for e in floods].count("opened") == 1
+    # Every member came back, still active: the hundred ends found their gauges' episodes.
+    assert floods[-1]["alert"]["sensor_count"] == len(gauges)
+    assert floods[-1]["alert"]["active_sensor_count"] == len(gauges) - len(receded)
 
 
 def _with_idle(tmp_path, seconds: int, silence_min_s: int = 30):
