@@ -31,7 +31,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
-    "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10)."),
+    "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10; 60 for the workers `cityagent up` runs on the embedded broker)."),
     "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md)."),
     "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),

@@ -27,7 +27,7 @@ from types import TracebackType
 from cityagent.errors import BrokerError, PortInUse
 from control.procs import die_with_parent
 
-__all__ = ("EmbeddedBroker", "wait_for_kafka", "free_port", "broker_for_bench")
+__all__ = ("EmbeddedBroker", "wait_for_kafka", "free_port", "broker_for_bench", "process_memory_bytes")
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,14 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def memory_bytes(self) -> int | None:
+        """The broker's resident memory, or None when it is not running or unknown.
+
+        Worth watching: Tansu 0.6's memory storage frees nothing while it runs (it applies
+        neither ``retention.ms`` nor compaction), so everything sent to it stays in memory.
+        """
+        return process_memory_bytes(self._proc.pid) if self.running else None  # type: ignore[union-attr]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -303,3 +311,19 @@ def broker_for_bench(kafka: str | None, log_dir: Path,
         yield broker.start()
     finally:
         broker.stop()
+
+
+def process_memory_bytes(pid: int) -> int | None:
+    """Resident memory of a process: from /proc on Linux, from ``ps`` elsewhere (macOS)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=5, check=False).stdout.strip()
+        return int(out) * 1024 if out else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None

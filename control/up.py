@@ -19,7 +19,7 @@ from control.broker import EmbeddedBroker, wait_for_kafka
 from control.supervisor import Supervisor
 from control.topics import ensure_topics, pipeline_topics
 
-__all__ = ("UpOptions", "run_up")
+__all__ = ("UpOptions", "run_up", "BrokerMemory", "EMBEDDED_CHECKPOINT_S")
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,45 @@ class UpOptions:
     breach_every_s: float = 10.0
 
 
+#: Detection checkpoint interval of the workers on the embedded broker, unless
+#: ``CITYAGENT_CHECKPOINT_S`` is set. Tansu's memory storage frees nothing while it runs: with
+#: the default 10 s, ``up --simulate`` (2,000 sensors) grew it by ~23 MB a minute, with 60 s by
+#: ~6.6 (each checkpoint writes every sensor's state, ~1.8 MB). A longer interval only means
+#: more readings applied again after a crash (exactly: docs/architecture.md), and SIGTERM
+#: still checkpoints at once.
+EMBEDDED_CHECKPOINT_S = 60.0
+#: How often ``up`` reports the embedded broker's memory.
+MEMORY_REPORT_S = 600.0
+
+
 class _Stop(Exception):
     pass
+
+
+class BrokerMemory:
+    """Reports of the embedded broker's memory and how fast it grows."""
+
+    def __init__(self, broker: EmbeddedBroker, now: float | None = None) -> None:
+        self.broker = broker
+        self.started = time.monotonic() if now is None else now
+        self.last_report = self.started
+        self.first = broker.memory_bytes()
+
+    def due(self, now: float) -> bool:
+        return now - self.last_report >= MEMORY_REPORT_S
+
+    def line(self, now: float, held: int | None = None) -> str | None:
+        """``embedded broker: 812 MB in memory, +1,270 MB/hour since it started; …``."""
+        self.last_report = now
+        held = self.broker.memory_bytes() if held is None else held
+        if held is None:
+            return None
+        text = f"embedded broker: {held / 1e6:,.0f} MB in memory"
+        hours = (now - self.started) / 3600.0
+        if self.first is not None and hours >= 5 / 60:  # sooner, start-up dominates
+            text += f", {(held - self.first) / 1e6 / hours:+,.0f} MB/hour since it started"
+        return (text + "; it frees nothing while it runs (memory storage): for long runs use "
+                "Apache Kafka (CITYAGENT_KAFKA, see docs/architecture.md)")
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:
@@ -42,6 +79,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     supervisor = Supervisor()
     say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
     broker: EmbeddedBroker | None = None
+    memory: BrokerMemory | None = None
     logs = Path(tempfile.mkdtemp(prefix="cityagent-"))
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -64,6 +102,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         ensure_topics(bootstrap, pipeline_topics(settings))
         say(f"topics ready: {', '.join(t.name for t in pipeline_topics(settings))}")
         env = dict(os.environ, CITYAGENT_KAFKA=bootstrap, PYTHONUNBUFFERED="1")
+        if broker is not None:
+            memory = BrokerMemory(broker)
+            if "CITYAGENT_CHECKPOINT_S" not in os.environ:
+                env["CITYAGENT_CHECKPOINT_S"] = f"{EMBEDDED_CHECKPOINT_S:g}"
+                say(f"workers checkpoint detection state every {EMBEDDED_CHECKPOINT_S:g} s "
+                    "(the embedded broker keeps all it is sent; CITYAGENT_CHECKPOINT_S to choose)")
         sim_args = ["--sensors", str(options.sensors), "--rate", str(options.rate)]
         if options.simulate and settings.registry_path is None:
             # The workers judge the simulated gauges by their own 警戒/保证 levels, free-flow
@@ -99,6 +143,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                 say(f"{dead.name} exited with code {dead.proc.returncode}; stopping everything")
                 code = 1
                 break
+            if memory is not None and memory.due(time.monotonic()):
+                _say_if(say, memory.line(time.monotonic()))
             time.sleep(0.2)
     except _Stop as stop:
         say(f"{stop.args[0]}: stopping")
@@ -110,9 +156,16 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         supervisor.stop_all()
         if broker is not None:
+            if memory is not None:
+                _say_if(say, memory.line(time.monotonic()))
             broker.stop()
         say("stopped; no process left running")
     return code
+
+
+def _say_if(say, line: str | None) -> None:
+    if line:
+        say(line)
 
 
 def _api_env(env: dict[str, str], settings: Settings, url: str, say) -> dict[str, str]:

@@ -14,8 +14,9 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from cityagent.errors import BrokerError, PortInUse
 from cityagent.settings import Settings
-from control.broker import EmbeddedBroker, wait_for_kafka
+from control.broker import EmbeddedBroker, process_memory_bytes, wait_for_kafka
 from control.topics import TopicSpec, ensure_topics, pipeline_topics
+from control.up import BrokerMemory
 from tests.helpers import free_port, pid_alive
 
 pytestmark = pytest.mark.integration
@@ -209,3 +210,18 @@ def test_wait_for_kafka_names_the_bootstrap_when_nobody_answers():
         wait_for_kafka(bootstrap, timeout_s=1.0)
     assert bootstrap in str(info.value)
     assert time.monotonic() - started < 10
+
+
+def test_the_broker_reports_its_memory_while_it_runs(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
+    assert broker.memory_bytes() is None
+    with broker:
+        held = broker.memory_bytes()
+        assert held is not None and 1_000_000 < held < 2_000_000_000
+        assert process_memory_bytes(broker.pid) is not None  # type: ignore[arg-type]
+        memory = BrokerMemory(broker, now=0.0)
+        assert memory.first is not None
+        assert "MB/hour" not in memory.line(60.0)  # type: ignore[operator]
+        line = memory.line(1800.0, held=memory.first + 250_000_000)
+        assert f"{(memory.first + 250_000_000) / 1e6:,.0f} MB in memory, +500 MB/hour" in line
+    assert broker.memory_bytes() is None

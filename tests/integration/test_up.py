@@ -78,6 +78,11 @@ def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path
     output = (tmp_path / "up.log").read_text("utf-8", "replace")
     assert "no process left running" in output
     assert [p for p in spawned if pid_alive(p)] == []
+    # The embedded broker keeps everything: the workers checkpoint less often on it, and its
+    # memory is reported when everything stops (and every ten minutes while it runs).
+    assert "workers checkpoint detection state every 60 s" in output
+    held = re.search(r"embedded broker: ([\d,]+) MB in memory; it frees nothing", output)
+    assert held and int(held.group(1).replace(",", "")) > 5, output[-2000:]
 
 
 def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
