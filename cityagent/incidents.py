@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -435,6 +436,9 @@ class Incident:
     closed_ms: int | None = None  # engine clock when resolved: history is kept from then
     comments: int = 0
     seq: int = 0
+    #: Members with an episode that has not ended, kept as they change: counting them for
+    #: every alert event cost O(members) per event, ~0.4 ms at 3,500 members.
+    active_members: int = 0
     commands: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -447,6 +451,7 @@ class Incident:
         values = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
         values["members"] = {k: Member(**m) for k, m in doc["members"].items()}
         values["applied"] = set(doc["applied"])
+        values["active_members"] = sum(1 for m in values["members"].values() if m.active)
         incident = cls(**values)
         if incident.status not in (OPEN, ACKNOWLEDGED, RESOLVED):
             raise ValueError(f"incident {incident.alert_id!r}: bad status {incident.status!r}")
@@ -709,6 +714,7 @@ class IncidentEngine:
                             int(anomaly.ts_ms), None)
             incident.members[anomaly.sensor_id] = member
         if anomaly.anomaly_id not in member.active:
+            incident.active_members += not member.active
             member.active.append(anomaly.anomaly_id)
         member.rank = max(member.rank, rank)
         member.last_seen_ms = max(member.last_seen_ms, int(anomaly.ts_ms))
@@ -762,6 +768,7 @@ class IncidentEngine:
         member.active.remove(anomaly.anomaly_id)
         if member.active:
             return []
+        incident.active_members -= 1
         member.normal_since_ms = int(now_ms)
         return [self._event(incident, "updated", SYSTEM, now_ms, anomaly=anomaly)]
 
@@ -829,7 +836,7 @@ class IncidentEngine:
             if incident.status == RESOLVED:
                 continue
             members = incident.members.values()
-            if members and all(not m.active for m in members):
+            if members and not incident.active_members:
                 calm = max(m.normal_since_ms or 0 for m in members)
                 if now_ms - calm >= resolve_ms:
                     self._resolve(incident, SYSTEM, now_ms, now_ms)
@@ -886,7 +893,7 @@ class IncidentEngine:
         head_zh = rule.title_zh if area else incident.reason_zh
         head_en = rule.title_en if area else incident.reason_en
         n = len(incident.members)
-        sensors = list(incident.members)[: self.config.max_sensors_listed]
+        sensors = list(itertools.islice(incident.members, self.config.max_sensors_listed))
         where_zh = city_name + district_name + (f"·{incident.zone_name}"
                                                 if incident.zone_name else "")
         where_en = incident.zone_name_en or f"district {incident.district_code}"
@@ -905,7 +912,7 @@ class IncidentEngine:
             departments=tuple(incident.departments),
             departments_zh=self.router.names_zh(incident.departments),
             sensors=tuple(sensors), sensor_count=n,
-            active_sensor_count=sum(1 for m in incident.members.values() if m.active),
+            active_sensor_count=incident.active_members,
             anomaly_count=incident.anomaly_count, peak_score=round(incident.peak_score, 4),
             correlated=incident.correlated, lon=incident.lon, lat=incident.lat,
             first_seen_ms=incident.first_seen_ms, last_seen_ms=incident.last_seen_ms,

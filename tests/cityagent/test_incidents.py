@@ -656,3 +656,34 @@ def test_with_the_packaged_settings_a_zone_annotates_and_raises_a_city_flood() -
     assert joined.alert_id == first.alert_id  # one city flood, not a second incident
     assert joined.zone_ids == ("t-school",) and joined.severity == "orange"
     assert "education" in joined.departments
+
+
+def test_the_active_member_count_follows_every_start_end_replay_and_restore() -> None:
+    """Alerts carry ``active_sensor_count``, kept as members change rather than counted per
+    event; after any mix of episodes, ends, replays and a restore it equals the count."""
+    import random
+
+    rng = random.Random(7)
+    eng, state = engine(), ScopeState()
+    since = {f"jn-wl-{i:03d}": T0 for i in range(30)}
+    for step in range(600):
+        sensor = rng.choice(sorted(since))
+        if rng.random() < 0.5:
+            since[sensor] = T0 + step * MIN if rng.random() < 0.3 else since[sensor]
+            anomaly = make(sensor, since=since[sensor], ts=T0 + step * MIN, at=near(1))
+        else:
+            anomaly = make(sensor, phase="end", since=since[sensor], ts=T0 + step * MIN,
+                           at=near(1))
+        events = eng.on_anomaly(state, anomaly, None, T0 + step * MIN)
+        if rng.random() < 0.05:
+            assert eng.on_anomaly(state, anomaly, None, T0 + step * MIN) == []  # a replay
+        if rng.random() < 0.05:
+            state = ScopeState.from_bytes(state.to_bytes())
+        for incident in state.incidents:
+            actual = sum(1 for m in incident.members.values() if m.active)
+            assert incident.active_members == actual, step
+        for event in events:
+            incident = state.find(event.alert_id)
+            assert event.alert.active_sensor_count == incident.active_members
+    assert any(i.active_members for i in state.incidents)
+    assert any(m.active == [] for i in state.incidents for m in i.members.values())
