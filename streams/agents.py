@@ -45,9 +45,9 @@ from cityagent.state import NO_TS, BucketState
 from streams.app import CityAgentApp
 from streams.checkpoints import CheckpointedStates
 from streams.metrics import WorkerCounters
-from streams.parted import PartedTable
+from streams.parted import PartedTable, head_keys
 from streams.partitions import partition_of_key
-from streams.topics import PART_SEP, Topics, legacy_key, part_key
+from streams.topics import Topics, legacy_key, part_key
 
 __all__ = ("register_agents", "STATE_TABLE")
 
@@ -126,10 +126,8 @@ class _Buckets(CheckpointedStates):
         """
         now_ms = _now_ms()
         adopted = 0
-        for key in list(self.table.keys()):
-            bucket = _text(key).strip('"')  # a checkpoint from before raw keys: '"b007"'
-            if PART_SEP in bucket or bucket in self.states:  # a later part: read with part 0
-                continue
+        # Whole checkpoints only (a part is read with its first), legacy '"b007"' keys too.
+        for bucket in sorted(head_keys(self.table.keys()) - set(self.states)):
             tp = owned.get(partition_of_key(bucket, self.partitions))
             if tp is None:
                 continue  # a standby copy of another worker's bucket
@@ -261,7 +259,7 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             await publish(result.anomalies)
         # In a rebalance Faust waits for every message a stream took to be acknowledged
         # before it lets the partitions go: checkpoint now, not up to checkpoint_s later.
-        if app.rebalancing or now - buckets.last_checkpoint >= checkpoint_s:
+        if app.rebalancing or buckets.due(checkpoint_s):
             await buckets.checkpoint(counters)
 
     async def final_checkpoint() -> None:

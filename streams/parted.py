@@ -33,15 +33,13 @@ from typing import Any
 import faust
 import orjson
 
+from cityagent.state import PART_BYTES
 from streams.partitions import partition_of_key
 from streams.topics import PART_SEP, table_key
 
 __all__ = ("PART_BYTES", "PartedTable", "head_keys", "read_value", "write_value",
            "delete_value")
 
-#: Largest record written: half of Kafka's default limit, leaving room for the key and the
-#: record's framing, and for a broker configured a little below the default.
-PART_BYTES = 512 * 1024
 _HEAD = b"cityagent-parts:"  # a stored value never starts so: states are JSON or numpy
 _SETS = ("a", "b")
 
