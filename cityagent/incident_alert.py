@@ -46,8 +46,19 @@ class InvalidCommand(CityAgentError, ValueError):
     """Raised when an operator command is malformed; the message names the field."""
 
 
-def _listify(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+def _shallow(record: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """A flat record's fields as JSON-ready values (tuples become lists).
+
+    Not ``dataclasses.asdict``: it deep-copies every value, and an alert event is built for
+    every anomaly an incident takes in; with it ``AlertEvent.to_dict`` cost ~140 µs, most of
+    the alerting domain's time per anomaly. The records hold only str, numbers, None and
+    tuples of str, so a shallow copy gives the same document.
+    """
+    doc = {}
+    for name in names:
+        value = getattr(record, name)
+        doc[name] = list(value) if isinstance(value, tuple) else value
+    return doc
 
 
 def _from(cls, doc: Mapping[str, Any]):
@@ -109,7 +120,7 @@ class Alert:
     seq: int  # increases by one per event of this alert
 
     def to_dict(self) -> dict[str, Any]:
-        return _listify(asdict(self))
+        return _shallow(self, _ALERT_FIELDS)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Alert:
@@ -136,7 +147,7 @@ class AlertEvent:
     detail: str = ""  # comment text, assignee, maintenance note, escalation target
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = _shallow(self, _EVENT_FIELDS)
         doc["alert"] = None if self.alert is None else self.alert.to_dict()
         return doc
 
@@ -147,6 +158,10 @@ class AlertEvent:
         alert = doc.get("alert")
         return cls(**{**{f.name: doc.get(f.name) for f in fields(cls) if f.name in doc},
                       "alert": None if alert is None else Alert.from_dict(alert)})
+
+
+_ALERT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Alert))
+_EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AlertEvent))
 
 
 @dataclass(frozen=True)

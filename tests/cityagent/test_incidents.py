@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -503,6 +503,29 @@ def test_state_alert_and_event_round_trip_through_json() -> None:
     # The restored state carries on where the original would.
     assert one(eng.on_anomaly(again, make("jn-wl-000003", at=near(2)), None, T0 + 2 * MIN)) == \
         one(eng.on_anomaly(state, make("jn-wl-000003", at=near(2)), None, T0 + 2 * MIN))
+
+
+def test_an_alert_event_as_a_dict_is_the_document_asdict_gave() -> None:
+    """The wire format of the alerts topic did not change when ``to_dict`` stopped deep
+    copying: the same keys and values (tuples as lists), also for an event without an alert."""
+    eng, state = engine(), ScopeState()
+    events = [*eng.on_anomaly(state, make(), None, T0),
+              *eng.on_anomaly(state, make("jn-wl-000002", at=near(1)), None, T0 + MIN)]
+    events.append(replace(events[-1], type="suppressed", alert_id="", alert=None))
+
+    def listed(value):
+        if isinstance(value, dict):
+            return {k: listed(v) for k, v in value.items()}
+        return [listed(v) for v in value] if isinstance(value, tuple | list) else value
+
+    for event in events:
+        doc = event.to_dict()
+        assert doc == listed(asdict(event))
+        assert json.loads(json.dumps(doc)) == doc  # lists, never tuples
+    sensors = events[1].to_dict()["alert"]["sensors"]
+    assert sensors == ["jn-wl-000001", "jn-wl-000002"]
+    sensors.append("changed")  # the document is a copy: the alert is untouched
+    assert events[1].alert.sensors == ("jn-wl-000001", "jn-wl-000002")
 
 
 @pytest.mark.parametrize("garbage", [
