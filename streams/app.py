@@ -2,11 +2,12 @@
 
 Settings chosen knowingly (docs/architecture.md has the measurements):
 - ``broker_session_timeout`` 10 s: a dead worker's partitions move in ~26 s instead of ~122 s.
-- ``producer_max_batch_size=1``: every record the app produces (changelog, anomalies, alerts)
-  is its own batch. The embedded broker reports a partition's end offset as its last batch's
-  base offset + 1, which stops Faust's changelog recovery short of the last batch's tail;
-  with one record per batch the end offset is exact. Apache Kafka does not need it, and the
-  app produces little (state changes and anomalies are rare), so it costs nothing that matters.
+- Table changelogs get one record per batch (``streams/changelog_batches.py``), everything
+  else is batched as usual. The embedded broker reports a partition's end offset as its last
+  batch's base offset + 1, which stops Faust's changelog recovery short of the last batch's
+  tail; with one record per changelog batch the end offset is exact. (Until 2026-11-23 the
+  app set ``producer_max_batch_size=1`` for every topic, which made each send wait a round
+  trip for the one before it: a third of what an anomaly cost the alerting agents.)
 - ``store="memory://"``: state lives in memory and is rebuilt from the compacted changelog on
   start, which the restart tests prove.
 - Faust's recovery is patched to resume flow control before the stream partitions (``streams/faust_fixes.py``): without
@@ -33,6 +34,7 @@ from typing import Any
 import faust
 
 from cityagent.settings import Settings
+from streams.changelog_batches import use_changelog_safe_producer
 from streams.faust_fixes import apply_faust_fixes
 
 __all__ = ("CityAgentApp", "create_app")
@@ -64,6 +66,7 @@ class CityAgentApp(faust.App):
 
 def create_app(settings: Settings) -> CityAgentApp:
     apply_faust_fixes()
+    use_changelog_safe_producer()
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
     data_root = Path(tempfile.gettempdir()) / "cityagent-faust"
     data_root.mkdir(exist_ok=True)  # Faust creates only the last level of its datadir
@@ -77,7 +80,6 @@ def create_app(settings: Settings) -> CityAgentApp:
         topic_allow_declare=False,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1, settings.session_timeout_s // 4),
-        producer_max_batch_size=1,
         producer_acks=-1,
         # A reading batch is ~30 KB: Faust's default buffer of 4096 messages could hold 120 MB.
         stream_buffer_maxsize=256,
