@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--api: concurrent clients (default 8)")
     bench.add_argument("--per-request", type=positive_int, default=1000,
                        help="--api: readings per request (default 1000)")
+    bench.add_argument("--alerting", action="store_true",
+                       help="measure the alerting agents instead: anomalies/s one worker turns "
+                            "into incidents and alert events (uses --runs, --json)")
+    bench.add_argument("--anomalies", type=positive_int, default=5000,
+                       help="--alerting: anomaly starts per run (default 5000)")
 
     from control.replay import add_arguments as add_replay_arguments
 
@@ -105,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_api_bench(settings, duration_s=args.duration, concurrency=args.concurrency,
                                  per_request=args.per_request, sensors=args.sensors,
                                  runs=args.runs, as_json=args.json)
+        if args.command == "bench" and args.alerting:
+            from control.bench_alerting import run_alerting_bench
+
+            return run_alerting_bench(settings, anomalies=args.anomalies, runs=args.runs,
+                                      as_json=args.json)
         if args.command == "bench":
             from control.bench import run_bench
 

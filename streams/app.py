@@ -7,7 +7,7 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   batch's base offset + 1, which stops Faust's changelog recovery short of the last batch's
   tail; with one record per changelog batch the end offset is exact. (Until 2026-11-23 the
   app set ``producer_max_batch_size=1`` for every topic, which made each send wait a round
-  trip for the one before it: a third of what an anomaly cost the alerting agents.)
+  trip for the one before it on its partition: see docs/alerting.md, "Speed".)
 - ``store="memory://"``: state lives in memory and is rebuilt from the compacted changelog on
   start, which the restart tests prove.
 - Faust's recovery is patched to resume flow control before the stream partitions (``streams/faust_fixes.py``): without

@@ -8,13 +8,15 @@ produce. aiokafka then makes every ``send`` to a partition that still has a reco
 for the broker wait for it (``MessageAccumulator.add_message``): one round trip per record,
 ~0.4 ms here. The alerting agents send two records per anomaly (re-keyed to its scope, then
 the alert event), and a rainstorm's anomalies all go to a few scopes' partitions, so those
-round trips were a large part of the ~1.6 ms each anomaly cost the worker.
+round trips were a large part of what an anomaly cost the worker (with the change to alert
+events' JSON on the same day: 854 -> 1,648 anomalies/s, docs/alerting.md "Speed").
 
 How: the Faust producer is an ``aiokafka.AIOKafkaProducer`` whose accumulator, for a topic
 named like a Faust changelog (``<app id>-<table>-changelog``), waits until the partition's
 pending batch has been taken by the sender before it starts a new one, so no changelog batch
 ever holds two records, while anomalies, scopes and alert events share batches. Apache Kafka
-needs none of it; it costs nothing there beyond what ``producer_max_batch_size=1`` cost.
+reports exact end offsets and needs none of it; there the changelogs' one-record batches
+cost what they cost before (checkpoints write few, large records).
 ``tests/streams/test_changelog_batches.py`` shows both halves on the embedded broker.
 """
 
