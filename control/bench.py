@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
 from streams.partitions import partition_of_key
 
-__all__ = ("run_bench", "build_workload", "BenchError")
+__all__ = ("run_bench", "build_workload", "bench_logs", "BenchError")
 
 PARTITIONS = 8
 #: Default readings per Kafka message: what a producer sending >=128k readings/s puts in a
@@ -601,15 +602,42 @@ def _print_table(summary: dict[str, Any]) -> None:
           "(timed like the agent)")
 
 
+@contextlib.contextmanager
+def bench_logs(prefix: str, say: Callable[[str], None]) -> Iterator[Path]:
+    """A log directory for a benchmark's broker and workers: removed when the benchmark
+    succeeds, kept (and named) when it fails. A Kafka client or OS error becomes one
+    ``BrokerError`` line instead of a traceback."""
+    log_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    keep_logs = True
+    try:
+        yield log_dir
+        keep_logs = False
+    except CityAgentError:
+        raise
+    except Exception as exc:  # Kafka client errors, OS errors: one line, no traceback
+        from kafka.errors import KafkaError as SyncKafkaError
+
+        try:
+            from aiokafka.errors import KafkaError as AsyncKafkaError
+        except ImportError:  # pragma: no cover
+            AsyncKafkaError = SyncKafkaError  # noqa: N806
+        if isinstance(exc, SyncKafkaError | AsyncKafkaError | OSError):
+            raise BrokerError(f"Kafka failed during the benchmark: {type(exc).__name__}: {exc}") from exc
+        raise
+    finally:
+        if keep_logs:
+            say(f"logs kept in {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 250_000,
               runs: int = 3, as_json: bool = False, per_message: int = PER_MESSAGE,
               workers: int = 1) -> int:
     """Run the benchmark; print the result table (or one JSON object); return the exit code."""
     if readings < 1 or sensors < 1 or runs < 1 or workers < 1:
         raise BenchError("readings, sensors, runs and workers must all be above 0")
-    log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-"))
-    keep_logs = True
-    try:
+    with bench_logs("cityagent-bench-", _say) as log_dir:
         config = DetectionConfig.load(settings.detection_path, window_s=BENCH_WINDOW_S,
                                       grace_s=0.0)
         _say(f"building {readings:,} readings of {sensors:,} sensors…")
@@ -626,24 +654,6 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
             for i in range(1, runs + 1):
                 results.append(_one_run(settings, bootstrap, work, config, i, runs, log_dir,
                                         workers))
-        keep_logs = False
-    except CityAgentError:
-        raise
-    except Exception as exc:  # Kafka client errors, OS errors: one line, no traceback
-        from kafka.errors import KafkaError as SyncKafkaError
-
-        try:
-            from aiokafka.errors import KafkaError as AsyncKafkaError
-        except ImportError:  # pragma: no cover
-            AsyncKafkaError = SyncKafkaError  # noqa: N806
-        if isinstance(exc, SyncKafkaError | AsyncKafkaError | OSError):
-            raise BrokerError(f"Kafka failed during the benchmark: {type(exc).__name__}: {exc}") from exc
-        raise
-    finally:
-        if keep_logs:
-            _say(f"logs kept in {log_dir}")
-        else:
-            shutil.rmtree(log_dir, ignore_errors=True)
 
     def median(name: str) -> float:
         return float(statistics.median(r[name] for r in results))

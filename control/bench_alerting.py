@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,13 +37,18 @@ import numpy as np
 import orjson
 
 from cityagent.detection import Anomaly, anomaly_id
-from cityagent.errors import CityAgentError
 from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
 from cityagent.regions import default_regions
 from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.zones import ZoneIndex, demo_zones
-from control.bench import WORKER_TIMEOUT_S, BenchError, _consumer_from_start, _Worker
+from control.bench import (
+    WORKER_TIMEOUT_S,
+    BenchError,
+    _consumer_from_start,
+    _Worker,
+    bench_logs,
+)
 from control.broker import broker_for_bench
 from control.topics import ensure_topics, pipeline_topics
 
@@ -207,22 +210,10 @@ def run_alerting_bench(settings: Settings, *, anomalies: int = 5000, runs: int =
     if anomalies < 2 or runs < 1:
         raise BenchError("anomalies must be at least 2 and runs above 0")
     messages = build_anomalies(anomalies)
-    log_dir = Path(tempfile.mkdtemp(prefix="cityagent-bench-alerting-"))
-    keep_logs = True
-    try:
-        with broker_for_bench(settings.kafka, log_dir, _say) as bootstrap:
-            results = [_one_run(settings, bootstrap, messages, i, runs, log_dir)
-                       for i in range(1, runs + 1)]
-        keep_logs = False
-    except OSError as exc:
-        raise BenchError(f"the alerting benchmark failed: {type(exc).__name__}: {exc}") from exc
-    except CityAgentError:
-        raise
-    finally:
-        if keep_logs:
-            _say(f"logs kept in {log_dir}")
-        else:
-            shutil.rmtree(log_dir, ignore_errors=True)
+    with bench_logs("cityagent-bench-alerting-", _say) as log_dir, \
+            broker_for_bench(settings.kafka, log_dir, _say) as bootstrap:
+        results = [_one_run(settings, bootstrap, messages, i, runs, log_dir)
+                   for i in range(1, runs + 1)]
 
     def median(name: str) -> float:
         return float(statistics.median(r[name] for r in results))

@@ -51,3 +51,4 @@ def test_alerting_bench_prints_rates_as_json(
     assert doc["domain_per_s"] > 0
     assert doc["ratio"] == pytest.approx(doc["anomalies_per_s"] / doc["raw_consume_per_s"],
                                          rel=1e-3)
+
