@@ -338,9 +338,15 @@ async def _consumer_from_start(bootstrap: str, topic: str, partitions: int, clie
     return consumer
 
 
+def _readings_in(doc: Any) -> int:
+    return len(doc["sensor_id"])
+
+
 async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: int,
-                       timeout_s: float) -> tuple[int, float]:
-    """Consume + orjson-decode every message from the beginning; (readings, seconds)."""
+                       timeout_s: float, items: Callable[[Any], int] = _readings_in,
+                       ) -> tuple[int, float]:
+    """Consume + orjson-decode every message from the beginning; (items, seconds), where
+    ``items`` counts what a decoded message holds (readings of a batch, by default)."""
 
     consumer = await _consumer_from_start(bootstrap, topic, partitions, "cityagent-bench-raw")
     try:
@@ -355,7 +361,7 @@ async def _raw_consume(bootstrap: str, topic: str, partitions: int, messages: in
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
                 for record in records:
-                    readings += len(orjson.loads(record.value)["sensor_id"])
+                    readings += items(orjson.loads(record.value))
                 seen += len(records)
         elapsed = time.perf_counter() - started
     finally:

@@ -46,6 +46,7 @@ from control.bench import (
     WORKER_TIMEOUT_S,
     BenchError,
     _consumer_from_start,
+    _raw_consume,
     _Worker,
     bench_logs,
 )
@@ -103,28 +104,14 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def _raw_consume(bootstrap: str, topic: str, count: int) -> float:
-    """getmany + orjson.loads of every message from the start; messages/s."""
-    consumer = await _consumer_from_start(bootstrap, topic, PARTITIONS, "cityagent-bench-raw")
-    try:
-        seen = 0
-        started = time.perf_counter()
-        while seen < count:
-            if time.perf_counter() - started > WORKER_TIMEOUT_S:
-                raise BenchError(f"raw consume saw {seen} of {count} anomalies")
-            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
-                for record in records:
-                    orjson.loads(record.value)
-                seen += len(records)
-        return count / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
+def _one(_doc: Any) -> int:
+    return 1
 
 
-def _domain_rate(messages: list[tuple[bytes, bytes]]) -> float:
+def _domain_rate(messages: list[tuple[bytes, bytes]], config: AlertingConfig) -> float:
     """The same anomalies through the alerting domain in this process: anomalies/s."""
     regions = default_regions()
-    engine = IncidentEngine(AlertingConfig.load(None), Router.load(), regions)
+    engine = IncidentEngine(config, Router.load(), regions)
     zones = ZoneIndex(demo_zones(regions))
     states: dict[str, ScopeState] = {}
     started = time.perf_counter()
@@ -182,9 +169,11 @@ def _one_run(base: Settings, bootstrap: str, messages: list[tuple[bytes, bytes]]
     _say(f"run {index}/{runs}: producing {count:,} anomalies to {settings.anomalies_topic}…")
     asyncio.run(_produce(bootstrap, settings.anomalies_topic, messages))
     _say("  raw consume (aiokafka getmany + orjson)…")
-    raw_rate = asyncio.run(_raw_consume(bootstrap, settings.anomalies_topic, count))
+    raw_count, raw_s = asyncio.run(_raw_consume(bootstrap, settings.anomalies_topic, PARTITIONS,
+                                                count, WORKER_TIMEOUT_S, items=_one))
+    raw_rate = raw_count / raw_s
     _say("  domain (IncidentEngine in this process, no Kafka)…")
-    domain_rate = _domain_rate(messages)
+    domain_rate = _domain_rate(messages, AlertingConfig.load(settings.alerting_path))
     _say("  worker running (python -m streams)…")
     worker = _Worker(settings, log_dir / f"worker-{index}.log")
     try:
