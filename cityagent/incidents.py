@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from cityagent.alerts import SEVERITY_NAMES_ZH, _reason_en, _reason_zh
+from cityagent.config_files import only, table
 from cityagent.detection import Anomaly
 from cityagent.detectors.verdict import SEVERITIES
 from cityagent.errors import ConfigError
@@ -220,19 +221,19 @@ class AlertingConfig:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str = "alerting settings") -> AlertingConfig:
-        _only(doc, {"lifecycle", "scope", "correlation", "escalation"}, where)
-        life = _table(doc, "lifecycle", where)
-        scope_doc = _table(doc, "scope", where)
-        _only(scope_doc, set(_SCOPED), f"{where} [scope]")
+        only(doc, {"lifecycle", "scope", "correlation", "escalation"}, where)
+        life = table(doc, "lifecycle", where)
+        scope_doc = table(doc, "scope", where)
+        only(scope_doc, set(_SCOPED), f"{where} [scope]")
         scopes = {family: _scope_rule(family, raw, f"{where} [scope.{family}]")
                   for family, raw in scope_doc.items()}
-        corr = _table(doc, "correlation", where)
-        esc = _table(doc, "escalation", where)
-        _only(life, {"resolve_after_s", "history_s", "echo_s", "fault_hold_s",
-                     "max_sensors_listed"},
-              f"{where} [lifecycle]")
-        _only(esc, {"min_severity", "city_after_s", "province_after_s"}, f"{where} [escalation]")
-        _only(corr, {"window_s", *_FAMILY_OF_KIND.values()}, f"{where} [correlation]")
+        corr = table(doc, "correlation", where)
+        esc = table(doc, "escalation", where)
+        only(life, {"resolve_after_s", "history_s", "echo_s", "fault_hold_s",
+                    "max_sensors_listed"},
+             f"{where} [lifecycle]")
+        only(esc, {"min_severity", "city_after_s", "province_after_s"}, f"{where} [escalation]")
+        only(corr, {"window_s", *_FAMILY_OF_KIND.values()}, f"{where} [correlation]")
         rules = {family: _correlation_rule(family, raw, f"{where} [correlation.{family}]")
                  for family, raw in corr.items() if family != "window_s"}
         listed = _number(life, "max_sensors_listed", 20, f"{where} [lifecycle]")
@@ -259,8 +260,8 @@ class AlertingConfig:
 def _scope_rule(family: str, raw: Any, where: str) -> ScopeRule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a table")
-    _only(raw, {"level", "zone_kinds", "join_radius_km", "joins_open", "onset_s",
-                "onset_radius_km"}, where)
+    only(raw, {"level", "zone_kinds", "join_radius_km", "joins_open", "onset_s",
+               "onset_radius_km"}, where)
     joins = raw.get("joins_open", "")
     if joins not in ("", *_SCOPED) or joins == family:
         raise ConfigError(f"{where}: joins_open must be another family of {list(_SCOPED)} "
@@ -280,7 +281,7 @@ def _scope_rule(family: str, raw: Any, where: str) -> ScopeRule:
 def _correlation_rule(family: str, raw: Any, where: str) -> CorrelationRule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a table")
-    _only(raw, {"sensors", "min_severity", "reasons", "scopes", "title_zh", "title_en"}, where)
+    only(raw, {"sensors", "min_severity", "reasons", "scopes", "title_zh", "title_en"}, where)
     sensors = _number(raw, "sensors", 3, where)
     if sensors < 2 or sensors != int(sensors):
         raise ConfigError(f"{where}: sensors must be a whole number of 2 or more; got {sensors!r}")
@@ -299,20 +300,6 @@ def _correlation_rule(family: str, raw: Any, where: str) -> CorrelationRule:
         titles[key] = value
     return CorrelationRule(family, int(sensors), _severity(raw, "min_severity", "yellow", where),
                            lists["reasons"], lists["scopes"], **titles)
-
-
-def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: [{key}] must be a table")
-    return value
-
-
-def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; "
-                          f"expected some of {sorted(allowed)}")
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:

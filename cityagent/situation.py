@@ -30,8 +30,6 @@ Pure: numpy and the standard library; the clock comes in as arguments.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import sys
 from collections.abc import Iterable, Mapping
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from cityagent.batch import ReadingBatch
+from cityagent.config_files import read_registry_rows
 from cityagent.detectors.config import PROFILE_COLUMNS, DetectionConfig, SensorProfiles
 from cityagent.detectors.levels import traffic_index
 from cityagent.detectors.verdict import SEVERITIES
@@ -123,20 +122,7 @@ class SensorRegistry:
     @classmethod
     def load(cls, path: Path) -> SensorRegistry:
         """Read a ``.csv`` registry, else JSON (``{"sensors": [...]}`` or a list of objects)."""
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the sensor registry {path}: {exc}") from None
-        if Path(path).suffix.lower() == ".csv":
-            rows: Any = list(csv.DictReader(text.splitlines()))
-        else:
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"the sensor registry {path} is not JSON: {exc}") from None
-            rows = doc.get("sensors") if isinstance(doc, dict) else doc
-        if not isinstance(rows, list):
-            raise ConfigError(f"the sensor registry {path} must hold a list of sensors")
+        rows = read_registry_rows(path)
         return cls.from_rows(rows, str(path))
 
     @classmethod

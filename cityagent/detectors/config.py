@@ -12,8 +12,6 @@ batch is scored without a Python loop over sensors.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cityagent.config_files import only, read_registry_rows, table
 from cityagent.errors import ConfigError
 
 __all__ = (
@@ -156,10 +155,10 @@ class DetectionConfig:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str = "detection settings", *,
                   window_s: float | None = None, grace_s: float | None = None) -> DetectionConfig:
-        win = _table(doc, "windows", where)
-        eps = _table(doc, "episodes", where)
-        _only(win, {"size_s", "grace_s", "hopping_panes", "idle_s"}, f"{where} [windows]")
-        _only(eps, {"end_after_windows"}, f"{where} [episodes]")
+        win = table(doc, "windows", where)
+        eps = table(doc, "episodes", where)
+        only(win, {"size_s", "grace_s", "hopping_panes", "idle_s"}, f"{where} [windows]")
+        only(eps, {"end_after_windows"}, f"{where} [episodes]")
         size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where)
         grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
         try:
@@ -174,16 +173,16 @@ class DetectionConfig:
             )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        defaults = _table(doc, "defaults", where)
-        _only(defaults, set(_STAT_KEYS), f"{where} [defaults]")
-        kinds_doc = _table(doc, "kind", where)
+        defaults = table(doc, "defaults", where)
+        only(defaults, set(_STAT_KEYS), f"{where} [defaults]")
+        kinds_doc = table(doc, "kind", where)
         unknown = set(kinds_doc) - set(KIND_CODES)
         if unknown:
             raise ConfigError(f"{where}: unknown kind [kind.{sorted(unknown)[0]}]; "
                               f"expected one of {list(KIND_CODES)}")
         kinds = {}
         for kind in KIND_CODES:
-            raw = {**defaults, **_table(kinds_doc, kind, where)}
+            raw = {**defaults, **table(kinds_doc, kind, where)}
             kinds[kind] = _kind_config(kind, raw, f"{where} [kind.{kind}]")
         return cls(windows, kinds)
 
@@ -192,7 +191,7 @@ class DetectionConfig:
 
 
 def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
-    _only(raw, set(_STAT_KEYS) | set(_KIND_KEYS), where)
+    only(raw, set(_STAT_KEYS) | set(_KIND_KEYS), where)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         typ = _STAT_KEYS.get(key) or _KIND_KEYS[key]
@@ -216,19 +215,6 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
     return KindConfig(kind=kind, **values)
-
-
-def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: [{key}] must be a table")
-    return value
-
-
-def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
@@ -260,20 +246,7 @@ class SensorProfiles:
 
         Only the columns of :data:`PROFILE_COLUMNS` are used; empty cells are ignored.
         """
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the sensor registry {path}: {exc}") from None
-        if Path(path).suffix.lower() == ".csv":
-            rows: list[Mapping[str, Any]] = list(csv.DictReader(text.splitlines()))
-        else:
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"the sensor registry {path} is not JSON: {exc}") from None
-            rows = doc.get("sensors") if isinstance(doc, dict) else doc
-            if not isinstance(rows, list):
-                raise ConfigError(f"the sensor registry {path} must hold a list of sensors")
+        rows = read_registry_rows(path)
         return cls.from_rows(rows, str(path))
 
     @classmethod

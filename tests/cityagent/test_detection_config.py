@@ -42,7 +42,8 @@ def test_window_and_grace_can_be_overridden() -> None:
 
 
 @pytest.mark.parametrize("section, key, value, words", [
-    ("windows", "sise_s", 60, "unknown key 'sise_s'"),
+    ("windows", "sise_s", 60, "unknown key 'sise_s'; expected some of ['grace_s', 'hopping_panes', "
+                              "'idle_s', 'size_s']"),
     ("episodes", "end_after", 2, "unknown key 'end_after'"),
     ("defaults", "deviation_zz", 6.0, "unknown key 'deviation_zz'"),
     ("kind.water_level", "warning", 4.0, "unknown key 'warning'"),
