@@ -35,10 +35,12 @@ from cityagent.readings import (
     _MIN_TS_MS,
     _SECONDS_LIMIT,
     ALL_VALUE_FIELDS,
+    FUTURE_TOLERANCE_MS,
     KINDS,
     VALUE_FIELDS,
     VALUE_RANGES,
     Reading,
+    format_ts,
     parse_reading,
 )
 from cityagent.regions import RegionIndex
@@ -190,10 +192,12 @@ _known_ids: set[str] = set()
 
 
 def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal | None = None,
-                preset: Mapping[int, Rejection] | None = None) -> Checked:
+                preset: Mapping[int, Rejection] | None = None,
+                now_ms: int | None = None) -> Checked:
     """Validate, locate and scope-check the items; accepted rows and rejections by index.
 
-    ``preset`` holds items already refused while decoding (their index, already judged).
+    ``preset`` holds items already refused while decoding (their index, already judged);
+    ``now_ms`` is the server's clock (default: now), which no reading may be far ahead of.
     """
     preset = preset or {}
     rows = _Rows()
@@ -216,6 +220,9 @@ def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal
     rejected = list(preset.values())
     rejected += _slow(items, sorted(slow), rows)
     batch, index = rows.batch()
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    batch, index, more = _not_ahead(batch, index, now_ms)
+    rejected += more
     batch, index, more = _locate_and_scope(batch, index, regions, principal)
     rejected += more
     rejected.sort(key=lambda r: r.index)
@@ -349,6 +356,27 @@ def _parse(item: Any) -> Reading:
         return parse_reading(item)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidReading(f"the reading cannot be validated: {exc}") from None
+
+
+def _not_ahead(batch: ReadingBatch, index: np.ndarray, now_ms: int
+               ) -> tuple[ReadingBatch, np.ndarray, list[Rejection]]:
+    """Refuse rows dated more than FUTURE_TOLERANCE_MS past the server's clock: detection and
+    the situation would drop them (one such sensor would make its bucket-mates' readings late
+    and every other sensor look silent), so the integrator is told now, with the likely cause."""
+    ahead = batch.ts_ms > now_ms + FUTURE_TOLERANCE_MS
+    if not ahead.any():
+        return batch, index, []
+    rejected = []
+    for r in np.flatnonzero(ahead).tolist():
+        hours = (int(batch.ts_ms[r]) - now_ms) / 3_600_000
+        rejected.append(Rejection(
+            int(index[r]), "ts",
+            f"ts {format_ts(int(batch.ts_ms[r]))} is {hours:,.2f} h past the server's clock "
+            f"({format_ts(now_ms)}); readings may be at most "
+            f"{FUTURE_TOLERANCE_MS // 60_000} min ahead. Send UTC or a time with its offset: a "
+            "sensor that sends China time as UTC is 8 h ahead",
+            str(batch.sensor_id[r])))
+    return batch.take(~ahead), index[~ahead], rejected
 
 
 def _locate_and_scope(batch: ReadingBatch, index: np.ndarray, regions: RegionIndex,

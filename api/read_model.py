@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from api.alert_book import AlertBook, FeedEntry, MalformedEvent
+from api.topic_feed import TopicFeed, topic_partitions
 
 __all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription")
 
@@ -66,7 +66,7 @@ class AlertHub:
                 self._subscriptions.discard(subscription)
 
 
-class AlertFeed:
+class AlertFeed(TopicFeed):
     """Keeps an AlertBook up to date from the alerts topic, from its beginning.
 
     ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
@@ -74,39 +74,17 @@ class AlertFeed:
     watermark a batch away from what it serves; waiting for it could last forever).
     """
 
+    name = "alert feed"
+
     def __init__(self, bootstrap: str, topic: str, book: AlertBook,
                  hub: AlertHub | None = None) -> None:
+        super().__init__()
         self._bootstrap = bootstrap
         self._topic = topic
         self._book = book
         self._hub = hub
-        self._task: asyncio.Task[None] | None = None
         self.caught_up = False
         self.malformed = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="alert-feed")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                log.warning("alert feed lost the broker (%s); retrying in 2 s", exc)
-                await asyncio.sleep(2)
-            except Exception:  # a bug must not stop the feed for good: log it, go on
-                log.exception("alert feed failed; retrying in 2 s")
-                await asyncio.sleep(2)
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -117,7 +95,7 @@ class AlertFeed:
         )
         await consumer.start()
         try:
-            partitions = await _partitions(consumer, self._topic)
+            partitions = await topic_partitions(consumer, self._topic)
             consumer.assign(partitions)
             await self._seek(consumer, partitions)
             ends = await consumer.end_offsets(partitions)
@@ -162,13 +140,3 @@ async def _at(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bo
         if await consumer.position(tp) < end:
             return False
     return True
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(60):
-        ids = consumer.partitions_for_topic(topic)
-        if ids:
-            return [TopicPartition(topic, p) for p in sorted(ids)]
-        await consumer._client.force_metadata_update()  # noqa: SLF001 (no public refresh call)
-        await asyncio.sleep(0.5)
-    raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")

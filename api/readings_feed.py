@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from api.publisher import concat_batches
+from api.topic_feed import TopicFeed, topic_partitions
 from cityagent.batch import ReadingBatch, decode_batch
 from cityagent.errors import InvalidBatch
 from cityagent.situation import SituationModel
@@ -31,7 +32,7 @@ log = logging.getLogger("cityagent.api")
 MAX_RECORDS = 200
 
 
-class ReadingsFeed:
+class ReadingsFeed(TopicFeed):
     """Folds the readings topic, from its beginning, into a SituationModel.
 
     ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
@@ -40,28 +41,19 @@ class ReadingsFeed:
     high watermarks the broker reported.
     """
 
+    name = "readings feed"
+
     def __init__(self, bootstrap: str, topic: str, model: SituationModel) -> None:
+        super().__init__()
         self._bootstrap = bootstrap
         self._topic = topic
         self._model = model
-        self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}  # where to resume after a lost broker
         self.caught_up = False
         self.malformed = 0  # messages that were no reading batch
         self.messages = 0
         self.lag = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="readings-feed")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def broker_answers(self, timeout_s: float = 2.0) -> bool:
         """True when the broker answers a metadata request within ``timeout_s``."""
@@ -74,16 +66,6 @@ class ReadingsFeed:
             return False
         return True
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                log.warning("readings feed lost the broker (%s); retrying in 2 s", exc)
-                await asyncio.sleep(2)
-
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -95,7 +77,7 @@ class ReadingsFeed:
         await consumer.start()
         self._consumer = consumer
         try:
-            partitions = await _partitions(consumer, self._topic)
+            partitions = await topic_partitions(consumer, self._topic)
             consumer.assign(partitions)
             fresh = [tp for tp in partitions if tp not in self._next]
             for tp in partitions:
@@ -106,9 +88,11 @@ class ReadingsFeed:
             ends = await consumer.end_offsets(partitions)
             while True:
                 polled = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
-                self._fold([r for records in polled.values() for r in records])
-                for tp, records in polled.items():
-                    self._next[tp] = records[-1].offset + 1
+                try:
+                    self._fold([r for records in polled.values() for r in records])
+                finally:  # a poll that failed (a bug, logged by the feed) is not read again
+                    for tp, records in polled.items():
+                        self._next[tp] = records[-1].offset + 1
                 self.lag = sum(max((consumer.highwater(tp) or 0) - self._next.get(tp, 0), 0)
                                for tp in partitions)
                 if not self.caught_up and (not polled or all(
@@ -142,13 +126,3 @@ class ReadingsFeed:
         if batches:
             self._model.update(concat_batches(batches), int(time.time() * 1000),
                                np.concatenate(arrived))
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(60):
-        ids = consumer.partitions_for_topic(topic)
-        if ids:
-            return [TopicPartition(topic, p) for p in sorted(ids)]
-        await consumer._client.force_metadata_update()  # noqa: SLF001 (no public refresh call)
-        await asyncio.sleep(0.5)
-    raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")

@@ -223,6 +223,8 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         raise InvalidBatch(f"batch lacks column {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise InvalidBatch(f"batch has a column of the wrong type or length: {exc}") from None
+    except OverflowError:  # numpy's error for an integer beyond 64 bits in a JSON column
+        raise InvalidBatch("batch has an integer beyond 64 bits (ts_ms, kind or district)") from None
     if any(c.shape != (n,) for c in (ts_ms, lon, lat, district)):
         raise InvalidBatch(f"batch columns differ in length (sensor_id has {n})")
     return ReadingBatch(sensor_id, _KIND_NAMES[codes], ts_ms, lon, lat, district, values, codes)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -54,6 +54,7 @@ from cityagent.detectors.features import scale_of, tod_slot
 from cityagent.detectors.params import param_arrays, param_matrix
 from cityagent.detectors.step import Scratch, step_batch, watched_values
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
+from cityagent.errors import InvalidAnomaly
 from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.state import NO_TS, BucketState
 
@@ -63,6 +64,7 @@ __all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "ReadingScores", "SE
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
 _NO_VALUES = np.zeros(0)
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_LIMIT = int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,77 @@ class Anomaly:
     city_code: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a flat copy, not asdict's deep one (several times slower).
+        return {name: getattr(self, name) for name in _ANOMALY_FIELDS}
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> Anomaly:
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+    def from_dict(cls, doc: Any) -> Anomaly:
+        """An anomaly from its JSON document; InvalidAnomaly names the first wrong field.
+
+        Anything may write to the anomalies topic (another detection system, by design), and
+        a wrong type would otherwise fail deep in the alerting agent (a text id that is a
+        number, a severity it does not know) or in the events it writes. Fields it does not
+        know are ignored."""
+        if not isinstance(doc, Mapping):
+            raise InvalidAnomaly(f"anomaly: expected an object; got {type(doc).__name__}")
+        values: dict[str, Any] = {}
+        for name, check in _ANOMALY_FIELDS.items():
+            if name not in doc:
+                raise InvalidAnomaly(f"anomaly: {name!r} is missing")
+            values[name] = check(name, doc[name])
+        return cls(**values)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 200:
+        raise InvalidAnomaly(f"anomaly: {name!r} must be text of at most 200 characters; "
+                             f"got {value!r:.80}")
+    return value
+
+
+def _id(name: str, value: Any) -> str:
+    if not _text(name, value).strip():
+        raise InvalidAnomaly(f"anomaly: {name!r} must not be empty")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(name: str, value: Any) -> str:
+        if value not in choices or not isinstance(value, str):
+            raise InvalidAnomaly(f"anomaly: {name!r} must be one of {list(choices)}; "
+                                 f"got {value!r:.80}")
+        return value
+    return check
+
+
+def _int64(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise InvalidAnomaly(f"anomaly: {name!r} must be a whole number (64-bit); "
+                             f"got {value!r:.80}")
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise InvalidAnomaly(f"anomaly: {name!r} must be a finite number; got {value!r:.80}")
+    return float(value)
+
+
+def _unit(name: str, value: Any) -> float:
+    if not 0.0 <= _number(name, value) <= 1.0:
+        raise InvalidAnomaly(f"anomaly: {name!r} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+#: How each field of an anomaly document is checked (Anomaly.from_dict), in field order.
+_ANOMALY_FIELDS = {
+    "anomaly_id": _id, "phase": _one_of(PHASES), "sensor_id": _id, "kind": _id,
+    "detector": _id, "reason": _id, "score": _unit, "peak_score": _unit,
+    "severity": _one_of(SEVERITIES), "field": _text, "observed": _number, "expected": _number,
+    "window_start_ms": _int64, "window_end_ms": _int64, "since_ms": _int64, "ts_ms": _int64,
+    "detected_at_ms": _int64, "lon": _number, "lat": _number, "district_code": _int64,
+    "city_code": _int64,
+}
 
 
 def anomaly_id(sensor_id: str, detector: str, since_ms: int) -> str:
@@ -165,8 +233,12 @@ class DetectionEngine:
         state.params_cache = (self, len(state), (matrix, param_arrays(matrix)))
         return matrix, state.params_cache[2][1]  # type: ignore[index]
 
-    def process(self, state: BucketState, batch: ReadingBatch, now_ms: int) -> DetectionResult:
-        """Fold a batch into ``state``; return the anomalies and counts it caused."""
+    def process(self, state: BucketState, batch: ReadingBatch, now_ms: int, *,
+                watermark_limit_ms: int | None = None) -> DetectionResult:
+        """Fold a batch into ``state``; return the anomalies and counts it caused.
+
+        ``watermark_limit_ms``: the bucket's event time moves to its newest reading, but not
+        past this (a live worker's clock; none when replaying history)."""
         if len(batch) == 0:
             return DetectionResult()
         rows, new = state.rows_of(batch.sensor_id)
@@ -180,7 +252,8 @@ class DetectionEngine:
                           np.asarray(batch.lon, dtype=np.float64),
                           np.asarray(batch.lat, dtype=np.float64),
                           np.asarray(batch.district, dtype=np.int64), np.lexsort((ts, rows)),
-                          state.watermark, now_ms)
+                          state.watermark, now_ms,
+                          _NO_LIMIT if watermark_limit_ms is None else int(watermark_limit_ms))
 
     def advance(self, state: BucketState, watermark: int, now_ms: int) -> DetectionResult:
         """Move the bucket's event time to ``watermark`` (idle timer): close windows, find silence."""
@@ -188,12 +261,13 @@ class DetectionEngine:
             return DetectionResult()
         empty = _NO_ROWS
         return self._step(state, empty, empty, (_NO_VALUES,) * len(_KIND_NAMES), empty,
-                          _NO_VALUES, _NO_VALUES, empty, empty, int(watermark), now_ms)
+                          _NO_VALUES, _NO_VALUES, empty, empty, int(watermark), now_ms,
+                          _NO_LIMIT)
 
     def _step(self, state: BucketState, rows: np.ndarray, kinds: np.ndarray,
               columns: tuple[np.ndarray, ...], ts: np.ndarray, lon: np.ndarray, lat: np.ndarray,
               district: np.ndarray, order: np.ndarray, watermark: int,
-              now_ms: int) -> DetectionResult:
+              now_ms: int, ceiling: int) -> DetectionResult:
         """``step_batch`` on the state: readings (none: advance to ``watermark``) → anomalies."""
         scratch = self._scratch
         scratch.fit(len(rows), len(state))
@@ -205,7 +279,7 @@ class DetectionEngine:
         windows = self.config.windows
         late, closed, watermark = step_batch(
             state.columns(), self.param_matrix(state), rows, kinds, columns, ts, lon, lat,
-            district, order, watermark, windows.size_ms, windows.grace_ms, state.panes,
+            district, order, watermark, ceiling, windows.size_ms, windows.grace_ms, state.panes,
             windows.end_after_windows, scratch.keep, scratch.x, scratch.run_rows,
             scratch.run_since, *scratch.closed, events.ints, events.floats, events.count)
         state.late_total += late

@@ -4,6 +4,7 @@
     ├── InvalidReading        a reading failed validation (bad field, value, time or place)
     │   └── OutsideProvince   a reading's lon/lat lies in no Shandong district
     ├── InvalidBatch          a Kafka message is not a well-formed reading batch
+    ├── InvalidAnomaly        a Kafka message is not a well-formed anomaly
     ├── ConfigError           a setting or config file is wrong; stops the process at startup
     └── BrokerError           the Kafka broker cannot be started or reached
         └── PortInUse         the port the embedded broker or the API wants is taken
@@ -19,6 +20,7 @@ __all__ = (
     "InvalidReading",
     "OutsideProvince",
     "InvalidBatch",
+    "InvalidAnomaly",
     "ConfigError",
     "BrokerError",
     "PortInUse",
@@ -46,6 +48,10 @@ class OutsideProvince(InvalidReading):
 
 class InvalidBatch(CityAgentError):
     """Raised when a message on the readings topic is not a well-formed reading batch."""
+
+
+class InvalidAnomaly(CityAgentError):
+    """Raised when an anomaly document (the anomalies topic) lacks a field or has a wrong one."""
 
 
 class ConfigError(CityAgentError):

@@ -1,15 +1,23 @@
 """One batch through the domain: tag regions → windows → detectors → anomalies.
 
-The Faust detection agent, the benchmark, eval and the tests all call ``process_batch``;
-only where the ``BucketState`` lives differs (a checkpointed Faust table, an object).
+The Faust detection agent, the benchmark and the tests call ``process_batch``; only where
+the ``BucketState`` lives differs (a checkpointed Faust table, an object). Before detection
+it drops, and counts, the rows detection must not see: rows in no district, and rows dated
+more than ``FUTURE_TOLERANCE_MS`` past the processing clock. A bucket's event time is the
+latest reading time it has seen, so a sensor whose clock runs ahead would leave every other
+sensor of its bucket late, unjudged, for as long as its clock is ahead: rows up to the
+tolerance ahead are judged, but move the bucket's event time no further than the clock.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from cityagent.batch import ReadingBatch
 from cityagent.detection import Anomaly, DetectionEngine
+from cityagent.readings import FUTURE_TOLERANCE_MS
 from cityagent.regions import RegionIndex
 from cityagent.state import BucketState
 
@@ -24,6 +32,9 @@ class BatchOutcome:
     readings: int  # rows that were detected on
     outside: int  # rows dropped because their position is in no district
     late: int  # rows that came after their window had closed (counted, not judged)
+    future: int = 0  # rows dropped because they are dated too far past the clock
+    #: (sensor id, ms past the clock) of each sensor with such rows, the furthest row each.
+    ahead: tuple[tuple[str, int], ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,21 @@ class Detector:
         batch = self.tag(batch)
         inside = batch.district != 0
         outside = int(len(batch) - inside.sum())
-        if outside:
+        ahead_rows = inside & (batch.ts_ms > now_ms + FUTURE_TOLERANCE_MS)
+        future = int(ahead_rows.sum())
+        ahead: tuple[tuple[str, int], ...] = ()
+        if future:
+            ahead = _furthest_ahead(batch.sensor_id[ahead_rows], batch.ts_ms[ahead_rows] - now_ms)
+            inside &= ~ahead_rows
+        if outside or future:
             batch = batch.take(inside)
-        result = self.engine.process(state, batch, now_ms)
-        return BatchOutcome(result.anomalies, len(batch), outside, result.late)
+        result = self.engine.process(state, batch, now_ms, watermark_limit_ms=now_ms)
+        return BatchOutcome(result.anomalies, len(batch), outside, result.late, future, ahead)
+
+
+def _furthest_ahead(sensors: np.ndarray, ahead_ms: np.ndarray) -> tuple[tuple[str, int], ...]:
+    """(sensor, its furthest ms ahead) per sensor, in the order of their first row."""
+    furthest: dict[str, int] = {}
+    for sensor, ms in zip(sensors.tolist(), ahead_ms.tolist(), strict=True):
+        furthest[sensor] = max(ms, furthest.get(sensor, ms))
+    return tuple(furthest.items())

@@ -28,6 +28,7 @@ __all__ = (
     "parse_reading",
     "parse_ts",
     "format_ts",
+    "FUTURE_TOLERANCE_MS",
 )
 
 #: The kinds of sensor CityAgent understands, and the values each must report.
@@ -56,6 +57,12 @@ _SENSOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # Event times outside [2000-01-01, 2100-01-01) are clock errors, not history or forecasts.
 _MIN_TS_MS = 946_684_800_000
 _MAX_TS_MS = 4_102_444_800_000
+#: Readings dated further than this past the clock of whatever processes them are refused by
+#: the API and dropped, counted, by the detection worker and the situation model. Event time
+#: only moves forward: one sensor sending China time as UTC (8 h ahead), or set to 2099, would
+#: otherwise move its whole bucket's event time (every other sensor's reading late, unjudged)
+#: and the dashboard's stream time (every other sensor silent).
+FUTURE_TOLERANCE_MS = 300_000
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138,
 # 1e11 ms is 1973, so no timestamp we accept is ambiguous).
 _SECONDS_LIMIT = 100_000_000_000

@@ -46,7 +46,7 @@ from cityagent.detectors.levels import traffic_index
 from cityagent.detectors.verdict import SEVERITIES
 from cityagent.errors import ConfigError
 from cityagent.incident_alert import PROVINCE_CODE, RESOLVED
-from cityagent.readings import KINDS, VALUE_FIELDS, format_ts
+from cityagent.readings import FUTURE_TOLERANCE_MS, KINDS, VALUE_FIELDS, format_ts
 from cityagent.regions import RegionIndex
 
 __all__ = (
@@ -59,7 +59,6 @@ __all__ = (
     "SILENT_MIN_MS",
     "RATE_WINDOW_S",
     "TREND_MINUTES",
-    "FUTURE_TOLERANCE_MS",
     "PROVINCE_NAME",
     "PROVINCE_NAME_EN",
 )
@@ -68,9 +67,6 @@ SILENT_FACTOR = 3.0
 SILENT_MIN_MS = 120_000
 RATE_WINDOW_S = 10
 TREND_MINUTES = 30
-#: Readings dated further than this past the wall clock are dropped (and counted): one sensor
-#: clock set to 2099 must not move stream time, or every other sensor would turn silent.
-FUTURE_TOLERANCE_MS = 300_000
 #: Alert kinds as the situation counts them; an alert of any other kind counts as generic.
 ALERT_KINDS: tuple[str, ...] = ("water_level", "pipe_pressure", "traffic", "generic")
 PROVINCE_NAME, PROVINCE_NAME_EN = "山东省", "Shandong"

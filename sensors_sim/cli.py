@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from cityagent.errors import CityAgentError
-from cityagent.readings import format_ts, parse_ts
+from cityagent.readings import FUTURE_TOLERANCE_MS, format_ts, parse_ts
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.args import non_negative_float, non_negative_int, positive_float, positive_int
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerate", type=positive_float, default=1.0,
                         help="event time runs this many times faster than wall time (default 1)")
     parser.add_argument("--start", help="event time of the first tick, RFC 3339 or epoch "
-                        "(default: now)")
+                        "(default: now; with --accelerate and --duration into Kafka or the "
+                        "API, so long ago that event time ends near now)")
     parser.add_argument("--late-fraction", type=_fraction, default=0.0,
                         help="fraction of readings delivered 1-5 ticks late, out of order "
                              "(default 0)")
@@ -104,6 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure the simulator's rate into Kafka next to a raw producer")
     parser.add_argument("--json", action="store_true", help="--bench: print the result as JSON")
     return parser
+
+
+def _start_ms(args: argparse.Namespace, now_ms: int) -> tuple[int, str | None]:
+    """Event time of the first tick, and a note to print about it (or None).
+
+    The pipeline refuses (API) or drops (worker, dashboard) readings dated more than
+    ``FUTURE_TOLERANCE_MS`` past its clock, so an accelerated run into Kafka or the API that
+    starts now would be ignored after its first seconds. With ``--duration`` and no
+    ``--start`` it starts in the past instead, so that its event time ends near the clock."""
+    if args.start is not None:
+        return parse_ts(args.start), None
+    if args.accelerate <= 1 or args.sink == "file":
+        return now_ms, None
+    if args.duration:
+        span_ms = int(args.duration * (args.accelerate - 1) * 1000)
+        start_ms = now_ms - span_ms
+        return start_ms, (f"event time starts at {format_ts(start_ms)}, {span_ms / 3_600_000:.2f} h "
+                          "ago, so that it reaches the clock as the run ends (--start to choose)")
+    ahead_s = FUTURE_TOLERANCE_MS / 1000 / (args.accelerate - 1)
+    return now_ms, (f"event time x{args.accelerate:g} from now passes the clock by 5 min after "
+                    f"{ahead_s:,.0f} s; the API refuses, and the worker drops, readings dated "
+                    "further ahead. Give --duration (event time then ends near the clock) or a "
+                    "--start in the past")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = write_registry(args.registry, signals, tick_s, regions, args.seed)
             _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
             return 0
-        start_ms = time.time_ns() // 1_000_000 if args.start is None else parse_ts(args.start)
+        start_ms, note = _start_ms(args, time.time_ns() // 1_000_000)
+        if note:
+            _err(f"sensors_sim: {note}")
         sink = _make_sink(args)
         labels = None if args.labels is None else open(args.labels, "wb")  # noqa: SIM115
     except CityAgentError as exc:

@@ -32,12 +32,13 @@ the app is rebalancing instead of when the interval is due.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 import faust
 
-from cityagent.batch import decode_batch
+from cityagent.batch import NUM_BUCKETS, decode_batch
 from cityagent.detection import Anomaly
 from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
@@ -47,7 +48,7 @@ from streams.checkpoints import CheckpointedStates
 from streams.metrics import WorkerCounters
 from streams.parted import PartedTable, head_keys
 from streams.partitions import partition_of_key
-from streams.topics import Topics, legacy_key, part_key
+from streams.topics import Topics, legacy_key, part_key, to_json
 
 __all__ = ("register_agents", "STATE_TABLE")
 
@@ -179,12 +180,14 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
         key_type=bytes, value_type=bytes, beacon=app.tables.beacon,
     ))
     buckets = _Buckets(state_table, detector, topics.readings.partitions)
+    clocks = _ClockReports()
     windows = detector.engine.config.windows
 
     async def publish(anomalies: list[Anomaly]) -> None:
         for anomaly in anomalies:
             counters.anomalies_total += 1
-            await topics.anomalies.send(key=str(anomaly.district_code), value=anomaly.to_dict())
+            await topics.anomalies.send(key=str(anomaly.district_code),
+                                        value=to_json(anomaly.to_dict()))
 
     @app.agent(topics.readings, name="detect")
     async def detect(stream: faust.StreamT) -> None:
@@ -193,7 +196,9 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
         async for event in manual.events():
             message = event.message
             buckets.consumed[message.tp] = message.offset
+            buckets.pending.append(event)  # acknowledged with the next checkpoint
             try:
+                bucket = _bucket_of_key(event.key)
                 batch = decode_batch(event.value)
             except InvalidBatch as exc:
                 counters.batches_rejected_total += 1
@@ -201,11 +206,8 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
                     "skipped a bad batch at %s[%d]@%d: %s",
                     message.topic, message.partition, message.offset, exc,
                 )
-                buckets.pending.append(event)
                 continue
-            bucket = _text(event.key)
             state = buckets.get(bucket)
-            buckets.pending.append(event)
             buckets.touch(bucket, message.tp)
             # Redelivered after a restart: skip what the checkpointed state already holds.
             unapplied = state.unapplied(batch.sensor_id, message.offset)
@@ -214,7 +216,14 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
                     continue
                 batch = batch.take(unapplied)  # restored from parts of two checkpoints
             now_ms = _now_ms()
-            outcome = detector.process_batch(batch, state, now_ms)
+            try:
+                outcome = detector.process_batch(batch, state, now_ms)
+            except Exception:  # a bug: one message must not stop its partition for good
+                counters.batches_failed_total += 1
+                log.exception("detection failed on the batch at %s[%d]@%d and skipped it; "
+                              "this is a bug, please report it with this log",
+                              message.topic, message.partition, message.offset)
+                continue
             state.applied(message.offset)
             state.clock_ms = now_ms
             buckets.away_ms.pop(bucket, None)  # its readings carry the event time now
@@ -222,6 +231,9 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             counters.batches_total += 1
             counters.readings_total += outcome.readings
             counters.readings_outside_total += outcome.outside
+            if outcome.future:
+                counters.readings_future_total += outcome.future
+                clocks.report(outcome.ahead)
             if outcome.late:
                 counters.readings_late_total += outcome.late
                 log.info("bucket %s: %d late readings (after their window closed) counted, "
@@ -303,8 +315,49 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
     return state_table
 
 
-def _text(key: bytes | str | None) -> str:
-    return key.decode() if isinstance(key, bytes) else str(key)
+_BUCKET_KEY = re.compile(r"b[0-9]{3}")
+
+
+def _bucket_of_key(key: bytes | str | None) -> str:
+    """The bucket a readings message is keyed by (``b000``-``b255``); InvalidBatch if none.
+
+    A bucket's state has one owner because its readings are keyed by it; a batch keyed by
+    anything else would give its sensors a second, partial state."""
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if text is None or not _BUCKET_KEY.fullmatch(text) or int(text[1:]) >= NUM_BUCKETS:
+        raise InvalidBatch(f"the message key must be its sensors' bucket, b000-b{NUM_BUCKETS - 1:03d}; "
+                           f"got {text!r}")
+    return text
+
+
+class _ClockReports:
+    """Warns once per sensor whose readings are dated too far past this worker's clock, for
+    the first ``most`` such sensors (an accelerated simulation started now has them all);
+    the worker's counters line counts every such reading."""
+
+    def __init__(self, most: int = 20) -> None:
+        self._told: set[str] = set()
+        self._most = most
+
+    def report(self, ahead: tuple[tuple[str, int], ...]) -> None:
+        for sensor, ms in ahead:
+            if sensor in self._told or len(self._told) > self._most:
+                continue
+            self._told.add(sensor)
+            if len(self._told) > self._most:
+                log.warning("more sensors send readings dated over 5 min past this worker's "
+                            "clock; not naming them each (the counters line counts them)")
+                return
+            log.warning(
+                "sensor %s sends readings dated %s past this worker's clock; they are dropped "
+                "(counted as readings from the future) until its clock is right. A sensor that "
+                "sends China time as UTC is 8 h ahead.", sensor, _duration(ms))
+
+
+def _duration(ms: int) -> str:
+    if ms >= 3_600_000:
+        return f"{ms / 3_600_000:,.1f} h"
+    return f"{ms / 60_000:.1f} min"
 
 
 def _now_ms() -> int:

@@ -36,6 +36,7 @@ from typing import Any
 import faust
 
 from cityagent.detection import Anomaly
+from cityagent.errors import InvalidAnomaly
 from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
 from streams.app import CityAgentApp
@@ -45,7 +46,7 @@ from streams.metrics import WorkerCounters
 from streams.parted import PartedTable, delete_value, head_keys, read_value, write_value
 from streams.partitions import partition_of_key
 from streams.routing_feed import RoutingFeed
-from streams.topics import Topics, legacy_key
+from streams.topics import InvalidMessage, Topics, from_json, legacy_key, to_json
 from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE", "CHECKPOINT_S")
@@ -143,7 +144,7 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
     async def publish(scope: str, events: list[AlertEvent]) -> None:
         for event in events:
             counters.alerts_total += 1
-            await topics.alerts.send(key=scope, value=event.to_dict())
+            await topics.alerts.send(key=scope, value=to_json(event.to_dict()))
 
     @app.agent(topics.anomalies, name="scope")
     async def scope(stream: faust.StreamT) -> None:
@@ -151,8 +152,14 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
             anomaly = _anomaly_or_none(value)
             if anomaly is None:
                 continue
-            key = engine.scope_key(anomaly, zones.index)
-            await topics.scopes.send(key=key, value={"anomaly": value})
+            try:
+                key = engine.scope_key(anomaly, zones.index)
+            except Exception:  # a bug: one message must not stop its partition for good
+                counters.messages_failed_total += 1
+                log.exception("could not scope anomaly %s; skipped it (a bug, please report "
+                              "it with this log)", anomaly.anomaly_id)
+                continue
+            await topics.scopes.send(key=key, value=to_json({"anomaly": anomaly.to_dict()}))
 
     @app.agent(topics.incident_inputs, name="incidents")
     async def incidents(stream: faust.StreamT) -> None:
@@ -161,23 +168,37 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
         async for event in manual.events():
             scopes.pending.append(event)
             key = _text(event.key)
-            value = event.value if isinstance(event.value, dict) else {}
+            try:
+                value = from_json(event.value)
+            except InvalidMessage as exc:
+                log.warning("skipped a message at %s[%d]@%d: %s", event.message.topic,
+                            event.message.partition, event.message.offset, exc)
+                continue
+            value = value if isinstance(value, dict) else {}
             now = _now_ms()
-            if "anomaly" in value:
-                anomaly = _anomaly_or_none(value["anomaly"])
-                events = ([] if anomaly is None
-                          else current().on_anomaly(scopes.get(key), anomaly, zones.index, now))
-            elif "command" in value:
-                try:
-                    command = Command.from_dict(value["command"])
-                except InvalidCommand as exc:
-                    log.warning("skipped an invalid command for scope %s: %s", key, exc)
+            try:
+                if "anomaly" in value:
+                    anomaly = _anomaly_or_none(value["anomaly"])
+                    events = ([] if anomaly is None else
+                              current().on_anomaly(scopes.get(key), anomaly, zones.index, now))
+                elif "command" in value:
+                    try:
+                        command = Command.from_dict(value["command"])
+                    except InvalidCommand as exc:
+                        log.warning("skipped an invalid command for scope %s: %s", key, exc)
+                        continue
+                    events = current().on_command(scopes.get(key), command, now)
+                    counters.commands_total += 1
+                else:
+                    log.warning("skipped a message on %s that is neither an anomaly nor a "
+                                "command", event.message.topic)
                     continue
-                events = current().on_command(scopes.get(key), command, now)
-                counters.commands_total += 1
-            else:
-                log.warning("skipped a message on %s that is neither an anomaly nor a command",
-                            event.message.topic)
+            except Exception:  # a bug: one message must not stop its partition for good
+                counters.messages_failed_total += 1
+                message = event.message
+                log.exception("alerting failed on the message at %s[%d]@%d and skipped it; "
+                              "this is a bug, please report it with this log",
+                              message.topic, message.partition, message.offset)
                 continue
             scopes.dirty.add(key)
             await publish(key, events)
@@ -245,10 +266,11 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
 
 
 def _anomaly_or_none(value: Any) -> Anomaly | None:
+    """The anomaly in a message value (JSON bytes) or its document; None, logged, if none."""
     try:
-        return Anomaly.from_dict(value)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("skipped a malformed anomaly %r: %s", value, exc)
+        return Anomaly.from_dict(from_json(value) if isinstance(value, bytes) else value)
+    except (InvalidMessage, InvalidAnomaly) as exc:
+        log.warning("skipped a malformed anomaly %.300r: %s", value, exc)
         return None
 
 

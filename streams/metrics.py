@@ -15,13 +15,16 @@ log = logging.getLogger("cityagent.streams")
 class WorkerCounters:
     readings_total: int = 0
     batches_total: int = 0
-    batches_rejected_total: int = 0
+    batches_rejected_total: int = 0  # messages that are no reading batch: skipped
+    batches_failed_total: int = 0  # batches detection raised an error on: skipped (a bug)
     readings_outside_total: int = 0
     anomalies_total: int = 0
     alerts_total: int = 0
     readings_late_total: int = 0
+    readings_future_total: int = 0  # dated more than FUTURE_TOLERANCE_MS past the clock
     checkpoints_total: int = 0
     commands_total: int = 0
+    messages_failed_total: int = 0  # alerting messages that raised an error: skipped (a bug)
     _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
 
     def log_rates(self) -> None:
@@ -31,8 +34,10 @@ class WorkerCounters:
         rate = (self.readings_total - readings_then) / max(now - then, 1e-9)
         log.info(
             "detect: %.0f readings/s, %d readings, %d anomalies, %d alert events, "
-            "%d bad batches, %d readings outside the province, %d late readings "
-            "(after their window closed: counted, not judged)",
+            "%d bad batches, %d failed messages, %d readings outside the province, "
+            "%d late readings (after their window closed: counted, not judged), "
+            "%d readings from the future (dated over 5 min past the clock: dropped)",
             rate, self.readings_total, self.anomalies_total, self.alerts_total,
-            self.batches_rejected_total, self.readings_outside_total, self.readings_late_total,
+            self.batches_rejected_total, self.batches_failed_total + self.messages_failed_total,
+            self.readings_outside_total, self.readings_late_total, self.readings_future_total,
         )

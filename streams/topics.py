@@ -8,17 +8,24 @@
 
 ``incident_inputs`` is one channel over alert-scopes and alert-commands: the agent that owns
 a scope sees its anomalies and its operators' commands in one ordered stream.
+
+Every value is raw bytes to Faust: the agents encode and decode JSON themselves (``to_json``,
+``from_json``). With Faust's JSON codec a message that is not JSON, which anything may write
+to a topic, crashed the agent reading it, again at each of its restarts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import faust
+import orjson
 
 from cityagent.settings import Settings
 
-__all__ = ("Topics", "declare_topics", "table_key", "legacy_key", "part_key", "PART_SEP")
+__all__ = ("Topics", "declare_topics", "table_key", "legacy_key", "part_key", "PART_SEP",
+           "to_json", "from_json", "InvalidMessage")
 
 #: Separates a bucket from a part number in the key of a checkpoint part: ``b017/2``.
 PART_SEP = "/"
@@ -46,15 +53,34 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
     return Topics(
         readings=topic(settings.readings_topic, "raw"),
-        anomalies=topic(settings.anomalies_topic, "json"),
-        alerts=topic(settings.alerts_topic, "json"),
-        scopes=topic(settings.scopes_topic, "json"),
-        commands=topic(settings.commands_topic, "json"),
+        anomalies=topic(settings.anomalies_topic, "raw"),
+        alerts=topic(settings.alerts_topic, "raw"),
+        scopes=topic(settings.scopes_topic, "raw"),
+        commands=topic(settings.commands_topic, "raw"),
         incident_inputs=app.topic(
             settings.scopes_topic, settings.commands_topic, key_type=str, key_serializer="raw",
-            value_serializer="json", partitions=settings.partitions,
+            value_serializer="raw", partitions=settings.partitions,
         ),
     )
+
+
+def to_json(doc: Any) -> bytes:
+    """A message value as JSON."""
+    return orjson.dumps(doc)
+
+
+def from_json(value: bytes | None) -> Any:
+    """A message value's JSON document, or InvalidMessage saying why it is none."""
+    if value is None:
+        raise InvalidMessage("the message has no value")
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"the message is not JSON: {exc}") from None
+
+
+class InvalidMessage(ValueError):
+    """A message on a JSON topic that is not JSON."""
 
 
 def table_key(key: str) -> bytes:

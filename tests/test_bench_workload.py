@@ -35,7 +35,7 @@ def test_each_marker_is_detected_by_the_message_the_timing_assumes(
             seen.update(batch.sensor_id.tolist())
             first_seen.setdefault(partition, set()).add(number)
         state = states.setdefault(key, detector.engine.new_state())
-        outcome = detector.process_batch(batch, state, 0)
+        outcome = detector.process_batch(batch, state, int(batch.ts_ms.max()))
         late += outcome.late
         for a in outcome.anomalies:
             if a.phase == "start":

@@ -67,12 +67,17 @@ def watched_values(kinds, columns, x, m: int) -> None:
 
 @njit
 def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, watermark: int,
-               size_ms: int, grace_ms: int, panes: int, end_after: int, keep, x, run_rows,
-               run_since, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop, ints, floats, count):
+               ceiling: int, size_ms: int, grace_ms: int, panes: int, end_after: int, keep, x,
+               run_rows, run_since, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop, ints,
+               floats, count):
     """Fold a batch into state ``c`` and judge what it closes; (late, windows closed, watermark).
 
     Without readings (``rows`` empty) it advances the state to ``watermark`` instead: the
     windows due then close and silence is judged (``DetectionEngine.advance``).
+
+    Readings move the watermark to their newest time, but not past ``ceiling`` (the worker's
+    clock): a sensor whose clock runs ahead then only delays its own windows, instead of
+    making every other sensor of the bucket late.
 
     The steps and their order are ``DetectionEngine.process``'s (its docstring and the
     modules named): positions, runs of identical readings (before the windows move on),
@@ -89,7 +94,7 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
     late, closed, newest = _fold(c, rows, ts, xs, order, keep, watermark, size_ms, grace_ms,
                                  panes, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop)
     if newest != NO_TS or m == 0:  # no readings: the idle timer moves the watermark
-        watermark = max(watermark, newest)
+        watermark = max(watermark, newest if m == 0 else min(newest, ceiling))
         closed = _close_due(c, watermark, size_ms, grace_ms, panes, closed, o_rows, o_k, o_n,
                             o_total, o_min, o_max, o_hop)
     judge_windows(c, params, o_rows[:closed], o_k[:closed], o_n[:closed], o_total[:closed],

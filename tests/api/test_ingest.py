@@ -25,7 +25,7 @@ from api.main import create_app
 from api.ratelimit import RateLimiter, TooLarge
 from api.routes.readings import MAX_BODY_BYTES
 from cityagent.batch import decode_batch
-from cityagent.readings import parse_reading
+from cityagent.readings import _MAX_TS_MS, parse_reading
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
@@ -99,10 +99,13 @@ def test_fast_and_slow_paths_agree_on_every_edge_case(known_ids: set[str],
         return parse_reading(raw)
 
     monkeypatch.setattr(ingest, "parse_reading", counting_parse)
-    slow = _outcome(check_items(EDGE_ITEMS, regions))  # sensor ids unknown: parse_reading
+    # The server's clock at the end of the accepted range: items dated up to 2100 are not
+    # refused as ahead of it (test_readings_far_ahead_of_the_clock_are_refused does that).
+    now = _MAX_TS_MS
+    slow = _outcome(check_items(EDGE_ITEMS, regions, now_ms=now))  # unknown ids: parse_reading
     slow_calls = len(calls)
     assert known_ids == {"a", "b"}
-    fast = _outcome(check_items(EDGE_ITEMS, regions))  # ids known: column checks first
+    fast = _outcome(check_items(EDGE_ITEMS, regions, now_ms=now))  # known ids: columns first
     assert fast == slow
     assert len(calls) - slow_calls <= slow_calls - 12  # the valid ones skipped parse_reading
     # ... and both agree with parse_reading item by item (positions inside Shandong).
@@ -372,3 +375,22 @@ def test_openapi_documents_the_ingest_routes(api) -> None:
     assert "application/x-ndjson" in post["requestBody"]["content"]
     assert "/v1/readings/thingsboard" in doc["paths"]
     assert post["security"] == [{"APIKey": []}]
+
+
+def test_readings_far_ahead_of_the_clock_are_refused_with_the_likely_cause(
+        known_ids: set[str]) -> None:
+    """A reading dated more than 5 min past the server's clock would be dropped downstream
+    (it would make its bucket-mates late and every other sensor look silent): refused now."""
+    now = 1_790_000_000_000
+    items = [{"sensor_id": sid, "kind": "water_level", "ts": ts / 1000, "lon": 117.02,
+              "lat": 36.66, "level_m": 2.0}
+             for sid, ts in (("a", now), ("b", now + 299_000), ("a", now + 8 * 3_600_000),
+                             ("new-1", now + 301_000))]
+    for _ in range(2):  # slow path (the first time "new-1" is unknown), then the fast path
+        checked = check_items(items, default_regions(), now_ms=now)
+        assert [checked.batch.sensor_id.tolist(), checked.batch.ts_ms.tolist()] == [
+            ["a", "b"], [now, now + 299_000]]
+        assert [(r.index, r.field, r.sensor_id) for r in checked.rejected] == [
+            (2, "ts", "a"), (3, "ts", "new-1")]
+        assert "8.00 h past the server's clock" in checked.rejected[0].reason
+        assert "China time as UTC" in checked.rejected[0].reason

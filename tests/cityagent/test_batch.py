@@ -61,6 +61,12 @@ def test_split_by_bucket_puts_each_sensor_in_its_own_bucket_only() -> None:
     (b'{"v":2,"sensor_id":["a"],"kind":[7],"ts_ms":[1],"lon":[1],"lat":[1]}', "unknown kind"),
     (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":["x"],"lon":[1],"lat":[1],"level_m":[1]}', "wrong type"),
     (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":[1],"lon":[1],"lat":[1],"level_m":[1,2]}', "wrong type or length"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":[18446744073709551616],"lon":[1],"lat":[1],'
+     b'"level_m":[1]}', "beyond 64 bits"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[99999999999999999999],"ts_ms":[1],"lon":[1],"lat":[1]}',
+     "beyond 64 bits"),
+    (b'{"v":2,"sensor_id":["a"],"kind":[1],"ts_ms":[1],"lon":[1],"lat":[1],'
+     b'"district":[-99999999999999999999],"level_m":[1]}', "beyond 64 bits"),
 ])
 def test_malformed_batches_are_rejected_with_a_reason(data: bytes, words: str) -> None:
     with pytest.raises(InvalidBatch, match=words):

@@ -25,23 +25,47 @@ def test_untagged_readings_are_tagged_and_outside_ones_dropped() -> None:
         reading("qingdao", 120.3844, 36.0610, 6.0),    # 五四广场, 市南区
         reading("beijing", 116.40, 39.90, 6.0),        # outside the province
     ])
-    outcome = DETECTOR.process_batch(batch, state, now_ms=1)
+    outcome = DETECTOR.process_batch(batch, state, now_ms=T0 * 1000)
     assert outcome.readings == 2 and outcome.outside == 1
     assert outcome.anomalies == []  # the window has not closed yet
-    closed = DETECTOR.engine.advance(state, (T0 + 12) * 1000, now_ms=2)
+    closed = DETECTOR.engine.advance(state, (T0 + 12) * 1000, now_ms=(T0 + 12) * 1000)
     assert {(a.sensor_id, a.district_code, a.city_code, a.detector) for a in closed.anomalies} == {
         ("jinan", 370102, 370100, "level"), ("qingdao", 370202, 370200, "level")}
+
+
+def test_a_sensor_whose_clock_is_ahead_is_dropped_and_named_not_its_bucket_mates() -> None:
+    """Readings dated over 5 min past the clock are dropped, counted and named: the bucket's
+    event time is the latest reading time it saw, so one sensor sending China time as UTC
+    (8 h ahead) made every reading of the others late, unjudged (a 9 m flood unseen)."""
+    state = DETECTOR.engine.new_state()
+    now = T0 * 1000
+    wrong = DETECTOR.process_batch(ReadingBatch.from_readings([
+        reading("good", 117.0197, 36.6614, 2.0),
+        reading("utc-as-cst", 117.0197, 36.6614, 2.0, T0 + 8 * 3600),
+        reading("utc-as-cst", 117.0197, 36.6614, 2.0, T0 + 8 * 3600 + 10),
+        reading("close", 117.0197, 36.6614, 2.0, T0 + 299)]), state, now_ms=now)
+    assert (wrong.readings, wrong.future) == (2, 2)
+    assert wrong.ahead == (("utc-as-cst", (8 * 3600 + 10) * 1000),)
+    # "close" (4 min 59 s ahead) is kept, but moves the bucket's event time only to the clock.
+    assert state.watermark == now
+    anomalies = []
+    for i in range(1, 4):
+        step = DETECTOR.process_batch(ReadingBatch.from_readings(
+            [reading("good", 117.0197, 36.6614, 9.0, T0 + 10 * i)]), state, now_ms=now + 10_000 * i)
+        assert step.late == 0
+        anomalies += step.anomalies
+    assert [(a.sensor_id, a.detector, a.phase) for a in anomalies] == [("good", "level", "start")]
 
 
 def test_an_alert_names_its_place_and_resolves_with_the_same_id() -> None:
     state = DETECTOR.engine.new_state()
     DETECTOR.process_batch(ReadingBatch.from_readings([reading("g", 117.0197, 36.6614, 6.0)]),
-                           state, now_ms=1)
+                           state, now_ms=T0 * 1000)
     anomalies = []
     for i in range(1, 5):  # normal windows afterwards end the episode
         outcome = DETECTOR.process_batch(
             ReadingBatch.from_readings([reading("g", 117.0197, 36.6614, 1.0, T0 + 10 * i)]),
-            state, now_ms=2)
+            state, now_ms=(T0 + 10 * i) * 1000)
         anomalies += outcome.anomalies
     levels = [a for a in anomalies if a.detector == "level"]
     assert [a.phase for a in levels] == ["start", "end"]

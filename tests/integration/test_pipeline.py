@@ -143,3 +143,77 @@ def test_unknown_city_filter_and_health(pipeline: Pipeline) -> None:
 
 def test_log_paths_exist(pipeline: Pipeline) -> None:
     assert Path(pipeline.worker.log_path).exists() and Path(pipeline.api.log_path).exists()
+
+
+#: Messages anything may write to the readings topic that are no reading batch. Each must be
+#: skipped and counted, by the worker and by the API's situation feed, never stop them: the
+#: next message of the same partition is a breach that must still become an alert.
+POISON = [
+    b"not json",
+    b'{"v": 2, "sensor_id": ["jn-wl-poison"]}',
+    # An integer beyond 64 bits in each integer column (numpy raised OverflowError).
+    b'{"v":2,"sensor_id":["jn-wl-poison"],"kind":[1],"ts_ms":[18446744073709551616],'
+    b'"lon":[117.0],"lat":[36.6],"district":[370102],"level_m":[9.0]}',
+    b'{"v":2,"sensor_id":["jn-wl-poison"],"kind":[1180591620717411303424],"ts_ms":[1],'
+    b'"lon":[117.0],"lat":[36.6],"district":[370102],"level_m":[9.0]}',
+    b'{"v":2,"sensor_id":["jn-wl-poison"],"kind":[1],"ts_ms":[1],'
+    b'"lon":[117.0],"lat":[36.6],"district":[99999999999999999999],"level_m":[9.0]}',
+]
+#: ... and on the anomalies topic, where another detection system may write: no anomaly.
+POISON_ANOMALIES = [b"not json", b"[1, 2]", b'{"anomaly_id": "x"}']
+
+
+@pytest.mark.slow
+def test_messages_that_are_no_reading_batch_or_anomaly_are_skipped_and_alerting_goes_on(
+        pipeline: Pipeline) -> None:
+    import orjson
+    from kafka import KafkaProducer
+
+    from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
+    from cityagent.readings import parse_reading
+
+    sensor = "jn-wl-after-poison"
+    key = bucket_key(bucket_of(sensor)).encode()
+    now = time.time()
+    fast = ReadingBatch.from_readings([parse_reading(reading("jn-wl-fast-clock", JINAN, 2.0,
+                                                             now + 8 * 3600))])
+    producer = KafkaProducer(bootstrap_servers=pipeline.settings.bootstrap, acks="all")
+    try:
+        for value in POISON:  # in the partition the breach below goes to, before it
+            producer.send(pipeline.settings.readings_topic, value, key=key)
+        producer.send(pipeline.settings.readings_topic, encode_batch(fast), key=b"not-a-bucket")
+        # Straight to Kafka, past the API's check: a sensor sending China time as UTC.
+        producer.send(pipeline.settings.readings_topic, encode_batch(fast),
+                      key=bucket_key(bucket_of("jn-wl-fast-clock")).encode())
+        bad = orjson.loads(b'{"severity": "purple"}')
+        for value in [*POISON_ANOMALIES, orjson.dumps(bad)]:
+            producer.send(pipeline.settings.anomalies_topic, value, key=b"370102")
+        producer.flush(10)
+    finally:
+        producer.close()
+    base = float(int(now) // 2 * 2 - 20)
+    answer = httpx.post(f"{pipeline.url}/v1/readings", headers=AUTH, json=[
+        reading(sensor, JINAN, 2.0, base), reading(sensor, JINAN, 5.6, base + 4),
+        reading(sensor, JINAN, 5.6, base + 6)], timeout=10)
+    assert answer.status_code == 202, answer.text
+    wait_for_alerts(pipeline, lambda a: any(sensor in x["sensors"] for x in a))
+    # The API's situation feed skipped the same messages, counted each, and went on.
+    deadline = time.monotonic() + 20
+    samples: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{pipeline.url}/metrics", timeout=5).text
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                   for line in text.splitlines() if line and not line.startswith("#")}
+        seen = httpx.get(f"{pipeline.url}/v1/sensors/{sensor}", headers=AUTH, timeout=5)
+        if seen.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert seen.status_code == 200, seen.text
+    assert samples["cityagent_api_reading_batches_malformed_total"] >= len(POISON)
+    log = pipeline.worker.log_path.read_text()
+    assert log.count("skipped a bad batch") >= len(POISON) + 1, log[-3000:]
+    assert "must be its sensors' bucket" in log
+    assert "sensor jn-wl-fast-clock sends readings dated 8.0 h past this worker's clock" in log
+    assert log.count("skipped a malformed anomaly") >= 2, log[-3000:]
+    assert "Crashed" not in log and "Traceback" not in log, log[-3000:]
+    pipeline.worker.assert_running()

@@ -136,3 +136,21 @@ def test_file_sink_needs_out(capsys):
     with pytest.raises(SystemExit):
         main(["--sink", "file"])
     assert "--sink file needs --out" in capsys.readouterr().err
+
+
+def test_an_accelerated_run_into_the_pipeline_starts_in_the_past_to_end_near_the_clock():
+    """The pipeline ignores readings dated over 5 min past its clock, so an accelerated run
+    into Kafka or the API with a --duration starts its event time that far back."""
+    from sensors_sim.cli import _start_ms, build_parser
+
+    now = 1_790_000_000_000
+    parse = build_parser().parse_args
+    start, note = _start_ms(parse(["--accelerate", "60", "--duration", "180"]), now)
+    assert start == now - 180 * 59 * 1000 and "2.95 h ago" in note
+    start, note = _start_ms(parse(["--accelerate", "60"]), now)
+    assert start == now and "after 5 s" in note and "--duration" in note
+    assert _start_ms(parse(["--accelerate", "60", "--duration", "180", "--start",
+                            "2026-01-01T00:00:00Z"]), now) == (1_767_225_600_000, None)
+    assert _start_ms(parse(["--accelerate", "60", "--duration", "9", "--sink", "file"]),
+                     now) == (now, None)
+    assert _start_ms(parse([]), now) == (now, None)

@@ -157,7 +157,7 @@ def test_detector_sees_each_injected_breach(fleet, regions):
     anomalies = []
     batches = _run(signals, 35)  # 0..34 s
     for batch in batches:
-        outcome = detector.process_batch(batch, state, 0)
+        outcome = detector.process_batch(batch, state, int(batch.ts_ms.max()))
         assert outcome.outside == 0 and outcome.late == 0 and outcome.readings == len(fleet)
         anomalies += outcome.anomalies
     last_ms = int(batches[-1].ts_ms[0])
