@@ -56,7 +56,7 @@ class TopicFollower:
                     changed = False
                     for records in batches.values():
                         for record in records:
-                            key = record.key.decode() if record.key else ""
+                            key = record.key.decode("utf-8", "replace") if record.key else ""
                             try:
                                 value = None if record.value is None else orjson.loads(record.value)
                             except orjson.JSONDecodeError:
@@ -69,6 +69,9 @@ class TopicFollower:
                 raise
             except (KafkaError, OSError) as exc:
                 log.warning("%s unreachable (%s); retrying in 5 s", self.topic, exc)
+                await asyncio.sleep(5)
+            except Exception:  # a bug must not stop following for good: log it, read again
+                log.exception("following %s failed; reading it again in 5 s", self.topic)
                 await asyncio.sleep(5)
             finally:
                 with contextlib.suppress(Exception):

@@ -48,6 +48,13 @@ def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_p
     try:
         before = httpx.get(url, headers=AUTH).json()
         assert "qd-test-school" not in {f["properties"]["zone_id"] for f in before["features"]}
+        # Records no zone client writes: skipped by every process that follows the topic
+        # (a key that is not UTF-8 stopped their followers for good before 2026-11-24).
+        junk = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        junk.send(settings.zones_topic, key=b"\xff\xfe", value=b"{}")
+        junk.send(settings.zones_topic, key=b"qd-junk", value=b"not json")
+        junk.flush()
+        junk.close()
         # Invalid zones are refused with the reason, and nothing is written.
         swapped = orjson.loads(orjson.dumps(SCHOOL))
         swapped["geometry"]["coordinates"] = [[[y, x] for x, y in ring]
