@@ -17,6 +17,7 @@ readings from the same state gives the same anomalies with the same ids (replay-
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ def _int64(name: str, value: Any) -> int:
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidAnomaly(f"anomaly: {name!r} must be a finite number; got {value!r:.80}")
     return float(value)
 
