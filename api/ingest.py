@@ -20,7 +20,7 @@ identity from the query or from ``values``). Every item is then checked exactly 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,11 +193,14 @@ _known_ids: set[str] = set()
 
 def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal | None = None,
                 preset: Mapping[int, Rejection] | None = None,
-                now_ms: int | None = None) -> Checked:
+                now_ms: int | None = None,
+                known_kinds: Callable[[list[str]], np.ndarray] | None = None) -> Checked:
     """Validate, locate and scope-check the items; accepted rows and rejections by index.
 
     ``preset`` holds items already refused while decoding (their index, already judged);
-    ``now_ms`` is the server's clock (default: now), which no reading may be far ahead of.
+    ``now_ms`` is the server's clock (default: now), which no reading may be far ahead of;
+    ``known_kinds`` gives the kind code each sensor id is known as (-1: not known), which a
+    reading under that id must have (``SituationModel.kind_codes``).
     """
     preset = preset or {}
     rows = _Rows()
@@ -223,6 +226,9 @@ def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     batch, index, more = _not_ahead(batch, index, now_ms)
     rejected += more
+    if known_kinds is not None:
+        batch, index, more = _own_kind(batch, index, known_kinds)
+        rejected += more
     batch, index, more = _locate_and_scope(batch, index, regions, principal)
     rejected += more
     rejected.sort(key=lambda r: r.index)
@@ -377,6 +383,27 @@ def _not_ahead(batch: ReadingBatch, index: np.ndarray, now_ms: int
             "sensor that sends China time as UTC is 8 h ahead",
             str(batch.sensor_id[r])))
     return batch.take(~ahead), index[~ahead], rejected
+
+
+def _own_kind(batch: ReadingBatch, index: np.ndarray,
+              known_kinds: Callable[[list[str]], np.ndarray]
+              ) -> tuple[ReadingBatch, np.ndarray, list[Rejection]]:
+    """Refuse rows whose kind is not their sensor's: detection would drop them (it judges a
+    sensor by the kind it first reported; a road's 60 km/h read as a 60 m water level would
+    be a red flood alarm), so the integrator is told now."""
+    if not len(batch):
+        return batch, index, []
+    own = known_kinds(batch.sensor_id.tolist())
+    wrong = (own >= 0) & (own != batch.kind_codes())
+    if not wrong.any():
+        return batch, index, []
+    rejected = [
+        Rejection(int(index[r]), "kind",
+                  f"sensor {str(batch.sensor_id[r])!r} is a {KINDS[int(own[r])]} sensor; this "
+                  f"reading says {str(batch.kind[r])}. Give each device its own sensor_id",
+                  str(batch.sensor_id[r]))
+        for r in np.flatnonzero(wrong).tolist()]
+    return batch.take(~wrong), index[~wrong], rejected
 
 
 def _locate_and_scope(batch: ReadingBatch, index: np.ndarray, regions: RegionIndex,

@@ -187,6 +187,10 @@ class DetectionResult:
     anomalies: list[Anomaly] = field(default_factory=list)
     late: int = 0  # readings that arrived after their window had closed
     windows: int = 0  # windows closed and judged
+    #: Readings dropped because their kind is not their sensor's (the kind it first reported),
+    #: and per such sensor: (sensor id, its kind, the kind the reading claimed).
+    wrong_kind: int = 0
+    wrong_kind_sensors: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(eq=False)
@@ -248,13 +252,26 @@ class DetectionEngine:
         if new:
             unset = c["kind"][rows] < 0
             c["kind"][rows[unset]] = kinds[unset]
+        # A sensor's kind is the kind it first reported. A reading of another kind under its
+        # id (two devices given one id) would be judged by the wrong detectors: a road's
+        # 60 km/h read as a 60 m water level is a red flood alarm.
+        wrong = c["kind"][rows] != kinds
+        wrong_sensors: tuple[tuple[str, str, str], ...] = ()
+        if wrong.any():
+            wrong_sensors = _wrong_kinds(batch.sensor_id[wrong], c["kind"][rows[wrong]],
+                                         kinds[wrong])
+            right = ~wrong
+            batch, rows, kinds = batch.take(right), rows[right], kinds[right]
         ts = np.asarray(batch.ts_ms, dtype=np.int64)
-        return self._step(state, rows, kinds, self._watched_columns(batch), ts,
-                          np.asarray(batch.lon, dtype=np.float64),
-                          np.asarray(batch.lat, dtype=np.float64),
-                          np.asarray(batch.district, dtype=np.int64), np.lexsort((ts, rows)),
-                          state.watermark, now_ms,
-                          _NO_LIMIT if watermark_limit_ms is None else int(watermark_limit_ms))
+        result = self._step(state, rows, kinds, self._watched_columns(batch), ts,
+                            np.asarray(batch.lon, dtype=np.float64),
+                            np.asarray(batch.lat, dtype=np.float64),
+                            np.asarray(batch.district, dtype=np.int64), np.lexsort((ts, rows)),
+                            state.watermark, now_ms,
+                            _NO_LIMIT if watermark_limit_ms is None else int(watermark_limit_ms))
+        if wrong_sensors:
+            result.wrong_kind, result.wrong_kind_sensors = int(wrong.sum()), wrong_sensors
+        return result
 
     def advance(self, state: BucketState, watermark: int, now_ms: int) -> DetectionResult:
         """Move the bucket's event time to ``watermark`` (idle timer): close windows, find silence."""
@@ -421,6 +438,17 @@ class DetectionEngine:
                 city_code=district // 100 * 100,
             ))
         return out
+
+
+def _wrong_kinds(sensors: np.ndarray, theirs: np.ndarray, claimed: np.ndarray
+                 ) -> tuple[tuple[str, str, str], ...]:
+    """(sensor, its kind, the kind a reading claimed) per sensor, in the order of its first."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for sensor, own, other in zip(sensors.tolist(), theirs.tolist(), claimed.tolist(),
+                                  strict=True):
+        found.setdefault(sensor, (sensor, _KIND_NAMES.get(own, GENERIC),
+                                  _KIND_NAMES.get(other, GENERIC)))
+    return tuple(found.values())
 
 
 def _finite(value: Any) -> float:

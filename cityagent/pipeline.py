@@ -35,6 +35,9 @@ class BatchOutcome:
     future: int = 0  # rows dropped because they are dated too far past the clock
     #: (sensor id, ms past the clock) of each sensor with such rows, the furthest row each.
     ahead: tuple[tuple[str, int], ...] = field(default=())
+    wrong_kind: int = 0  # rows dropped because their kind is not their sensor's
+    #: (sensor id, its kind, the kind claimed) of each sensor with such rows.
+    wrong_kind_sensors: tuple[tuple[str, str, str], ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class Detector:
         if outside or future:
             batch = batch.take(inside)
         result = self.engine.process(state, batch, now_ms, watermark_limit_ms=now_ms)
-        return BatchOutcome(result.anomalies, len(batch), outside, result.late, future, ahead)
+        return BatchOutcome(result.anomalies, len(batch) - result.wrong_kind, outside,
+                            result.late, future, ahead, result.wrong_kind,
+                            result.wrong_kind_sensors)
 
 
 def _furthest_ahead(sensors: np.ndarray, ahead_ms: np.ndarray) -> tuple[tuple[str, int], ...]:

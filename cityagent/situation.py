@@ -251,6 +251,7 @@ class SituationModel:
         self.future_tolerance_ms = future_tolerance_ms
         self.readings_total = 0
         self.readings_future_total = 0  # dropped: dated too far past the wall clock
+        self.readings_wrong_kind_total = 0  # dropped: of another kind than their sensor's
         self.stream_ms: int | None = None
         self.version = 0  # changes with every fold
         self._n = 0
@@ -299,7 +300,9 @@ class SituationModel:
         """Fold a batch in; ``arrived_ms``: when each row entered the stream (default now).
 
         Returns the rows folded: readings dated more than ``future_tolerance_ms`` past
-        ``now_ms`` are not (a sensor sending China time as UTC is 8 h ahead).
+        ``now_ms`` are not (a sensor sending China time as UTC is 8 h ahead), nor readings of
+        another kind than their sensor's (its first reading's, or the registry's), which
+        detection drops too: two devices given one id.
         """
         arrived = np.broadcast_to(np.asarray(now_ms if arrived_ms is None else arrived_ms,
                                              dtype=np.int64), (len(batch),))
@@ -311,6 +314,14 @@ class SituationModel:
             return 0
         kind = batch.kind_codes()
         rows = self._rows(batch, kind)
+        own = self._cols["kind"][rows]
+        wrong = (own != kind) & (own != _GENERIC)
+        if wrong.any():
+            self.readings_wrong_kind_total += int(wrong.sum())
+            keep = ~wrong
+            batch, arrived, kind, rows = batch.take(keep), arrived[keep], kind[keep], rows[keep]
+            if len(batch) == 0:
+                return 0
         ts = batch.ts_ms
         values = np.full((len(batch), 3), np.nan)
         for code, name in enumerate(KINDS):
@@ -608,6 +619,18 @@ class SituationModel:
         return [{"ts_ms": t, "ts": format_ts(t),
                  **{f: (None if v == "nan" else float(v)) for f, v in zip(fields, vs, strict=False)}}
                 for t, vs in zip(ts.tolist(), text.tolist(), strict=True)]
+
+    def kind_codes(self, sensor_ids: list[str]) -> np.ndarray:
+        """Each sensor's kind code (the index in KINDS), -1 when not known (or generic)."""
+        get = self._index.get
+        rows = np.fromiter((get(s, -1) for s in sensor_ids), dtype=np.int64,
+                           count=len(sensor_ids))
+        known = rows >= 0
+        codes = np.full(len(sensor_ids), -1, dtype=np.int64)
+        if known.any():
+            codes[known] = self._cols["kind"][rows[known]]
+        codes[codes == _GENERIC] = -1
+        return codes
 
     def kind_of(self, sensor_id: str) -> str | None:
         row = self._index.get(sensor_id)

@@ -180,7 +180,10 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
         key_type=bytes, value_type=bytes, beacon=app.tables.beacon,
     ))
     buckets = _Buckets(state_table, detector, topics.readings.partitions)
-    clocks = _ClockReports()
+    clocks = _OncePerSensor("more sensors send readings dated over 5 min past this worker's "
+                            "clock; not naming them each (the counters line counts them)")
+    kinds = _OncePerSensor("more sensors receive readings of another kind than their own; "
+                           "not naming them each (the counters line counts them)")
     windows = detector.engine.config.windows
 
     async def publish(anomalies: list[Anomaly]) -> None:
@@ -233,7 +236,17 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             counters.readings_outside_total += outcome.outside
             if outcome.future:
                 counters.readings_future_total += outcome.future
-                clocks.report(outcome.ahead)
+                for sensor, ms in outcome.ahead:
+                    clocks.warn(sensor, f"sensor {sensor} sends readings dated {_duration(ms)} "
+                                "past this worker's clock; they are dropped (counted as "
+                                "readings from the future) until its clock is right. A sensor "
+                                "that sends China time as UTC is 8 h ahead.")
+            if outcome.wrong_kind:
+                counters.readings_wrong_kind_total += outcome.wrong_kind
+                for sensor, own, claimed in outcome.wrong_kind_sensors:
+                    kinds.warn(sensor, f"sensor {sensor} is a {own} sensor (its first reading), "
+                               f"but readings of kind {claimed} arrive under its id; they are "
+                               "dropped. Give each device its own sensor_id.")
             if outcome.late:
                 counters.readings_late_total += outcome.late
                 log.info("bucket %s: %d late readings (after their window closed) counted, "
@@ -330,28 +343,20 @@ def _bucket_of_key(key: bytes | str | None) -> str:
     return text
 
 
-class _ClockReports:
-    """Warns once per sensor whose readings are dated too far past this worker's clock, for
-    the first ``most`` such sensors (an accelerated simulation started now has them all);
-    the worker's counters line counts every such reading."""
+class _OncePerSensor:
+    """Warns once per sensor, for the first ``most`` sensors (an accelerated simulation
+    started now sends every sensor's readings ahead of the clock), then once that there are
+    more; the worker's counters line counts every reading all the same."""
 
-    def __init__(self, most: int = 20) -> None:
+    def __init__(self, more: str, most: int = 20) -> None:
         self._told: set[str] = set()
-        self._most = most
+        self._more, self._most = more, most
 
-    def report(self, ahead: tuple[tuple[str, int], ...]) -> None:
-        for sensor, ms in ahead:
-            if sensor in self._told or len(self._told) > self._most:
-                continue
-            self._told.add(sensor)
-            if len(self._told) > self._most:
-                log.warning("more sensors send readings dated over 5 min past this worker's "
-                            "clock; not naming them each (the counters line counts them)")
-                return
-            log.warning(
-                "sensor %s sends readings dated %s past this worker's clock; they are dropped "
-                "(counted as readings from the future) until its clock is right. A sensor that "
-                "sends China time as UTC is 8 h ahead.", sensor, _duration(ms))
+    def warn(self, sensor: str, text: str) -> None:
+        if sensor in self._told or len(self._told) > self._most:
+            return
+        self._told.add(sensor)
+        log.warning(text if len(self._told) <= self._most else self._more)
 
 
 def _duration(ms: int) -> str:

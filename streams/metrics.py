@@ -22,6 +22,7 @@ class WorkerCounters:
     alerts_total: int = 0
     readings_late_total: int = 0
     readings_future_total: int = 0  # dated more than FUTURE_TOLERANCE_MS past the clock
+    readings_wrong_kind_total: int = 0  # of another kind than their sensor's: dropped
     checkpoints_total: int = 0
     commands_total: int = 0
     messages_failed_total: int = 0  # alerting messages that raised an error: skipped (a bug)
@@ -36,8 +37,10 @@ class WorkerCounters:
             "detect: %.0f readings/s, %d readings, %d anomalies, %d alert events, "
             "%d bad batches, %d failed messages, %d readings outside the province, "
             "%d late readings (after their window closed: counted, not judged), "
-            "%d readings from the future (dated over 5 min past the clock: dropped)",
+            "%d readings from the future (dated over 5 min past the clock: dropped), "
+            "%d readings of another kind than their sensor's (dropped)",
             rate, self.readings_total, self.anomalies_total, self.alerts_total,
             self.batches_rejected_total, self.batches_failed_total + self.messages_failed_total,
             self.readings_outside_total, self.readings_late_total, self.readings_future_total,
+            self.readings_wrong_kind_total,
         )

@@ -99,6 +99,9 @@ def render_metrics(state: Any) -> str:
         metric("cityagent_api_readings_future_total", "counter",
                "Readings not folded: dated over 5 minutes past this process's clock.",
                [({}, model.readings_future_total)])
+        metric("cityagent_api_readings_wrong_kind_total", "counter",
+               "Readings not folded: of another kind than their sensor's (two devices, one id).",
+               [({}, model.readings_wrong_kind_total)])
         metric("cityagent_api_read_model_sensors", "gauge",
                "Sensors in the situation model, by status at stream time.",
                [({"status": "reporting"}, sensors["reporting"]),

@@ -165,7 +165,10 @@ async def _process(request: Request, body: bytes, principal: Principal,
         return _error(429, f"{principal.describe()} is over its rate of "
                            f"{limiter.rate_per_s:g} readings/s (CITYAGENT_API_RATE); "
                            f"retry after {wait_s} s", {"Retry-After": str(wait_s)})
-    checked = check_items(items, regions, principal, preset)
+    # Sensors the situation model knows keep their kind (it reads the readings topic).
+    situation = getattr(request.app.state, "situation", None)
+    checked = check_items(items, regions, principal, preset,
+                          known_kinds=None if situation is None else situation.kind_codes)
     if identity is not None:
         checked.rejected = [_tb_hint(r) for r in checked.rejected]
     rejected = [r.public() for r in checked.rejected]

@@ -377,6 +377,29 @@ def test_openapi_documents_the_ingest_routes(api) -> None:
     assert post["security"] == [{"APIKey": []}]
 
 
+def test_a_reading_of_another_kind_than_its_sensor_is_refused(known_ids: set[str]) -> None:
+    """The situation model knows each sensor's kind; a reading that says otherwise (two
+    devices given one id) would be dropped downstream, so it is refused with the reason."""
+    import numpy as np
+
+    now = 1_790_000_000_000
+    items = [{"sensor_id": "a", "kind": "water_level", "ts": now / 1000, "lon": 117.02,
+              "lat": 36.66, "level_m": 2.0},
+             {"sensor_id": "a", "kind": "traffic", "ts": now / 1000, "lon": 117.02, "lat": 36.66,
+              "speed_kmh": 60.0, "flow_vph": 900.0, "occupancy_pct": 10.0},
+             {"sensor_id": "new-2", "kind": "traffic", "ts": now / 1000, "lon": 117.02,
+              "lat": 36.66, "speed_kmh": 60.0, "flow_vph": 900.0, "occupancy_pct": 10.0}]
+    known = {"a": 1}  # water_level
+
+    def known_kinds(ids: list[str]) -> np.ndarray:
+        return np.array([known.get(s, -1) for s in ids], dtype=np.int64)
+
+    checked = check_items(items, default_regions(), now_ms=now, known_kinds=known_kinds)
+    assert checked.batch.sensor_id.tolist() == ["a", "new-2"]
+    assert [(r.index, r.field, r.sensor_id) for r in checked.rejected] == [(1, "kind", "a")]
+    assert "'a' is a water_level sensor; this reading says traffic" in checked.rejected[0].reason
+
+
 def test_readings_far_ahead_of_the_clock_are_refused_with_the_likely_cause(
         known_ids: set[str]) -> None:
     """A reading dated more than 5 min past the server's clock would be dropped downstream

@@ -106,6 +106,21 @@ def test_readings_in_the_future_are_dropped_and_do_not_move_stream_time() -> Non
     assert m.stream_ms == T0 and m.readings_total == 1 and m.readings_future_total == 1
 
 
+def test_a_sensor_keeps_its_kind_and_readings_of_another_are_dropped() -> None:
+    """Two devices given one id: the second's readings are not its (detection drops them
+    too), so the sensor keeps its first kind and value; a registry's kind binds from the start."""
+    m = model([{"sensor_id": "jn-reg", "kind": "traffic", "lon": 117.0, "lat": 36.6,
+                "district_code": "370102"}])
+    m.update(batch(("1001", "water_level", T0, 2.0, LIXIA),
+                   ("1001", "traffic", T0 + 10 * SEC, 60.0, LIXIA),
+                   ("jn-reg", "water_level", T0, 2.0, LIXIA),
+                   ("jn-reg", "traffic", T0 + 5 * SEC, 50.0, LIXIA)), NOW)
+    assert (m.readings_total, m.readings_wrong_kind_total) == (2, 2)
+    assert m.kind_of("1001") == "water_level" and m.kind_of("jn-reg") == "traffic"
+    assert m.sensor("1001", NOW)["latest"] == {"level_m": 2.0}
+    assert m.kind_codes(["1001", "jn-reg", "nobody"]).tolist() == [1, 0, -1]
+
+
 # -- readings per second -----------------------------------------------------------------------
 
 

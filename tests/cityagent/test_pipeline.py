@@ -57,6 +57,31 @@ def test_a_sensor_whose_clock_is_ahead_is_dropped_and_named_not_its_bucket_mates
     assert [(a.sensor_id, a.detector, a.phase) for a in anomalies] == [("good", "level", "start")]
 
 
+def test_a_reading_of_another_kind_than_its_sensor_is_dropped_and_named() -> None:
+    """Two devices given one id: a road's 60 km/h under a water gauge's id was judged as a
+    60 m water level, a red flood alarm. A sensor keeps the kind of its first reading."""
+    from cityagent.readings import parse_reading as parse
+
+    def road(ts: float, speed: float):
+        return parse({"sensor_id": "1001", "kind": "traffic", "ts": ts, "lon": 117.0197,
+                      "lat": 36.6614, "speed_kmh": speed, "flow_vph": 900, "occupancy_pct": 10})
+
+    state = DETECTOR.engine.new_state()
+    anomalies, wrong, sensors = [], 0, set()
+    for w in range(30):
+        t = T0 + 10 * w
+        rows = ([reading("1001", 117.0197, 36.6614, 2.0 + 0.01 * (w % 3), t + k) for k in (1, 4, 7)]
+                if w < 20 else [road(t + k, 60.0 + k) for k in (1, 4, 7)])
+        outcome = DETECTOR.process_batch(ReadingBatch.from_readings(rows), state, (t + 8) * 1000)
+        anomalies += outcome.anomalies
+        wrong += outcome.wrong_kind
+        sensors |= set(outcome.wrong_kind_sensors)
+        assert outcome.readings == (3 if w < 20 else 0)
+    assert wrong == 30 and sensors == {("1001", "water_level", "traffic")}
+    assert not any(a.detector in ("level", "deviation", "change", "trend", "spike")
+                   for a in anomalies), anomalies
+
+
 def test_an_alert_names_its_place_and_resolves_with_the_same_id() -> None:
     state = DETECTOR.engine.new_state()
     DETECTOR.process_batch(ReadingBatch.from_readings([reading("g", 117.0197, 36.6614, 6.0)]),

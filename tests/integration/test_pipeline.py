@@ -210,7 +210,26 @@ def test_messages_that_are_no_reading_batch_or_anomaly_are_skipped_and_alerting_
         time.sleep(0.5)
     assert seen.status_code == 200, seen.text
     assert samples["cityagent_api_reading_batches_malformed_total"] >= len(POISON)
+    # A road detector given the gauge's id: the API, which knows the sensor now, refuses its
+    # reading; written straight to Kafka, the worker drops it and names the sensor.
+    road = {"sensor_id": sensor, "kind": "traffic", "ts": base + 8, "lon": JINAN[0],
+            "lat": JINAN[1], "speed_kmh": 60.0, "flow_vph": 900.0, "occupancy_pct": 10.0}
+    refused = httpx.post(f"{pipeline.url}/v1/readings", headers=AUTH, json=[road], timeout=10)
+    assert refused.status_code == 422 and "is a water_level sensor" in refused.text, refused.text
+    producer = KafkaProducer(bootstrap_servers=pipeline.settings.bootstrap, acks="all")
+    try:
+        producer.send(pipeline.settings.readings_topic, key=key, value=encode_batch(
+            ReadingBatch.from_readings([parse_reading(road)], [370102])))
+        producer.flush(10)
+    finally:
+        producer.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "is a water_level sensor" not in (
+            pipeline.worker.log_path.read_text()):
+        time.sleep(0.3)
     log = pipeline.worker.log_path.read_text()
+    assert (f"sensor {sensor} is a water_level sensor (its first reading), but readings of "
+            "kind traffic arrive under its id") in log
     assert log.count("skipped a bad batch") >= len(POISON) + 1, log[-3000:]
     assert "must be its sensors' bucket" in log
     assert "sensor jn-wl-fast-clock sends readings dated 8.0 h past this worker's clock" in log
