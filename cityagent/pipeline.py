@@ -48,8 +48,9 @@ class Detector:
     regions: RegionIndex
 
     def tag(self, batch: ReadingBatch) -> ReadingBatch:
-        """Tag rows that carry no district code yet (code 0) by their position."""
-        untagged = batch.district == 0
+        """Tag rows that carry no district code yet (code 0), or one that is not a Shandong
+        district's (anything may write to the readings topic), by their position."""
+        untagged = ~self.regions.is_district_code(batch.district)
         if not untagged.any():
             return batch
         district = batch.district.copy()

@@ -78,6 +78,9 @@ class RegionIndex:
         self._city_code_arr = np.array([d.city_code for d in self.districts] + [""])
         # Index -1 (no district) picks the trailing entry in these lookup arrays.
         self._district_code_int = np.array([int(d.code) for d in self.districts] + [0], dtype=np.int64)
+        # is_district_code's table: True at each district's code (codes are 6-digit numbers).
+        self._is_code = np.zeros(int(self._district_code_int.max()) + 1, dtype=np.bool_)
+        self._is_code[self._district_code_int[:-1]] = True
         shapely.prepare(self.polygons)
         self._tree = shapely.STRtree(self.polygons)
 
@@ -166,6 +169,14 @@ class RegionIndex:
         The form reading batches carry on the wire (``cityagent.batch``).
         """
         return self._district_code_int[np.asarray(idx)]
+
+    def is_district_code(self, codes: np.ndarray) -> np.ndarray:
+        """Per int code: is it one of these districts' (0 and foreign codes are not)?"""
+        codes = np.asarray(codes, dtype=np.int64)
+        out = np.zeros(codes.shape, dtype=np.bool_)
+        fits = (codes > 0) & (codes < len(self._is_code))
+        out[fits] = self._is_code[codes[fits]]
+        return out
 
     def city_codes(self, idx: np.ndarray) -> np.ndarray:
         """City codes (str array, e.g. ``"370100"``) for indices from :meth:`locate`; ``""`` where -1."""

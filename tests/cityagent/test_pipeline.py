@@ -33,6 +33,17 @@ def test_untagged_readings_are_tagged_and_outside_ones_dropped() -> None:
         ("jinan", 370102, 370100, "level"), ("qingdao", 370202, 370200, "level")}
 
 
+def test_a_district_code_that_is_no_shandong_districts_is_replaced_by_the_position() -> None:
+    """Anything may write to the readings topic: a code of a city (370100), of Beijing's
+    东城区 (110101), or none at all is re-tagged from the reading's position, as 0 always was."""
+    rows = [reading(f"s{i}", 117.0197, 36.6614, 2.0) for i in range(5)]
+    batch = ReadingBatch.from_readings(rows, [370100, 110101, 999999, -5, 370203])
+    assert DETECTOR.tag(batch).district.tolist() == [370102] * 4 + [370203]
+    assert default_regions().is_district_code(
+        [0, -1, 370102, 370100, 371702, 10**12]).tolist() == [False, False, True, False, True,
+                                                               False]
+
+
 def test_a_sensor_whose_clock_is_ahead_is_dropped_and_named_not_its_bucket_mates() -> None:
     """Readings dated over 5 min past the clock are dropped, counted and named: the bucket's
     event time is the latest reading time it saw, so one sensor sending China time as UTC
