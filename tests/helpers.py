@@ -84,6 +84,17 @@ class ChildProcess:
         text = self.log_path.read_text("utf-8", "replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def wait_for_log(self, text: str, timeout_s: float = 20.0) -> None:
+        """Wait until ``text`` is in the process's log (it is running meanwhile): a line the
+        process writes when it has done something, rather than a sleep that guesses how long."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_path.read_text("utf-8", "replace"):
+            self.assert_running()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.log_path.name}: no {text!r} within {timeout_s:g} s:\n"
+                                     f"{self.log_tail()}")
+            time.sleep(0.2)
+
     def assert_running(self) -> None:
         """Fail now, with the end of its log, if the process has exited: a test waiting for
         its output would otherwise wait out its whole timeout and report only that."""

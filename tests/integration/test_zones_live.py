@@ -76,7 +76,7 @@ def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_p
         assert now["version"] == version and now["content_hash"] != before["content_hash"]
 
         # The worker (started before the change) places an anomaly inside the new zone in it.
-        time.sleep(3)  # the worker's zone feed polls the topic every second
+        worker.wait_for_log(f"zones: version {version},")  # the worker's zone feed has it
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
         since = int(time.time() * 1000) - 60_000
         producer.send(settings.anomalies_topic, key=b"370202",
@@ -116,7 +116,7 @@ def test_a_maintenance_window_suppresses_and_records(settings_factory, tmp_path)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "w1" not in httpx.get(url, headers=AUTH).json()["windows"]:
             time.sleep(0.3)
-        time.sleep(3)  # the worker's maintenance feed polls the topic every second
+        worker.wait_for_log("maintenance: 1 windows")  # the worker's maintenance feed has it
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
         for sensor in ("qd-wl-maint-1", "qd-wl-other-1"):
             producer.send(settings.anomalies_topic, key=b"370202",
@@ -160,7 +160,7 @@ def test_routing_changes_live_and_duplicates_make_one_alert(settings_factory, tm
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and httpx.get(url, headers=AUTH).json()["version"] != 1:
             time.sleep(0.3)
-        time.sleep(3)  # the worker's routing feed polls the topic every second
+        worker.wait_for_log("routing: version 1,")  # the worker's routing feed has it
 
         # The same anomaly, five times, from two producers at once (a retrying publisher).
         value = orjson.dumps(anomaly("qd-wl-dup-1", int(time.time() * 1000) - 60_000))
