@@ -159,9 +159,26 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def _one_kind_per_sensor(self, path: str) -> None:
+        """InvalidReplayFile at the first row whose kind is not its sensor's first row's:
+        detection judges a sensor by one kind and would drop such rows unscored."""
+        if not self.sensor:
+            return
+        codes = np.frombuffer(self.kind, dtype=np.int8)
+        first = _first_rows(np.array(self.sensor, dtype=object))
+        bad = np.flatnonzero(codes != codes[first])
+        if bad.size:
+            i = int(bad[np.argmin(np.frombuffer(self.line, dtype=np.int64)[bad])])
+            j = int(first[i])
+            raise InvalidReplayFile(
+                path, f"sensor {self.sensor[i]!r} is {REPLAY_KINDS[codes[i]]} here but "
+                f"{REPLAY_KINDS[codes[j]]} on line {self.line[j]}: one sensor, one kind",
+                int(self.line[i]))
+
     def finish(self, path: str, fmt: str, config: DetectionConfig,
                ignored: Sequence[str]) -> ReplayInput:
         n = len(self)
+        self._one_kind_per_sensor(path)
         kinds = np.array(REPLAY_KINDS)[np.frombuffer(self.kind, dtype=np.int8).astype(np.intp)]
         watched_fields = {config.kinds[k].field for k in np.unique(kinds).tolist()}
         values = {}
@@ -186,6 +203,12 @@ class _Rows:
                 watched[rows] = column[rows]
         return ReplayInput(path, fmt, batch, np.frombuffer(self.line, dtype=np.int64).copy(),
                            watched, tuple(ignored))
+
+
+def _first_rows(sensor: np.ndarray) -> np.ndarray:
+    """Per row, the row index of its sensor's first row."""
+    _, first, inverse = np.unique(sensor, return_index=True, return_inverse=True)
+    return first[inverse]
 
 
 def read_replay_file(path: str | Path, config: DetectionConfig | None = None,

@@ -270,6 +270,11 @@ def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: 
                       ' "lon": 117, "lat": 36}\n', 2, "needs 'level_m'"),
     ("novalue.jsonl", '{"sensor_id": "a", "timestamp": 1396310400}\n', 1, "missing 'value'"),
     ("kind.jsonl", '{"kind": ["x"], "timestamp": 1396310400, "value": 1}\n', 1, "kind must be"),
+    # One sensor, two kinds (two devices given one id): detection would drop the second's.
+    ("twokinds.csv", "sensor_id,kind,timestamp,value,level_m\n"
+                     "x,water_level,1396310400,,2.0\ny,generic,1396310410,1,\n"
+                     "x,generic,1396310420,5,\nx,generic,1396310430,5,\n", 4,
+     "sensor 'x' is generic here but water_level on line 2: one sensor, one kind"),
 ])
 def test_bad_files_name_the_line(tmp_path: Path, name: str, text: str, line: int | None,
                                  message: str) -> None:
