@@ -249,9 +249,10 @@ class DetectionEngine:
         rows, new = state.rows_of(batch.sensor_id)
         c = state.cols
         kinds = _kind_codes(batch)
-        if new:
-            unset = c["kind"][rows] < 0
-            c["kind"][rows[unset]] = kinds[unset]
+        if new:  # a new sensor's first reading in the batch decides its kind
+            unset = np.flatnonzero(c["kind"][rows] < 0)
+            first_rows, first_at = np.unique(rows[unset], return_index=True)
+            c["kind"][first_rows] = kinds[unset[first_at]]
         # A sensor's kind is the kind it first reported. A reading of another kind under its
         # id (two devices given one id) would be judged by the wrong detectors: a road's
         # 60 km/h read as a 60 m water level is a red flood alarm.

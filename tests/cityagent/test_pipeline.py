@@ -73,8 +73,8 @@ def test_a_reading_of_another_kind_than_its_sensor_is_dropped_and_named() -> Non
     60 m water level, a red flood alarm. A sensor keeps the kind of its first reading."""
     from cityagent.readings import parse_reading as parse
 
-    def road(ts: float, speed: float):
-        return parse({"sensor_id": "1001", "kind": "traffic", "ts": ts, "lon": 117.0197,
+    def road(ts: float, speed: float, sensor: str = "1001"):
+        return parse({"sensor_id": sensor, "kind": "traffic", "ts": ts, "lon": 117.0197,
                       "lat": 36.6614, "speed_kmh": speed, "flow_vph": 900, "occupancy_pct": 10})
 
     state = DETECTOR.engine.new_state()
@@ -89,6 +89,13 @@ def test_a_reading_of_another_kind_than_its_sensor_is_dropped_and_named() -> Non
         sensors |= set(outcome.wrong_kind_sensors)
         assert outcome.readings == (3 if w < 20 else 0)
     assert wrong == 30 and sensors == {("1001", "water_level", "traffic")}
+    # Both kinds in a new sensor's first batch: the first reading decides, in any order.
+    gauge, detector = reading("2002", 117.0197, 36.6614, 2.0), road(T0, 60.0, "2002")
+    for first, second in ((gauge, detector), (detector, gauge)):
+        fresh = DETECTOR.engine.new_state()
+        outcome = DETECTOR.process_batch(ReadingBatch.from_readings([first, second]), fresh,
+                                         T0 * 1000)
+        assert outcome.wrong_kind_sensors == (("2002", first.kind, second.kind),)
     assert not any(a.detector in ("level", "deviation", "change", "trend", "spike")
                    for a in anomalies), anomalies
 
