@@ -30,15 +30,23 @@ browser:  ## Chromium (and CJK fonts) for the dashboard's browser test, from apt
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; }
 
+# Two test processes, each module whole in one of them (module fixtures start workers and
+# APIs). Under pytest-xdist schemathesis fuzzes only the first API operation (1 of 25,
+# measured), so the fuzzing module runs after, in one process.
+FUZZ     := tests/integration/test_api_fuzz.py
+PARALLEL := -n 2 --dist loadfile --ignore=$(FUZZ)
+
 test: $(STAMP) browser  ## lint, then every test: unit, integration (embedded broker) and the browser
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
+	$(BIN)/pytest $(FUZZ)
 
 test-unit: $(STAMP)  ## the tests that need nothing running (seconds)
 	$(BIN)/pytest -m "not integration"
 
 test-integration: $(STAMP) browser  ## the tests that need Kafka (and the browser test)
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest $(PARALLEL) -m integration
+	$(BIN)/pytest -m integration $(FUZZ)
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
