@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import IntegratorDep, Principal
-from api.deps import IdempotencyDep, PublisherDep, RateLimiterDep, RegionsDep
+from api.deps import IdempotencyDep, PublisherDep, RateLimiterDep, RegionsDep, get_situation
 from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
 from api.ingest import (
     MAX_ITEMS,
@@ -166,9 +166,8 @@ async def _process(request: Request, body: bytes, principal: Principal,
                            f"{limiter.rate_per_s:g} readings/s (CITYAGENT_API_RATE); "
                            f"retry after {wait_s} s", {"Retry-After": str(wait_s)})
     # Sensors the situation model knows keep their kind (it reads the readings topic).
-    situation = getattr(request.app.state, "situation", None)
     checked = check_items(items, regions, principal, preset,
-                          known_kinds=None if situation is None else situation.kind_codes)
+                          known_kinds=get_situation(request).kind_codes)
     if identity is not None:
         checked.rejected = [_tb_hint(r) for r in checked.rejected]
     rejected = [r.public() for r in checked.rejected]
