@@ -61,10 +61,17 @@ class TopicSpec:
             )
 
     def topic_config(self) -> dict[str, str]:
-        """Configs sent at creation: explicit retention, compaction if asked, then ``config``."""
+        """Configs sent at creation: explicit retention, compaction if asked, then ``config``.
+
+        With three or more replicas a write must reach a majority of them
+        (``min.insync.replicas``): the producers send with ``acks=all``, and with the broker
+        default of 1 an acknowledged write could live on the leader alone and die with it.
+        """
         cfg = {"retention.ms": "-1" if self.compacted else _RETENTION_MS}
         if self.compacted:
             cfg["cleanup.policy"] = "compact"
+        if self.replication >= 3:
+            cfg["min.insync.replicas"] = str(self.replication // 2 + 1)
         cfg.update({str(k): str(v) for k, v in self.config.items()})
         return cfg
 

@@ -70,7 +70,7 @@ class BrokerMemory:
         if self.first is not None and hours >= 5 / 60:  # sooner, start-up dominates
             text += f", {(held - self.first) / 1e6 / hours:+,.0f} MB/hour since it started"
         return (text + "; it frees nothing while it runs (memory storage): for long runs use "
-                "Apache Kafka (CITYAGENT_KAFKA, see docs/architecture.md)")
+                "Apache Kafka (CITYAGENT_KAFKA, see the README, \"Using an external Kafka\", and deploy/)")
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:

@@ -78,6 +78,10 @@ def create_app(settings: Settings) -> CityAgentApp:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=False,
+        # No leader election: nothing here runs on one worker only, and Faust's leader topic
+        # would be one more topic that control/topics.py does not create (Apache Kafka with
+        # auto-creation off, as in docker-compose.yml, logs it as missing on every start).
+        topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1, settings.session_timeout_s // 4),
         producer_acks=-1,

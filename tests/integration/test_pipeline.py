@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from control.topics import pipeline_topics
 from tests.helpers import (
     AUTH,
     Pipeline,
@@ -143,6 +144,25 @@ def test_unknown_city_filter_and_health(pipeline: Pipeline) -> None:
 
 def test_log_paths_exist(pipeline: Pipeline) -> None:
     assert Path(pipeline.worker.log_path).exists() and Path(pipeline.api.log_path).exists()
+
+
+def test_the_worker_uses_only_topics_that_control_creates(pipeline: Pipeline,
+                                                           kafka_bootstrap: str) -> None:
+    """On Apache Kafka with auto-creation off (docker-compose.yml) a topic the worker uses that
+    ``pipeline_topics`` does not create is missing; the embedded broker creates it silently
+    (as it did Faust's leader topic, ``{app_id}-__assignor-__leader``), so look for one."""
+    from kafka import KafkaAdminClient
+
+    pipeline.worker.wait_for_log("Ready", timeout_s=60)  # joined its group: subscribed
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="cityagent-test")
+    try:
+        names = set(admin.list_topics())
+    finally:
+        admin.close()
+    settings = pipeline.settings
+    ours = {n for n in names
+            if n.startswith((f"{settings.topic_prefix}.", f"{settings.app_id}-"))}
+    assert ours == {spec.name for spec in pipeline_topics(settings)}
 
 
 #: Messages anything may write to the readings topic that are no reading batch. Each must be
