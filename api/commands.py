@@ -13,9 +13,9 @@ import logging
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
-from cityagent.errors import BrokerError
+from cityagent.errors import BrokerError, RecordTooLarge
 from cityagent.incident_alert import Command
 
 __all__ = ("CommandPublisher", "command_message")
@@ -60,36 +60,28 @@ class CommandPublisher:
 
     async def send_value(self, key: str, value: bytes, what: str) -> None:
         """Publish any JSON value keyed by ``key``; return once Kafka acknowledged it."""
-        if self._producer is None:
-            raise BrokerError("the API is not connected to Kafka yet")
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(self._topic, value, key=key.encode()),
-                self._ack_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
-                              f"{exc or type(exc).__name__}") from None
+        await self._send(key, value, what)
 
     async def send_tombstone(self, key: str) -> None:
         """Publish a null value for ``key`` (a delete on a compacted topic)."""
-        if self._producer is None:
-            raise BrokerError("the API is not connected to Kafka yet")
-        try:
-            await asyncio.wait_for(self._producer.send_and_wait(self._topic, None, key=key.encode()),
-                                   self._ack_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge the delete of "
-                              f"{key!r}: {exc or type(exc).__name__}") from None
+        await self._send(key, None, f"the delete of {key!r}")
 
     async def send(self, command: Command, scope: str) -> None:
         """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""
+        await self._send(scope, command_message(command), f"command {command.command_id!r}")
+
+    async def _send(self, key: str, value: bytes | None, what: str) -> None:
+        """Raise RecordTooLarge when Kafka refuses the record for its size (a retry cannot
+        help: 413), BrokerError when it does not acknowledge it in time (503)."""
         if self._producer is None:
             raise BrokerError("the API is not connected to Kafka yet")
         try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(self._topic, command_message(command),
-                                             key=scope.encode()),
-                self._ack_timeout_s)
+            await asyncio.wait_for(self._producer.send_and_wait(self._topic, value, key=key.encode()),
+                                   self._ack_timeout_s)
+        except (MessageSizeTooLargeError, RecordTooLargeError):
+            raise RecordTooLarge(f"{what} is {len(value or b''):,} bytes as a Kafka record, "
+                                 "more than Kafka takes (1 MB by default); make it smaller "
+                                 "(for a zone: fewer boundary points)") from None
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge command "
-                              f"{command.command_id!r}: {exc or type(exc).__name__}") from None
+            raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
+                              f"{exc or type(exc).__name__}") from None

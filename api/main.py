@@ -40,7 +40,7 @@ from api.routes import (
 from api.situation import AlertCounter
 from api.strict_json import StrictJson
 from cityagent.detectors.config import DetectionConfig
-from cityagent.errors import BrokerError, CityAgentError, ConfigError
+from cityagent.errors import BrokerError, CityAgentError, ConfigError, RecordTooLarge
 from cityagent.regions import default_regions
 from cityagent.routing import Router
 from cityagent.settings import Settings
@@ -167,6 +167,8 @@ def create_app(settings: Settings) -> FastAPI:
         """The one place domain errors become HTTP answers."""
         if isinstance(exc, BrokerError):
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        if isinstance(exc, RecordTooLarge):
+            return JSONResponse({"detail": str(exc)}, status_code=413)
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.get("/v1", include_in_schema=False)

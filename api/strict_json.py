@@ -9,6 +9,11 @@ middleware answers such bodies 400 before a route sees them, saying what is wron
 Bodies that are not JSON at all are left to FastAPI (its usual 422 or 400). The ingest routes
 (``/v1/readings...``) are skipped: they parse their bodies themselves with orjson, which is
 strict already, and a 16 MiB body is not read twice.
+
+Every other body is limited to ``MAX_BODY_BYTES`` (1 MiB), whatever its type and before any
+route or key check sees it: each of those routes writes one Kafka record, which Kafka refuses
+over 1 MB anyway, and without a limit anyone, without a key, could make the API read and parse
+a body of any size (76 MiB held it for 11 s, every other request waiting, and ~500 MB).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ("StrictJson", "json_problem")
+__all__ = ("MAX_BODY_BYTES", "StrictJson", "json_problem")
+
+#: Largest body of a route other than ingest: one Kafka record (1 MB by default) holds it.
+MAX_BODY_BYTES = 1 << 20
 
 #: Integers orjson writes: signed 64-bit and unsigned 64-bit.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -59,8 +67,22 @@ def _is_json(content_type: str) -> bool:
         media_type.startswith("application/") and media_type.endswith("+json"))
 
 
+async def _answer(send: Any, status: int, problem: str) -> None:
+    answer = orjson.dumps({"detail": problem})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def _too_large(size: int | None) -> str:
+    said = f"{size:,} bytes" if size is not None else f"over {MAX_BODY_BYTES:,} bytes"
+    return (f"request body is {said}; the limit of this route is {MAX_BODY_BYTES:,} bytes "
+            "(1 MiB: one Kafka record)")
+
+
 class StrictJson:
-    """ASGI middleware: a JSON request body that is not strict JSON is answered 400."""
+    """ASGI middleware: a body over 1 MiB is answered 413, one that is JSON but not strict 400."""
 
     def __init__(self, app: Any, skip_prefixes: tuple[str, ...] = ("/v1/readings",)) -> None:
         self.app = app
@@ -72,25 +94,29 @@ class StrictJson:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if not _is_json(headers.get(b"content-type", b"").decode("latin-1")):
-            await self.app(scope, receive, send)
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _answer(send, 413, _too_large(int(length)))
             return
         chunks = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:  # chunked, or a Content-Length that lied
+                await _answer(send, 413, _too_large(None))
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = json_problem(body) if body.strip() else None
+        is_json = _is_json(headers.get(b"content-type", b"").decode("latin-1"))
+        problem = json_problem(body) if is_json and body.strip() else None
         if problem is not None:
-            answer = orjson.dumps({"detail": problem})
-            await send({"type": "http.response.start", "status": 400, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(answer)).encode())]})
-            await send({"type": "http.response.body", "body": answer})
+            await _answer(send, 400, problem)
             return
         replayed = False
 

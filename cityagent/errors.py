@@ -6,8 +6,9 @@
     ├── InvalidBatch          a Kafka message is not a well-formed reading batch
     ├── InvalidAnomaly        a Kafka message is not a well-formed anomaly
     ├── ConfigError           a setting or config file is wrong; stops the process at startup
-    └── BrokerError           the Kafka broker cannot be started or reached
-        └── PortInUse         the port the embedded broker or the API wants is taken
+    ├── BrokerError           the Kafka broker cannot be started or reached
+    │   └── PortInUse         the port the embedded broker or the API wants is taken
+    └── RecordTooLarge        a record is larger than Kafka takes: sending it again cannot help
 
 Messages say what, where, what was expected and what was got, so that an operator
 can act on them without reading code.
@@ -24,6 +25,7 @@ __all__ = (
     "ConfigError",
     "BrokerError",
     "PortInUse",
+    "RecordTooLarge",
 )
 
 
@@ -64,3 +66,8 @@ class BrokerError(CityAgentError):
 
 class PortInUse(BrokerError):
     """Raised when a TCP port CityAgent must listen on is already taken by another process."""
+
+
+class RecordTooLarge(CityAgentError):
+    """Raised when Kafka refuses a record for its size (1 MB by default): unlike a BrokerError,
+    a retry cannot succeed, so the API answers 413, not 503."""

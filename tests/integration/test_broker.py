@@ -225,3 +225,29 @@ def test_the_broker_reports_its_memory_while_it_runs(tmp_path: Path) -> None:
         line = memory.line(1800.0, held=memory.first + 250_000_000)
         assert f"{(memory.first + 250_000_000) / 1e6:,.0f} MB in memory, +500 MB/hour" in line
     assert broker.memory_bytes() is None
+
+
+def test_a_record_too_large_for_kafka_is_its_own_error_not_an_outage(
+    kafka_bootstrap: str, isolated_settings: Settings
+):
+    """The API answers 503 "retry later" for a BrokerError; a record over Kafka's size limit
+    can never be taken, so it is RecordTooLarge (413), and a normal record still goes through."""
+    from api.commands import CommandPublisher
+    from cityagent.errors import RecordTooLarge
+
+    topic = isolated_settings.zones_topic
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 1, compacted=True)])
+
+    async def scenario() -> str:
+        publisher = CommandPublisher(kafka_bootstrap, topic)
+        await publisher.start()
+        try:
+            with pytest.raises(RecordTooLarge) as info:
+                await publisher.send_value("zz-big", b'"' + b"x" * (1_100_000) + b'"', "zone 'zz-big'")
+            await publisher.send_value("zz-small", b'{"ok": true}', "zone 'zz-small'")
+        finally:
+            await publisher.stop()
+        return str(info.value)
+
+    message = asyncio.run(scenario())
+    assert "zone 'zz-big' is 1,100,002 bytes" in message and "more than Kafka takes" in message

@@ -1,0 +1,53 @@
+"""Bodies of routes other than ingest are limited before any route or key check reads them."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api.main import create_app
+from api.strict_json import MAX_BODY_BYTES
+from cityagent.settings import Settings
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(create_app(Settings(api_keys="admin:adm-key", kafka="127.0.0.1:9")))
+
+
+@pytest.mark.parametrize("path", ["/no/such/path", "/v1/alerts/x/ack", "/v1/zones/big"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_a_body_over_the_limit_is_413_without_a_key_and_unread(client: TestClient, path: str,
+                                                                content_type: str) -> None:
+    body = b"[" + b"1," * (MAX_BODY_BYTES // 2) + b"1]"
+    answer = client.request("PUT" if "zones" in path else "POST", path, content=body,
+                            headers={"content-type": content_type})
+    assert answer.status_code == 413, answer.text
+    assert f"{len(body):,} bytes" in answer.json()["detail"]
+    assert "1 MiB" in answer.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks():
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b" " * 65536
+
+    answer = client.post("/v1/alerts/x/ack", content=chunks(),
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 413, answer.text
+    assert "over 1,048,576 bytes" in answer.json()["detail"]
+
+
+def test_a_body_at_the_limit_reaches_the_route(client: TestClient) -> None:
+    body = b'{"note": "' + b"x" * (MAX_BODY_BYTES - 12) + b'"}'
+    assert len(body) == MAX_BODY_BYTES
+    answer = client.post("/v1/alerts/x/ack", content=body,
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 401  # the key check, not the size
+
