@@ -60,10 +60,10 @@ _MAY = {
     "operator": "read alerts and the situation, and act on alerts",
     "admin": "do everything",
 }
-_CITY = re.compile(r"^\d{4}00$")
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_KEY = re.compile(r"^[^\s,:]+$")
+_CITY = re.compile(r"^\d{4}00\Z")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_KEY = re.compile(r"^[^\s,:]+\Z")
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 __all__ = ("IdempotencyCache", "IdempotencyConflict", "StoredResponse", "valid_key")
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 
 @dataclass(frozen=True)

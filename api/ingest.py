@@ -128,12 +128,11 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[list[Any], dict[
 
 
 def _decode_ndjson(body: bytes) -> tuple[list[Any], dict[int, Rejection]]:
+    """One item per non-blank line, each line parsed on its own. (Joining the lines into one
+    array for a single parse was ~15 % faster, but took two broken lines that made one object
+    together as one reading, and shifted the index of every line after them.)"""
     lines = [line for line in body.split(b"\n") if line.strip()]
     _check_count(len(lines))
-    try:  # one parse for the whole body when every line is good
-        return orjson.loads(b"[" + b",".join(lines) + b"]"), {}
-    except orjson.JSONDecodeError:
-        pass
     items: list[Any] = []
     bad: dict[int, Rejection] = {}
     for i, line in enumerate(lines):
@@ -390,19 +389,35 @@ def _own_kind(batch: ReadingBatch, index: np.ndarray,
               ) -> tuple[ReadingBatch, np.ndarray, list[Rejection]]:
     """Refuse rows whose kind is not their sensor's: detection would drop them (it judges a
     sensor by the kind it first reported; a road's 60 km/h read as a 60 m water level would
-    be a red flood alarm), so the integrator is told now."""
+    be a red flood alarm), so the integrator is told now. A sensor not known yet takes the
+    kind of its first reading in this request (the item with the lowest index), as the
+    worker will."""
     if not len(batch):
         return batch, index, []
-    own = known_kinds(batch.sensor_id.tolist())
-    wrong = (own >= 0) & (own != batch.kind_codes())
+    ids = batch.sensor_id.tolist()
+    own = np.asarray(known_kinds(ids)).copy()
+    codes = batch.kind_codes()
+    first_item: dict[str, int] = {}
+    new_rows = np.flatnonzero(own < 0)
+    if len(new_rows):
+        first_kind: dict[str, int] = {}
+        for r in new_rows[np.argsort(index[new_rows], kind="stable")].tolist():
+            if ids[r] not in first_kind:
+                first_kind[ids[r]] = int(codes[r])
+                first_item[ids[r]] = int(index[r])
+        own[new_rows] = [first_kind[ids[r]] for r in new_rows.tolist()]
+    wrong = own != codes
     if not wrong.any():
         return batch, index, []
-    rejected = [
-        Rejection(int(index[r]), "kind",
-                  f"sensor {str(batch.sensor_id[r])!r} is a {KINDS[int(own[r])]} sensor; this "
-                  f"reading says {str(batch.kind[r])}. Give each device its own sensor_id",
-                  str(batch.sensor_id[r]))
-        for r in np.flatnonzero(wrong).tolist()]
+
+    def reason(r: int) -> str:
+        known = (f" (its first reading, item {first_item[ids[r]]} of this request)"
+                 if ids[r] in first_item else "")
+        return (f"sensor {ids[r]!r} is a {KINDS[int(own[r])]} sensor{known}; this reading "
+                f"says {str(batch.kind[r])}. Give each device its own sensor_id")
+
+    rejected = [Rejection(int(index[r]), "kind", reason(r), ids[r])
+                for r in np.flatnonzero(wrong).tolist()]
     return batch.take(~wrong), index[~wrong], rejected
 
 

@@ -42,7 +42,7 @@ PROVINCE_COMMAND = "province_command"
 DATA_FILE = "routing.toml"
 _ANY = "*"
 _NONE = "none"
-_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
 _RULE_KEYS = {"kind", "zone_kind", "reason", "min_severity", "departments"}
 _RANK = {name: i for i, name in enumerate(SEVERITIES)}
 

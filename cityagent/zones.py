@@ -79,8 +79,8 @@ MAX_AREA_M2 = 5_000e6
 MIN_INSIDE_FRACTION = 0.99
 #: The packaged demo zones (synthetic, see the file's description), under cityagent/data.
 DEMO_ZONES_FILE = "zones/shandong-demo-zones.geojson"
-_ZONE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+_ZONE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,39}\Z")
 _M_PER_DEG_LAT = 110_574.0
 _M_PER_DEG_LON = 111_320.0
 

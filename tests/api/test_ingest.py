@@ -166,6 +166,15 @@ def test_ndjson_bodies_report_bad_lines_by_index() -> None:
     assert decode_body(b'{"a": 1}\n{"b": 2}\n', "application/jsonl") == ([{"a": 1}, {"b": 2}], {})
 
 
+def test_ndjson_lines_broken_in_two_are_two_bad_lines_not_one_reading() -> None:
+    """Each line is one item: two halves of an object on two lines made one reading when the
+    lines were joined into one array and parsed at once, and shifted later lines' indices."""
+    body = b'{"sensor_id": "zz-split", "ts": 1\n"lon": 117.02, "level_m": 2.4}\n{"c": 3}\n'
+    items, bad = decode_body(body, "application/x-ndjson")
+    assert sorted(bad) == [0, 1] and "line 1" in bad[0].reason and "line 2" in bad[1].reason
+    assert len(items) == 3 and items[2] == {"c": 3}
+
+
 def test_thingsboard_items_take_identity_from_query_or_values() -> None:
     identity = {"sensor_id": "jn-tb-1", "kind": "water_level", "lon": JINAN[0], "lat": JINAN[1]}
     items, bad = thingsboard_items([
@@ -398,6 +407,27 @@ def test_a_reading_of_another_kind_than_its_sensor_is_refused(known_ids: set[str
     assert checked.batch.sensor_id.tolist() == ["a", "new-2"]
     assert [(r.index, r.field, r.sensor_id) for r in checked.rejected] == [(1, "kind", "a")]
     assert "'a' is a water_level sensor; this reading says traffic" in checked.rejected[0].reason
+
+
+def test_a_new_sensor_with_two_kinds_in_one_request_keeps_the_first(known_ids: set[str]) -> None:
+    """A sensor the API does not know yet takes the kind of its first reading in the request,
+    as the worker does; its readings of another kind there were accepted, then dropped."""
+    import numpy as np
+
+    now = 1_790_000_000_000
+    water = {"sensor_id": "new-mix", "kind": "water_level", "ts": now / 1000, "lon": 117.02,
+             "lat": 36.66, "level_m": 2.0}
+    pressure = {"sensor_id": "new-mix", "kind": "pipe_pressure", "ts": now / 1000 + 10,
+                "lon": 117.02, "lat": 36.66, "pressure_mpa": 0.3}
+    other = {**pressure, "sensor_id": "new-other"}
+    checked = check_items([pressure | {"ts": "bad"}, water, other, pressure, water],
+                          default_regions(), now_ms=now,
+                          known_kinds=lambda ids: np.full(len(ids), -1, dtype=np.int64))
+    assert checked.batch.sensor_id.tolist() == ["new-mix", "new-other", "new-mix"]
+    assert checked.batch.kind.tolist() == ["water_level", "pipe_pressure", "water_level"]
+    kind = [r for r in checked.rejected if r.field == "kind"]
+    assert [(r.index, r.sensor_id) for r in kind] == [(3, "new-mix")]
+    assert "is a water_level sensor (its first reading, item 1 of this request)" in kind[0].reason
 
 
 def test_readings_far_ahead_of_the_clock_are_refused_with_the_likely_cause(

@@ -1,4 +1,5 @@
-"""Bodies of routes other than ingest are limited before any route or key check reads them."""
+"""Limits on what a request may be: bodies of routes other than ingest (before any route or key
+check reads them), and keys that end in a line break."""
 
 from __future__ import annotations
 
@@ -51,3 +52,9 @@ def test_a_body_at_the_limit_reaches_the_route(client: TestClient) -> None:
                          headers={"content-type": "application/json"})
     assert answer.status_code == 401  # the key check, not the size
 
+
+
+def test_an_idempotency_key_with_a_final_newline_is_refused() -> None:
+    from api.idempotency import valid_key
+
+    assert valid_key("k1") and not valid_key("k1\n")

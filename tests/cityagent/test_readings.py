@@ -86,3 +86,19 @@ def test_a_kind_without_its_value_is_rejected() -> None:
 def test_a_non_object_is_rejected() -> None:
     with pytest.raises(InvalidReading, match="JSON object"):
         parse_reading([1, 2])
+
+
+@pytest.mark.parametrize("sensor_id", ["jn-wl-1\n", "jn-wl-1\r\n", "\njn-wl-1"])
+def test_an_id_with_a_line_break_is_refused(sensor_id: str) -> None:
+    """``$`` matches before a final newline: "jn-wl-1\\n" was a sensor of its own, and its
+    alert titles broke across lines."""
+    with pytest.raises(InvalidReading) as info:
+        parse_reading({**GOOD, "sensor_id": sensor_id})
+    assert info.value.field == "sensor_id"
+
+
+def test_zone_ids_and_routing_codes_refuse_a_final_newline_too() -> None:
+    from cityagent import routing, zones
+
+    assert zones._ZONE_ID.match("z1") and not zones._ZONE_ID.match("z1\n")
+    assert routing._CODE.match("water") and not routing._CODE.match("water\n")
