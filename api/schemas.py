@@ -242,7 +242,7 @@ class AlertComment(BaseModel):
 class CommandQueued(BaseModel):
     """202: the command is stored on the commands topic; the alert changes once it is applied."""
 
-    model_config = _example({"command_id": "kops1234:7d0c6a4e-5b1f-4f3e-9a51-0c2d9e6b7a10",
+    model_config = _example({"command_id": "kops1234:7d0c6a4e-5b1f-4f3e-9a51-0c2d9e6b7a10:3f9a0c1d2e4b",
                              "alert_id": "inc-5c1e0b9a2f", "action": "ack",
                              "status": "queued"})
 

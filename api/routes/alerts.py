@@ -16,13 +16,15 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import unquote
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
+from fastapi.responses import Response
 
 from api.alert_book import AlertBook, AlertQuery, InvalidCursor
 from api.auth import OperatorDep, Principal
 from api.commands import CommandPublisher
-from api.deps import AlertBookDep, CommandsDep, RegionsDep
-from api.idempotency import valid_key
+from api.deps import AlertBookDep, CommandsDep, IdempotencyDep, RegionsDep
+from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
 from api.schemas import (
     AlertAssign,
     AlertComment,
@@ -51,7 +53,8 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A malformed Idempotency-Key or X-Operator header."},
     404: {"description": "No such alert (or not in the key's cities)."},
     409: {"description": "The action changes nothing: the alert is resolved (only comments "
-                         "are taken), or already acknowledged (ack)."},
+                         "are taken), or already acknowledged (ack); or a request with this "
+                         "Idempotency-Key is still being processed."},
     503: {"description": "Kafka did not acknowledge the command; retry after Retry-After."},
 }
 
@@ -206,7 +209,8 @@ def _visible(book: AlertBook, alert_id: str, principal: Principal) -> dict[str, 
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key",
-    description="Retrying with the same key sends the same command id: applied once")]
+    description="A retry with the same key and request gets the first answer again and is "
+                "applied once; the same key with another action or body is 422")]
 Operator = Annotated[str | None, Header(
     alias="X-Operator",
     description="Who acts, recorded as NAME@KEY_ID (percent-encode non-ASCII: %E5%BC%A0%E4%B8%89)")]
@@ -215,57 +219,83 @@ Operator = Annotated[str | None, Header(
 @router.post("/v1/alerts/{alert_id}/ack", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def ack_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
-                    commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
+                    commands: CommandsDep, idempotency: IdempotencyDep,
+                    body: Annotated[AlertNote | None, Body()] = None,
                     idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
     """Acknowledge: someone is on it (stops its escalation)."""
-    return await _act("ack", alert_id, principal, book, commands, idempotency_key, operator,
+    return await _act("ack", alert_id, principal, book, commands, idempotency, idempotency_key, operator,
                       text=body.note if body else None)
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def resolve_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
-                        commands: CommandsDep, body: Annotated[AlertNote | None, Body()] = None,
+                        commands: CommandsDep, idempotency: IdempotencyDep,
+                        body: Annotated[AlertNote | None, Body()] = None,
                         idempotency_key: IdempotencyKey = None,
                         operator: Operator = None) -> Any:
     """Resolve: the incident is over (409 if it already is)."""
-    return await _act("resolve", alert_id, principal, book, commands, idempotency_key, operator,
+    return await _act("resolve", alert_id, principal, book, commands, idempotency, idempotency_key, operator,
                       text=body.note if body else None)
 
 
 @router.post("/v1/alerts/{alert_id}/assign", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def assign_alert(alert_id: AlertId, body: AlertAssign, principal: OperatorDep,
-                       book: AlertBookDep, commands: CommandsDep,
+                       book: AlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
                        idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
     """Assign to a crew or person."""
-    return await _act("assign", alert_id, principal, book, commands, idempotency_key, operator,
+    return await _act("assign", alert_id, principal, book, commands, idempotency, idempotency_key, operator,
                       text=body.note, assignee=body.assignee)
 
 
 @router.post("/v1/alerts/{alert_id}/comment", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def comment_alert(alert_id: AlertId, body: AlertComment, principal: OperatorDep,
-                        book: AlertBookDep, commands: CommandsDep,
+                        book: AlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
                         idempotency_key: IdempotencyKey = None,
                         operator: Operator = None) -> Any:
     """Add a comment (also on a resolved alert)."""
-    return await _act("comment", alert_id, principal, book, commands, idempotency_key, operator,
+    return await _act("comment", alert_id, principal, book, commands, idempotency, idempotency_key, operator,
                       text=body.text)
 
 
 async def _act(action: str, alert_id: str, principal: Principal, book: AlertBook,
-               commands: CommandPublisher, idempotency_key: str | None, operator: str | None,
-               *, text: str | None = None, assignee: str | None = None) -> dict[str, str]:
-    alert = _visible(book, alert_id, principal)
-    _check_changes(action, alert)
-    command = Command(
-        command_id=_command_id(principal, idempotency_key), alert_id=alert_id, action=action,
-        actor=_actor(principal, operator), at_ms=int(time.time() * 1000),
-        assignee=assignee, text=text)
-    await commands.send(command, alert["scope"])  # BrokerError: 503 with Retry-After
-    return {"command_id": command.command_id, "alert_id": alert_id, "action": action,
-            "status": "queued"}
+               commands: CommandPublisher, idempotency: IdempotencyCache,
+               idempotency_key: str | None, operator: str | None,
+               *, text: str | None = None, assignee: str | None = None) -> Response:
+    """Queue the command; with an Idempotency-Key, a retry of the same request replays the
+    first 202 and the same key on another request is 422 (for 10 minutes, in this API: after
+    that, or after a restart, the command id still differs, so nothing is dropped as a
+    duplicate of another action: the key's ack and resolve were one command id, and the
+    worker applied only the first)."""
+    actor = _actor(principal, operator)
+    fingerprint = hashlib.sha256(orjson.dumps([alert_id, action, actor, assignee, text])).digest()
+    command_id = _command_id(principal, idempotency_key, fingerprint)
+    if idempotency_key is not None:
+        try:
+            stored = idempotency.begin(principal.key_id, idempotency_key, fingerprint)
+        except IdempotencyConflict as exc:
+            raise HTTPException(exc.status, exc.detail.replace("for new readings", "for a new action"),
+                                headers={"Retry-After": "1"} if exc.status == 409 else None) from None
+        if stored is not None:
+            return Response(stored.body, stored.status, media_type="application/json",
+                            headers={"Idempotency-Replayed": "true"})
+    try:
+        alert = _visible(book, alert_id, principal)
+        _check_changes(action, alert)
+        command = Command(command_id=command_id, alert_id=alert_id, action=action, actor=actor,
+                          at_ms=int(time.time() * 1000), assignee=assignee, text=text)
+        await commands.send(command, alert["scope"])  # BrokerError: 503 with Retry-After
+    except BaseException:
+        if idempotency_key is not None:
+            idempotency.abandon(principal.key_id, idempotency_key)
+        raise
+    body = orjson.dumps({"command_id": command.command_id, "alert_id": alert_id,
+                         "action": action, "status": "queued"})
+    if idempotency_key is not None:
+        idempotency.finish(principal.key_id, idempotency_key, StoredResponse(202, body))
+    return Response(body, 202, media_type="application/json")
 
 
 def _check_changes(action: str, alert: dict[str, Any]) -> None:
@@ -281,24 +311,27 @@ def _check_changes(action: str, alert: dict[str, Any]) -> None:
                                  f"{alert.get('acknowledged_by')}")
 
 
-def _command_id(principal: Principal, idempotency_key: str | None) -> str:
-    """``KEY_ID:Idempotency-Key`` (so one key's retries match, two keys never collide)."""
+def _command_id(principal: Principal, idempotency_key: str | None, fingerprint: bytes) -> str:
+    """``KEY_ID:Idempotency-Key:REQUEST`` (REQUEST: 12 hex digits of what the request asks), so
+    one key's retries of one request match, and neither two keys nor two requests collide."""
     if idempotency_key is None:
         return f"{principal.key_id}:{uuid.uuid4()}"
     if not valid_key(idempotency_key):
         raise HTTPException(400, "Idempotency-Key must be 1-255 visible ASCII characters "
                                  "(a UUID is best)")
-    command_id = f"{principal.key_id}:{idempotency_key}"
-    if len(command_id) > 200:
-        command_id = f"{principal.key_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
-    return command_id
+    if len(idempotency_key) > 160:
+        idempotency_key = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{principal.key_id}:{idempotency_key}:{fingerprint.hex()[:12]}"
 
 
 def _actor(principal: Principal, operator: str | None) -> str:
     """The key's id, or ``NAME@KEY_ID`` with an X-Operator name (the key vouches for it)."""
     if operator is None:
         return principal.key_id
-    name = unquote(operator).strip()
+    try:
+        name = unquote(operator, errors="strict").strip()
+    except UnicodeDecodeError:
+        name = ""  # percent-encoded bytes that are not UTF-8
     if not name or len(name) > 64 or not name.isprintable():
         raise HTTPException(400, "X-Operator must be a name of 1-64 printable characters "
                                  f"(percent-encoded UTF-8 for non-ASCII); got {operator[:80]!r}")

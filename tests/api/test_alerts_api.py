@@ -148,6 +148,7 @@ def test_keys_roles_and_scope(client: TestClient) -> None:
     ("/v1/alerts/jn-3/ack", {"note": "x" * 2001}, {}, 422, "at most 2000 characters"),
     ("/v1/alerts/jn-3/ack", None, {"idempotency-key": "a b"}, 400, "Idempotency-Key must be"),
     ("/v1/alerts/jn-3/ack", None, {"x-operator": "%0A"}, 400, "X-Operator must be"),
+    ("/v1/alerts/jn-3/ack", None, {"x-operator": "%E5%BC"}, 400, "X-Operator must be"),
 ])
 def test_action_errors(client: TestClient, path: str, body: Any, headers: dict[str, str],
                        status: int, words: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,11 +126,27 @@ def test_ack_puts_a_command_keyed_by_scope_on_the_commands_topic(alerts: Alerts)
                         headers=auth(**{"idempotency-key": idem,
                                         "x-operator": "%E5%BC%A0%E4%B8%89"}), timeout=15)
     assert answer.status_code == 202, answer.text
-    command_id = f"{key_id('it-op')}:{idem}"
+    command_id = answer.json()["command_id"]
+    assert re.fullmatch(rf"{key_id('it-op')}:{idem}:[0-9a-f]{{12}}", command_id), command_id
     assert answer.json() == {"command_id": command_id, "alert_id": "jn-1", "action": "ack",
                              "status": "queued"}
+    # A retry gets the first answer and publishes nothing; the key on another action is 422
+    # (it was 202 with the ack's command id, and the worker dropped the resolve as a duplicate).
+    again = httpx.post(f"{alerts.url}/v1/alerts/jn-1/ack", json={"note": "crew on the way"},
+                       headers=auth(**{"idempotency-key": idem,
+                                       "x-operator": "%E5%BC%A0%E4%B8%89"}), timeout=15)
+    assert again.status_code == 202 and again.json() == answer.json()
+    assert again.headers["idempotency-replayed"] == "true"
+    other = httpx.post(f"{alerts.url}/v1/alerts/jn-1/resolve", headers=auth(**{"idempotency-key": idem}),
+                       timeout=15)
+    assert other.status_code == 422 and "different request" in other.text
+    # Every command was acknowledged before its answer: a marker behind them, in the same
+    # partition (same key), is read after all of them.
+    alerts.producer.send(alerts.settings.commands_topic, b"marker", key=b"district:370102")
+    alerts.producer.flush(10)
     records = consume_records(alerts.settings.bootstrap, alerts.settings.commands_topic,
-                              lambda rs: len(rs) >= 1, timeout_s=15)
+                              lambda rs: any(r.value == b"marker" for r in rs), timeout_s=15)
+    records = [r for r in records if r.value != b"marker"]
     assert len(records) == 1
     assert records[0].key == b"district:370102"
     command = Command.from_dict(orjson.loads(records[0].value)["command"])
