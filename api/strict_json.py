@@ -6,7 +6,9 @@ what it is given to Kafka with orjson, which refuses all three: a zone named ``"
 maintenance window ending at ``1e25`` written as an integer failed there, with a 500. This
 middleware answers such bodies 400 before a route sees them, saying what is wrong.
 
-Bodies that are not JSON at all are left to FastAPI (its usual 422 or 400). The ingest routes
+A body declared JSON that is not JSON at all is a 400 too, saying where it breaks (FastAPI
+answered 422 ``json_invalid``, or 400 "There was an error parsing the body" for bytes that
+are not UTF-8, against the documented 400 "not JSON"). The ingest routes
 (``/v1/readings...``) are skipped: they parse their bodies themselves with orjson, which is
 strict already, and a 16 MiB body is not read twice.
 
@@ -45,14 +47,16 @@ def _int64(text: str) -> int:
 
 
 def json_problem(body: bytes) -> str | None:
-    """Why ``body``, JSON to Python, is not strict JSON; None if it is, or is not JSON at all."""
+    """Why ``body`` is not strict JSON (or not JSON at all); None if it is."""
     try:
         json.loads(body, parse_int=_int64)
     except _WideInt as exc:
         return (f"request body has the integer {exc}, beyond 64 bits; send a number that "
                 "fits, or text")
-    except (ValueError, RecursionError):
-        return None  # not JSON: FastAPI answers as it always does
+    except RecursionError:
+        return "request body is nested too deeply"
+    except ValueError as exc:  # also UnicodeDecodeError: bytes that are not UTF-8
+        return f"request body is not JSON: {exc}"
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ import fnmatch
 import hashlib
 import itertools
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -50,6 +51,7 @@ from cityagent.incident_alert import (
     AlertEvent,
     Command,
 )
+from cityagent.readings import SENSOR_ID_PATTERN
 from cityagent.regions import RegionIndex, default_regions
 from cityagent.routing import PROVINCE_COMMAND, Router, is_fault
 from cityagent.zones import Zone, ZoneIndex
@@ -317,6 +319,10 @@ def _severity(table: Mapping[str, Any], key: str, default: str, where: str) -> s
     return value
 
 
+
+#: A maintenance window's ``sensor``: a sensor id, or a prefix of one ending in ``*``.
+_WINDOW_SENSOR = re.compile(rf"^{SENSOR_ID_PATTERN}\*?\Z")
+
 @dataclass(frozen=True)
 class MaintenanceWindow:
     """Sensors under maintenance: their anomalies are recorded as suppressed, not alerted.
@@ -331,14 +337,24 @@ class MaintenanceWindow:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.sensor, str) or not self.sensor.strip("*"):
-            raise ConfigError(f"maintenance window: 'sensor' must be a sensor id or a prefix "
-                              f"ending in '*'; got {self.sensor!r}")
-        if not (isinstance(self.start_ms, int) and isinstance(self.end_ms, int)
+        if not isinstance(self.sensor, str) or not _WINDOW_SENSOR.match(self.sensor):
+            raise ConfigError(f"maintenance window: 'sensor' must be a sensor id (1-64 of "
+                              f"A-Z a-z 0-9 . _ : -, a letter or digit first) or such a prefix "
+                              f"ending in '*'; got {str(self.sensor)[:80]!r}")
+        if not (type(self.start_ms) is int and type(self.end_ms) is int
                 and 0 <= self.start_ms < self.end_ms):
             raise ConfigError(f"maintenance window for {self.sensor!r}: need whole-number "
                               f"epoch ms with start_ms < end_ms; got {self.start_ms!r}, "
                               f"{self.end_ms!r}")
+        if not isinstance(self.note, str) or len(self.note) > 2000:
+            raise ConfigError(f"maintenance window for {self.sensor!r}: 'note' must be text of "
+                              "at most 2000 characters")
+
+    def status(self, now_ms: int) -> str:
+        """``scheduled``, ``in_force`` or ``ended`` at wall-clock ``now_ms``."""
+        if now_ms < self.start_ms:
+            return "scheduled"
+        return "in_force" if now_ms < self.end_ms else "ended"
 
     def covers(self, sensor_id: str, ts_ms: int) -> bool:
         if not self.start_ms <= ts_ms < self.end_ms:
@@ -352,7 +368,7 @@ class MaintenanceWindow:
         if not isinstance(doc, Mapping):
             raise ConfigError("maintenance window: expected an object")
         return cls(doc.get("sensor"), doc.get("start_ms"), doc.get("end_ms"),  # type: ignore[arg-type]
-                   str(doc.get("note", "")))
+                   doc.get("note", ""))  # type: ignore[arg-type]
 
 
 # -- state ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = (
     "parse_ts",
     "format_ts",
     "FUTURE_TOLERANCE_MS",
+    "SENSOR_ID_PATTERN",
 )
 
 #: The kinds of sensor CityAgent understands, and the values each must report.
@@ -52,7 +53,9 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {
 
 _BASE_FIELDS = ("sensor_id", "kind", "ts", "lon", "lat")
 _KNOWN_FIELDS = frozenset(_BASE_FIELDS) | frozenset(ALL_VALUE_FIELDS)
-_SENSOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+#: A sensor id: 1-64 characters, ASCII letters and digits then also ``. _ : -``.
+SENSOR_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
+_SENSOR_ID = re.compile(rf"^{SENSOR_ID_PATTERN}\Z")
 
 # Event times outside [2000-01-01, 2100-01-01) are clock errors, not history or forecasts.
 _MIN_TS_MS = 946_684_800_000

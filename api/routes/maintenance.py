@@ -9,6 +9,7 @@ Kafka stored the window; ``DELETE`` writes a tombstone.
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -17,25 +18,31 @@ from fastapi import APIRouter, Body, HTTPException, Path, Request
 from api.auth import AdminDep, OperatorDep
 from cityagent.errors import ConfigError
 from cityagent.incidents import MaintenanceWindow
+from cityagent.readings import format_ts
 
 __all__ = ("router",)
 
 router = APIRouter(tags=["maintenance"])
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z"
+_FIELDS = ("sensor", "start_ms", "end_ms", "note")
+_YEAR_2100_MS = 4_102_444_800_000
 _EXAMPLE = {"sensor": "jn-wl-*", "start_ms": 1795400000000, "end_ms": 1795407200000,
             "note": "检修 gauge cleaning in 历下区"}
-WindowId = Annotated[str, Path(pattern=_ID, description="Your id for the window",
+WindowId = Annotated[str, Path(pattern=_ID.replace("\\Z", "$"), description="Your id for the window",
                                examples=["jn-gauges-2026-11-23"])]
 
 
 @router.get("/v1/maintenance", responses={200: {"content": {"application/json": {
     "example": {"windows": {"jn-gauges-2026-11-23": _EXAMPLE}}}}}})
 async def list_windows(request: Request, _principal: OperatorDep) -> dict[str, Any]:
-    """The maintenance windows in force, by id."""
+    """Every maintenance window on the topic, by id, with its ``status`` now: ``scheduled``,
+    ``in_force`` or ``ended`` (an ended window stays until it is deleted)."""
     feed = request.app.state.maintenance_feed
+    now_ms = time.time_ns() // 1_000_000
     return {"windows": {k: {"sensor": w.sensor, "start_ms": w.start_ms, "end_ms": w.end_ms,
-                            "note": w.note} for k, w in sorted(feed.by_id.items())}}
+                            "note": w.note, "status": w.status(now_ms)}
+                        for k, w in sorted(feed.by_id.items())}}
 
 
 @router.put("/v1/maintenance/{window_id}", status_code=202, responses={
@@ -47,10 +54,20 @@ async def put_window(window_id: WindowId, request: Request, _principal: AdminDep
     """Create or replace a window: a sensor id or a prefix ending in ``*``, epoch-ms bounds."""
     if not re.match(_ID, window_id):
         raise HTTPException(422, f"window id must match {_ID}; got {window_id!r}")
+    unknown = sorted(set(window) - set(_FIELDS))
+    if unknown:
+        raise HTTPException(422, f"maintenance window: unknown field(s) {unknown}; the fields "
+                                 f"are {list(_FIELDS)}")
     try:
         parsed = MaintenanceWindow.from_dict(window)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
+    now_ms = time.time_ns() // 1_000_000
+    if parsed.end_ms <= now_ms or parsed.end_ms > _YEAR_2100_MS:
+        raise HTTPException(422, f"maintenance window {window_id!r}: end_ms {parsed.end_ms} "
+                                 f"({format_ts(min(parsed.end_ms, _YEAR_2100_MS))}) must lie "
+                                 "between now and 2100 (epoch milliseconds); to end a window "
+                                 "now, DELETE it")
     value = {"sensor": parsed.sensor, "start_ms": parsed.start_ms, "end_ms": parsed.end_ms,
              "note": parsed.note}
     await request.app.state.maintenance_writer.send_value(

@@ -58,3 +58,18 @@ def test_an_idempotency_key_with_a_final_newline_is_refused() -> None:
     from api.idempotency import valid_key
 
     assert valid_key("k1") and not valid_key("k1\n")
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b'{"note":', "not JSON"),
+    (b'{"note": "\xff\xfe"}', "not JSON"),
+    (b'{"note": NaN}', "not strict JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_a_body_declared_json_that_is_not_is_400_saying_why(client: TestClient, body: bytes,
+                                                           words: str) -> None:
+    answer = client.post("/v1/alerts/x/ack", content=body,
+                         headers={"content-type": "application/json",
+                                  "authorization": "Bearer adm-key"})
+    assert answer.status_code == 400, answer.text
+    assert words in answer.json()["detail"]

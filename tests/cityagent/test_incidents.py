@@ -239,6 +239,23 @@ def test_sensors_in_maintenance_are_suppressed_but_recorded() -> None:
     assert MaintenanceWindow.from_dict({"sensor": "a", "start_ms": 1, "end_ms": 2}).note == ""
 
 
+@pytest.mark.parametrize("sensor", ["a*b", "a b\n", "济南*", "*", "jn-wl-1\n", "x" * 65, 7])
+def test_a_maintenance_window_names_a_sensor_id_or_a_prefix_of_one(sensor: object) -> None:
+    """"a*b" or "济南*" covered nothing, silently (ids are ASCII; only a final * is a prefix)."""
+    with pytest.raises(ConfigError, match="must be a sensor id"):
+        MaintenanceWindow(sensor, T0, T0 + MIN)  # type: ignore[arg-type]
+
+
+def test_a_maintenance_window_is_scheduled_in_force_then_ended() -> None:
+    window = MaintenanceWindow("jn-wl-*", T0, T0 + MIN, "检修")
+    assert [window.status(t) for t in (T0 - 1, T0, T0 + MIN - 1, T0 + MIN)] == \
+        ["scheduled", "in_force", "in_force", "ended"]
+    with pytest.raises(ConfigError, match="'note' must be text"):
+        MaintenanceWindow.from_dict({"sensor": "a", "start_ms": 1, "end_ms": 2, "note": 5})
+    with pytest.raises(ConfigError, match="whole-number"):
+        MaintenanceWindow("a", True, 2)  # type: ignore[arg-type]
+
+
 # -- correlation --------------------------------------------------------------------------
 
 

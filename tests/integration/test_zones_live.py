@@ -110,6 +110,13 @@ def test_a_maintenance_window_suppresses_and_records(settings_factory, tmp_path)
         bad = httpx.put(f"{url}/w1", json={"sensor": "qd-wl-*", "start_ms": now, "end_ms": 5},
                         headers=AUTH)
         assert bad.status_code == 422 and "start_ms < end_ms" in bad.text
+        for body, words in (
+            ({"sensor": "济南*", "start_ms": now, "end_ms": now + 1}, "must be a sensor id"),
+            ({"sensor": "a", "start_ms": 0, "end_ms": 1}, "must lie between now and 2100"),
+            ({"sensor": "a", "start_ms": now, "end_ms": now + 60_000, "foo": 1}, "unknown field"),
+        ):
+            refused = httpx.put(f"{url}/w0", json=body, headers=AUTH)
+            assert refused.status_code == 422 and words in refused.text, refused.text
         window = {"sensor": "qd-wl-maint-*", "start_ms": now - 3_600_000,
                   "end_ms": now + 3_600_000, "note": "检修 gauge cleaning"}
         assert httpx.put(f"{url}/w1", json=window, headers=AUTH).status_code == 202
