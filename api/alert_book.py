@@ -225,6 +225,7 @@ class AlertBook:
         self._suppressed_ids: set[str] = set()
         self._next: dict[int, int] = {}  # partition -> offset after the last message read
         self._evicted: dict[int, int] = {}  # partition -> offset after the last entry dropped
+        self._ends: dict[int, int] = {}  # partition -> the topic's end offset, as last told
 
     def __len__(self) -> int:
         return len(self._alerts)
@@ -233,6 +234,25 @@ class AlertBook:
     def next_offsets(self) -> dict[int, int]:
         """Per partition, the offset after the last message seen: where to resume reading."""
         return dict(self._next)
+
+    def note_topic_ends(self, ends: Mapping[int, int]) -> None:
+        """The alerts topic's partitions and end offsets, as the feed found them.
+
+        Lets :meth:`past_end` tell an id of events this book has yet to read (a replica still
+        catching up) from one the topic never held (it was recreated: all offsets restart at 0
+        when the embedded broker restarts, as it keeps nothing). Replaces what was noted before.
+        """
+        self._ends = dict(ends)
+
+    def past_end(self, seen: Mapping[int, int]) -> bool:
+        """True when ``seen`` (an event id) is past the end of the feed on some partition.
+
+        Past the end: beyond both what this book has read and what the topic held when the
+        feed last asked (a partition the topic does not have holds nothing). Such an id names
+        events of another topic, as after a broker that kept nothing restarted.
+        """
+        return any(n > max(self._next.get(p, 0), self._ends.get(p, 0))
+                   for p, n in seen.items())
 
     # -- applying events ------------------------------------------------------------------
 
@@ -329,8 +349,12 @@ class AlertBook:
     def replay(self, seen: Mapping[int, int]) -> tuple[list[FeedEntry], bool]:
         """The retained entries a client that had ``seen`` (an event id) has not had yet.
 
-        The flag is True when some of them are no longer retained (the client must re-list).
+        The flag is True when the client must re-list: some of those entries are no longer
+        retained, or ``seen`` is :meth:`past_end` (then there is nothing to replay: the id
+        names no event of this feed, and the client resumes from :attr:`next_offsets`).
         """
+        if self.past_end(seen):
+            return [], True
         gap = any(seen.get(p, 0) < n for p, n in self._evicted.items())
         return [e for e in self._feed if e.offset >= seen.get(e.partition, 0)], gap
 

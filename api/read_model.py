@@ -99,6 +99,7 @@ class AlertFeed(TopicFeed):
             consumer.assign(partitions)
             await self._seek(consumer, partitions)
             ends = await consumer.end_offsets(partitions)
+            self._book.note_topic_ends({tp.partition: end for tp, end in ends.items()})
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for records in batches.values():

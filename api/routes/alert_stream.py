@@ -5,7 +5,9 @@ Each change of a matching alert is one ``event: alert`` whose ``data`` is the al
 :mod:`api.alert_book`): send it back as ``Last-Event-ID`` (browsers do so when they
 reconnect) and the events retained since are replayed, by whichever API replica answers. An
 alert that stops matching (resolved, with ``status=open``) is sent once more, so a client
-sees it leave. Idle connections get a comment every ``heartbeat_s`` so proxies keep them open.
+sees it leave. A connection that was sent nothing for ``heartbeat_s`` gets a comment, so
+proxies keep it open. An id past the end of the feed (the topic was recreated, as when the
+embedded broker restarts: it keeps nothing) gets ``event: reset`` and a fresh id.
 
 Each client reads from its own bounded queue: a client that cannot keep up gets
 ``event: overflow`` and is disconnected, and resumes with its last id, while the feed and the
@@ -56,7 +58,8 @@ _WIRE_EXAMPLE = (
     response_model=None,
     responses={
         200: {"description": "`text/event-stream`: `event: alert` (data: an AlertEventPublic), "
-                             "`event: reset` (events since Last-Event-ID were dropped: re-list), "
+                             "`event: reset` (events since Last-Event-ID were dropped, or the id "
+                             "is past the feed's end: re-list), "
                              "`event: overflow` (too slow: reconnect with Last-Event-ID), "
                              "and `: heartbeat` comments.",
               "content": {"text/event-stream": {"schema": {"type": "string"},
@@ -71,7 +74,7 @@ async def stream_alerts(
     hub: AlertHubDep,
     query: AlertQueryDep,
     heartbeat_s: Annotated[float, Query(ge=1, le=300, description="Seconds between heartbeats "
-                                        "of an idle stream", examples=[15])] = 15.0,
+                                        "of a stream that was sent nothing", examples=[15])] = 15.0,
     last_event_id: Annotated[str | None, Query(
         description="Resume after this event id (the Last-Event-ID header wins)",
         examples=["12-0-7-3"])] = None,
@@ -95,26 +98,42 @@ async def alert_events(book: AlertBook, hub: AlertHub, query: AlertQuery,
     try:
         # Subscribing and taking the replay in one step: no event falls between them.
         replay, gap = book.replay(seen) if seen is not None else ([], False)
-        sent = dict(seen) if seen is not None else book.next_offsets
+        past_end = seen is not None and book.past_end(seen)
+        # Past the end, the id names no event of this feed (the topic was recreated): the
+        # client re-lists and follows from here, and gets an id that means something.
+        sent = dict(seen) if seen is not None and not past_end else book.next_offsets
         yield f"retry: {RETRY_MS}\nid: {encode_event_id(sent)}\n\n".encode()
-        if gap:
+        if past_end:
+            yield _control("reset", "your Last-Event-ID is past the end of the alert feed (the "
+                                    "alerts topic was recreated, as when the broker restarts "
+                                    "empty); re-read GET /v1/alerts, then follow this stream")
+        elif gap:
             yield _control("reset", "some events after your Last-Event-ID are no longer "
                                     "retained; re-read GET /v1/alerts, then follow this stream")
         for entry in replay:
             if query.matches_entry(entry):
                 yield _frame(entry, sent)
+        clock = asyncio.get_running_loop().time
+        # A heartbeat whenever nothing was sent for heartbeat_s, also while the queue is busy
+        # with entries this client already had (a replica catching up to its id).
+        quiet_until = clock() + heartbeat_s
         while True:
             if subscription.overflowed:
                 yield _control("overflow", "this client fell too far behind; reconnect with "
                                            "Last-Event-ID to resume", encode_event_id(sent))
                 return
             try:
-                entry = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
+                entry = await asyncio.wait_for(subscription.queue.get(),
+                                               max(quiet_until - clock(), 0.0))
             except TimeoutError:
-                yield HEARTBEAT
-                continue
-            if entry.offset >= sent.get(entry.partition, 0):  # else replayed, or seen elsewhere
+                entry = None
+            if entry is not None and entry.offset >= sent.get(entry.partition, 0):
                 yield _frame(entry, sent)
+            elif clock() >= quiet_until:  # nothing came, or only entries replayed or had before
+                yield HEARTBEAT
+            else:
+                continue
+            quiet_until = clock() + heartbeat_s
     finally:
         hub.unsubscribe(subscription)
 

@@ -370,6 +370,22 @@ async function loadAlerts() {
   document.body.dataset.ready = "1";
 }
 
+/**
+ * After ``event: reset`` the page's alerts may be stale: events since its id were lost, or the id
+ * was of an alerts topic since recreated (a broker that restarted empty), whose alerts, and their
+ * seqs, are gone. Merging the list into them would keep alerts resolved meanwhile, and ignore a
+ * new alert whose seq is below the old one's: the list replaces them. The reset comes before any
+ * event of its connection, so what is pending is older than the list too.
+ */
+function relist() {
+  state.alerts.clear();
+  state.gone.clear();
+  state.pending = [];
+  state.listed = false;
+  markAll();
+  loadAlerts();
+}
+
 /** Run ``fn`` in ``ms`` (replacing the job's pending timer), unless the page stopped meanwhile. */
 function after(job, fn, ms) {
   clearTimeout(state.timers.get(job));
@@ -456,7 +472,7 @@ function startLive() {
         state.pending.push(data);
         schedule();
       } else if (name === "reset") {
-        loadAlerts();
+        relist();
       }
     },
     onState: setLive,

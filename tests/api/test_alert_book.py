@@ -291,3 +291,30 @@ def test_feed_positions_increase_and_data_is_the_public_event() -> None:
     data = orjson.loads(book.replay({})[0][-1].data)
     assert data["alert"]["opened_at"] == "2026-11-22T00:30:00.500Z"
     assert data["at"] == "2026-11-22T00:30:00.000Z" and data["type"] == "opened"
+
+
+def test_an_id_past_the_end_of_the_feed_asks_for_a_reset() -> None:
+    """A recreated topic (a broker that kept nothing restarted) starts its offsets at 0 again."""
+    book = AlertBook()
+    for n in range(3):
+        book.apply(alert_event(f"i{n}"), partition=0, offset=n)
+    book.note_topic_ends({0: 3, 1: 0})  # the topic: two partitions, the second empty
+    for seen in ({0: 99_999_999}, {0: 4}, {0: 1, 1: 1}, {0: 1, 1: 0, 2: 5},
+                 dict.fromkeys(range(8), 99_999_999)):
+        assert book.past_end(seen), seen
+        assert book.replay(seen) == ([], True), seen
+    for seen in ({0: 3}, {0: 3, 1: 0}, {0: 1, 1: 0, 2: 0}, {}):
+        assert not book.past_end(seen), seen
+    entries, gap = book.replay({0: 1})
+    assert not gap and [e.event_id for e in entries] == ["i1-1", "i2-1"]
+
+
+def test_an_id_the_feed_has_yet_to_read_is_not_past_the_end() -> None:
+    """A replica still reading the topic: the id is within what the topic holds, so no reset."""
+    book = AlertBook()
+    book.note_topic_ends({0: 10})
+    book.apply(alert_event("i0"), partition=0, offset=0)
+    assert not book.past_end({0: 10}) and book.replay({0: 10}) == ([], False)
+    assert book.past_end({0: 11})
+    book.note_topic_ends({0: 0})  # the topic was recreated: what the book read still counts
+    assert not book.past_end({0: 1}) and book.past_end({0: 2})

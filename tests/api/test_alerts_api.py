@@ -247,6 +247,55 @@ def test_stream_filters_and_says_reset_when_the_id_is_too_old() -> None:
     assert orjson.loads(got[2]["data"])["alert_id"] == "i3"  # i2 is blue
 
 
+def test_stream_says_reset_when_the_id_is_past_the_end_then_goes_live() -> None:
+    """The tester's id after the broker restarted empty: reset, a fresh id, then live events."""
+    async def scenario() -> list[bytes]:
+        book, hub = AlertBook(), AlertHub()
+        for n in range(2):
+            book.apply(alert_event(f"i{n}"), partition=0, offset=n)
+        book.note_topic_ends({0: 2, 1: 0})
+        stream = alert_events(book, hub, AlertQuery(), dict.fromkeys(range(8), 99_999_999), 60)
+        chunks = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]  # retry+id, reset
+        entry = book.apply(alert_event("i2"), partition=1, offset=0)
+        assert entry is not None
+        hub.publish(entry)
+        chunks.append(await asyncio.wait_for(anext(stream), 5))
+        await stream.aclose()
+        return chunks
+
+    got = frames(asyncio.run(scenario()))
+    assert got[0] == {"retry": "3000", "id": "2"}  # where the feed is, not the id it was sent
+    assert got[1]["event"] == "reset"
+    assert "past the end" in got[1]["data"] and "re-read GET /v1/alerts" in got[1]["data"]
+    assert got[2]["event"] == "alert" and got[2]["id"] == "2-1"
+    assert orjson.loads(got[2]["data"])["alert_id"] == "i2"
+
+
+def test_heartbeats_go_on_while_the_events_coming_in_are_ones_the_client_had() -> None:
+    """A replica catching up to a client's id: a busy queue of skipped events is no excuse."""
+    async def scenario() -> bytes:
+        book, hub = AlertBook(), AlertHub()
+        book.note_topic_ends({0: 100})  # the client had 100 events; this book has read one
+        old = book.apply(alert_event("i0"), partition=0, offset=0)
+        assert old is not None
+        stream = alert_events(book, hub, AlertQuery(), {0: 100}, heartbeat_s=0.05)
+        await anext(stream)  # retry+id
+
+        async def busy() -> None:
+            while True:
+                hub.publish(old)  # an event the client had: skipped
+                await asyncio.sleep(0.005)
+
+        feeding = asyncio.create_task(busy())
+        try:
+            return await asyncio.wait_for(anext(stream), 2)
+        finally:
+            feeding.cancel()
+            await stream.aclose()
+
+    assert asyncio.run(scenario()) == HEARTBEAT
+
+
 def test_a_slow_client_is_cut_off_and_the_others_go_on() -> None:
     async def scenario() -> tuple[list[bytes], list[bytes]]:
         book, hub = AlertBook(), AlertHub(queue_size=2)

@@ -243,3 +243,21 @@ def test_the_feed_catches_up_skips_junk_and_fans_out(alerts: Alerts) -> None:
     assert feed.malformed == 2 and live == ["qd-9-1"]
     assert {"jn-1", "jn-2", "qd-1", "qd-9"} <= {a["alert_id"] for a in
                                                book.query(AlertQuery(), limit=100).alerts}
+
+
+def test_an_id_past_the_end_gets_reset_then_live_events(alerts: Alerts) -> None:
+    """The dashboard's old id after the embedded broker restarted empty (offsets from 0 again)."""
+    stale = "-".join(["99999999"] * 8)  # more partitions than the topic's 4, each far past its end
+    with httpx.stream("GET", f"{alerts.url}/v1/alerts/stream", params={"heartbeat_s": 1},
+                      headers=auth(**{"last-event-id": stale}), timeout=10) as response:
+        assert response.status_code == 200
+        frames = read_frames(response)
+        first = next(frames)
+        assert first["retry"] == "3000" and first["id"] != stale
+        assert len(first["id"].split("-")) <= 4 and all(
+            int(n) < 1000 for n in first["id"].split("-"))
+        reset = next(frames)
+        assert reset.get("event") == "reset" and "re-read GET /v1/alerts" in reset["data"]
+        alerts.publish(alert_event("jn-7", last_seen_ms=T0 + 7 * MIN))
+        _, event = next_alert(frames)
+    assert (event.alert_id, event.type) == ("jn-7", "opened")
