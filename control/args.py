@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ("positive_int", "non_negative_int", "positive_float", "non_negative_float")
+__all__ = ("positive_int", "non_negative_int", "positive_float", "non_negative_float",
+           "seconds_between")
 
 
 def positive_int(text: str) -> int:
@@ -33,7 +34,9 @@ def _number(text: str, *, allow_zero: bool) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    if value < 0 or (value == 0 and not allow_zero):
         raise argparse.ArgumentTypeError(
             f"must be {'0 or more' if allow_zero else 'positive'}; got {text}"
         )
@@ -46,3 +49,17 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     return _number(text, allow_zero=True)
+
+
+def seconds_between(low: float, high: float):
+    """A duration in seconds within [low, high]: ``--window 1e16`` overflowed the window
+    arithmetic (64-bit milliseconds), and 0.0004 s became a window of 0 ms."""
+    def parse(text: str) -> float:
+        value = _number(text, allow_zero=low == 0)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must lie between {low:g} and {high:,.0f} seconds; got {text}")
+        return value
+
+    parse.__name__ = "seconds"  # argparse names the type in its messages
+    return parse

@@ -1,8 +1,9 @@
-"""The `cityagent` command: up, sim, bench."""
+"""The `cityagent` command: up, sim, eval, bench, replay."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cityagent.errors import CityAgentError
@@ -80,6 +81,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # What it started is stopped by then (context managers, finally blocks); a traceback
+        # here only hides that line.
+        print(f"cityagent {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cityagent replay big.csv | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool cut off this way
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "replay":
             from control.replay import run_replay

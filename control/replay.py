@@ -11,17 +11,23 @@ input exits 2 with one line naming the file and line; no stack trace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from control.args import non_negative_float, positive_float
+from control.args import seconds_between
+from control.kernels import load_kernels
 
 __all__ = ("add_arguments", "build_parser", "main", "run_replay")
 
 _TABLE_ROWS = 10
+#: Longest --window or --grace: a year.
+_YEAR_S = 366 * 86_400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -34,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--anomalies", type=Path, metavar="OUT.jsonl",
                         help="write every anomaly event as JSON lines (default: print the "
                              "first few)")
-    parser.add_argument("--window", type=positive_float, metavar="SECONDS",
+    parser.add_argument("--window", type=seconds_between(0.001, _YEAR_S), metavar="SECONDS",
                         help="tumbling window size (default: detection.toml's 60 s; for "
                              "generic series at least the median interval between readings)")
-    parser.add_argument("--grace", type=non_negative_float, metavar="SECONDS",
+    parser.add_argument("--grace", type=seconds_between(0, _YEAR_S), metavar="SECONDS",
                         help="grace after a window's end before it is judged (default 0: the "
                              "rows are replayed in time order, so nothing is late)")
     parser.add_argument("--config", type=Path, metavar="TOML",
@@ -68,24 +74,36 @@ def run_replay(args: argparse.Namespace) -> int:
         write_scores,
     )
 
-    config = DetectionConfig.load(args.config)
-    profiles = SensorProfiles.load(args.registry) if args.registry else None
-    started = time.perf_counter()
-    inp = read_replay_file(args.file, config, progress=_progress)
-    read_s = time.perf_counter() - started
-    if len(inp) == 0:
-        _fail(f"{args.file}: no data rows after the header")
-        return 2
-    result = replay(inp, window_s=args.window, grace_s=args.grace, config=config,
-                    profiles=profiles, progress=_progress)
+    targets = {flag: path for flag, path in (("--scores", args.scores),
+                                             ("--anomalies", args.anomalies)) if path}
     try:
-        if args.scores:
-            write_scores(args.scores, inp, result)
-        if args.anomalies:
-            write_anomalies(args.anomalies, result.anomalies)
-    except OSError as exc:
-        _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+        outputs = _Outputs(args.file, targets)
+    except _BadOutput as exc:
+        _fail(str(exc))
         return 2
+    try:
+        config = DetectionConfig.load(args.config)
+        profiles = SensorProfiles.load(args.registry) if args.registry else None
+        load_kernels(config, _fail)  # compiling is not detecting: not in "took ... to detect"
+        started = time.perf_counter()
+        inp = read_replay_file(args.file, config, progress=_progress)
+        read_s = time.perf_counter() - started
+        if len(inp) == 0:
+            _fail(f"{args.file}: no data rows after the header")
+            return 2
+        result = replay(inp, window_s=args.window, grace_s=args.grace, config=config,
+                        profiles=profiles, progress=_progress)
+        try:
+            if args.scores:
+                write_scores(outputs.part("--scores"), inp, result)
+            if args.anomalies:
+                write_anomalies(outputs.part("--anomalies"), result.anomalies)
+            outputs.commit()
+        except OSError as exc:
+            _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")
+            return 2
+    finally:
+        outputs.discard()
     summary = summarize(inp, result)
     summary["read_s"] = round(read_s, 3)
     if args.scores:
@@ -100,6 +118,65 @@ def run_replay(args: argparse.Namespace) -> int:
             print()
             print(format_anomalies(result.anomalies, _TABLE_ROWS))
     return 0
+
+
+class _BadOutput(Exception):
+    pass
+
+
+class _Outputs:
+    """The output files, written to temporaries beside them and renamed over them at the end.
+
+    So a path that cannot be written fails before minutes of reading and detecting, not after;
+    a run that fails or is interrupted (Ctrl-C) leaves no half-written file that looks whole;
+    and an output path that is the input file is refused (it was overwritten with the scores).
+    """
+
+    def __init__(self, source: Path, targets: dict[str, Path]) -> None:
+        self._targets = targets
+        self._parts: dict[str, Path] = {}
+        seen: dict[Path, str] = {}
+        for flag, target in targets.items():
+            if target.is_dir():
+                raise _BadOutput(f"{flag} {target} is a directory; give a file name")
+            if target.exists() and source.exists() and os.path.samefile(target, source):
+                raise _BadOutput(f"{flag} {target} is the input file; it would be overwritten")
+            resolved = target.resolve()
+            if resolved in seen:
+                raise _BadOutput(f"{seen[resolved]} and {flag} name the same file {target}")
+            seen[resolved] = flag
+        try:
+            for flag, target in targets.items():
+                fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                            suffix=".part")
+                os.close(fd)
+                self._parts[flag] = Path(part)
+                os.chmod(part, 0o666 & ~_umask())  # as open() would have made it
+        except OSError as exc:
+            self.discard()
+            where = exc.filename or target.parent
+            raise _BadOutput(f"cannot write {flag} {target}: {where}: "
+                             f"{exc.strerror or exc}") from None
+
+    def part(self, flag: str) -> Path:
+        return self._parts[flag]
+
+    def commit(self) -> None:
+        for flag, part in list(self._parts.items()):
+            os.replace(part, self._targets[flag])
+            del self._parts[flag]
+
+    def discard(self) -> None:
+        for part in self._parts.values():
+            with contextlib.suppress(OSError):
+                part.unlink()
+        self._parts.clear()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -1,0 +1,111 @@
+"""`cityagent replay` as a command: its output files, Ctrl-C, a closed pipe, bad durations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from control.cli import main as cli_main
+from tests.cityagent.test_replay import LEVEL_CSV, write_series
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+@pytest.mark.parametrize("flag", ["--scores", "--anomalies"])
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path, capsys,
+                                                                    flag: str) -> None:
+    mine = tmp_path / "mine.csv"
+    mine.write_bytes(LEVEL_CSV.read_bytes())
+    assert cli_main(["replay", str(mine), flag, str(mine)]) == 2
+    assert f"{flag} {mine} is the input file" in capsys.readouterr().err
+    assert mine.read_bytes() == LEVEL_CSV.read_bytes()
+    assert _leftovers(tmp_path) == []
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.txt"
+    assert cli_main(["replay", str(LEVEL_CSV), "--scores", str(out),
+                     "--anomalies", str(tmp_path / "." / "out.txt")]) == 2
+    assert "--scores and --anomalies name the same file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_output_that_cannot_be_written_fails_before_reading(tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    import cityagent.replay
+
+    def must_not_read(*_args, **_kwargs):
+        raise AssertionError("read the input although the output cannot be written")
+
+    monkeypatch.setattr(cityagent.replay, "read_replay_file", must_not_read)
+    assert cli_main(["replay", str(LEVEL_CSV), "--scores", str(tmp_path / "no" / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write --scores" in err and "No such file or directory" in err
+
+
+def test_outputs_appear_whole_with_the_usual_permissions(tmp_path: Path, capsys) -> None:
+    scores = tmp_path / "s.csv"
+    assert cli_main(["replay", str(LEVEL_CSV), "--scores", str(scores)]) == 0
+    assert len(scores.read_text().splitlines()) == 301
+    mask = os.umask(0)
+    os.umask(mask)
+    assert scores.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--window", "1e16"], "--window: must lie between 0.001 and 31,622,400 seconds"),
+    (["--window", "0.0004"], "--window: must lie between"),
+    (["--grace", "inf"], "--grace: must be a finite number"),
+])
+def test_durations_out_of_range_are_refused_by_name(args: list[str], words: str, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["replay", str(LEVEL_CSV), *args])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "control.cli", *args]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(_command("replay", str(LEVEL_CSV)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader went away, as `| head` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_with_one_line_and_leaves_no_output_file(tmp_path: Path) -> None:
+    n = 1_500_000
+    big = write_series(tmp_path / "big.csv", np.round(np.random.default_rng(1).normal(10, 1, n), 3),
+                       step_s=1.0)
+    scores = tmp_path / "scores.csv"
+    proc = subprocess.Popen(_command("replay", str(big), "--scores", str(scores)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # interrupt once it is working through the file
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "read 1,000,000 rows" in line or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    err = "".join(lines) + err
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "cityagent replay: interrupted"
+    assert "Traceback" not in err
+    assert not scores.exists() and _leftovers(tmp_path) == []
