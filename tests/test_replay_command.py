@@ -109,3 +109,16 @@ def test_ctrl_c_stops_with_one_line_and_leaves_no_output_file(tmp_path: Path) ->
     assert err.strip().splitlines()[-1] == "cityagent replay: interrupted"
     assert "Traceback" not in err
     assert not scores.exists() and _leftovers(tmp_path) == []
+
+
+def test_loading_the_kernels_says_so_only_when_it_takes_long() -> None:
+    from cityagent.detectors.config import DetectionConfig
+    from control.kernels import load_kernels
+
+    config = DetectionConfig.load()
+    quiet: list[str] = []
+    assert load_kernels(config, quiet.append, notice_after_s=60.0) < 60.0
+    assert quiet == []  # loaded from the session's cache
+    told: list[str] = []
+    load_kernels(config, told.append, notice_after_s=0.0)
+    assert told[-1].startswith("compiled the detection kernels in")
