@@ -6,9 +6,11 @@ fault, other) in one **correlation scope** — the sensor's most specific operat
 kind that matters to the family, else its district (its city for pipes, where neighbouring
 junctions join by distance: a water network does not stop at district lines). A sensor fault
 is its own incident per device, unless the sensor is already anomalous in an open incident,
-which then explains it. An incident is one alert that is opened, updated as anomalies join
-(count, sensors, peak severity, last seen), raised one severity step when enough sensors
-agree (three gauges over 警戒 → area flooding, two pressure drops → suspected burst),
+which then explains it; sensors that fall *silent* are one incident per scope and kind (a
+network, power or gateway cut silences many at once: one problem, not an alert per device).
+An incident is one alert that is opened, updated as anomalies join (count, sensors, peak
+severity, last seen), raised one severity step when enough sensors agree (three gauges over
+警戒 → area flooding, two pressure drops → suspected burst),
 escalated district → city → province while unacknowledged, and resolved by an operator or
 after its sensors stayed normal. The settings are in ``cityagent/data/alerting.toml``.
 
@@ -113,12 +115,27 @@ def scope_key(anomaly: Anomaly, zones: ZoneIndex | None, config: AlertingConfig)
 
 
 def incident_key(anomaly: Anomaly, zones: ZoneIndex | None, config: AlertingConfig) -> str:
-    """``family@scope`` (``sensor_fault@sensor:<id>`` for a fault): anomalies with the same key
-    join the same open incident — within ``join_radius_km`` of it where that is set."""
+    """``family@scope`` (``sensor_fault@sensor:<id>`` for a fault other than silence):
+    anomalies with the same key join the same open incident — within ``join_radius_km`` of it
+    where that is set."""
     family = family_of(anomaly)
     if family == "sensor_fault":
-        return f"sensor_fault@sensor:{anomaly.sensor_id}"
+        return _fault_group(anomaly, scope_key(anomaly, zones, config))
     return f"{family}@{scope_key(anomaly, zones, config)}"
+
+
+def _fault_group(anomaly: Anomaly, scope: str) -> str:
+    """The group of a sensor fault that no real incident explains: a stuck or spiking sensor
+    is a job on that device (``sensor_fault@sensor:<id>``); silent sensors are one incident per
+    scope and kind (``sensor_fault@<scope>/<kind>``). Many sensors falling silent together is
+    one cause (a network, power or gateway cut, an integrator's one-off test), and as one
+    incident per device it was thousands of alerts, each one making the next anomaly of the
+    scope slower (every anomaly looks through every incident of its scope). Per kind, because
+    a fault goes to its sensor's owner (gauges to water affairs, roads to transport), and
+    gauges and road sensors of a city share its scope."""
+    if anomaly.detector == "silence":
+        return f"sensor_fault@{scope}/{anomaly.kind}"
+    return f"sensor_fault@sensor:{anomaly.sensor_id}"
 
 
 def _place(anomaly: Anomaly, here: tuple[Zone, ...],
@@ -585,7 +602,7 @@ class IncidentEngine:
             return []
         if family == "sensor_fault":
             incident = self._host(state, anomaly, scope)
-            group = f"{family}@sensor:{anomaly.sensor_id}"
+            group = _fault_group(anomaly, scope)
             if incident is None:
                 incident = next(iter(state.current(group)), None)
             zone = None  # a broken device is not made worse by where it stands
