@@ -47,6 +47,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _event_time(text: str) -> int:
+    """``--start``: RFC 3339 or epoch seconds/ms, as a reading's ``ts``; epoch ms."""
+    try:
+        return parse_ts(text if not _is_number(text) else float(text))
+    except CityAgentError as exc:
+        reason = getattr(exc, "reason", str(exc)).replace("'ts' ", "")
+        raise argparse.ArgumentTypeError(reason if "got" in reason else f"{reason}; got {text!r}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cityagent sim",
@@ -69,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sensors put in breach at each injection (default 3)")
     parser.add_argument("--breach-duration", type=positive_float, default=30.0,
                         help="seconds a sensor stays in breach (default 30)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--seed", type=non_negative_int, default=7,
+                        help="random seed, 0 or more (default 7)")
     parser.add_argument("--scenario", help="anomalies to inject: a scenario JSON file or a "
                         f"built-in ({', '.join(builtin_names())})")
     parser.add_argument("--labels", type=Path,
@@ -78,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the fleet registry here (.json or .csv) and exit")
     parser.add_argument("--accelerate", type=positive_float, default=1.0,
                         help="event time runs this many times faster than wall time (default 1)")
-    parser.add_argument("--start", help="event time of the first tick, RFC 3339 or epoch "
+    parser.add_argument("--start", type=_event_time, help="event time of the first tick, RFC 3339 or epoch "
                         "(default: now; with --accelerate and --duration into Kafka or the "
                         "API, so long ago that event time ends near now)")
     parser.add_argument("--late-fraction", type=_fraction, default=0.0,
@@ -115,7 +133,7 @@ def _start_ms(args: argparse.Namespace, now_ms: int) -> tuple[int, str | None]:
     starts now would be ignored after its first seconds. With ``--duration`` and no
     ``--start`` it starts in the past instead, so that its event time ends near the clock."""
     if args.start is not None:
-        return parse_ts(args.start), None
+        return args.start, None
     if args.accelerate <= 1 or args.sink == "file":
         return now_ms, None
     if args.duration:
@@ -154,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet, args.seed, breach_every_s=breach_every, breaches=args.breaches,
             breach_duration_s=args.breach_duration, scenario=scenario,
         )
+        signals.check_scenario()
         if args.registry is not None:
             from sensors_sim.registry import write_registry
 

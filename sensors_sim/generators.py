@@ -119,6 +119,15 @@ class FleetSignals:
         self.scenario = scenario
         self._t0_ms = None
 
+    def check_scenario(self) -> None:
+        """Raise ScenarioError now if the scenario does not fit this fleet (a place with no
+        sensor, an unknown sensor id), rather than at the first tick, after the output was
+        opened (a file sink had already emptied the file). Draws nothing from the run's RNG."""
+        if self.scenario is not None:
+            resolve(self.scenario, 0, np.random.default_rng(0), sensor_id=self.sensor_id,
+                    kind=self.kind, city=self.city, district=self.district, lon=self.lon,
+                    lat=self.lat)
+
     def in_breach(self, ts_ms: int) -> np.ndarray:
         """Bool per sensor: is it held in breach (by the breach schedule) at ``ts_ms``."""
         return self._breach_until > ts_ms

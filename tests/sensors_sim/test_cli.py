@@ -23,8 +23,11 @@ from tests.helpers import free_port
         (["--duration", "0"], "--duration: must be positive"),
         (["--count", "0"], "--count: must be positive"),
         (["--breach-every", "-1"], "--breach-every: must be 0 or more"),
-        (["--breach-duration", "nan"], "--breach-duration: must be positive"),
+        (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
         (["--duration", "1", "--count", "5"], "not allowed with argument"),
+        (["--seed", "-1"], "--seed: must be 0 or more"),  # numpy's ValueError, a traceback
+        (["--start", "yesterday"], "--start: is not an RFC 3339 time"),  # named 'ts'
+        (["--start", "1"], "--start: must lie between 2000 and 2100"),
     ],
 )
 def test_bad_arguments(argv, says, capsys):
@@ -154,3 +157,15 @@ def test_an_accelerated_run_into_the_pipeline_starts_in_the_past_to_end_near_the
     assert _start_ms(parse(["--accelerate", "60", "--duration", "9", "--sink", "file"]),
                      now) == (now, None)
     assert _start_ms(parse([]), now) == (now, None)
+
+
+def test_a_scenario_that_does_not_fit_the_fleet_leaves_the_output_alone(tmp_path, capsys):
+    """It was found at the first tick, after the file sink had emptied the file."""
+    out = tmp_path / "keep.jsonl"
+    out.write_text("1\n2\n")
+    scenario = tmp_path / "sc.json"
+    scenario.write_text('{"anomalies": [{"type": "burst", "place": "999999"}]}')
+    code = main(["--sensors", "100", "--count", "200", "--sink", "file", "--out", str(out),
+                 "--scenario", str(scenario)])
+    assert code == 1 and "no sensor of this fleet lies in 999999" in capsys.readouterr().err
+    assert out.read_text() == "1\n2\n"
