@@ -238,7 +238,7 @@ def _is_jsonl(path: Path, text: TextIO) -> bool:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(_JSONL_SUFFIXES):
         return True
-    if name.endswith((".csv", ".txt")):
+    if name.endswith(".csv"):
         return False
     head = text.read(4096)
     text.seek(0)

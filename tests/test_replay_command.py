@@ -122,3 +122,18 @@ def test_loading_the_kernels_says_so_only_when_it_takes_long() -> None:
     told: list[str] = []
     load_kernels(config, told.append, notice_after_s=0.0)
     assert told[-1].startswith("compiled the detection kernels in")
+
+
+def test_a_txt_file_is_judged_by_its_first_character_as_documented(tmp_path: Path) -> None:
+    """docs/replay.md: any name but .csv/.jsonl/.ndjson/.json is judged by its first
+    character; .txt was always read as CSV, and JSON lines in it failed as a bad header."""
+    from cityagent.replay import read_replay_file
+
+    lines = tmp_path / "data.txt"
+    lines.write_text("".join(
+        f'{{"sensor_id": "s0", "timestamp": {1_780_272_000 + 60 * i}, "value": {i % 5}}}\n'
+        for i in range(10)))
+    assert read_replay_file(lines).format == "jsonl"
+    table = tmp_path / "table.txt"
+    table.write_text("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,2\n")
+    assert read_replay_file(table).format.endswith("csv")
