@@ -643,14 +643,20 @@ def run_bench(settings: Settings, *, readings: int = 2_000_000, sensors: int = 2
     """Run the benchmark; print the result table (or one JSON object); return the exit code."""
     if readings < 1 or sensors < 1 or runs < 1 or workers < 1:
         raise BenchError("readings, sensors, runs and workers must all be above 0")
+    if readings < 2 * sensors:
+        raise BenchError(f"--readings ({readings:,}) must be at least twice --sensors "
+                         f"({sensors:,}): a sensor's first reading is not timed (it creates its "
+                         "state), and the timed part needs at least one more round of them")
     with bench_logs("cityagent-bench-", _say) as log_dir:
         config = DetectionConfig.load(settings.detection_path, window_s=BENCH_WINDOW_S,
                                       grace_s=0.0)
         _say(f"building {readings:,} readings of {sensors:,} sensors…")
         t = time.perf_counter()
         work = build_workload(readings, sensors, per_message=per_message)
-        _say(f"  {len(work.messages):,} messages, {work.mean_readings_per_message:.0f} "
-             f"readings/message, built in {time.perf_counter() - t:.1f}s")
+        _say(f"  {work.readings:,} readings (whole rounds of the sensors, plus the planted "
+             f"markers) in {len(work.messages):,} messages, "
+             f"{work.mean_readings_per_message:.0f} readings/message, built in "
+             f"{time.perf_counter() - t:.1f}s")
         if work.first_seen_timed:
             _say(f"  note: in {work.first_seen_timed} of {PARTITIONS} partitions every message "
                  f"brings a new sensor, so their timing includes first readings (not the "

@@ -54,3 +54,9 @@ def test_bench_small_load_prints_rates_as_json(
 def test_bench_refuses_zero_workers(kafka_bootstrap: str) -> None:
     with pytest.raises(BenchError, match="workers"):
         run_bench(Settings(kafka=kafka_bootstrap), readings=100, sensors=10, runs=1, workers=0)
+
+
+def test_bench_refuses_fewer_readings_than_two_rounds_of_sensors(kafka_bootstrap: str) -> None:
+    """It said "partition 3: no bucket ends on a water or pipe reading" after building."""
+    with pytest.raises(BenchError, match=r"--readings \(10\) must be at least twice --sensors"):
+        run_bench(Settings(kafka=kafka_bootstrap), readings=10, sensors=100_000, runs=1)
