@@ -38,6 +38,8 @@ __all__ = ("main", "build_parser")
 _MIN_TICK_S = 0.1
 _PROGRESS_EVERY_S = 3.0
 _FLUSH_TIMEOUT_S = 15.0
+#: Progress warns once nothing was acknowledged for this long while readings wait.
+_STALL_S = 10.0
 
 
 def _fraction(text: str) -> float:
@@ -234,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _err(
         f"sensors_sim: done in {elapsed:.1f}s: sent {sink.sent:,} readings, "
         f"{sink.acked:,} acknowledged ({sink.acked / max(elapsed, 1e-9):,.0f}/s, target "
-        f"{target:,.0f}/s), {sink.errors} errors, {len(signals.injected)} breaches injected, "
+        f"{target:,.0f}/s), {sink.errors} errors"
+        + (f", {sink.sent - sink.acked:,} never acknowledged" if sink.acked < sink.sent else "")
+        + f", {len(signals.injected)} breaches injected, "
         f"{len(signals.labels)} labels"
         + (f", {run.late.delayed:,} delivered late" if run.late.delayed else "")
         + (f"; last error: {sink.last_error}" if sink.last_error else "")
@@ -310,6 +314,7 @@ class _Run:
         remaining = args.count
         next_tick = started
         next_progress = started + _PROGRESS_EVERY_S
+        acked, acked_at, stall_said = sink.acked, started, False
         k = 0
         n = len(signals)
         while not stop.is_set():
@@ -341,6 +346,14 @@ class _Run:
                     + (f" ack {latency:.0f} ms" if latency is not None else "")
                 )
                 next_progress = now + _PROGRESS_EVERY_S
+                # A broker that died mid-run fails no send for a while (the producer buffers
+                # and retries): progress said "errors 0" with "acked" frozen. Say so.
+                if sink.acked != acked or sink.sent == sink.acked:
+                    acked, acked_at, stall_said = sink.acked, now, False
+                elif now - acked_at >= _STALL_S and not stall_said:
+                    _err(f"sensors_sim: warning: nothing acknowledged for {now - acked_at:.0f} s, "
+                         f"{sink.sent - sink.acked:,} readings waiting: is {sink.target} up?")
+                    stall_said = True
             next_tick += tick_s
             if next_tick < now:  # behind schedule: go on at once, do not burst to catch up
                 next_tick = now

@@ -247,3 +247,36 @@ def test_bench_json(isolated_settings: Settings):
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
     assert {"readings_per_s", "raw_producer_per_s", "ratio"} <= set(result)
     assert result["readings_per_s"] > 0 and result["errors"] == 0
+
+
+def test_a_broker_that_dies_mid_run_is_warned_about_and_counted(tmp_path: Path):
+    """The producer buffers and retries, so no send fails for a while: progress said
+    "errors 0" with "acked" frozen for the rest of the run, and the end line "0 errors"."""
+    from control.broker import EmbeddedBroker
+    from tests.helpers import free_port
+
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
+    bootstrap = broker.start()
+    try:
+        settings = Settings(kafka=bootstrap, topic_prefix="dies", partitions=2)
+        ensure_topics(bootstrap, pipeline_topics(settings))
+        proc = subprocess.Popen(_simulator(settings, "--sensors", "200", "--rate", "400",
+                                           "--duration", "20"),
+                                env=_env(settings), stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            for line in proc.stderr:  # progress comes every 3 s; stop the broker after one
+                lines.append(line)
+                if re.search(r"acked [1-9]", line):
+                    break
+            broker.stop()
+            err = "".join(lines) + proc.stderr.read()
+            code = proc.wait(timeout=60)
+        finally:
+            _stop(proc)
+    finally:
+        broker.stop()
+    assert re.search(r"warning: nothing acknowledged for 1\d s, [\d,]+ readings waiting: is Kafka "
+                     rf"{re.escape(bootstrap)}", err), err
+    assert re.search(r"[\d,]+ never acknowledged", err.splitlines()[-1]), err
+    assert code == 1
