@@ -52,7 +52,7 @@ class ReadingsRejected(BaseModel):
 
 #: One alert as the examples of the OpenAPI document show it.
 ALERT_EXAMPLE: dict[str, Any] = {
-    "alert_id": "inc-5c1e0b9a2f", "scope": "zone:jn-flood-old-city",
+    "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "scope": "zone:jn-flood-old-city",
     "incident_key": "flood@zone:jn-flood-old-city", "status": "acknowledged",
     "severity": "orange", "kind": "water_level", "family": "flood",
     "reason": "water.guaranteed",
@@ -76,14 +76,15 @@ ALERT_EXAMPLE: dict[str, Any] = {
     "resolved_at": None,
 }
 _HISTORY_EXAMPLE: dict[str, Any] = {
-    "event_id": "9f2c4e1a7b3d", "type": "acknowledged", "actor": "zhang.san@kops1234",
+    "event_id": "9f2c4e1a7b3d5e6f8a0b1c2d", "type": "acknowledged", "actor": "zhang.san@kops1234",
     "at_ms": 1795307760000, "at": "2026-11-22T00:36:00.000Z", "detail": "crew on the way",
     "seq": 6, "status": "acknowledged", "severity": "orange", "escalation_level": "district",
     "assigned_to": None, "anomaly_id": None, "sensor_id": None,
 }
 EVENT_EXAMPLE: dict[str, Any] = {
-    "event_id": "9f2c4e1a7b3d", "type": "acknowledged", "alert_id": "inc-5c1e0b9a2f",
-    "scope": "zone:jn-flood-old-city", "actor": "zhang.san@kops1234", "at_ms": 1795307760000,
+    "event_id": "9f2c4e1a7b3d5e6f8a0b1c2d", "type": "acknowledged",
+    "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "scope": "zone:jn-flood-old-city",
+    "actor": "zhang.san@kops1234", "at_ms": 1795307760000,
     "at": "2026-11-22T00:36:00.000Z", "alert": ALERT_EXAMPLE, "anomaly_id": None,
     "sensor_id": None, "detail": "crew on the way",
 }
@@ -154,7 +155,7 @@ class AlertsPublic(BaseModel):
     """A page of alerts, newest ``last_seen`` first; ``next_cursor`` is null on the last page."""
 
     model_config = _example({"count": 1, "alerts": [ALERT_EXAMPLE],
-                             "next_cursor": "WzE3OTUzMDc3MDAwMDAsImluYy01YzFlMGI5YTJmIl0"})
+                             "next_cursor": "WzE3OTUzMDc3MDAwMDAsImluYy01YzFlMGI5YTJmM2Q0ZTVmNmE3YiJd"})
 
     count: int
     alerts: list[AlertPublic]
@@ -243,7 +244,7 @@ class CommandQueued(BaseModel):
     """202: the command is stored on the commands topic; the alert changes once it is applied."""
 
     model_config = _example({"command_id": "kops1234:7d0c6a4e-5b1f-4f3e-9a51-0c2d9e6b7a10:3f9a0c1d2e4b",
-                             "alert_id": "inc-5c1e0b9a2f", "action": "ack",
+                             "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "action": "ack",
                              "status": "queued"})
 
     command_id: str

@@ -85,8 +85,9 @@ WORKER_TIMEOUT_S = 300.0
 BENCH_WINDOW_S = 1.0
 _T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: event time of round 0
 _SENSOR_KINDS = ("traffic", "water_level", "pipe_pressure")  # cycled by sensor index
-#: A breaching value per kind (thresholds.toml): level 9.9 m > 5.0 red; 0.05 MPa < 0.14;
-#: 5 km/h < 10. Normal values are generated well inside every threshold.
+#: A breaching value per kind, red at detection.toml's defaults (no registry): level 9.9 m over
+#: the 6.0 m record; 0.05 MPa under the 0.07 MPa critical level; 5 km/h, traffic index 10
+#: against the 60 km/h default free flow. Normal values are generated well inside every level.
 _BREACH = {"water_level": ("level_m", 9.9), "pipe_pressure": ("pressure_mpa", 0.05),
            "traffic": ("speed_kmh", 5.0)}
 _LOG_TAIL_LINES = 30

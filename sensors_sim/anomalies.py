@@ -27,7 +27,7 @@ KINDS_OF: dict[str, tuple[str, ...]] = {
 }
 ANOMALY_TYPES: tuple[str, ...] = tuple(KINDS_OF)
 
-#: Values a sensor in a legacy breach reports (past the static thresholds).
+#: Values a sensor in a legacy breach reports (past the orange level of detection.toml).
 BREACH_VALUES: dict[str, dict[str, float]] = {
     "traffic": {"speed_kmh": 5.0, "flow_vph": 150.0, "occupancy_pct": 85.0},
     "water_level": {"level_m": 5.5},

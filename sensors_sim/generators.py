@@ -5,7 +5,7 @@ and the same tick times always give the same readings, the same breaches and the
 
 Normal values come from the per-kind models of :mod:`sensors_sim.models` (traffic with rush
 hours, water levels with drift and tide, pipe pressure following demand); they stay inside
-:data:`NORMAL_RANGES`, well inside the thresholds of ``cityagent/data/thresholds.toml``.
+:data:`NORMAL_RANGES`, short of the domain levels of ``cityagent/data/detection.toml``.
 Anomalies come from two sources:
 
 * the legacy *breach schedule*: every ``breach_every_s`` seconds ``breaches`` random sensors

@@ -7,9 +7,9 @@ same seed and the same sequence of tick times always give the same values.
 
 Local time is China Standard Time (UTC+8, no daylight saving). The assumptions behind each
 model are documented in ``docs/simulator.md``; the normal values of every model stay inside
-:data:`NORMAL_RANGES`, which lie well inside the static thresholds of
-``cityagent/data/thresholds.toml`` (speed >= 10 km/h, 0.14 <= pressure <= 0.80 MPa,
-level <= 4.0 m), so a quiet fleet raises no alert.
+:data:`NORMAL_RANGES`, which never reach the domain levels of ``cityagent/data/detection.toml``
+(pressure between the 0.14 MPa floor and the 0.80 MPa high limit, water below each gauge's blue
+level, no road near the congestion index of 9.5), so a quiet fleet raises no level alert.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class WaterLevelModel:
         coastal = np.isin(city_codes, list(COASTAL_CITIES))
         self.tide_amp = np.where(coastal, rng.uniform(0.1, 0.5, n), 0.0)
         self.tide_phase = rng.uniform(0.0, 2 * np.pi, n)
-        #: 警戒 (warning) and 保证 (guaranteed) levels, m: below the static 4.0 / 5.0 m rules.
+        #: 警戒 (warning) and 保证 (guaranteed) levels, m: under the defaults of detection.toml.
         self.warning = np.round(rng.uniform(3.5, 3.95, n), 2)
         self.guaranteed = np.round(self.warning + rng.uniform(0.6, 1.0, n), 2)
         self.guaranteed = np.minimum(self.guaranteed, 4.95)

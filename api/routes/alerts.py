@@ -59,7 +59,7 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 #: The alert id path parameter (its example is the alert of the schemas' examples).
-AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-5c1e0b9a2f"])]
+AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-5c1e0b9a2f3d4e5f6a7b"])]
 
 
 def _multi(values: list[str] | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
