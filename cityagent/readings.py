@@ -131,7 +131,14 @@ def parse_reading(raw: Any) -> Reading:
     try:
         ts_ms = parse_ts(raw["ts"])
         lon = _finite(raw["lon"], "lon", -180.0, 180.0)
-        lat = _finite(raw["lat"], "lat", -90.0, 90.0)
+        try:
+            lat = _finite(raw["lat"], "lat", -90.0, 90.0)
+        except InvalidReading as exc:
+            if isinstance(raw["lat"], int | float) and -90 <= lon <= 90 < abs(raw["lat"]) <= 180:
+                raise InvalidReading(exc.reason + ": lon and lat swapped? positions are "
+                                     "[lon, lat], lon first (Shandong: lon ~115-123, lat ~34-38)",
+                                     field="lat") from None
+            raise
         values = {}
         for name in VALUE_FIELDS[kind]:
             if name not in raw:

@@ -102,3 +102,12 @@ def test_zone_ids_and_routing_codes_refuse_a_final_newline_too() -> None:
 
     assert zones._ZONE_ID.match("z1") and not zones._ZONE_ID.match("z1\n")
     assert routing._CODE.match("water") and not routing._CODE.match("water\n")
+
+
+def test_swapped_lon_and_lat_are_named_as_the_likely_cause() -> None:
+    with pytest.raises(InvalidReading) as info:
+        parse_reading({**GOOD, "lon": 36.66, "lat": 117.02})
+    assert info.value.field == "lat" and "lon and lat swapped?" in info.value.reason
+    with pytest.raises(InvalidReading) as other:
+        parse_reading({**GOOD, "lat": 95.0})  # not a swap: no such hint
+    assert "swapped" not in other.value.reason
