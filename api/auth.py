@@ -300,7 +300,10 @@ def authenticate(request: Request) -> Principal:
     if not header or not header.strip():
         raise _unauthorized("missing API key: send Authorization: Bearer KEY")
     scheme, _, key = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if scheme.lower() == "bearer" and not key.strip():
+        raise _unauthorized("the Authorization header says Bearer but holds no key: send "
+                            "Authorization: Bearer KEY")
+    if scheme.lower() != "bearer":
         raise _unauthorized(
             f"the Authorization header must be 'Bearer KEY'; got a {scheme[:20]!r} header")
     principal = get_key_ring(request).authenticate(key.strip())

@@ -26,6 +26,7 @@ from cityagent.detectors.verdict import SEVERITIES
 from cityagent.errors import ConfigError
 
 __all__ = (
+    "is_department_code",
     "Department",
     "Rule",
     "Router",
@@ -45,6 +46,11 @@ _NONE = "none"
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
 _RULE_KEYS = {"kind", "zone_kind", "reason", "min_severity", "departments"}
 _RANK = {name: i for i, name in enumerate(SEVERITIES)}
+
+
+def is_department_code(code: str) -> bool:
+    """The shape of a department code (``water``, ``city_mgmt``): lower-case snake case."""
+    return bool(_CODE.match(code))
 
 
 def is_fault(reason: str) -> bool:

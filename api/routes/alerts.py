@@ -25,6 +25,7 @@ from api.auth import OperatorDep, Principal
 from api.commands import CommandPublisher
 from api.deps import AlertBookDep, CommandsDep, IdempotencyDep, RegionsDep
 from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
+from api.params import time_param
 from api.schemas import (
     AlertAssign,
     AlertComment,
@@ -34,10 +35,10 @@ from api.schemas import (
     CommandQueued,
 )
 from cityagent.detectors.verdict import SEVERITIES
-from cityagent.errors import InvalidReading
 from cityagent.incident_alert import ACKNOWLEDGED, RESOLVED, STATUSES, Command
-from cityagent.readings import parse_ts
+from cityagent.readings import KINDS
 from cityagent.regions import RegionIndex
+from cityagent.routing import is_department_code
 
 __all__ = ("router", "alert_query", "AlertQueryDep")
 
@@ -74,17 +75,16 @@ def _multi(values: list[str] | None, name: str, allowed: tuple[str, ...] | None)
     return found or None
 
 
-def _time_ms(value: str | None, name: str) -> int | None:
+def _department(value: str | None) -> str | None:
+    """A department code's shape (routing.toml); which codes exist changes live (PUT
+    /v1/routing), and past alerts keep a department that was removed, so it is not a list."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        # isascii: "²" is a digit to str.isdigit; int() refuses it, and over 4300 digits.
-        return parse_ts(int(text) if text.isascii() and text.isdigit() else text)
-    except (InvalidReading, ValueError):
-        raise HTTPException(422, f"{name} must be an RFC 3339 time with an offset "
-                                 f"(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
-                                 f"got {value!r}") from None
+    code = value.strip()
+    if not is_department_code(code):
+        raise HTTPException(422, "department must be a department code such as water or "
+                                 f"transport (routing.toml); got {value!r}")
+    return code
 
 
 def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
@@ -156,14 +156,14 @@ async def alert_query(
     return AlertQuery(
         statuses=_multi(status, "status", STATUSES),
         severities=_multi(severity, "severity", SEVERITIES),
-        kinds=_multi(kind, "kind", None),
+        kinds=_multi(kind, "kind", KINDS),
         city_code=_city_code(regions, city) if city else None,
         district_code=_district_code(regions, district) if district else None,
         zone_id=zone.strip() if zone else None,
-        department=department.strip() if department else None,
+        department=_department(department),
         bbox=_bbox(bbox),
-        since_ms=_time_ms(since, "since"),
-        until_ms=_time_ms(until, "until"),
+        since_ms=time_param(since, "since"),
+        until_ms=time_param(until, "until"),
         principal=principal,
     )
 

@@ -18,11 +18,11 @@ from fastapi.responses import Response
 
 from api.auth import OperatorDep, Principal
 from api.deps import RegionsDep, SituationDep
+from api.params import time_param
 from api.routes.situation import json_response
 from api.schemas import SensorPublic, SensorReadings, SensorsPublic
 from api.situation import find_city, scope_of
-from cityagent.errors import InvalidReading
-from cityagent.readings import KINDS, parse_ts
+from cityagent.readings import KINDS
 from cityagent.situation import SituationModel
 
 __all__ = ("router",)
@@ -120,21 +120,12 @@ async def sensor_readings(
     principal: OperatorDep,
     model: SituationDep,
     since: Annotated[str | None, Query(description="Only readings at or after this time: "
-                                                   "RFC 3339 with offset, or epoch ms")] = None,
+                                                   "RFC 3339 with offset, or epoch seconds or ms")] = None,
     limit: Annotated[int | None, Query(ge=1, le=10_000, description="At most this many, "
                                                                      "the newest")] = None,
 ) -> Response:
     """The sensor's recent readings, oldest first (the API keeps ~360 per sensor)."""
     item = _visible(model, sensor_id, principal, _now_ms())
-    since_ms = None
-    if since is not None:
-        text = since.strip()
-        try:
-            # isascii: "²" is a digit to str.isdigit; int() refuses it, and over 4300 digits.
-            since_ms = parse_ts(int(text) if text.isascii() and text.isdigit() else text)
-        except (InvalidReading, ValueError):
-            raise HTTPException(422, "since must be an RFC 3339 time with an offset "
-                                     "(2026-11-22T08:30:00+08:00) or epoch milliseconds; "
-                                     f"got {since!r}") from None
+    since_ms = time_param(since, "since")
     readings = model.readings(sensor_id, since_ms=since_ms, limit=limit) or []
     return json_response({"sensor_id": sensor_id, "kind": item["kind"], "readings": readings})

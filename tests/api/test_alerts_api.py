@@ -100,6 +100,10 @@ def test_list_shape_times_and_pages(client: TestClient) -> None:
     ({"bbox": "117,36,116,37"}, "bbox must be minLon,minLat,maxLon,maxLat"),
     ({"bbox": "1,2,3"}, "bbox must be"),
     ({"since": "yesterday"}, "since must be an RFC 3339 time"),
+    ({"since": "2026-11-22T08:00:00 08:00"}, "+ written %2B in a URL"),  # an unencoded +
+    ({"until": "0"}, "until must lie between 2000 and 2100; got '0'"),
+    ({"kind": "foo"}, "kind must be among traffic, water_level, pipe_pressure; got 'foo'"),
+    ({"department": "No Such!"}, "department must be a department code"),
     ({"cursor": "bogus"}, "not one this API gave out"),
     ({"limit": 0}, "greater than or equal to 1"),
 ])

@@ -172,6 +172,8 @@ def test_401_for_missing_or_unknown_keys_403_for_the_wrong_role() -> None:
     assert missing.headers["www-authenticate"] == "Bearer"
     basic = client.post("/ingest", headers={"authorization": "Basic dXNlcjpwdw=="})
     assert basic.status_code == 401 and "must be 'Bearer KEY'" in basic.json()["detail"]
+    empty = client.post("/ingest", headers={"authorization": "Bearer   "})
+    assert empty.status_code == 401 and "says Bearer but holds no key" in empty.json()["detail"]
     wrong = client.post("/ingest", headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json()["detail"].startswith("invalid API key")
 

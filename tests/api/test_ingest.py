@@ -447,3 +447,40 @@ def test_readings_far_ahead_of_the_clock_are_refused_with_the_likely_cause(
             (2, "ts", "a"), (3, "ts", "new-1")]
         assert "8.00 h past the server's clock" in checked.rejected[0].reason
         assert "China time as UTC" in checked.rejected[0].reason
+
+
+@pytest.mark.integration
+def test_gzip_bodies_are_read_and_other_encodings_refused(api) -> None:
+    """Content-Encoding: gzip was read as the raw bytes ("str is not valid UTF-8")."""
+    import gzip
+
+    client, settings = api
+    now = time.time()
+    body = orjson.dumps([level(f"jn-gz-{i}", ts=now) for i in range(5)])
+    packed = gzip.compress(body)
+    answer = client.post("/v1/readings", content=packed,
+                         headers=auth(**{"content-encoding": "gzip"}))
+    assert answer.status_code == 202 and answer.json() == {"accepted": 5, "rejected": []}
+    assert sorted(stored(settings, "jn-gz-", 5)) == [f"jn-gz-{i}" for i in range(5)]
+    bomb = gzip.compress(b" " * (MAX_BODY_BYTES + 1))  # ~16 KB that inflates past 16 MiB
+    big = client.post("/v1/readings", content=bomb, headers=auth(**{"content-encoding": "gzip"}))
+    assert big.status_code == 413 and "once gunzipped" in big.json()["detail"]
+    broken = client.post("/v1/readings", content=packed[:-9],
+                         headers=auth(**{"content-encoding": "gzip"}))
+    assert broken.status_code == 400 and "gzip" in broken.json()["detail"]
+    other = client.post("/v1/readings", content=body, headers=auth(**{"content-encoding": "br"}))
+    assert other.status_code == 415 and "'br' is not supported" in other.json()["detail"]
+
+
+@pytest.mark.integration
+def test_a_retry_that_only_adds_a_charset_is_the_same_request(api) -> None:
+    client, _ = api
+    body = orjson.dumps([level("jn-cs-1", ts=time.time())])
+    first = client.post("/v1/readings", content=body,
+                        headers=auth(**{"idempotency-key": "cs-1",
+                                        "content-type": "application/json"}))
+    again = client.post("/v1/readings", content=body,
+                        headers=auth(**{"idempotency-key": "cs-1",
+                                        "content-type": "application/json; charset=utf-8"}))
+    assert first.status_code == again.status_code == 202
+    assert again.headers.get("idempotency-replayed") == "true"
