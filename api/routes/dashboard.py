@@ -71,6 +71,9 @@ async def dashboard() -> FileResponse:
                         headers={"Cache-Control": "no-cache"})
 
 
+router.add_api_route("/", dashboard, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/geo/cities.json")
 def geo_cities(request: Request) -> Response:
     return _geojson(request, cities_geojson(request.app.state.regions))

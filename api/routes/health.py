@@ -51,6 +51,12 @@ async def readyz(request: Request) -> JSONResponse:
                         headers={} if ready else {"Retry-After": "2"})
 
 
+# Load balancers and uptime checks often probe with HEAD: answer it as GET does (status and
+# headers; the server sends no body). Not in the OpenAPI document: the same operation.
+for _path, _endpoint in (("/healthz", healthz), ("/readyz", readyz)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+
+
 _METRICS_EXAMPLE = (
     "# HELP cityagent_api_readings_consumed_total Readings folded into the situation model "
     "from the readings topic.\n"

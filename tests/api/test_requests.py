@@ -1,5 +1,6 @@
-"""Limits on what a request may be: bodies of routes other than ingest (before any route or key
-check reads them), and keys that end in a line break."""
+"""What a request may be, whatever the route: a body of a route other than ingest is limited
+before any route or key check reads it, and must be JSON when it says so; keys that end in a
+line break are refused; HEAD is answered where probes use it."""
 
 from __future__ import annotations
 
@@ -73,3 +74,11 @@ def test_a_body_declared_json_that_is_not_is_400_saying_why(client: TestClient, 
                                   "authorization": "Bearer adm-key"})
     assert answer.status_code == 400, answer.text
     assert words in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/"])
+def test_head_answers_as_get_without_a_body(client: TestClient, path: str) -> None:
+    """Load balancers probe with HEAD; it was 405."""
+    head, get = client.head(path), client.get(path)
+    assert head.status_code == get.status_code != 405
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
