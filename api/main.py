@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from api.auth import KeyRing, require
 from api.commands import CommandPublisher
@@ -106,7 +107,11 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.commands.stop()
             await app.state.publisher.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server; FastAPI's
+    # own load them from cdn.jsdelivr.net and Google Fonts, which offline sites and mainland
+    # China often cannot reach (the dashboard is served whole for the same reason).
+    app = FastAPIOffline(
+        static_url="/api-docs-static",
         title="CityAgent API",
         version="0.1.0",
         description="城市智能体 — sensor ingest and alerts for Shandong's city command platform.",

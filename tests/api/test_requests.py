@@ -82,3 +82,19 @@ def test_head_answers_as_get_without_a_body(client: TestClient, path: str) -> No
     head, get = client.head(path), client.get(path)
     assert head.status_code == get.status_code != 405
     assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+
+
+@pytest.mark.parametrize(("path", "asset"), [("/docs", "swagger-ui-bundle.js"),
+                                             ("/redoc", "redoc.standalone.js")])
+def test_the_api_docs_load_nothing_from_other_hosts(client: TestClient, path: str,
+                                                    asset: str) -> None:
+    """FastAPI's pages load Swagger UI/ReDoc from cdn.jsdelivr.net and fonts from Google:
+    blank pages offline and, often, in mainland China."""
+    import re
+
+    page = client.get(path)
+    assert page.status_code == 200
+    assert re.findall(r"https?://", page.text) == []
+    src = re.search(rf'"([^"]*/{re.escape(asset)})"', page.text).group(1)
+    script = client.get(src)
+    assert script.status_code == 200 and len(script.content) > 100_000
