@@ -159,7 +159,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             if memory is not None:
                 _say_if(say, memory.line(time.monotonic()))
             broker.stop()
-        say("stopped; no process left running")
+        say(f"stopped; no process left running; the logs stay in {logs} (delete it when done)")
     return code
 
 

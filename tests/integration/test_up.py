@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +78,9 @@ def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path
         log.close()
     output = (tmp_path / "up.log").read_text("utf-8", "replace")
     assert "no process left running" in output
+    kept = re.search(r"the logs stay in (\S+) ", output)  # said, so nobody wonders what it is
+    assert kept and (Path(kept.group(1)) / "broker.log").exists()
+    shutil.rmtree(kept.group(1))
     assert [p for p in spawned if pid_alive(p)] == []
     # The embedded broker keeps everything: the workers checkpoint less often on it, and its
     # memory is reported when everything stops (and every ten minutes while it runs).
