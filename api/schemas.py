@@ -278,7 +278,7 @@ _SUMMARY_EXAMPLE: dict[str, Any] = {
 }
 _DISTRICT_EXAMPLE: dict[str, Any] = {
     **{k: v for k, v in _SUMMARY_EXAMPLE.items() if k != "trend"},
-    "code": "370102", "name": "历下区", "name_en": None,
+    "code": "370102", "name": "历下区", "name_en": "Lixia District",
 }
 SENSOR_EXAMPLE: dict[str, Any] = {
     "sensor_id": "jn-wl-000042", "kind": "water_level", "lon": 117.0197, "lat": 36.6614,
@@ -338,7 +338,7 @@ class AreaSummary(BaseModel):
 
     code: str
     name: str
-    name_en: str | None
+    name_en: str = Field(description="English name: Shandong, Jinan, Lixia District")
     sensors: SensorCounts
     readings_per_s: float = Field(description="Readings that entered Kafka in the last 10 s "
                                               "of wall clock, per second")

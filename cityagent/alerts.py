@@ -91,8 +91,12 @@ class Alert:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
 
 
-def alert_from_anomaly(anomaly: Anomaly, district_name: str, city_name: str) -> Alert:
-    """The alert snapshot an anomaly event leads to (names come from the region index)."""
+def alert_from_anomaly(anomaly: Anomaly, district_name: str, city_name: str, *,
+                       district_name_en: str = "") -> Alert:
+    """The alert snapshot an anomaly event leads to (names come from the region index).
+
+    The English title names the district by ``district_name_en``, or by its code without one.
+    """
     resolved = anomaly.phase == "end"
     op = ">" if anomaly.observed >= anomaly.expected else "<"
     where_zh = f"{city_name}{district_name}"
@@ -124,6 +128,6 @@ def alert_from_anomaly(anomaly: Anomaly, district_name: str, city_name: str) -> 
         ),
         title_en=(
             f"{anomaly.severity} {_reason_en(anomaly)} at {anomaly.sensor_id} "
-            f"({anomaly.district_code}): {anomaly.field} {anomaly.observed:g} {op} {anomaly.expected:g}"
+            f"({district_name_en or anomaly.district_code}): {anomaly.field} {anomaly.observed:g} {op} {anomaly.expected:g}"
         ),
     )

@@ -906,7 +906,7 @@ class IncidentEngine:
 
     def snapshot(self, incident: Incident) -> Alert:
         """The alert as operators see it now."""
-        district_name, city_name, city_en = self._names(incident)
+        district_name, district_en, city_name, city_en = self._names(incident)
         severity = SEVERITIES[incident.severity_rank]
         rule = self.config.correlation.get(incident.family)
         area = incident.correlated and rule is not None
@@ -916,7 +916,7 @@ class IncidentEngine:
         sensors = list(itertools.islice(incident.members, self.config.max_sensors_listed))
         where_zh = city_name + district_name + (f"·{incident.zone_name}"
                                                 if incident.zone_name else "")
-        where_en = incident.zone_name_en or f"district {incident.district_code}"
+        where_en = incident.zone_name_en or district_en
         count_zh = f"（{n}个传感器）" if n > 1 else f"（{sensors[0]}）" if sensors else ""
         count_en = f", {n} sensors" if n > 1 else f", {sensors[0]}" if sensors else ""
         return Alert(
@@ -943,17 +943,18 @@ class IncidentEngine:
             seq=incident.seq,
         )
 
-    def _names(self, incident: Incident) -> tuple[str, str, str]:
+    def _names(self, incident: Incident) -> tuple[str, str, str, str]:
+        """District name, its English name, city name, its English name (codes if unknown)."""
         try:
             district = self.regions.district(str(incident.district_code))
-            district_name = district.name
+            district_name, district_en = district.name, district.name_en
         except KeyError:
-            district_name = ""
+            district_name, district_en = "", f"district {incident.district_code}"
         try:
             city = self.regions.city(str(incident.city_code))
-            return district_name, city.name, city.name_en
+            return district_name, district_en, city.name, city.name_en
         except KeyError:
-            return district_name, "", str(incident.city_code)
+            return district_name, district_en, "", str(incident.city_code)
 
 
 def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:

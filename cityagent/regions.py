@@ -8,7 +8,7 @@ then exact intersects on prepared polygons): over a million points a second.
 
 The boundaries are vendored in ``cityagent/data/shandong_districts.json`` (see ``SOURCE.md``
 beside it: MIT, datum not stated and likely GCJ-02, accurate to roughly a kilometre), with
-today's (post-2019) district codes and names.
+today's (post-2019) district codes and names, and English names for districts and cities.
 
 Pure domain code: imports only numpy, shapely and the standard library.
 """
@@ -33,12 +33,17 @@ _NO_REGION = -1
 
 @dataclass(frozen=True)
 class District:
-    """A county-level division (区, 县 or 县级市), e.g. ``370102`` 历下区 of 济南市."""
+    """A county-level division (区, 县 or 县级市), e.g. ``370102`` 历下区 (Lixia District) of 济南市.
+
+    ``name_en`` is the pinyin romanisation plus the type: "Lixia District", "Shan County",
+    "Laoling City".
+    """
 
     code: str
     name: str
     city_code: str
     city_name: str
+    name_en: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class RegionIndex:
                     name=p["district_name"],
                     city_code=str(p["city_code"]),
                     city_name=p["city_name"],
+                    name_en=p["district_name_en"],
                 )
             )
             cities.setdefault(

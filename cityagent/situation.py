@@ -556,7 +556,7 @@ class SituationModel:
                                     view.alerts.district)
         for i in mine:
             d = self.regions.districts[i]
-            districts[i].update(code=d.code, name=d.name, name_en=None)
+            districts[i].update(code=d.code, name=d.name, name_en=d.name_en)
         rows = self._worst_first(view, np.flatnonzero(view.sel & (city == index)))[:max_sensors]
         return {**_as_of(view.as_of), "city": _first_keys(summary),
                 "districts": [_first_keys(districts[i]) for i in mine],

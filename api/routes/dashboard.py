@@ -14,7 +14,9 @@ vendors in ``cityagent/data/shandong_districts.json`` (MIT; see ``SOURCE.md`` th
 is the union of its districts. They are simplified for drawing (a few hundred metres, well
 within the source's stated accuracy of about a kilometre). Each feature's ``name`` is its
 code (``370100``), which is how the page registers and colours regions; ``name_zh`` and
-``name_en`` are for labels, ``cp`` is a label point inside the shape. These routes are public,
+``name_en`` are for labels (e.g. 历下区 and Lixia District), ``cp`` is a label point inside the
+shape. A city also lists its districts' names, ``districts: {code: {"zh", "en"}}``, so that the
+page can name the district of any alert before it has loaded that city. These routes are public,
 like the page itself: boundaries are not secret, and every alert or figure needs a key.
 """
 
@@ -108,16 +110,18 @@ def cities_geojson(regions: RegionIndex) -> bytes:
         parts = [p for d, p in zip(regions.districts, regions.polygons, strict=True)
                  if d.city_code == city.code]
         shape = _drop_small_holes(shapely.union_all(parts))
+        names = {d.code: {"zh": d.name, "en": d.name_en}
+                 for d in regions.districts if d.city_code == city.code}
         features.append(_feature(shape, CITY_TOLERANCE, code=city.code, name_zh=city.name,
-                                 name_en=city.name_en))
+                                 name_en=city.name_en, districts=names))
     return orjson.dumps({"type": "FeatureCollection", "features": features})
 
 
 @functools.lru_cache(maxsize=32)
 def districts_geojson(regions: RegionIndex, city_code: str) -> bytes:
-    """One city's districts as GeoJSON bytes (district names are Chinese in both languages)."""
+    """One city's districts as GeoJSON bytes."""
     features = [
-        _feature(p, DISTRICT_TOLERANCE, code=d.code, name_zh=d.name, name_en=d.name,
+        _feature(p, DISTRICT_TOLERANCE, code=d.code, name_zh=d.name, name_en=d.name_en,
                  city_code=d.city_code)
         for d, p in zip(regions.districts, regions.polygons, strict=True)
         if d.city_code == city_code
@@ -125,7 +129,7 @@ def districts_geojson(regions: RegionIndex, city_code: str) -> bytes:
     return orjson.dumps({"type": "FeatureCollection", "features": features})
 
 
-def _feature(shape: Any, tolerance: float, *, code: str, **properties: str) -> dict[str, Any]:
+def _feature(shape: Any, tolerance: float, *, code: str, **properties: Any) -> dict[str, Any]:
     point = shapely.point_on_surface(_largest(shape))
     simple = shapely.set_precision(shapely.simplify(shape, tolerance, preserve_topology=True),
                                    1e-5)

@@ -243,6 +243,7 @@ function latestText(latest) {
   return Object.entries(latest).slice(0, 3).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(2) : v}`).join(", ");
 }
 
+/** A city's or district's name in the current language (the code until the map has loaded). */
 function cityName(code) {
   return map ? map.name(code) : code;
 }
@@ -604,7 +605,7 @@ async function main() {
   setLang(getLang());
   tick();
   setInterval(tick, 1000);
-  feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), { onAck: ack, cityName });
+  feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), { onAck: ack, regionName: cityName });
   map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
   trends = new Trends($("#trends"));
   window.__cityagent = {

@@ -22,11 +22,11 @@ function when(ms) {
 
 export class Feed {
   /** ``onAck(alertId)`` is called when an operator clicks a row's ack button. */
-  constructor(list, more, count, { onAck, cityName }) {
+  constructor(list, more, count, { onAck, regionName }) {
     this.list = list;
     this.more = more;
     this.count = count;
-    this.cityName = cityName;
+    this.regionName = regionName; // city or district code -> its name in the current language
     this.rows = new Map(); // alert id -> {li, stamp}
     this.acking = new Map(); // alert id -> "pending" | error text
     list.addEventListener("click", (event) => {
@@ -79,8 +79,9 @@ export class Feed {
     li.dataset.status = a.status;
     li.dataset.city = a.city_code;
     const title = (lang === "en" ? a.title_en : a.title_zh) || a.title_zh || a.alert_id;
-    const place = [lang === "en" ? this.cityName(a.city_code) : a.city_name, a.district_name]
-      .filter(Boolean).join(" · ");
+    const place = (lang === "en"
+      ? [a.city_code && this.regionName(a.city_code), a.district_code && this.regionName(a.district_code)]
+      : [a.city_name, a.district_name]).filter(Boolean).join(" · ");
     const depts = (a.departments || []).map(deptName).join(lang === "en" ? ", " : "、");
     const sensors = a.sensor_count > 1 ? t("feed.sensors", { n: a.sensor_count }) : (a.sensors || [])[0] || "";
     const badge = el("span", "badge", t(`sev.${a.severity}`));

@@ -52,6 +52,8 @@ export class ShandongMap {
     for (const f of fc.features) {
       const p = f.properties;
       this.names.set(p.code, { zh: p.name_zh, en: p.name_en });
+      // Every district's names too, so that an alert's district can be named at once.
+      for (const [code, names] of Object.entries(p.districts || {})) this.names.set(code, names);
     }
     this.cities = fc.features.map((f) => f.properties.code);
     echarts.registerMap("shandong", fc);

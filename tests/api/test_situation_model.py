@@ -19,6 +19,7 @@ from shapely.geometry import shape
 from api.alert_book import AlertBook
 from api.auth import Principal
 from api.publisher import concat_batches
+from api.routes.dashboard import cities_geojson, districts_geojson
 from api.schemas import CitySituationPublic, SituationPublic
 from api.situation import AlertCounter, find_city, flatten, scope_of, situation_geojson
 from cityagent.batch import ReadingBatch
@@ -334,6 +335,9 @@ def test_city_drill_down_lists_its_districts_and_sensors_worst_first() -> None:
     assert answer["sensors"][3]["status"] == "silent"
     codes = [d["code"] for d in answer["districts"]]
     assert len(codes) == 12 and codes[:2] == ["370102", "370103"]  # all of 济南's districts
+    assert [(d["name"], d["name_en"]) for d in answer["districts"][:2]] == [
+        ("历下区", "Lixia District"), ("市中区", "Shizhong District")]
+    assert (answer["city"]["name"], answer["city"]["name_en"]) == ("济南市", "Jinan")
     assert "trend" not in answer["districts"][0] and len(answer["city"]["trend"]) == 30
     assert len(m.city_situation("370100", NOW, max_sensors=2)["sensors"]) == 2
 
@@ -408,7 +412,21 @@ def test_geojson_has_one_polygon_feature_per_area_with_the_summary_flattened() -
     assert shapely.contains_xy(shape(jinan["geometry"]), 117.02, 36.66)
     districts = situation_geojson(m.city_situation("370100", NOW), regions, "370100")
     assert len(districts["features"]) == 12 and districts["city"]["code"] == "370100"
+    assert districts["features"][0]["properties"]["name_en"] == "Lixia District"
     assert flatten({"a": {"b": 1}, "trend": [], "c": None}) == {"a_b": 1, "c": None}
+
+
+def test_dashboard_boundaries_name_every_district_in_both_languages() -> None:
+    regions = default_regions()
+    weifang = json.loads(districts_geojson(regions, "370700"))["features"]
+    hanting = next(f["properties"] for f in weifang if f["id"] == "370703")
+    assert (hanting["name_zh"], hanting["name_en"]) == ("寒亭区", "Hanting District")
+    # The cities list their districts' names, so the feed can name any alert's district.
+    cities = json.loads(cities_geojson(regions))["features"]
+    names = {code: n for f in cities for code, n in f["properties"]["districts"].items()}
+    assert len(names) == 137 and names["370703"] == {"zh": "寒亭区", "en": "Hanting District"}
+    jinan = next(f["properties"] for f in cities if f["id"] == "370100")
+    assert (jinan["name_zh"], jinan["name_en"]) == ("济南市", "Jinan")
 
 
 def test_alert_tally_of_no_alerts_and_the_default_scope() -> None:

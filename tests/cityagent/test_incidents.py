@@ -154,6 +154,9 @@ def test_open_update_acknowledge_resolve() -> None:
     assert opened.departments == ("water", "city_management", "city_command")
     assert opened.departments_zh == ("水务局", "城市管理局", "市指挥中心")
     assert "历下区" in opened.title_zh and "水位超警戒" in opened.title_zh
+    assert opened.title_zh == "济南市历下区 黄色水位超警戒（jn-wl-000001）"
+    assert opened.title_en == ("yellow water level over warning level (警戒) at Lixia District "
+                               "(Jinan), jn-wl-000001")
     # The same episode escalates: the same alert, more severe, counted.
     worse = one(eng.on_anomaly(state, make(phase="escalate", severity="orange",
                                            reason="water.guaranteed", ts=T0 + MIN), None,
@@ -178,6 +181,20 @@ def test_open_update_acknowledge_resolve() -> None:
     assert (resolved[0].type, alert.status, alert.resolved_by, alert.resolved_at_ms) == (
         "resolved", "resolved", "王调度", T0 + 9 * MIN)
     assert len(state.incidents) == 1
+
+
+def test_the_english_title_names_the_district_in_english_and_the_chinese_is_unchanged() -> None:
+    eng, state = engine(), ScopeState()
+    alert = one(eng.on_anomaly(state, make("wf-wl-000001", district=370703, at=(119.21, 36.78),
+                                           severity="red", reason="water.record"), None, T0))
+    assert alert.title_en.startswith("red ") and alert.title_en.endswith(
+        " at Hanting District (Weifang), wf-wl-000001")
+    assert "district 370703" not in alert.title_en
+    assert alert.title_zh.startswith("潍坊市寒亭区 红色")
+    assert (alert.district_name, alert.city_name) == ("寒亭区", "潍坊市")
+    # A district the region index does not know is named by its code, as before.
+    lost = one(eng.on_anomaly(state, make("xx-wl-000001", district=379901), None, T0))
+    assert " at district 379901 (379900)" in lost.title_en
 
 
 def test_auto_resolve_after_every_sensor_was_normal_long_enough() -> None:

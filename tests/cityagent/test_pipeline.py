@@ -113,11 +113,13 @@ def test_an_alert_names_its_place_and_resolves_with_the_same_id() -> None:
     levels = [a for a in anomalies if a.detector == "level"]
     assert [a.phase for a in levels] == ["start", "end"]
     district = default_regions().district("370102")
-    opened = alert_from_anomaly(levels[0], district.name, district.city_name)
+    opened = alert_from_anomaly(levels[0], district.name, district.city_name,
+                                district_name_en=district.name_en)
     resolved = alert_from_anomaly(levels[1], district.name, district.city_name)
     assert opened.alert_id == resolved.alert_id
     assert (opened.status, resolved.status) == ("open", "resolved")
     assert opened.city_name == "济南市" and opened.district_name == "历下区"
     # 6.0 m is past the default record high (保证 5.0 + one 警戒-保证 step): red.
     assert "济南市历下区" in opened.title_zh and "红色" in opened.title_zh
+    assert "(Lixia District)" in opened.title_en and "(370102)" in resolved.title_en
     assert opened.severity == "red" and opened.reason == "water.record"

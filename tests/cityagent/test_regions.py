@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import shapely
@@ -32,7 +34,8 @@ def test_counts(regions: RegionIndex) -> None:
 def test_lookups(regions: RegionIndex) -> None:
     assert regions.city("370100") == City("370100", "济南市", "Jinan")
     assert regions.city("370200").name_en == "Qingdao"
-    assert regions.district("370102") == District("370102", "历下区", "370100", "济南市")
+    assert regions.district("370102") == District("370102", "历下区", "370100", "济南市",
+                                                  "Lixia District")
     assert regions.district("370116").name == "莱芜区"
     assert regions.district("370117").city_code == "370100"
     assert regions.district("370115").name == "济阳区"
@@ -43,6 +46,51 @@ def test_lookups(regions: RegionIndex) -> None:
             regions.district(gone)
     with pytest.raises(KeyError):
         regions.city("371200")  # 莱芜市, merged into 济南市 in 2019
+
+
+_TYPES_EN = {"区": "District", "县": "County", "市": "City"}
+
+
+def test_every_district_has_an_english_name_of_its_type(regions: RegionIndex) -> None:
+    for d in regions.districts:
+        assert d.name_en and d.name_en.isascii() and d.name_en == d.name_en.strip(), d
+        words = d.name_en.split(" ")
+        # "Lixia District": one capitalised pinyin word (an apostrophe may split syllables),
+        # then the type the Chinese name ends in: 区 District, 县 County, county-level 市 City.
+        assert len(words) == 2 and words[1] == _TYPES_EN[d.name[-1]], d
+        assert re.fullmatch(r"[A-Z][a-z]+(?:'[a-z]+)*", words[0]), d
+    for c in regions.cities:
+        names = [d.name_en for d in regions.districts if d.city_code == c.code]
+        assert len(set(names)) == len(names), c
+
+
+@pytest.mark.parametrize(
+    ("code", "name_en"),
+    [
+        ("370102", "Lixia District"),
+        ("370703", "Hanting District"),
+        ("370113", "Changqing District"),  # 长 cháng
+        ("370634", "Changdao County"),  # 长 cháng
+        ("370405", "Tai'erzhuang District"),
+        ("370612", "Muping District"),  # 牟 mù
+        ("370686", "Qixia City"),  # 栖 qī
+        ("370724", "Linqu County"),
+        ("371122", "Ju County"),
+        ("371322", "Tancheng County"),
+        ("371325", "Fei County"),  # fèi, as the county is named today (not the ancient bì)
+        ("371329", "Linshu County"),
+        ("371481", "Laoling City"),  # 乐 lào
+        ("371503", "Chiping District"),
+        ("371522", "Shen County"),  # 莘 shēn
+        ("371524", "Dong'e County"),  # 阿 ē
+        ("371525", "Guan County"),
+        ("371722", "Shan County"),  # 单 shàn
+        ("371725", "Yuncheng County"),
+        ("371726", "Juancheng County"),
+    ],
+)
+def test_known_english_district_names(regions: RegionIndex, code: str, name_en: str) -> None:
+    assert regions.district(code).name_en == name_en
 
 
 def test_default_is_cached() -> None:
@@ -162,6 +210,7 @@ def test_load_explicit_path(tmp_path) -> None:
                 "properties": {
                     "district_code": "999901",
                     "district_name": "甲区",
+                    "district_name_en": "Jia District",
                     "city_code": "999900",
                     "city_name": "测试市",
                     "city_name_en": "Test",
@@ -176,6 +225,7 @@ def test_load_explicit_path(tmp_path) -> None:
                 "properties": {
                     "district_code": "999902",
                     "district_name": "乙区",
+                    "district_name_en": "Yi District",
                     "city_code": "999900",
                     "city_name": "测试市",
                     "city_name_en": "Test",
