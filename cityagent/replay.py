@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -81,6 +82,8 @@ SERIES_ID = "series"
 REPLAY_KINDS: tuple[str, ...] = (*KINDS, GENERIC)
 #: Progress is reported every this many rows.
 PROGRESS_EVERY = 1_000_000
+#: Rows of the scores file formatted at a time.
+SCORES_CHUNK = 65_536
 
 _KIND_INDEX = {kind: i for i, kind in enumerate(REPLAY_KINDS)}
 _TIME_COLUMNS = ("timestamp", "ts")
@@ -115,100 +118,162 @@ class _RowError(Exception):
 
 @dataclass(frozen=True, eq=False)
 class ReplayInput:
-    """The rows of a replay file, in input order, as reading columns."""
+    """The rows of a replay file, in input order, as compact columns.
+
+    Sensors and kinds are integer codes per row (``sensor`` into ``sensor_ids``, ``kind_code``
+    into ``REPLAY_KINDS``): a column of text per row (numpy pads every id to the longest,
+    4 bytes a character; kind names to 13 characters) took ~100 bytes a row of a 3M-row file.
+    ``batch`` makes the rows as one ``ReadingBatch`` with text columns on first use; the
+    replay itself builds such a batch per slice of event time only.
+    """
 
     path: str
     format: str  # "series-csv", "csv" or "jsonl"
-    batch: ReadingBatch  # kind may be "generic"; values hold only the fields the file has
+    sensor_ids: tuple[str, ...]  # in order of first appearance
+    sensor: np.ndarray  # int32: each row's index into sensor_ids
+    kind_code: np.ndarray  # int8: each row's index into REPLAY_KINDS
+    ts_ms: np.ndarray  # int64
+    lon: np.ndarray | None  # float64; None when no row has a position
+    lat: np.ndarray | None
+    values: dict[str, np.ndarray]  # float64 per value field the file has (NaN: none)
     line: np.ndarray  # the file line of each row (1-based)
     watched: np.ndarray  # the value the detectors watch, per row
     ignored: tuple[str, ...] = ()  # columns or keys that were not used (labels, notes, ...)
 
     def __len__(self) -> int:
-        return len(self.batch)
+        return len(self.ts_ms)
 
     @property
     def sensors(self) -> int:
-        return len(np.unique(self.batch.sensor_id)) if len(self) else 0
+        return len(self.sensor_ids)
+
+    @cached_property
+    def batch(self) -> ReadingBatch:
+        """Every row as one batch (kind may be "generic"), in input order."""
+        return self.rows(np.arange(len(self)))
+
+    @cached_property
+    def _ids_text(self) -> np.ndarray:
+        return _text_array(self.sensor_ids)
+
+    def rows(self, index: np.ndarray) -> ReadingBatch:
+        """The rows at ``index`` as a batch."""
+        n = len(index)
+        return ReadingBatch(
+            sensor_id=self._ids_text[self.sensor[index]] if n else np.empty(0, dtype=str),
+            kind=_KIND_NAMES[self.kind_code[index]],
+            ts_ms=self.ts_ms[index],
+            lon=self.lon[index] if self.lon is not None else np.full(n, np.nan),
+            lat=self.lat[index] if self.lat is not None else np.full(n, np.nan),
+            district=np.zeros(n, dtype=np.int64),
+            values={k: v[index] for k, v in self.values.items()},
+        )
+
+
+_KIND_NAMES = np.array(REPLAY_KINDS)
+
+
+def _text_array(ids: Sequence[str]) -> np.ndarray:
+    return np.array(ids, dtype=str) if len(ids) else np.empty(0, dtype=str)
 
 
 class _Rows:
-    """Column builder: compact arrays while reading, numpy at the end."""
+    """Column builder: compact arrays while reading (sensors as codes; positions and value
+    fields only once a row has one), numpy views of them at the end."""
 
     def __init__(self, fields: Sequence[str]):
-        self.ids: dict[str, str] = {}
-        self.sensor: list[str] = []
+        self.codes: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.first = array("q")  # per sensor code, its first row
+        self.sensor = array("i")
         self.kind = array("b")
         self.ts = array("q")
-        self.lon = array("d")
-        self.lat = array("d")
+        self.lon: array | None = None
+        self.lat: array | None = None
         self.line = array("q")
-        self.values = {f: array("d") for f in fields}
+        self.fields = tuple(fields)
+        self.values: dict[str, array] = {}
 
     def add(self, line: int, sensor: str, kind: str, ts_ms: int, lon: float, lat: float,
             values: Mapping[str, float]) -> None:
-        self.sensor.append(self.ids.setdefault(sensor, sensor))
+        n = len(self.ts)
+        code = self.codes.get(sensor)
+        if code is None:
+            code = self.codes[sensor] = len(self.ids)
+            self.ids.append(sensor)
+            self.first.append(n)
+        self.sensor.append(code)
         self.kind.append(_KIND_INDEX[kind])
         self.ts.append(ts_ms)
-        self.lon.append(lon)
-        self.lat.append(lat)
+        if self.lon is None and not (math.isnan(lon) and math.isnan(lat)):
+            self.lon, self.lat = _nan_array(n), _nan_array(n)
+        if self.lon is not None and self.lat is not None:
+            self.lon.append(lon)
+            self.lat.append(lat)
         self.line.append(line)
-        for name, column in self.values.items():
+        columns = self.values
+        for name, value in values.items():
+            if name not in columns and name in self.fields and not math.isnan(value):
+                columns[name] = _nan_array(n)
+        for name, column in columns.items():
             column.append(values.get(name, math.nan))
 
     def __len__(self) -> int:
         return len(self.ts)
 
-    def _one_kind_per_sensor(self, path: str) -> None:
+    def _one_kind_per_sensor(self, path: str, codes: np.ndarray, sensor: np.ndarray,
+                             lines: np.ndarray) -> None:
         """InvalidReplayFile at the first row whose kind is not its sensor's first row's:
         detection judges a sensor by one kind and would drop such rows unscored."""
-        if not self.sensor:
+        if not len(sensor):
             return
-        codes = np.frombuffer(self.kind, dtype=np.int8)
-        first = _first_rows(np.array(self.sensor, dtype=object))
-        bad = np.flatnonzero(codes != codes[first])
+        first = np.frombuffer(self.first, dtype=np.int64)
+        bad = np.flatnonzero(codes != codes[first][sensor])
         if bad.size:
-            i = int(bad[np.argmin(np.frombuffer(self.line, dtype=np.int64)[bad])])
-            j = int(first[i])
+            i = int(bad[np.argmin(lines[bad])])
+            j = int(first[sensor[i]])
             raise InvalidReplayFile(
-                path, f"sensor {self.sensor[i]!r} is {REPLAY_KINDS[codes[i]]} here but "
+                path, f"sensor {self.ids[sensor[i]]!r} is {REPLAY_KINDS[codes[i]]} here but "
                 f"{REPLAY_KINDS[codes[j]]} on line {self.line[j]}: one sensor, one kind",
                 int(self.line[i]))
 
     def finish(self, path: str, fmt: str, config: DetectionConfig,
                ignored: Sequence[str]) -> ReplayInput:
+        # Views of the arrays built while reading (no copies): nothing appends to them now.
         n = len(self)
-        self._one_kind_per_sensor(path)
-        kinds = np.array(REPLAY_KINDS)[np.frombuffer(self.kind, dtype=np.int8).astype(np.intp)]
-        watched_fields = {config.kinds[k].field for k in np.unique(kinds).tolist()}
+        codes = np.frombuffer(self.kind, dtype=np.int8) if n else np.zeros(0, dtype=np.int8)
+        sensor = np.frombuffer(self.sensor, dtype=np.int32) if n else np.zeros(0, np.int32)
+        lines = np.frombuffer(self.line, dtype=np.int64) if n else np.zeros(0, np.int64)
+        self._one_kind_per_sensor(path, codes, sensor, lines)
+        present = np.flatnonzero(np.bincount(codes, minlength=len(REPLAY_KINDS))).tolist()
+        watched_fields = {config.kinds[REPLAY_KINDS[k]].field for k in present}
         values = {}
-        for name, col in self.values.items():
-            column = np.frombuffer(col, dtype=np.float64).copy()
-            if name in watched_fields or not np.isnan(column).all():
-                values[name] = column
-        batch = ReadingBatch(
-            sensor_id=np.array(self.sensor, dtype=str) if n else np.empty(0, dtype=str),
-            kind=kinds,
-            ts_ms=np.frombuffer(self.ts, dtype=np.int64).copy(),
-            lon=np.frombuffer(self.lon, dtype=np.float64).copy(),
-            lat=np.frombuffer(self.lat, dtype=np.float64).copy(),
-            district=np.zeros(n, dtype=np.int64),
-            values=values,
-        )
-        watched = np.full(n, np.nan)
-        for kind in np.unique(kinds).tolist():
-            column = values.get(config.kinds[kind].field)
-            if column is not None:
-                rows = kinds == kind
-                watched[rows] = column[rows]
-        return ReplayInput(path, fmt, batch, np.frombuffer(self.line, dtype=np.int64).copy(),
-                           watched, tuple(ignored))
+        for name in self.fields:
+            col = self.values.get(name)
+            if col is not None:
+                values[name] = np.frombuffer(col, dtype=np.float64)
+            elif name in watched_fields:
+                values[name] = np.full(n, np.nan)
+        if len(present) == 1 and config.kinds[REPLAY_KINDS[present[0]]].field in values:
+            watched = values[config.kinds[REPLAY_KINDS[present[0]]].field]
+        else:
+            watched = np.full(n, np.nan)
+            for k in present:
+                column = values.get(config.kinds[REPLAY_KINDS[k]].field)
+                if column is not None:
+                    rows = codes == k
+                    watched[rows] = column[rows]
+        return ReplayInput(
+            path, fmt, tuple(self.ids), sensor, codes,
+            np.frombuffer(self.ts, dtype=np.int64) if n else np.zeros(0, dtype=np.int64),
+            None if self.lon is None else np.frombuffer(self.lon, dtype=np.float64),
+            None if self.lat is None else np.frombuffer(self.lat, dtype=np.float64),
+            values, lines, watched, tuple(ignored))
 
 
-def _first_rows(sensor: np.ndarray) -> np.ndarray:
-    """Per row, the row index of its sensor's first row."""
-    _, first, inverse = np.unique(sensor, return_index=True, return_inverse=True)
-    return first[inverse]
+def _nan_array(n: int) -> array:
+    """``array("d")`` of ``n`` NaNs (a column that starts after ``n`` rows without it)."""
+    return array("d", [math.nan]) * n
 
 
 def read_replay_file(path: str | Path, config: DetectionConfig | None = None,
@@ -508,11 +573,10 @@ def auto_window_s(inp: ReplayInput, config: DetectionConfig | None = None) -> fl
     """
     config = config or DetectionConfig.load()
     base = config.windows.size_ms / 1000.0
-    b = inp.batch
-    if len(b) < 2 or not (b.kind == GENERIC).all():
+    if len(inp) < 2 or not (inp.kind_code == _KIND_INDEX[GENERIC]).all():
         return base
-    order = np.lexsort((b.ts_ms, b.sensor_id))
-    sensor, ts = b.sensor_id[order], b.ts_ms[order]
+    order = np.lexsort((inp.ts_ms, inp.sensor))
+    sensor, ts = inp.sensor[order], inp.ts_ms[order]
     same = sensor[1:] == sensor[:-1]
     gaps = np.diff(ts)[same]
     if gaps.size == 0:
@@ -546,22 +610,26 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
     if n == 0:
         result.elapsed_s = time.perf_counter() - started
         return result
-    order = np.argsort(inp.batch.ts_ms, kind="stable")
-    b = inp.batch.take(order)
+    # The rows in time order, as indexes: each slice's batch is gathered when it is replayed,
+    # so no sorted copy of every column is made.
+    order = np.argsort(inp.ts_ms, kind="stable")
+    ts = inp.ts_ms[order]
     watched = inp.watched[order]
-    sensor_ids, sensor = np.unique(b.sensor_id, return_inverse=True)  # per-reading state rows
+    # Per-reading state rows: the sensors in sorted order of their ids, as np.unique gives.
+    sensor_ids, rank = np.unique(inp._ids_text, return_inverse=True)
+    sensor = rank.astype(np.int32)[inp.sensor[order]]
     rows_state = RowState.new(len(sensor_ids))
-    ts = b.ts_ms
     size_ms, grace_ms = windows.windows.size_ms, windows.windows.grace_ms
     key = ts // size_ms * 2
     if grace_ms > 0:
         key += (ts % size_ms) >= grace_ms
     bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
+    del key
     scores = np.zeros(n)
     out = result.anomalies
     next_report = PROGRESS_EVERY
     for a, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        chunk = _slice(b, a, e)
+        chunk = inp.rows(order[a:e])
         first, last = int(ts[a]), int(ts[e - 1])
         moved = engine.advance(state, first, first)  # close what is complete before the slice
         out.extend(moved.anomalies)
@@ -610,27 +678,22 @@ def replace_windows(config: DetectionConfig, window_s: float, grace_s: float) ->
         config.windows, size_ms=round(window_s * 1000), grace_ms=round(grace_s * 1000)))
 
 
-def _slice(b: ReadingBatch, a: int, e: int) -> ReadingBatch:
-    return ReadingBatch(b.sensor_id[a:e], b.kind[a:e], b.ts_ms[a:e], b.lon[a:e], b.lat[a:e],
-                        b.district[a:e], {k: v[a:e] for k, v in b.values.items()})
-
-
 # -- reporting -------------------------------------------------------------------------------
 
 
 def summarize(inp: ReplayInput, result: ReplayResult) -> dict[str, Any]:
     """What was replayed and found, as one JSON-ready object."""
-    b = inp.batch
     starts = Counter(a.detector for a in result.anomalies if a.phase == "start")
-    kinds = Counter(b.kind.tolist())
+    counts = np.bincount(inp.kind_code, minlength=len(REPLAY_KINDS)).tolist()
+    kinds = {kind: c for kind, c in zip(REPLAY_KINDS, counts, strict=True) if c}
     return {
         "file": inp.path,
         "format": inp.format,
         "rows": len(inp),
         "sensors": inp.sensors,
         "kinds": dict(sorted(kinds.items())),
-        "first": format_ts(int(b.ts_ms.min())) if len(inp) else None,
-        "last": format_ts(int(b.ts_ms.max())) if len(inp) else None,
+        "first": format_ts(int(inp.ts_ms.min())) if len(inp) else None,
+        "last": format_ts(int(inp.ts_ms.max())) if len(inp) else None,
         "window_s": result.window_s,
         "grace_s": result.grace_s,
         "windows": result.windows,
@@ -649,19 +712,27 @@ def write_scores(path: str | Path, inp: ReplayInput, result: ReplayResult) -> No
     """CSV ``row,timestamp,sensor_id,value,score``: one line per input row, in input order.
 
     ``row`` counts the data rows from 0; ``timestamp`` is RFC 3339 UTC; ``value`` the value
-    the detectors watch.
+    the detectors watch. Written in chunks of rows, so that only a chunk is ever held as
+    Python objects.
     """
-    b = inp.batch
+    ids = inp.sensor_ids
     with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(("row", "timestamp", "sensor_id", "value", "score"))
-        ts = b.ts_ms.tolist()
-        w.writerows(
-            (i, format_ts(t), s, repr(v), f"{sc:.6f}")
-            for i, (t, s, v, sc) in enumerate(zip(ts, b.sensor_id.tolist(),
-                                                  inp.watched.tolist(),
-                                                  result.scores.tolist(), strict=True))
-        )
+        for a in range(0, len(inp), SCORES_CHUNK):
+            e = min(a + SCORES_CHUNK, len(inp))
+            w.writerows(
+                (i, t, ids[s], repr(v), f"{sc:.6f}")
+                for i, t, s, v, sc in zip(range(a, e), _rfc3339(inp.ts_ms[a:e]),
+                                          inp.sensor[a:e].tolist(), inp.watched[a:e].tolist(),
+                                          result.scores[a:e].tolist(), strict=True)
+            )
+
+
+def _rfc3339(ts_ms: np.ndarray) -> list[str]:
+    """``format_ts`` of each time (epoch ms, 1970-2100), in one numpy call."""
+    text = np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="ms")
+    return [t + "Z" for t in text.tolist()]
 
 
 def write_anomalies(path: str | Path, anomalies: Sequence[Anomaly]) -> None:

@@ -38,8 +38,10 @@ _TOD_WARM_FACTOR = 3  # an hour's baseline is used after 3x the warm-up windows
 SMALL_SAMPLE = 4.0
 
 #: The state columns the baselines are kept in (a few arrays, not the whole state: passing
-#: every column to each compiled helper costs more in reference counting than the work).
-Baselines = namedtuple("Baselines", "rec_m rec_d rec_n fast_m fast_d tod_m tod_d tod_n quantum")
+#: every column to each compiled helper costs more in reference counting than the work),
+#: and the learned report interval (how many readings a window's value averages).
+Baselines = namedtuple("Baselines",
+                       "rec_m rec_d rec_n fast_m fast_d tod_m tod_d tod_n quantum gap_ms")
 
 #: One closed window of one sensor, as the detectors see it.
 Features = namedtuple("Features", (
@@ -48,6 +50,7 @@ Features = namedtuple("Features", (
     " mean robust high low"  # mean; without the extremes; without the highest / lowest (n >= 3)
     " use_tod warm"  # judged against the hour's baseline; the baseline has enough history
     " expected scale rec_scale fast_m fast_scale"  # baseline, its scale; recent; fast (CUSUM)
+    " reading_scale"  # the baseline's scale for one reading rather than a window's value
 ))
 
 
@@ -80,6 +83,15 @@ def scale_one(d: float, expected: float, p: np.ndarray, quantum: float) -> float
 
 
 @njit
+def readings_per_window(gap_ms: float, size_ms: int, n: float) -> float:
+    """How many readings the sensor's window values average: the window size over its
+    learned report interval, else (no interval learned yet) this window's count."""
+    if np.isfinite(gap_ms) and gap_ms > 0:
+        return size_ms / gap_ms
+    return n
+
+
+@njit
 def window_features(c: Baselines, p: np.ndarray, row: int, k: int, n: float, total: float,
                     vmin: float, vmax: float, size_ms: int) -> Features:
     """The features of window ``k`` of state row ``row``."""
@@ -101,8 +113,15 @@ def window_features(c: Baselines, p: np.ndarray, row: int, k: int, n: float, tot
         expected, d, seen = rec_m, rec_d, c.rec_n[row]
     young = 1.0 + SMALL_SAMPLE / max(seen, 1.0)
     fast_m = c.fast_m[row]
+    # The baseline learns from window values, each the mean of the window's readings but
+    # its highest and lowest: with m readings a window, single readings spread about
+    # sqrt(m - 2) times as far as those values (independent noise). The floors and the
+    # quantum already bound single readings, so only the learned part is widened.
+    per_window = readings_per_window(c.gap_ms[row], size_ms, n)
+    widen = np.sqrt(max(per_window - 2.0, 1.0))
     return Features(
         n, vmin, vmax, start, start + size_ms, slot, mean, robust, high, low, use_tod,
         c.rec_n[row] >= p[DEVIATION_WARMUP], expected, scale_one(d, expected, p, quantum) * young,
         scale_one(rec_d, rec_m, p, quantum), fast_m, scale_one(c.fast_d[row], fast_m, p, quantum),
+        scale_one(d * widen, expected, p, quantum) * young,
     )

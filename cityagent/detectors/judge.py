@@ -44,7 +44,7 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
                   end_after: int, ints, floats, count) -> None:
     """Judge closed windows (parallel arrays, one entry per window) against state ``c``."""
     base = Baselines(c.rec_m, c.rec_d, c.rec_n, c.fast_m, c.fast_d, c.tod_m, c.tod_d, c.tod_n,
-                     c.quantum)
+                     c.quantum, c.gap_ms)
     ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
     kind, cus_pos, cus_neg, tr_pos, tr_neg = c.kind, c.cus_pos, c.cus_neg, c.tr_pos, c.tr_neg
     flat_frac, flat_n, run_hit = c.flat_frac, c.flat_n, c.run_hit

@@ -3,6 +3,12 @@
 A sensor fault (a glitch, an electrical spike), not an event: the body of the window (its
 robust value) stays within the deviation threshold. Needs three readings in the window to
 tell a spike from a level change. Severity blue: a maintenance matter.
+
+The extreme is measured in the baseline's scale *for one reading* (``reading_scale``), not
+in the scale of window values: a window's value averages its readings, so with many readings
+a window (one a second, 60 a window) it varies ~7.6 times less than a reading does, and the
+largest of 60 ordinary readings reached 15 window scales in most windows of pure noise. The
+body, an average, is judged in the window scale as the deviation detector judges it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ __all__ = ("detect_spike",)
 
 @njit
 def detect_spike(f: Features, p: np.ndarray) -> Verdict:
-    up = (f.vmax - f.expected) / f.scale
-    down = (f.expected - f.vmin) / f.scale
+    up = (f.vmax - f.expected) / f.reading_scale
+    down = (f.expected - f.vmin) / f.reading_scale
     body = abs(f.robust - f.expected) / f.scale
     upward = up >= down
     extreme = up if upward else down

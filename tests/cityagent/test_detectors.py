@@ -88,6 +88,41 @@ def test_one_spike_is_not_a_flood_but_a_spike_once_the_baseline_is_warm() -> Non
     assert a.observed == 4.5 and 1.9 < a.expected < 2.1 and a.field == "level_m"
 
 
+def _dense_day(kind: str, mean: float, sd: float, seed: int, spike_at: int = -1,
+               spike: float = 0.0) -> list:
+    """A day of one sensor reporting every second (60 readings a 60 s window, the packaged
+    settings), fed in batches of ten minutes; every anomaly."""
+    engine = DetectionEngine(DetectionConfig.load(), SensorProfiles())
+    state = engine.new_state()
+    x = np.clip(mean + np.random.default_rng(seed).normal(0.0, sd, 86_400), 0.0, None)
+    if spike_at >= 0:
+        x[spike_at] = spike
+    found = []
+    for a in range(0, len(x), 600):
+        pts = [(T0 + (a + i) * 1000, float(v)) for i, v in enumerate(x[a:a + 600])]
+        found += engine.process(state, series("s-1", kind, pts), now_ms=pts[-1][0]).anomalies
+    return found
+
+
+@pytest.mark.parametrize(("kind", "mean", "sd"), [
+    ("traffic", 60.0, 9.0), ("water_level", 2.0, 0.1), ("pipe_pressure", 0.3, 0.02)])
+def test_a_noisy_sensor_reporting_every_second_raises_no_spike(kind: str, mean: float,
+                                                               sd: float) -> None:
+    # Readings this noisy lie above the kind's floors: the window values' scale is learned,
+    # ~7.6 times smaller than a reading's spread; judged in it, the largest of a window's 60
+    # readings was a spike in ~150 windows a day.
+    found = _dense_day(kind, mean, sd, seed=1)
+    assert [a for a in found if a.detector == "spike"] == []
+
+
+def test_a_spike_from_a_sensor_reporting_every_second_is_still_found() -> None:
+    at = 43_217
+    found = _dense_day("traffic", 60.0, 2.0, seed=2, spike_at=at, spike=2.0)
+    spikes = [a for a in found if a.detector == "spike" and a.phase == "start"]
+    assert [(a.reason, a.observed) for a in spikes] == [("fault.spike_down", 2.0)]
+    assert spikes[0].window_start_ms == T0 + at * 1000 // 60_000 * 60_000
+
+
 def test_pressure_below_the_floor_is_orange_and_below_critical_red() -> None:
     engine, state = engine_with()
     found = feed(engine, state, "jn-pp-1", "pipe_pressure",

@@ -14,10 +14,12 @@ from cityagent.errors import ConfigError
 from cityagent.readings import format_ts
 from cityagent.replay import (
     InvalidReplayFile,
+    _rfc3339,
     auto_window_s,
     read_replay_file,
     replay,
     summarize,
+    write_scores,
 )
 from control.cli import main as cli_main
 
@@ -122,6 +124,39 @@ def test_causal_within_a_window_too(tmp_path: Path) -> None:
     second = replay(read_replay_file(write_series(tmp_path / "b.csv", changed, step_s=10)))
     assert np.array_equal(first.scores[:303], second.scores[:303])
     assert second.scores[303] > 0.5
+
+
+def _noise_day(step_s: float, seed: int) -> np.ndarray:
+    """A day of independent normal noise (mean 100, sd 1), one reading every ``step_s``."""
+    return np.round(100.0 + np.random.default_rng(seed).normal(0.0, 1.0, int(86_400 / step_s)),
+                    4)
+
+
+@pytest.mark.parametrize(("step_s", "seed"), [(1.0, 1), (1.0, 2), (2.0, 1), (2.0, 2), (5.0, 2)])
+def test_dense_noise_raises_no_spike_in_a_day(tmp_path: Path, step_s: float, seed: int) -> None:
+    # With 60 readings a window, window values vary ~7.6 times less than readings: measured in
+    # the window scale, the largest of 60 ordinary readings reached the spike threshold in
+    # most windows (before the fix: 24 and 15 spike episodes at 1 s, 132 and 150 at 2 s).
+    values = _noise_day(step_s, seed)
+    result = replay(read_replay_file(write_series(tmp_path / "noise.csv", values, step_s)))
+    assert result.window_s == 60.0
+    assert [a for a in result.anomalies if a.detector == "spike"] == []
+    assert result.scores.max() < 0.5
+
+
+@pytest.mark.parametrize("step_s", [1.0, 2.0, 10.0])
+def test_a_spike_in_dense_noise_is_still_found(tmp_path: Path, step_s: float) -> None:
+    values = _noise_day(step_s, 3)
+    at = len(values) // 2 + 7
+    values[at] += 25.0  # one reading 25 sd out
+    result = replay(read_replay_file(write_series(tmp_path / "spike.csv", values, step_s)))
+    spikes = [a for a in result.anomalies if a.detector == "spike" and a.phase == "start"]
+    assert len(spikes) == 1, spikes
+    (a,) = spikes
+    t = T0_MS + round(at * step_s * 1000)
+    assert a.window_start_ms <= t < a.window_start_ms + 60_000
+    assert a.reason == "fault.spike_up" and a.observed == values[at]
+    assert result.scores[at] > 0.5
 
 
 @pytest.mark.parametrize("step_s", [300.0, 10.0])
@@ -312,6 +347,42 @@ def test_the_command_writes_one_score_per_input_row(tmp_path: Path, shifted, cap
     lines = events.read_text().splitlines()
     assert len(lines) == len(result.anomalies) == summary["anomalies"]
     assert json.loads(lines[0])["anomaly_id"] == result.anomalies[0].anomaly_id
+
+
+def test_rows_are_held_as_codes_and_scores_written_in_chunks(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    # Memory: no column of text per row (ids and kinds are codes), positions and value fields
+    # only when the file has them; the scores file the same whatever its chunk size.
+    rng = np.random.default_rng(4)
+    lines = ["sensor_id,kind,timestamp,lon,lat,value,level_m"]
+    for i in range(900):
+        t = T0 + timedelta(seconds=10 * (i // 3), milliseconds=7 * (i % 3))
+        if i % 3 == 2:
+            lines.append(f'"g,{i % 3}",water_level,{t.isoformat()},117.1,36.6,,'
+                         f"{2 + rng.normal(0, 0.05):.4f}")
+        else:
+            lines.append(f"s{i % 3},generic,{t.isoformat()},,,{rng.normal(5, 1):.4f},")
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    inp = read_replay_file(path)
+    assert inp.sensor.dtype == np.int32 and inp.kind_code.dtype == np.int8
+    assert inp.sensor_ids == ("s0", "s1", "g,2") and inp.sensors == 3
+    assert inp.batch.sensor_id.tolist()[:3] == ["s0", "s1", "g,2"]
+    assert inp.batch.kind.tolist()[:3] == ["generic", "generic", "water_level"]
+    assert np.isnan(inp.batch.lon[0]) and inp.batch.lon[2] == 117.1
+    assert sorted(inp.values) == ["level_m", "value"]
+    result = replay(inp)
+    whole, chunked = tmp_path / "whole.csv", tmp_path / "chunked.csv"
+    write_scores(whole, inp, result)
+    monkeypatch.setattr("cityagent.replay.SCORES_CHUNK", 7)
+    write_scores(chunked, inp, result)
+    text = whole.read_text("utf-8")
+    assert chunked.read_text("utf-8") == text
+    table = list(csv.reader(text.splitlines()))
+    assert [r[1] for r in table[1:]] == [format_ts(int(t)) for t in inp.ts_ms]
+    assert [r[2] for r in table[1:4]] == ["s0", "s1", "g,2"]
+    stamps = np.array([0, 1, 999, 951_782_400_123, 4_102_444_799_999])  # 1970 .. 2099
+    assert _rfc3339(stamps) == [format_ts(int(t)) for t in stamps]
 
 
 def test_the_command_prints_a_summary_and_an_anomaly_table(shifted, capsys) -> None:
