@@ -147,6 +147,13 @@ class ReplayInput:
     def sensors(self) -> int:
         return len(self.sensor_ids)
 
+    def placed_sensors(self) -> frozenset[str]:
+        """The sensors with a position on at least one row."""
+        if self.lon is None or self.lat is None:
+            return frozenset()
+        has = np.isfinite(self.lon) & np.isfinite(self.lat)
+        return frozenset(self.sensor_ids[i] for i in np.unique(self.sensor[has]).tolist())
+
     @cached_property
     def batch(self) -> ReadingBatch:
         """Every row as one batch (kind may be "generic"), in input order."""
@@ -474,9 +481,19 @@ def _generic_doc(doc: Mapping[str, Any]) -> tuple[str, int, float, float, float]
     if "value" not in doc:
         raise _RowError("missing 'value' (a generic reading is {sensor_id, timestamp, value})")
     value = _json_number(doc["value"], "value")
-    lon = _json_number(doc["lon"], "lon") if doc.get("lon") is not None else math.nan
-    lat = _json_number(doc["lat"], "lat") if doc.get("lat") is not None else math.nan
+    lon = _json_coordinate(doc.get("lon"), "lon", 180.0)
+    lat = _json_coordinate(doc.get("lat"), "lat", 90.0)
     return sensor.strip(), ts, lon, lat, value
+
+
+def _json_coordinate(value: Any, name: str, limit: float) -> float:
+    """A JSON row's lon/lat, checked as a CSV cell's is (lon 200 was taken)."""
+    if value is None:
+        return math.nan
+    number = _json_number(value, name)
+    if not -limit <= number <= limit:
+        raise _RowError(f"{name} must lie in [{-limit:g}, {limit:g}]; got {value!r}")
+    return number
 
 
 def _json_number(value: Any, name: str) -> float:
@@ -735,8 +752,17 @@ def _rfc3339(ts_ms: np.ndarray) -> list[str]:
     return [t + "Z" for t in text.tolist()]
 
 
-def write_anomalies(path: str | Path, anomalies: Sequence[Anomaly]) -> None:
-    """The anomaly events as JSON lines (``Anomaly.to_dict``), in detection order."""
+def write_anomalies(path: str | Path, anomalies: Sequence[Anomaly],
+                    placed: frozenset[str] | None = None) -> None:
+    """The anomaly events as JSON lines (``Anomaly.to_dict``), in detection order.
+
+    ``placed``: the sensors the file gave a position (``ReplayInput.placed_sensors``); the
+    others' events get ``lon``/``lat`` null, not 0.0, a real place in the Gulf of Guinea.
+    None: every event keeps its position.
+    """
     with open(path, "wb") as fh:
         for a in anomalies:
-            fh.write(orjson.dumps(a.to_dict()) + b"\n")
+            doc = a.to_dict()
+            if placed is not None and a.sensor_id not in placed:
+                doc["lon"] = doc["lat"] = None
+            fh.write(orjson.dumps(doc) + b"\n")

@@ -97,7 +97,8 @@ def run_replay(args: argparse.Namespace) -> int:
             if args.scores:
                 write_scores(outputs.part("--scores"), inp, result)
             if args.anomalies:
-                write_anomalies(outputs.part("--anomalies"), result.anomalies)
+                write_anomalies(outputs.part("--anomalies"), result.anomalies,
+                                placed=inp.placed_sensors())
             outputs.commit()
         except OSError as exc:
             _fail(f"cannot write {exc.filename}: {exc.strerror or exc}")

@@ -137,3 +137,23 @@ def test_a_txt_file_is_judged_by_its_first_character_as_documented(tmp_path: Pat
     table = tmp_path / "table.txt"
     table.write_text("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,2\n")
     assert read_replay_file(table).format.endswith("csv")
+
+
+def test_events_of_sensors_without_a_position_have_none(tmp_path: Path) -> None:
+    """They said lon 0.0, lat 0.0: a real place (in the Gulf of Guinea)."""
+    import json
+
+    events = tmp_path / "a.jsonl"
+    assert cli_main(["replay", str(LEVEL_CSV), "--anomalies", str(events)]) == 0
+    docs = [json.loads(line) for line in events.read_text().splitlines()]
+    assert docs and all(d["lon"] is None and d["lat"] is None for d in docs)
+
+
+def test_generic_json_rows_have_their_coordinates_checked(tmp_path: Path) -> None:
+    from cityagent.replay import InvalidReplayFile, read_replay_file
+
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"sensor_id": "s", "timestamp": 1780272000, "value": 1, "lon": 200, '
+                    '"lat": 36}\n')
+    with pytest.raises(InvalidReplayFile, match=r"lon must lie in \[-180, 180\]; got 200"):
+        read_replay_file(path)
