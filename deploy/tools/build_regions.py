@@ -56,7 +56,7 @@ CITIES: dict[str, tuple[str, str]] = {
 # romanisation that Chinese authorities use for place names: Hanyu Pinyin without tones, the
 # syllables joined, an apostrophe before a/o/e where the syllable break would be ambiguous
 # (Tai'erzhuang), then the type: 区 District, 县 County, county-level 市 City. Characters with
-# more than one reading take the place name's own (长清 Changqing, 费县 Bi, 单县 Shan, ...).
+# more than one reading take the place name's own (长清 Changqing, 单县 Shan, 乐陵 Laoling, ...).
 DISTRICTS: dict[str, tuple[str, str]] = {
     "370102": ("历下区", "Lixia District"),
     "370103": ("市中区", "Shizhong District"),
