@@ -16,6 +16,7 @@ const MAP_MS = 400;
 const KPI_MS = 250;
 const TRENDS_MS = 2000;
 const SITUATION_MS = 5000;
+const SITUATION_TIMEOUT_MS = 8000; // a situation call that takes longer counts as failed
 const PROBE_MS = 30000;
 const SAMPLE_MS = 10000;
 const TREND_KEEP = 360; // local samples: an hour at SAMPLE_MS
@@ -33,7 +34,11 @@ const state = {
   drillFilter: false, // the city filter was set by drilling down (and goes with it)
   listed: false,
   hasSituation: false,
+  probed: false, // the page knows whether the situation service exists (no note before that)
   situation: null,
+  situationOkMs: 0, // when /v1/situation last answered (0: not yet)
+  situationFailed: false, // its last poll failed: the tiles are stale
+  scope: null, // the cities the key may see (a Set), or null: the whole province
   citySituation: null,
   streamAliveMs: 0,
   localTrend: new Map(), // city code -> [[t_ms, unresolved alerts]], without the situation service
@@ -179,10 +184,20 @@ function renderFeed() {
     if (dept && !(alert.departments || []).includes(dept)) continue;
     items.push(alert);
   }
-  items.sort((a, b) => (b._at - a._at) || (RANK[b.severity] - RANK[a.severity])
-    || (a.alert_id < b.alert_id ? -1 : 1));
+  items.sort(byUrgency);
   feed.render(items, state.fresh);
   state.fresh = new Set();
+}
+
+/**
+ * The feed's order: the most severe first (红 橙 黄 蓝), open before acknowledged within a
+ * severity, then the most recent change (``_at``, the time the feed shows), then the id.
+ */
+function byUrgency(a, b) {
+  return (RANK[b.severity] - RANK[a.severity])
+    || ((a.status === "open" ? 0 : 1) - (b.status === "open" ? 0 : 1))
+    || (b._at - a._at)
+    || (a.alert_id < b.alert_id ? -1 : 1);
 }
 
 function renderMap() {
@@ -243,6 +258,11 @@ function latestText(latest) {
   return Object.entries(latest).slice(0, 3).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(2) : v}`).join(", ");
 }
 
+/** The cities on the map the key may see: all 16, or its scope's. */
+function visibleCities() {
+  return (map?.cities || []).filter((code) => !state.scope || state.scope.has(code));
+}
+
 /** A city's or district's name in the current language (the code until the map has loaded). */
 function cityName(code) {
   return map ? map.name(code) : code;
@@ -281,9 +301,53 @@ function renderKpis() {
   const pct = pc == null ? null : (pc <= 1 ? pc * 100 : pc);
   setText("#kpi-pressure .v", pct == null ? "—" : `${pct.toFixed(1)}%`);
   $("#kpi-pressure .bar i").style.width = pct == null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
-  $("#kpi-note").hidden = state.hasSituation;
-  $("#kpi-title").textContent = city ? `${cityName(city)}${t("kpi.city") ? t("kpi.city") : ""}` : t("kpi.title");
+  $("#kpi-note").hidden = state.hasSituation || !state.probed;
+  $("#kpi-title").textContent = city ? `${cityName(city)}${t("kpi.city") ? t("kpi.city") : ""}`
+    : state.scope ? t("kpi.scoped", { names: scopeNames() }) : t("kpi.title");
   renderAsOf();
+  renderStale();
+}
+
+/** The cities of a scoped key, by name: "济南市、青岛市", or the first three and how many. */
+function scopeNames() {
+  const names = [...state.scope].map(cityName);
+  const sep = getLang() === "en" ? ", " : "、";
+  return names.length > 3 ? t("scope.many", { names: names.slice(0, 3).join(sep), n: names.length })
+    : names.join(sep) || t("scope.none");
+}
+
+/** The header says so when the situation figures stopped coming (the alerts may still be live). */
+function renderStale() {
+  const stale = state.hasSituation && state.situationFailed;
+  $("#stale").hidden = !stale;
+  $(".kpis").classList.toggle("stale", stale);
+  if (stale) {
+    setText("#stale b", state.situationOkMs
+      ? t("situation.stale", { time: shanghaiTime(state.situationOkMs) }) : t("situation.failed"));
+  }
+}
+
+/** The cities the key may see, as /v1/situation lists them (null: all of them, the province). */
+function scopeOf(situation) {
+  const codes = (situation.cities || []).map((c) => c.code);
+  if (!map?.cities || codes.length >= map.cities.length) return null;
+  return new Set(codes);
+}
+
+function setScope(scope) {
+  const key = (s) => (s ? [...s].sort().join() : "");
+  if (key(scope) === key(state.scope)) return;
+  state.scope = scope;
+  map.setScope(scope);
+  $("#scope").hidden = !scope;
+  renderScope();
+  fillFilters();
+  markAll();
+  schedule();
+}
+
+function renderScope() {
+  if (state.scope) $("#scope").textContent = t("scope.label", { names: scopeNames() });
 }
 
 /** The 0-10 traffic performance index in its five bands: 畅通 … 严重拥堵. */
@@ -312,7 +376,7 @@ function renderTrends() {
   if (!map?.cities) return;
   const s = summary();
   const metric = state.metric;
-  const cities = map.cities.map((code) => {
+  const cities = visibleCities().map((code) => {
     const sit = (state.situation?.cities || []).find((c) => c.code === code);
     let points = [];
     if (sit?.trend?.length && sit.trend.some((p) => p[metric] != null)) {
@@ -402,6 +466,7 @@ async function probeSituation() {
     const doc = res.ok ? await res.json() : { paths: {} };
     if (generation !== state.generation) return;
     state.hasSituation = Boolean(doc.paths && doc.paths["/v1/situation"]);
+    state.probed = true;
     if (state.hasSituation) {
       pollSituation();
     } else {
@@ -416,13 +481,27 @@ async function probeSituation() {
   }
 }
 
+/** A GET that gives up (AbortError) after ``ms``. */
+async function getWithin(path, ms) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ms);
+  try {
+    return await api(path, { signal: controller.signal });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function pollSituation() {
   if (!state.hasSituation || !getKey()) return;
   const generation = state.generation;
   try {
-    const situation = await api("v1/situation");
+    const situation = await getWithin("v1/situation", SITUATION_TIMEOUT_MS);
     if (generation !== state.generation) return;
     state.situation = situation;
+    state.situationOkMs = Date.now();
+    state.situationFailed = false;
+    setScope(scopeOf(situation));
     if (map.level === "city") await loadCitySituation(map.city);
     state.dirty.kpi = true;
     state.dirty.map = true;
@@ -435,7 +514,11 @@ async function pollSituation() {
       probeSituation();
       return;
     }
+    if (generation !== state.generation) return;
     console.warn("situation:", error.message);
+    state.situationFailed = true;
+    state.dirty.kpi = true;
+    schedule();
   }
   after("situation", pollSituation, SITUATION_MS);
 }
@@ -443,7 +526,7 @@ async function pollSituation() {
 async function loadCitySituation(code) {
   if (!state.hasSituation) return;
   try {
-    const doc = await api(`v1/situation/${code}`);
+    const doc = await getWithin(`v1/situation/${code}`, SITUATION_TIMEOUT_MS);
     if (map.level === "city" && map.city === code) state.citySituation = doc;
   } catch (error) {
     if (error.status !== 401) console.warn(`situation of ${code}:`, error.message);
@@ -464,7 +547,11 @@ function startLive() {
   state.pending = [];
   state.listed = false;
   state.hasSituation = false;
+  state.probed = false;
   state.situation = null;
+  state.situationOkMs = 0;
+  state.situationFailed = false;
+  setScope(null);
   markAll();
   stream = new EventStream("v1/alerts/stream?heartbeat_s=10", {
     onOpen: (resumed) => { if (!resumed) loadAlerts(); },
@@ -496,12 +583,29 @@ function stopLive() {
 
 // -- the operator key ---------------------------------------------------------------------------
 
-function askKey(messageKey) {
-  stopLive();
+/**
+ * Ask for a key. ``cancellable`` (更换密钥 with a working key): the page goes on with the current
+ * key until another one is accepted, and Esc or 取消 keeps it. Otherwise the page stops first.
+ */
+function askKey(messageKey, { cancellable = false } = {}) {
+  if (!cancellable) {
+    stopLive();
+    setLive("off");
+  }
   const dialog = $("#key-dialog");
+  dialog.dataset.cancellable = cancellable ? "1" : "";
+  $("#key-cancel").hidden = !cancellable;
   $("#key-error").textContent = messageKey ? t(messageKey) : "";
   if (!dialog.open) dialog.showModal();
   $("#key-input").focus();
+}
+
+function cancelKey() {
+  const dialog = $("#key-dialog");
+  if (!dialog.dataset.cancellable) return;
+  $("#key-input").value = "";
+  $("#key-error").textContent = "";
+  dialog.close();
 }
 
 async function submitKey(event) {
@@ -536,8 +640,8 @@ async function ack(id) {
     await api(`v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
     // The acknowledged event comes back on the stream and clears the pending mark.
   } catch (error) {
-    if (error.status === 409) feed.acking.delete(id); // someone else was quicker
-    else feed.acking.set(id, error.message);
+    // Shown in the row until the alert changes (a 409's acknowledged event clears it too).
+    feed.acking.set(id, { status: error.status || 0, detail: error.message });
     state.dirty.feed = true;
     state.version += 1;
     schedule();
@@ -547,16 +651,17 @@ async function ack(id) {
 // -- drill-down ---------------------------------------------------------------------------------
 
 async function drill(code) {
+  if (state.scope && !state.scope.has(code)) return; // the map does not offer it either
   await map.drill(code);
   state.citySituation = null;
   $("#back").hidden = false;
   $("#map-title").textContent = cityName(code);
   $("#map-title").removeAttribute("data-i18n");
-  if (!state.filters.city) {
-    state.filters.city = code;
-    $("#f-city").value = code;
-    state.drillFilter = true;
-  }
+  // The feed follows the map: the drilled city, whatever city it was filtered to before.
+  state.filters.city = code;
+  $("#f-city").value = code;
+  state.drillFilter = true;
+  state.last.feed = 0;
   markAll();
   schedule();
   await loadCitySituation(code);
@@ -582,11 +687,18 @@ function back() {
 
 // -- page furniture -----------------------------------------------------------------------------
 
+/** A held feed may show what waited: the pointer left it, or the operator asked. */
+function releaseFeed() {
+  state.dirty.feed = true;
+  state.last.feed = 0;
+  schedule();
+}
+
 function fillFilters() {
   const citySelect = $("#f-city");
   const deptSelect = $("#f-dept");
   citySelect.replaceChildren(new Option(t("feed.allCities"), ""),
-    ...(map.cities || []).map((code) => new Option(cityName(code), code)));
+    ...visibleCities().map((code) => new Option(cityName(code), code)));
   citySelect.value = state.filters.city;
   deptSelect.replaceChildren(new Option(t("feed.allDepts"), ""),
     ...Object.keys(DEPARTMENTS).map((code) => new Option(deptName(code), code)));
@@ -605,7 +717,8 @@ async function main() {
   setLang(getLang());
   tick();
   setInterval(tick, 1000);
-  feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), { onAck: ack, regionName: cityName });
+  feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), $("#feed-new"),
+    { onAck: ack, onRelease: releaseFeed, regionName: cityName });
   map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
   trends = new Trends($("#trends"));
   window.__cityagent = {
@@ -619,15 +732,20 @@ async function main() {
     mapState: () => map.state(),
     pixelOf: (code) => map.pixelOf(code),
     stats: () => ({ alerts: state.alerts.size, rows: $("#feed").querySelectorAll("li[data-alert-id]").length,
-      pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, listed: state.listed, situation: state.hasSituation }),
+      pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, listed: state.listed, situation: state.hasSituation,
+      held: feed.held, scope: state.scope ? [...state.scope] : null }),
     map,
     trends,
   };
 
   $("#lang").addEventListener("click", () => setLang(getLang() === "zh" ? "en" : "zh"));
-  $("#change-key").addEventListener("click", () => { clearKey(); askKey(); });
+  $("#change-key").addEventListener("click", () => askKey(null, { cancellable: Boolean(getKey()) }));
   $("#key-form").addEventListener("submit", submitKey);
-  $("#key-dialog").addEventListener("cancel", (event) => event.preventDefault());
+  $("#key-cancel").addEventListener("click", cancelKey);
+  $("#key-dialog").addEventListener("cancel", (event) => {
+    event.preventDefault(); // Esc: only a cancellable dialog closes, and keeps the current key
+    cancelKey();
+  });
   $("#back").addEventListener("click", back);
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("#key-dialog").open) back();
@@ -657,6 +775,7 @@ async function main() {
     map.render(true);
     setLive($("#live").dataset.state);
     if (map.level === "city") $("#map-title").textContent = cityName(map.city);
+    renderScope();
     markAll();
     state.last.feed = state.last.map = state.last.kpi = 0;
     schedule();

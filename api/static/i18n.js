@@ -22,6 +22,26 @@ const WORDS = {
     "live.connecting": "连接中",
     "live.live": "实时",
     "live.retry": "重连中",
+    "live.off": "已停止",
+    "situation.stale": "态势数据已过时 · 截至 {time}",
+    "situation.failed": "态势数据获取失败",
+    "key.cancel": "取消",
+    "kpi.scoped": "{names}态势（本密钥范围）",
+    "scope.label": "本密钥可查看：{names}",
+    "scope.many": "{names} 等 {n} 市",
+    "scope.none": "无城市",
+    "scope.outside": "无权查看（不在本密钥范围内）",
+    "feed.cityFilter": "按城市筛选告警",
+    "feed.deptFilter": "按部门筛选告警",
+    "feed.waiting": "{n} 条新告警",
+    "feed.reordered": "列表有更新",
+    "feed.changed": "最近变化时间",
+    "feed.retry": "重试",
+    "feed.err.network": "无法连接服务",
+    "feed.err.403": "此密钥无权确认该告警",
+    "feed.err.404": "告警不存在或已不在本密钥范围内",
+    "feed.err.409": "告警状态已变化（可能已被他人确认或已解除）",
+    "feed.err.other": "服务出错（HTTP {status}）",
     "kpi.title": "全省态势",
     "kpi.city": "态势",
     "kpi.sensors": "在线传感器",
@@ -84,6 +104,26 @@ const WORDS = {
     "live.connecting": "connecting",
     "live.live": "live",
     "live.retry": "reconnecting",
+    "live.off": "stopped",
+    "situation.stale": "Situation data stale · as of {time}",
+    "situation.failed": "Situation data unavailable",
+    "key.cancel": "Cancel",
+    "kpi.scoped": "{names} (this key's scope)",
+    "scope.label": "This key covers: {names}",
+    "scope.many": "{names} and others, {n} cities",
+    "scope.none": "no city",
+    "scope.outside": "Outside this key's scope",
+    "feed.cityFilter": "Filter alerts by city",
+    "feed.deptFilter": "Filter alerts by department",
+    "feed.waiting": "{n} new alerts",
+    "feed.reordered": "List updated",
+    "feed.changed": "Last changed",
+    "feed.retry": "Retry",
+    "feed.err.network": "the service cannot be reached",
+    "feed.err.403": "this key may not acknowledge it",
+    "feed.err.404": "no such alert (or not in this key's scope)",
+    "feed.err.409": "the alert changed meanwhile (acknowledged by someone else, or resolved)",
+    "feed.err.other": "service error (HTTP {status})",
     "kpi.title": "Province",
     "kpi.city": "",
     "kpi.sensors": "Sensors online",
@@ -181,11 +221,14 @@ export function deptName(code) {
   return d ? d[lang] : code;
 }
 
-/** Fill every ``[data-i18n]`` element's text and ``[data-i18n-title|placeholder]`` attributes. */
+/** Fill every ``[data-i18n]`` element's text and ``[data-i18n-title|placeholder|aria-label]`` attributes. */
 export function applyI18n(root) {
   for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }
   for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll("[data-i18n-aria-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
+  }
 }

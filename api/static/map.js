@@ -9,6 +9,7 @@ export const SEVERITIES = ["blue", "yellow", "orange", "red"];
 export const RANK = { blue: 1, yellow: 2, orange: 3, red: 4 };
 export const COLORS = { blue: "#1e90ff", yellow: "#ffd400", orange: "#ff8c00", red: "#ff2d2d" };
 const NONE = "#16335e";
+const OUTSIDE = "#0a1426"; // a city outside the key's scope: dark, not clickable
 const EDGE = "#4aa8ff";
 export const SENSOR_COLORS = { ok: "#2fd47f", reporting: "#2fd47f", silent: "#7f95b8" };
 const MAX_POINTS = 600;
@@ -40,6 +41,7 @@ export class ShandongMap {
     this.names = new Map();
     this.districts = new Map(); // city code -> [{code, name}]
     this.view = { worst: new Map(), counts: new Map(), points: [] };
+    this.allowed = null; // the cities the key may see (a Set), or null: all
     this.colors = this.labels = null;
     this.geoAt = 0;
     this.geoTimer = 0;
@@ -67,7 +69,17 @@ export class ShandongMap {
 
   click(params) {
     if (params.componentType !== "geo") return;
-    if (this.level === "province" && this.names.has(params.name)) this.onDrill(params.name);
+    if (this.level === "province" && this.names.has(params.name) && this.mayDrill(params.name)) this.onDrill(params.name);
+  }
+
+  mayDrill(code) {
+    return !this.allowed || this.allowed.has(code);
+  }
+
+  /** The cities of a scoped key (a Set), or null; the others are greyed and not drilled into. */
+  setScope(allowed) {
+    this.allowed = allowed;
+    if (this.cities) this.render(true);
   }
 
   async drill(code) {
@@ -102,6 +114,10 @@ export class ShandongMap {
   regionsOption() {
     const codes = this.level === "province" ? this.cities : this.districts.get(this.city);
     return (codes || []).map((code) => {
+      if (this.level === "province" && !this.mayDrill(code)) {
+        return { name: code, itemStyle: { areaColor: OUTSIDE, borderColor: "#1d3558" }, label: { color: "#3f5677" },
+          emphasis: { itemStyle: { areaColor: OUTSIDE }, label: { color: "#5d7496" } } };
+      }
       const sev = this.view.worst.get(code);
       const color = sev ? COLORS[sev] : NONE;
       return {
@@ -130,7 +146,7 @@ export class ShandongMap {
       itemStyle: { color: (p) => p.data.color, borderColor: "rgba(255,255,255,0.65)", borderWidth: 0.6 },
       data: points.map((pt) => ({ value: [pt.lon, pt.lat], color: pt.color, size: pt.size, name: pt.name, detail: pt.detail })),
     }];
-    const colors = [...this.view.worst].sort().join();
+    const colors = [...this.view.worst].sort().join() + (this.allowed ? [...this.allowed].join() : "");
     const labels = [...this.view.counts].map(([code, c]) => `${code}:${c.open + c.acknowledged}`).sort().join() + getLang();
     const now = performance.now();
     clearTimeout(this.geoTimer);
@@ -166,7 +182,8 @@ export class ShandongMap {
         label: { show: true, formatter: label, fontSize: this.level === "province" ? 13 : 11, color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
         emphasis: { label: { show: true, formatter: label }, itemStyle: { areaColor: "#24508f" } },
         regions: this.regionsOption(),
-        tooltip: { show: true },
+        // A component's own formatter: the global one below is not used for geo regions.
+        tooltip: { show: true, formatter: (p) => this.tooltip({ componentType: "geo", name: p.name }) },
       },
       tooltip: { trigger: "item", confine: true, backgroundColor: "rgba(6,18,40,0.92)", borderColor: EDGE, textStyle: { color: "#d8e6ff" }, formatter: (p) => this.tooltip(p) },
       series,
@@ -175,6 +192,7 @@ export class ShandongMap {
 
   tooltip(p) {
     if (p.componentType === "geo") {
+      if (this.level === "province" && !this.mayDrill(p.name)) return `<b>${escapeHtml(this.name(p.name))}</b><br>${t("scope.outside")}`;
       const c = this.view.counts.get(p.name) || { open: 0, acknowledged: 0 };
       const sev = this.view.worst.get(p.name);
       const sum = this.view.summaries?.get(p.name);
@@ -198,7 +216,8 @@ export class ShandongMap {
       color: geo.getRegionModel(r.name).get(["itemStyle", "areaColor"]),
     }));
     const series = this.chart.getModel().getSeriesByIndex(0);
-    return { level: this.level, city: this.city, map: geo.get("map"), regions, points: series ? series.getData().count() : 0 };
+    return { level: this.level, city: this.city, map: geo.get("map"), regions, points: series ? series.getData().count() : 0,
+      scope: this.allowed ? [...this.allowed] : null };
   }
 
   /** Pixel position of a region's label point (for tests that click on a city). */

@@ -1,0 +1,365 @@
+"""The dashboard from an operator's side: clicks land where aimed, red alerts stay in reach,
+failures are visible, a phone can use it, and a city-scoped key sees its scope.
+
+Most checks push synthetic alert events through ``window.__cityagent.ingest`` (see
+test_dashboard.py) and fake API failures with Playwright routes; they share one pipeline, whose
+API also knows an operator key scoped to Jinan (370100).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser import test_dashboard as base
+from tests.browser.test_dashboard import Dashboard, has_situation, open_dashboard
+from tests.helpers import OPERATOR_KEY, TEST_API_KEYS, Pipeline, running_pipeline
+
+chromium = base.chromium  # the fixture: Chromium through playwright, or skip (fail in CI)
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+JINAN_KEY = "test-jinan-operator-key"
+OUTSIDE = "#0a1426"  # map.js: a city outside the key's scope
+
+# Synthetic alerts: [{id, sev, city, at (the event's at_ms), seen (last_seen_ms), status, seq}].
+INGEST_JS = """
+(specs) => {
+  const regions = window.__cityagent.mapState().regions;
+  const name = (code) => (regions.find((r) => r.code === code) || {}).name || code;
+  window.__cityagent.ingest(specs.map((s) => {
+    const a = {
+      alert_id: s.id, scope: `city:${s.city}`, status: s.status || 'open', severity: s.sev,
+      kind: 'water_level', family: 'flood', title_zh: `测试告警 ${s.id}`, title_en: `test alert ${s.id}`,
+      reason_zh: '测试', reason_en: 'test', city_code: s.city, city_name: name(s.city),
+      district_code: '', district_name: '', zone_ids: [], departments: ['water'], departments_zh: [],
+      sensors: [s.id], sensor_count: 1, anomaly_count: 1, lon: 117.0, lat: 36.6,
+      first_seen_ms: s.at, last_seen_ms: s.seen || s.at, opened_ms: s.at, escalation_level: 'district',
+      acknowledged_by: s.status === 'acknowledged' ? 'op' : null, acknowledged_at_ms: null, seq: s.seq || 1,
+    };
+    return {event_id: `${s.id}-${a.seq}`, type: 'opened', alert_id: s.id, actor: 'system',
+            at_ms: s.at, alert: a};
+  }));
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    keys = f"{TEST_API_KEYS},operator:{JINAN_KEY}:370100"
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("operator-ui"), "uo",
+                          api_keys=keys) as p:
+        yield p
+
+
+def ingest(board: Dashboard, specs: list[dict[str, Any]]) -> None:
+    board.page.evaluate(INGEST_JS, specs)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def wait_rows(board: Dashboard, n: int) -> None:
+    board.page.wait_for_function(
+        f"document.querySelectorAll('#feed li[data-alert-id]').length >= {n}", timeout=5_000)
+
+
+def fake_ack(board: Dashboard, status: int = 202, body: dict | None = None) -> list[str]:
+    """Answer every ack with ``status``; returns the list of acked URLs' alert ids."""
+    acked: list[str] = []
+
+    def answer(route: Any) -> None:
+        acked.append(route.request.url.rsplit("/", 2)[-2])
+        route.fulfill(status=status, content_type="application/json",
+                      body=json.dumps(body if body is not None else {}))
+
+    board.page.route("**/v1/alerts/*/ack", answer)
+    return acked
+
+
+def test_a_new_alert_does_not_move_the_row_under_the_pointer_or_focus(
+        chromium: Any, stack: Pipeline) -> None:
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        t0 = now_ms() - 60_000
+        ingest(board, [{"id": f"hold-{i}", "sev": "blue", "city": "370100", "at": t0 + i * 1000}
+                       for i in range(6)])
+        wait_rows(board, 6)
+        before = board.feed_ids()
+        target = before[2]
+        acked = fake_ack(board)
+        page.hover(f"#feed li[data-alert-id='{target}'] button.ack")
+        # A red alert and a newer blue one arrive while the pointer rests on the row.
+        ingest(board, [{"id": "hold-red", "sev": "red", "city": "370200", "at": now_ms()},
+                       {"id": "hold-new", "sev": "blue", "city": "370100", "at": now_ms()}])
+        page.wait_for_selector("#feed-new:not([hidden])", timeout=2_000)
+        time.sleep(0.5)  # several feed renders
+        assert board.feed_ids() == before
+        assert page.text_content("#feed-new") == "2 条新告警"
+        page.mouse.down()
+        page.mouse.up()
+        page.wait_for_function("document.querySelector('#feed').textContent.includes('提交中')")
+        assert acked == [target]
+        # The pointer leaves the feed: the red alert comes first, the indicator goes.
+        page.mouse.move(5, 300)
+        page.wait_for_function("document.querySelector('#feed li[data-alert-id]').dataset.alertId"
+                               " === 'hold-red'", timeout=2_000)
+        assert page.is_hidden("#feed-new")
+
+        # Keyboard: focus stays on the same alert's button while rows change and arrive.
+        focused = "hold-red"
+        page.focus("#f-dept")
+        page.keyboard.press("Tab")  # to the first row's button
+        assert page.evaluate("document.activeElement.closest('li')?.dataset.alertId") == focused
+        ingest(board, [{"id": focused, "sev": "red", "city": "370200", "at": now_ms(), "seq": 5},
+                       {"id": "hold-red-2", "sev": "red", "city": "370300", "at": now_ms() + 1000}])
+        page.wait_for_selector("#feed-new:not([hidden])", timeout=2_000)
+        time.sleep(0.5)
+        assert page.evaluate("[document.activeElement.tagName, "
+                             "document.activeElement.closest('li')?.dataset.alertId]") \
+            == ["BUTTON", focused]
+        # The indicator applies what waited.
+        page.click("#feed-new")
+        page.wait_for_function("document.querySelector('#feed li[data-alert-id]').dataset.alertId"
+                               " === 'hold-red-2'", timeout=2_000)
+        assert page.is_hidden("#feed-new")
+        assert board.errors == []
+    finally:
+        context.close()
+
+
+def test_red_alerts_stay_on_top_of_a_blue_flood_and_times_follow_the_order(
+        chromium: Any, stack: Pipeline) -> None:
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        t0 = now_ms() - 3_600_000
+        reds = [{"id": f"red-{i}", "sev": "red", "city": "370100", "at": t0 + i * 60_000,
+                 "seen": t0 - i * 60_000} for i in range(3)]
+        acked_red = {"id": "red-acked", "sev": "red", "city": "370100", "at": t0 + 600_000,
+                     "status": "acknowledged"}
+        blues = [{"id": f"blue-{i}", "sev": "blue", "city": "370200", "at": t0 + 1_000_000 + i * 1000,
+                  "seen": t0 + 2_000_000 - i * 7000} for i in range(250)]
+        ingest(board, reds + [acked_red] + blues)
+        page.wait_for_function("document.querySelector('#feed-count').textContent === '254 条'",
+                               timeout=5_000)
+        ids = board.feed_ids()
+        # Red first (open before acknowledged), newest first within: the flood cannot hide them.
+        assert ids[:4] == ["red-2", "red-1", "red-0", "red-acked"], ids[:6]
+        assert len(ids) == 200 and page.text_content("#feed-more") == "另有 54 条未显示"
+        # The time shown is the time the rows are ordered by (the last change, newest first).
+        times = page.eval_on_selector_all("#feed li[data-severity='blue'] time",
+                                          "ts => ts.map(t => t.dateTime)")
+        assert times == sorted(times, reverse=True) and len(times) == 196
+        shown = page.eval_on_selector("#feed li[data-alert-id='red-2'] time", "t => t.dateTime")
+        assert shown.startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime((t0 + 120_000) / 1000)))
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("failure", ["down", 404, 409])
+def test_a_failed_ack_is_shown_in_the_row_in_words(chromium: Any, stack: Pipeline,
+                                                    failure: Any) -> None:
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        ingest(board, [{"id": "fail-1", "sev": "orange", "city": "370100", "at": now_ms()}])
+        wait_rows(board, 1)
+        if failure == "down":
+            page.route("**/v1/alerts/*/ack", lambda route: route.abort("connectionrefused"))
+            words, detail = ("无法连接服务", "the service cannot be reached"), None
+        else:
+            detail = f"no alert 'fail-1' ({failure})"
+            fake_ack(board, failure, {"detail": detail})
+            words = {404: ("告警不存在", "no such alert"),
+                     409: ("告警状态已变化", "the alert changed meanwhile")}[failure]
+        page.click("#feed li[data-alert-id='fail-1'] button.ack")
+        err = page.locator("#feed li[data-alert-id='fail-1'] .err")
+        err.wait_for(state="visible", timeout=3_000)
+        assert err.get_attribute("role") == "alert"
+        text = err.text_content()
+        assert text.startswith("确认失败：") and words[0] in text, text
+        if detail:
+            assert detail in err.locator("small").text_content()
+        assert page.text_content("#feed li[data-alert-id='fail-1'] button.ack") == "重试"
+        page.click("#lang")
+        page.wait_for_function("document.querySelector(\"#feed li[data-alert-id='fail-1'] .err b\")"
+                               ".textContent.startsWith('Ack failed')", timeout=2_000)
+        text = page.locator("#feed li[data-alert-id='fail-1'] .err b").text_content()
+        assert text.startswith("Ack failed: ") and words[1].lower() in text.lower(), text
+        page.click("#lang")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_phone_gets_a_stacked_scrollable_page(chromium: Any, stack: Pipeline, lang: str) -> None:
+    context, board = open_dashboard(chromium, stack.url, 390, 844)
+    try:
+        page = board.page
+        if lang == "en":
+            page.click("#lang")
+        ingest(board, [{"id": f"phone-{i}", "sev": "yellow", "city": "370100", "at": now_ms()}
+                       for i in range(30)])
+        wait_rows(board, 30)
+        width, height = page.evaluate("[document.documentElement.scrollWidth, "
+                                      "document.documentElement.scrollHeight]")
+        assert width == 390 and height > 844  # no sideways overflow; the page scrolls down
+        title = page.locator(".brand h1").bounding_box()
+        clock = page.locator("#clock").bounding_box()
+        assert title["y"] + title["height"] <= clock["y"] or clock["x"] >= title["x"] + title["width"]
+        box = page.locator("#map").bounding_box()
+        assert box["width"] >= 350 and 280 <= box["height"] <= 600, box
+        button = page.locator("#feed li[data-alert-id] button.ack").first
+        button.scroll_into_view_if_needed()
+        b = button.bounding_box()
+        assert b and 0 <= b["x"] and b["x"] + b["width"] <= 390, b
+        button.click()  # reachable and clickable (no fake: the API says 404, shown in the row)
+        page.locator("#feed li[data-alert-id] .err").first.wait_for(timeout=3_000)
+    finally:
+        context.close()
+
+
+def test_map_tooltip_names_the_city_with_its_figures(chromium: Any, stack: Pipeline) -> None:
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        ingest(board, [{"id": "tip-1", "sev": "red", "city": "370100", "at": now_ms()}])
+        page.wait_for_function("window.__cityagent.mapState().regions"
+                               ".find(r => r.code === '370100').color === '#ff2d2d'")
+        for lang, words in (("zh", ["济南市", "最高级别: 红", "未处理 1"]),
+                            ("en", ["Jinan", "worst: Red", "open 1"])):
+            if lang == "en":
+                page.click("#lang")
+            page.mouse.move(5, 5)
+            where = page.evaluate("window.__cityagent.pixelOf('370100')")
+            page.mouse.move(where["x"], where["y"] + 8)
+            page.wait_for_function(f"document.querySelector('#map').innerText.includes('{words[1]}')",
+                                   timeout=3_000)
+            tip = page.inner_text("#map")
+            assert all(w in tip for w in words) and "370100" not in tip, tip
+    finally:
+        context.close()
+
+
+def test_drilling_sets_the_feed_city_and_going_back_clears_it(chromium: Any, stack: Pipeline) -> None:
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        ingest(board, [{"id": "dr-jn", "sev": "red", "city": "370100", "at": now_ms()},
+                       {"id": "dr-qd", "sev": "red", "city": "370200", "at": now_ms()}])
+        wait_rows(board, 2)
+        page.select_option("#f-city", "370200")
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function("window.__cityagent.mapState().level === 'city'", timeout=5_000)
+        page.wait_for_function("document.querySelector('#f-city').value === '370100'", timeout=2_000)
+        page.wait_for_function("[...document.querySelectorAll('#feed li[data-alert-id]')]"
+                               ".every(r => r.dataset.city === '370100')", timeout=2_000)
+        page.click("#back")
+        page.wait_for_function("document.querySelector('#f-city').value === ''", timeout=2_000)
+        wait_rows(board, 2)
+    finally:
+        context.close()
+
+
+def test_a_failing_situation_service_is_shown_as_stale(chromium: Any, stack: Pipeline) -> None:
+    if not has_situation(stack.url):
+        pytest.skip("the API has no situation service")
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        page.wait_for_function("document.querySelector('#kpi-rate .v').textContent !== '—'",
+                               timeout=10_000)
+        assert page.is_hidden("#stale")
+        page.route("**/v1/situation", lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"detail": "unavailable"}'))
+        page.wait_for_selector("#stale:not([hidden])", timeout=12_000)
+        assert page.text_content("#stale").startswith("态势数据已过时 · 截至 ")
+        assert page.text_content("#live b") == "实时"  # the alerts are still live
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#stale').textContent"
+                               ".startsWith('Situation data stale · as of ')", timeout=2_000)
+        page.unroute("**/v1/situation")
+        page.wait_for_selector("#stale", state="hidden", timeout=12_000)
+    finally:
+        context.close()
+
+
+def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipeline) -> None:
+    if not has_situation(stack.url):
+        pytest.skip("the scope is read from the situation service")
+    context, board = open_dashboard(chromium, stack.url, key=JINAN_KEY)
+    try:
+        page = board.page
+        page.wait_for_function("window.__cityagent.mapState().scope !== null", timeout=10_000)
+        assert board.state()["scope"] == ["370100"]
+        page.wait_for_function(  # the tiles are redrawn at most every 250 ms
+            "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
+            timeout=2_000)
+        assert page.text_content("#scope") == "本密钥可查看：济南市"
+        assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
+        options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
+        assert options == ["", "370100"]
+        where = page.evaluate("window.__cityagent.pixelOf('370200')")
+        page.mouse.move(where["x"], where["y"] + 8)
+        page.wait_for_function("document.querySelector('#map').innerText.includes('无权查看')",
+                               timeout=3_000)
+        page.mouse.click(where["x"], where["y"] + 8)
+        time.sleep(0.5)
+        assert board.state()["level"] == "province"
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function("window.__cityagent.mapState().level === 'city'", timeout=5_000)
+        assert board.errors == []
+    finally:
+        context.close()
+
+
+def test_the_key_dialog_can_be_cancelled_and_labels_are_translated(
+        chromium: Any, stack: Pipeline) -> None:
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.goto(stack.url + "/")
+        page.wait_for_selector("#key-dialog[open]")
+        time.sleep(1.0)
+        assert page.is_hidden("#kpi-note")  # nothing known about the service before a key
+        assert page.is_hidden("#key-cancel")
+        page.keyboard.press("Escape")  # the first key cannot be skipped
+        assert page.evaluate("document.querySelector('#key-dialog').open")
+    finally:
+        context.close()
+
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        assert page.get_attribute("#f-city", "aria-label") == "按城市筛选告警"
+        ingest(board, [{"id": "name-1", "sev": "red", "city": "370100", "at": now_ms()}])
+        wait_rows(board, 1)
+        label = page.get_attribute("#feed li[data-alert-id='name-1'] button.ack", "aria-label")
+        assert label == "确认: 测试告警 name-1"
+        page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+        page.click("#change-key")
+        page.wait_for_selector("#key-dialog[open]")
+        assert page.is_visible("#key-cancel")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#key-dialog", state="hidden")
+        assert page.evaluate("sessionStorage.getItem('cityagent.key')") == OPERATOR_KEY
+        assert page.get_attribute("#live", "data-state") == "live"
+        page.click("#change-key")
+        page.click("#key-cancel")
+        assert not page.evaluate("document.querySelector('#key-dialog').open")
+        page.click("#lang")
+        assert page.get_attribute("#f-city", "aria-label") == "Filter alerts by city"
+        page.wait_for_function("document.querySelector(\"#feed li[data-alert-id='name-1'] button.ack\")"
+                               ".getAttribute('aria-label') === 'Ack: test alert name-1'", timeout=2_000)
+        assert board.errors == []
+    finally:
+        context.close()
