@@ -193,7 +193,8 @@ _known_ids: set[str] = set()
 def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal | None = None,
                 preset: Mapping[int, Rejection] | None = None,
                 now_ms: int | None = None,
-                known_kinds: Callable[[list[str]], np.ndarray] | None = None) -> Checked:
+                known_kinds: Callable[[list[str]], np.ndarray] | None = None,
+                future_tolerance_ms: int = FUTURE_TOLERANCE_MS) -> Checked:
     """Validate, locate and scope-check the items; accepted rows and rejections by index.
 
     ``preset`` holds items already refused while decoding (their index, already judged);
@@ -223,7 +224,7 @@ def check_items(items: Sequence[Any], regions: RegionIndex, principal: Principal
     rejected += _slow(items, sorted(slow), rows)
     batch, index = rows.batch()
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    batch, index, more = _not_ahead(batch, index, now_ms)
+    batch, index, more = _not_ahead(batch, index, now_ms, future_tolerance_ms)
     rejected += more
     if known_kinds is not None:
         batch, index, more = _own_kind(batch, index, known_kinds)
@@ -363,12 +364,12 @@ def _parse(item: Any) -> Reading:
         raise InvalidReading(f"the reading cannot be validated: {exc}") from None
 
 
-def _not_ahead(batch: ReadingBatch, index: np.ndarray, now_ms: int
+def _not_ahead(batch: ReadingBatch, index: np.ndarray, now_ms: int, tolerance_ms: int
                ) -> tuple[ReadingBatch, np.ndarray, list[Rejection]]:
-    """Refuse rows dated more than FUTURE_TOLERANCE_MS past the server's clock: detection and
+    """Refuse rows dated more than ``tolerance_ms`` past the server's clock: detection and
     the situation would drop them (one such sensor would make its bucket-mates' readings late
     and every other sensor look silent), so the integrator is told now, with the likely cause."""
-    ahead = batch.ts_ms > now_ms + FUTURE_TOLERANCE_MS
+    ahead = batch.ts_ms > now_ms + tolerance_ms
     if not ahead.any():
         return batch, index, []
     rejected = []
@@ -378,10 +379,15 @@ def _not_ahead(batch: ReadingBatch, index: np.ndarray, now_ms: int
             int(index[r]), "ts",
             f"ts {format_ts(int(batch.ts_ms[r]))} is {hours:,.2f} h past the server's clock "
             f"({format_ts(now_ms)}); readings may be at most "
-            f"{FUTURE_TOLERANCE_MS // 60_000} min ahead. Send UTC or a time with its offset: a "
+            f"{_duration(tolerance_ms)} ahead (CITYAGENT_FUTURE_TOLERANCE_S). Send UTC or a "
+            "time with its offset: a "
             "sensor that sends China time as UTC is 8 h ahead",
             str(batch.sensor_id[r])))
     return batch.take(~ahead), index[~ahead], rejected
+
+
+def _duration(ms: int) -> str:
+    return f"{ms / 60_000:g} min" if ms % 60_000 == 0 else f"{ms / 1000:g} s"
 
 
 def _own_kind(batch: ReadingBatch, index: np.ndarray,

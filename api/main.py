@@ -141,9 +141,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.maintenance_writer = CommandPublisher(settings.bootstrap,
                                                     settings.maintenance_topic)
     # The situation read model (readings topic → per-sensor state), and open-alert counts.
+    app.state.future_tolerance_ms = settings.future_tolerance_ms
     app.state.situation = SituationModel(
         app.state.regions, DetectionConfig.load(settings.detection_path),
-        SensorRegistry.load(settings.registry_path) if settings.registry_path else None)
+        SensorRegistry.load(settings.registry_path) if settings.registry_path else None,
+        future_tolerance_ms=settings.future_tolerance_ms)
     app.state.alert_counter = AlertCounter(app.state.alert_book, app.state.regions)
     app.state.request_counts = Counter()
     # Inner to CountRequests, so that it counts the 400s of bodies that are not strict JSON.

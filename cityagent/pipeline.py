@@ -3,7 +3,8 @@
 The Faust detection agent, the benchmark and the tests call ``process_batch``; only where
 the ``BucketState`` lives differs (a checkpointed Faust table, an object). Before detection
 it drops, and counts, the rows detection must not see: rows in no district, and rows dated
-more than ``FUTURE_TOLERANCE_MS`` past the processing clock. A bucket's event time is the
+more than ``future_tolerance_ms`` (default ``FUTURE_TOLERANCE_MS``, 5 min) past the processing
+clock. A bucket's event time is the
 latest reading time it has seen, so a sensor whose clock runs ahead would leave every other
 sensor of its bucket late, unjudged, for as long as its clock is ahead: rows up to the
 tolerance ahead are judged, but move the bucket's event time no further than the clock.
@@ -46,6 +47,8 @@ class Detector:
 
     engine: DetectionEngine
     regions: RegionIndex
+    #: Readings dated further than this past the clock are dropped (Settings.future_tolerance_s).
+    future_tolerance_ms: int = FUTURE_TOLERANCE_MS
 
     def tag(self, batch: ReadingBatch) -> ReadingBatch:
         """Tag rows that carry no district code yet (code 0), or one that is not a Shandong
@@ -63,7 +66,7 @@ class Detector:
         batch = self.tag(batch)
         inside = batch.district != 0
         outside = int(len(batch) - inside.sum())
-        ahead_rows = inside & (batch.ts_ms > now_ms + FUTURE_TOLERANCE_MS)
+        ahead_rows = inside & (batch.ts_ms > now_ms + self.future_tolerance_ms)
         future = int(ahead_rows.sum())
         ahead: tuple[tuple[str, int], ...] = ()
         if future:

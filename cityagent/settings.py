@@ -46,6 +46,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "API keys, comma-separated `role:key[:scope]` (role `integrator`, `operator` or `admin`; scope `|`-separated city codes or sensor-id prefixes), e.g. `admin:k1,operator:k2:370100|370200,integrator:k3:jn-`. `cityagent up` without keys makes a dev admin key. See [docs/api.md](docs/api.md).",
     ),
     "CITYAGENT_API_KEYS_FILE": ("api_keys_path", "TOML file of API keys (plain or `sha256` hashed), added to `CITYAGENT_API_KEYS`; format in [docs/api.md](docs/api.md)."),
+    "CITYAGENT_FUTURE_TOLERANCE_S": ("future_tolerance_s", "How far past its clock a reading may be dated, seconds (default 300, at most 86400): further ahead it is refused (API) or dropped (worker, situation), as a sensor clock that runs ahead would make its bucket-mates' readings late. See docs/readings.md."),
     "CITYAGENT_API_RATE": ("api_rate", "Readings per second each API key may post, on average (default 20000)."),
     "CITYAGENT_API_BURST": ("api_burst", "Readings an API key may post at once above its rate (token bucket size; default 100000)."),
 }
@@ -75,6 +76,7 @@ class Settings:
     api_keys: str | None = field(default=None, repr=False)  # secret: never printed
     api_keys_path: Path | None = None
     api_rate: float = 20_000.0
+    future_tolerance_s: float = 300.0
     api_burst: int = 100_000
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -114,11 +116,19 @@ class Settings:
                 values[name] = path
             else:
                 values[name] = raw
+        if float(values.get("future_tolerance_s", 0)) > 86_400:  # type: ignore[arg-type]
+            raise ConfigError("CITYAGENT_FUTURE_TOLERANCE_S must be at most 86400 (a day); got "
+                              f"{values['future_tolerance_s']!r}")
         if "log_level" in values and str(values["log_level"]).lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"CITYAGENT_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}; got {values['log_level']!r}"
             )
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def future_tolerance_ms(self) -> int:
+        """``future_tolerance_s`` in milliseconds."""
+        return round(self.future_tolerance_s * 1000)
 
     @property
     def embedded(self) -> bool:

@@ -127,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_ms(args: argparse.Namespace, now_ms: int) -> tuple[int, str | None]:
+def _start_ms(args: argparse.Namespace, now_ms: int,
+              tolerance_ms: int = FUTURE_TOLERANCE_MS) -> tuple[int, str | None]:
     """Event time of the first tick, and a note to print about it (or None).
 
     The pipeline refuses (API) or drops (worker, dashboard) readings dated more than
-    ``FUTURE_TOLERANCE_MS`` past its clock, so an accelerated run into Kafka or the API that
+    ``CITYAGENT_FUTURE_TOLERANCE_S`` (5 min) past its clock, so an accelerated run into Kafka or the API that
     starts now would be ignored after its first seconds. With ``--duration`` and no
     ``--start`` it starts in the past instead, so that its event time ends near the clock."""
     if args.start is not None:
@@ -143,8 +144,9 @@ def _start_ms(args: argparse.Namespace, now_ms: int) -> tuple[int, str | None]:
         start_ms = now_ms - span_ms
         return start_ms, (f"event time starts at {format_ts(start_ms)}, {span_ms / 3_600_000:.2f} h "
                           "ago, so that it reaches the clock as the run ends (--start to choose)")
-    ahead_s = FUTURE_TOLERANCE_MS / 1000 / (args.accelerate - 1)
-    return now_ms, (f"event time x{args.accelerate:g} from now passes the clock by 5 min after "
+    ahead_s = tolerance_ms / 1000 / (args.accelerate - 1)
+    return now_ms, (f"event time x{args.accelerate:g} from now passes the clock by "
+                    f"{tolerance_ms / 60_000:g} min after "
                     f"{ahead_s:,.0f} s; the API refuses, and the worker drops, readings dated "
                     "further ahead. Give --duration (event time then ends near the clock) or a "
                     "--start in the past")
@@ -181,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = write_registry(args.registry, signals, tick_s, regions, args.seed)
             _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
             return 0
-        start_ms, note = _start_ms(args, time.time_ns() // 1_000_000)
+        tolerance_ms = (FUTURE_TOLERANCE_MS if args.sink == "file"
+                        else Settings.from_env().future_tolerance_ms)
+        start_ms, note = _start_ms(args, time.time_ns() // 1_000_000, tolerance_ms)
         if note:
             _err(f"sensors_sim: {note}")
         sink = _make_sink(args)

@@ -45,7 +45,7 @@ def build_worker(settings: Settings) -> Worker:
     profiles = (SensorProfiles.load(settings.registry_path) if settings.registry_path
                 else SensorProfiles())
     regions = default_regions()
-    detector = Detector(DetectionEngine(config, profiles), regions)
+    detector = Detector(DetectionEngine(config, profiles), regions, settings.future_tolerance_ms)
     seconds = detector.engine.warm_up()
     if seconds > 2.0:
         log.info("compiled the detection kernels in %.0f s (once per machine and version)", seconds)

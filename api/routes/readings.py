@@ -170,7 +170,8 @@ async def _process(request: Request, body: bytes, principal: Principal,
                            f"retry after {wait_s} s", {"Retry-After": str(wait_s)})
     # Sensors the situation model knows keep their kind (it reads the readings topic).
     checked = check_items(items, regions, principal, preset,
-                          known_kinds=get_situation(request).kind_codes)
+                          known_kinds=get_situation(request).kind_codes,
+                          future_tolerance_ms=request.app.state.future_tolerance_ms)
     if identity is not None:
         checked.rejected = [_tb_hint(r) for r in checked.rejected]
     rejected = [r.public() for r in checked.rejected]

@@ -449,6 +449,10 @@ def test_readings_far_ahead_of_the_clock_are_refused_with_the_likely_cause(
             (2, "ts", "a"), (3, "ts", "new-1")]
         assert "8.00 h past the server's clock" in checked.rejected[0].reason
         assert "China time as UTC" in checked.rejected[0].reason
+    # The tolerance is a setting (CITYAGENT_FUTURE_TOLERANCE_S): at 1 min, "b" is refused too.
+    strict = check_items(items, default_regions(), now_ms=now, future_tolerance_ms=60_000)
+    assert strict.batch.sensor_id.tolist() == ["a"]
+    assert "at most 1 min ahead (CITYAGENT_FUTURE_TOLERANCE_S)" in strict.rejected[0].reason
 
 
 @pytest.mark.integration

@@ -123,3 +123,16 @@ def test_an_alert_names_its_place_and_resolves_with_the_same_id() -> None:
     assert "济南市历下区" in opened.title_zh and "红色" in opened.title_zh
     assert "(Lixia District)" in opened.title_en and "(370102)" in resolved.title_en
     assert opened.severity == "red" and opened.reason == "water.record"
+
+
+def test_the_future_tolerance_is_the_detectors_own() -> None:
+    """A fleet whose clocks run a few minutes fast can be given more (CITYAGENT_FUTURE_TOLERANCE_S)."""
+    import dataclasses
+
+    now = T0 * 1000
+    batch = ReadingBatch.from_readings([reading("fast", 117.0197, 36.6614, 2.0, T0 + 420)])
+    strict = DETECTOR.process_batch(batch, DETECTOR.engine.new_state(), now_ms=now)
+    assert strict.future == 1  # 7 min ahead: over the default 5
+    lenient = dataclasses.replace(DETECTOR, future_tolerance_ms=600_000)
+    kept = lenient.process_batch(batch, lenient.engine.new_state(), now_ms=now)
+    assert (kept.future, kept.readings) == (0, 1)

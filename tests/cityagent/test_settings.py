@@ -36,7 +36,14 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_WINDOW_S": "-1"}, "CITYAGENT_WINDOW_S must be a positive number"),
     ({"CITYAGENT_GRACE_S": "x"}, "CITYAGENT_GRACE_S must be a number"),
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
+    ({"CITYAGENT_FUTURE_TOLERANCE_S": "0"}, "CITYAGENT_FUTURE_TOLERANCE_S must be a positive"),
+    ({"CITYAGENT_FUTURE_TOLERANCE_S": "90000"}, "at most 86400"),
 ])
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Settings.from_env(env)
+
+
+def test_the_future_tolerance_is_a_setting() -> None:
+    assert Settings.from_env({}).future_tolerance_ms == 300_000
+    assert Settings.from_env({"CITYAGENT_FUTURE_TOLERANCE_S": "900"}).future_tolerance_ms == 900_000
