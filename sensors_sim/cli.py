@@ -165,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args)
     args.sensors = args.sensors or 1000
     tick_s = max(_MIN_TICK_S, args.sensors / args.rate)
+    if args.sensors / tick_s < args.rate and not args.registry:
+        _err(f"sensors_sim: note: {args.sensors:,} sensors reporting at most every "
+             f"{_MIN_TICK_S:g} s make {args.sensors / tick_s:,.0f} readings/s, not "
+             f"{args.rate:,.0f}; give --sensors {int(args.rate * _MIN_TICK_S):,} or more for "
+             "that rate")
     try:
         scenario = None if args.scenario is None else load_scenario(args.scenario)
         breach_every = args.breach_every

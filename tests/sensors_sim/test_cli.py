@@ -169,3 +169,11 @@ def test_a_scenario_that_does_not_fit_the_fleet_leaves_the_output_alone(tmp_path
                  "--scenario", str(scenario)])
     assert code == 1 and "no sensor of this fleet lies in 999999" in capsys.readouterr().err
     assert out.read_text() == "1\n2\n"
+
+
+def test_a_rate_the_fleet_cannot_make_is_said(tmp_path, capsys):
+    """--rate 100000 with 100 sensors ran at 1,000/s; only the banner's target showed it."""
+    assert main(["--sensors", "100", "--rate", "100000", "--count", "100", "--sink", "file",
+                 "--out", str(tmp_path / "o.jsonl")]) == 0
+    assert ("100 sensors reporting at most every 0.1 s make 1,000 readings/s, not 100,000; "
+            "give --sensors 10,000 or more") in capsys.readouterr().err
