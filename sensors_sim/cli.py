@@ -36,6 +36,7 @@ from sensors_sim.timing import EventClock, LateBuffer
 __all__ = ("main", "build_parser")
 
 _MIN_TICK_S = 0.1
+_DEFAULT_RATE = 2000.0
 _PROGRESS_EVERY_S = 3.0
 _FLUSH_TIMEOUT_S = 15.0
 #: Progress warns once nothing was acknowledged for this long while readings wait.
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sensors", type=positive_int, default=None,
                         help="number of sensors in the fleet (default 1000; 100,000 for --bench)")
-    parser.add_argument("--rate", type=positive_float, default=2000.0,
+    parser.add_argument("--rate", type=positive_float, default=None,
                         help="target readings per second (default 2000); every sensor reports "
                              "once per tick of max(0.1, sensors/rate) s")
     stop = parser.add_mutually_exclusive_group()
@@ -164,8 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.sensors = args.sensors or 100_000
         return run_bench(args)
     args.sensors = args.sensors or 1000
+    rate_asked, args.rate = args.rate, args.rate or _DEFAULT_RATE
     tick_s = max(_MIN_TICK_S, args.sensors / args.rate)
-    if args.sensors / tick_s < args.rate and not args.registry:
+    if rate_asked and args.sensors / tick_s < args.rate and not args.registry:
         _err(f"sensors_sim: note: {args.sensors:,} sensors reporting at most every "
              f"{_MIN_TICK_S:g} s make {args.sensors / tick_s:,.0f} readings/s, not "
              f"{args.rate:,.0f}; give --sensors {int(args.rate * _MIN_TICK_S):,} or more for "
