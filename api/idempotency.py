@@ -77,7 +77,7 @@ class IdempotencyCache:
         if entry.fingerprint != fingerprint:
             raise IdempotencyConflict(
                 422, f"Idempotency-Key {key!r} was already used with a different request body in "
-                     f"the last {self.ttl_s / 60:g} minutes; use a new key for new readings")
+                     f"the last {self.ttl_s / 60:g} minutes; use a new key for a new request")
         if entry.response is None:
             raise IdempotencyConflict(
                 409, f"a request with Idempotency-Key {key!r} is still being processed; "

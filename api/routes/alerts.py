@@ -276,7 +276,7 @@ async def _act(action: str, alert_id: str, principal: Principal, book: AlertBook
         try:
             stored = idempotency.begin(principal.key_id, idempotency_key, fingerprint)
         except IdempotencyConflict as exc:
-            raise HTTPException(exc.status, exc.detail.replace("for new readings", "for a new action"),
+            raise HTTPException(exc.status, exc.detail,
                                 headers={"Retry-After": "1"} if exc.status == 409 else None) from None
         if stored is not None:
             return Response(stored.body, stored.status, media_type="application/json",
