@@ -235,6 +235,22 @@ class AlertBook:
         """Per partition, the offset after the last message seen: where to resume reading."""
         return dict(self._next)
 
+    def clear(self) -> None:
+        """Forget every alert and event read: the alerts topic was recreated.
+
+        A recreated topic (as when the embedded broker restarts empty, or an operator deletes
+        and recreates it on Kafka) starts its offsets at 0 again and holds none of the alerts
+        read before, so the book is read again from the new topic's beginning. ``applied``
+        and ``ignored`` go on counting: they are this process's totals.
+        """
+        self._alerts.clear()
+        self._feed.clear()
+        self._suppressed.clear()
+        self._suppressed_ids.clear()
+        self._next.clear()
+        self._evicted.clear()
+        self._ends.clear()
+
     def note_topic_ends(self, ends: Mapping[int, int]) -> None:
         """The alerts topic's partitions and end offsets, as the feed found them.
 

@@ -19,11 +19,22 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.alert_book import AlertBook, FeedEntry, MalformedEvent
-from api.topic_feed import TopicFeed, topic_partitions
+from api.topic_feed import TopicFeed, recreated_partitions, topic_partitions
 
-__all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription")
+__all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription", "RECREATED", "TopicRecreated")
 
 log = logging.getLogger("cityagent.api")
+
+
+class TopicRecreated:
+    """Queued to every stream client when the feed found the alerts topic recreated.
+
+    What the client had is of a topic that no longer exists; what follows in its queue is of
+    the new one, from its beginning (the book is read again).
+    """
+
+
+RECREATED = TopicRecreated()
 
 
 class Subscription:
@@ -31,7 +42,7 @@ class Subscription:
 
     def __init__(self, wants: Callable[[FeedEntry], bool], maxsize: int) -> None:
         self.wants = wants
-        self.queue: asyncio.Queue[FeedEntry] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[FeedEntry | TopicRecreated] = asyncio.Queue(maxsize)
         self.overflowed = False
 
 
@@ -53,6 +64,17 @@ class AlertHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
+
+    def recreated(self) -> None:
+        """Tell every client the topic was recreated: drop what it has queued, then say so.
+
+        The queued entries are of the old topic, which the client will re-list without; the
+        marker fits in the emptied queue, and everything published after it is of the new one.
+        """
+        for subscription in self._subscriptions:
+            while not subscription.queue.empty():
+                subscription.queue.get_nowait()
+            subscription.queue.put_nowait(RECREATED)
 
     def publish(self, entry: FeedEntry) -> None:
         """Queue the entry for each client that wants it; a full queue cuts its client off."""
@@ -102,6 +124,10 @@ class AlertFeed(TopicFeed):
             self._book.note_topic_ends({tp.partition: end for tp, end in ends.items()})
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                recreated = recreated_partitions(consumer, self._book.next_offsets)
+                if recreated:  # checked before applying: these records are of the new topic
+                    self._start_again(recreated)
+                    return
                 for records in batches.values():
                     for record in records:
                         self._take(record)
@@ -110,6 +136,20 @@ class AlertFeed(TopicFeed):
                     log.info("alert feed caught up: %d alerts", len(self._book))
         finally:
             await consumer.stop()
+
+    def _start_again(self, recreated: list[int]) -> None:
+        """The topic was recreated: forget the book, tell the stream clients, re-read it all.
+
+        Returning from ``_consume`` starts it again at once, with a new consumer that finds
+        the book empty and so reads every partition from its beginning.
+        """
+        log.warning("the alerts topic %s was recreated (partitions %s end below what this API "
+                    "had read): forgetting its %d alerts and reading it again from the "
+                    "beginning", self._topic, recreated, len(self._book))
+        self._book.clear()
+        self.caught_up = False
+        if self._hub is not None:
+            self._hub.recreated()
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         """Resume where the book is (after a lost broker), else start at the beginning."""

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from api.publisher import concat_batches
-from api.topic_feed import TopicFeed, topic_partitions
+from api.topic_feed import TopicFeed, recreated_partitions, topic_partitions
 from cityagent.batch import ReadingBatch, decode_batch
 from cityagent.errors import InvalidBatch
 from cityagent.situation import SituationModel
@@ -88,6 +88,16 @@ class ReadingsFeed(TopicFeed):
             ends = await consumer.end_offsets(partitions)
             while True:
                 polled = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+                recreated = recreated_partitions(
+                    consumer, {tp.partition: n for tp, n in self._next.items()})
+                if recreated:  # checked before folding: these records are of the new topic
+                    # The sensors' states stay: they are what was read, and newer readings
+                    # replace them. Only the positions are of a topic that is gone.
+                    log.warning("the readings topic %s was recreated (partitions %s end below "
+                                "what this API had read): reading it again from the beginning",
+                                self._topic, recreated)
+                    self._next.clear()
+                    return
                 try:
                     self._fold([r for records in polled.values() for r in records])
                 finally:  # a poll that failed (a bug, logged by the feed) is not read again

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ("TopicFeed", "topic_partitions")
+__all__ = ("TopicFeed", "topic_partitions", "recreated_partitions")
 
 log = logging.getLogger("cityagent.api")
 
@@ -68,3 +69,23 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         await consumer._client.force_metadata_update()  # noqa: SLF001 (no public refresh call)
         await asyncio.sleep(0.5)
     raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")
+
+
+def recreated_partitions(consumer: AIOKafkaConsumer, read: Mapping[int, int]) -> list[int]:
+    """The partitions whose high watermark, as the last fetch reported it, is below ``read``.
+
+    ``read`` is, per partition, the offset after the last record read. A partition never ends
+    below a record it served, so a fetch that says it does means the topic was recreated: the
+    embedded broker restarted empty (it keeps nothing), or the topic was deleted and created
+    again on Kafka. The consumer would otherwise wait, silently, until the new topic's offsets
+    passed the old ones, and skip everything below them. (The fetch's high watermark is the
+    right one to ask, also on the embedded broker: its ListOffsets answer can be a batch short,
+    which would look like a recreated topic; its fetch answer was never seen below a record
+    it had served.)
+    """
+    found = []
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None and highwater < read.get(tp.partition, 0):
+            found.append(tp.partition)
+    return sorted(found)

@@ -7,7 +7,8 @@ reconnect) and the events retained since are replayed, by whichever API replica 
 alert that stops matching (resolved, with ``status=open``) is sent once more, so a client
 sees it leave. A connection that was sent nothing for ``heartbeat_s`` gets a comment, so
 proxies keep it open. An id past the end of the feed (the topic was recreated, as when the
-embedded broker restarts: it keeps nothing) gets ``event: reset`` and a fresh id.
+embedded broker restarts: it keeps nothing) gets ``event: reset`` and a fresh id; so does a
+connected client when the feed finds the topic recreated under it (its id becomes ``0``).
 
 Each client reads from its own bounded queue: a client that cannot keep up gets
 ``event: overflow`` and is disconnected, and resumes with its last id, while the feed and the
@@ -33,7 +34,7 @@ from api.alert_book import (
     encode_event_id,
 )
 from api.deps import AlertBookDep, AlertHubDep
-from api.read_model import AlertHub
+from api.read_model import AlertHub, TopicRecreated
 from api.routes.alerts import AlertQueryDep
 from api.schemas import EVENT_EXAMPLE
 
@@ -59,7 +60,7 @@ _WIRE_EXAMPLE = (
     responses={
         200: {"description": "`text/event-stream`: `event: alert` (data: an AlertEventPublic), "
                              "`event: reset` (events since Last-Event-ID were dropped, or the id "
-                             "is past the feed's end: re-list), "
+                             "is past the feed's end, or the alerts topic was recreated: re-list), "
                              "`event: overflow` (too slow: reconnect with Last-Event-ID), "
                              "and `: heartbeat` comments.",
               "content": {"text/event-stream": {"schema": {"type": "string"},
@@ -127,7 +128,13 @@ async def alert_events(book: AlertBook, hub: AlertHub, query: AlertQuery,
                                                max(quiet_until - clock(), 0.0))
             except TimeoutError:
                 entry = None
-            if entry is not None and entry.offset >= sent.get(entry.partition, 0):
+            if isinstance(entry, TopicRecreated):
+                # Offsets restart at 0: the client's id names nothing any more.
+                sent = {}
+                yield b"id: " + encode_event_id(sent).encode() + b"\n" + _control(
+                    "reset", "the alerts topic was recreated (as when the broker restarts "
+                             "empty): re-read GET /v1/alerts, then follow this stream")
+            elif entry is not None and entry.offset >= sent.get(entry.partition, 0):
                 yield _frame(entry, sent)
             elif clock() >= quiet_until:  # nothing came, or only entries replayed or had before
                 yield HEARTBEAT

@@ -320,3 +320,41 @@ def test_a_slow_client_is_cut_off_and_the_others_go_on() -> None:
     assert [f.get("event") for f in slow] == [None, "overflow"]
     overflow = orjson.loads(slow[1]["data"])
     assert overflow["last_event_id"] == "0" and "reconnect with Last-Event-ID" in overflow["detail"]
+
+
+def test_a_recreated_topic_drops_a_full_queue_of_old_changes_and_says_reset() -> None:
+    """The feed found the topic recreated while a client's queue was full of the old topic's
+    changes: the client gets none of them, then the reset with id 0, then the new changes."""
+    async def scenario() -> list[bytes]:
+        book, hub = AlertBook(), AlertHub(queue_size=2)
+        stream = alert_events(book, hub, AlertQuery(), None, 60)
+        chunks = [await anext(stream)]
+        for n in range(2):
+            entry = book.apply(alert_event(f"old{n}"), partition=0, offset=10 + n)
+            assert entry is not None
+            hub.publish(entry)  # queued, not yet sent: the client has not read them
+        book.clear()
+        hub.recreated()
+        entry = book.apply(alert_event("new0"), partition=0, offset=0)
+        assert entry is not None
+        hub.publish(entry)
+        chunks += [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        await stream.aclose()
+        return chunks
+
+    got = frames(asyncio.run(scenario()))
+    assert [f.get("event") for f in got] == [None, "reset", "alert"]
+    assert got[1]["id"] == "0" and "recreated" in got[1]["data"]
+    assert orjson.loads(got[2]["data"])["alert_id"] == "new0" and got[2]["id"] == "1"
+
+
+def test_a_cleared_book_holds_nothing_and_reads_offsets_from_zero() -> None:
+    book = AlertBook()
+    for n in range(3):
+        book.apply(alert_event(f"i{n}"), partition=n % 2, offset=n)
+    book.note_topic_ends({0: 3, 1: 2})
+    book.clear()
+    assert len(book) == 0 and book.next_offsets == {} and book.suppressed() == []
+    assert book.replay({0: 0}) == ([], False)
+    assert book.past_end({0: 1})  # an id of the old topic names nothing now
+    assert book.apply(alert_event("i0", seq=1), partition=0, offset=0) is not None  # not "older"
