@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.alert_book import AlertBook, FeedEntry, MalformedEvent
-from api.topic_feed import TopicFeed, recreated_partitions, topic_partitions
+from api.topic_feed import RecreatedTopicWatch, TopicFeed, topic_partitions
 
 __all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription", "RECREATED", "TopicRecreated")
 
@@ -107,6 +107,7 @@ class AlertFeed(TopicFeed):
         self._hub = hub
         self.caught_up = False
         self.malformed = 0
+        self._watch = RecreatedTopicWatch()
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -124,8 +125,8 @@ class AlertFeed(TopicFeed):
             self._book.note_topic_ends({tp.partition: end for tp, end in ends.items()})
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                recreated = recreated_partitions(consumer, self._book.next_offsets)
-                if recreated:  # checked before applying: these records are of the new topic
+                recreated = self._watch.recreated(consumer, self._book.next_offsets)
+                if recreated:
                     self._start_again(recreated)
                     return
                 for records in batches.values():
@@ -147,6 +148,7 @@ class AlertFeed(TopicFeed):
                     "had read): forgetting its %d alerts and reading it again from the "
                     "beginning", self._topic, recreated, len(self._book))
         self._book.clear()
+        self._watch.reset()
         self.caught_up = False
         if self._hub is not None:
             self._hub.recreated()

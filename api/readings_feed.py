@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from api.publisher import concat_batches
-from api.topic_feed import TopicFeed, recreated_partitions, topic_partitions
+from api.topic_feed import RecreatedTopicWatch, TopicFeed, topic_partitions
 from cityagent.batch import ReadingBatch, decode_batch
 from cityagent.errors import InvalidBatch
 from cityagent.situation import SituationModel
@@ -54,6 +54,7 @@ class ReadingsFeed(TopicFeed):
         self.malformed = 0  # messages that were no reading batch
         self.messages = 0
         self.lag = 0
+        self._watch = RecreatedTopicWatch()
 
     async def broker_answers(self, timeout_s: float = 2.0) -> bool:
         """True when the broker answers a metadata request within ``timeout_s``."""
@@ -88,15 +89,16 @@ class ReadingsFeed(TopicFeed):
             ends = await consumer.end_offsets(partitions)
             while True:
                 polled = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
-                recreated = recreated_partitions(
+                recreated = self._watch.recreated(
                     consumer, {tp.partition: n for tp, n in self._next.items()})
-                if recreated:  # checked before folding: these records are of the new topic
+                if recreated:
                     # The sensors' states stay: they are what was read, and newer readings
                     # replace them. Only the positions are of a topic that is gone.
                     log.warning("the readings topic %s was recreated (partitions %s end below "
                                 "what this API had read): reading it again from the beginning",
                                 self._topic, recreated)
                     self._next.clear()
+                    self._watch.reset()
                     return
                 try:
                     self._fold([r for records in polled.values() for r in records])

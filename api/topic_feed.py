@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ("TopicFeed", "topic_partitions", "recreated_partitions")
+__all__ = ("TopicFeed", "topic_partitions", "RecreatedTopicWatch")
 
 log = logging.getLogger("cityagent.api")
 
 RETRY_S = 2.0
+#: How long a partition must end below what a feed read before the topic counts as recreated.
+GRACE_S = 10.0
 
 
 class TopicFeed:
@@ -71,21 +74,43 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")
 
 
-def recreated_partitions(consumer: AIOKafkaConsumer, read: Mapping[int, int]) -> list[int]:
-    """The partitions whose high watermark, as the last fetch reported it, is below ``read``.
+class RecreatedTopicWatch:
+    """Tells a topic recreated under a feed from a partition whose new leader lags behind.
 
-    ``read`` is, per partition, the offset after the last record read. A partition never ends
-    below a record it served, so a fetch that says it does means the topic was recreated: the
-    embedded broker restarted empty (it keeps nothing), or the topic was deleted and created
-    again on Kafka. The consumer would otherwise wait, silently, until the new topic's offsets
-    passed the old ones, and skip everything below them. (The fetch's high watermark is the
-    right one to ask, also on the embedded broker: its ListOffsets answer can be a batch short,
-    which would look like a recreated topic; its fetch answer was never seen below a record
-    it had served.)
+    A partition never ends below a record it served, so a fetch that reports its high
+    watermark below what the feed has read means the topic was recreated: the embedded broker
+    restarted empty (it keeps nothing), or the topic was deleted and created again on Kafka.
+    The consumer would otherwise wait, silently, until the new topic's offsets passed the old
+    ones, and skip everything below them.
+
+    One exception, on a Kafka cluster: right after a partition's leader moves, the new leader
+    may report a high watermark that lags the old one's for a moment. So a partition counts as
+    recreated once it has been seen below ``read`` for ``grace_s`` in a row.
+
+    The fetch's high watermark is the one to ask, also on the embedded broker: its ListOffsets
+    answer can be a batch short (MEASURED.md), which would look like a recreated topic; its
+    fetch answer was never seen below a record it had served.
     """
-    found = []
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is not None and highwater < read.get(tp.partition, 0):
-            found.append(tp.partition)
-    return sorted(found)
+
+    def __init__(self, grace_s: float = GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._below_since: dict[int, float] = {}
+
+    def recreated(self, consumer: AIOKafkaConsumer, read: Mapping[int, int]) -> list[int]:
+        """The consumer's partitions found recreated; ``read``: offset after the last record."""
+        highwaters = {tp.partition: consumer.highwater(tp) for tp in consumer.assignment()}
+        return self.check(highwaters, read, time.monotonic())
+
+    def check(self, highwaters: Mapping[int, int | None], read: Mapping[int, int],
+              now: float) -> list[int]:
+        """The partitions whose high watermark has been below ``read`` for ``grace_s``."""
+        below = {p for p, hw in highwaters.items() if hw is not None and hw < read.get(p, 0)}
+        for p in list(self._below_since):
+            if p not in below:
+                del self._below_since[p]
+        for p in below:
+            self._below_since.setdefault(p, now)
+        return sorted(p for p, since in self._below_since.items() if now - since >= self.grace_s)
+
+    def reset(self) -> None:
+        self._below_since.clear()

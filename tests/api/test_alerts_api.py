@@ -21,6 +21,7 @@ from api.main import create_app
 from api.read_model import AlertHub
 from api.routes.alert_stream import HEARTBEAT, alert_events
 from api.schemas import AlertDetail, AlertEventPublic, AlertsPublic
+from api.topic_feed import RecreatedTopicWatch
 from cityagent.settings import Settings
 from tests.api.test_alert_book import MIN, QINGDAO, T0, alert_event
 
@@ -358,3 +359,17 @@ def test_a_cleared_book_holds_nothing_and_reads_offsets_from_zero() -> None:
     assert book.replay({0: 0}) == ([], False)
     assert book.past_end({0: 1})  # an id of the old topic names nothing now
     assert book.apply(alert_event("i0", seq=1), partition=0, offset=0) is not None  # not "older"
+
+
+def test_a_topic_counts_as_recreated_once_a_partition_ended_below_the_feed_for_the_grace() -> None:
+    """A partition's new leader on a Kafka cluster may lag for a moment: that is no new topic."""
+    watch = RecreatedTopicWatch(grace_s=10)
+    read = {0: 50, 1: 40}
+    assert watch.check({0: 50, 1: 40}, read, now=0) == []  # at the end: nothing
+    assert watch.check({0: 3, 1: 40}, read, now=1) == []  # below, since t=1
+    assert watch.check({0: 3, 1: None}, read, now=10.9) == []  # not for 10 s yet
+    assert watch.check({0: 50, 1: 40}, read, now=11) == []  # caught up: a lagging leader
+    assert watch.check({0: 3, 1: 2}, read, now=12) == []  # below again: the clock restarts
+    assert watch.check({0: 4, 1: 2}, read, now=22) == [0, 1]
+    watch.reset()
+    assert watch.check({0: 4, 1: 2}, read, now=23) == []
