@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from api.auth import KeyRing, require
+from api.broker_probe import BrokerProbe
 from api.commands import CommandPublisher
 from api.idempotency import IdempotencyCache
 from api.publisher import ReadingPublisher
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.readings_feed = ReadingsFeed(settings.bootstrap, settings.readings_topic,
                                                app.state.situation)
         app.state.readings_feed.start()
+        app.state.broker_probe = BrokerProbe(settings.bootstrap)
         await app.state.zone_writer.start()
         app.state.zone_feed.start()
         await app.state.maintenance_writer.start()
@@ -103,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.zone_feed.stop()
             await app.state.zone_writer.stop()
             await app.state.readings_feed.stop()
+            await app.state.broker_probe.close()
             await feed.stop()
             await app.state.commands.stop()
             await app.state.publisher.stop()

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from api.publisher import concat_batches
 from api.topic_feed import RecreatedTopicWatch, TopicFeed, topic_partitions
@@ -48,24 +47,12 @@ class ReadingsFeed(TopicFeed):
         self._bootstrap = bootstrap
         self._topic = topic
         self._model = model
-        self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}  # where to resume after a lost broker
         self.caught_up = False
         self.malformed = 0  # messages that were no reading batch
         self.messages = 0
         self.lag = 0
         self._watch = RecreatedTopicWatch()
-
-    async def broker_answers(self, timeout_s: float = 2.0) -> bool:
-        """True when the broker answers a metadata request within ``timeout_s``."""
-        consumer = self._consumer
-        if consumer is None:
-            return False
-        try:
-            await asyncio.wait_for(consumer.topics(), timeout_s)
-        except (KafkaError, OSError, TimeoutError):
-            return False
-        return True
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -76,7 +63,6 @@ class ReadingsFeed(TopicFeed):
             max_partition_fetch_bytes=8 << 20,
         )
         await consumer.start()
-        self._consumer = consumer
         try:
             partitions = await topic_partitions(consumer, self._topic)
             consumer.assign(partitions)
@@ -114,7 +100,6 @@ class ReadingsFeed(TopicFeed):
                              len(self._model), self._model.readings_total)
                 await asyncio.sleep(0)  # let requests in between folds
         finally:
-            self._consumer = None
             await consumer.stop()
 
     def _fold(self, records: list) -> None:

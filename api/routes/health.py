@@ -37,7 +37,8 @@ async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     readings = getattr(state, "readings_feed", None)
     alerts = getattr(state, "alert_feed", None)
-    broker = readings is not None and await readings.broker_answers()
+    probe = getattr(state, "broker_probe", None)
+    broker = probe is not None and await probe.answers()
     body = {"broker": broker,
             "readings_caught_up": bool(readings is not None and readings.caught_up),
             "alerts_caught_up": bool(alerts is not None and alerts.caught_up)}

@@ -1,14 +1,18 @@
-"""When Kafka stops acknowledging, ingest answers 503 with Retry-After and accepts nothing."""
+"""When Kafka stops acknowledging, ingest answers 503 with Retry-After and accepts nothing;
+the readiness probe follows the broker down and back."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from api.broker_probe import BrokerProbe
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker
 from control.topics import ensure_topics, pipeline_topics
@@ -46,3 +50,35 @@ def test_broker_down_is_503_with_retry_after(tmp_path: Path) -> None:
         if api is not None:
             api.stop()
         broker.stop()
+
+
+def test_the_readiness_probe_follows_the_broker_down_and_back(tmp_path: Path) -> None:
+    """Its own connection: dropped when the broker goes, made again when it is back."""
+    port = free_port()
+
+    async def scenario() -> list[bool]:
+        probe = BrokerProbe(f"127.0.0.1:{port}")
+        seen = []
+        first = EmbeddedBroker(port, log_path=tmp_path / "first.log")
+        second = EmbeddedBroker(port, log_path=tmp_path / "second.log")
+        try:
+            first.start()
+            seen.append(await probe.answers(timeout_s=10))
+            first.stop()
+            seen.append(await probe.answers())
+            second.start()
+            seen.append(await probe.answers(timeout_s=10))
+            # Asking made no topic (the embedded broker creates one it is asked about).
+            admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+            await admin.start()
+            try:
+                assert await admin.list_topics() == []
+            finally:
+                await admin.close()
+        finally:
+            await probe.close()
+            first.stop()
+            second.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, True]
