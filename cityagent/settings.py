@@ -14,7 +14,11 @@ from pathlib import Path
 
 from cityagent.errors import ConfigError
 
-__all__ = ("Settings", "ENV_VARS")
+__all__ = ("Settings", "ENV_VARS", "RETENTION_H")
+
+#: Retention of CityAgent's plain (delete-policy) topics, the readings topic among them: 7 days.
+#: ``control.topics`` creates the topics with it; the situation's lookback may not exceed it.
+RETENTION_H = 7 * 24
 
 #: Environment variable → (Settings field, one-line meaning). The README table is built from this.
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -47,6 +51,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "CITYAGENT_API_KEYS_FILE": ("api_keys_path", "TOML file of API keys (plain or `sha256` hashed), added to `CITYAGENT_API_KEYS`; format in [docs/api.md](docs/api.md)."),
     "CITYAGENT_FUTURE_TOLERANCE_S": ("future_tolerance_s", "How far past its clock a reading may be dated, seconds (default 300, at most 86400): further ahead it is refused (API) or dropped (worker, situation), as a sensor clock that runs ahead would make its bucket-mates' readings late. See docs/readings.md."),
+    "CITYAGENT_SITUATION_LOOKBACK_H": ("situation_lookback_h", "Hours of the readings topic a starting API re-reads into its situation model, by Kafka record time (default 24, at most 168, the topic's retention): a sensor silent for longer is unknown to a restarted API unless it is in the sensor registry. See [docs/api.md](docs/api.md#situation-and-sensors)."),
     "CITYAGENT_API_RATE": ("api_rate", "Readings per second each API key may post, on average (default 20000)."),
     "CITYAGENT_API_BURST": ("api_burst", "Readings an API key may post at once above its rate (token bucket size; default 100000)."),
 }
@@ -77,6 +82,7 @@ class Settings:
     api_keys_path: Path | None = None
     api_rate: float = 20_000.0
     future_tolerance_s: float = 300.0
+    situation_lookback_h: float = 24.0
     api_burst: int = 100_000
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -119,6 +125,10 @@ class Settings:
         if float(values.get("future_tolerance_s", 0)) > 86_400:  # type: ignore[arg-type]
             raise ConfigError("CITYAGENT_FUTURE_TOLERANCE_S must be at most 86400 (a day); got "
                               f"{values['future_tolerance_s']!r}")
+        if float(values.get("situation_lookback_h", 0)) > RETENTION_H:  # type: ignore[arg-type]
+            raise ConfigError(f"CITYAGENT_SITUATION_LOOKBACK_H must be at most {RETENTION_H} (the "
+                              "readings topic's retention, 7 days); got "
+                              f"{values['situation_lookback_h']!r}")
         if "log_level" in values and str(values["log_level"]).lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"CITYAGENT_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}; got {values['log_level']!r}"
@@ -129,6 +139,11 @@ class Settings:
     def future_tolerance_ms(self) -> int:
         """``future_tolerance_s`` in milliseconds."""
         return round(self.future_tolerance_s * 1000)
+
+    @property
+    def situation_lookback_ms(self) -> int:
+        """``situation_lookback_h`` in milliseconds (Kafka record timestamps are)."""
+        return round(self.situation_lookback_h * 3_600_000)
 
     @property
     def embedded(self) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cityagent.errors import BrokerError
-from cityagent.settings import Settings
+from cityagent.settings import RETENTION_H, Settings
 
 __all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME")
 
@@ -30,7 +30,7 @@ INCIDENT_TABLE = "incidents"
 
 #: Retention of plain (delete-policy) topics: 7 days. Set explicitly because Tansu's
 #: DescribeConfigs returns only configs given at creation, and some clients read it.
-_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+_RETENTION_MS = str(RETENTION_H * 3600 * 1000)
 
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _TOPIC_ALREADY_EXISTS = 36

@@ -507,3 +507,17 @@ def test_without_kafka_readyz_is_503_saying_why_and_metrics_still_answer() -> No
     assert 'cityagent_api_feed_caught_up{feed="readings"} 0' in text
     assert 'cityagent_api_requests_total{method="GET",route="/v1/situation",status="200"} 1' in text
     assert 'route="/healthz"' in text
+
+
+def test_a_bad_lookback_stops_the_api_with_one_line(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.main import create_app_from_env
+
+    # What uvicorn calls (`--factory api.main:create_app_from_env`).
+    monkeypatch.setenv("CITYAGENT_SITUATION_LOOKBACK_H", "200")
+    with pytest.raises(SystemExit) as stopped:
+        create_app_from_env()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("cityagent api: CITYAGENT_SITUATION_LOOKBACK_H must be at most 168 (the "
+                   "readings topic's retention, 7 days); got 200.0\n")

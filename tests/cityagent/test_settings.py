@@ -38,6 +38,12 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "0"}, "CITYAGENT_FUTURE_TOLERANCE_S must be a positive"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "90000"}, "at most 86400"),
+    ({"CITYAGENT_SITUATION_LOOKBACK_H": "0"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
+    ({"CITYAGENT_SITUATION_LOOKBACK_H": "-3"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
+    ({"CITYAGENT_SITUATION_LOOKBACK_H": "a day"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a number"),
+    ({"CITYAGENT_SITUATION_LOOKBACK_H": "nan"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
+    ({"CITYAGENT_SITUATION_LOOKBACK_H": "169"},
+     r"CITYAGENT_SITUATION_LOOKBACK_H must be at most 168 \(the readings topic's retention"),
 ])
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
@@ -47,3 +53,11 @@ def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
 def test_the_future_tolerance_is_a_setting() -> None:
     assert Settings.from_env({}).future_tolerance_ms == 300_000
     assert Settings.from_env({"CITYAGENT_FUTURE_TOLERANCE_S": "900"}).future_tolerance_ms == 900_000
+
+
+def test_the_situation_lookback_is_a_setting_of_at_most_the_retention() -> None:
+    assert Settings.from_env({}).situation_lookback_ms == 24 * 3_600_000
+    assert Settings.from_env({"CITYAGENT_SITUATION_LOOKBACK_H": "1.5"}).situation_lookback_ms == (
+        5_400_000)
+    assert Settings.from_env({"CITYAGENT_SITUATION_LOOKBACK_H": "168"}).situation_lookback_h == 168
+
