@@ -85,7 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
                                                 app.state.alert_book, app.state.alert_hub)
         feed.start()
         app.state.readings_feed = ReadingsFeed(settings.bootstrap, settings.readings_topic,
-                                               app.state.situation)
+                                               app.state.situation,
+                                               lookback_ms=settings.situation_lookback_ms)
         app.state.readings_feed.start()
         app.state.broker_probe = BrokerProbe(settings.bootstrap)
         await app.state.zone_writer.start()

@@ -433,12 +433,20 @@ class Readiness(BaseModel):
     """200 when the broker answers and both read models caught up; 503 says what is missing."""
 
     model_config = _example({"status": "ready", "broker": True, "readings_caught_up": True,
-                             "alerts_caught_up": True, "missing": []})
+                             "alerts_caught_up": True, "readings_messages_read": 5210,
+                             "readings_messages_to_read": 5210, "missing": []})
 
     status: str = Field(description="ready or not ready")
     broker: bool
     readings_caught_up: bool
     alerts_caught_up: bool
+    readings_messages_read: int = Field(
+        description="Messages of the readings topic the start-up catch-up has read (from "
+                    "CITYAGENT_SITUATION_LOOKBACK_H ago); equal to readings_messages_to_read "
+                    "once caught up")
+    readings_messages_to_read: int = Field(
+        description="Messages the start-up catch-up reads: from where it began to where the "
+                    "topic ended when the API started")
     missing: list[str]
 
 __all__ += ("SensorCounts", "AlertCounts", "Indicators", "TrendPoint", "AreaSummary",

@@ -117,6 +117,7 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_API_KEYS": settings.api_keys or TEST_API_KEYS,
         "CITYAGENT_API_RATE": str(settings.api_rate),
         "CITYAGENT_API_BURST": str(settings.api_burst),
+        "CITYAGENT_SITUATION_LOOKBACK_H": str(settings.situation_lookback_h),
         "PYTHONUNBUFFERED": "1",
     })
     if settings.detection_path is not None:

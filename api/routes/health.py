@@ -2,8 +2,10 @@
 ``/metrics`` (Prometheus text).
 
 Ready means the broker answers a metadata request and both read models (readings → situation,
-alerts → alert book) have read their topic up to where it ended when the API started: before
-that, the situation and the alert list would show a partial past. A load balancer should send
+alerts → alert book) have read their topic up to where it ended when the API started (the
+readings topic from ``CITYAGENT_SITUATION_LOOKBACK_H`` ago): before that, the situation and the
+alert list would show a partial past. While the situation catches up, the answer says how many
+messages of the readings topic it has read of how many, so a restart can be watched. A load balancer should send
 traffic to ready replicas only. The metrics are written in the Prometheus text format by hand
 (a dozen lines; no client library needed) and follow its conventions: base units, ``_total``
 for counters.
@@ -37,17 +39,24 @@ async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     readings = getattr(state, "readings_feed", None)
     alerts = getattr(state, "alert_feed", None)
+    # The feeds' state as the request came, before awaiting the broker's answer.
+    caught_up = {"readings_caught_up": bool(readings is not None and readings.caught_up),
+                 "alerts_caught_up": bool(alerts is not None and alerts.caught_up)}
+    read, to_read = readings.progress if readings is not None else (0, 0)
     probe = getattr(state, "broker_probe", None)
     broker = probe is not None and await probe.answers()
-    body = {"broker": broker,
-            "readings_caught_up": bool(readings is not None and readings.caught_up),
-            "alerts_caught_up": bool(alerts is not None and alerts.caught_up)}
+    body = {"broker": broker, **caught_up}
+    reading = "the situation is still reading the readings topic"
+    if to_read:
+        reading += f" ({read:,} of {to_read:,} messages, {100 * read // to_read}%)"
     missing = [{"broker": "the broker does not answer",
-                "readings_caught_up": "the situation is still reading the readings topic",
+                "readings_caught_up": reading,
                 "alerts_caught_up": "the alert book is still reading the alerts topic"}[k]
                for k, ok in body.items() if not ok]
     ready = not missing
-    return JSONResponse({"status": "ready" if ready else "not ready", **body, "missing": missing},
+    return JSONResponse({"status": "ready" if ready else "not ready", **body,
+                         "readings_messages_read": read, "readings_messages_to_read": to_read,
+                         "missing": missing},
                         status_code=200 if ready else 503,
                         headers={} if ready else {"Retry-After": "2"})
 

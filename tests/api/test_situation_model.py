@@ -500,6 +500,10 @@ def test_without_kafka_readyz_is_503_saying_why_and_metrics_still_answer() -> No
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.headers["retry-after"] == "2"
     assert ready.json()["status"] == "not ready" and len(ready.json()["missing"]) == 3
+    # Nothing read yet, and nothing known to read: no topic end offsets without a broker.
+    assert (ready.json()["readings_messages_read"], ready.json()["readings_messages_to_read"]) == (
+        0, 0)
+    assert "the situation is still reading the readings topic" in ready.json()["missing"]
     assert client.get("/healthz").json() == {"status": "ok"}
     answer = client.get("/v1/situation", headers={"authorization": "Bearer op"})
     assert answer.status_code == 200 and answer.json()["province"]["sensors"]["total"] == 0
