@@ -1,4 +1,5 @@
-"""A read model's feed: a background task that reads one topic from its beginning, for good.
+"""A read model's feed: a background task that reads one topic (from its beginning, or for the
+readings from a lookback) for good.
 
 The API's alert book and situation model are both folded from a topic (the stream is the
 truth). Their feeds share how they run: a lost broker, or an error on one poll (a bug), is

@@ -18,7 +18,14 @@ wall clock) falling to zero.
 Why only maxima, minima, counts and sums: two API replicas, or one API before and after a
 restart, read the topic in different groupings and interleave its partitions differently.
 These statistics, and anything computed from one sensor's own readings (which keep their order:
-a sensor's readings share one partition), come out the same whatever the grouping.
+a sensor's readings share one partition), come out the same whatever the grouping, *over the
+same readings*. A starting API reads only the last ``CITYAGENT_SITUATION_LOOKBACK_H`` hours of
+the topic (default 24, by Kafka record time), so two replicas started at different times agree
+only within those hours: each sensor's latest state, and what is computed from readings inside
+the later start's lookback, are the same; what reaches further back (``readings_total``, a
+sensor's reading count and oldest reading, hence the interval it has shown) is not. A sensor
+silent for longer than the lookback is unknown to a restarted API unless the sensor registry
+names it (then it is listed, silent, without a latest value).
 
 Domain indicators use *reporting* sensors only (a silent sensor's last value is stale): the
 traffic performance index (``traffic_index`` of the latest speed against the road's free-flow
