@@ -5,8 +5,8 @@ Ready means the broker answers a metadata request and both read models (readings
 alerts → alert book) have read their topic up to where it ended when the API started (the
 readings topic from ``CITYAGENT_SITUATION_LOOKBACK_H`` ago): before that, the situation and the
 alert list would show a partial past. While the situation catches up, the answer says how many
-messages of the readings topic it has read of how many, so a restart can be watched. A load balancer should send
-traffic to ready replicas only. The metrics are written in the Prometheus text format by hand
+messages of the readings topic it has read of how many, so a restart can be watched. A load
+balancer should send traffic to ready replicas only. The metrics are written in the Prometheus text format by hand
 (a dozen lines; no client library needed) and follow its conventions: base units, ``_total``
 for counters.
 """
