@@ -47,6 +47,7 @@ const state = {
   generation: 0, // bumps when the page stops (a new key): late answers of the old one are dropped
   flushes: 0,
   costs: {}, // the longest render of each part, ms (for tests and tuning)
+  renders: {}, // how often each part was drawn (for tests: a burst is one render, not hundreds)
   version: 0, // bumps with every applied change; summaries are cached by it
 };
 
@@ -137,6 +138,7 @@ function flush() {
       draw();
       const took = performance.now() - now;
       state.costs[part] = Math.max(state.costs[part] || 0, took);
+      state.renders[part] = (state.renders[part] || 0) + 1;
     } else {
       wait = Math.min(wait, due);
     }
@@ -732,7 +734,7 @@ async function main() {
     mapState: () => map.state(),
     pixelOf: (code) => map.pixelOf(code),
     stats: () => ({ alerts: state.alerts.size, rows: $("#feed").querySelectorAll("li[data-alert-id]").length,
-      pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, listed: state.listed, situation: state.hasSituation,
+      pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, renders: { ...state.renders }, listed: state.listed, situation: state.hasSituation,
       held: feed.held, scope: state.scope ? [...state.scope] : null }),
     map,
     trends,

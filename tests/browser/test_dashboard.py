@@ -285,6 +285,8 @@ def test_a_breach_reaches_the_feed_recolours_its_city_and_is_acknowledged(
 STORM_JS = """
 async () => {
   const app = window.__cityagent;
+  const rendersBefore = app.stats().renders;
+  const startedMs = performance.now();
   const regions = app.mapState().regions;
   const sevs = ['blue', 'blue', 'blue', 'yellow', 'yellow', 'orange', 'red'];
   const depts = ['water', 'transport', 'city_management', 'emergency', 'city_command'];
@@ -342,7 +344,8 @@ async () => {
   running = false;
   await new Promise((r) => setTimeout(r, 600));
   const load = app.alerts().filter((a) => a.alert_id.startsWith('load-')).length;
-  return {ticks, resolved, made: n, load, gaps, stats: app.stats()};
+  return {ticks, resolved, made: n, load, gaps, stats: app.stats(), rendersBefore,
+          tookMs: performance.now() - startedMs};
 }
 """
 
@@ -383,15 +386,21 @@ def test_stays_responsive_with_1000_open_alerts_and_100_new_per_second(
         assert stats["pending"] == 0
         assert 0 < stats["rows"] <= 200  # the feed keeps a bounded number of rows
         gaps = sorted(result["gaps"])
+        renders = {part: n - result["rendersBefore"].get(part, 0)
+                   for part, n in stats["renders"].items()}
         print(f"load: {stats['alerts']} alerts, {stats['rows']} rows, {stats['flushes']} flushes; "
               f"frame gaps median {gaps[len(gaps) // 2]:.0f} ms, max {gaps[-1]:.0f} ms; department "
-              f"filter applied in {filter_delay_ms:.0f} ms; longest renders (ms) {stats['costs']}")
-        # Responsive: an operator's click takes effect within 200 ms, most frames come at over
-        # 10 per second and the page never freezes. The frame bounds are loose on purpose (a
-        # busy CI machine slows frames too); a page that renders per event fails them by far.
-        assert filter_delay_ms < 200, f"the department filter took {filter_delay_ms:.0f} ms"
-        assert gaps[len(gaps) // 2] < 100, f"frames came slowly: gaps {gaps[-10:]} ms"
-        assert gaps[-1] < 1500, f"the page froze for {gaps[-1]:.0f} ms"
+              f"filter applied in {filter_delay_ms:.0f} ms; longest renders (ms) {stats['costs']}; "
+              f"renders during the storm {renders}")
+        # Responsive under the storm because it renders in batches: each part at most once per
+        # its interval (app.js FEED_MS, KPI_MS, MAP_MS), however many events come (~1,500 here),
+        # where a page that rendered per event or per frame would draw it hundreds of times.
+        # Counted, not timed: a busy machine only makes fewer renders; the times printed above
+        # are figures to read, not pass marks.
+        every_ms = {"feed": 200, "kpi": 250, "map": 400}
+        assert all(renders.get(part, 0) > 0 for part in every_ms), renders
+        assert all(renders[part] <= result["tookMs"] / ms + 2 for part, ms in every_ms.items()), (
+            renders, result["tookMs"])
         # The tiles agree with the alerts held (real alerts may still come and go meanwhile).
         page.wait_for_function("""() => {
           const n = (s) => Number(document.querySelector(s).textContent);
