@@ -13,6 +13,20 @@ export class ApiError extends Error {
   }
 }
 
+/** No answer within the call's time limit (status 0, as for a connection that failed). */
+export class ApiTimeout extends ApiError {
+  constructor(ms) {
+    super(0, `no answer within ${ms / 1000} s`);
+    this.timeoutMs = ms;
+  }
+}
+
+/** A fresh Idempotency-Key (crypto.randomUUID needs a secure context; this does not). */
+export function newRequestKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export function getKey() {
   try { return sessionStorage.getItem(KEY_STORE) || ""; } catch { return ""; }
 }
@@ -45,23 +59,40 @@ async function detailOf(res) {
   }
 }
 
-/** A JSON call; ``path`` is relative to the page ("v1/alerts"). Throws ApiError. */
-export async function api(path, { method = "GET", body, key, signal } = {}) {
-  const res = await fetch(path, {
-    method,
-    cache: "no-store",
-    signal,
-    headers: headers(key ?? getKey(), body === undefined
-      ? { Accept: "application/json" }
-      : { Accept: "application/json", "Content-Type": "application/json" }),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (!res.ok) {
-    const error = new ApiError(res.status, await detailOf(res));
-    if (res.status === 401 && key === undefined) unauthorized(error);
+/**
+ * A JSON call; ``path`` is relative to the page ("v1/alerts"). Throws ApiError, or ApiTimeout
+ * when ``timeoutMs`` passes without a whole answer (the call is aborted: a hung API must not
+ * leave a button pending forever). ``requestKey`` is sent as Idempotency-Key, so a retry of a
+ * call that timed out after the API took it is not applied twice.
+ */
+export async function api(path, { method = "GET", body, key, signal, timeoutMs, requestKey } = {}) {
+  const controller = timeoutMs ? new AbortController() : null;
+  const timer = controller ? setTimeout(() => controller.abort(), timeoutMs) : 0;
+  if (controller && signal) signal.addEventListener("abort", () => controller.abort(), { once: true });
+  const extra = body === undefined
+    ? { Accept: "application/json" }
+    : { Accept: "application/json", "Content-Type": "application/json" };
+  if (requestKey) extra["Idempotency-Key"] = requestKey;
+  try {
+    const res = await fetch(path, {
+      method,
+      cache: "no-store",
+      signal: controller ? controller.signal : signal,
+      headers: headers(key ?? getKey(), extra),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!res.ok) {
+      const error = new ApiError(res.status, await detailOf(res));
+      if (res.status === 401 && key === undefined) unauthorized(error);
+      throw error;
+    }
+    return res.status === 204 ? null : await res.json();
+  } catch (error) {
+    if (controller?.signal.aborted && !signal?.aborted) throw new ApiTimeout(timeoutMs);
     throw error;
+  } finally {
+    clearTimeout(timer);
   }
-  return res.status === 204 ? null : res.json();
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
