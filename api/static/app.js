@@ -4,7 +4,7 @@
 // once per animation frame; the feed, map and tiles are redrawn from the state at most every
 // FEED_MS / MAP_MS / KPI_MS, so a burst of hundreds of events costs one render, not hundreds.
 
-import { EventStream, api, clearKey, getKey, onUnauthorized, setKey } from "./api.js";
+import { EventStream, api, clearKey, getKey, newRequestKey, onUnauthorized, setKey } from "./api.js";
 import { Feed, shanghaiTime } from "./feed.js";
 import { DEPARTMENTS, deptName, getLang, onLangChange, setLang, t } from "./i18n.js";
 import { COLORS, RANK, SENSOR_COLORS, ShandongMap, Trends, formatNumber } from "./map.js";
@@ -17,6 +17,7 @@ const KPI_MS = 250;
 const TRENDS_MS = 2000;
 const SITUATION_MS = 5000;
 const SITUATION_TIMEOUT_MS = 8000; // a situation call that takes longer counts as failed
+const COMMAND_TIMEOUT_MS = 15000; // an ack, resolve, assign or comment call that takes longer failed
 const PROBE_MS = 30000;
 const SAMPLE_MS = 10000;
 const TREND_KEEP = 360; // local samples: an hour at SAMPLE_MS
@@ -70,7 +71,7 @@ function applyEvent(event) {
   const known = state.alerts.get(id);
   const goneSeq = state.gone.get(id);
   if ((known && known.seq > alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
-  if (alert.status !== "open") feed.acking.delete(id);
+  feed.settle(event.type, alert);
   if (alert.status === "resolved") {
     remember(id, alert.seq);
     if (known) {
@@ -80,6 +81,9 @@ function applyEvent(event) {
     return;
   }
   alert._at = event.at_ms || alert.last_seen_ms;
+  // The snapshot counts comments; the latest one's text comes only with its event.
+  alert._comment = event.type === "commented" && event.detail
+    ? { text: event.detail, by: event.actor } : known?._comment;
   state.alerts.set(id, alert);
   state.fresh.add(id);
   markAll();
@@ -91,6 +95,7 @@ function mergeListed(alert) {
   const goneSeq = state.gone.get(id);
   if ((known && known.seq >= alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
   alert._at = Math.max(alert.last_seen_ms || 0, alert.acknowledged_at_ms || 0, alert.opened_ms || 0);
+  alert._comment = known?._comment;
   state.alerts.set(id, alert);
 }
 
@@ -632,22 +637,34 @@ async function submitKey(event) {
 
 // -- acting -------------------------------------------------------------------------------------
 
-async function ack(id) {
-  if (feed.acking.get(id) === "pending") return;
-  feed.acking.set(id, "pending");
+/**
+ * Send an operator's command (ack, resolve, assign, comment). The row is pending until the
+ * alert's event comes back on the stream (Feed.settle); a failure, a timeout included, stays
+ * in the row with 重试. The same request again (a retry) reuses its Idempotency-Key, so a call
+ * that timed out after the API took it is applied once.
+ */
+async function command(id, action, body) {
+  const before = feed.commands.get(id);
+  if (before?.pending) return;
+  const same = before && before.action === action && JSON.stringify(before.body) === JSON.stringify(body);
+  const key = same ? before.key : newRequestKey();
+  feed.commands.set(id, { action, body, key, pending: true });
+  redrawFeed();
+  try {
+    await api(`v1/alerts/${encodeURIComponent(id)}/${action}`,
+      { method: "POST", body, requestKey: key, timeoutMs: COMMAND_TIMEOUT_MS });
+  } catch (error) {
+    if (feed.commands.get(id)?.key !== key) return; // settled meanwhile, or another command
+    feed.commands.set(id, { action, body, key, status: error.status || 0,
+      detail: error.timeoutMs ? "" : error.message, timeoutMs: error.timeoutMs || 0 });
+    redrawFeed();
+  }
+}
+
+function redrawFeed() {
   state.dirty.feed = true;
   state.version += 1;
   schedule();
-  try {
-    await api(`v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
-    // The acknowledged event comes back on the stream and clears the pending mark.
-  } catch (error) {
-    // Shown in the row until the alert changes (a 409's acknowledged event clears it too).
-    feed.acking.set(id, { status: error.status || 0, detail: error.message });
-    state.dirty.feed = true;
-    state.version += 1;
-    schedule();
-  }
 }
 
 // -- drill-down ---------------------------------------------------------------------------------
@@ -720,7 +737,8 @@ async function main() {
   tick();
   setInterval(tick, 1000);
   feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), $("#feed-new"),
-    { onAck: ack, onRelease: releaseFeed, regionName: cityName });
+    { onCommand: command, onRelease: releaseFeed, regionName: cityName,
+      isResolved: (id) => state.gone.has(id) });
   map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
   trends = new Trends($("#trends"));
   window.__cityagent = {

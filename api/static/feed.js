@@ -5,8 +5,13 @@
 // is *held*: rows change in place but none moves, comes or goes, so a click lands on the row it
 // was aimed at. What is waiting shows as "N 条新告警" in the header; it is applied when the
 // pointer leaves the list, focus leaves it, or the operator clicks that indicator.
+//
+// Each row acts on its alert: 确认 (ack) at once, and behind 更多 (a toggle, so a keyboard and a
+// touch screen reach it as well as a mouse) 解决 (resolve), 指派 (assign: an inline form) and
+// 备注 (comment). A command is pending until its event comes back on the stream; a failure
+// stays in the row, in words, until the alert changes.
 
-import { deptName, getLang, t } from "./i18n.js";
+import { DEPARTMENTS, deptName, getLang, t } from "./i18n.js";
 
 export const MAX_ROWS = 200;
 
@@ -25,33 +30,44 @@ function when(ms) {
   return day === today ? TIME.format(ms) : `${day} ${TIME.format(ms)}`;
 }
 
-/** A failed ack in words: what the operator can do about it, by the API's answer. */
-function ackReason(status) {
+/** The actions a row offers, and the alert event that shows each one was applied. */
+export const EVENT_OF = { ack: "acknowledged", resolve: "resolved", assign: "assigned", comment: "commented" };
+
+/** A failed command in words: what the operator can do about it, by the API's answer. */
+function reason(failed) {
+  if (failed.timeoutMs) return t("feed.err.timeout", { s: failed.timeoutMs / 1000 });
+  const { status, action } = failed;
   if (!status) return t("feed.err.network");
-  if (status === 403 || status === 404 || status === 409) return t(`feed.err.${status}`);
+  if (status === 403 || status === 409) return t(`feed.err.${status}.${action}`);
+  if (status === 404) return t("feed.err.404");
   return t("feed.err.other", { status });
 }
 
 export class Feed {
   /**
-   * ``onAck(alertId)`` is called when an operator clicks a row's ack button, ``onRelease()``
-   * when a held feed may show what is waiting.
+   * ``onCommand(alertId, action, body)`` is called when an operator acts on a row (ack,
+   * resolve, assign, comment), ``onRelease()`` when a held feed may show what is waiting,
+   * ``isResolved(alertId)`` tells a resolved alert from one filtered away.
    */
-  constructor(list, more, count, waiting, { onAck, onRelease, regionName }) {
+  constructor(list, more, count, waiting, { onCommand, onRelease, regionName, isResolved }) {
     this.list = list;
     this.more = more;
     this.count = count;
     this.waiting = waiting; // the "N new alerts" button
     this.regionName = regionName; // city or district code -> its name in the current language
-    this.rows = new Map(); // alert id -> {li, stamp}
+    this.isResolved = isResolved;
+    this.onCommand = onCommand;
+    this.rows = new Map(); // alert id -> {li, stamp, alert}
     this.shown = []; // alert ids in the order of the list's rows
-    this.acking = new Map(); // alert id -> "pending" | {status, detail} of a failed ack
+    // alert id -> {action, body, key, pending} | {action, body, key, status, detail, timeoutMs}
+    this.commands = new Map();
+    this.open = null; // the alert id whose row shows its tools (解决 指派 备注)
+    this.editor = null; // {id, action, form}: the open assign or comment form
     this.pointer = false;
     this.focused = false;
-    list.addEventListener("click", (event) => {
-      const button = event.target.closest("button.ack");
-      if (button && !button.disabled) onAck(button.closest("li").dataset.alertId);
-    });
+    list.addEventListener("click", (event) => this.clicked(event));
+    list.addEventListener("submit", (event) => this.submitted(event));
+    list.addEventListener("keydown", (event) => this.escape(event));
     const hold = (which, on) => {
       const was = this.held;
       this[which] = on;
@@ -73,6 +89,157 @@ export class Feed {
     return this.pointer || this.focused;
   }
 
+  /**
+   * An alert event came: clear its row's command once the event shows it applied (or the alert
+   * was resolved, or, for an ack, acknowledged by anyone), so 提交中 or a failure goes.
+   */
+  settle(type, alert) {
+    const command = this.commands.get(alert.alert_id);
+    if (!command) return;
+    if (type === EVENT_OF[command.action] || alert.status === "resolved"
+        || (command.action === "ack" && alert.status !== "open")) {
+      this.commands.delete(alert.alert_id);
+    }
+  }
+
+  // -- acting -----------------------------------------------------------------------------------
+
+  clicked(event) {
+    const button = event.target.closest("button[data-act]");
+    if (!button || button.disabled) return;
+    const li = button.closest("li[data-alert-id]");
+    const id = li.dataset.alertId;
+    const act = button.dataset.act;
+    const failed = this.failed(id);
+    if (act === "more") {
+      this.toggleTools(id);
+    } else if (act === "cancel") {
+      this.closeEditor(true);
+    } else if (act === "fill") {
+      const input = li.querySelector("form.edit input");
+      input.value = button.dataset.value;
+      input.focus();
+    } else if ((act === "assign" || act === "comment") && !(failed && failed.action === act)) {
+      this.openEditor(id, act);
+    } else {
+      // ack and resolve at once; a failed assign or comment sends the same request again.
+      const body = failed && failed.action === act ? failed.body : {};
+      this.onCommand(id, act, body);
+    }
+  }
+
+  submitted(event) {
+    event.preventDefault();
+    const editor = this.editor;
+    if (!editor || event.target !== editor.form) return;
+    const input = editor.form.querySelector("input");
+    const value = input.value.trim();
+    if (!value) {
+      input.focus();
+      return;
+    }
+    const body = editor.action === "assign" ? { assignee: value } : { text: value };
+    this.closeEditor(false);
+    this.onCommand(editor.id, editor.action, body);
+    this.focusAct(editor.id, editor.action);
+  }
+
+  /** Esc closes the open form, then the open tools, and keeps focus in the row. */
+  escape(event) {
+    if (event.key !== "Escape" || (!this.editor && !this.open)) return;
+    event.stopPropagation(); // the page's Esc goes back from a drilled map
+    event.preventDefault();
+    if (this.editor) {
+      this.closeEditor(true);
+    } else {
+      const id = this.open;
+      this.open = null;
+      this.redraw(id);
+      this.focusAct(id, "more");
+    }
+  }
+
+  toggleTools(id) {
+    const was = this.open;
+    if (this.editor) this.closeEditor(false);
+    this.open = was === id ? null : id;
+    if (was && was !== id) this.redraw(was);
+    this.redraw(id);
+  }
+
+  openEditor(id, action) {
+    if (this.editor) this.closeEditor(false);
+    const row = this.rows.get(id);
+    if (!row) return;
+    this.editor = { id, action, form: this.editorForm(row.alert, action) };
+    this.redraw(id);
+    this.editor.form.querySelector("input").focus();
+  }
+
+  /** Close the open form; ``refocus``: put focus back on the button that opened it. */
+  closeEditor(refocus) {
+    const editor = this.editor;
+    if (!editor) return;
+    this.editor = null;
+    const inside = editor.form.contains(document.activeElement);
+    editor.form.remove();
+    this.redraw(editor.id);
+    if (refocus || inside) this.focusAct(editor.id, editor.action);
+  }
+
+  /** Focus a row's button (or the row when the button is disabled or gone). */
+  focusAct(id, act) {
+    const row = this.rows.get(id);
+    if (!row || !row.li.isConnected) return;
+    const target = row.li.querySelector(`button[data-act="${act}"]:not(:disabled)`) || row.li;
+    target.focus({ preventScroll: true });
+  }
+
+  /** The inline assign or comment form (it stays the same node while its row is redrawn). */
+  editorForm(alert, action) {
+    const form = el("form", "edit");
+    form.noValidate = true;
+    const label = el("label", "");
+    const input = el("input", "");
+    input.type = "text";
+    input.maxLength = action === "assign" ? 200 : 2000; // api/schemas.py AlertAssign, AlertComment
+    input.autocomplete = "off";
+    input.enterKeyHint = "send";
+    input.placeholder = t(action === "assign" ? "feed.assignHint" : "feed.commentHint");
+    const title = this.title(alert, getLang());
+    input.setAttribute("aria-label", `${t(`feed.${action}Label`)}: ${title}`);
+    if (action === "assign" && alert.assigned_to) input.value = alert.assigned_to;
+    label.append(el("span", "", t(`feed.${action}Label`)), input);
+    form.append(label);
+    if (action === "assign") {
+      // One tap per department the alert is routed to; recorded by its Chinese name.
+      const chips = el("span", "chips");
+      for (const code of alert.departments || []) {
+        const chip = el("button", "chip", deptName(code));
+        chip.type = "button";
+        chip.dataset.act = "fill";
+        chip.dataset.value = DEPARTMENTS[code]?.zh || code;
+        chips.append(chip);
+      }
+      if (chips.childElementCount) form.append(chips);
+    }
+    const submit = el("button", "go", t("feed.submit"));
+    submit.type = "submit";
+    const cancel = el("button", "cancel", t("feed.cancel"));
+    cancel.type = "button";
+    cancel.dataset.act = "cancel";
+    form.append(submit, cancel);
+    return form;
+  }
+
+  /** The row's failed command, if its last one failed. */
+  failed(id) {
+    const command = this.commands.get(id);
+    return command && !command.pending ? command : null;
+  }
+
+  // -- rendering --------------------------------------------------------------------------------
+
   /** Show ``items`` (already filtered and sorted); ``fresh``: ids just changed. */
   render(items, fresh) {
     const shown = items.length > MAX_ROWS ? items.slice(0, MAX_ROWS) : items;
@@ -91,6 +258,8 @@ export class Feed {
       keep.add(alert.alert_id);
     }
     for (const id of this.rows.keys()) if (!keep.has(id)) this.rows.delete(id);
+    if (this.open && !keep.has(this.open)) this.open = null;
+    if (this.editor && !keep.has(this.editor.id)) this.editor = null;
     this.shown = shown.map((a) => a.alert_id);
     if (!nodes.length) {
       const empty = document.createElement("li");
@@ -116,10 +285,7 @@ export class Feed {
       if (alert) {
         this.row(alert, lang, fresh);
       } else if (row && !row.li.classList.contains("gone")) {
-        row.li.classList.add("gone"); // resolved or filtered away: stays, inert, until released
-        row.stamp = "gone";
-        if (row.li.contains(document.activeElement)) row.li.focus({ preventScroll: true });
-        for (const button of row.li.querySelectorAll("button")) button.disabled = true;
+        this.retire(row, id); // resolved or filtered away: stays, inert, until released
       }
     }
     this.refocus(focus);
@@ -131,18 +297,45 @@ export class Feed {
     this.counts(items, shown);
   }
 
+  /** A held row whose alert left the feed: greyed and inert; a resolved one says so. */
+  retire(row, id) {
+    row.li.classList.add("gone");
+    row.stamp = "gone";
+    if (this.isResolved(id)) {
+      row.li.dataset.status = "resolved";
+      row.li.querySelector(".btns")?.replaceChildren(el("span", "st", t("status.resolved")));
+      row.li.querySelector(".err")?.remove();
+    }
+    if (row.li.contains(document.activeElement)) row.li.focus({ preventScroll: true });
+    for (const control of row.li.querySelectorAll("button, input")) control.disabled = true;
+  }
+
+  /** Draw one row again (its tools opened or closed), keeping focus where it was. */
+  redraw(id) {
+    const row = id && this.rows.get(id);
+    if (!row || row.stamp === "gone") return;
+    const focus = this.focusedRow();
+    row.stamp = "";
+    this.row(row.alert, getLang(), new Set());
+    this.refocus(focus);
+  }
+
   /** The row of ``alert``, made or refilled when the alert changed since it was drawn. */
   row(alert, lang, fresh) {
     const id = alert.alert_id;
-    const acking = this.acking.get(id);
-    const failed = acking && acking !== "pending" ? `${acking.status}:${acking.detail}` : acking ?? "";
-    const stamp = `${alert.seq}|${alert.status}|${alert._at}|${lang}|${failed}`;
+    const command = this.commands.get(id);
+    const doing = !command ? "" : command.pending ? `${command.action}:pending`
+      : `${command.action}:${command.status}:${command.detail}:${command.timeoutMs || ""}`;
+    const tools = this.open === id ? "tools" : "";
+    const editing = this.editor?.id === id ? this.editor.action : "";
+    const stamp = `${alert.seq}|${alert.status}|${alert._at}|${lang}|${doing}|${tools}|${editing}`;
     let row = this.rows.get(id);
     if (!row) {
-      row = { li: document.createElement("li"), stamp: "" };
+      row = { li: document.createElement("li"), stamp: "", alert };
       row.li.tabIndex = -1; // focus stays on the row when its button goes (acknowledged)
       this.rows.set(id, row);
     }
+    row.alert = alert;
     if (row.stamp !== stamp) {
       row.li.classList.remove("gone");
       this.fill(row.li, alert, lang);
@@ -159,21 +352,37 @@ export class Feed {
     if (hidden > 0) this.more.textContent = t("feed.more", { n: hidden });
   }
 
-  /** Which row (and whether its ack button) has keyboard focus, to keep it across a render. */
+  /** Which row (and which of its buttons, or its form's field) has focus, to keep it across a render. */
   focusedRow() {
     const active = document.activeElement;
     if (!active || !this.list.contains(active)) return null;
     const li = active.closest("li[data-alert-id]");
-    return li ? { id: li.dataset.alertId, button: active.matches("button.ack") } : null;
+    if (!li) return null;
+    return { id: li.dataset.alertId, act: active.dataset.act || null, field: active.matches("input") };
   }
 
   refocus(focus) {
     if (!focus) return;
     const row = this.rows.get(focus.id);
     if (!row || !row.li.isConnected) return;
-    const button = focus.button ? row.li.querySelector("button.ack:not(:disabled)") : null;
-    const target = button || row.li;
+    const target = (focus.field && row.li.querySelector("form.edit input:not(:disabled)"))
+      || (focus.act && row.li.querySelector(`button[data-act="${focus.act}"]:not(:disabled)`))
+      || row.li;
     if (document.activeElement !== target) target.focus({ preventScroll: true });
+  }
+
+  title(a, lang) {
+    return (lang === "en" ? a.title_en : a.title_zh) || a.title_zh || a.alert_id;
+  }
+
+  /** A row's button: its accessible name names the alert ("确认: 济南市…"). */
+  button(act, label, title, { disabled = false, className = act } = {}) {
+    const button = el("button", className, label);
+    button.type = "button";
+    button.dataset.act = act;
+    button.disabled = disabled;
+    button.setAttribute("aria-label", `${label}: ${title}`);
+    return button;
   }
 
   fill(li, a, lang) {
@@ -181,7 +390,7 @@ export class Feed {
     li.dataset.severity = a.severity;
     li.dataset.status = a.status;
     li.dataset.city = a.city_code;
-    const title = (lang === "en" ? a.title_en : a.title_zh) || a.title_zh || a.alert_id;
+    const title = this.title(a, lang);
     const place = (lang === "en"
       ? [a.city_code && this.regionName(a.city_code), a.district_code && this.regionName(a.district_code)]
       : [a.city_name, a.district_name]).filter(Boolean).join(" · ");
@@ -194,30 +403,69 @@ export class Feed {
     const time = el("time", "", when(a._at));
     time.dateTime = new Date(a._at).toISOString();
     time.title = t("feed.changed");
-    act.append(time);
-    const state = this.acking.get(a.alert_id);
-    const failed = state && state !== "pending" ? state : null;
+    const command = this.commands.get(a.alert_id);
+    const pending = command?.pending ? command.action : null;
+    const failed = command && !command.pending ? command : null;
+    const label = (action) => (pending === action ? t("feed.pending")
+      : failed?.action === action ? t("feed.retry") : t(`feed.${action}`));
+    const btns = el("span", "btns");
     if (a.status === "open") {
-      const label = state === "pending" ? t("feed.acking") : failed ? t("feed.retry") : t("feed.ack");
-      const button = el("button", "ack", label);
-      button.type = "button";
-      button.disabled = state === "pending";
-      button.setAttribute("aria-label", `${label}: ${title}`);
-      act.append(button);
+      btns.append(this.button("ack", label("ack"), title, { disabled: Boolean(pending) }));
     } else {
       const st = el("span", "st", t(`status.${a.status}`));
       if (a.acknowledged_by) st.title = a.acknowledged_by;
-      act.append(st);
+      btns.append(st);
     }
+    const open = this.open === a.alert_id;
+    const toggle = this.button("more", t("feed.menu"), title, { className: "more" });
+    toggle.setAttribute("aria-label", `${t("feed.menuLabel")}: ${title}`);
+    toggle.setAttribute("aria-expanded", String(open));
+    btns.append(toggle);
+    act.append(time, btns);
     const meta = el("span", "meta", [place, depts, sensors].filter(Boolean).join(" · "));
-    li.replaceChildren(badge, ttl, act, meta);
-    if (failed && a.status === "open") {
+    const nodes = [badge, ttl, act, meta];
+    const info = this.info(a, lang);
+    if (info) nodes.push(info);
+    if (failed && !(failed.action === "ack" && a.status !== "open")) { // acked meanwhile: moot
       const err = el("span", "err");
       err.setAttribute("role", "alert");
-      err.append(el("b", "", t("feed.ackFailed", { msg: ackReason(failed.status) })));
+      err.append(el("b", "", t(`feed.failed.${failed.action}`, { msg: reason(failed) })));
       if (failed.detail) err.append(el("small", "", failed.detail));
-      li.append(err);
+      nodes.push(err);
     }
+    // The tools show while opened, and while a command of theirs is pending or failed.
+    const busy = command && command.action !== "ack";
+    if (open || busy) {
+      const tools = el("span", "tools");
+      for (const action of ["resolve", "assign", "comment"]) {
+        const editing = this.editor?.id === a.alert_id && this.editor.action === action;
+        const button = this.button(action, label(action), title, { disabled: Boolean(pending) });
+        if (action === "assign" || action === "comment") button.setAttribute("aria-expanded", String(editing));
+        tools.append(button);
+      }
+      nodes.push(tools);
+    }
+    // The open form is never taken out of the row (that would drop its focus and its text).
+    const form = this.editor?.id === a.alert_id ? this.editor.form : null;
+    for (const child of [...li.children]) if (child !== form) child.remove();
+    for (const node of nodes) li.insertBefore(node, form && form.parentNode === li ? form : null);
+    if (form && form.parentNode !== li) li.append(form);
+  }
+
+  /** Who the alert is assigned to, and its latest comment (or how many it has). */
+  info(a, lang) {
+    const parts = [];
+    if (a.assigned_to) parts.push(t("feed.assigned", { who: a.assigned_to }));
+    if (a._comment) {
+      parts.push(t("feed.note", { text: a._comment.text })
+        + (a.comments > 1 ? t("feed.notesAll", { n: a.comments }) : ""));
+    } else if (a.comments > 0) {
+      parts.push(t("feed.notes", { n: a.comments }));
+    }
+    if (!parts.length) return null;
+    const info = el("span", "info", parts.join(lang === "en" ? " · " : "　"));
+    info.title = a._comment ? `${info.textContent}\n— ${a._comment.by}` : info.textContent;
+    return info;
   }
 }
 
