@@ -205,31 +205,44 @@ export class Feed {
     input.maxLength = action === "assign" ? 200 : 2000; // api/schemas.py AlertAssign, AlertComment
     input.autocomplete = "off";
     input.enterKeyHint = "send";
-    input.placeholder = t(action === "assign" ? "feed.assignHint" : "feed.commentHint");
-    const title = this.title(alert, getLang());
-    input.setAttribute("aria-label", `${t(`feed.${action}Label`)}: ${title}`);
     if (action === "assign" && alert.assigned_to) input.value = alert.assigned_to;
-    label.append(el("span", "", t(`feed.${action}Label`)), input);
+    label.append(el("span", ""), input);
     form.append(label);
-    if (action === "assign") {
+    if (action === "assign" && alert.departments?.length) {
       // One tap per department the alert is routed to; recorded by its Chinese name.
       const chips = el("span", "chips");
-      for (const code of alert.departments || []) {
-        const chip = el("button", "chip", deptName(code));
+      for (const code of alert.departments) {
+        const chip = el("button", "chip");
         chip.type = "button";
         chip.dataset.act = "fill";
+        chip.dataset.code = code;
         chip.dataset.value = DEPARTMENTS[code]?.zh || code;
         chips.append(chip);
       }
-      if (chips.childElementCount) form.append(chips);
+      form.append(chips);
     }
-    const submit = el("button", "go", t("feed.submit"));
+    const submit = el("button", "go");
     submit.type = "submit";
-    const cancel = el("button", "cancel", t("feed.cancel"));
+    const cancel = el("button", "cancel");
     cancel.type = "button";
     cancel.dataset.act = "cancel";
     form.append(submit, cancel);
+    this.labelForm(form, alert, action);
     return form;
+  }
+
+  /** The form's words in the current language (again when the language changes). */
+  labelForm(form, alert, action) {
+    const lang = getLang();
+    if (form.dataset.lang === lang) return;
+    form.dataset.lang = lang;
+    const input = form.querySelector("input");
+    form.querySelector("label span").textContent = t(`feed.${action}Label`);
+    input.placeholder = t(action === "assign" ? "feed.assignHint" : "feed.commentHint");
+    input.setAttribute("aria-label", `${t(`feed.${action}Label`)}: ${this.title(alert, lang)}`);
+    for (const chip of form.querySelectorAll(".chip")) chip.textContent = deptName(chip.dataset.code);
+    form.querySelector(".go").textContent = t("feed.submit");
+    form.querySelector(".cancel").textContent = t("feed.cancel");
   }
 
   /** The row's failed command, if its last one failed. */
@@ -447,6 +460,7 @@ export class Feed {
     }
     // The open form is never taken out of the row (that would drop its focus and its text).
     const form = this.editor?.id === a.alert_id ? this.editor.form : null;
+    if (form) this.labelForm(form, a, this.editor.action);
     for (const child of [...li.children]) if (child !== form) child.remove();
     for (const node of nodes) li.insertBefore(node, form && form.parentNode === li ? form : null);
     if (form && form.parentNode !== li) li.append(form);

@@ -292,7 +292,20 @@ def test_the_feed_tools_fit_the_screen(chromium: Any, stack: Pipeline,
         first = board.feed_ids()[0]
         page.click(f"{row(first)} button[data-act='more']")
         page.click(f"{row(first)} button[data-act='assign']")
-        page.wait_for_selector(f"{row(first)} form.edit input")
+        field = f"{row(first)} form.edit input"
+        page.wait_for_selector(field)
+        page.click(f"{row(first)} form.edit .chip")  # fills in the department's name
+        assert page.input_value(field) == "水务局"
+        page.fill(field, "历下区排水抢险一队")
+        # The open form follows the language, and keeps what was typed.
+        page.click("#lang")
+        page.wait_for_function(f"document.querySelector(\"{row(first)} form.edit label span\")"
+                               ".textContent === 'Assign to'", timeout=2_000)
+        assert page.text_content(f"{row(first)} form.edit .chip") == "Water Affairs"
+        assert page.input_value(field) == "历下区排水抢险一队"
+        page.click("#lang")
+        page.wait_for_function(f"document.querySelector(\"{row(first)} form.edit label span\")"
+                               ".textContent === '指派给'", timeout=2_000)
         # Every control of the open row lies inside the feed and inside its row, none overlaps.
         boxes = page.eval_on_selector_all(
             f"{row(first)} button, {row(first)} input, {row(first)} .info, {row(first)} .ttl",
