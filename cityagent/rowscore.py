@@ -24,7 +24,11 @@ little state per sensor learned from individual readings:
 * **CUSUM**: a two-sided cumulative sum of standardised innovations
   ``z = clip(e / innovation scale, ±U_CLIP)`` with slack ``CUSUM_K``, scored against
   ``CUSUM_H``, so a shift of a few scales — too small for the deviation score — shows within
-  a few readings of a noisy series.
+  a few readings of a noisy series. For a smooth series (its autocorrelation in use) the
+  CUSUM discounts the innovations' recent mean (``zbar``, an EWMA at ``DRIFT_RATE``): a drift
+  slower than the whitening can remove (a wave over hundreds of readings, one a window)
+  would fill the sums too. Readings scoring 0.5 or more teach it at ``ANOMALY_WEIGHT``, so a
+  real shift is not discounted away while it is reported.
 
 Everything is causal: a reading is scored with the state before the slice of event time
 it belongs to (like the engine's baselines), then folded in; its previous deviation is the
@@ -65,6 +69,7 @@ __all__ = (
     "CUSUM_K",
     "CUSUM_H",
     "U_CLIP",
+    "DRIFT_RATE",
 )
 
 #: Learning rate of the spread per reading (about 50 readings).
@@ -97,6 +102,8 @@ CUSUM_H = 8.0
 CUSUM_CAP = 1.5 * CUSUM_H
 #: A residual adds at most this many scales to a sum: one spike is not a level shift.
 U_CLIP = 5.0
+#: Learning rate of a smooth series' innovation drift per reading (about 20 readings).
+DRIFT_RATE = 0.05
 
 
 @dataclass(eq=False)
@@ -113,10 +120,11 @@ class RowState:
     var: np.ndarray  # mean of u_previous²
     inn_n: np.ndarray  # innovations folded (weighted like n)
     inn: np.ndarray  # mean absolute innovation (in the series' unit, like the spread)
+    zbar: np.ndarray  # recent mean of the standardised innovations (a smooth series' drift)
 
     @classmethod
     def new(cls, sensors: int) -> RowState:
-        zeros = [np.zeros(sensors) for _ in range(9)]
+        zeros = [np.zeros(sensors) for _ in range(10)]
         return cls(*zeros[:4], np.full(sensors, np.nan), *zeros[4:])
 
 
@@ -202,10 +210,16 @@ def change_scores(st: RowState, idx: np.ndarray, r: Residuals, scale: np.ndarray
     the sums; readings of the same slice do not see each other (as with the engine's
     baselines).
     """
-    z = _standardised(r)
+    z = _standardised(r) - _drift(st, idx)
     pos = np.clip(st.pos[idx] + z - CUSUM_K, 0.0, CUSUM_CAP)
     neg = np.clip(st.neg[idx] - z - CUSUM_K, 0.0, CUSUM_CAP)
     return np.where(np.isfinite(scale), score_of(np.maximum(pos, neg) / CUSUM_H), 0.0)
+
+
+def _drift(st: RowState, idx: np.ndarray) -> np.ndarray:
+    """What the CUSUM discounts from each standardised innovation: for a smooth series (its
+    autocorrelation in use) the innovations' recent mean, else 0."""
+    return np.where(autocorrelation(st, idx) > 0, st.zbar[idx], 0.0)
 
 
 def _ewma(old: np.ndarray, n: np.ndarray, m: np.ndarray, mean: np.ndarray,
@@ -263,7 +277,13 @@ def fold(st: RowState, idx: np.ndarray, scale: np.ndarray, r: Residuals,
     st.lag[sensors[hp]] = _ewma(st.lag[sensors], st.pairs[sensors], mp, lag, RHO_RATE)[hp]
     st.var[sensors[hp]] = _ewma(st.var[sensors], st.pairs[sensors], mp, var, RHO_RATE)[hp]
     st.pairs[sensors] += mp
-    z = _standardised(r)
+    raw = _standardised(r)
+    z = raw - _drift(st, idx)
+    zw = np.bincount(inv, weights=w, minlength=len(sensors))
+    zs = np.bincount(inv, weights=w * raw, minlength=len(sensors))
+    hz = zw > 0
+    st.zbar[sensors[hz]] = (st.zbar[sensors] + (1 - (1 - DRIFT_RATE) ** zw)
+                            * (zs / np.where(hz, zw, 1.0) - st.zbar[sensors]))[hz]
     up = np.bincount(inv, weights=np.where(warm, z - CUSUM_K, 0.0), minlength=len(sensors))
     down = np.bincount(inv, weights=np.where(warm, -z - CUSUM_K, 0.0), minlength=len(sensors))
     st.pos[sensors] = np.clip(st.pos[sensors] + up, 0.0, CUSUM_CAP)

@@ -266,3 +266,19 @@ def test_an_innovation_is_what_the_previous_deviation_did_not_foretell() -> None
     assert r.e_scale.tolist() == [0.5, 0.5]
     ratio = np.array([0.0, 3.0 / 0.5 / rowscore.INNOVATION_Z])
     assert innovation_scores(r) == pytest.approx(ratio**2 / (1 + ratio**2))
+
+
+def test_a_slow_wave_with_one_reading_a_window_scores_low_and_its_shift_high(
+        tmp_path: Path) -> None:
+    # A wave of 10 sd over ~630 readings, one reading a window: the baseline lags it, so the
+    # deviations drift for hours, too slowly for the lag-1 whitening to remove (its learned
+    # autocorrelation is ~0.4). The CUSUM of those innovations filled up on two rows in three
+    # (every one pinned at 0.692) until it learned to discount a smooth series' drift.
+    rng = np.random.default_rng(4)
+    i = np.arange(4000)
+    values = 10 + np.sin(i / 100) + rng.normal(0, 0.1, len(i))
+    values[3000:] += 0.8  # a real shift of 8 sd
+    s = scores_of(tmp_path, values, step_s=60.0)
+    assert (s[:3000] >= 0.5).mean() < 0.01, (s[:3000] >= 0.5).mean()
+    first = first_high(s, 3000)
+    assert first <= 3002 and (s[first:first + 10] >= 0.5).all()
