@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 
 from api.auth import Principal
-from cityagent.incident_alert import EVENT_TYPES, AlertEvent
+from cityagent.incident_alert import EVENT_TYPES, RESOLVED, AlertEvent
 from cityagent.readings import format_ts
+from cityagent.settings import RETENTION_H
 
 __all__ = (
     "AlertBook",
@@ -203,6 +204,7 @@ class _Record:
     alert: dict[str, Any]
     history: deque[dict[str, Any]]
     events: int = 0
+    changed_ms: int = 0  # event time of the change that resolved it (while resolved)
 
 
 class AlertBook:
@@ -210,13 +212,25 @@ class AlertBook:
 
     Keeps ``history_size`` events per alert, the last ``feed_size`` applied events for
     replay to reconnecting stream clients, and the last ``suppressed_size`` suppressed events.
+
+    A resolved alert is forgotten once the stream's time (its newest event's ``at_ms``) is
+    ``resolved_for_ms`` past the alert's last change: the alerts topic keeps events that long
+    (its retention), so an API started afresh would not know the alert either. Without it a
+    long-running API grew by every alert it ever saw (~70 KB each with its history, measured
+    under the simulator's steady breaches), and answered differently from a replica started
+    later. Open and acknowledged alerts are never forgotten.
     """
 
     def __init__(self, *, history_size: int = 200, feed_size: int = 10_000,
-                 suppressed_size: int = 1_000) -> None:
+                 suppressed_size: int = 1_000,
+                 resolved_for_ms: int = RETENTION_H * 3_600_000) -> None:
         self.history_size = history_size
         self.feed_size = feed_size
         self.suppressed_size = suppressed_size
+        self.resolved_for_ms = resolved_for_ms
+        self.forgotten = 0  # resolved alerts dropped after resolved_for_ms
+        self._stream_ms = 0  # the newest event time applied
+        self._resolved: list[tuple[int, str]] = []  # heap of (change time, id) when resolved
         self.applied = 0  # events that changed the book (also the last feed position)
         self.ignored = 0  # older or duplicate events
         self._alerts: dict[str, _Record] = {}
@@ -244,6 +258,8 @@ class AlertBook:
         and ``ignored`` go on counting: they are this process's totals.
         """
         self._alerts.clear()
+        self._resolved.clear()
+        self._stream_ms = 0
         self._feed.clear()
         self._suppressed.clear()
         self._suppressed_ids.clear()
@@ -302,7 +318,25 @@ class AlertBook:
         record.alert = public
         record.events += 1
         record.history.append(_history_item(event))
-        return self._to_feed(event, public, previous, partition, offset)
+        entry = self._to_feed(event, public, previous, partition, offset)
+        if public["status"] == RESOLVED:
+            record.changed_ms = event["at_ms"]
+            heapq.heappush(self._resolved, (event["at_ms"], alert["alert_id"]))
+        self._forget_resolved(event["at_ms"])
+        return entry
+
+    def _forget_resolved(self, at_ms: int) -> None:
+        """Drop the alerts resolved longer than ``resolved_for_ms`` before the stream's time."""
+        self._stream_ms = max(self._stream_ms, at_ms)
+        horizon = self._stream_ms - self.resolved_for_ms
+        while self._resolved and self._resolved[0][0] < horizon:
+            changed_ms, alert_id = heapq.heappop(self._resolved)
+            record = self._alerts.get(alert_id)
+            # An entry is stale when the alert changed since (reopened, or resolved again later).
+            if (record is not None and record.alert["status"] == RESOLVED
+                    and record.changed_ms == changed_ms):
+                del self._alerts[alert_id]
+                self.forgotten += 1
 
     def _keep_suppressed(self, event: dict[str, Any]) -> None:
         if len(self._suppressed) >= self.suppressed_size:

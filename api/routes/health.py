@@ -138,6 +138,9 @@ def render_metrics(state: Any) -> str:
                [({"severity": s}, n) for s, n in counter.open_by_severity().items()])
         metric("cityagent_api_alerts_known", "gauge", "Alerts in the alert book.",
                [({}, len(book))])
+        metric("cityagent_api_alerts_forgotten_total", "counter",
+               "Resolved alerts dropped from the alert book once the alerts topic's retention "
+               "had passed since they were resolved.", [({}, book.forgotten)])
     if alert_feed is not None:
         metric("cityagent_api_alert_events_malformed_total", "counter",
                "Messages of the alerts topic that were no alert event (skipped).",

@@ -318,3 +318,25 @@ def test_an_id_the_feed_has_yet_to_read_is_not_past_the_end() -> None:
     assert book.past_end({0: 11})
     book.note_topic_ends({0: 0})  # the topic was recreated: what the book read still counts
     assert not book.past_end({0: 1}) and book.past_end({0: 2})
+
+
+def test_a_resolved_alert_is_forgotten_once_the_topics_retention_has_passed() -> None:
+    """As an API started afresh would not know it (its events are gone from the topic)."""
+    book = AlertBook(resolved_for_ms=60 * MIN)
+    book.apply(alert_event("done", seq=2, type="resolved", status="resolved",
+                           resolved_by="op", resolved_at_ms=T0, last_seen_ms=T0))
+    book.apply(alert_event("open", last_seen_ms=T0))
+    book.apply(alert_event("late", seq=2, type="resolved", status="resolved",
+                           last_seen_ms=T0 + 30 * MIN))
+    book.apply(alert_event("late", seq=3, type="commented", status="resolved",  # changed since
+                           last_seen_ms=T0 + 59 * MIN, comments=1))
+    book.apply(alert_event("tick", last_seen_ms=T0 + 60 * MIN))  # the retention, not past it
+    assert {a["alert_id"] for a in book.query(AlertQuery()).alerts} == {
+        "done", "open", "late", "tick"}
+    book.apply(alert_event("tock", last_seen_ms=T0 + 60 * MIN + 1))
+    assert {a["alert_id"] for a in book.query(AlertQuery()).alerts} == {"open", "late", "tick",
+                                                                       "tock"}
+    assert book.get("done") is None and book.forgotten == 1
+    book.apply(alert_event("tock", seq=2, last_seen_ms=T0 + 120 * MIN))
+    assert book.get("late") is None and book.get("open") is not None  # open: never forgotten
+    assert book.forgotten == 2

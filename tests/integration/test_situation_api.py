@@ -92,8 +92,9 @@ class World:
         started = time.monotonic()
         answer = None
         while time.monotonic() - started < timeout_s:
-            answer = self.get(path, url=url)
-            if predicate(answer):
+            got = httpx.get(f"{url or self.url}{path}", headers=auth("sit-op"), timeout=10)
+            answer = got.json() if got.status_code == 200 else got.text  # 404: not read yet
+            if got.status_code == 200 and predicate(answer):
                 return answer, time.monotonic() - started
             time.sleep(0.05)
         raise AssertionError(f"{path} did not become right within {timeout_s} s: {answer}")
