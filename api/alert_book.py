@@ -216,9 +216,8 @@ class AlertBook:
     A resolved alert is forgotten once the stream's time (its newest event's ``at_ms``) is
     ``resolved_for_ms`` past the alert's last change: the alerts topic keeps events that long
     (its retention), so an API started afresh would not know the alert either. Without it a
-    long-running API grew by every alert it ever saw (~70 KB each with its history, measured
-    under the simulator's steady breaches), and answered differently from a replica started
-    later. Open and acknowledged alerts are never forgotten.
+    long-running API grew with every alert it ever saw, and answered differently from a
+    replica started later. Open and acknowledged alerts are never forgotten.
     """
 
     def __init__(self, *, history_size: int = 200, feed_size: int = 10_000,
