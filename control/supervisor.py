@@ -26,6 +26,8 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     _pump: threading.Thread | None = field(default=None, repr=False)
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def pid(self) -> int:
@@ -53,11 +55,21 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        child = Child(name, proc)
+        child = Child(name, proc, argv=tuple(argv), env=dict(env))
         child._pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
         child._pump.start()
         self.children.append(child)
         return child
+
+    def respawn(self, child: Child) -> Child:
+        """Start a child that exited again, as it was started, in its place in the order."""
+        index = self.children.index(child)
+        if child._pump:
+            child._pump.join(timeout=2.0)
+        new = self.spawn(child.name, child.argv, child.env)
+        self.children.remove(new)
+        self.children[index] = new
+        return new
 
     def say(self, name: str, line: str) -> None:
         with self._lock:

@@ -41,6 +41,10 @@ class UpOptions:
 EMBEDDED_CHECKPOINT_S = 60.0
 #: How often ``up`` reports the embedded broker's memory.
 MEMORY_REPORT_S = 600.0
+#: A worker or the API that exits on its own is started again, unless it exited more than
+#: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S`` (then it cannot start: everything stops).
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
 
 
 class _Stop(Exception):
@@ -137,10 +141,25 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         say(f"API        {url}   (OpenAPI docs: {url}/docs)")
         say(f"alerts     {url}/v1/alerts   (workers take ~10 s to join; alerts follow)")
         say("press Ctrl-C to stop everything")
+        exits: dict[str, list[float]] = {}
         while True:
             dead = supervisor.first_dead()
             if dead is not None:
-                say(f"{dead.name} exited with code {dead.proc.returncode}; stopping everything")
+                now = time.monotonic()
+                recent = exits[dead.name] = [t for t in exits.get(dead.name, [])
+                                             if now - t < RESTART_WINDOW_S] + [now]
+                if _restartable(dead.name) and len(recent) <= MAX_RESTARTS:
+                    # Stopping everything would stop the embedded broker too, and with it
+                    # every reading, state and alert it holds (memory storage).
+                    say(f"{dead.name} (pid {dead.pid}) exited with code {dead.proc.returncode}; "
+                        "starting it again" + (" (the other workers take over its partitions "
+                                               "meanwhile)" if options.workers > 1
+                                               and dead.name.startswith("worker-") else ""))
+                    supervisor.respawn(dead)
+                    continue
+                say(f"{dead.name} exited with code {dead.proc.returncode}"
+                    + (f" ({len(recent)} times in {RESTART_WINDOW_S:g} s)" if len(recent) > 1 else "")
+                    + "; stopping everything")
                 code = 1
                 break
             if memory is not None and memory.due(time.monotonic()):
@@ -161,6 +180,11 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             broker.stop()
         say(f"stopped; no process left running; the logs stay in {logs} (delete it when done)")
     return code
+
+
+def _restartable(name: str) -> bool:
+    """Workers and the API hold nothing that a restart loses (their state is in the topics)."""
+    return name.startswith("worker-") or name == "api"
 
 
 def _say_if(say, line: str | None) -> None:

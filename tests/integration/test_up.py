@@ -100,3 +100,71 @@ def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"port {api_port}" in out and "already in use" in out
     assert "Traceback" not in out
+
+
+def worker_pids(output: str, name: str) -> list[int]:
+    """The PIDs a worker's Faust log lines name (``worker-1 | [time] [PID] [INFO] ...``), in
+    the order they first appear."""
+    pids: list[int] = []
+    for pid in re.findall(rf"^\s*{name} \| \[[^\]]+\] \[(\d+)\]", output, re.M):
+        if int(pid) not in pids:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
+    """With two workers, SIGKILL one: `up` must not stop everything (the embedded broker keeps
+    every topic in memory, so stopping it loses every reading and alert accepted so far); it
+    starts the worker again and the API goes on serving the alerts it had."""
+    api_port, broker_port = free_port(), free_port()
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "up", "--workers", "2", "--simulate",
+         "--sensors", "500", "--rate", "500"],
+        env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{api_port}/v1/alerts"
+
+    def output() -> str:
+        return (tmp_path / "up.log").read_text("utf-8", "replace")
+
+    def alert_ids(key: str) -> set[str]:
+        try:
+            answer = httpx.get(url, timeout=2, headers={"authorization": f"Bearer {key}"})
+            return {a["alert_id"] for a in answer.json()["alerts"]}
+        except (httpx.HTTPError, ValueError, KeyError):
+            return set()
+
+    try:
+        deadline, before, key = time.monotonic() + 90, set(), None
+        while time.monotonic() < deadline and not (before and worker_pids(output(), "worker-1")):
+            time.sleep(1)
+            found = re.search(r"dev admin key: (\S+)", output())
+            key = found and found.group(1)
+            before = alert_ids(key) if key else set()
+        assert before, f"no alert within 90 s:\n{output()[-3000:]}"
+        [doomed] = worker_pids(output(), "worker-1")
+        os.kill(doomed, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(worker_pids(output(), "worker-1")) < 2:
+            assert up.poll() is None, output()[-3000:]
+            time.sleep(1)
+        assert len(worker_pids(output(), "worker-1")) == 2, output()[-3000:]
+        assert up.poll() is None, output()[-3000:]
+        assert "starting it again" in output()
+        # The broker was not restarted: every alert from before is still served.
+        deadline, after = time.monotonic() + 30, set()
+        while time.monotonic() < deadline and not before <= after:
+            after = alert_ids(key)
+            time.sleep(1)
+        assert before <= after, (before - after, output()[-3000:])
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    kept = re.search(r"the logs stay in (\S+) ", output())
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
