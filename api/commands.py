@@ -1,9 +1,17 @@
-"""Operators' commands (ack, resolve, assign, comment) onto the commands topic.
+"""Operators' commands (ack, resolve, assign, comment) onto the alert-scopes topic.
 
 A command is keyed by the alert's correlation ``scope``, so it reaches the alerting agent
 that owns the incident; that agent applies it and publishes the resulting event on the alerts
 topic, which the API's read model then shows. The API answers 202 once Kafka acknowledged the
 command (acks=all): it is stored and will be applied, but may not be visible yet.
+
+Why the scopes topic and not the commands topic: the agent applies a scope's anomalies and
+commands in the order it reads them, and after a crash it applies again everything after its
+last checkpoint. Two topics are read in no fixed order, so a replay could apply a resolve
+before the anomalies that came ahead of it: the incident was resolved with a few sensors and
+the rest opened a second alert of the same flood (seen with a SIGKILL within a second of a
+resolve). In the scope's one partition of one topic, a replay is the original order. The
+worker still reads the commands topic, for commands written there before.
 """
 
 from __future__ import annotations
@@ -17,10 +25,16 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 
 from cityagent.errors import BrokerError, RecordTooLarge
 from cityagent.incident_alert import Command
+from cityagent.settings import Settings
 
-__all__ = ("CommandPublisher", "command_message")
+__all__ = ("CommandPublisher", "command_message", "command_topic")
 
 log = logging.getLogger("cityagent.api")
+
+
+def command_topic(settings: Settings) -> str:
+    """Where commands go: the scope's anomalies' topic, so that one log orders both."""
+    return settings.scopes_topic
 
 
 def command_message(command: Command) -> bytes:

@@ -22,7 +22,7 @@ from fastapi_offline import FastAPIOffline
 
 from api.auth import KeyRing, require
 from api.broker_probe import BrokerProbe
-from api.commands import CommandPublisher
+from api.commands import CommandPublisher, command_topic
 from api.idempotency import IdempotencyCache
 from api.publisher import ReadingPublisher
 from api.ratelimit import RateLimiter
@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.regions = default_regions()
     app.state.alert_book = AlertBook()
     app.state.alert_hub = AlertHub()
-    app.state.commands = CommandPublisher(settings.bootstrap, settings.commands_topic)
+    app.state.commands = CommandPublisher(settings.bootstrap, command_topic(settings))
     # Operational zones: the file (or demo) set, then the zones topic's records on top.
     app.state.router = Router.load()
     base = (ZoneSet.load(settings.zones_path, app.state.regions,

@@ -3,11 +3,15 @@
     <prefix>.readings   key: sensor bucket (b000-b255)   value: columnar reading batch (raw bytes)
     <prefix>.anomalies  key: district code                value: Anomaly as JSON
     <prefix>.alert-scopes   key: correlation scope        value: {"anomaly": Anomaly JSON}
+                                                                 or the API's {"command": ...}
     <prefix>.alert-commands key: the alert's scope         value: {"command": Command JSON}
+                                                           (written before 2026-11-24)
     <prefix>.alerts     key: correlation scope            value: AlertEvent as JSON (the audit trail)
 
 ``incident_inputs`` is one channel over alert-scopes and alert-commands: the agent that owns
-a scope sees its anomalies and its operators' commands in one ordered stream.
+a scope sees its anomalies and its operators' commands. Only within one partition is the
+order fixed (two topics are read in no fixed order, also when a restarted worker applies
+them again), so the API writes commands to alert-scopes (api/commands.py).
 
 Every value is raw bytes to Faust: the agents encode and decode JSON themselves (``to_json``,
 ``from_json``). With Faust's JSON codec a message that is not JSON, which anything may write

@@ -9,6 +9,7 @@ continue after the restart would open new episodes, and their alerts would get n
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import defaultdict
@@ -20,9 +21,15 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import cityagent
+from api.commands import CommandPublisher, command_topic
 from cityagent.batch import ReadingBatch, bucket_key, bucket_of, encode_batch
 from cityagent.detection import Anomaly, anomaly_id
+from cityagent.incident_alert import Command
+from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
 from cityagent.readings import parse_reading
+from cityagent.regions import default_regions
+from cityagent.routing import Router
+from cityagent.zones import ZoneIndex, demo_zones
 from control.topics import ensure_topics, pipeline_topics
 from streams.partitions import partition_of_key
 from tests.helpers import consume_all, consume_records, start_worker
@@ -484,3 +491,67 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         producer.close()
     # The orphans above all: their state came from the changelog.
     assert_one_episode_and_alert_each(values, events, first_ids, t0, survivor.log_tail())
+
+
+def test_a_command_is_applied_after_the_anomalies_ahead_of_it_also_when_applied_again(
+        settings_factory, tmp_path) -> None:
+    """A worker that starts, or restarts after a crash, applies a backlog of its scopes'
+    anomalies and operators' commands: in the order they were written, as the worker that
+    first applied them did. Commands on a topic of their own were read in no fixed order with
+    the anomalies, and a SIGKILL within a second of an operator's resolve of a 60-gauge flood
+    made the restarted worker apply the resolve to the one gauge of its last checkpoint, and
+    open a second flood alert with the other 59. Here the backlog is 40 anomalies and then
+    the resolve, published as the API publishes it: one alert, resolved with all 40."""
+    settings = settings_factory()
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    since = (int(time.time()) - 600) * 1000
+    gauges = [f"jn-wl-order-{i:03d}" for i in range(40)]
+    anomalies = [Anomaly.from_dict(orjson.loads(flood_anomaly(g, "start", since, since)))
+                 for g in gauges]
+    regions = default_regions()
+    zones = ZoneIndex(demo_zones(regions))
+    engine = IncidentEngine(AlertingConfig.load(), Router.load(), regions)
+    scope = engine.scope_key(anomalies[0], zones)
+    assert {engine.scope_key(a, zones) for a in anomalies} == {scope}
+    alert_id = engine.on_anomaly(ScopeState(), anomalies[0], zones, since)[0].alert_id
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    try:
+        for anomaly in anomalies:  # as the scope agent writes them
+            producer.send(settings.scopes_topic, key=scope.encode(),
+                          value=orjson.dumps({"anomaly": anomaly.to_dict()}))
+        producer.flush()
+    finally:
+        producer.close()
+
+    async def resolve() -> None:  # as the API publishes an operator's resolve
+        publisher = CommandPublisher(settings.bootstrap, command_topic(settings))
+        await publisher.start()
+        try:
+            await publisher.send(Command(command_id="kop:order:1", alert_id=alert_id,
+                                         action="resolve", actor="kop", at_ms=since + 60_000),
+                                 scope)
+        finally:
+            await publisher.stop()
+
+    asyncio.run(resolve())
+
+    def members(values: list[dict]) -> int:
+        counts: dict[str, int] = {}
+        for event in values:
+            if event["alert"]:
+                counts[event["alert_id"]] = max(counts.get(event["alert_id"], 0),
+                                                event["alert"]["sensor_count"])
+        return sum(counts.values())
+
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        events = consume_all(
+            settings.bootstrap, settings.alerts_topic, timeout_s=120, watch=(worker,),
+            until=lambda v: members(v) == len(gauges) and any(e["type"] == "resolved" for e in v))
+    finally:
+        worker.stop()
+    summary = [(e["type"], e["alert_id"], e["alert"] and e["alert"]["sensor_count"]) for e in events]
+    assert {e["alert_id"] for e in events} == {alert_id}, summary
+    assert [e["type"] for e in events].count("opened") == 1, summary
+    assert events[-1]["type"] == "resolved", summary
+    assert events[-1]["alert"]["sensor_count"] == len(gauges), summary
