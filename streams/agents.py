@@ -102,7 +102,12 @@ class _Buckets(CheckpointedStates):
     async def checkpoint(self, counters: WorkerCounters) -> None:
         """Write the changed buckets' states, then ack the events they include."""
         for bucket in self.dirty:
-            for number, part in enumerate(self.states[bucket].to_parts()):
+            state = self.states.get(bucket)
+            if state is None:
+                # Dropped by a rebalance after it was marked (the idle timer awaits between
+                # buckets): its partition's new owner has the checkpoint of the hand-over.
+                continue
+            for number, part in enumerate(state.to_parts()):
                 self.table[part_key(bucket, number)] = part
         if self.dirty:
             counters.checkpoints_total += 1
@@ -149,6 +154,7 @@ class _Buckets(CheckpointedStates):
         for bucket in list(self.states):
             if self.partition_of.get(bucket) not in assigned:
                 self.states.pop(bucket, None)
+                self.dirty.discard(bucket)
                 self.away_ms.pop(bucket, None)
                 self.last_input.pop(bucket, None)
                 self.partition_of.pop(bucket, None)
