@@ -178,7 +178,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             if memory is not None:
                 _say_if(say, memory.line(time.monotonic()))
             broker.stop()
-        say(f"stopped; no process left running; the logs stay in {logs} (delete it when done)")
+        if any(logs.iterdir()):
+            say(f"stopped; no process left running; the logs stay in {logs} "
+                "(delete it when done)")
+        else:  # nothing was written there (an external Kafka, no simulator): leave no litter
+            logs.rmdir()
+            say("stopped; no process left running")
     return code
 
 

@@ -7,6 +7,7 @@ skipped integration suite would hide a broken broker.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,13 @@ from cityagent.errors import BrokerError
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
 from tests import helpers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def child_tmpdir() -> Iterator[None]:
+    """Remove the child processes' temp directory (helpers.CHILD_TMPDIR) after the session."""
+    yield
+    shutil.rmtree(helpers.CHILD_TMPDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

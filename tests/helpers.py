@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -104,6 +105,12 @@ class ChildProcess:
                                  f"{self.log_tail()}")
 
 
+#: The temp directory of the test's child processes (each worker's Faust data directory, an
+#: ``up``'s logs), removed when the session ends (tests/conftest.py): they used to leave ~1,000
+#: directories in /tmp over a few dozen test runs.
+CHILD_TMPDIR = Path(tempfile.mkdtemp(prefix="cityagent-test-children-"))
+
+
 def pipeline_env(settings: Settings) -> dict[str, str]:
     """Environment that makes a child process (worker, API, simulator) use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
@@ -119,6 +126,7 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_API_BURST": str(settings.api_burst),
         "CITYAGENT_SITUATION_LOOKBACK_H": str(settings.situation_lookback_h),
         "PYTHONUNBUFFERED": "1",
+        "TMPDIR": str(CHILD_TMPDIR),
     })
     if settings.detection_path is not None:
         env["CITYAGENT_DETECTION"] = str(settings.detection_path)
