@@ -7,7 +7,6 @@ skipped integration suite would hide a broken broker.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -23,9 +22,9 @@ from tests import helpers
 
 @pytest.fixture(scope="session", autouse=True)
 def child_tmpdir() -> Iterator[None]:
-    """Remove the child processes' temp directory (helpers.CHILD_TMPDIR) after the session."""
+    """Remove the child processes' temp directory (helpers.child_tmpdir) after the session."""
     yield
-    shutil.rmtree(helpers.CHILD_TMPDIR, ignore_errors=True)
+    helpers.remove_child_tmpdir()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,10 +106,23 @@ class ChildProcess:
                                  f"{self.log_tail()}")
 
 
-#: The temp directory of the test's child processes (each worker's Faust data directory, an
-#: ``up``'s logs), removed when the session ends (tests/conftest.py): they used to leave ~1,000
-#: directories in /tmp over a few dozen test runs.
-CHILD_TMPDIR = Path(tempfile.mkdtemp(prefix="cityagent-test-children-"))
+_child_tmpdir: Path | None = None
+
+
+def child_tmpdir() -> Path:
+    """The temp directory of the tests' child processes (each worker's Faust data directory,
+    an ``up``'s logs), made on first use and removed when the session ends (tests/conftest.py):
+    they used to leave ~1,000 directories in /tmp over a few dozen test runs. Made lazily, so a
+    process that starts no child (pytest-xdist's controller) leaves none behind."""
+    global _child_tmpdir
+    if _child_tmpdir is None:
+        _child_tmpdir = Path(tempfile.mkdtemp(prefix="cityagent-test-children-"))
+    return _child_tmpdir
+
+
+def remove_child_tmpdir() -> None:
+    if _child_tmpdir is not None:
+        shutil.rmtree(_child_tmpdir, ignore_errors=True)
 
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
@@ -126,7 +140,7 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
         "CITYAGENT_API_BURST": str(settings.api_burst),
         "CITYAGENT_SITUATION_LOOKBACK_H": str(settings.situation_lookback_h),
         "PYTHONUNBUFFERED": "1",
-        "TMPDIR": str(CHILD_TMPDIR),
+        "TMPDIR": str(child_tmpdir()),
     })
     if settings.detection_path is not None:
         env["CITYAGENT_DETECTION"] = str(settings.detection_path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import CHILD_TMPDIR, free_port, pid_alive
+from tests.helpers import child_tmpdir, free_port, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def up_env(api_port: int, broker_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
     env.update(CITYAGENT_API_PORT=str(api_port), CITYAGENT_BROKER_PORT=str(broker_port),
                PYTHONUNBUFFERED="1", CITYAGENT_WINDOW_S="5", CITYAGENT_GRACE_S="2",
-               TMPDIR=str(CHILD_TMPDIR))
+               TMPDIR=str(child_tmpdir()))
     return env
 
 
@@ -92,7 +92,7 @@ def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path
 
 def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
     api_port, broker_port = free_port(), free_port()
-    before = set(CHILD_TMPDIR.glob("cityagent-*"))
+    before = set(child_tmpdir().glob("cityagent-*"))
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", api_port))
         holder.listen()
@@ -103,7 +103,7 @@ def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
     assert f"port {api_port}" in out and "already in use" in out
     assert "Traceback" not in out
     # Nothing was logged, so no empty log directory is left behind, nor named.
-    assert "logs stay" not in out and set(CHILD_TMPDIR.glob("cityagent-*")) == before
+    assert "logs stay" not in out and set(child_tmpdir().glob("cityagent-*")) == before
 
 
 def worker_pids(output: str, name: str) -> list[int]:
