@@ -260,5 +260,10 @@ def test_an_id_past_the_end_gets_reset_then_live_events(alerts: Alerts) -> None:
         reset = next(frames)
         assert reset.get("event") == "reset" and "re-read GET /v1/alerts" in reset["data"]
         alerts.publish(alert_event("jn-7", last_seen_ms=T0 + 7 * MIN))
-        _, event = next_alert(frames)
-    assert (event.alert_id, event.type) == ("jn-7", "opened")
+        # Live from here on: jn-7 comes (after, perhaps, an event an earlier test of this
+        # module published that this API had not read yet when the stream opened: qd-9 did,
+        # once, on a loaded machine).
+        seen = [next_alert(frames)[1]]
+        while seen[-1].alert_id != "jn-7" and len(seen) < 5:
+            seen.append(next_alert(frames)[1])
+    assert (seen[-1].alert_id, seen[-1].type) == ("jn-7", "opened"), seen
