@@ -169,7 +169,7 @@ class AlertHistoryItem(BaseModel):
 
     event_id: str
     type: str = Field(description="opened, updated, escalated, acknowledged, assigned, "
-                                  "commented or resolved")
+                                  "commented, resolved or restated")
     actor: str = Field(description="system, or the operator")
     at_ms: int
     at: str

@@ -32,7 +32,7 @@ __all__ = (
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 STATUSES: tuple[str, ...] = (OPEN, ACKNOWLEDGED, RESOLVED)
 EVENT_TYPES: tuple[str, ...] = ("opened", "updated", "escalated", "acknowledged", "assigned",
-                                "commented", "resolved", "suppressed")
+                                "commented", "resolved", "restated", "suppressed")
 ACTIONS: tuple[str, ...] = ("ack", "resolve", "assign", "comment")
 #: Whose command centre owns an incident; unacknowledged severe incidents move up.
 ESCALATION_LEVELS: tuple[str, ...] = ("district", "city", "province")

@@ -60,6 +60,7 @@ from cityagent.incident_alert import (
 from cityagent.readings import SENSOR_ID_PATTERN
 from cityagent.regions import RegionIndex, default_regions
 from cityagent.routing import PROVINCE_COMMAND, Router, is_fault
+from cityagent.settings import RETENTION_H
 from cityagent.zones import Zone, ZoneIndex
 
 __all__ = (
@@ -214,6 +215,10 @@ class AlertingConfig:
 
     resolve_after_s: float = 900.0
     history_s: float = 86400.0
+    #: An open or acknowledged alert with no event for this long gets a ``restated`` event
+    #: (its unchanged snapshot): the alerts topic keeps events for RETENTION_H only, and an
+    #: API started afresh knows only the alerts whose events the topic still holds.
+    restate_after_s: float = 86400.0
     echo_s: float = 7200.0
     fault_hold_s: float = 150.0
     max_sensors_listed: int = 20
@@ -252,8 +257,8 @@ class AlertingConfig:
                   for family, raw in scope_doc.items()}
         corr = table(doc, "correlation", where)
         esc = table(doc, "escalation", where)
-        only(life, {"resolve_after_s", "history_s", "echo_s", "fault_hold_s",
-                    "max_sensors_listed"},
+        only(life, {"resolve_after_s", "history_s", "restate_after_s", "echo_s",
+                    "fault_hold_s", "max_sensors_listed"},
              f"{where} [lifecycle]")
         only(esc, {"min_severity", "city_after_s", "province_after_s"}, f"{where} [escalation]")
         only(corr, {"window_s", *_FAMILY_OF_KIND.values()}, f"{where} [correlation]")
@@ -263,9 +268,16 @@ class AlertingConfig:
         if listed < 1 or listed != int(listed):
             raise ConfigError(f"{where} [lifecycle]: max_sensors_listed must be a whole number "
                               f"of 1 or more; got {listed!r}")
+        restate = _number(life, "restate_after_s", 86400, f"{where} [lifecycle]")
+        if not 0 < restate < RETENTION_H * 3600:
+            raise ConfigError(
+                f"{where} [lifecycle]: restate_after_s must be above 0 and below the alerts "
+                f"topic's retention ({RETENTION_H * 3600} s, {RETENTION_H} h), or an open "
+                f"alert can outlive its events there; got {restate!r}")
         return cls(
             resolve_after_s=_number(life, "resolve_after_s", 900, f"{where} [lifecycle]"),
             history_s=_number(life, "history_s", 86400, f"{where} [lifecycle]"),
+            restate_after_s=restate,
             echo_s=_number(life, "echo_s", 7200, f"{where} [lifecycle]"),
             fault_hold_s=_number(life, "fault_hold_s", 150, f"{where} [lifecycle]"),
             max_sensors_listed=int(listed),
@@ -458,6 +470,7 @@ class Incident:
     severe_since_ms: int | None = None  # engine clock when it reached the escalation severity
     level_since_ms: int | None = None  # engine clock of its current escalation level
     closed_ms: int | None = None  # engine clock when resolved: history is kept from then
+    last_event_ms: int | None = None  # engine clock of its latest event (None: before 2026-11-24)
     comments: int = 0
     seq: int = 0
     #: Members with an episode that has not ended, kept as they change: counting them for
@@ -669,7 +682,8 @@ class _ScopeIndex:
             heapq.heappush(self.due, (due, self.ord_of[id(incident)]))
 
     def pop_due(self, now_ms: int) -> list[Incident]:
-        """Unresolved incidents whose auto-resolution or escalation may be due, in order."""
+        """Unresolved incidents whose auto-resolution, escalation or restatement may be due,
+        in order."""
         found: dict[int, Incident] = {}
         while self.due and self.due[0][0] <= now_ms + 1:  # + 1: never late by a rounding
             n = heapq.heappop(self.due)[1]
@@ -917,6 +931,7 @@ class IncidentEngine:
         )
         state.incidents.append(incident)
         ix.add(incident)
+        self._watch(ix, incident)  # for its restatement, if nothing else comes due first
         return incident
 
     def _join(self, ix: _ScopeIndex, incident: Incident, anomaly: Anomaly, applied: str,
@@ -1076,6 +1091,7 @@ class IncidentEngine:
                                               detail="sensors normal"))
                     continue
             events += self._escalate(incident, now_ms)
+            events += self._restate(incident, now_ms)
         for incident in due:
             self._watch(ix, incident)
         self._forget(state, ix, now_ms)
@@ -1088,20 +1104,41 @@ class IncidentEngine:
             ix.watch(incident, self._next_due(incident))
 
     def _next_due(self, incident: Incident) -> float | None:
-        """When the tick may next change the incident (auto-resolve or escalate); None if
-        only an anomaly can. Never later than the tick's own test (``tick``, ``_escalate``)."""
+        """When the tick may next change the incident (auto-resolve, escalate or restate);
+        None once resolved. Never later than the tick's own test (``tick``, ``_escalate``,
+        ``_restate``)."""
         if incident.status == RESOLVED:
             return None
-        due = None
+        due = self._last_event_ms(incident) + self.config.restate_after_s * 1000
         if incident.members and not incident.active_members:
             calm = max(m.normal_since_ms or 0 for m in incident.members.values())
-            due = calm + self.config.resolve_after_s * 1000
+            due = min(due, calm + self.config.resolve_after_s * 1000)
         if incident.status == OPEN and incident.level_since_ms is not None:
             level = ESCALATION_LEVELS.index(incident.escalation_level)
             if level + 1 < len(ESCALATION_LEVELS):
-                up = incident.level_since_ms + self._delays()[ESCALATION_LEVELS[level + 1]]
-                due = up if due is None else min(due, up)
+                due = min(due, incident.level_since_ms
+                          + self._delays()[ESCALATION_LEVELS[level + 1]])
         return due
+
+    @staticmethod
+    def _last_event_ms(incident: Incident) -> int:
+        # State written before last_event_ms existed: its opening is the safe guess (a long
+        # open alert is then restated at the first tick, which is what it may need).
+        return incident.opened_ms if incident.last_event_ms is None else incident.last_event_ms
+
+    def _restate(self, incident: Incident, now_ms: int) -> list[AlertEvent]:
+        """A ``restated`` event for an open or acknowledged alert quiet for restate_after_s.
+
+        Why: the alerts topic keeps events for RETENTION_H; an alert open longer than that
+        with no change would have no event left there, and an API started afresh (which
+        reads the topic) would not show it. Its unchanged snapshot, republished under the
+        next ``seq``, keeps it in the topic.
+        """
+        if incident.status == RESOLVED:
+            return []
+        if now_ms - self._last_event_ms(incident) < self.config.restate_after_s * 1000:
+            return []
+        return [self._event(incident, "restated", SYSTEM, now_ms)]
 
     def _delays(self) -> dict[str, float]:
         esc = self.config.escalation
@@ -1143,6 +1180,7 @@ class IncidentEngine:
     def _event(self, incident: Incident, kind: str, actor: str, at_ms: int, *,
                anomaly: Anomaly | None = None, detail: str | None = None) -> AlertEvent:
         incident.seq += 1
+        incident.last_event_ms = int(at_ms)
         return AlertEvent(
             event_id=_digest(f"{incident.alert_id}|{incident.seq}", 12),
             type=kind, alert_id=incident.alert_id, scope=incident.scope, actor=actor,

@@ -80,13 +80,20 @@ function applyEvent(event) {
     }
     return;
   }
-  alert._at = event.at_ms || alert.last_seen_ms;
+  // A restatement says "still open, unchanged" (the worker republishes a quiet alert daily so
+  // that the alerts topic keeps it): it neither moves the alert up nor marks it new.
+  const restated = event.type === "restated";
+  alert._at = restated ? (known ? known._at : listedAt(alert)) : (event.at_ms || alert.last_seen_ms);
   // The snapshot counts comments; the latest one's text comes only with its event.
   alert._comment = event.type === "commented" && event.detail
     ? { text: event.detail, by: event.actor } : known?._comment;
   state.alerts.set(id, alert);
-  state.fresh.add(id);
+  if (!restated) state.fresh.add(id);
   markAll();
+}
+
+function listedAt(alert) {
+  return Math.max(alert.last_seen_ms || 0, alert.acknowledged_at_ms || 0, alert.opened_ms || 0);
 }
 
 function mergeListed(alert) {
@@ -94,7 +101,7 @@ function mergeListed(alert) {
   const known = state.alerts.get(id);
   const goneSeq = state.gone.get(id);
   if ((known && known.seq >= alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
-  alert._at = Math.max(alert.last_seen_ms || 0, alert.acknowledged_at_ms || 0, alert.opened_ms || 0);
+  alert._at = listedAt(alert);
   alert._comment = known?._comment;
   state.alerts.set(id, alert);
 }

@@ -340,3 +340,42 @@ def test_a_resolved_alert_is_forgotten_once_the_topics_retention_has_passed() ->
     book.apply(alert_event("tock", seq=2, last_seen_ms=T0 + 120 * MIN))
     assert book.get("late") is None and book.get("open") is not None  # open: never forgotten
     assert book.forgotten == 2
+
+
+@pytest.mark.parametrize("restate", [True, False])
+def test_an_api_started_after_a_week_still_shows_an_alert_open_that_long(restate: bool) -> None:
+    """A fresh API knows only the events the alerts topic still holds (RETENTION_H). The
+    engine restates a quiet open alert daily, so there is always one; without that, an alert
+    open nine days with no change was unknown to an API started then."""
+    from dataclasses import replace
+
+    from cityagent.detection import Anomaly
+    from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
+    from cityagent.routing import default_router
+    from cityagent.settings import RETENTION_H
+
+    config = AlertingConfig.load()
+    if not restate:
+        config = replace(config, restate_after_s=1e15)
+    engine, state, day = IncidentEngine(config, default_router()), ScopeState(), 1440 * MIN
+    gauge = Anomaly(
+        anomaly_id="a1", phase="start", sensor_id="jn-wl-000001", kind="water_level",
+        detector="level", reason="water.warning", score=0.7, peak_score=0.7, severity="yellow",
+        field="level_m", observed=4.2, expected=4.0, window_start_ms=T0 - MIN,
+        window_end_ms=T0, since_ms=T0, ts_ms=T0, detected_at_ms=T0, lon=117.08, lat=36.655,
+        district_code=370102, city_code=370100)
+    events = engine.on_anomaly(state, gauge, None, T0)
+    for n in range(1, 10):
+        events += engine.tick(state, T0 + n * day)
+    now = T0 + 9 * day
+    kept = [e for e in events if e.at_ms > now - RETENTION_H * 60 * MIN]
+    fresh = AlertBook()
+    for offset, event in enumerate(kept):
+        fresh.apply(event.to_dict(), partition=0, offset=offset)
+    shown = fresh.get(events[0].alert_id)
+    if restate:
+        assert [e.type for e in kept] == ["restated"] * 7
+        assert shown is not None and shown["status"] == "open"
+        assert shown["title_zh"] == events[0].alert.title_zh and shown["seq"] == 10
+    else:
+        assert kept == [] and shown is None

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 JINAN_KEY = "test-jinan-operator-key"
 OUTSIDE = "#0a1426"  # map.js: a city outside the key's scope
 
-# Synthetic alerts: [{id, sev, city, at (the event's at_ms), seen (last_seen_ms), status, seq}].
+# Synthetic alerts: [{id, sev, city, at (the event's at_ms), seen (last_seen_ms), status, seq,
+# type (the event's, default opened)}].
 INGEST_JS = """
 (specs) => {
   const regions = window.__cityagent.mapState().regions;
@@ -41,7 +42,7 @@ INGEST_JS = """
       first_seen_ms: s.at, last_seen_ms: s.seen || s.at, opened_ms: s.at, escalation_level: 'district',
       acknowledged_by: s.status === 'acknowledged' ? 'op' : null, acknowledged_at_ms: null, seq: s.seq || 1,
     };
-    return {event_id: `${s.id}-${a.seq}`, type: 'opened', alert_id: s.id, actor: 'system',
+    return {event_id: `${s.id}-${a.seq}`, type: s.type || 'opened', alert_id: s.id, actor: 'system',
             at_ms: s.at, alert: a};
   }));
 }
@@ -129,6 +130,34 @@ def test_a_new_alert_does_not_move_the_row_under_the_pointer_or_focus(
         page.wait_for_function("document.querySelector('#feed li[data-alert-id]').dataset.alertId"
                                " === 'hold-red-2'", timeout=2_000)
         assert page.is_hidden("#feed-new")
+        assert board.errors == []
+    finally:
+        context.close()
+
+
+def test_a_restated_alert_keeps_its_place_and_time(chromium: Any, stack: Pipeline) -> None:
+    """The worker restates a quiet open alert daily (same snapshot, next seq): it is not news,
+    so it must not jump to the top of the feed with today's time, nor flash."""
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        t0 = now_ms() - 3 * 86_400_000
+        ingest(board, [{"id": "quiet", "sev": "blue", "city": "370100", "at": t0},
+                       {"id": "busy", "sev": "blue", "city": "370100", "at": t0 + 60_000}])
+        wait_rows(board, 2)
+        assert board.feed_ids() == ["busy", "quiet"]
+        row = "#feed li[data-alert-id='quiet']"
+        flashing = f"document.querySelector(\"{row}\").getAnimations().length"
+        page.wait_for_function(f"{flashing} === 0", timeout=5_000)  # its arrival's flash
+        before = page.text_content(row)
+        ingest(board, [{"id": "quiet", "sev": "blue", "city": "370100", "at": now_ms(), "seen": t0,
+                        "seq": 2, "type": "restated"},
+                       {"id": "later", "sev": "blue", "city": "370100", "at": t0 + 120_000}])
+        wait_rows(board, 3)
+        time.sleep(0.5)  # several feed renders
+        assert board.feed_ids() == ["later", "busy", "quiet"]
+        assert page.text_content(row) == before
+        assert page.evaluate(flashing) == 0
         assert board.errors == []
     finally:
         context.close()

@@ -104,6 +104,8 @@ def test_the_packaged_alerting_settings_load() -> None:
     ({"correlation": {"flood": {"reasons": [], "title_zh": "x", "title_en": "x"}}},
      "reasons must be a non-empty list"),
     ({"alerts": {}}, "unknown key 'alerts'"),
+    ({"lifecycle": {"restate_after_s": 0}}, "restate_after_s must be above 0 and below"),
+    ({"lifecycle": {"restate_after_s": 7 * 86400}}, r"retention \(604800 s, 168 h\)"),
 ])
 def test_bad_settings_name_the_table_and_key(patch: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
@@ -475,6 +477,55 @@ def test_acknowledging_stops_escalation_and_mild_incidents_never_escalate() -> N
     mild_state = ScopeState()
     one(eng.on_anomaly(mild_state, make(), None, T0))  # yellow
     assert eng.tick(mild_state, T0 + 300 * MIN) == []
+
+
+DAY = 24 * 60 * MIN
+
+
+def test_an_alert_quiet_for_a_day_is_restated_with_its_snapshot_unchanged() -> None:
+    """The alerts topic keeps 7 days of events; an alert open longer with no change must
+    still have an event there, or an API started afresh would not show it."""
+    eng, state = engine(), ScopeState()
+    opened = one(eng.on_anomaly(state, make(), None, T0))  # yellow: never escalates
+    assert eng.tick(state, T0 + DAY - 1) == []
+    events = eng.tick(state, T0 + DAY)
+    assert [(e.type, e.actor, e.at_ms) for e in events] == [("restated", "system", T0 + DAY)]
+    again = events[0].alert
+    assert again.seq == opened.seq + 1
+    assert {**asdict(again), "seq": 0} == {**asdict(opened), "seq": 0}
+    assert eng.tick(state, T0 + 2 * DAY - 1) == []
+    assert [e.type for e in eng.tick(state, T0 + 2 * DAY)] == ["restated"]
+    # A week without a worker: one restatement when it is back, not one per missed day.
+    assert [e.alert.seq for e in eng.tick(state, T0 + 9 * DAY)] == [opened.seq + 3]
+
+
+def test_any_event_puts_the_restatement_off_and_resolved_alerts_are_not_restated() -> None:
+    eng, state = engine(), ScopeState()
+    opened = one(eng.on_anomaly(state, make(), None, T0))
+    eng.on_command(state, cmd(opened.alert_id, "comment", text="巡查中", at_ms=T0 + 12 * 60 * MIN),
+                   T0 + 12 * 60 * MIN)
+    assert eng.tick(state, T0 + DAY) == []  # commented 12 h in: due 12 h later
+    acked = eng.tick(state, T0 + DAY + 12 * 60 * MIN)
+    assert [(e.type, e.alert.status) for e in acked] == [("restated", "open")]
+    eng.on_command(state, cmd(opened.alert_id, "ack", "c2", at_ms=T0 + 2 * DAY), T0 + 2 * DAY)
+    assert [(e.type, e.alert.status) for e in eng.tick(state, T0 + 3 * DAY)] == [
+        ("restated", "acknowledged")]
+    eng.on_command(state, cmd(opened.alert_id, "resolve", "c3", at_ms=T0 + 3 * DAY + MIN),
+                   T0 + 3 * DAY + MIN)
+    assert eng.tick(state, T0 + 6 * DAY) == []
+
+
+def test_an_alert_from_a_checkpoint_written_before_restatement_is_restated_at_once() -> None:
+    eng, state = engine(), ScopeState()
+    opened = one(eng.on_anomaly(state, make(), None, T0))
+    doc = state.to_dict()
+    for incident in doc["incidents"]:
+        del incident["last_event_ms"]  # as written before 2026-11-24
+    old = ScopeState.from_dict(json.loads(json.dumps(doc)))
+    assert old.incidents[0].last_event_ms is None
+    events = eng.tick(old, T0 + 3 * DAY)  # its opening is the guess: long enough ago
+    assert [(e.type, e.alert_id) for e in events] == [("restated", opened.alert_id)]
+    assert ScopeState.from_bytes(old.to_bytes()).incidents[0].last_event_ms == T0 + 3 * DAY
 
 
 # -- idempotency and replay ------------------------------------------------------------------
