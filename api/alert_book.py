@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from api.auth import Principal
+from api.json_bytes import right_sized
 from cityagent.incident_alert import EVENT_TYPES, RESOLVED, AlertEvent
 from cityagent.readings import format_ts
 from cityagent.settings import RETENTION_H
@@ -346,7 +347,8 @@ class AlertBook:
     def _to_feed(self, event: dict[str, Any], public: dict[str, Any] | None,
                  previous: dict[str, Any] | None, partition: int, offset: int) -> FeedEntry:
         self.applied += 1
-        data = orjson.dumps({**event, "at": format_ts(event["at_ms"]), "alert": public})
+        data = right_sized(orjson.dumps({**event, "at": format_ts(event["at_ms"]),
+                                         "alert": public}))
         offsets = tuple(self._next.get(p, 0) for p in range(max(self._next) + 1))
         entry = FeedEntry(self.applied, partition, offset, offsets, event["event_id"],
                           event["type"], public, previous, event["sensor_id"] or "", data)

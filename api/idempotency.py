@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from api.json_bytes import right_sized
+
 __all__ = ("IdempotencyCache", "IdempotencyConflict", "StoredResponse", "valid_key")
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
@@ -88,7 +90,8 @@ class IdempotencyCache:
         """Record the answer of a request begun with :meth:`begin`."""
         entry = self._entries.get((owner, key))
         if entry is not None and entry.response is None:
-            entry.response = response
+            # Kept for ttl_s: an answer straight from orjson would hold ~4 KB however short.
+            entry.response = StoredResponse(response.status, right_sized(response.body))
             self._bytes += len(response.body)
             self._expire()
 
