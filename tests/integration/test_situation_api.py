@@ -252,7 +252,9 @@ def test_readyz_and_metrics(world: World) -> None:
 
 def test_a_new_api_process_rebuilds_the_same_answers_from_the_topics(
         world: World, tmp_path: Path) -> None:
-    world.wait_for("/v1/sensors/jn-wl-002/readings", lambda a: len(a["readings"]) == 2)
+    # What the module published (with or without the later reading another test adds, which
+    # that test waits for): this test passes alone too.
+    world.wait_for("/v1/sensors", lambda a: a["total"] == 16)
     world.wait_for("/v1/situation", lambda a: a["province"]["alerts"]["open"] == 1)
     settings = dataclasses.replace(world.settings, api_port=free_port())
     replica = start_api(settings, tmp_path / "replica.log")
