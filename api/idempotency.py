@@ -4,7 +4,9 @@ A client that did not see the answer to a POST (a timeout, a dropped connection)
 whether its readings were stored. With the same ``Idempotency-Key`` header on the retry, the
 API replays the recorded answer and publishes nothing. Records are kept in memory, per API
 key, for ``ttl_s`` (10 minutes) and at most ``max_entries`` (100,000) / ``max_bytes`` of
-answers, oldest dropped first; a restarted API has forgotten them.
+answers, oldest dropped first. The records of readings also go to a topic that every API
+process reads (``api/idempotency_log.py``, :meth:`IdempotencyCache.remember`), so a retry
+reaching another replica, or the same one restarted, is answered the same way.
 
 Only accepted (202) answers are recorded: a refused request stored nothing, so running it
 again is as safe as replaying it, and a 503 or 429 must be retried for real.
@@ -94,6 +96,20 @@ class IdempotencyCache:
             entry.response = StoredResponse(response.status, right_sized(response.body))
             self._bytes += len(response.body)
             self._expire()
+
+    def remember(self, owner: str, key: str, fingerprint: bytes, response: StoredResponse,
+                 age_s: float) -> bool:
+        """Take in a record another process (or this one, before a restart) made ``age_s``
+        ago; False when it is older than ``ttl_s`` or the key is already known here (a
+        request of this process, finished or running, is its own record)."""
+        if age_s >= self.ttl_s or (owner, key) in self._entries:
+            return False
+        body = right_sized(response.body)
+        self._entries[(owner, key)] = _Entry(fingerprint, self._clock() - max(age_s, 0.0),
+                                             StoredResponse(response.status, body))
+        self._bytes += len(body)
+        self._expire()
+        return True
 
     def abandon(self, owner: str, key: str) -> None:
         """Forget a begun request that was not accepted, so a retry runs it again."""

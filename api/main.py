@@ -24,6 +24,7 @@ from api.auth import KeyRing, require
 from api.broker_probe import BrokerProbe
 from api.commands import CommandPublisher, command_topic
 from api.idempotency import IdempotencyCache
+from api.idempotency_log import IdempotencyLog
 from api.publisher import ReadingPublisher
 from api.ratelimit import RateLimiter
 from api.read_model import AlertBook, AlertFeed, AlertHub
@@ -88,6 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
                                                app.state.situation,
                                                lookback_ms=settings.situation_lookback_ms)
         app.state.readings_feed.start()
+        app.state.idempotency_log = IdempotencyLog(settings.bootstrap, settings.idempotency_topic,
+                                                   app.state.idempotency)
+        await app.state.idempotency_log.open()
         app.state.broker_probe = BrokerProbe(settings.bootstrap)
         await app.state.zone_writer.start()
         app.state.zone_feed.start()
@@ -106,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.zone_feed.stop()
             await app.state.zone_writer.stop()
             await app.state.readings_feed.stop()
+            await app.state.idempotency_log.close()
             await app.state.broker_probe.close()
             await feed.stop()
             await app.state.commands.stop()

@@ -430,16 +430,21 @@ class SensorReadings(BaseModel):
 
 
 class Readiness(BaseModel):
-    """200 when the broker answers and both read models caught up; 503 says what is missing."""
+    """200 when the broker answers and the read models and idempotency records caught up;
+    503 says what is missing."""
 
     model_config = _example({"status": "ready", "broker": True, "readings_caught_up": True,
-                             "alerts_caught_up": True, "readings_messages_read": 5210,
+                             "alerts_caught_up": True, "idempotency_caught_up": True,
+                             "readings_messages_read": 5210,
                              "readings_messages_to_read": 5210, "missing": []})
 
     status: str = Field(description="ready or not ready")
     broker: bool
     readings_caught_up: bool
     alerts_caught_up: bool
+    idempotency_caught_up: bool = Field(
+        description="The idempotency records other API processes wrote were read; until then "
+                    "POSTs of readings with an Idempotency-Key are answered 503")
     readings_messages_read: int = Field(
         description="Messages of the readings topic the start-up catch-up has read (from "
                     "CITYAGENT_SITUATION_LOOKBACK_H ago); equal to readings_messages_to_read "

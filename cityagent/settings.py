@@ -188,6 +188,11 @@ class Settings:
         return f"{self.topic_prefix}.routing"
 
     @property
+    def idempotency_topic(self) -> str:
+        """Accepted keyed POSTs of readings (``api/idempotency_log.py``), read by every API."""
+        return f"{self.topic_prefix}.idempotency"
+
+    @property
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"

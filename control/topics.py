@@ -32,6 +32,10 @@ INCIDENT_TABLE = "incidents"
 #: DescribeConfigs returns only configs given at creation, and some clients read it.
 _RETENTION_MS = str(RETENTION_H * 3600 * 1000)
 
+#: Retention of the idempotency topic: an hour, six times the 10 minutes an API keeps a record
+#: (``api/idempotency.py``); what a starting API reads of it.
+IDEMPOTENCY_RETENTION_MS = 3600 * 1000
+
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -97,6 +101,8 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.zones_topic, 1, r, compacted=True),  # one partition: total order
         TopicSpec(settings.maintenance_topic, 1, r, compacted=True),
         TopicSpec(settings.routing_topic, 1, r, compacted=True),
+        TopicSpec(settings.idempotency_topic, n, r,
+                  config={"retention.ms": str(IDEMPOTENCY_RETENTION_MS)}),
         TopicSpec(changelog_topic(settings), n, r, compacted=True),
         TopicSpec(f"{settings.app_id}-{INCIDENT_TABLE}-changelog", n, r, compacted=True),
     ]

@@ -35,13 +35,15 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "Not ready: `missing` says why"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready: the broker answers and both read models caught up with their topics."""
+    """Ready: the broker answers and the read models and idempotency records caught up."""
     state = request.app.state
     readings = getattr(state, "readings_feed", None)
     alerts = getattr(state, "alert_feed", None)
+    records = getattr(state, "idempotency_log", None)
     # The feeds' state as the request came, before awaiting the broker's answer.
     caught_up = {"readings_caught_up": bool(readings is not None and readings.caught_up),
-                 "alerts_caught_up": bool(alerts is not None and alerts.caught_up)}
+                 "alerts_caught_up": bool(alerts is not None and alerts.caught_up),
+                 "idempotency_caught_up": bool(records is not None and records.caught_up)}
     read, to_read = readings.progress if readings is not None else (0, 0)
     probe = getattr(state, "broker_probe", None)
     broker = probe is not None and await probe.answers()
@@ -51,7 +53,9 @@ async def readyz(request: Request) -> JSONResponse:
         reading += f" ({read:,} of {to_read:,} messages, {100 * read // to_read}%)"
     missing = [{"broker": "the broker does not answer",
                 "readings_caught_up": reading,
-                "alerts_caught_up": "the alert book is still reading the alerts topic"}[k]
+                "alerts_caught_up": "the alert book is still reading the alerts topic",
+                "idempotency_caught_up": "the idempotency records are still being read (keyed "
+                                         "POSTs of readings are answered 503 until then)"}[k]
                for k, ok in body.items() if not ok]
     ready = not missing
     return JSONResponse({"status": "ready" if ready else "not ready", **body,
@@ -145,7 +149,16 @@ def render_metrics(state: Any) -> str:
         metric("cityagent_api_alert_events_malformed_total", "counter",
                "Messages of the alerts topic that were no alert event (skipped).",
                [({}, alert_feed.malformed)])
-    feeds = [("readings", feed), ("alerts", alert_feed)]
+    records = getattr(state, "idempotency_log", None)
+    if records is not None:
+        metric("cityagent_api_idempotency_records_total", "counter",
+               "Idempotency records of keyed POSTs of readings: written by this process, "
+               "not acknowledged by Kafka (their requests still answered 202), read from the "
+               "topic, taken in (recent and not known here), malformed.",
+               [({"outcome": "written"}, records.written), ({"outcome": "failed"}, records.failed),
+                ({"outcome": "read"}, records.read), ({"outcome": "taken"}, records.taken),
+                ({"outcome": "malformed"}, records.malformed)])
+    feeds = [("readings", feed), ("alerts", alert_feed), ("idempotency", records)]
     metric("cityagent_api_feed_caught_up", "gauge",
            "1 when the read model has read its topic up to where it ended at start.",
            [({"feed": name}, float(bool(f is not None and f.caught_up))) for name, f in feeds])

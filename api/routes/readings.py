@@ -1,7 +1,8 @@
 """POST /v1/readings: integrators push readings; 202 only once Kafka has stored them.
 
 The order of the checks: the key (401/403), the body's size (413), the Idempotency-Key
-(replay, 409, 422), the body's shape (400, 413), the key's rate (429), then every item
+(503 while a starting API reads the other processes' records, then replay, 409, 422), the
+body's shape (400, 413), the key's rate (429), then every item
 (accepted, or rejected with its index, field and reason). docs/api.md describes it all.
 """
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import IntegratorDep, Principal
 from api.deps import IdempotencyDep, PublisherDep, RateLimiterDep, RegionsDep, get_situation
 from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
+from api.idempotency_log import IdempotencyLog
 from api.ingest import (
     MAX_ITEMS,
     TB_IDENTITY,
@@ -63,7 +65,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "Every reading is invalid (none was accepted), or the Idempotency-Key "
                          "was used before with another body."},
     429: {"description": "Over the key's rate (readings/s); retry after Retry-After seconds."},
-    503: {"description": "Kafka did not acknowledge; nothing was accepted. Retry after Retry-After."},
+    503: {"description": "Kafka did not acknowledge; nothing was accepted. Or, with an "
+                         "Idempotency-Key, the API has just started and is still reading the "
+                         "idempotency records. Retry after Retry-After."},
 }
 
 
@@ -129,6 +133,13 @@ async def _ingest(request: Request, principal: Principal, publisher: ReadingPubl
         return await _process(request, body, principal, publisher, regions, limiter, identity)
     if not valid_key(key):
         return _error(400, "Idempotency-Key must be 1-255 visible ASCII characters (a UUID is best)")
+    records: IdempotencyLog | None = getattr(request.app.state, "idempotency_log", None)
+    if records is not None and not records.caught_up:
+        # A retry of a request another process (or this one, before a restart) accepted
+        # would be stored again: wait until the records written before this start are read.
+        return _error(503, "this API process has just started and is still reading the "
+                           "idempotency records of the other processes; retry in a second",
+                      {"Retry-After": "1"})
     media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     fingerprint = hashlib.sha256(  # the body as read: "; charset=utf-8" is the same request
         f"{request.url.path}?{request.url.query}\n{media_type}\n".encode() + body).digest()
@@ -144,7 +155,10 @@ async def _ingest(request: Request, principal: Principal, publisher: ReadingPubl
         response = await _process(request, body, principal, publisher, regions, limiter, identity)
     finally:
         if response is not None and response.status_code == 202:
-            idempotency.finish(principal.key_id, key, StoredResponse(202, bytes(response.body)))
+            stored = StoredResponse(202, bytes(response.body))
+            idempotency.finish(principal.key_id, key, stored)
+            if records is not None:  # before the answer: a retry anywhere finds it
+                await records.record(principal.key_id, key, fingerprint, stored)
         else:
             idempotency.abandon(principal.key_id, key)
     return response

@@ -237,6 +237,41 @@ def test_idempotency_replays_rejects_other_bodies_and_expires() -> None:
     assert len(cache) == 2  # the oldest is dropped beyond max_entries
 
 
+def test_records_of_other_processes_are_taken_in_while_recent_and_unknown_here() -> None:
+    clock = Clock()
+    cache = IdempotencyCache(ttl_s=600, clock=clock)
+    answer = StoredResponse(202, b'{"accepted":3,"rejected":[]}')
+    assert cache.remember("k1", "r1", b"fp", answer, age_s=30)
+    assert cache.begin("k1", "r1", b"fp") == answer  # a retry: replayed
+    with pytest.raises(IdempotencyConflict):
+        cache.begin("k1", "r1", b"other")
+    assert not cache.remember("k1", "r2", b"fp", answer, age_s=600)  # expired already
+    assert cache.begin("k1", "r2", b"fp") is None  # running here: its own record wins
+    assert not cache.remember("k1", "r2", b"fp", answer, age_s=1)
+    with pytest.raises(IdempotencyConflict) as busy:
+        cache.begin("k1", "r2", b"fp")
+    assert busy.value.status == 409
+    clock.now += 571  # r1 was 30 s old when taken in: it expires at its own 600 s
+    assert cache.begin("k1", "r1", b"other") is None
+
+
+def test_malformed_idempotency_records_are_counted_and_skipped() -> None:
+    from api.idempotency_log import IdempotencyLog
+
+    cache = IdempotencyCache()
+    records = IdempotencyLog("127.0.0.1:9", "t.idempotency", cache)
+    good = {"owner": "k1", "key": "r1", "fingerprint": "ab01", "status": 202,
+            "body": '{"accepted":1}', "at_ms": 1_000_000}
+    for value in (b"not json", orjson.dumps({**good, "fingerprint": "xyz"}),
+                  orjson.dumps({k: v for k, v in good.items() if k != "owner"}),
+                  orjson.dumps({**good, "at_ms": "soon"}), None):
+        records._take(value, 1_001_000, "0@0")
+    assert (records.read, records.malformed, records.taken, len(cache)) == (5, 5, 0, 0)
+    records._take(orjson.dumps(good), 1_001_000, "0@5")
+    assert (records.taken, cache.begin("k1", "r1", bytes.fromhex("ab01"))) == (
+        1, StoredResponse(202, b'{"accepted":1}'))
+
+
 # -- the route, on the real broker ---------------------------------------------------------------
 
 KEYS = "admin:adm-key,operator:op-key:370100,integrator:jn-key:jn-,integrator:qd-key:370200"
@@ -254,7 +289,16 @@ def api(kafka_bootstrap: str) -> Iterator[tuple[TestClient, Settings]]:
                         api_keys=KEYS, api_rate=1000.0, api_burst=60_000)
     ensure_topics(kafka_bootstrap, pipeline_topics(settings))
     with TestClient(create_app(settings)) as client:
+        wait_for_idempotency_records(client)
         yield client, settings
+
+
+def wait_for_idempotency_records(client: TestClient, timeout_s: float = 30.0) -> None:
+    """Until the API has read the idempotency topic (keyed POSTs are 503 before)."""
+    deadline = time.monotonic() + timeout_s
+    while not client.get("/readyz").json()["idempotency_caught_up"]:
+        assert time.monotonic() < deadline, "the idempotency records were never read"
+        time.sleep(0.05)
 
 
 def stored(settings: Settings, sensor_prefix: str, expect: int) -> list[str]:

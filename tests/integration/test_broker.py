@@ -68,10 +68,11 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
         isolated_settings.zones_topic,
         isolated_settings.maintenance_topic,
         isolated_settings.routing_topic,
+        isolated_settings.idempotency_topic,
         f"{isolated_settings.app_id}-detector_state-changelog",
         f"{isolated_settings.app_id}-incidents-changelog",
     ]
-    assert [s.compacted for s in specs] == [False] * 5 + [True] * 5
+    assert [s.compacted for s in specs] == [False] * 5 + [True] * 3 + [False] + [True] * 2
     assert _partition_counts(kafka_bootstrap, names) == {}
 
     ensure_topics(kafka_bootstrap, specs)
@@ -87,6 +88,8 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
     assert "retention.ms" in changelog
     readings = asyncio.run(_topic_configs(kafka_bootstrap, names[0]))
     assert readings.get("retention.ms") == str(7 * 24 * 3600 * 1000)
+    records = asyncio.run(_topic_configs(kafka_bootstrap, isolated_settings.idempotency_topic))
+    assert records.get("retention.ms") == str(3600 * 1000)  # an hour: what a starting API reads
     assert readings.get("cleanup.policy", "delete") == "delete"
 
 

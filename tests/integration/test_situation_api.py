@@ -235,7 +235,7 @@ def test_readyz_and_metrics(world: World) -> None:
     read = ready.pop("readings_messages_read")
     assert ready.pop("readings_messages_to_read") == read >= 0
     assert ready == {"status": "ready", "broker": True, "readings_caught_up": True,
-                     "alerts_caught_up": True, "missing": []}
+                     "alerts_caught_up": True, "idempotency_caught_up": True, "missing": []}
     text = httpx.get(f"{world.url}/metrics").text
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                for line in text.splitlines() if line and not line.startswith("#")}
