@@ -1,0 +1,68 @@
+"""The simulator's HTTP sink is the client docs/api.md asks integrators to be: a retry of a
+body carries that body's Idempotency-Key, and another body gets another key.
+
+A small HTTP server on loopback records what it was sent and fails the first request with a
+503, as an API that is just starting does for keyed requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import orjson
+import pytest
+
+from cityagent.batch import ReadingBatch
+from cityagent.readings import Reading
+from sensors_sim.sinks import HttpSink
+
+
+class Recorder(BaseHTTPRequestHandler):
+    seen: list[tuple[str | None, int]] = []  # (Idempotency-Key, readings in the body)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.seen.append((self.headers.get("idempotency-key"), len(orjson.loads(body))))
+        status = 503 if len(self.seen) == 1 else 202
+        answer = b'{"detail": "starting"}' if status == 503 else b'{"accepted": 1, "rejected": []}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        if status == 503:
+            self.send_header("retry-after", "1")
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Recorder.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_retried_body_keeps_its_idempotency_key_and_another_body_gets_its_own(
+        server: str) -> None:
+    readings = [Reading(f"jn-wl-{i:03d}", "water_level", 1_795_307_400_000 + i, 117.02, 36.66,
+                        {"level_m": 1.5}) for i in range(3)]
+    sink = HttpSink(server, batch_rows=2, give_up_s=10)
+    try:
+        sink.send(ReadingBatch.from_readings(readings), np.zeros(3, dtype=np.int64))
+    finally:
+        sink.close()
+    keys = [key for key, _ in Recorder.seen]
+    assert [n for _, n in Recorder.seen] == [2, 2, 1]  # the first body, refused then retried
+    assert keys[0] and keys[0] == keys[1] and keys[2] and keys[2] != keys[0]
+    assert (sink.acked, sink.retries, sink.errors) == (3, 1, 0)
