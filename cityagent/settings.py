@@ -45,6 +45,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move.",
     ),
     "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
+    "CITYAGENT_FEEDS_CATCH_UP_S": (
+        "feeds_catch_up_s",
+        "How long a starting worker waits, at most, to read the zones, maintenance and routing topics up to where they ended before it consumes anything, seconds (default 30): past it, it warns and judges with what it has read.",
+    ),
     "CITYAGENT_API_KEYS": (
         "api_keys",
         "API keys, comma-separated `role:key[:scope]` (role `integrator`, `operator` or `admin`; scope `|`-separated city codes or sensor-id prefixes), e.g. `admin:k1,operator:k2:370100|370200,integrator:k3:jn-`. `cityagent up` without keys makes a dev admin key. See [docs/api.md](docs/api.md).",
@@ -77,6 +81,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     session_timeout_s: int = 10
+    feeds_catch_up_s: float = 30.0
     log_level: str = "info"
     api_keys: str | None = field(default=None, repr=False)  # secret: never printed
     api_keys_path: Path | None = None

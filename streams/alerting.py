@@ -24,6 +24,11 @@ ids derive from the incident, every applied anomaly and command id is remembered
 state, and ``seq`` counts each alert's changes, so the replay makes the same changes with the
 same ``seq`` (events the alert book already holds, and ignores). A timer ticks every scope of
 this worker's partitions: auto-resolve, escalation and held faults need no new input.
+
+Both agents and the timer judge with the zones, maintenance windows and routing rules of
+their compacted topics; a starting worker reads those up to where they ended before it
+consumes anything (``streams/feeds.py``), so its first anomalies are not judged with the
+packaged defaults.
 """
 
 from __future__ import annotations
@@ -41,13 +46,11 @@ from cityagent.incident_alert import AlertEvent, Command, InvalidCommand
 from cityagent.incidents import IncidentEngine, ScopeState
 from streams.app import CityAgentApp
 from streams.checkpoints import CheckpointedStates
-from streams.maintenance_feed import MaintenanceFeed
+from streams.feeds import WorkerFeeds
 from streams.metrics import WorkerCounters
 from streams.parted import PartedTable, delete_value, head_keys, read_value, write_value
 from streams.partitions import partition_of_key
-from streams.routing_feed import RoutingFeed
 from streams.topics import InvalidMessage, Topics, from_json, legacy_key, to_json
-from streams.zone_feed import ZoneFeed
 
 __all__ = ("register_alerting", "INCIDENT_TABLE", "CHECKPOINT_S")
 
@@ -117,9 +120,10 @@ class _Scopes(CheckpointedStates):
                 self.dirty.discard(scope)
 
 
-def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine, zones: ZoneFeed,
-                      maintenance: MaintenanceFeed, routing: RoutingFeed,
-                      counters: WorkerCounters, checkpoint_s: float = CHECKPOINT_S) -> faust.Table:
+def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
+                      feeds: WorkerFeeds, counters: WorkerCounters,
+                      checkpoint_s: float = CHECKPOINT_S,
+                      feeds_catch_up_s: float = 30.0) -> faust.Table:
     # Raw keys, as on the scopes topic (streams.topics.table_key); a state's parts go to the
     # partition of its scope.
     table = app.tables.add(PartedTable(
@@ -128,6 +132,7 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
     ))
     scopes = _Scopes(table, topics.scopes.partitions)
     checkpoint_s = min(checkpoint_s, CHECKPOINT_S)
+    zones, maintenance, routing = feeds.zones, feeds.maintenance, feeds.routing
 
     engines: dict[tuple, IncidentEngine] = {}
 
@@ -216,12 +221,12 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
             ticked[0] = owned
         return owned
 
-    @app.task
-    async def follow_zones() -> None:
-        """Keep zones, maintenance windows and routing current from their topics."""
-        zones.start()
-        maintenance.start()
-        routing.start()
+    async def catch_up() -> None:
+        """Read zones, maintenance windows and routing before anything is consumed (the
+        agents and the timer judge with them), then keep them current."""
+        await feeds.catch_up(feeds_catch_up_s)
+
+    app.before_start.append(catch_up)
 
     @app.timer(TICK_S)
     async def tick() -> None:

@@ -17,6 +17,9 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   test worker in the checkout.
 - topics are created by ``control.topics`` before workers start, never auto-declared here, so
   partition counts are explicit.
+- ``before_start`` hooks (``CityAgentApp``) run when the app starts, before its consumer joins
+  the group and before any agent, table or timer starts: the worker reads the zones,
+  maintenance and routing topics there (``streams/feeds.py``), so nothing is judged without them.
 - ``before_stop`` hooks (``CityAgentApp``) run when the worker begins to stop: the detection
   agent acknowledges messages only when it checkpoints them, and Faust's shutdown waits for
   every message a stream took to be acknowledged while its timers, which checkpoint, are
@@ -43,17 +46,32 @@ log = logging.getLogger("cityagent.streams")
 
 
 class CityAgentApp(faust.App):
-    """A Faust app with ``before_stop`` hooks: coroutines run first when the worker stops.
+    """A Faust app with ``before_start`` hooks, coroutines run when it starts before anything
+    consumes, and ``before_stop`` hooks, coroutines run first when the worker stops.
+
+    Faust's ``App.on_start`` runs before the app's children (consumer, agents, tables,
+    timers) start, so a ``before_start`` hook delays them all; a worker told to stop meanwhile
+    stops waiting for it.
 
     Faust's ``App.on_stop`` stops the consumer's flow and then waits, without a time limit,
-    until every message a stream has taken is acknowledged (``stream_wait_empty``). A hook
-    runs before that, while the agents and the producer still work, so an agent that
+    until every message a stream has taken is acknowledged (``stream_wait_empty``). A
+    ``before_stop`` hook runs before that, while the agents and the producer still work, so an agent that
     acknowledges late (after a checkpoint) can write its state and acknowledge now.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.before_start: list[Callable[[], Awaitable[None]]] = []
         self.before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for hook in self.before_start:
+            try:
+                if (await self.wait(hook())).stopped:
+                    return
+            except Exception:  # noqa: BLE001 - a worker that never starts alerts nobody
+                log.exception("a before-start hook failed; starting anyway")
 
     async def on_stop(self) -> None:
         for hook in self.before_stop:

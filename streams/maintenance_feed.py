@@ -25,7 +25,7 @@ class MaintenanceFeed:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.by_id: dict[str, MaintenanceWindow] = {}
         self.windows: tuple[MaintenanceWindow, ...] = ()
-        self._follower = TopicFollower(bootstrap, topic, self.apply, self._refresh)
+        self.follower = TopicFollower(bootstrap, topic, self.apply, self._refresh)
 
     def apply(self, key: str, value: object) -> bool:
         if value is None:
@@ -42,7 +42,7 @@ class MaintenanceFeed:
         log.info("maintenance: %d windows", len(self.windows))
 
     def start(self) -> None:
-        self._follower.start()
+        self.follower.start()
 
     async def stop(self) -> None:
-        await self._follower.stop()
+        await self.follower.stop()

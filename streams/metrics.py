@@ -26,6 +26,9 @@ class WorkerCounters:
     checkpoints_total: int = 0
     commands_total: int = 0
     messages_failed_total: int = 0  # alerting messages that raised an error: skipped (a bug)
+    #: Seconds the worker took to read the zones, maintenance and routing topics up to where
+    #: they ended at its start (streams/feeds.py); None while it has not.
+    feeds_caught_up_s: float | None = None
     _last: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
 
     def log_rates(self) -> None:
@@ -44,3 +47,7 @@ class WorkerCounters:
             self.readings_outside_total, self.readings_late_total, self.readings_future_total,
             self.readings_wrong_kind_total,
         )
+        if self.feeds_caught_up_s is None:
+            log.warning("the zones, maintenance and routing topics are not read up to where "
+                        "they ended when this worker started: alerts are judged without "
+                        "what they hold")

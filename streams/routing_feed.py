@@ -30,7 +30,7 @@ class RoutingFeed:
         self.router = base
         self.version = 0
         self.document: Mapping | None = None
-        self._follower = TopicFollower(bootstrap, topic, self.apply)
+        self.follower = TopicFollower(bootstrap, topic, self.apply)
 
     def apply(self, key: str, value: object) -> bool:
         if key != ROUTING_KEY or not isinstance(value, Mapping):
@@ -48,7 +48,7 @@ class RoutingFeed:
         return True
 
     def start(self) -> None:
-        self._follower.start()
+        self.follower.start()
 
     async def stop(self) -> None:
-        await self._follower.stop()
+        await self.follower.stop()

@@ -18,6 +18,7 @@ from cityagent.zones import ZoneSet, demo_zones
 from streams.agents import register_agents
 from streams.alerting import register_alerting
 from streams.app import create_app
+from streams.feeds import WorkerFeeds
 from streams.maintenance_feed import MaintenanceFeed
 from streams.metrics import WorkerCounters
 from streams.routing_feed import RoutingFeed
@@ -61,6 +62,7 @@ def build_worker(settings: Settings) -> Worker:
                      router.department_codes)
     maintenance = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     routing = RoutingFeed(settings.bootstrap, settings.routing_topic, router)
-    incidents = register_alerting(app, topics, engine, zones, maintenance, routing, counters,
-                                  settings.checkpoint_s)
+    feeds = WorkerFeeds(zones, maintenance, routing, counters)
+    incidents = register_alerting(app, topics, engine, feeds, counters, settings.checkpoint_s,
+                                  settings.feeds_catch_up_s)
     return Worker(app, topics, state, incidents, counters)

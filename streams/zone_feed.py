@@ -32,7 +32,7 @@ class ZoneFeed:
         self.regions, self.departments = regions, tuple(departments)
         self.records = 0
         self.rejected = 0
-        self._follower = TopicFollower(bootstrap, topic, self.apply, self._reindex)
+        self.follower = TopicFollower(bootstrap, topic, self.apply, self._reindex)
 
     def apply(self, key: str, value: object) -> bool:
         """Apply one record (key, JSON-decoded value); False when it is invalid (logged)."""
@@ -52,7 +52,7 @@ class ZoneFeed:
                  self.zones.content_hash)
 
     def start(self) -> None:
-        self._follower.start()
+        self.follower.start()
 
     async def stop(self) -> None:
-        await self._follower.stop()
+        await self.follower.stop()

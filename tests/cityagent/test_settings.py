@@ -37,6 +37,7 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_GRACE_S": "x"}, "CITYAGENT_GRACE_S must be a number"),
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "0"}, "CITYAGENT_FUTURE_TOLERANCE_S must be a positive"),
+    ({"CITYAGENT_FEEDS_CATCH_UP_S": "0"}, "CITYAGENT_FEEDS_CATCH_UP_S must be a positive"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "90000"}, "at most 86400"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "0"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "-3"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
@@ -48,6 +49,11 @@ def test_settings_files_are_paths(tmp_path) -> None:
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Settings.from_env(env)
+
+
+def test_the_feeds_catch_up_limit_is_a_setting() -> None:
+    assert Settings.from_env({}).feeds_catch_up_s == 30.0
+    assert Settings.from_env({"CITYAGENT_FEEDS_CATCH_UP_S": "2.5"}).feeds_catch_up_s == 2.5
 
 
 def test_the_future_tolerance_is_a_setting() -> None:

@@ -7,6 +7,7 @@ the change, must come back as an alert that names the zone — with the worker n
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import httpx
@@ -16,7 +17,15 @@ from kafka import KafkaProducer
 
 from cityagent.detection import Anomaly, anomaly_id
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import AUTH, OPERATOR_KEY, consume_all, free_port, start_api, start_worker
+from tests.helpers import (
+    AUTH,
+    OPERATOR_KEY,
+    consume_all,
+    consume_records,
+    free_port,
+    start_api,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,14 +38,15 @@ SCHOOL = {"type": "Feature",
                                                            [120.380, 36.060]]]}}
 
 
-def anomaly(sensor: str, since_ms: int) -> dict:
-    return Anomaly(
+def anomaly(sensor: str, since_ms: int, **changes: object) -> dict:
+    """A water-level anomaly at the test school (``changes``: other Anomaly fields)."""
+    return dataclasses.replace(Anomaly(
         anomaly_id=anomaly_id(sensor, "level", since_ms), phase="start", sensor_id=sensor,
         kind="water_level", detector="level", reason="water.warning", score=0.7,
         peak_score=0.7, severity="yellow", field="level_m", observed=4.2, expected=4.0,
         window_start_ms=since_ms, window_end_ms=since_ms + 2000, since_ms=since_ms,
         ts_ms=since_ms + 2000, detected_at_ms=since_ms + 2500, lon=120.382, lat=36.061,
-        district_code=370202, city_code=370200).to_dict()
+        district_code=370202, city_code=370200), **changes).to_dict()
 
 
 def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_path) -> None:
@@ -195,3 +205,113 @@ def test_routing_changes_live_and_duplicates_make_one_alert(settings_factory, tm
     assert [e["type"] for e in events] == ["opened"], (events, worker.log_tail())
     assert "emergency" in events[0]["alert"]["departments"]
     assert events[0]["alert"]["severity"] == "yellow"
+
+
+
+
+# A key pipe corridor east of the school: pipe anomalies inside it form their incidents in the
+# zone's own scope (alerting.toml, [scope.pipe]), which the worker's ``scope`` agent decides.
+CORRIDOR = {"type": "Feature",
+            "properties": {"zone_id": "qd-test-corridor", "name": "测试干管", "name_en":
+                           "Test main", "zone_kind": "key_pipe_corridor", "department": "water",
+                           "severity_adjust": 1},
+            "geometry": {"type": "Polygon", "coordinates": [[[120.390, 36.060], [120.394, 36.060],
+                                                             [120.394, 36.063], [120.390, 36.063],
+                                                             [120.390, 36.060]]]}}
+
+
+def test_a_worker_judges_its_first_anomalies_with_what_was_set_while_none_ran(
+        settings_factory, tmp_path) -> None:
+    """A maintenance window, a zone and routing rules written while no worker ran are in force
+    for the anomalies already waiting when a worker starts: it reads the three topics up to
+    where they ended at its start before it consumes anything (streams/feeds.py).
+
+    Deterministic on purpose: the anomalies are sent before the worker starts, and the zone
+    has a history of 5,000 edits before its last one (the embedded broker never compacts), so
+    the worker needs a second or more to read the zones topic. Before 2026-11-24 the ``scope``
+    agent placed the pipe anomaly within milliseconds of the worker being ready, before the
+    zones topic was read at all: in its city's scope, not the corridor's."""
+    import tomllib
+    from importlib import resources
+
+    from cityagent.regions import default_regions
+    from cityagent.routing import Router
+    from cityagent.zones import demo_zones, parse_zone, zone_record
+
+    settings = settings_factory()
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    now = int(time.time() * 1000)
+    regions, router = default_regions(), Router.load()
+    corridor = parse_zone(CORRIDOR, regions, departments=router.department_codes)
+    version = demo_zones(regions).version
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=100)
+
+    def send(topic: str, key: str, value: object) -> None:
+        producer.send(topic, key=key.encode(), value=orjson.dumps(value))
+
+    for _ in range(5_000):  # its history: a park, once
+        version += 1
+        send(settings.zones_topic, *zone_record(dataclasses.replace(
+            corridor, zone_kind="park", department="transport", severity_adjust=0,
+            version=version)))
+    send(settings.zones_topic, *zone_record(dataclasses.replace(corridor, version=version + 1)))
+    doc = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                        .read_text("utf-8"))
+    doc["rule"].append({"kind": "water_level", "zone_kind": "*", "min_severity": "yellow",
+                        "departments": ["emergency"]})
+    send(settings.routing_topic, "rules", {"version": 1, "routing": doc})
+    # Windows in one producer batch, the one that matters last: the embedded broker reports
+    # the topic's end as the last batch's first offset + 1, short of it.
+    for n in range(9):
+        send(settings.maintenance_topic, f"w-other-{n}", {
+            "sensor": f"qd-wl-elsewhere-{n}", "start_ms": now - 3_600_000,
+            "end_ms": now + 3_600_000, "note": ""})
+    send(settings.maintenance_topic, "w1", {
+        "sensor": "qd-wl-maint-*", "start_ms": now - 3_600_000, "end_ms": now + 3_600_000,
+        "note": "检修 gauge cleaning"})
+    producer.flush()
+    pipe = {"kind": "pipe_pressure", "reason": "pressure.low", "field": "pressure_mpa",
+            "observed": 0.12, "expected": 0.3, "lon": 120.392}
+    for value in (anomaly("qd-wl-maint-1", now - 60_000), anomaly("qd-wl-open-1", now - 60_000),
+                  anomaly("qd-pp-corridor-1", now - 60_000, **pipe)):
+        producer.send(settings.anomalies_topic, key=b"370202", value=orjson.dumps(value))
+    producer.flush()
+    producer.close()
+
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60, watch=(worker,),
+                    until=lambda v: len(v) >= 3)
+        # A second pipe sensor of the corridor, once the worker has read every zone: it joins
+        # the incident the first one opened (a worker that placed the first one in its city's
+        # scope opened a second incident for the same corridor here).
+        worker.wait_for_log(f"zones: version {version + 1},")
+        late = orjson.dumps(anomaly("qd-pp-corridor-2", now - 30_000, **{**pipe, "lon": 120.393}))
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        producer.send(settings.anomalies_topic, key=b"370202", value=late)
+        producer.flush()
+        producer.close()
+        records = consume_records(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                                  watch=(worker,), until=lambda rs: len(rs) >= 4)
+        time.sleep(2)  # an event the worker should not have sent would come by now
+        records = consume_records(settings.bootstrap, settings.alerts_topic, timeout_s=3,
+                                  until=lambda rs: False, watch=(worker,))
+    finally:
+        worker.stop()
+    events = [orjson.loads(r.value) for r in records]
+    detail = (events, worker.log_tail())
+    assert [e["sensor_id"] for e in events if e["type"] == "suppressed"] == ["qd-wl-maint-1"], \
+        detail
+    opened = {a["sensors"][0]: a for a in (e["alert"] for e in events if e["type"] == "opened")}
+    assert sorted(opened) == ["qd-pp-corridor-1", "qd-wl-open-1"], detail
+    assert "emergency" in opened["qd-wl-open-1"]["departments"], detail  # routing version 1
+    main = opened["qd-pp-corridor-1"]
+    assert main["zone_kinds"] == ["key_pipe_corridor"] and main["severity"] == "orange", detail
+    # One incident for the corridor, in the corridor's scope (the alerts' key: its owner).
+    pipe_keys = {r.key for r, e in zip(records, events, strict=True)
+                 if e["alert"] and e["alert"]["family"] == "pipe"}
+    assert pipe_keys == {b"zone:qd-test-corridor"}, detail
+    joined = [e["alert"] for e in events if e["type"] == "updated"]
+    assert [a["alert_id"] for a in joined] == [main["alert_id"]], detail
+    assert sorted(joined[0]["sensors"]) == ["qd-pp-corridor-1", "qd-pp-corridor-2"], detail
+    assert "worker: zones, maintenance and routing caught up" in worker.log_path.read_text()

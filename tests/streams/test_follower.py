@@ -1,6 +1,7 @@
 """A follower is caught up once it has applied every record its topic held when it started
 (streams/follower.py), whether the broker reports end offsets exactly (Apache Kafka) or as the
-last batch's first offset + 1 (the embedded Tansu).
+last batch's first offset + 1 (the embedded Tansu); and a starting worker waits for its three
+followers, but not for ever (streams/feeds.py).
 
 The unit tests drive a follower with a fake consumer that serves whole batches, as a broker's
 fetch does; the integration tests measure the same on the session's broker."""
@@ -8,6 +9,8 @@ fetch does; the integration tests measure the same on the session's broker."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -17,7 +20,9 @@ from aiokafka.errors import KafkaConnectionError
 
 import streams.follower
 from control.topics import TopicSpec, ensure_topics
+from streams.feeds import WorkerFeeds
 from streams.follower import TopicFollower, at_ends
+from streams.metrics import WorkerCounters
 
 
 class FakeTopic:
@@ -207,6 +212,52 @@ def test_at_ends() -> None:
     assert at_ends({0: 22}, {0: 21}) and not at_ends({0: 20}, {0: 21})
     assert not at_ends({}, {0: 1})
     assert not at_ends({0: 5, 1: 0}, {0: 5, 1: 1})
+
+
+def _feeds(topics: dict[str, FakeTopic], counters: WorkerCounters) -> WorkerFeeds:
+    followed = {name: SimpleNamespace(follower=follower_of(topic)[0])
+                for name, topic in topics.items()}
+    return WorkerFeeds(followed["zones"], followed["maintenance"], followed["routing"], counters)
+
+
+def test_a_starting_worker_waits_for_all_three_feeds(caplog) -> None:
+    counters = WorkerCounters()
+    feeds = _feeds({"zones": FakeTopic({0: [10, 10]}, tansu=True),
+                    "maintenance": FakeTopic({0: []}, tansu=True),
+                    "routing": FakeTopic(None, tansu=True)}, counters)
+    caplog.set_level(logging.INFO)
+    assert asyncio.run(feeds.catch_up(5.0)) is True
+    assert all(f.caught_up for f in feeds.followers.values())
+    assert counters.feeds_caught_up_s is not None
+    assert "worker: zones, maintenance and routing caught up in" in caplog.text
+
+
+def test_a_feed_that_cannot_catch_up_delays_the_worker_only_so_long(caplog) -> None:
+    counters = WorkerCounters()
+    stuck = FakeTopic({0: [3]}, tansu=True)
+    stuck.batch_at = lambda partition, offset: []  # type: ignore[method-assign]  # no fetch answers
+    feeds = _feeds({"zones": FakeTopic({0: [3]}, tansu=True), "maintenance": stuck,
+                    "routing": FakeTopic({0: [1]}, tansu=True)}, counters)
+
+    async def scenario() -> bool:
+        began = time.monotonic()
+        ready = await feeds.catch_up(0.3)
+        assert time.monotonic() - began < 2
+        assert counters.feeds_caught_up_s is None
+        del stuck.batch_at  # the broker answers again
+        await asyncio.wait_for(feeds.followers["maintenance"].wait_caught_up(), 2)
+        await asyncio.sleep(0.05)
+        for follower in feeds.followers.values():
+            await follower.stop()
+        return ready
+
+    caplog.set_level(logging.INFO)
+    assert asyncio.run(scenario()) is False
+    warning = next(r.getMessage() for r in caplog.records if "not read up to" in r.getMessage())
+    assert "after 0.3 s the maintenance topic is not read up to where it ended" in warning
+    assert "at offsets {0: 0} of {0: 1}" in warning
+    assert counters.feeds_caught_up_s is not None
+    assert "caught up in" in caplog.text and "after the worker had started judging" in caplog.text
 
 
 async def _send_batches(bootstrap: str, topic: str, sizes: list[int]) -> None:
