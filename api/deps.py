@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from api.commands import CommandPublisher
 from api.idempotency import IdempotencyCache
@@ -16,7 +17,11 @@ from cityagent.regions import RegionIndex
 from cityagent.situation import SituationModel
 
 __all__ = ("PublisherDep", "AlertBookDep", "RegionsDep", "RateLimiterDep", "IdempotencyDep",
-           "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep")
+           "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep", "read_up_to_start")
+
+#: How long an admin write waits, at most, for the API to have read its topic (it starts
+#: reading with the API: this is milliseconds, unless the broker does not answer).
+FEED_WAIT_S = 10.0
 
 
 def get_publisher(request: Request) -> ReadingPublisher:
@@ -66,3 +71,18 @@ def get_alert_counter(request: Request) -> AlertCounter:
 
 SituationDep = Annotated[SituationModel, Depends(get_situation)]
 AlertCounterDep = Annotated[AlertCounter, Depends(get_alert_counter)]
+
+
+async def read_up_to_start(feed: Any, what: str) -> None:
+    """Wait until the API has read ``feed``'s topic (zones, routing, maintenance) up to where it
+    ended when the API started; 503 after :data:`FEED_WAIT_S`.
+
+    An admin write derives from what the API has read: a zone's or the rules' next version is
+    one above the newest read, and a DELETE needs the thing to exist. Computed from a partial
+    read (an API that had just started), the version would be at or below one already on the
+    topic, and every reader would ignore the record that the answer called queued."""
+    try:
+        await asyncio.wait_for(feed.follower.wait_caught_up(), FEED_WAIT_S)
+    except TimeoutError:
+        raise HTTPException(503, f"this API has not yet read the {what} topic up to its end; "
+                                 "retry shortly", headers={"Retry-After": "5"}) from None

@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Request
 
 from api.auth import AdminDep, OperatorDep
+from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.incidents import MaintenanceWindow
 from cityagent.readings import format_ts
@@ -78,10 +79,12 @@ async def put_window(window_id: WindowId, request: Request, _principal: AdminDep
 @router.delete("/v1/maintenance/{window_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": {"window_id": "jn-gauges-2026-11-23",
                                                        "status": "queued"}}}},
-    404: {"description": "No such window."}})
+    404: {"description": "No such window."},
+    503: {"description": "This API has not read the topic up to its end yet: retry."}})
 async def delete_window(window_id: WindowId, request: Request,
                         _principal: AdminDep) -> dict[str, Any]:
     """End a window now (a tombstone on the maintenance topic)."""
+    await read_up_to_start(request.app.state.maintenance_feed, "maintenance")
     if window_id not in request.app.state.maintenance_feed.by_id:
         raise HTTPException(404, f"no maintenance window {window_id!r}")
     await request.app.state.maintenance_writer.send_tombstone(window_id)

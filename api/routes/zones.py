@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, Request
 
 from api.auth import AdminDep, OperatorDep
+from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
 from cityagent.zones import ZoneError, delete_record, parse_zone, zone_record
@@ -37,6 +38,8 @@ _FEATURE_EXAMPLE: dict[str, Any] = {
                                                      [117.030, 36.660]]]},
 }
 _QUEUED = {"zone_id": "jn-underpass-lishan", "version": 19, "status": "queued"}
+_NOT_READ = {503: {"description": "This API has not read the topic up to its end yet (it "
+                                  "just started, or the broker does not answer): retry."}}
 
 
 def _feed(request: Request):
@@ -64,7 +67,8 @@ async def get_zone(zone_id: str, request: Request, _principal: OperatorDep) -> d
 
 @router.put("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
-    422: {"description": "The zone is invalid: the message names the property and why."}})
+    422: {"description": "The zone is invalid: the message names the property and why."},
+    **_NOT_READ})
 async def put_zone(
     zone_id: str, request: Request, _principal: AdminDep,
     feature: Annotated[dict[str, Any], Body(examples=[_FEATURE_EXAMPLE])],
@@ -80,6 +84,7 @@ async def put_zone(
         zone = parse_zone(feature, feed.regions, departments=feed.departments)
     except ZoneError as exc:
         raise HTTPException(422, str(exc)) from None
+    await read_up_to_start(feed, "zones")
     version = feed.zones.version + 1
     key, value = zone_record(_with_version(zone, version))
     await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
@@ -88,10 +93,11 @@ async def put_zone(
 
 @router.delete("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
-    404: {"description": "No such zone."}})
+    404: {"description": "No such zone."}, **_NOT_READ})
 async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> dict[str, Any]:
     """Remove a zone everywhere (a versioned delete record on the zones topic)."""
     feed = _feed(request)
+    await read_up_to_start(feed, "zones")
     if zone_id not in feed.zones:
         raise HTTPException(404, f"no zone {zone_id!r}")
     version = feed.zones.version + 1
@@ -124,7 +130,8 @@ async def routing_rules(request: Request, _principal: OperatorDep) -> dict[str, 
 
 @router.put("/v1/routing", status_code=202, responses={
     202: {"content": {"application/json": {"example": {"version": 1, "status": "queued"}}}},
-    422: {"description": "The rules are invalid: the message names the rule and the key."}})
+    422: {"description": "The rules are invalid: the message names the rule and the key."},
+    **_NOT_READ})
 async def put_routing(
     request: Request, _principal: AdminDep,
     document: Annotated[dict[str, Any], Body(examples=[_ROUTING_DOC])],
@@ -136,6 +143,7 @@ async def put_routing(
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     feed = request.app.state.routing_feed
+    await read_up_to_start(feed, "routing")
     version = feed.version + 1
     await request.app.state.routing_writer.send_value(
         ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),

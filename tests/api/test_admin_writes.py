@@ -1,0 +1,52 @@
+"""Admin writes that derive from what the API has read wait until it has read the topic up to
+its end (api.deps.read_up_to_start): a zone's or the routing rules' next version is one above
+the newest read, and one computed by an API that had just started would be ignored by every
+reader. The app is used without its lifespan, so its followers never read anything."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+import api.deps
+from api.main import create_app
+from cityagent.settings import Settings
+from tests.integration.test_zones_live import SCHOOL
+
+ADMIN = {"authorization": "Bearer adm-key"}
+
+
+@pytest.fixture
+def app(monkeypatch):
+    monkeypatch.setattr(api.deps, "FEED_WAIT_S", 0.05)
+    return create_app(Settings(api_keys="admin:adm-key", kafka="127.0.0.1:9"))  # never connected
+
+
+def test_writes_are_503_until_the_api_has_read_the_topic(app) -> None:
+    import tomllib
+    from importlib import resources
+
+    rules = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                          .read_text("utf-8"))
+    client = TestClient(app)
+    for method, path, body, topic in (
+            ("PUT", "/v1/zones/qd-test-school", SCHOOL, "zones"),
+            ("PUT", "/v1/routing", rules, "routing"),
+            ("DELETE", "/v1/maintenance/w1", None, "maintenance")):
+        answer = client.request(method, path, json=body, headers=ADMIN)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.headers["retry-after"] == "5"
+        assert f"has not yet read the {topic} topic" in answer.json()["detail"]
+
+
+def test_once_read_the_writes_go_on(app) -> None:
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    client = TestClient(app)
+    assert client.delete("/v1/zones/no-such-zone", headers=ADMIN).status_code == 404
+    assert client.delete("/v1/maintenance/no-such-window", headers=ADMIN).status_code == 404
+
+
+def test_an_invalid_zone_is_422_at_once(app) -> None:
+    bad = {**SCHOOL, "geometry": {"type": "Point", "coordinates": [120.38, 36.06]}}
+    assert TestClient(app).put("/v1/zones/qd-bad", json=bad, headers=ADMIN).status_code == 422
