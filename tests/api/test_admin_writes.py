@@ -5,13 +5,19 @@ reader. The app is used without its lifespan, so its followers never read anythi
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
-from fastapi.testclient import TestClient
+from starlette.exceptions import StarletteDeprecationWarning
 
 import api.deps
 from api.main import create_app
 from cityagent.settings import Settings
 from tests.integration.test_zones_live import SCHOOL
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 ADMIN = {"authorization": "Bearer adm-key"}
 
