@@ -12,7 +12,8 @@ Anomalies come from two sources:
   (not already in breach) are held past their threshold for ``breach_duration_s`` seconds;
   each is recorded in :attr:`FleetSignals.injected`;
 * a *scenario* (:mod:`sensors_sim.scenario`): storms, incidents, leaks, bursts and sensor
-  faults, resolved against the fleet at the first tick.
+  faults, resolved against the fleet at the first tick, or at the first tick ``warm_up_s``
+  of event time later (its offsets then count from there).
 
 Every injection, as it starts, adds ground-truth :class:`~sensors_sim.anomalies.Label` rows to
 :attr:`FleetSignals.labels`. A sensor in a dropout is left out of the tick's batch.
@@ -57,11 +58,13 @@ class FleetSignals:
         breaches: int = 3,
         breach_duration_s: float = 30.0,
         scenario: Scenario | None = None,
+        warm_up_s: float = 0.0,
     ) -> None:
-        if breach_every_s < 0 or breach_duration_s <= 0 or breaches < 0:
+        if breach_every_s < 0 or breach_duration_s <= 0 or breaches < 0 or not warm_up_s >= 0:
             raise ValueError(
-                "breach_every_s must be >= 0, breach_duration_s > 0 and breaches >= 0; got "
-                f"{breach_every_s}, {breach_duration_s}, {breaches}"
+                "breach_every_s must be >= 0, breach_duration_s > 0, breaches >= 0 and "
+                f"warm_up_s >= 0; got {breach_every_s}, {breach_duration_s}, {breaches}, "
+                f"{warm_up_s}"
             )
         self.fleet = tuple(fleet)
         n = len(self.fleet)
@@ -69,6 +72,11 @@ class FleetSignals:
         self.breaches = breaches
         self.breach_duration_ms = max(1, round(breach_duration_s * 1000))
         self.scenario = scenario
+        #: Event time of normal readings before the scenario's clock starts (ms): a pipeline
+        #: that meets the fleet for the first time learns each sensor's normal behaviour
+        #: first, and a fault injected before it has cannot be told from normal (flatline
+        #: takes a sensor stuck in its first windows for one that is always flat).
+        self.warm_up_ms = round(warm_up_s * 1000)
         #: Every breach injected so far, in order of injection.
         self.injected: list[InjectedBreach] = []
         #: Ground truth: one label per sensor of every injection that has started.
@@ -108,6 +116,7 @@ class FleetSignals:
         self._breach_until = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
         self._next_breach_ms: int | None = None
         self._t0_ms: int | None = None
+        self._first_ms: int | None = None
         #: Fleet rows of the last tick's readings, or None when every sensor reported.
         self.last_rows: np.ndarray | None = None
 
@@ -149,7 +158,10 @@ class FleetSignals:
     def tick(self, ts_ms: int) -> ReadingBatch:
         """The readings of every sensor at event time ``ts_ms`` (call with increasing times)."""
         ts_ms = int(ts_ms)
-        if self._t0_ms is None:
+        if self._first_ms is None:
+            self._first_ms = ts_ms
+        if self._t0_ms is None and ts_ms >= self._first_ms + self.warm_up_ms:
+            # The scenario's offsets count from here: the first tick after the warm-up.
             self._t0_ms = ts_ms
             if self.scenario is not None:
                 self._pending = resolve(

@@ -217,6 +217,34 @@ def test_labels_match_what_was_injected_and_detected(fleet):
     assert len(false_alarms) <= len(fleet) // 1000, false_alarms
 
 
+@pytest.mark.parametrize(("step_s", "warm_up_s", "found"),
+                         [(20, 0, False), (2, 0, False), (20, 600, True)])
+def test_a_new_pipeline_finds_stuck_sensors_only_after_a_warm_up(fleet, step_s, warm_up_s,
+                                                                 found):
+    """A chaos run (2026-11-24: a fresh `cityagent up`, `sensor-faults`, x10) found none of
+    its 3 stuck sensors, while `cityagent eval`, which runs a quiet day first, finds them all.
+    Not the acceleration (a reading every 20 s of event time, as `up`'s fleet at x10, or
+    every 2 s, as at x1): flatline judges a sensor only after ``flat_warmup`` windows of its
+    readings and learns meanwhile how often it is flat, so a sensor stuck 1 min into its
+    life is learned as one that is always flat. ``warm_up_s`` of normal readings first
+    (``cityagent sim --warm-up``) puts the fault where flatline judges it."""
+    signals = FleetSignals(fleet, 1, breach_every_s=0, scenario=load_scenario("sensor-faults"),
+                           warm_up_s=warm_up_s)
+    engine = _engine(signals, step_s)
+    state = engine.new_state()
+    flagged = set()
+    for k in range(0, warm_up_s + 15 * 60, step_s):
+        result = engine.process(state, signals.tick(T0 + k * 1000), 0)
+        flagged |= {a.sensor_id for a in result.anomalies
+                    if a.detector == "flatline" and a.phase == "start"}
+    stuck = [lab for lab in signals.labels if lab.anomaly == "stuck"]
+    assert len(stuck) == 3 and {lab.start_ms for lab in stuck} == {T0 + (warm_up_s + 60) * 1000}
+    assert flagged == ({lab.sensor_id for lab in stuck} if found else set())
+    if not found:  # taken for sensors that are always flat
+        rows = [state.index[lab.sensor_id] for lab in stuck]
+        assert (state.cols["flat_frac"][rows] > engine.config.kinds["traffic"].flat_max_fraction).all()
+
+
 def test_same_seed_same_scenario_output(fleet):
     def run(seed):
         signals = FleetSignals(fleet, seed, breach_every_s=0, scenario=load_scenario(
