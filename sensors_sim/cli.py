@@ -4,7 +4,9 @@ Every tick (``max(0.1, sensors / rate)`` seconds of wall time) every sensor repo
 reading. Event time starts at ``--start`` (default: now) and advances ``tick × --accelerate``
 per tick. Anomalies come from the legacy breach schedule (``--breach-every``; announced on
 stderr, so you know which alerts to expect) and from a ``--scenario``; ground-truth labels go
-to ``--labels``. Readings go to Kafka (default), the HTTP API or a file (``--sink``).
+to ``--labels``; ``--warm-up`` runs normal readings before the scenario, and a scenario
+fault that a pipeline new to the fleet cannot find yet (``sensors_sim.warmup``) is warned of.
+Readings go to Kafka (default), the HTTP API or a file (``--sink``).
 Progress goes to stderr every few seconds, and a summary at the end. Ctrl-C flushes and
 exits 130; SIGTERM flushes and exits 0. ``--registry`` writes the fleet registry and exits;
 ``--bench`` measures the simulator's rate into a broker.
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import CityAgentError
 from cityagent.readings import FUTURE_TOLERANCE_MS, format_ts, parse_ts
 from cityagent.regions import default_regions
@@ -30,8 +33,9 @@ from cityagent.settings import Settings
 from control.args import non_negative_float, non_negative_int, positive_float, positive_int
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
-from sensors_sim.scenario import builtin_names, load_scenario
+from sensors_sim.scenario import ScenarioError, builtin_names, load_scenario, parse_duration_s
 from sensors_sim.timing import EventClock, LateBuffer
+from sensors_sim.warmup import early_faults
 
 __all__ = ("main", "build_parser")
 
@@ -57,6 +61,15 @@ def _event_time(text: str) -> int:
     except CityAgentError as exc:
         reason = getattr(exc, "reason", str(exc)).replace("'ts' ", "")
         raise argparse.ArgumentTypeError(reason if "got" in reason else f"{reason}; got {text!r}") from None
+
+
+def _warm_up(text: str) -> float:
+    """``--warm-up``: event time as a scenario's durations are written (``90s``, ``20m``)."""
+    try:
+        return parse_duration_s(text, "--warm-up")
+    except ScenarioError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 600, '20m' or '1h'; "
+                                         f"got {text!r}") from None
 
 
 def _is_number(text: str) -> bool:
@@ -93,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random seed, 0 or more (default 7)")
     parser.add_argument("--scenario", help="anomalies to inject: a scenario JSON file or a "
                         f"built-in ({', '.join(builtin_names())})")
+    parser.add_argument("--warm-up", type=_warm_up, default=0.0, metavar="DURATION",
+                        help="with --scenario: event time of normal readings before it "
+                             "starts, e.g. 20m (default 0); its times count from the end. A "
+                             "pipeline new to the fleet learns each sensor first: with the "
+                             "packaged settings it finds a stuck sensor from 10 min, a spike "
+                             "from 20 min")
     parser.add_argument("--labels", type=Path,
                         help="write ground-truth labels (JSON lines) of what was injected here")
     parser.add_argument("--registry", type=Path,
@@ -182,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals = FleetSignals(
             fleet, args.seed, breach_every_s=breach_every, breaches=args.breaches,
             breach_duration_s=args.breach_duration, scenario=scenario,
+            warm_up_s=args.warm_up,
         )
         signals.check_scenario()
         if args.registry is not None:
@@ -195,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_ms, note = _start_ms(args, time.time_ns() // 1_000_000, tolerance_ms)
         if note:
             _err(f"sensors_sim: {note}")
+        if scenario is not None:
+            for line in _early_fault_warnings(scenario, args.warm_up):
+                _err(f"sensors_sim: warning: {line}")
         sink = _make_sink(args)
         labels = None if args.labels is None else open(args.labels, "wb")  # noqa: SIM115
     except CityAgentError as exc:
@@ -215,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{tick_s:.2f}s (target {target:,.0f} readings/s)"
         + (f", event time x{args.accelerate:g}" if args.accelerate != 1 else "")
         + (f", scenario {scenario.name}" if scenario is not None else "")
+        + (f" after a {_span(args.warm_up)} warm-up" if scenario is not None and args.warm_up
+           else "")
     )
     started = time.monotonic()
     code = 0
@@ -257,6 +282,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0 and (sink.errors or sink.acked < sink.sent):
         code = 1
     return code
+
+
+def _early_fault_warnings(scenario, warm_up_s: float) -> list[str]:
+    """Lines about the scenario's faults that a pipeline new to the fleet cannot find yet
+    (``sensors_sim.warmup``), judged by the detection settings the workers read."""
+    try:
+        settings = Settings.from_env()
+        config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                                      grace_s=settings.grace_s)
+    except CityAgentError:  # a bad setting is reported where the run needs it, if it does
+        config = DetectionConfig.load()
+    early = early_faults(scenario, config, warm_up_s)
+    if not early:
+        return []
+    lines = []
+    for fault in early:
+        learnt = (", and learns a sensor stuck before then as one that is always flat"
+                  if fault.anomaly == "stuck" else "")
+        lines.append(
+            f"{fault.anomaly} ({fault.source}) starts {_span(fault.start_s)} into the run, but "
+            f"a pipeline new to this fleet (a fresh `cityagent up`, `cityagent replay`) lets "
+            f"the {fault.detector} detector judge a sensor only after {fault.windows} windows "
+            f"of its readings ({_span(fault.needed_s)} of event time){learnt}: not found")
+    need_min = int(np.ceil(max(f.warm_up_s for f in early) / 60.0))
+    lines.append(f"give --warm-up {need_min}m or more (normal readings first; the scenario's "
+                 "times then count from its end) unless the pipeline has seen this fleet "
+                 "that long already")
+    return lines
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _make_sink(args):

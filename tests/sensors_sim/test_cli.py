@@ -177,3 +177,39 @@ def test_a_rate_the_fleet_cannot_make_is_said(tmp_path, capsys):
                  "--out", str(tmp_path / "o.jsonl")]) == 0
     assert ("100 sensors reporting at most every 0.1 s make 1,000 readings/s, not 100,000; "
             "give --sensors 10,000 or more") in capsys.readouterr().err
+
+
+def test_faults_a_new_pipeline_cannot_find_yet_are_said(tmp_path, capsys):
+    """`sensor-faults` injects its stuck sensors 1 min and its spikes 3 min into the run:
+    a fresh `cityagent up` learns each sensor first (flatline 10 windows, spike 20), found
+    none of them in a chaos run, and nothing told the load tester why."""
+    code, _, _ = _file_run(tmp_path, "--scenario", "sensor-faults", "--accelerate", "10")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 3, err
+    assert ("stuck (sensor-faults#0) starts 1 min into the run" in warnings[0]
+            and "flatline detector judge a sensor only after 10 windows" in warnings[0]
+            and "10 min of event time" in warnings[0] and "always flat" in warnings[0])
+    assert ("spike (sensor-faults#2) starts 3 min into the run" in warnings[1]
+            and "spike detector judge a sensor only after 20 windows" in warnings[1])
+    assert "give --warm-up 17m or more" in warnings[2]
+
+
+def test_a_warm_up_delays_the_scenario_and_silences_the_warning(tmp_path, capsys):
+    code, out, labels = _file_run(tmp_path, "--scenario", "sensor-faults", "--accelerate",
+                                  "6000", "--warm-up", "17m")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning" not in err and "scenario sensor-faults after a 17 min warm-up" in err
+    first = min(parse_reading(orjson.loads(line)).ts_ms for line in out.read_text().splitlines())
+    assert first == 1_784_066_400_000  # _START
+    # Ticks of 0.1 s wall time, 600 s of event time each: the warm-up ends at the 3rd tick
+    # (1,020 s <= 1,200 s), and the scenario's offsets count from there.
+    truth = [orjson.loads(line) for line in labels.read_text().splitlines()]
+    stuck = [t for t in truth if t["anomaly"] == "stuck"]
+    assert len(stuck) == 3 and {t["start_ms"] for t in stuck} == {first + 1_200_000 + 60_000}
+    with pytest.raises(SystemExit):
+        main(["--warm-up", "soon"])
+    assert "--warm-up: expected a duration like 600, '20m' or '1h'; got 'soon'" in (
+        capsys.readouterr().err)
