@@ -81,10 +81,17 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since)
 
 @njit
 def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarray, row: int,
-                     hit_since: int, p: np.ndarray) -> Verdict:
-    """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?"""
+                     hit_since: int, p: np.ndarray, ongoing: bool) -> Verdict:
+    """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?
+
+    Whether the sensor normally varies (``flat_frac``) decides whether a run *starts* an
+    episode; an episode (``ongoing``) lasts while the run does. The stuck windows still teach
+    ``flat_frac`` (ten times slower), and before 2026-11-24 the episode ended once that
+    passed ``flat_max_fraction``, ~10 windows into a fault that had not ended.
+    """
     run = hit_since != NO_TS
-    fire = run and flat_frac[row] <= p[FLAT_MAX_FRACTION] and flat_n[row] >= p[FLAT_WARMUP]
+    fire = run and (ongoing or (flat_frac[row] <= p[FLAT_MAX_FRACTION]
+                                and flat_n[row] >= p[FLAT_WARMUP]))
     score = 0.9 if fire else (0.3 if run else 0.0)
     return Verdict(fire, 0 if fire else -1, score, run_x[row], run_x[row], R_FLATLINE, F_VALUE)
 

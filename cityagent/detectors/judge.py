@@ -97,7 +97,8 @@ def judge_flatline(c, params, rows, hit_since, watermark: int, ints, floats, cou
     flat_frac, flat_n, run_x = c.flat_frac, c.flat_n, c.run_x
     for i in range(len(rows)):
         row = rows[i]
-        v = flatline_verdict(flat_frac, flat_n, run_x, row, hit_since[i], params[row])
+        v = flatline_verdict(flat_frac, flat_n, run_x, row, hit_since[i], params[row],
+                             ep.ep_since[row, D_FLATLINE] != NO_TS)
         since = hit_since[i] if v.fire else ep.ep_since[row, D_FLATLINE]
         step_episodes(ep, row, (D_FLATLINE,), (v,), since, since, watermark, 1, ints, floats,
                       count)

@@ -249,6 +249,22 @@ def test_flatline_fires_when_a_noisy_sensor_becomes_exactly_constant() -> None:
     assert events(found, "deviation") == events(found, "change") == []
 
 
+def test_a_long_stuck_fault_stays_one_episode_until_a_reading_differs() -> None:
+    """Found by a live run: the flat fraction is still learned (ten times slower) during the
+    episode, and once it passed flat_max_fraction the episode ended ~10 windows in while the
+    sensor was still stuck, its alert auto-resolving with the fault still there."""
+    engine, state = engine_with()
+    rng = np.random.default_rng(4)
+    found = feed(engine, state, "jn-wl-8", "water_level",
+                 noisy(rng, 2.0, 0.01, 15) + [[2.0] * 5] * 60 + noisy(rng, 2.0, 0.01, 3))
+    assert events(found, "flatline") == [
+        ("flatline", "start", "fault.flatline", "blue", 15),
+        ("flatline", "end", "fault.flatline", "blue", 15),
+    ]
+    end = [a for a in found if a.detector == "flatline"][1]
+    assert end.ts_ms == T0 + 75 * SIZE + 4 * (SIZE // 5)  # window 75: noisy again
+
+
 def _one_by_one(engine, state, sensor: str, kind: str, values: list[float], step: int,
                 first_ts: int = T0) -> list:
     """One batch per reading, ``step`` ms apart (a live stream)."""
