@@ -387,7 +387,6 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
         # Two readings each, in two messages: a report interval is learned between batches.
         send(producer, settings.readings_topic, readings(quiet, 2.0, t0 - 2))
         send(producer, settings.readings_topic, readings(quiet, 5.5, t0))
-        sent = time.monotonic()
         checkpointed = consume_records(
             settings.bootstrap, changelog, timeout_s=90,
             until=lambda rs: {r.key.decode() for r in rs} >= buckets, watch=(first,))
@@ -404,7 +403,11 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
                          until=lambda v: False)
     assert not started(before), "the first worker closed the window: nothing left to test"
 
-    time.sleep(max(0.0, sent + limit_s + 2 - time.monotonic()))
+    # The downtime counts from when the first worker last moved each bucket's clock, at the
+    # latest when it checkpointed (the records' times): waiting from the send instead left it
+    # under limit_s + 2 once, when the first worker took seconds to start under load.
+    last_checkpoint_s = max(r.timestamp for r in checkpointed) / 1000
+    time.sleep(max(0.0, last_checkpoint_s + limit_s + 2 - time.time()))
     second = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 1, limit_s)),
                           tmp_path / "worker-2.log")
     try:
