@@ -1,21 +1,27 @@
 """API keys and roles: who may call which route, and over which cities or sensors.
 
-Three roles. An *integrator* posts readings; an *operator* reads (alerts, situation) and acts
-on alerts in its cities; an *admin* may do everything, including what operators do. A key
-may carry a *scope*: city codes (``370100``, six digits ending in 00) and sensor-id prefixes
-(``jn-``); an item is in scope when its city is one of the cities **or** its sensor id starts
-with one of the prefixes. A key without a scope sees the whole province.
+Four roles. An *integrator* posts readings; a *viewer* reads (alerts, situation, sensors,
+zones, routing, maintenance windows) and changes nothing — a command centre's wall screen or a
+leader's tablet; an *operator* reads what a viewer reads and acts on alerts in its cities; an
+*admin* may do everything, including what the others do. A key may carry a *scope*: city codes
+(``370100``, six digits ending in 00) and sensor-id prefixes (``jn-``); an item is in scope
+when its city is one of the cities **or** its sensor id starts with one of the prefixes. A key
+without a scope sees the whole province.
 
 Keys come from ``CITYAGENT_API_KEYS`` (``role:key[:scope]``, comma-separated, scope entries
 ``|``-separated; ``role:sha256:HEX[:scope]`` for a hashed key) and from the TOML file named by
 ``CITYAGENT_API_KEYS_FILE``. Only SHA-256 digests are kept in memory, compared with
 ``hmac.compare_digest``. Clients send ``Authorization: Bearer KEY``.
 
-Routes ask for a role with the aliases below::
+Routes ask for a role with the aliases below (``ViewerDep`` to read, ``OperatorDep`` to act on
+alerts, ``AdminDep`` to configure, ``IntegratorDep`` to post readings)::
 
     @router.get("/v1/situation")
-    async def situation(principal: OperatorDep) -> ...:
+    async def situation(principal: ViewerDep) -> ...:
         ... if principal.may_see_city(code) ...
+
+A route that changes anything must not take ``ViewerDep`` alone: tests/api/test_roles.py lists
+every route with the roles it admits, and fails on a route it does not know.
 """
 
 from __future__ import annotations
@@ -39,24 +45,41 @@ from cityagent.settings import Settings
 
 __all__ = (
     "ROLES",
+    "CAPABILITIES",
     "Principal",
     "ApiKey",
     "KeyRing",
     "parse_api_keys",
     "load_keys_file",
     "require",
+    "require_key",
     "get_key_ring",
     "IntegratorDep",
+    "ViewerDep",
     "OperatorDep",
     "AdminDep",
+    "AnyKeyDep",
 )
 
-ROLES: tuple[str, ...] = ("integrator", "operator", "admin")
-#: Which roles each requirement admits: admin can do what the others do.
-_ADMITS = {"integrator": ("integrator", "admin"), "operator": ("operator", "admin"),
-           "admin": ("admin",)}
+ROLES: tuple[str, ...] = ("integrator", "viewer", "operator", "admin")
+#: What each role may do, as ``GET /v1/me`` lists it: ``ingest`` (post readings), ``read``
+#: (alerts and their stream, situation, sensors, zones, routing, maintenance windows), ``act``
+#: (ack, resolve, assign, comment on alerts), ``configure`` (zones, routing, maintenance).
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "integrator": ("ingest",),
+    "viewer": ("read",),
+    "operator": ("read", "act"),
+    "admin": ("ingest", "read", "act", "configure"),
+}
+#: The capability each requirement stands for: ``require("viewer")`` admits every key that
+#: may read (viewer, operator, admin), ``require("operator")`` every key that may act.
+_NEEDS = {"integrator": "ingest", "viewer": "read", "operator": "act", "admin": "configure"}
+#: Which roles each requirement admits.
+_ADMITS = {need: tuple(r for r in ROLES if capability in CAPABILITIES[r])
+           for need, capability in _NEEDS.items()}
 _MAY = {
     "integrator": "post readings",
+    "viewer": "read alerts, the situation and settings, but change nothing (a read-only key)",
     "operator": "read alerts and the situation, and act on alerts",
     "admin": "do everything",
 }
@@ -279,7 +302,8 @@ def _scope(entries: list[str], role: str, where: str,
             raise ConfigError(f"{where}: scope entry {entry!r} is neither a city code nor a "
                               "sensor-id prefix (letters, digits and . _ : -)")
     if (cities or prefixes) and role == "admin":
-        raise ConfigError(f"{where}: an admin key takes no scope; use an operator or integrator key")
+        raise ConfigError(f"{where}: an admin key takes no scope; use an operator, viewer or "
+                          "integrator key")
     return frozenset(cities), tuple(prefixes)
 
 
@@ -314,29 +338,39 @@ def authenticate(request: Request) -> Principal:
 
 @functools.cache
 def require(role: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting keys of ``role`` (and admin keys); 401 / 403 otherwise.
+    """A dependency admitting keys of ``role`` and of the roles that may do more (admin keys
+    everything, operator keys what viewer keys do); 401 / 403 otherwise.
 
     Cached, so every use of one role is the same dependency and runs once per request.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}; got {role!r}")
-    admits = _ADMITS[role]
+    return _dependency(_ADMITS[role], f"require_{role}")
 
+
+def _dependency(admits: tuple[str, ...], name: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         _doc: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> Principal:
         principal = authenticate(request)
         if principal.role not in admits:
+            needs = ", ".join(admits[:-1]) + f" or {admits[-1]}" if len(admits) > 1 else admits[0]
+            article = "an" if needs[0] in "aeiou" else "a"
             raise HTTPException(
                 403,
                 f"this {principal.describe()} may {_MAY[principal.role]}; "
-                f"{request.method} {request.url.path} needs an {' or '.join(admits)} key",
+                f"{request.method} {request.url.path} needs {article} {needs} key",
             )
         return principal
 
-    dependency.__name__ = f"require_{role}"
+    dependency.__name__ = name
+    dependency.admits = admits  # type: ignore[attr-defined]  # for tests/api/test_roles.py
     return dependency
+
+
+#: A dependency admitting any configured key, whatever its role (``GET /v1/me``).
+require_key = _dependency(ROLES, "require_key")
 
 
 def _unauthorized(detail: str, params: str = "") -> HTTPException:
@@ -344,7 +378,10 @@ def _unauthorized(detail: str, params: str = "") -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-#: Route parameters: ``principal: OperatorDep`` admits operator and admin keys, and so on.
+#: Route parameters: ``principal: ViewerDep`` admits viewer, operator and admin keys (to read),
+#: ``OperatorDep`` operator and admin keys (to act on alerts), and so on.
 IntegratorDep = Annotated[Principal, Depends(require("integrator"))]
+ViewerDep = Annotated[Principal, Depends(require("viewer"))]
 OperatorDep = Annotated[Principal, Depends(require("operator"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+AnyKeyDep = Annotated[Principal, Depends(require_key)]

@@ -66,7 +66,7 @@ _WIRE_EXAMPLE = (
               "content": {"text/event-stream": {"schema": {"type": "string"},
                                                 "example": _WIRE_EXAMPLE}}},
         401: {"description": "No API key, or an unknown one."},
-        403: {"description": "The key is not an operator or admin key."},
+        403: {"description": "The key may not read (an integrator key)."},
         422: {"description": "A filter or the Last-Event-ID is invalid."},
     },
 )

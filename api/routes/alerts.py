@@ -1,10 +1,11 @@
 """Alerts for operators: list with filters, one alert with its history, and acting on one.
 
 ``GET /v1/alerts`` and ``GET /v1/alerts/{id}`` read the API's alert book (built from the
-alerts topic). ``POST /v1/alerts/{id}/ack|resolve|assign|comment`` put a command on the
-commands topic keyed by the alert's scope and answer 202: the alerting agent applies it and
-its event comes back on the alerts topic. A scoped operator key sees and acts on the alerts of
-its cities only; other alerts are 404 to it, as if they did not exist.
+alerts topic); viewer keys may read them too. ``POST /v1/alerts/{id}/ack|resolve|assign|comment``
+put a command on the commands topic keyed by the alert's scope and answer 202: the alerting
+agent applies it and its event comes back on the alerts topic; they need an operator (or
+admin) key, and a viewer key gets a 403 saying so. A scoped key sees and acts on the alerts of its cities only; other
+alerts are 404 to it, as if they did not exist.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from api.alert_book import AlertBook, AlertQuery, InvalidCursor
-from api.auth import OperatorDep, Principal
+from api.auth import OperatorDep, Principal, ViewerDep
 from api.commands import CommandPublisher
 from api.deps import AlertBookDep, CommandsDep, IdempotencyDep, RegionsDep
 from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
@@ -46,12 +47,13 @@ router = APIRouter(tags=["alerts"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
-    403: {"description": "The key is not an operator or admin key."},
+    403: {"description": "The key may not read alerts (an integrator key)."},
     422: {"description": "A filter, cursor or body is invalid; `detail` says which."},
 }
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     400: {"description": "A malformed Idempotency-Key or X-Operator header."},
+    403: {"description": "The key may not act on alerts: a viewer (read-only) or integrator key."},
     404: {"description": "No such alert (or not in the key's cities)."},
     409: {"description": "The action changes nothing: the alert is resolved (only comments "
                          "are taken), or already acknowledged (ack); or a request with this "
@@ -123,7 +125,7 @@ def _district_code(regions: RegionIndex, district: str) -> str:
 
 
 async def alert_query(
-    principal: OperatorDep,
+    principal: ViewerDep,
     regions: RegionsDep,
     status: Annotated[list[str] | None, Query(
         description="open, acknowledged, resolved; repeat or comma-separate",
@@ -190,7 +192,7 @@ async def list_alerts(
 @router.get("/v1/alerts/{alert_id}", response_model=AlertDetail,
             responses={**_ERRORS, 404: {"description": "No such alert (or not in the key's "
                                                        "cities)."}})
-async def get_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep) -> Any:
+async def get_alert(alert_id: AlertId, principal: ViewerDep, book: AlertBookDep) -> Any:
     """One alert and its history: every change, oldest first (the last 200)."""
     alert = _visible(book, alert_id, principal)
     history, complete = book.history(alert_id)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Request
 
-from api.auth import AdminDep, OperatorDep
+from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.incidents import MaintenanceWindow
@@ -36,7 +36,7 @@ WindowId = Annotated[str, Path(pattern=_ID.replace("\\Z", "$"), description="You
 
 @router.get("/v1/maintenance", responses={200: {"content": {"application/json": {
     "example": {"windows": {"jn-gauges-2026-11-23": _EXAMPLE}}}}}})
-async def list_windows(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+async def list_windows(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """Every maintenance window on the topic, by id, with its ``status`` now: ``scheduled``,
     ``in_force`` or ``ended`` (an ended window stays until it is deleted)."""
     feed = request.app.state.maintenance_feed

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
-from api.auth import OperatorDep, Principal
+from api.auth import Principal, ViewerDep
 from api.deps import RegionsDep, SituationDep
 from api.params import time_param
 from api.routes.situation import json_response
@@ -31,7 +31,7 @@ router = APIRouter(tags=["sensors"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
-    403: {"description": "The key is not an operator or admin key."},
+    403: {"description": "The key may not read (an integrator key)."},
     422: {"description": "A filter, cursor or time is invalid; `detail` says which."},
 }
 _ONE_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -73,7 +73,7 @@ def _visible(model: SituationModel, sensor_id: str, principal: Principal, now_ms
 
 @router.get("/v1/sensors", response_model=SensorsPublic, responses=_ERRORS)
 async def list_sensors(
-    principal: OperatorDep,
+    principal: ViewerDep,
     model: SituationDep,
     regions: RegionsDep,
     city: Annotated[str | None, Query(description="City code or name (370100, 济南, Jinan)")] = None,
@@ -108,7 +108,7 @@ async def list_sensors(
 
 
 @router.get("/v1/sensors/{sensor_id}", response_model=SensorPublic, responses=_ONE_ERRORS)
-async def get_sensor(sensor_id: SensorId, principal: OperatorDep, model: SituationDep) -> Response:
+async def get_sensor(sensor_id: SensorId, principal: ViewerDep, model: SituationDep) -> Response:
     """One sensor: registry fields, latest values and status."""
     return json_response(_visible(model, sensor_id, principal, _now_ms()))
 
@@ -117,7 +117,7 @@ async def get_sensor(sensor_id: SensorId, principal: OperatorDep, model: Situati
             responses=_ONE_ERRORS)
 async def sensor_readings(
     sensor_id: SensorId,
-    principal: OperatorDep,
+    principal: ViewerDep,
     model: SituationDep,
     since: Annotated[str | None, Query(description="Only readings at or after this time: "
                                                    "RFC 3339 with offset, or epoch seconds or ms")] = None,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from api.auth import OperatorDep
+from api.auth import ViewerDep
 from api.deps import AlertCounterDep, RegionsDep, SituationDep
 from api.schemas import CitySituationPublic, SituationPublic
 from api.situation import find_city, flatten, scope_of, situation_geojson
@@ -51,7 +51,7 @@ def _geojson_doc(model: type[BaseModel], whole: str, parts: str,
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
-    403: {"description": "The key is not an operator or admin key."},
+    403: {"description": "The key may not read (an integrator key)."},
 }
 Format = Literal["json", "geojson"]
 City = Annotated[str, Path(description="City code or name (370100, 济南, Jinan)",
@@ -69,7 +69,7 @@ def _now_ms() -> int:
 @router.get("/v1/situation", response_model=SituationPublic,
             responses={**_ERRORS, 200: _geojson_doc(SituationPublic, "province", "cities",
                                                      (116.2, 36.0, 117.9, 37.5))})
-async def situation(principal: OperatorDep, model: SituationDep, alerts: AlertCounterDep,
+async def situation(principal: ViewerDep, model: SituationDep, alerts: AlertCounterDep,
                     regions: RegionsDep, format: Format = "json") -> Response:
     """The province and every city: sensors reporting and silent, readings/s, open alerts,
     indicators and a 30-minute trend.
@@ -88,7 +88,7 @@ async def situation(principal: OperatorDep, model: SituationDep, alerts: AlertCo
                        200: _geojson_doc(CitySituationPublic, "city", "districts",
                                          (117.0, 36.55, 117.25, 36.7)),
                        404: {"description": "No such city (or not in the key's scope)."}})
-async def city_situation(city: City, principal: OperatorDep, model: SituationDep,
+async def city_situation(city: City, principal: ViewerDep, model: SituationDep,
                          alerts: AlertCounterDep, regions: RegionsDep,
                          format: Format = "json") -> Response:
     """One city (code like ``370100``, or name ``济南`` / ``Jinan``): its summary, each of its

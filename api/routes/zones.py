@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, HTTPException, Request
 
-from api.auth import AdminDep, OperatorDep
+from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
@@ -49,7 +49,7 @@ def _feed(request: Request):
 @router.get("/v1/zones", responses={200: {"content": {"application/json": {"example": {
     "type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
     "features": [_FEATURE_EXAMPLE]}}}}})
-async def list_zones(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+async def list_zones(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """Every operational zone now, as a GeoJSON FeatureCollection with its version."""
     return _feed(request).zones.to_feature_collection()
 
@@ -57,7 +57,7 @@ async def list_zones(request: Request, _principal: OperatorDep) -> dict[str, Any
 @router.get("/v1/zones/{zone_id}", responses={
     200: {"content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
     404: {"description": "No such zone."}})
-async def get_zone(zone_id: str, request: Request, _principal: OperatorDep) -> dict[str, Any]:
+async def get_zone(zone_id: str, request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """One zone as a GeoJSON Feature."""
     zones = _feed(request).zones
     if zone_id not in zones:
@@ -118,7 +118,7 @@ _ROUTING_DOC = {
     "version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
     "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*", "reason": None,
                "min_severity": "blue", "departments": ["water"]}]}}}}})
-async def routing_rules(request: Request, _principal: OperatorDep) -> dict[str, Any]:
+async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """The departments and routing rules in force, and their version (0: the packaged file)."""
     feed = request.app.state.routing_feed
     router_: Router = feed.router

@@ -49,7 +49,7 @@ def test_hashed_keys_and_trailing_commas() -> None:
 
 
 @pytest.mark.parametrize("text, words", [
-    ("admin:k1,boss:k2", "entry 2: role must be one of integrator, operator, admin; got 'boss'"),
+    ("admin:k1,boss:k2", "entry 2: role must be one of integrator, viewer, operator, admin; got 'boss'"),
     ("admin:", "entry 1: the key is empty"),
     ("admin:k1,operator:k2:370100:x", "entry 2: too many ':'"),
     ("operator:k2:370102", "370102 is not a city code"),
