@@ -35,6 +35,7 @@ from api.routes import (
     dashboard,
     health,
     maintenance,
+    me,
     readings,
     sensors,
     situation,
@@ -160,6 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Inner to CountRequests, so that it counts the 400s of bodies that are not strict JSON.
     app.add_middleware(StrictJson)
     app.add_middleware(health.CountRequests, counts=app.state.request_counts)
+    app.include_router(me.router)
     app.include_router(readings.router)
     # The stream first: /v1/alerts/stream is not an alert id. The alert routes ask for their
     # roles themselves (reads: viewer, actions: operator); a router-wide requirement would run

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ("ItemError", "ReadingsAccepted", "ReadingsRejected", "AlertPublic", "AlertsPublic",
            "AlertHistoryItem", "AlertDetail", "AlertEventPublic", "AlertNote", "AlertAssign",
-           "AlertComment", "CommandQueued", "Health", "ALERT_EXAMPLE", "EVENT_EXAMPLE")
+           "AlertComment", "CommandQueued", "Health", "KeyScope", "MePublic", "ALERT_EXAMPLE",
+           "EVENT_EXAMPLE")
 
 
 _ITEM_ERROR_EXAMPLE: dict[str, Any] = {
@@ -251,6 +252,32 @@ class CommandQueued(BaseModel):
     alert_id: str
     action: str
     status: str
+
+
+class KeyScope(BaseModel):
+    """What a scoped key covers: an item is in scope when its city is one of ``cities`` or its
+    sensor id starts with one of ``sensor_prefixes``."""
+
+    cities: list[str] = Field(description="City codes (370100 济南市)")
+    sensor_prefixes: list[str] = Field(description="Sensor-id prefixes (jn-)")
+
+
+class MePublic(BaseModel):
+    """Who the caller is: the role, scope and id of the key it sent, and what the key may do."""
+
+    model_config = _example({"role": "viewer", "key_id": "kd41a07f2",
+                             "scope": {"cities": ["370100"], "sensor_prefixes": []},
+                             "may": ["read"]})
+
+    role: Literal["integrator", "viewer", "operator", "admin"]
+    key_id: str = Field(description="The key's non-secret id: its name in the keys file, or "
+                                     "k and the first 8 hex digits of its SHA-256 (as in "
+                                     "actors, 403s and logs)")
+    scope: KeyScope | None = Field(description="null: the whole province")
+    may: list[Literal["ingest", "read", "act", "configure"]] = Field(
+        description="ingest: post readings; read: alerts and their stream, situation, sensors, "
+                    "zones, routing, maintenance windows; act: ack, resolve, assign and comment "
+                    "on alerts; configure: change zones, routing and maintenance windows")
 
 
 class Health(BaseModel):

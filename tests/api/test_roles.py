@@ -1,4 +1,4 @@
-"""Every route and the roles it admits, checked route by route.
+"""Every route and the roles it admits, checked route by route; and ``GET /v1/me``.
 
 ``ROUTES`` lists every route of the API with the requirement it must have and a sample request.
 Three checks use it:
@@ -28,6 +28,7 @@ from starlette.routing import Mount
 from api.auth import KeyRing, load_keys_file, parse_api_keys
 from api.main import create_app
 from api.publisher import ReadingPublisher
+from api.schemas import MePublic
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from tests.api.test_alert_book import QINGDAO, alert_event
@@ -46,6 +47,7 @@ QINGDAO_ALERT = "inc-roles-qd"
 #: Who each requirement admits (written out here, not imported: the test is the contract).
 ADMITS: dict[str, frozenset[str]] = {
     "public": frozenset({None, *KEYS}),  # no key needed
+    "key": frozenset(KEYS),  # any key
     "integrator": frozenset({"integrator", "admin"}),
     "viewer": frozenset({"viewer", "operator", "admin"}),
     "operator": frozenset({"operator", "admin"}),
@@ -90,6 +92,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/docs"): Call("public", "/docs", 200),
     ("GET", "/docs/oauth2-redirect"): Call("public", "/docs/oauth2-redirect", 200),
     ("GET", "/redoc"): Call("public", "/redoc", 200),
+    # Any key.
+    ("GET", "/v1/me"): Call("key", "/v1/me", 200),
     # Integrators post readings.
     ("POST", "/v1/readings"): Call("integrator", "/v1/readings", 503, [_READING]),
     ("POST", "/v1/readings/thingsboard"): Call(
@@ -245,6 +249,54 @@ def test_role_by_route(client: TestClient, method: str, template: str, role: str
                                f"{needs[-1]} key"), detail
         if role == "viewer":
             assert "change nothing (a read-only key)" in detail, detail
+
+
+# -- GET /v1/me ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role, may", [
+    ("integrator", ["ingest"]), ("viewer", ["read"]), ("operator", ["read", "act"]),
+    ("admin", ["ingest", "read", "act", "configure"]),
+])
+def test_me_says_who_the_key_is_and_what_it_may_do(client: TestClient, role: str,
+                                                   may: list[str]) -> None:
+    answer = client.get("/v1/me", headers={"authorization": f"Bearer {KEYS[role]}"})
+    assert answer.status_code == 200, answer.text
+    digest = hashlib.sha256(KEYS[role].encode()).hexdigest()
+    assert answer.json() == {"role": role, "key_id": f"k{digest[:8]}", "scope": None, "may": may}
+    MePublic.model_validate(answer.json())
+    assert KEYS[role] not in answer.text
+
+
+def test_me_gives_a_scoped_keys_cities_and_prefixes(client: TestClient) -> None:
+    answer = client.get("/v1/me", headers={"authorization": f"Bearer {SCOPED_VIEWER}"})
+    assert answer.json()["scope"] == {"cities": ["370100"], "sensor_prefixes": ["jn-"]}
+    assert answer.json()["may"] == ["read"]
+    # The scope limits what the viewer reads, as it does an operator's.
+    headers = {"authorization": f"Bearer {SCOPED_VIEWER}"}
+    assert client.get(f"/v1/alerts/{ALERT}", headers=headers).status_code == 200
+    hidden = client.get(f"/v1/alerts/{QINGDAO_ALERT}", headers=headers)
+    assert hidden.status_code == 404 and "in the cities of this key" in hidden.text
+    listed = client.get("/v1/alerts", headers=headers).json()["alerts"]
+    assert [a["alert_id"] for a in listed] == [ALERT]
+
+
+def test_me_is_401_without_a_key_or_with_an_unknown_one(client: TestClient) -> None:
+    assert client.get("/v1/me").status_code == 401
+    wrong = client.get("/v1/me", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"].startswith("invalid API key")
+
+
+def test_me_is_documented_with_its_key_and_an_example(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    operation = doc["paths"]["/v1/me"]["get"]
+    assert operation["security"] == [{"APIKey": []}]
+    assert operation["summary"] and operation["description"] and operation["tags"] == ["keys"]
+    assert set(operation["responses"]) >= {"200", "401"}
+    schema = doc["components"]["schemas"]["MePublic"]
+    assert schema["examples"][0]["may"] == ["read"]
+    assert set(schema["properties"]["may"]["items"]["enum"]) == {"ingest", "read", "act",
+                                                                 "configure"}
 
 
 # -- viewer keys are configured like operator keys -------------------------------------------
