@@ -18,6 +18,7 @@ const TRENDS_MS = 2000;
 const SITUATION_MS = 5000;
 const SITUATION_TIMEOUT_MS = 8000; // a situation call that takes longer counts as failed
 const COMMAND_TIMEOUT_MS = 15000; // an ack, resolve, assign or comment call that takes longer failed
+const ME_TIMEOUT_MS = 8000;
 const PROBE_MS = 30000;
 const SAMPLE_MS = 10000;
 const TREND_KEEP = 360; // local samples: an hour at SAMPLE_MS
@@ -40,6 +41,7 @@ const state = {
   situationOkMs: 0, // when /v1/situation last answered (0: not yet)
   situationFailed: false, // its last poll failed: the tiles are stale
   scope: null, // the cities the key may see (a Set), or null: the whole province
+  me: null, // GET /v1/me: the key's role and what it may do (null: unknown, e.g. an older API)
   citySituation: null,
   streamAliveMs: 0,
   localTrend: new Map(), // city code -> [[t_ms, unresolved alerts]], without the situation service
@@ -554,8 +556,35 @@ function setLive(which) {
   live.querySelector("b").dataset.i18n = `live.${which}`;
 }
 
+/**
+ * Who the key is (GET /v1/me): a key that may not act (a viewer: a wall screen, a leader's
+ * tablet) gets the feed without buttons, and the header says 只读. When the call fails (an API
+ * from before /v1/me answers 404) the page stays as it was: every key may try to act.
+ */
+async function loadMe() {
+  const generation = state.generation;
+  let me = null;
+  try {
+    me = await api("v1/me", { timeoutMs: ME_TIMEOUT_MS });
+  } catch (error) {
+    if (error.status === 401 || generation !== state.generation) return;
+    console.warn("GET /v1/me:", error.message);
+  }
+  if (generation === state.generation) setMe(me);
+}
+
+function setMe(me) {
+  state.me = me;
+  const readOnly = Boolean(me && Array.isArray(me.may) && !me.may.includes("act"));
+  $("#readonly").hidden = !readOnly;
+  feed.setMayAct(!readOnly);
+  state.last.feed = 0;
+  redrawFeed();
+}
+
 function startLive() {
   stopLive();
+  setMe(null);
   state.alerts.clear();
   state.gone.clear();
   state.pending = [];
@@ -581,6 +610,7 @@ function startLive() {
     onAlive: () => { state.streamAliveMs = Date.now(); },
   });
   stream.start();
+  loadMe();
   probeSituation();
   const tick = () => { sample(); after("sample", tick, SAMPLE_MS); };
   after("sample", tick, SAMPLE_MS);
@@ -760,7 +790,7 @@ async function main() {
     pixelOf: (code) => map.pixelOf(code),
     stats: () => ({ alerts: state.alerts.size, rows: $("#feed").querySelectorAll("li[data-alert-id]").length,
       pending: state.pending.length, flushes: state.flushes, costs: { ...state.costs }, renders: { ...state.renders }, listed: state.listed, situation: state.hasSituation,
-      held: feed.held, scope: state.scope ? [...state.scope] : null }),
+      held: feed.held, scope: state.scope ? [...state.scope] : null, me: state.me }),
     map,
     trends,
   };

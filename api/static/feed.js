@@ -10,6 +10,7 @@
 // touch screen reach it as well as a mouse) 解决 (resolve), 指派 (assign: an inline form) and
 // 备注 (comment). A command is pending until its event comes back on the stream; a failure
 // stays in the row, in words, until the alert changes.
+// A read-only key (a viewer: GET /v1/me says it may not act) gets rows without buttons.
 
 import { DEPARTMENTS, deptName, getLang, t } from "./i18n.js";
 
@@ -61,6 +62,7 @@ export class Feed {
     this.shown = []; // alert ids in the order of the list's rows
     // alert id -> {action, body, key, pending} | {action, body, key, status, detail, timeoutMs}
     this.commands = new Map();
+    this.mayAct = true; // false for a read-only key: no 确认, no 更多 and its tools
     this.open = null; // the alert id whose row shows its tools (解决 指派 备注)
     this.editor = null; // {id, action, form}: the open assign or comment form
     this.pointer = false;
@@ -82,6 +84,17 @@ export class Feed {
       this.pointer = this.focused = false;
       onRelease();
     });
+  }
+
+  /** A read-only key's rows have no buttons (GET /v1/me: the key may not act); the caller
+   * renders the feed again. */
+  setMayAct(mayAct) {
+    if (this.mayAct === mayAct) return;
+    this.mayAct = mayAct;
+    if (!mayAct) {
+      if (this.editor) this.closeEditor(false);
+      this.open = null;
+    }
   }
 
   /** Rows must not move: the pointer is over the list or one of its buttons has focus. */
@@ -341,7 +354,8 @@ export class Feed {
       : `${command.action}:${command.status}:${command.detail}:${command.timeoutMs || ""}`;
     const tools = this.open === id ? "tools" : "";
     const editing = this.editor?.id === id ? this.editor.action : "";
-    const stamp = `${alert.seq}|${alert.status}|${alert._at}|${lang}|${doing}|${tools}|${editing}`;
+    const acts = this.mayAct ? "acts" : "";
+    const stamp = `${alert.seq}|${alert.status}|${alert._at}|${lang}|${doing}|${tools}|${editing}|${acts}`;
     let row = this.rows.get(id);
     if (!row) {
       row = { li: document.createElement("li"), stamp: "", alert };
@@ -422,18 +436,20 @@ export class Feed {
     const label = (action) => (pending === action ? t("feed.pending")
       : failed?.action === action ? t("feed.retry") : t(`feed.${action}`));
     const btns = el("span", "btns");
-    if (a.status === "open") {
+    if (a.status === "open" && this.mayAct) {
       btns.append(this.button("ack", label("ack"), title, { disabled: Boolean(pending) }));
     } else {
       const st = el("span", "st", t(`status.${a.status}`));
       if (a.acknowledged_by) st.title = a.acknowledged_by;
       btns.append(st);
     }
-    const open = this.open === a.alert_id;
-    const toggle = this.button("more", t("feed.menu"), title, { className: "more" });
-    toggle.setAttribute("aria-label", `${t("feed.menuLabel")}: ${title}`);
-    toggle.setAttribute("aria-expanded", String(open));
-    btns.append(toggle);
+    const open = this.mayAct && this.open === a.alert_id;
+    if (this.mayAct) {
+      const toggle = this.button("more", t("feed.menu"), title, { className: "more" });
+      toggle.setAttribute("aria-label", `${t("feed.menuLabel")}: ${title}`);
+      toggle.setAttribute("aria-expanded", String(open));
+      btns.append(toggle);
+    }
     act.append(time, btns);
     const meta = el("span", "meta", [place, depts, sensors].filter(Boolean).join(" · "));
     const nodes = [badge, ttl, act, meta];
@@ -448,7 +464,7 @@ export class Feed {
     }
     // The tools show while opened, and while a command of theirs is pending or failed.
     const busy = command && command.action !== "ack";
-    if (open || busy) {
+    if (this.mayAct && (open || busy)) {
       const tools = el("span", "tools");
       for (const action of ["resolve", "assign", "comment"]) {
         const editing = this.editor?.id === a.alert_id && this.editor.action === action;

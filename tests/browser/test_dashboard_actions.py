@@ -216,9 +216,9 @@ def test_a_command_that_hangs_times_out_in_the_row_and_a_retry_is_the_same_reque
 
 
 def test_a_key_that_may_not_act_is_told_so_in_the_row(chromium: Any, stack: Pipeline) -> None:
-    """The API has no read-only operator role: an integrator key may not act (nor read alerts,
-    so the page cannot be opened with one). The page runs on an operator key and its commands
-    go to the real API with the integrator's key, which answers 403."""
+    """A key that may not act, in case the page offers its buttons anyway (a viewer key with an
+    API without /v1/me): the page runs on an operator key and its commands go to the real API
+    with an integrator's key, which answers 403 (as it would a viewer's)."""
     context, board = open_dashboard(chromium, stack.url)
     try:
         page = board.page

@@ -1,9 +1,10 @@
 """The dashboard from an operator's side: clicks land where aimed, red alerts stay in reach,
-failures are visible, a phone can use it, and a city-scoped key sees its scope.
+failures are visible, a phone can use it, a city-scoped key sees its scope, and a read-only
+(viewer) key gets no action buttons.
 
 Most checks push synthetic alert events through ``window.__cityagent.ingest`` (see
 test_dashboard.py) and fake API failures with Playwright routes; they share one pipeline, whose
-API also knows an operator key scoped to Jinan (370100).
+API also knows an operator key scoped to Jinan (370100) and a viewer key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ chromium = base.chromium  # the fixture: Chromium through playwright, or skip (f
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 JINAN_KEY = "test-jinan-operator-key"
+VIEWER_KEY = "test-wall-screen-viewer-key"
 OUTSIDE = "#0a1426"  # map.js: a city outside the key's scope
 
 # Synthetic alerts: [{id, sev, city, at (the event's at_ms), seen (last_seen_ms), status, seq,
@@ -51,7 +53,7 @@ INGEST_JS = """
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    keys = f"{TEST_API_KEYS},operator:{JINAN_KEY}:370100"
+    keys = f"{TEST_API_KEYS},operator:{JINAN_KEY}:370100,viewer:{VIEWER_KEY}"
     with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("operator-ui"), "uo",
                           api_keys=keys) as p:
         yield p
@@ -390,5 +392,83 @@ def test_the_key_dialog_can_be_cancelled_and_labels_are_translated(
         page.wait_for_function("document.querySelector(\"#feed li[data-alert-id='name-1'] button.ack\")"
                                ".getAttribute('aria-label') === 'Ack: test alert name-1'", timeout=2_000)
         assert board.errors == []
+    finally:
+        context.close()
+
+
+def change_key(board: Dashboard, key: str) -> None:
+    """更换密钥 with another key: the page starts over with it."""
+    page = board.page
+    page.click("#change-key")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-dialog", state="hidden", timeout=10_000)
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+
+
+def test_a_viewer_key_gets_the_feed_without_buttons_and_says_it_is_read_only(
+        chromium: Any, stack: Pipeline) -> None:
+    """A wall screen's key: GET /v1/me says it may read, not act; the feed has no 确认 and no
+    更多, each row says its status instead, and the header says 只读 / Read-only."""
+    context, board = open_dashboard(chromium, stack.url, key=VIEWER_KEY)
+    try:
+        page = board.page
+        page.wait_for_selector("#readonly:not([hidden])", timeout=10_000)
+        assert board.stats()["me"]["role"] == "viewer"
+        specs = [{"id": "ro-open", "sev": "red", "city": "370100", "at": now_ms()},
+                 {"id": "ro-acked", "sev": "orange", "city": "370200", "at": now_ms() - 1000,
+                  "status": "acknowledged"}]
+        ingest(board, specs)
+        wait_rows(board, 2)
+        assert page.locator("#feed button").count() == 0
+        statuses = "[...document.querySelectorAll('#feed li[data-alert-id] .st')].map(s => s.textContent)"
+        assert page.evaluate(statuses) == ["未处理", "已确认"]
+        assert page.text_content("#readonly") == "只读"
+        assert page.get_attribute("#readonly", "title") == "此密钥只能查看，不能确认、处置或备注告警"
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#readonly').textContent === 'Read-only'",
+                               timeout=2_000)
+        assert page.get_attribute("#readonly", "title").startswith("This key may view only")
+        page.wait_for_function(f"JSON.stringify({statuses}) === '[\"open\",\"acknowledged\"]'",
+                               timeout=2_000)
+        assert page.locator("#feed button").count() == 0
+        page.click("#lang")
+        # The alerts stay live for a viewer: an ack made elsewhere shows in the row.
+        ingest(board, [{**specs[0], "status": "acknowledged", "type": "acknowledged", "seq": 2,
+                        "at": now_ms()}])
+        page.wait_for_function("document.querySelector(\"#feed li[data-alert-id='ro-open']\")"
+                               ".dataset.status === 'acknowledged'", timeout=2_000)
+        assert board.errors == [] and board.outside == []
+
+        # Another key in the key dialog: the page asks /v1/me again; an operator acts.
+        change_key(board, OPERATOR_KEY)
+        page.wait_for_function("window.__cityagent.stats().me?.role === 'operator'", timeout=10_000)
+        assert page.is_hidden("#readonly")
+        # New alerts: the viewer's rows may still show until the feed's next render.
+        ingest(board, [{**spec, "id": f"op-{spec['id']}"} for spec in specs])
+        page.wait_for_selector("#feed li[data-alert-id='op-ro-open'] button.ack", timeout=5_000)
+        assert page.locator("#feed button[data-act='more']").count() == 2
+
+        # An API without /v1/me (404): the page behaves as before it existed, buttons and all.
+        asked: list[str] = []
+
+        def old_api(route: Any) -> None:
+            asked.append(route.request.headers.get("authorization", ""))
+            route.fulfill(status=404, content_type="application/json",
+                          body='{"detail": "Not Found"}')
+
+        page.route("**/v1/me", old_api)
+        change_key(board, VIEWER_KEY)
+        deadline = time.monotonic() + 10
+        while not asked and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert asked == [f"Bearer {VIEWER_KEY}"]
+        page.wait_for_timeout(300)  # the page has its 404
+        assert board.stats()["me"] is None
+        ingest(board, [{**spec, "id": f"old-{spec['id']}"} for spec in specs])
+        page.wait_for_selector("#feed li[data-alert-id='old-ro-open'] button.ack", timeout=5_000)
+        assert page.is_hidden("#readonly")
+        assert page.locator("#feed button[data-act='more']").count() == 2
     finally:
         context.close()
