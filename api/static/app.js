@@ -18,6 +18,7 @@ const TRENDS_MS = 2000;
 const SITUATION_MS = 5000;
 const SITUATION_TIMEOUT_MS = 8000; // a situation call that takes longer counts as failed
 const COMMAND_TIMEOUT_MS = 15000; // an ack, resolve, assign or comment call that takes longer failed
+const APPLY_WAIT_MS = 30000; // a command accepted (202) whose event has not come by then: say so
 const ME_TIMEOUT_MS = 8000;
 const PROBE_MS = 30000;
 const SAMPLE_MS = 10000;
@@ -679,13 +680,19 @@ async function submitKey(event) {
  * alert's event comes back on the stream (Feed.settle); a failure, a timeout included, stays
  * in the row with 重试. The same request again (a retry) reuses its Idempotency-Key, so a call
  * that timed out after the API took it is applied once.
+ *
+ * A 202 means the command is on the commands topic, not that the alerting worker applied it:
+ * if its event has not come back within APPLY_WAIT_MS (the worker is busy, or down), the row
+ * says so and offers 重试 (the API answers a retry with the first 202 and publishes nothing;
+ * the worker applies the command once it runs). The event, whenever it comes, settles the row.
  */
 async function command(id, action, body) {
   const before = feed.commands.get(id);
   if (before?.pending) return;
   const same = before && before.action === action && JSON.stringify(before.body) === JSON.stringify(body);
   const key = same ? before.key : newRequestKey();
-  feed.commands.set(id, { action, body, key, pending: true });
+  const pending = { action, body, key, pending: true };
+  feed.commands.set(id, pending);
   redrawFeed();
   try {
     await api(`v1/alerts/${encodeURIComponent(id)}/${action}`,
@@ -695,7 +702,14 @@ async function command(id, action, body) {
     feed.commands.set(id, { action, body, key, status: error.status || 0,
       detail: error.timeoutMs ? "" : error.message, timeoutMs: error.timeoutMs || 0 });
     redrawFeed();
+    return;
   }
+  setTimeout(() => {
+    if (feed.commands.get(id) !== pending) return; // its event came (or another command)
+    feed.commands.set(id, { action, body, key, status: 202, detail: "", timeoutMs: 0,
+      waitedMs: APPLY_WAIT_MS });
+    redrawFeed();
+  }, APPLY_WAIT_MS);
 }
 
 function redrawFeed() {

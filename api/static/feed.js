@@ -9,7 +9,8 @@
 // Each row acts on its alert: 确认 (ack) at once, and behind 更多 (a toggle, so a keyboard and a
 // touch screen reach it as well as a mouse) 解决 (resolve), 指派 (assign: an inline form) and
 // 备注 (comment). A command is pending until its event comes back on the stream; a failure
-// stays in the row, in words, until the alert changes.
+// stays in the row, in words, until the alert changes, and so does a command the API accepted
+// (202) whose event has not come back in time (the alerting worker may be busy or down).
 // A read-only key (a viewer: GET /v1/me says it may not act) gets rows without buttons.
 
 import { DEPARTMENTS, deptName, getLang, t } from "./i18n.js";
@@ -36,6 +37,7 @@ export const EVENT_OF = { ack: "acknowledged", resolve: "resolved", assign: "ass
 
 /** A failed command in words: what the operator can do about it, by the API's answer. */
 function reason(failed) {
+  if (failed.status === 202) return t("feed.err.unapplied", { s: failed.waitedMs / 1000 });
   if (failed.timeoutMs) return t("feed.err.timeout", { s: failed.timeoutMs / 1000 });
   const { status, action } = failed;
   if (!status) return t("feed.err.network");
@@ -61,6 +63,7 @@ export class Feed {
     this.rows = new Map(); // alert id -> {li, stamp, alert}
     this.shown = []; // alert ids in the order of the list's rows
     // alert id -> {action, body, key, pending} | {action, body, key, status, detail, timeoutMs}
+    // (status 202 with waitedMs: accepted, but its event did not come back within waitedMs)
     this.commands = new Map();
     this.mayAct = true; // false for a read-only key: no 确认, no 更多 and its tools
     this.open = null; // the alert id whose row shows its tools (解决 指派 备注)
@@ -456,9 +459,11 @@ export class Feed {
     const info = this.info(a, lang);
     if (info) nodes.push(info);
     if (failed && !(failed.action === "ack" && a.status !== "open")) { // acked meanwhile: moot
-      const err = el("span", "err");
+      const unapplied = failed.status === 202; // accepted, not applied: not a failure
+      const err = el("span", unapplied ? "err unapplied" : "err");
       err.setAttribute("role", "alert");
-      err.append(el("b", "", t(`feed.failed.${failed.action}`, { msg: reason(failed) })));
+      err.append(el("b", "", t(`feed.${unapplied ? "unapplied" : "failed"}.${failed.action}`,
+        { msg: reason(failed) })));
       if (failed.detail) err.append(el("small", "", failed.detail));
       nodes.push(err);
     }

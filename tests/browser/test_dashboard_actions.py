@@ -9,6 +9,7 @@ Playwright routes, as test_dashboard_operator.py does.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -211,6 +212,63 @@ def test_a_command_that_hangs_times_out_in_the_row_and_a_retry_is_the_same_reque
         first = dict(keys)
         assert first["ack"] and first["resolve"] and first["ack"] != first["resolve"]
         assert keys[-1] == ("retry", first["ack"])
+    finally:
+        context.close()
+
+
+def test_an_accepted_command_whose_event_does_not_come_says_so_and_retries_the_same_request(
+        chromium: Any, stack: Pipeline) -> None:
+    """The API took the ack (202) but the alerting worker never applies it (busy, or down):
+    after 30 s the row says so instead of 提交中 forever, and 重试 sends the same request with
+    the same Idempotency-Key. The event, when it comes at last, settles the row."""
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        spec = {"id": "late-1", "sev": "red", "city": "370100", "at": now_ms()}
+        page.evaluate(INGEST_JS, [spec])
+        wait_rows(board, 1)
+        keys: list[str | None] = []
+
+        def accepted(route: Any) -> None:  # a 202, and no event ever comes on the stream
+            keys.append(route.request.headers.get("idempotency-key"))
+            route.fulfill(status=202, content_type="application/json", body=json.dumps({
+                "command_id": f"kops:{keys[-1]}:0123456789ab", "alert_id": "late-1",
+                "action": "ack", "status": "queued"}))
+
+        page.route("**/v1/alerts/*/ack", accepted)
+        page.click(f"{row('late-1')} button.ack")
+        page.wait_for_function(f"document.querySelector(\"{row('late-1')} button.ack\")"
+                               ".textContent === '提交中'")
+        err = page.locator(f"{row('late-1')} .err")
+        err.wait_for(state="visible", timeout=60_000)  # the page waits 30 s for the event
+        assert err.get_attribute("role") == "alert"
+        assert err.text_content() == ("确认已受理，尚未生效：30 秒内未见处理结果，"
+                                      "告警服务可能繁忙或已停止"), err.text_content()
+        assert page.text_content(f"{row('late-1')} button.ack") == "重试"
+        page.click("#lang")
+        page.wait_for_function(
+            f"document.querySelector(\"{row('late-1')} .err b\").textContent === 'Ack accepted "
+            "but not applied yet: no result within 30 s; the alerting service may be busy or down'",
+            timeout=2_000)
+        assert page.text_content(f"{row('late-1')} button.ack") == "Retry"
+        page.click("#lang")
+        # 重试: the same request, with the same Idempotency-Key (the API would replay its 202).
+        page.click(f"{row('late-1')} button.ack")
+        page.wait_for_function(f"document.querySelector(\"{row('late-1')} button.ack\")"
+                               ".textContent === '提交中'", timeout=2_000)
+        deadline = time.monotonic() + 10
+        while len(keys) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)  # the route sees the request a moment after the click
+        assert len(keys) == 2 and keys[0] and keys[1] == keys[0]
+        assert page.locator(f"{row('late-1')} .err").count() == 0
+        # The worker catches up: the ack's event settles the row.
+        page.evaluate(INGEST_JS, [{**spec, "status": "acknowledged", "type": "acknowledged",
+                                   "seq": 2, "at": now_ms()}])
+        page.wait_for_selector(f"{row('late-1')}[data-status='acknowledged']", timeout=2_000)
+        assert page.text_content(f"{row('late-1')} .st") == "已确认"
+        assert page.locator(f"{row('late-1')} .err").count() == 0
+        assert "提交中" not in page.text_content(row("late-1"))
+        assert board.errors == [] and board.outside == []
     finally:
         context.close()
 
