@@ -67,11 +67,11 @@ class TopicFollower:
         self._started = 0.0
         #: Seconds from start() until caught up (None: not caught up yet).
         self.caught_up_s: float | None = None
-        self._caught_up = asyncio.Event()
+        self._caught_up = False
 
     @property
     def caught_up(self) -> bool:
-        return self._caught_up.is_set()
+        return self._caught_up
 
     def start(self) -> None:
         if self._task is not None and not self._task.done():
@@ -86,8 +86,13 @@ class TopicFollower:
                 await self._task
 
     async def wait_caught_up(self) -> None:
-        """Return once the topic is read up to where it ended at start (see the module doc)."""
-        await self._caught_up.wait()
+        """Return once the topic is read up to where it ended at start (see the module doc).
+
+        A flag polled every 20 ms, not an ``asyncio.Event``: an event belongs to the first
+        event loop that waits on it, and the API's follower is waited on from request handlers
+        (``api.deps.read_up_to_start``), which a test client runs in a loop per request."""
+        while not self._caught_up:
+            await asyncio.sleep(0.02)
 
     def _kafka_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -159,6 +164,6 @@ class TopicFollower:
 
     def _mark_caught_up(self) -> None:
         self.caught_up_s = time.monotonic() - self._started
-        self._caught_up.set()
+        self._caught_up = True
         log.info("%s: caught up in %.2f s (read to offsets %s; its end offsets at start: %s)",
                  self.topic, self.caught_up_s, self.positions, self.ends)
