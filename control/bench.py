@@ -456,6 +456,9 @@ class _Worker:
         # its bucket, in the same message, so detection time is processing time.
         env["CITYAGENT_WINDOW_S"] = str(BENCH_WINDOW_S)
         env["CITYAGENT_GRACE_S"] = "0"
+        # The worker's Faust data directory (under the temp directory) goes with the logs,
+        # removed with them: every run used to leave one in /tmp/cityagent-faust.
+        env["TMPDIR"] = str(log_path.parent)
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams"], stdin=subprocess.DEVNULL,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +17,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_bench_small_load_prints_rates_as_json(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    faust_dirs = Path(tempfile.gettempdir()) / "cityagent-faust"
+    before = set(faust_dirs.glob("bench-*-data"))
     # Two workers sharing the partitions (the one-worker path is the same code with N=1;
     # one run of the bench costs a worker start, so the suite pays it once).
     code = run_bench(Settings(kafka=kafka_bootstrap), readings=20_000, sensors=500, runs=1,
                      as_json=True, workers=2)
 
     assert code == 0
+    # The workers' Faust data directories went with the bench's logs (each run left one).
+    assert set(faust_dirs.glob("bench-*-data")) - before == set()
     out = capsys.readouterr().out
     doc = json.loads(out)
     for key in ("readings_per_s", "raw_consume_per_s", "ratio", "domain_per_s", "consumer_per_s",
