@@ -457,11 +457,12 @@ class SensorReadings(BaseModel):
 
 
 class Readiness(BaseModel):
-    """200 when the broker answers and the read models and idempotency records caught up;
-    503 says what is missing."""
+    """200 when the broker answers and the read models, idempotency records and settings
+    (zones, maintenance, routing) caught up; 503 says what is missing."""
 
     model_config = _example({"status": "ready", "broker": True, "readings_caught_up": True,
                              "alerts_caught_up": True, "idempotency_caught_up": True,
+                             "settings_caught_up": True,
                              "readings_messages_read": 5210,
                              "readings_messages_to_read": 5210, "missing": []})
 
@@ -472,6 +473,10 @@ class Readiness(BaseModel):
     idempotency_caught_up: bool = Field(
         description="The idempotency records other API processes wrote were read; until then "
                     "POSTs of readings with an Idempotency-Key are answered 503")
+    settings_caught_up: bool = Field(
+        description="The zones, maintenance windows and routing rules were read up to where "
+                    "their topics ended when the API started (until then GET /v1/zones shows "
+                    "the packaged zones and admin writes wait)")
     readings_messages_read: int = Field(
         description="Messages of the readings topic the start-up catch-up has read (from "
                     "CITYAGENT_SITUATION_LOOKBACK_H ago); equal to readings_messages_to_read "

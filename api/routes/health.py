@@ -35,15 +35,22 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "Not ready: `missing` says why"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready: the broker answers and the read models and idempotency records caught up."""
+    """Ready: the broker answers; the read models, idempotency records, zones, maintenance
+    windows and routing rules caught up."""
     state = request.app.state
     readings = getattr(state, "readings_feed", None)
     alerts = getattr(state, "alert_feed", None)
     records = getattr(state, "idempotency_log", None)
+    settings = [getattr(state, name, None) for name in ("zone_feed", "maintenance_feed",
+                                                        "routing_feed")]
     # The feeds' state as the request came, before awaiting the broker's answer.
     caught_up = {"readings_caught_up": bool(readings is not None and readings.caught_up),
                  "alerts_caught_up": bool(alerts is not None and alerts.caught_up),
-                 "idempotency_caught_up": bool(records is not None and records.caught_up)}
+                 "idempotency_caught_up": bool(records is not None and records.caught_up),
+                 # Zones, maintenance windows, routing: a replica still reading them would
+                 # serve the packaged zones (GET /v1/zones, the map) and refuse admin writes.
+                 "settings_caught_up": all(f is not None and f.follower.caught_up
+                                           for f in settings)}
     read, to_read = readings.progress if readings is not None else (0, 0)
     probe = getattr(state, "broker_probe", None)
     broker = probe is not None and await probe.answers()
@@ -55,7 +62,9 @@ async def readyz(request: Request) -> JSONResponse:
                 "readings_caught_up": reading,
                 "alerts_caught_up": "the alert book is still reading the alerts topic",
                 "idempotency_caught_up": "the idempotency records are still being read (keyed "
-                                         "POSTs of readings are answered 503 until then)"}[k]
+                                         "POSTs of readings are answered 503 until then)",
+                "settings_caught_up": "the zones, maintenance windows and routing rules are "
+                                      "still being read"}[k]
                for k, ok in body.items() if not ok]
     ready = not missing
     return JSONResponse({"status": "ready" if ready else "not ready", **body,
@@ -158,7 +167,10 @@ def render_metrics(state: Any) -> str:
                [({"outcome": "written"}, records.written), ({"outcome": "failed"}, records.failed),
                 ({"outcome": "read"}, records.read), ({"outcome": "taken"}, records.taken),
                 ({"outcome": "malformed"}, records.malformed)])
-    feeds = [("readings", feed), ("alerts", alert_feed), ("idempotency", records)]
+    feeds = [("readings", feed), ("alerts", alert_feed), ("idempotency", records)] + [
+        (name, getattr(getattr(state, attribute, None), "follower", None))
+        for name, attribute in (("zones", "zone_feed"), ("maintenance", "maintenance_feed"),
+                                ("routing", "routing_feed"))]
     metric("cityagent_api_feed_caught_up", "gauge",
            "1 when the read model has read its topic up to where it ended at start.",
            [({"feed": name}, float(bool(f is not None and f.caught_up))) for name, f in feeds])

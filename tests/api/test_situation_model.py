@@ -499,7 +499,7 @@ def test_without_kafka_readyz_is_503_saying_why_and_metrics_still_answer() -> No
     client = TestClient(create_app(Settings(api_keys="operator:op", kafka="127.0.0.1:9")))
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.headers["retry-after"] == "2"
-    assert ready.json()["status"] == "not ready" and len(ready.json()["missing"]) == 4
+    assert ready.json()["status"] == "not ready" and len(ready.json()["missing"]) == 5
     # Nothing read yet, and nothing known to read: no topic end offsets without a broker.
     assert (ready.json()["readings_messages_read"], ready.json()["readings_messages_to_read"]) == (
         0, 0)

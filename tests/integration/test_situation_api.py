@@ -235,7 +235,8 @@ def test_readyz_and_metrics(world: World) -> None:
     read = ready.pop("readings_messages_read")
     assert ready.pop("readings_messages_to_read") == read >= 0
     assert ready == {"status": "ready", "broker": True, "readings_caught_up": True,
-                     "alerts_caught_up": True, "idempotency_caught_up": True, "missing": []}
+                     "alerts_caught_up": True, "idempotency_caught_up": True,
+                     "settings_caught_up": True, "missing": []}
     text = httpx.get(f"{world.url}/metrics").text
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                for line in text.splitlines() if line and not line.startswith("#")}
@@ -244,6 +245,8 @@ def test_readyz_and_metrics(world: World) -> None:
     assert samples['cityagent_api_read_model_sensors{status="silent"}'] == 1
     assert samples['cityagent_api_alerts_open{severity="red"}'] == 1
     assert samples['cityagent_api_feed_caught_up{feed="readings"}'] == 1
+    for feed in ("idempotency", "zones", "maintenance", "routing"):
+        assert samples[f'cityagent_api_feed_caught_up{{feed="{feed}"}}'] == 1, feed
     assert samples['cityagent_api_feed_lag_messages{feed="readings"}'] >= 0
     assert any(k.startswith('cityagent_api_requests_total{method="GET",route="/v1/situation",'
                             'status="200"}') for k in samples)
