@@ -667,6 +667,7 @@ async function submitKey(event) {
     return;
   }
   setKey(key);
+  feed.forgetCommands();
   input.value = "";
   error.textContent = "";
   $("#key-dialog").close();

@@ -100,6 +100,14 @@ export class Feed {
     }
   }
 
+  /** Another key took over: the rows' commands (pending, failed, waiting for their event)
+   * were the previous key's, and a 重试 under this key would be another request. */
+  forgetCommands() {
+    this.commands.clear();
+    if (this.editor) this.closeEditor(false);
+    this.open = null;
+  }
+
   /** Rows must not move: the pointer is over the list or one of its buttons has focus. */
   get held() {
     return this.pointer || this.focused;

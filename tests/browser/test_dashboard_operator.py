@@ -229,6 +229,30 @@ def test_a_failed_ack_is_shown_in_the_row_in_words(chromium: Any, stack: Pipelin
         context.close()
 
 
+def test_another_key_does_not_inherit_the_rows_failed_commands(chromium: Any,
+                                                              stack: Pipeline) -> None:
+    """A failure (or a pending command) in a row was the previous key's: after 更换密钥 the
+    row offers 确认 again, not the old key's 重试."""
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        spec = {"id": "handover-1", "sev": "orange", "city": "370100", "at": now_ms()}
+        ingest(board, [spec])
+        wait_rows(board, 1)
+        fake_ack(board, 409, {"detail": "changed"})
+        row = "#feed li[data-alert-id='handover-1']"
+        page.click(f"{row} button.ack")
+        page.locator(f"{row} .err").wait_for(state="visible", timeout=3_000)
+        assert page.text_content(f"{row} button.ack") == "重试"
+        change_key(board, JINAN_KEY)
+        ingest(board, [spec])  # the same alert, seen with the new key
+        page.wait_for_selector(f"{row} button.ack", timeout=5_000)
+        assert page.locator(f"{row} .err").count() == 0
+        assert page.text_content(f"{row} button.ack") == "确认"
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_a_phone_gets_a_stacked_scrollable_page(chromium: Any, stack: Pipeline, lang: str) -> None:
     context, board = open_dashboard(chromium, stack.url, 390, 844)
