@@ -41,7 +41,7 @@ async def readyz(request: Request) -> JSONResponse:
     readings = getattr(state, "readings_feed", None)
     alerts = getattr(state, "alert_feed", None)
     records = getattr(state, "idempotency_log", None)
-    settings = [getattr(state, name, None) for name in ("zone_feed", "maintenance_feed",
+    followed = [getattr(state, name, None) for name in ("zone_feed", "maintenance_feed",
                                                         "routing_feed")]
     # The feeds' state as the request came, before awaiting the broker's answer.
     caught_up = {"readings_caught_up": bool(readings is not None and readings.caught_up),
@@ -50,7 +50,7 @@ async def readyz(request: Request) -> JSONResponse:
                  # Zones, maintenance windows, routing: a replica still reading them would
                  # serve the packaged zones (GET /v1/zones, the map) and refuse admin writes.
                  "settings_caught_up": all(f is not None and f.follower.caught_up
-                                           for f in settings)}
+                                           for f in followed)}
     read, to_read = readings.progress if readings is not None else (0, 0)
     probe = getattr(state, "broker_probe", None)
     broker = probe is not None and await probe.answers()

@@ -261,13 +261,14 @@ def test_malformed_idempotency_records_are_counted_and_skipped() -> None:
     cache = IdempotencyCache()
     records = IdempotencyLog("127.0.0.1:9", "t.idempotency", cache)
     good = {"owner": "k1", "key": "r1", "fingerprint": "ab01", "status": 202,
-            "body": '{"accepted":1}', "at_ms": 1_000_000}
-    for value in (b"not json", orjson.dumps({**good, "fingerprint": "xyz"}),
-                  orjson.dumps({k: v for k, v in good.items() if k != "owner"}),
-                  orjson.dumps({**good, "at_ms": "soon"}), None):
-        records._take(value, 1_001_000, "0@0")
+            "body": '{"accepted":1}', "at_ms": int(time.time() * 1000) - 1000}
+    # As the follower hands them over: JSON-decoded (text that is not JSON it skips itself).
+    for doc in (["not", "an", "object"], {**good, "fingerprint": "xyz"},
+                {k: v for k, v in good.items() if k != "owner"}, {**good, "at_ms": "soon"},
+                None):
+        records._take("k1 r1", doc)
     assert (records.read, records.malformed, records.taken, len(cache)) == (5, 5, 0, 0)
-    records._take(orjson.dumps(good), 1_001_000, "0@5")
+    records._take("k1 r1", good)
     assert (records.taken, cache.begin("k1", "r1", bytes.fromhex("ab01"))) == (
         1, StoredResponse(202, b'{"accepted":1}'))
 
