@@ -53,7 +53,8 @@ from cityagent.detectors.episodes import (
 )
 from cityagent.detectors.features import scale_of, tod_slot
 from cityagent.detectors.params import param_arrays, param_matrix
-from cityagent.detectors.step import Scratch, step_batch, watched_values
+from cityagent.detectors.step import Scratch, step_batch
+from cityagent.detectors.step import watched_values as _watched_kernel
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of
 from cityagent.errors import InvalidAnomaly
 from cityagent.readings import ALL_VALUE_FIELDS
@@ -342,7 +343,7 @@ class DetectionEngine:
         params = self.params(state)
         p = {k: v[rows] for k, v in params.items()}
         c = state.cols
-        x = self._watched_values(batch)[ok]
+        x = self.watched_values(batch)[ok]
         slot = tod_slot(batch.ts_ms[ok])
         tod_n = c["tod_n"][rows, slot]
         use_tod = (p["time_of_day"] > 0) & (tod_n >= 3 * p["deviation_warmup"])
@@ -379,10 +380,10 @@ class DetectionEngine:
         """The transitions the kernels write, one buffer reused by every batch."""
         return Events()
 
-    def _watched_values(self, batch: ReadingBatch) -> np.ndarray:
+    def watched_values(self, batch: ReadingBatch) -> np.ndarray:
         """The value each reading's kind watches (NaN where the batch lacks it)."""
         x = np.empty(len(batch))
-        watched_values(_kind_codes(batch), self._watched_columns(batch), x, len(batch))
+        _watched_kernel(_kind_codes(batch), self._watched_columns(batch), x, len(batch))
         return x
 
     @cached_property

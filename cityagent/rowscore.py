@@ -34,18 +34,38 @@ Everything is causal: a reading is scored with the state before the slice of eve
 it belongs to (like the engine's baselines), then folded in; its previous deviation is the
 one of the sensor's reading just before it (in the slice or before). The functions are
 vectorised over the readings of a slice; a sensor with several readings in a slice is folded
-in one step (weights summed), so the cost per engine step is a handful of numpy calls.
+in one step (weights summed). ``score_slice_reference`` puts them together as the replay
+scores a slice; ``SliceScorer`` does the same in one compiled call, which the replay uses.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from cityagent.detectors.features import MAD_TO_SD
-from cityagent.detectors.verdict import score_of
+from cityagent.batch import ReadingBatch
+from cityagent.detectors._jit import clip, fmax, fmin, nan_to_num, njit
+from cityagent.detectors.config import KIND_CODES
+from cityagent.detectors.features import MAD_TO_SD, scale_one, tod_slot_one
+from cityagent.detectors.params import (
+    DEVIATION_WARMUP,
+    DEVIATION_Z,
+    FLOOR_MPA,
+    RELATIVE_FLOOR,
+    SCALE_FLOOR,
+    TIME_OF_DAY,
+    WARNING_M,
+)
+from cityagent.detectors.verdict import score_of, score_one
+
+if TYPE_CHECKING:
+    from cityagent.detection import DetectionEngine
+    from cityagent.state import BucketState
 
 __all__ = (
     "RowState",
@@ -56,6 +76,9 @@ __all__ = (
     "innovation_scores",
     "change_scores",
     "fold",
+    "score_slice_reference",
+    "SliceScorer",
+    "warm_up",
     "SPREAD_RATE",
     "MIN_READINGS",
     "SPREAD_CLIP",
@@ -291,3 +314,271 @@ def fold(st: RowState, idx: np.ndarray, scale: np.ndarray, r: Residuals,
     order, _, last = _by_sensor(idx)
     latest = order[last & warm[order]]
     st.last_d[idx[latest]] = r.d[latest]
+
+
+# -- compiled: one call per slice -------------------------------------------------------------
+#
+# The functions above cost a few dozen numpy calls per slice. A file of one series has one
+# reading per slice, so they were ~95 % of its replay (~2,000 rows/s). ``score_slice`` does
+# the same arithmetic in one compiled call: the engine's per-reading deviation score
+# (``DetectionEngine.reading_scores``) and everything above, in the same order of
+# operations, so the scores and the state are the same to the bit
+# (``tests/cityagent/test_replay_scores.py`` compares them with ``score_slice_reference``).
+
+#: Per reading, what the scoring pass keeps for the folding pass.
+_D, _PREV, _E, _E_SCALE, _SCALE, _Z, _SCORE = range(7)
+#: Per sensor of the slice: sums over its readings, and what folding derives from them.
+(_M, _WDEV, _MW, _WE, _MP, _LAG, _VAR, _ZS, _UP, _DOWN, _PREV_WD, _DRIFT) = range(12)
+#: Per sensor of the slice (integers): the sensor, its last reading with a deviation.
+_SENSOR, _LAST_OK = range(2)
+
+_WATER = KIND_CODES["water_level"]
+_PIPE = KIND_CODES["pipe_pressure"]
+
+
+@njit
+def _rho_one(pairs: float, lag: float, var: float) -> float:
+    """``autocorrelation`` of one sensor."""
+    rho = clip((lag / var - RHO_MIN) / (1.0 - RHO_MIN), 0.0, RHO_MAX)
+    if pairs >= MIN_PAIRS and var > 0 and np.isfinite(rho):
+        return rho
+    return 0.0
+
+
+@njit
+def _ewma_one(old: float, n: float, m: float, mean: float, rate: float) -> float:
+    """``_ewma`` of one sensor."""
+    keep = fmin((1.0 - rate) ** m, n / (n + m))
+    if keep != keep:
+        keep = 1.0
+    return keep * old + (1.0 - keep) * mean
+
+
+@njit
+def _deviation_one(row: int, x: float, ts: int, own: float, kind: np.ndarray,
+                   rec_n: np.ndarray, rec_m: np.ndarray, rec_d: np.ndarray,
+                   quantum: np.ndarray, tod_n: np.ndarray, tod_m: np.ndarray,
+                   tod_d: np.ndarray, params: np.ndarray) -> tuple[float, float, float, float]:
+    """``DetectionEngine.reading_scores`` of one reading of a known sensor:
+    (score, expected, scale, floor)."""
+    p = params[row]
+    slot = tod_slot_one(ts)
+    tn = np.float64(tod_n[row, slot])
+    if p[TIME_OF_DAY] > 0 and tn >= 3 * p[DEVIATION_WARMUP]:
+        expected, d = np.float64(tod_m[row, slot]), np.float64(tod_d[row, slot])
+    else:
+        expected, d = rec_m[row], rec_d[row]
+    if np.isfinite(own):
+        d = own
+    q = quantum[row]
+    scale = scale_one(d, expected, p, q)
+    ratio = abs(x - expected) / scale / p[DEVIATION_Z]
+    warm = rec_n[row] >= p[DEVIATION_WARMUP]
+    s = score_one(ratio) if warm and np.isfinite(ratio) else 0.0
+    if kind[row] == _WATER:
+        s = fmax(s, clip(0.7 * x / p[WARNING_M], 0.0, 1.0))
+    elif kind[row] == _PIPE:
+        s = fmax(s, clip(0.85 * p[FLOOR_MPA] / x, 0.0, 1.0))
+    scale_out = scale if warm and np.isfinite(expected) else math.nan
+    floor = fmax(fmax(p[SCALE_FLOOR], p[RELATIVE_FLOOR] * abs(nan_to_num(expected))),
+                 q if np.isfinite(q) else 0.0)
+    return nan_to_num(s), expected, scale_out, floor if np.isfinite(scale_out) else math.nan
+
+
+@njit
+def _score_slice(k: int, sensor: np.ndarray, row: np.ndarray, x_engine: np.ndarray,
+                 x: np.ndarray, ts: np.ndarray, kind: np.ndarray, rec_n: np.ndarray,
+                 rec_m: np.ndarray, rec_d: np.ndarray, quantum: np.ndarray,
+                 tod_n: np.ndarray, tod_m: np.ndarray, tod_d: np.ndarray, params: np.ndarray,
+                 n: np.ndarray, spread: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                 last_d: np.ndarray, pairs: np.ndarray, lag: np.ndarray, var: np.ndarray,
+                 inn_n: np.ndarray, inn: np.ndarray, zbar: np.ndarray, slot_of: np.ndarray,
+                 rd: np.ndarray, acc: np.ndarray, ints: np.ndarray, out: np.ndarray) -> None:
+    """Score ``k`` readings of a slice into ``out`` and fold them into the row state.
+
+    ``row``: each reading's state row in the engine (-1: not seen yet); ``slot_of``: -1 per
+    sensor, and -1 again on return; ``rd``, ``acc``, ``ints``: scratch of at least ``k``
+    columns (a kernel without reference counting allocates nothing).
+    """
+    slots = 0
+    # Score every reading against the state before the slice.
+    for i in range(k):
+        s = sensor[i]
+        slot = slot_of[s]
+        if slot < 0:
+            slot = slots
+            slots += 1
+            slot_of[s] = slot
+            ints[_SENSOR, slot] = s
+            ints[_LAST_OK, slot] = -1
+            prev = last_d[s]
+        else:
+            prev = acc[_PREV_WD, slot]
+        if row[i] < 0:
+            dev, expected, scale, floor = 0.0, math.nan, math.nan, math.nan
+        else:
+            own = spread[s] if n[s] >= MIN_READINGS else math.nan
+            dev, expected, scale, floor = _deviation_one(
+                row[i], x_engine[i], ts[i], own, kind, rec_n, rec_m, rec_d, quantum, tod_n,
+                tod_m, tod_d, params)
+        d = x[i] - expected
+        acc[_PREV_WD, slot] = d if np.isfinite(scale) else math.nan
+        rho = _rho_one(pairs[s], lag[s], var[s])
+        e = d - rho * prev if np.isfinite(prev) else d
+        if inn_n[s] >= MIN_READINGS and pairs[s] >= MIN_PAIRS:
+            e_scale = fmax(MAD_TO_SD * inn[s], nan_to_num(floor))
+        else:
+            e_scale = math.nan
+        usable = np.isfinite(e_scale) and e_scale > 0
+        ratio = abs(e) / e_scale / INNOVATION_Z
+        innovation = score_one(ratio) if usable and np.isfinite(ratio) else 0.0
+        z = clip(e / e_scale if usable and np.isfinite(e) else 0.0, -U_CLIP, U_CLIP)
+        zd = z - (zbar[s] if rho > 0 else 0.0)
+        up = clip(pos[s] + zd - CUSUM_K, 0.0, CUSUM_CAP)
+        down = clip(neg[s] - zd - CUSUM_K, 0.0, CUSUM_CAP)
+        change = score_one(fmax(up, down) / CUSUM_H) if np.isfinite(scale) else 0.0
+        score = fmax(fmax(dev, innovation), change)
+        out[i] = score
+        rd[_D, i], rd[_PREV, i], rd[_E, i], rd[_E_SCALE, i] = d, prev, e, e_scale
+        rd[_SCALE, i], rd[_Z, i], rd[_SCORE, i] = scale, z, score
+    for slot in range(slots):
+        for a in range(_PREV_WD):
+            acc[a, slot] = 0.0
+    # Sum what each sensor learns, in reading order (as np.bincount adds).
+    for i in range(k):
+        d = rd[_D, i]
+        if not np.isfinite(d):
+            continue
+        slot = slot_of[sensor[i]]
+        ints[_LAST_OK, slot] = i
+        scale, e, e_scale, prev = rd[_SCALE, i], rd[_E, i], rd[_E_SCALE, i], rd[_PREV, i]
+        warm = np.isfinite(scale)
+        weight = ANOMALY_WEIGHT if rd[_SCORE, i] >= 0.5 else 1.0
+        limit = SPREAD_CLIP * scale if warm else math.inf
+        acc[_M, slot] += weight
+        acc[_WDEV, slot] += weight * fmin(abs(d), limit)
+        w = weight if warm else 0.0
+        e_limit = SPREAD_CLIP * e_scale if np.isfinite(e_scale) else math.inf
+        acc[_MW, slot] += w
+        acc[_WE, slot] += w * fmin(abs(e), e_limit)
+        paired = warm and np.isfinite(prev)
+        wp = weight if paired else 0.0
+        u_prev = clip(prev / scale if paired else 0.0, -RHO_CLIP, RHO_CLIP)
+        u = clip(d / scale if paired else 0.0, -RHO_CLIP, RHO_CLIP)
+        acc[_MP, slot] += wp
+        acc[_LAG, slot] += wp * u_prev * u
+        acc[_VAR, slot] += wp * u_prev * u_prev
+        acc[_ZS, slot] += w * rd[_Z, i]
+    # Fold the sums into each sensor's state (spread, innovations' spread, autocorrelation).
+    for slot in range(slots):
+        if ints[_LAST_OK, slot] < 0:
+            continue
+        s = ints[_SENSOR, slot]
+        m, mw, mp = acc[_M, slot], acc[_MW, slot], acc[_MP, slot]
+        spread[s] = _ewma_one(spread[s], n[s], m, acc[_WDEV, slot] / m, SPREAD_RATE)
+        n[s] += m
+        if mw > 0:
+            inn[s] = _ewma_one(inn[s], inn_n[s], mw, acc[_WE, slot] / mw, SPREAD_RATE)
+        inn_n[s] += mw
+        if mp > 0:
+            lag[s] = _ewma_one(lag[s], pairs[s], mp, acc[_LAG, slot] / mp, RHO_RATE)
+            var[s] = _ewma_one(var[s], pairs[s], mp, acc[_VAR, slot] / mp, RHO_RATE)
+        pairs[s] += mp
+        # The CUSUM discounts the drift as the autocorrelation now stands.
+        acc[_DRIFT, slot] = zbar[s] if _rho_one(pairs[s], lag[s], var[s]) > 0 else 0.0
+    for i in range(k):
+        if not np.isfinite(rd[_D, i]):
+            continue
+        slot = slot_of[sensor[i]]
+        warm = np.isfinite(rd[_SCALE, i])
+        z = rd[_Z, i] - acc[_DRIFT, slot]
+        acc[_UP, slot] += z - CUSUM_K if warm else 0.0
+        acc[_DOWN, slot] += -z - CUSUM_K if warm else 0.0
+    for slot in range(slots):
+        s = ints[_SENSOR, slot]
+        slot_of[s] = -1
+        last = ints[_LAST_OK, slot]
+        if last < 0:
+            continue
+        zw = acc[_MW, slot]
+        if zw > 0:
+            zbar[s] = zbar[s] + (1 - (1 - DRIFT_RATE) ** zw) * (acc[_ZS, slot] / zw - zbar[s])
+        pos[s] = clip(pos[s] + acc[_UP, slot], 0.0, CUSUM_CAP)
+        neg[s] = clip(neg[s] + acc[_DOWN, slot], 0.0, CUSUM_CAP)
+        if np.isfinite(rd[_SCALE, last]):
+            last_d[s] = rd[_D, last]
+
+
+def score_slice_reference(engine: DetectionEngine, state: BucketState, rows: RowState,
+                          chunk: ReadingBatch, sensor: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Score a slice's readings against the state before it, then learn the per-reading
+    state, with the numpy functions above (``SliceScorer`` gives the same, faster).
+
+    The score is the largest of the engine's deviation (and domain) score, judged with each
+    sensor's per-reading spread, the innovation's score and the per-reading CUSUM's.
+    """
+    deviation, expected, scale, floor = engine.reading_scores(state, chunk,
+                                                               spread_of(rows, sensor))
+    r = residuals(rows, sensor, x, expected, scale, floor)
+    score = np.maximum.reduce([deviation, innovation_scores(r),
+                               change_scores(rows, sensor, r, scale)])
+    fold(rows, sensor, scale, r, score)
+    return score
+
+
+class SliceScorer:
+    """``score_slice_reference`` in one compiled call per slice.
+
+    Keeps between slices each sensor's state row in the engine (a sensor has one from the
+    slice after its first) and the kernel's scratch buffers. ``sensor_ids``: the ids of the
+    replay's sensor numbers (``sensor`` in each call indexes them, as it does ``rows``).
+    """
+
+    def __init__(self, engine: DetectionEngine, state: BucketState, rows: RowState,
+                 sensor_ids: Sequence[str]) -> None:
+        self.engine, self.state, self.rows = engine, state, rows
+        self.sensor_ids = sensor_ids
+        self._engine_row = np.full(len(sensor_ids), -1, dtype=np.int64)
+        self._slot_of = np.full(len(sensor_ids), -1, dtype=np.int64)
+        self._grow(64)
+
+    def _grow(self, size: int) -> None:
+        self._rd = np.empty((_SCORE + 1, size))
+        self._acc = np.empty((_DRIFT + 1, size))
+        self._ints = np.empty((_LAST_OK + 1, size), dtype=np.int64)
+
+    def __call__(self, chunk: ReadingBatch, sensor: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The slice's scores (``chunk``: its readings; ``sensor``: their sensor numbers;
+        ``x``: their watched values), learned from once they are scored."""
+        k = len(sensor)
+        if k > self._rd.shape[1]:
+            self._grow(max(k, 2 * self._rd.shape[1]))
+        sensor = np.asarray(sensor, dtype=np.int64)
+        rows = self._engine_row[sensor]
+        unknown = rows < 0
+        if unknown.any():
+            index = self.state.index
+            for s in np.unique(sensor[unknown]).tolist():
+                self._engine_row[s] = index.get(self.sensor_ids[s], -1)
+            rows = self._engine_row[sensor]
+        c, st = self.state.cols, self.rows
+        out = np.empty(k)
+        _score_slice(k, sensor, rows, self.engine.watched_values(chunk),
+                     np.asarray(x, dtype=np.float64), np.asarray(chunk.ts_ms, dtype=np.int64),
+                     c["kind"], c["rec_n"], c["rec_m"], c["rec_d"], c["quantum"], c["tod_n"],
+                     c["tod_m"], c["tod_d"], self.engine.param_matrix(self.state), st.n,
+                     st.spread, st.pos, st.neg, st.last_d, st.pairs, st.lag, st.var, st.inn_n,
+                     st.inn, st.zbar, self._slot_of, self._rd, self._acc, self._ints, out)
+        return out
+
+
+def warm_up(engine: DetectionEngine) -> float:
+    """Load (or, on a machine's first run, compile) ``SliceScorer``'s kernel; return the
+    seconds taken. The replay calls this before it starts its clock."""
+    started = time.perf_counter()
+    one = np.ones(1)
+    chunk = ReadingBatch(np.array(["warm-up"]), np.array(["generic"]), np.zeros(1, np.int64),
+                         one, one, np.zeros(1, np.int64), {"value": one})
+    SliceScorer(engine, engine.new_state(), RowState.new(1), ["warm-up"])(chunk, np.zeros(1),
+                                                                          one)
+    return time.perf_counter() - started

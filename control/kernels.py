@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from cityagent import rowscore
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig, SensorProfiles
 
@@ -21,15 +22,20 @@ NOTICE_AFTER_S = 1.0
 
 
 def load_kernels(config: DetectionConfig, say: Callable[[str], None],
-                 notice_after_s: float = NOTICE_AFTER_S) -> float:
-    """Load (or compile) the kernels; ``say`` a line if it takes long; return the seconds."""
+                 notice_after_s: float = NOTICE_AFTER_S, *, row_scores: bool = False) -> float:
+    """Load (or compile) the kernels; ``say`` a line if it takes long; return the seconds.
+
+    ``row_scores``: the replay's per-row score kernel too (``cityagent.rowscore``)."""
     notice = threading.Timer(notice_after_s, say, args=(
         "compiling the detection kernels: the first run on a machine (and after an upgrade) "
         "takes 30-70 s; later runs load them at once",))
     notice.daemon = True
     notice.start()
     try:
-        seconds = DetectionEngine(config, SensorProfiles()).warm_up()
+        engine = DetectionEngine(config, SensorProfiles())
+        seconds = engine.warm_up()
+        if row_scores:
+            seconds += rowscore.warm_up(engine)
     finally:
         notice.cancel()
     if seconds > notice_after_s:

@@ -84,7 +84,7 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         config = DetectionConfig.load(args.config)
         profiles = SensorProfiles.load(args.registry) if args.registry else None
-        load_kernels(config, _fail)  # compiling is not detecting: not in "took ... to detect"
+        load_kernels(config, _fail, row_scores=True)  # compiling is not detecting: not in "took ... to detect"
         started = time.perf_counter()
         inp = read_replay_file(args.file, config, progress=_progress)
         read_s = time.perf_counter() - started

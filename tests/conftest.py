@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from cityagent import rowscore
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError
@@ -32,7 +33,9 @@ def detection_kernels() -> None:
     """Compile the detection kernels once, before any test or worker process needs them: a
     worker started by a test on a fresh machine would otherwise spend its first seconds
     compiling while the test waits."""
-    DetectionEngine(DetectionConfig.load()).warm_up()
+    engine = DetectionEngine(DetectionConfig.load())
+    engine.warm_up()
+    rowscore.warm_up(engine)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ KERNEL_SOURCES: tuple[Path, ...] = (
     *sorted(_HERE.glob("*.py")),
     _HERE.parent / "windows.py",
     _HERE.parent / "state.py",
+    _HERE.parent / "rowscore.py",
 )
 
 

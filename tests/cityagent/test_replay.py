@@ -409,3 +409,18 @@ def test_the_command_exits_2_with_one_line_on_bad_input(tmp_path: Path, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_long_replay_reports_progress_by_time_not_only_by_the_million(
+        shifted, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file of one series replays ~20,000 rows/s: a million rows would be ~50 s of silence.
+    from cityagent import replay as replay_module
+
+    _, inp, whole = shifted
+    monkeypatch.setattr(replay_module, "PROGRESS_S", 0.0)
+    seen: list[tuple[str, int, int]] = []
+    result = replay(inp, progress=lambda *report: seen.append(report))
+    assert len(seen) == result.slices == N  # one row a window: a report after every slice
+    assert [done for _, done, _ in seen] == list(range(1, N + 1))
+    assert {(stage, total) for stage, _, total in seen} == {("replay", N)}
+    assert result.scores.tolist() == whole.scores.tolist()
