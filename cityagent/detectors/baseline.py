@@ -20,8 +20,10 @@ from cityagent.detectors.params import (
     BASELINE_RATE,
     CUSUM_RATE,
     DEVIATION_WARMUP,
+    FLAT_LEARN_AFTER_S,
     TIME_OF_DAY,
 )
+from cityagent.state import NO_TS
 
 __all__ = ("learn",)
 
@@ -40,7 +42,9 @@ def _huber(m: float, d: float, x: float, rate: float, scale: float, warming: boo
 @njit
 def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, run_hit: np.ndarray,
           row: int, k: int, f: Features, p: np.ndarray, anomalous: bool,
-          flatlined: bool) -> None:
+          stuck_since: int) -> None:
+    """Learn the baselines from window ``k`` of ``row``; ``anomalous``: a detector fired on it;
+    ``stuck_since``: the start of the sensor's open flatline episode (NO_TS: none)."""
     x = f.robust
     if not np.isfinite(x):
         return
@@ -64,9 +68,14 @@ def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, run_hit: np.n
         flat = 1.0 if is_flat(run_hit, row, k) else 0.0
         seen = flat_n[row]
         # How often a window holds a run of flat_min_readings identical readings (flatline).
-        # A plain mean while warming up, then a slow average; a window flagged as stuck
-        # counts ten times less, so a long fault is not learned as normal but a quantised
-        # sensor's frequent flat windows still are.
-        step = max(1.0 / (seen + 1.0), 0.02) * (0.1 if flatlined else 1.0)
+        # A plain mean while warming up, then a slow average. A window of a stuck episode
+        # teaches nothing in the episode's first flat_learn_after_s, so a sensor stuck again
+        # soon after is found again, and ten times less after that, so a long fault is not
+        # learned as normal but a sensor that has become constant (a dry gauge) is, slowly.
+        weight = 1.0
+        if stuck_since != NO_TS:
+            stuck_ms = f.start_ms - stuck_since
+            weight = 0.0 if stuck_ms < p[FLAT_LEARN_AFTER_S] * 1000.0 else 0.1
+        step = max(1.0 / (seen + 1.0), 0.02) * weight
         flat_frac[row] += step * (flat - flat_frac[row])
         flat_n[row] = seen + 1.0

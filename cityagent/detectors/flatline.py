@@ -12,7 +12,9 @@ Only for sensors that normally vary: ``run_hit`` marks, per open window slot (``
 the windows in which a run reached ``flat_min_readings``; the baselines learn from it how
 often this sensor's windows hold such a run (``flat_frac``), and a sensor where that happens
 more often than ``flat_max_fraction`` (a quantised or dry sensor) never flatlines. The
-detector waits ``flat_warmup`` windows to learn that. Severity blue: a maintenance matter.
+detector waits ``flat_warmup`` windows to learn that. A stuck episode's windows teach it
+nothing for ``flat_learn_after_s`` (so a sensor stuck again soon after is found again), then
+ten times slower. Severity blue: a maintenance matter.
 """
 
 from __future__ import annotations
@@ -85,9 +87,10 @@ def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarra
     """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?
 
     Whether the sensor normally varies (``flat_frac``) decides whether a run *starts* an
-    episode; an episode (``ongoing``) lasts while the run does. The stuck windows still teach
-    ``flat_frac`` (ten times slower), and before 2026-11-24 the episode ended once that
-    passed ``flat_max_fraction``, ~10 windows into a fault that had not ended.
+    episode; an episode (``ongoing``) lasts while the run does. The stuck windows teach
+    ``flat_frac`` only after ``flat_learn_after_s``, ten times slower (``baseline.learn``);
+    before 2026-11-24 they taught it from the first, and the episode ended once it passed
+    ``flat_max_fraction``, ~10 windows into a fault that had not ended.
     """
     run = hit_since != NO_TS
     fire = run and (ongoing or (flat_frac[row] <= p[FLAT_MAX_FRACTION]

@@ -62,7 +62,7 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
                       start, start, end, end_after, ints, floats, count)
         learn(base, flat_frac, flat_n, run_hit, row, k[i], f, p,
               level.fire or deviation.fire or change.fire or trend.fire,
-              ep.ep_since[row, D_FLATLINE] != NO_TS)
+              ep.ep_since[row, D_FLATLINE])
 
 
 @njit

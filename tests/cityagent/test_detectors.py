@@ -255,6 +255,34 @@ def test_flatline_fires_when_a_noisy_sensor_becomes_exactly_constant(stuck_windo
     assert events(found, "deviation") == events(found, "change") == []
 
 
+def test_a_sensor_stuck_again_soon_after_a_fault_is_found_again() -> None:
+    """A flaky sensor stuck for 30 windows, varying for 5, then stuck again. The stuck
+    windows taught the flat fraction (ten times slower) to 0.058, past flat_max_fraction
+    (0.02), and the second fault went unreported for ~50 windows of varying readings."""
+    engine, state = engine_with()
+    rng = np.random.default_rng(8)
+    found = feed(engine, state, "jn-wl-10", "water_level",
+                 noisy(rng, 2.0, 0.01, 15) + [[2.0] * 5] * 30 + noisy(rng, 2.0, 0.01, 5)
+                 + [[2.1] * 5] * 10 + noisy(rng, 2.0, 0.01, 3))
+    assert [(a.phase, window_of(a)) for a in found if a.detector == "flatline"] == [
+        ("start", 15), ("end", 15), ("start", 50), ("end", 50)]
+    assert state.cols["flat_frac"][state.index["jn-wl-10"]] <= 0.02
+
+
+def test_a_sensor_that_has_become_constant_is_learned_as_such_after_the_first_hour() -> None:
+    # A gauge gone dry: one long episode, of which the windows after flat_learn_after_s (an
+    # hour, 360 windows here) teach that it is flat; stuck again after a brief change, it
+    # does not start another.
+    engine, state = engine_with()
+    rng = np.random.default_rng(9)
+    found = feed(engine, state, "jn-wl-11", "water_level",
+                 noisy(rng, 2.0, 0.01, 15) + [[0.5] * 5] * 600 + noisy(rng, 2.0, 0.01, 2)
+                 + [[0.6] * 5] * 20)
+    assert [(a.phase, window_of(a)) for a in found if a.detector == "flatline"] == [
+        ("start", 15), ("end", 15)]
+    assert state.cols["flat_frac"][state.index["jn-wl-11"]] > 0.3
+
+
 def _one_by_one(engine, state, sensor: str, kind: str, values: list[float], step: int,
                 first_ts: int = T0) -> list:
     """One batch per reading, ``step`` ms apart (a live stream)."""
