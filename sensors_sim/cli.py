@@ -37,9 +37,11 @@ from sensors_sim.scenario import ScenarioError, builtin_names, load_scenario, pa
 from sensors_sim.timing import EventClock, LateBuffer
 from sensors_sim.warmup import early_faults
 
-__all__ = ("main", "build_parser")
+__all__ = ("main", "build_parser", "add_run_arguments", "RUN_OPTIONS", "fleet_signals",
+           "check_run")
 
 _MIN_TICK_S = 0.1
+_DEFAULT_SENSORS = 1000
 _DEFAULT_RATE = 2000.0
 _PROGRESS_EVERY_S = 3.0
 _FLUSH_TIMEOUT_S = 15.0
@@ -80,6 +82,42 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: The options of :func:`add_run_arguments`, by ``dest``: ``cityagent up --simulate`` takes
+#: them too and passes them on to the simulator it starts.
+RUN_OPTIONS: tuple[str, ...] = ("seed", "scenario", "warm_up", "accelerate", "start",
+                                "late_fraction")
+
+
+def add_run_arguments(parser, *, defaults: bool = True) -> None:
+    """Add the options that choose the fleet's seed, the scenario and its warm-up, event time
+    and late delivery (:data:`RUN_OPTIONS`) to ``parser`` (a parser or an argument group).
+
+    ``cityagent sim`` and ``cityagent up --simulate`` share them, so both check a value the
+    same way and say the same of a bad one. With ``defaults=False`` every one defaults to None:
+    ``up`` passes on only what it was given, and the simulator applies its own defaults."""
+    def default(value):
+        return value if defaults else None
+
+    parser.add_argument("--seed", type=non_negative_int, default=default(7),
+                        help="random seed, 0 or more (default 7)")
+    parser.add_argument("--scenario", help="anomalies to inject: a scenario JSON file or a "
+                        f"built-in ({', '.join(builtin_names())})")
+    parser.add_argument("--warm-up", type=_warm_up, default=default(0.0), metavar="DURATION",
+                        help="with --scenario: event time of normal readings before it "
+                             "starts, e.g. 20m (default 0); its times count from the end. A "
+                             "pipeline new to the fleet learns each sensor first: with the "
+                             "packaged settings it finds a stuck sensor from 10 min, a spike "
+                             "from 20 min")
+    parser.add_argument("--accelerate", type=positive_float, default=default(1.0),
+                        help="event time runs this many times faster than wall time (default 1)")
+    parser.add_argument("--start", type=_event_time, help="event time of the first tick, RFC 3339 or epoch "
+                        "(default: now; with --accelerate and --duration into Kafka or the "
+                        "API, so long ago that event time ends near now)")
+    parser.add_argument("--late-fraction", type=_fraction, default=default(0.0),
+                        help="fraction of readings delivered 1-5 ticks late, out of order "
+                             "(default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cityagent sim",
@@ -102,28 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sensors put in breach at each injection (default 3)")
     parser.add_argument("--breach-duration", type=positive_float, default=30.0,
                         help="seconds a sensor stays in breach (default 30)")
-    parser.add_argument("--seed", type=non_negative_int, default=7,
-                        help="random seed, 0 or more (default 7)")
-    parser.add_argument("--scenario", help="anomalies to inject: a scenario JSON file or a "
-                        f"built-in ({', '.join(builtin_names())})")
-    parser.add_argument("--warm-up", type=_warm_up, default=0.0, metavar="DURATION",
-                        help="with --scenario: event time of normal readings before it "
-                             "starts, e.g. 20m (default 0); its times count from the end. A "
-                             "pipeline new to the fleet learns each sensor first: with the "
-                             "packaged settings it finds a stuck sensor from 10 min, a spike "
-                             "from 20 min")
+    add_run_arguments(parser)
     parser.add_argument("--labels", type=Path,
                         help="write ground-truth labels (JSON lines) of what was injected here")
     parser.add_argument("--registry", type=Path,
                         help="write the fleet registry here (.json or .csv) and exit")
-    parser.add_argument("--accelerate", type=positive_float, default=1.0,
-                        help="event time runs this many times faster than wall time (default 1)")
-    parser.add_argument("--start", type=_event_time, help="event time of the first tick, RFC 3339 or epoch "
-                        "(default: now; with --accelerate and --duration into Kafka or the "
-                        "API, so long ago that event time ends near now)")
-    parser.add_argument("--late-fraction", type=_fraction, default=0.0,
-                        help="fraction of readings delivered 1-5 ticks late, out of order "
-                             "(default 0)")
     parser.add_argument("--sink", choices=("kafka", "http", "file"), default="kafka",
                         help="where readings go (default kafka)")
     parser.add_argument("--out", type=Path, help="file sink: output path (.jsonl or .csv)")
@@ -183,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.sensors = args.sensors or 100_000
         return run_bench(args)
-    args.sensors = args.sensors or 1000
+    args.sensors = args.sensors or _DEFAULT_SENSORS
     rate_asked, args.rate = args.rate, args.rate or _DEFAULT_RATE
     tick_s = max(_MIN_TICK_S, args.sensors / args.rate)
     if rate_asked and args.sensors / tick_s < args.rate and not args.registry:
@@ -192,22 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{args.rate:,.0f}; give --sensors {int(args.rate * _MIN_TICK_S):,} or more for "
              "that rate")
     try:
-        scenario = None if args.scenario is None else load_scenario(args.scenario)
-        breach_every = args.breach_every
-        if breach_every is None:
-            breach_every = 0.0 if scenario is not None else 10.0
-        regions = default_regions()
-        fleet = make_fleet(args.sensors, args.seed, regions)
-        signals = FleetSignals(
-            fleet, args.seed, breach_every_s=breach_every, breaches=args.breaches,
-            breach_duration_s=args.breach_duration, scenario=scenario,
-            warm_up_s=args.warm_up,
-        )
-        signals.check_scenario()
+        signals = fleet_signals(args)
+        scenario = signals.scenario
         if args.registry is not None:
             from sensors_sim.registry import write_registry
 
-            count = write_registry(args.registry, signals, tick_s, regions, args.seed)
+            count = write_registry(args.registry, signals, tick_s, default_regions(), args.seed)
             _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
             return 0
         tolerance_ms = (FUTURE_TOLERANCE_MS if args.sink == "file"
@@ -282,6 +293,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0 and (sink.errors or sink.acked < sink.sent):
         code = 1
     return code
+
+
+def fleet_signals(args: argparse.Namespace) -> FleetSignals:
+    """The fleet's signals as parsed ``args`` choose them: the fleet (``--sensors``, ``--seed``),
+    the breach schedule and the scenario with its warm-up. Raises ScenarioError for a scenario
+    that cannot be read or does not fit the fleet, before anything is sent."""
+    scenario = None if args.scenario is None else load_scenario(args.scenario)
+    breach_every = args.breach_every
+    if breach_every is None:
+        breach_every = 0.0 if scenario is not None else 10.0
+    fleet = make_fleet(args.sensors, args.seed, default_regions())
+    signals = FleetSignals(
+        fleet, args.seed, breach_every_s=breach_every, breaches=args.breaches,
+        breach_duration_s=args.breach_duration, scenario=scenario,
+        warm_up_s=args.warm_up,
+    )
+    signals.check_scenario()
+    return signals
+
+
+def check_run(argv: Sequence[str]) -> None:
+    """Check a simulator command line as ``cityagent sim`` does before it sends anything: the
+    scenario can be read and fits the fleet. Raises CityAgentError (ScenarioError) if not.
+    ``cityagent up --simulate`` calls it before it starts anything, so that a bad scenario is
+    one line and exit code 2 there, not a simulator that exits after the pipeline came up."""
+    args = build_parser().parse_args(argv)
+    args.sensors = args.sensors or _DEFAULT_SENSORS
+    fleet_signals(args)
 
 
 def _early_fault_warnings(scenario, warm_up_s: float) -> list[str]:
