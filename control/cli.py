@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
 from control.args import positive_float, positive_int
 
-__all__ = ("main",)
+if TYPE_CHECKING:
+    from control.up import UpOptions
+
+__all__ = ("main", "build_parser", "up_options")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
     up.add_argument("--sensors", type=positive_int, default=2000, help="simulated sensors (default 2000)")
     up.add_argument("--rate", type=positive_float, default=1000.0, help="simulated readings/s (default 1000)")
+    from sensors_sim.cli import add_run_arguments
+
+    add_run_arguments(up.add_argument_group(
+        "with --simulate", "options of the simulator it starts, checked and passed on as "
+        "`cityagent sim` takes them (see `cityagent sim --help`; default: the simulator's)"),
+        defaults=False)
+    up.set_defaults(up_error=up.error)
 
     sub.add_parser("sim", help="run the sensor simulator (see `cityagent sim --help`)", add_help=False)
 
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "up":
+        _check_up_arguments(args)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -95,6 +108,28 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a tool cut off this way
 
 
+def _check_up_arguments(args: argparse.Namespace) -> None:
+    """The simulator's options of `up` mean nothing without --simulate: an error, not ignored."""
+    from sensors_sim.cli import RUN_OPTIONS
+
+    given = [f"--{dest.replace('_', '-')}" for dest in RUN_OPTIONS if getattr(args, dest) is not None]
+    if given and not args.simulate:
+        args.up_error(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} "
+                      "of the simulator: give --simulate too")
+
+
+def up_options(args: argparse.Namespace) -> UpOptions:
+    """The parsed arguments of `cityagent up` as :class:`control.up.UpOptions`."""
+    from control.up import UpOptions
+
+    return UpOptions(
+        workers=args.workers, port=args.port, simulate=args.simulate,
+        sensors=args.sensors, rate=args.rate, seed=args.seed, scenario=args.scenario,
+        warm_up_s=args.warm_up, accelerate=args.accelerate, start_ms=args.start,
+        late_fraction=args.late_fraction,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "replay":
@@ -103,12 +138,9 @@ def _run(args: argparse.Namespace) -> int:
             return run_replay(args)
         settings = Settings.from_env()
         if args.command == "up":
-            from control.up import UpOptions, run_up
+            from control.up import run_up
 
-            return run_up(settings, UpOptions(
-                workers=args.workers, port=args.port, simulate=args.simulate,
-                sensors=args.sensors, rate=args.rate,
-            ))
+            return run_up(settings, up_options(args))
         if args.command == "eval":
             from cityagent.detectors.config import DetectionConfig
             from cityagent.incidents import AlertingConfig

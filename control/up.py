@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cityagent.errors import CityAgentError, PortInUse
+from cityagent.readings import format_ts
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
 from control.supervisor import Supervisor
 from control.topics import ensure_topics, pipeline_topics
 
-__all__ = ("UpOptions", "run_up", "BrokerMemory", "EMBEDDED_CHECKPOINT_S")
+__all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "BrokerMemory",
+           "EMBEDDED_CHECKPOINT_S")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,48 @@ class UpOptions:
     simulate: bool = False
     sensors: int = 2000
     rate: float = 1000.0
+    #: The legacy breach schedule of the demo; a scenario replaces it (as in `cityagent sim`).
     breach_every_s: float = 10.0
+    # The simulator's options of sensors_sim.cli.add_run_arguments; None: the simulator's default.
+    seed: int | None = None
+    scenario: str | None = None
+    warm_up_s: float | None = None
+    accelerate: float | None = None
+    start_ms: int | None = None
+    late_fraction: float | None = None
+
+
+def fleet_args(options: UpOptions) -> list[str]:
+    """The simulator's arguments that choose its fleet and report interval: the registry `up`
+    writes for the workers must describe the fleet the simulator sends."""
+    args = ["--sensors", str(options.sensors), "--rate", str(options.rate)]
+    if options.seed is not None:
+        args += ["--seed", str(options.seed)]
+    return args
+
+
+def simulator_args(options: UpOptions) -> list[str]:
+    """The arguments of the simulator `up --simulate` starts (``python -m sensors_sim ...``)."""
+    args = fleet_args(options)
+    if options.scenario is not None:
+        args += ["--scenario", options.scenario]
+    else:
+        args += ["--breach-every", str(options.breach_every_s)]
+    if options.warm_up_s is not None:
+        args += ["--warm-up", _seconds_text(options.warm_up_s)]
+    if options.accelerate is not None:
+        args += ["--accelerate", repr(options.accelerate)]
+    if options.start_ms is not None:
+        args += ["--start", format_ts(options.start_ms)]
+    if options.late_fraction is not None:
+        args += ["--late-fraction", repr(options.late_fraction)]
+    return args
+
+
+def _seconds_text(seconds: float) -> str:
+    """Seconds as the simulator's --warm-up reads them (digits, no exponent)."""
+    text = repr(float(seconds))
+    return text if "e" not in text else f"{seconds:.3f}"
 
 
 #: Detection checkpoint interval of the workers on the embedded broker, unless
@@ -78,7 +121,14 @@ class BrokerMemory:
 
 
 def run_up(settings: Settings, options: UpOptions) -> int:
-    """Run the pipeline until Ctrl-C or SIGTERM; return the exit code."""
+    """Run the pipeline until Ctrl-C or SIGTERM; return the exit code.
+
+    With ``simulate``, the simulator's scenario is first checked as `cityagent sim` checks it
+    (it can be read and fits the fleet): CityAgentError before anything is started if not."""
+    if options.simulate:
+        from sensors_sim.cli import check_run
+
+        check_run(simulator_args(options))
     port = options.port or settings.api_port
     supervisor = Supervisor()
     say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
@@ -112,13 +162,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                 env["CITYAGENT_CHECKPOINT_S"] = f"{EMBEDDED_CHECKPOINT_S:g}"
                 say(f"workers checkpoint detection state every {EMBEDDED_CHECKPOINT_S:g} s "
                     "(the embedded broker keeps all it is sent; CITYAGENT_CHECKPOINT_S to choose)")
-        sim_args = ["--sensors", str(options.sensors), "--rate", str(options.rate)]
         if options.simulate and settings.registry_path is None:
             # The workers judge the simulated gauges by their own 警戒/保证 levels, free-flow
             # speeds and report intervals: the simulator writes its fleet's registry first.
             registry = logs / "registry.json"
             try:
-                subprocess.run([sys.executable, "-m", "sensors_sim", *sim_args,
+                subprocess.run([sys.executable, "-m", "sensors_sim", *fleet_args(options),
                                 "--registry", str(registry)], env=env, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
                 env["CITYAGENT_SENSOR_REGISTRY"] = str(registry)
@@ -133,10 +182,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             "--host", settings.api_host, "--port", str(port), "--log-level", "warning",
         ], _api_env(env, settings, f"http://{settings.api_host}:{port}", say))
         if options.simulate:
-            supervisor.spawn("simulator", [
-                sys.executable, "-m", "sensors_sim", *sim_args,
-                "--breach-every", str(options.breach_every_s),
-            ], env)
+            supervisor.spawn("simulator", [sys.executable, "-m", "sensors_sim",
+                                           *simulator_args(options)], env)
         url = f"http://{settings.api_host}:{port}"
         say(f"API        {url}   (OpenAPI docs: {url}/docs)")
         say(f"alerts     {url}/v1/alerts   (workers take ~10 s to join; alerts follow)")
