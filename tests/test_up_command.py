@@ -1,0 +1,177 @@
+"""`cityagent up --simulate` and the simulator's options, without a broker: they are checked
+as `cityagent sim` checks them, refused without --simulate, and reach the simulator `up`
+starts (its command line) and the registry it writes first (the same fleet)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import control.up
+from control.cli import build_parser, main, up_options
+from control.up import UpOptions, fleet_args, simulator_args
+from sensors_sim.cli import RUN_OPTIONS, fleet_signals
+from sensors_sim.cli import build_parser as sim_parser
+from sensors_sim.cli import main as sim_main
+
+#: A value of each simulator option of `up`, none of them the simulator's default.
+GIVEN = {
+    "seed": ["--seed", "3"],
+    "scenario": ["--scenario", "sensor-faults"],
+    "warm_up": ["--warm-up", "17m"],
+    "accelerate": ["--accelerate", "10"],
+    "start": ["--start", "2026-07-15T06:00:00+08:00"],
+    "late_fraction": ["--late-fraction", "0.25"],
+}
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch):
+    """A tripwire: `up` must refuse before it starts a process (a broker, a worker)."""
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("cityagent up started the pipeline")
+
+    monkeypatch.setattr(control.up, "Supervisor", refuse)
+
+
+def test_every_option_of_the_simulator_that_up_takes_is_in_the_table():
+    assert set(GIVEN) == set(RUN_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--seed", "-1"], "--seed: must be 0 or more"),
+        (["--seed", "x"], "--seed: must be a whole number"),
+        (["--warm-up", "soon"], "--warm-up: expected a duration like 600, '20m' or '1h'"),
+        (["--warm-up", "5 weeks"], "--warm-up: expected a duration"),
+        (["--accelerate", "0"], "--accelerate: must be positive"),
+        (["--accelerate", "inf"], "--accelerate: must be a finite number"),
+        (["--start", "yesterday"], "--start: is not an RFC 3339 time"),
+        (["--start", "1"], "--start: must lie between 2000 and 2100"),
+        (["--late-fraction", "1.5"], "--late-fraction: must lie between 0 and 1"),
+    ],
+)
+def test_bad_values_are_refused_as_sim_refuses_them(argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["up", "--simulate", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    up_line = err.strip().splitlines()[-1]
+    assert up_line.startswith("cityagent up: error: argument ")
+    with pytest.raises(SystemExit) as exc:
+        sim_main(argv)
+    assert exc.value.code == 2
+    sim_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert up_line.removeprefix("cityagent up: ") == sim_line.removeprefix("cityagent sim: ")
+
+
+@pytest.mark.parametrize("dest", sorted(GIVEN))
+def test_a_simulator_option_without_simulate_is_an_error(dest, capsys, nothing_starts):
+    with pytest.raises(SystemExit) as exc:
+        main(["up", *GIVEN[dest]])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    flag = GIVEN[dest][0]
+    assert f"cityagent up: error: {flag} is an option of the simulator: give --simulate too" in err
+
+
+def test_several_without_simulate_are_named_together(capsys, nothing_starts):
+    with pytest.raises(SystemExit) as exc:
+        main(["up", "--scenario", "quiet-day", "--accelerate", "5"])
+    assert exc.value.code == 2
+    assert ("--scenario, --accelerate are options of the simulator: give --simulate too"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "says"),
+    [
+        ("nope", "no scenario file or built-in scenario 'nope'; built-ins: "),
+        ("{tmp}/missing.json", "cannot read scenario {tmp}/missing.json"),
+        ("{tmp}/bad.json", "{tmp}/bad.json is not valid JSON"),
+        ("{tmp}/elsewhere.json", "{tmp}/elsewhere.json#0: no sensor of this fleet lies in 999999"),
+    ],
+)
+def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
+        scenario, says, tmp_path, capsys, nothing_starts):
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "elsewhere.json").write_text('{"anomalies": [{"type": "burst", "place": "999999"}]}')
+    scenario, says = scenario.format(tmp=tmp_path), says.format(tmp=tmp_path)
+    assert main(["up", "--simulate", "--sensors", "100", "--scenario", scenario]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cityagent: {says}"), lines
+    # `cityagent sim` says the same of it (and exits 1: it had started nothing either).
+    assert sim_main(["--sensors", "100", "--count", "1", "--sink", "file",
+                     "--out", str(tmp_path / "o.jsonl"), "--scenario", scenario]) == 1
+    assert f"sensors_sim: {says}" in capsys.readouterr().err
+
+
+def test_a_scenario_that_fits_only_another_seeds_fleet_is_judged_by_the_seed(tmp_path, capsys,
+                                                                             nothing_starts):
+    """The check builds the fleet the simulator will send: with up's --sensors and --seed."""
+    one = sim_parser().parse_args(["--sensors", "20", "--seed", "1"])
+    ids = set(fleet_signals(one).sensor_id.tolist())
+    two = set(fleet_signals(sim_parser().parse_args(["--sensors", "20", "--seed", "2"]))
+              .sensor_id.tolist())
+    only_one = sorted(ids - two)
+    assert only_one, "seeds 1 and 2 gave the same 20 sensor ids"
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"anomalies": [{"type": "stuck", "sensors": [only_one[0]]}]}))
+    assert main(["up", "--simulate", "--sensors", "20", "--seed", "2", "--scenario",
+                 str(path)]) == 2
+    assert only_one[0] in capsys.readouterr().err
+    with pytest.raises(AssertionError, match="started the pipeline"):
+        main(["up", "--simulate", "--sensors", "20", "--seed", "1", "--scenario", str(path)])
+
+
+def _up(*argv: str) -> UpOptions:
+    return up_options(build_parser().parse_args(["up", "--simulate", *argv]))
+
+
+def test_the_simulator_up_starts_gets_every_option_as_sim_would_read_it():
+    given = [word for dest in sorted(GIVEN) for word in GIVEN[dest]]
+    options = _up("--sensors", "300", "--rate", "3000", *given)
+    passed = sim_parser().parse_args(simulator_args(options))
+    direct = sim_parser().parse_args(["--sensors", "300", "--rate", "3000", *given])
+    default = sim_parser().parse_args([])
+    for dest in RUN_OPTIONS:
+        assert getattr(passed, dest) == getattr(direct, dest) != getattr(default, dest), dest
+    assert (passed.sensors, passed.rate) == (300, 3000.0)
+    assert passed.warm_up == 17 * 60 and passed.start == 1_784_066_400_000
+
+
+def test_options_not_given_are_left_to_the_simulator():
+    args = simulator_args(_up())
+    assert args == ["--sensors", "2000", "--rate", "1000.0", "--breach-every", "10.0"]
+    passed = sim_parser().parse_args(args)
+    default = sim_parser().parse_args([])
+    for dest in RUN_OPTIONS:
+        assert getattr(passed, dest) == getattr(default, dest), dest
+
+
+def test_a_scenario_replaces_the_demo_breaches_as_in_sim():
+    """up always passed --breach-every 10, so breaches were injected into a scenario run."""
+    assert "--breach-every" in simulator_args(_up())
+    with_scenario = simulator_args(_up("--scenario", "quiet-day"))
+    assert "--breach-every" not in with_scenario
+    assert sim_parser().parse_args(with_scenario).breach_every is None  # sim: 0 with --scenario
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.25, 1020.0, 1e-5, 3.5e7])
+def test_a_warm_up_reaches_the_simulator_unchanged(seconds):
+    passed = sim_parser().parse_args(simulator_args(UpOptions(simulate=True, warm_up_s=seconds)))
+    assert passed.warm_up == pytest.approx(seconds, abs=1e-3)
+
+
+def test_the_registry_describes_the_fleet_the_simulator_sends():
+    """The workers judge the simulated gauges by the registry `up` writes first: it must be
+    written for the same --sensors, --rate and --seed (the seed was not passed at all)."""
+    options = _up("--sensors", "300", "--rate", "3000", "--seed", "3", "--scenario", "quiet-day")
+    registry = sim_parser().parse_args(fleet_args(options))
+    simulator = sim_parser().parse_args(simulator_args(options))
+    for dest in ("sensors", "rate", "seed"):
+        assert getattr(registry, dest) == getattr(simulator, dest), dest
+    assert registry.seed == 3 and registry.scenario is None
