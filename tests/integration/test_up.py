@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cityagent.readings import format_ts
 from tests.helpers import child_tmpdir, free_port, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -172,3 +174,59 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
     kept = re.search(r"the logs stay in (\S+) ", output())
     if kept:
         shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_path: Path) -> None:
+    """`up --simulate` with the simulator's options of a load test: the simulator it starts
+    runs that scenario (no demo breaches) after the warm-up, with that acceleration, start and
+    seed; the registry is of that seed's fleet; and the warnings `cityagent sim` prints of
+    faults a fresh pipeline cannot find yet show in up's output (they had to be found by
+    running `cityagent sim` next to a plain `up`)."""
+    api_port, broker_port = free_port(), free_port()
+    start = format_ts(time.time_ns() // 1_000_000 - 3_600_000)  # event time x10 stays behind the clock
+    # The warnings follow the workers' detection settings: the packaged 1 min windows here
+    # (with up_env's 5 s ones, 10 windows of flatline warm-up end before the first fault).
+    env = {k: v for k, v in up_env(api_port, broker_port).items()
+           if k not in ("CITYAGENT_WINDOW_S", "CITYAGENT_GRACE_S")}
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "up", "--simulate", "--sensors", "300", "--rate",
+         "3000", "--scenario", "sensor-faults", "--warm-up", "5m", "--accelerate", "10",
+         "--start", start, "--seed", "3"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def output() -> str:
+        return (tmp_path / "up.log").read_text("utf-8", "replace")
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "simulator | sensors_sim:    " not in output():
+            assert up.poll() is None, output()[-3000:]  # a progress line: it is sending
+            time.sleep(0.5)
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(60) == 0, output()[-3000:]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    text = output()
+    kept = re.search(r"the logs stay in (\S+) ", text)
+    registry = re.search(r"sensor registry of the simulated fleet: (\S+)", text)
+    try:
+        assert registry, text[-3000:]
+        doc = json.loads(Path(registry.group(1)).read_text("utf-8"))
+        assert (doc["seed"], doc["count"]) == (3, 300)
+    finally:
+        if kept:
+            shutil.rmtree(kept.group(1), ignore_errors=True)
+    assert ("simulator | sensors_sim: 300 sensors -> Kafka" in text
+            and "event time x10, scenario sensor-faults after a 5 min warm-up" in text), text[-3000:]
+    warnings = re.findall(r"^simulator \| sensors_sim: warning: (.*)$", text, re.M)
+    assert len(warnings) == 3, [line for line in text.splitlines() if "simulator |" in line]
+    assert warnings[0].startswith("stuck (sensor-faults#0) starts 6 min into the run")
+    assert warnings[1].startswith("spike (sensor-faults#2) starts 8 min into the run")
+    assert warnings[2].startswith("give --warm-up 17m or more")
+    assert "passes the clock" not in text  # --start reached it
+    assert "breach injected" not in text and " 0 breaches injected" in text
