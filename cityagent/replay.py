@@ -62,6 +62,7 @@ __all__ = (
     "SERIES_ID",
     "read_replay_file",
     "auto_window_s",
+    "times_are_row_numbers",
     "replay",
     "summarize",
     "write_scores",
@@ -80,9 +81,13 @@ PROGRESS_S = 5.0
 SCORES_CHUNK = 65_536
 
 _KIND_INDEX = {kind: i for i, kind in enumerate(REPLAY_KINDS)}
-_TIME_COLUMNS = ("timestamp", "ts")
+#: ``timestamps``: the header of Yahoo S5's A3 and A4 benchmark files.
+_TIME_COLUMNS = ("timestamp", "ts", "timestamps")
+#: Times all before this (1971-01-01 UTC) are row numbers, not clock times: Yahoo S5's A1
+#: files number their hourly rows 1, 2, 3, ..., which read as epoch seconds fall in 1970.
+_ROW_NUMBERS_BEFORE_MS = 31_536_000_000
 _VALUE_COLUMNS = ("value", *ALL_VALUE_FIELDS)
-_JSON_GENERIC_KEYS = frozenset({"sensor_id", "kind", "timestamp", "ts", "value", "lon", "lat"})
+_JSON_GENERIC_KEYS = frozenset({"sensor_id", "kind", *_TIME_COLUMNS, "value", "lon", "lat"})
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # Event times we accept: 1970-01-01 up to 2100 (the engine needs times >= 0). Epoch numbers
 # below 1e11 are seconds, above it milliseconds — the rule of cityagent.readings.parse_ts.
@@ -580,7 +585,11 @@ def auto_window_s(inp: ReplayInput, config: DetectionConfig | None = None) -> fl
 
     Series of known kind are replayed with the window the live worker uses. A generic series
     gets ``max(window, median interval between a sensor's readings)``, so that a series
-    sampled every 5 minutes has one reading per window, not mostly empty windows.
+    sampled every 5 minutes has one reading per window, not mostly empty windows. Times that
+    are row numbers (``times_are_row_numbers``) get their median step, however short: the
+    60 s of a live window mean nothing to them, and 60 rows a window left three in four
+    rows of a Yahoo S5 A1 file unscored (the baseline's 20 windows of warm-up were 1,200
+    rows) and its spikes scoring 0.
     """
     config = config or DetectionConfig.load()
     base = config.windows.size_ms / 1000.0
@@ -592,7 +601,15 @@ def auto_window_s(inp: ReplayInput, config: DetectionConfig | None = None) -> fl
     gaps = np.diff(ts)[same]
     if gaps.size == 0:
         return base
-    return max(base, float(np.median(gaps)) / 1000.0)
+    step = float(np.median(gaps)) / 1000.0
+    return step if times_are_row_numbers(inp) and step > 0 else max(base, step)
+
+
+def times_are_row_numbers(inp: ReplayInput) -> bool:
+    """Are the file's times row numbers (all in 1970), not clock times? Only for generic
+    series: readings of a known kind are judged by the clock (hour of day, silence)."""
+    return (len(inp) > 0 and bool((inp.kind_code == _KIND_INDEX[GENERIC]).all())
+            and int(inp.ts_ms.max()) < _ROW_NUMBERS_BEFORE_MS)
 
 
 def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | None = None,
@@ -698,6 +715,7 @@ def summarize(inp: ReplayInput, result: ReplayResult) -> dict[str, Any]:
         "episodes_by_detector": dict(sorted(starts.items())),
         "score_max": round(float(result.scores.max()), 6) if len(inp) else 0.0,
         "rows_scored_above_0_5": int((result.scores >= 0.5).sum()),
+        "times_are_row_numbers": times_are_row_numbers(inp),
         "ignored_columns": list(inp.ignored),
         "elapsed_s": round(result.elapsed_s, 3),
     }

@@ -187,7 +187,9 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"replayed   {s['file']} ({s['format']}): {s['rows']:,} rows, {s['sensors']:,} "
         f"sensor{'s' if s['sensors'] != 1 else ''} ({kinds})",
-        f"event time {s['first']} .. {s['last']}",
+        f"event time {s['first']} .. {s['last']}"
+        + ("  (all in 1970: read as row numbers, not clock times)"
+           if s.get("times_are_row_numbers") else ""),
         f"windows    {s['window_s']:g} s, grace {s['grace_s']:g} s: {s['windows']:,} judged; "
         f"late readings {s['late']:,}",
         f"anomalies  {s['episodes']:,} episodes"

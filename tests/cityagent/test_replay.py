@@ -424,3 +424,44 @@ def test_a_long_replay_reports_progress_by_time_not_only_by_the_million(
     assert [done for _, done, _ in seen] == list(range(1, N + 1))
     assert {(stage, total) for stage, _, total in seen} == {("replay", N)}
     assert result.scores.tolist() == whole.scores.tolist()
+
+
+def yahoo_values() -> tuple[np.ndarray, list[int]]:
+    """A daily cycle of hourly rows with three 15-sd spikes (Yahoo S5's kind of series)."""
+    i = np.arange(1420)
+    v = 100 + 30 * np.sin(i / 24 * 2 * np.pi) + np.random.default_rng(3).normal(0, 4, len(i))
+    spikes = [400, 800, 1200]
+    v[spikes] += 60
+    return np.round(v, 3), spikes
+
+
+def test_yahoo_s5_files_read_as_published(tmp_path: Path) -> None:
+    # A1 numbers its hourly rows 1, 2, 3, ... under "timestamp"; A3 and A4 have epoch seconds
+    # under "timestamps". A1's row numbers read as seconds of 1970-01-01: with the 60 s floor
+    # of the auto window, 60 rows shared a window, 1,199 of 1,420 rows scored 0 (the
+    # baseline's warm-up) and the spikes 0, 0 and 0.2; A3 was refused for its header.
+    values, spikes = yahoo_values()
+    a1 = tmp_path / "real_1.csv"
+    a1.write_text("timestamp,value,is_anomaly\n" + "".join(
+        f"{n + 1},{v},{int(n in spikes)}\n" for n, v in enumerate(values)), "utf-8")
+    a3 = tmp_path / "A3Benchmark-TS1.csv"
+    a3.write_text("timestamps,value,anomaly,changepoint,trend,noise,seasonality1\n" + "".join(
+        f"{1416722400 + 3600 * n},{v},{int(n in spikes)},0,0,0,0\n"
+        for n, v in enumerate(values)), "utf-8")
+    by_index, by_clock = read_replay_file(a1), read_replay_file(a3)
+    first = replay(by_index)
+    assert first.window_s == 1.0 and replay(by_clock).window_s == 3600.0
+    # The same series one row a window either way: the same scores.
+    assert first.scores.tolist() == replay(by_clock).scores.tolist()
+    assert (first.scores[spikes] >= 0.5).all()
+    assert (first.scores == 0).sum() == 20  # the baseline's warm-up (deviation_warmup rows)
+    summary = summarize(by_index, first)
+    assert summary["times_are_row_numbers"] is True and summary["ignored_columns"] == ["is_anomaly"]
+    assert summarize(by_clock, replay(by_clock))["times_are_row_numbers"] is False
+
+
+def test_a_dense_series_of_clock_times_keeps_the_live_window(tmp_path: Path) -> None:
+    # One reading a second in 2014: clock times, so the auto window stays 60 s (6 ... 60
+    # readings a window, as the live worker judges them), not the 1 s step.
+    inp = read_replay_file(write_series(tmp_path / "dense.csv", series_values(), step_s=1.0))
+    assert auto_window_s(inp) == 60.0 and not summarize(inp, replay(inp))["times_are_row_numbers"]
