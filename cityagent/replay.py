@@ -318,16 +318,13 @@ def _is_jsonl(path: Path, text: TextIO) -> bool:
 
 def _read_csv(path: Path, text: TextIO, config: DetectionConfig,
               progress: Progress | None) -> ReplayInput:
-    reader = csv.reader(text)
-    header: list[str] | None = None
-    for cells in reader:
-        if cells and any(c.strip() for c in cells):
-            header = [c.strip().lower() for c in cells]
-            break
-    if header is None:
+    records = _csv_records(path, csv.reader(text, delimiter=_separator(text)))
+    first = next(records, None)
+    if first is None:
         raise InvalidReplayFile(path, "the file is empty; expected a header line such as "
                                       "timestamp,value")
-    head_line = reader.line_num
+    head_line, _, cells = first
+    header = [c.strip().lower() for c in cells]
     dup = [c for c, n in Counter(header).items() if n > 1 and c]
     if dup:
         raise InvalidReplayFile(path, f"column {dup[0]!r} appears twice in the header", head_line)
@@ -341,25 +338,64 @@ def _read_csv(path: Path, text: TextIO, config: DetectionConfig,
             head_line,
         )
     if "sensor_id" in header:
-        return _read_sensor_csv(path, reader, header, time_col, config, progress)
+        return _read_sensor_csv(path, records, header, time_col, config, progress)
     if "value" not in header:
         raise InvalidReplayFile(path, "a file without sensor_id is one series and needs a "
                                       f"value column; got {','.join(header)!r}", head_line)
-    return _read_series_csv(path, reader, header, time_col, config, progress)
+    return _read_series_csv(path, records, header, time_col, config, progress)
 
 
-def _read_series_csv(path: Path, reader: Iterator[list[str]], header: list[str], time_col: str,
-                     config: DetectionConfig, progress: Progress | None) -> ReplayInput:
+#: Cell separators tried in turn on the header line: a comma, then a tab (TSV) and a
+#: semicolon (spreadsheets set to a language that writes decimal commas).
+_SEPARATORS = (",", "\t", ";")
+
+
+def _separator(text: TextIO) -> str:
+    """The cell separator of a CSV file: the first of ``_SEPARATORS`` that splits its header
+    line (the first line with more than separators and quotes) into a time column."""
+    head = text.read(65_536)
+    text.seek(0)
+    line = next((raw for raw in head.splitlines() if raw.strip(' \t,;"')), "")
+    for sep in _SEPARATORS:
+        if any(c.strip().strip('"').strip().lower() in _TIME_COLUMNS for c in line.split(sep)):
+            return sep
+    return ","
+
+
+def _csv_records(path: Path, reader: Any) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, cells)`` of each record with a non-blank cell: blank lines
+    and rows of empty cells (``,,``, as spreadsheets export below their data) are skipped.
+    A record the csv module cannot read is InvalidReplayFile at the line it starts on."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            hint = ' (a quote (") opened here and never closed?)' if "field limit" in str(
+                exc) else ""
+            raise InvalidReplayFile(path, f"cannot read the CSV: {exc}{hint}", start) from None
+        if cells and (cells[0].strip() or any(c.strip() for c in cells)):
+            yield start, reader.line_num, cells
+
+
+def _width_error(width: int, cells: list[str], start: int, end: int) -> _RowError:
+    spans = (f" (the row runs over lines {start}-{end}: a quote (\") left open?)"
+             if end > start else "")
+    return _RowError(f"expected {width} columns like the header; got {len(cells)}{spans}")
+
+
+def _read_series_csv(path: Path, records: Iterator[tuple[int, int, list[str]]],
+                     header: list[str], time_col: str, config: DetectionConfig,
+                     progress: Progress | None) -> ReplayInput:
     ti, vi = header.index(time_col), header.index("value")
     width = len(header)
     rows = _Rows(("value",))
-    for cells in reader:
-        line = reader.line_num  # type: ignore[attr-defined]
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
+    for line, end, cells in records:
         try:
             if len(cells) != width:
-                raise _RowError(f"expected {width} columns like the header; got {len(cells)}")
+                raise _width_error(width, cells, line, end)
             ts = _time(cells[ti], time_col)
             value = _number(cells[vi], "value")
         except _RowError as exc:
@@ -371,8 +407,9 @@ def _read_series_csv(path: Path, reader: Iterator[list[str]], header: list[str],
     return rows.finish(str(path), "series-csv", config, ignored)
 
 
-def _read_sensor_csv(path: Path, reader: Iterator[list[str]], header: list[str], time_col: str,
-                     config: DetectionConfig, progress: Progress | None) -> ReplayInput:
+def _read_sensor_csv(path: Path, records: Iterator[tuple[int, int, list[str]]],
+                     header: list[str], time_col: str, config: DetectionConfig,
+                     progress: Progress | None) -> ReplayInput:
     col = {name: i for i, name in enumerate(header)}
     fields = [f for f in _VALUE_COLUMNS if f in col]
     used = {"sensor_id", "kind", time_col, "lon", "lat", *fields}
@@ -380,13 +417,10 @@ def _read_sensor_csv(path: Path, reader: Iterator[list[str]], header: list[str],
     rows = _Rows(fields)
     si, ki, ti = col["sensor_id"], col.get("kind"), col[time_col]
     loni, lati = col.get("lon"), col.get("lat")
-    for cells in reader:
-        line = reader.line_num  # type: ignore[attr-defined]
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
+    for line, end, cells in records:
         try:
             if len(cells) != width:
-                raise _RowError(f"expected {width} columns like the header; got {len(cells)}")
+                raise _width_error(width, cells, line, end)
             sensor = cells[si].strip()
             if not sensor:
                 raise _RowError("sensor_id is empty")
@@ -510,11 +544,22 @@ def _number(cell: str, name: str) -> float:
     try:
         value = float(text)
     except ValueError:
+        if "," in text and _is_float(text.replace(",", ".")):
+            raise _RowError(f"{name} must be a number written with a decimal point and no "
+                            f"commas; got {cell!r}") from None
         raise _RowError(f"{name} must be a number; got {cell!r}") from None
     if not math.isfinite(value):
         raise _RowError(f"{name} must be a finite number; got {cell!r}")
     return value
 
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 def _coordinate(cell: str, name: str, limit: float) -> float:
     if not cell.strip():

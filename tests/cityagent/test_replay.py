@@ -193,6 +193,31 @@ def test_gzip_files_are_read(tmp_path: Path) -> None:
     assert read_replay_file(path).watched.tolist() == [1.0]
 
 
+@pytest.mark.parametrize("sep", ["\t", ";"])
+def test_tab_and_semicolon_separated_files_read_as_the_comma_file(tmp_path: Path,
+                                                                 sep: str) -> None:
+    # A TSV, or a spreadsheet's CSV in a language with decimal commas, names the same columns
+    # with another separator: it was refused ("expected a header of timestamp,value ...; got
+    # 'timestamp\tvalue'"). Rows of empty cells below the data, as spreadsheets export them,
+    # are blank lines.
+    comma = LEVEL_CSV.read_text("utf-8").splitlines()
+    lines = ['"Timestamp"' + sep + '"Value"'] + [r.replace(",", sep) for r in comma[1:]]
+    path = tmp_path / "export.csv"
+    path.write_bytes(("\ufeff" + "\r\n".join([*lines, sep, sep * 3, ""])).encode())
+    inp, want = read_replay_file(path), read_replay_file(LEVEL_CSV)
+    assert inp.format == "series-csv" and len(inp) == len(want) == N
+    assert inp.ts_ms.tolist() == want.ts_ms.tolist()
+    assert inp.watched.tolist() == want.watched.tolist()
+
+
+def test_rows_of_empty_cells_are_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "sheet.csv"
+    path.write_text("timestamp,value,label\n2014-04-01 00:00:00,1,\n,,\n"
+                    "2014-04-01 00:05:00,2,\n ,,\n,,\n", "utf-8")
+    inp = read_replay_file(path)
+    assert inp.watched.tolist() == [1.0, 2.0] and inp.line.tolist() == [2, 4]
+
+
 # -- many sensors -----------------------------------------------------------------------------
 
 
@@ -293,6 +318,14 @@ def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: 
     ("nan.csv", "timestamp,value\n2014-04-01 00:00:00,nan\n", 2, "finite"),
     ("time.csv", "timestamp,value\n\n2014-04-01 00:00:00,1\nyesterday,2\n", 4, "not a time"),
     ("cols.csv", "timestamp,value\n2014-04-01 00:00:00,1,3\n", 2, "expected 2 columns"),
+    # A quote left open: the csv module's "field larger than field limit" was a traceback;
+    # a short one was reported on the line where the file ended.
+    ("quote.csv", 'timestamp,value\n2014-04-01 00:00:00,"1\n'
+                  + "2014-04-01 00:05:00,1\n" * 7000, 2, "never closed"),
+    ("short.csv", 'timestamp,value\n2014-04-01 00:00:00,1\n"2014-04-01 00:05:00,1\n'
+                  "2014-04-01 00:10:00,1\n", 3, "got 1 \\(the row runs over lines 3-4"),
+    ("comma.csv", "timestamp;value\n2014-04-01 00:00:00;10,25\n", 2,
+     "value must be a number written with a decimal point and no commas; got '10,25'"),
     ("kind.csv", "sensor_id,kind,timestamp,value\ns1,radar,2014-04-01T00:00:00Z,1\n", 2,
      "kind must be one of"),
     ("foreign.csv", "sensor_id,kind,timestamp,value,level_m\n"
