@@ -62,6 +62,7 @@ __all__ = (
     "SERIES_ID",
     "read_replay_file",
     "auto_window_s",
+    "repeated_times",
     "times_are_row_numbers",
     "replay",
     "summarize",
@@ -640,14 +641,24 @@ def auto_window_s(inp: ReplayInput, config: DetectionConfig | None = None) -> fl
     base = config.windows.size_ms / 1000.0
     if len(inp) < 2 or not (inp.kind_code == _KIND_INDEX[GENERIC]).all():
         return base
-    order = np.lexsort((inp.ts_ms, inp.sensor))
-    sensor, ts = inp.sensor[order], inp.ts_ms[order]
-    same = sensor[1:] == sensor[:-1]
-    gaps = np.diff(ts)[same]
+    gaps = _gaps(inp)
+    gaps = gaps[gaps > 0]  # a repeated time is no interval: every row twice gave 60 s
     if gaps.size == 0:
         return base
     step = float(np.median(gaps)) / 1000.0
-    return step if times_are_row_numbers(inp) and step > 0 else max(base, step)
+    return step if times_are_row_numbers(inp) else max(base, step)
+
+
+def _gaps(inp: ReplayInput) -> np.ndarray:
+    """The intervals between each sensor's consecutive readings (ms; 0 for a repeated time)."""
+    order = np.lexsort((inp.ts_ms, inp.sensor))
+    sensor, ts = inp.sensor[order], inp.ts_ms[order]
+    return np.diff(ts)[sensor[1:] == sensor[:-1]]
+
+
+def repeated_times(inp: ReplayInput) -> int:
+    """How many rows have the time of an earlier row of their sensor (all are replayed)."""
+    return int((_gaps(inp) == 0).sum()) if len(inp) > 1 else 0
 
 
 def times_are_row_numbers(inp: ReplayInput) -> bool:
@@ -761,6 +772,7 @@ def summarize(inp: ReplayInput, result: ReplayResult) -> dict[str, Any]:
         "score_max": round(float(result.scores.max()), 6) if len(inp) else 0.0,
         "rows_scored_above_0_5": int((result.scores >= 0.5).sum()),
         "times_are_row_numbers": times_are_row_numbers(inp),
+        "repeated_times": repeated_times(inp),
         "ignored_columns": list(inp.ignored),
         "elapsed_s": round(result.elapsed_s, 3),
     }

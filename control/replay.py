@@ -192,6 +192,8 @@ def format_summary(s: dict[str, Any]) -> str:
            if s.get("times_are_row_numbers") else ""),
         f"windows    {s['window_s']:g} s, grace {s['grace_s']:g} s: {s['windows']:,} judged; "
         f"late readings {s['late']:,}",
+        *([f"repeated   {s['repeated_times']:,} rows have the time of an earlier row of their "
+           "sensor (all replayed)"] if s.get("repeated_times") else []),
         f"anomalies  {s['episodes']:,} episodes"
         + (f" ({by_detector})" if by_detector else "")
         + f", {s['anomalies']:,} events (start/escalate/end)",

@@ -17,6 +17,7 @@ from cityagent.replay import (
     _rfc3339,
     auto_window_s,
     read_replay_file,
+    repeated_times,
     replay,
     summarize,
     write_scores,
@@ -498,3 +499,28 @@ def test_a_dense_series_of_clock_times_keeps_the_live_window(tmp_path: Path) -> 
     # readings a window, as the live worker judges them), not the 1 s step.
     inp = read_replay_file(write_series(tmp_path / "dense.csv", series_values(), step_s=1.0))
     assert auto_window_s(inp) == 60.0 and not summarize(inp, replay(inp))["times_are_row_numbers"]
+
+
+def test_repeated_times_are_no_interval_for_the_auto_window(tmp_path: Path, capsys) -> None:
+    # A file with every row twice (two exports concatenated and sorted, a min and a max per
+    # time): half its intervals were 0, so the median was 0 and the window the 60 s floor,
+    # five windows out of six of a 5-minute series empty; A1's row numbers got 60 rows a
+    # window again. Repeated times do not count as intervals, and the summary counts them.
+    values, spikes = yahoo_values()
+    a1 = tmp_path / "real_1.csv"
+    a1.write_text("timestamp,value\n" + "".join(
+        f"{n + 1},{v}\n{n + 1},{v}\n" for n, v in enumerate(values)), "utf-8")
+    twice = read_replay_file(a1)
+    assert auto_window_s(twice) == 1.0 and repeated_times(twice) == len(values)
+    nab = LEVEL_CSV.read_text("utf-8").splitlines()
+    path = tmp_path / "twice.csv"
+    path.write_text("\n".join([nab[0], *(r for row in nab[1:] for r in (row, row))]) + "\n")
+    inp = read_replay_file(path)
+    assert auto_window_s(inp) == 300.0
+    summary = summarize(inp, replay(inp))
+    assert summary["repeated_times"] == N and summary["window_s"] == 300.0
+    assert summarize(read_replay_file(LEVEL_CSV), replay(read_replay_file(LEVEL_CSV)))[
+        "repeated_times"] == 0
+    assert cli_main(["replay", str(path)]) == 0
+    assert (f"repeated   {N} rows have the time of an earlier row of their sensor"
+            in capsys.readouterr().out)
