@@ -155,8 +155,8 @@ class _Outputs:
                 os.chmod(part, 0o666 & ~_umask())  # as open() would have made it
         except OSError as exc:
             self.discard()
-            where = exc.filename or target.parent
-            raise _BadOutput(f"cannot write {flag} {target}: {where}: "
+            # The folder, not the temporary's name (.x.csv.2k3j.part) the user never gave.
+            raise _BadOutput(f"cannot write {flag} {target}: {target.parent}: "
                              f"{exc.strerror or exc}") from None
 
     def part(self, flag: str) -> Path:

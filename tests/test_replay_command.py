@@ -49,9 +49,12 @@ def test_an_output_that_cannot_be_written_fails_before_reading(tmp_path: Path, c
         raise AssertionError("read the input although the output cannot be written")
 
     monkeypatch.setattr(cityagent.replay, "read_replay_file", must_not_read)
-    assert cli_main(["replay", str(LEVEL_CSV), "--scores", str(tmp_path / "no" / "s.csv")]) == 2
+    target = tmp_path / "no" / "s.csv"
+    assert cli_main(["replay", str(LEVEL_CSV), "--scores", str(target)]) == 2
     err = capsys.readouterr().err
-    assert "cannot write --scores" in err and "No such file or directory" in err
+    # The folder that is missing, not the temporary's name (.s.csv.2k3j.part).
+    assert err == (f"cityagent replay: cannot write --scores {target}: {tmp_path / 'no'}: "
+                   "No such file or directory\n")
 
 
 def test_outputs_appear_whole_with_the_usual_permissions(tmp_path: Path, capsys) -> None:
