@@ -475,6 +475,11 @@ def _read_jsonl(path: Path, text: TextIO, config: DetectionConfig,
     for line, raw in enumerate(text, start=1):
         if not raw.strip():
             continue
+        if not len(rows) and raw.lstrip().startswith("["):
+            # A .json file holding one array of rows, the commonest JSON export: its "[" alone
+            # was "not a JSON object: unexpected end of data".
+            raise InvalidReplayFile(path, "is a JSON array; expected JSON lines, one object "
+                                          "per line without [ ] around them", line)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

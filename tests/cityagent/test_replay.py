@@ -337,6 +337,10 @@ def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: 
     ("reading.jsonl", '{"timestamp": 1396310400, "value": 1}\n'
                       '{"sensor_id": "g", "kind": "water_level", "ts": "2014-04-01T00:00:00Z",'
                       ' "lon": 117, "lat": 36}\n', 2, "needs 'level_m'"),
+    ("array.json", '[\n  {"timestamp": 1396310400, "value": 1},\n'
+                   '  {"timestamp": 1396310700, "value": 2}\n]\n', 1,
+     "is a JSON array; expected JSON lines, one object per line"),
+    ("oneline.json", '[{"timestamp": 1396310400, "value": 1}]\n', 1, "is a JSON array"),
     ("novalue.jsonl", '{"sensor_id": "a", "timestamp": 1396310400}\n', 1, "missing 'value'"),
     ("kind.jsonl", '{"kind": ["x"], "timestamp": 1396310400, "value": 1}\n', 1, "kind must be"),
     # One sensor, two kinds (two devices given one id): detection would drop the second's.
