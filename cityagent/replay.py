@@ -559,13 +559,13 @@ def _number(cell: str, name: str) -> float:
     return value
 
 
-
 def _is_float(text: str) -> bool:
     try:
         float(text)
     except ValueError:
         return False
     return True
+
 
 def _coordinate(cell: str, name: str, limit: float) -> float:
     if not cell.strip():
