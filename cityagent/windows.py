@@ -27,6 +27,7 @@ import numpy as np
 
 from cityagent.detectors._jit import njit
 from cityagent.detectors.config import WindowConfig
+from cityagent.detectors.params import PARAM_NAMES, QUANTUM_MAX, QUANTUM_MAX_FRACTION
 from cityagent.state import NO_TS, BucketState
 
 __all__ = ("ClosedWindows", "add_readings", "close_due", "hopping_mean")
@@ -60,13 +61,18 @@ class ClosedWindows:
 
 
 def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.ndarray,
-                 cfg: WindowConfig, order: np.ndarray | None = None) -> tuple[int, ClosedWindows]:
+                 cfg: WindowConfig, order: np.ndarray | None = None,
+                 params: np.ndarray | None = None) -> tuple[int, ClosedWindows]:
     """Fold readings into their windows; return (late readings, windows that closed).
 
     ``rows`` are state rows, ``ts`` event times (ms), ``x`` the watched value of each reading
     (NaN: the reading lacks it and is skipped); ``order`` is ``np.lexsort((ts, rows))`` if
-    the caller has it.
+    the caller has it; ``params`` the sensors' parameter matrix (``DetectionEngine.
+    param_matrix``; None: any step may be a sensor's quantum).
     """
+    if params is None:
+        params = np.zeros((len(state), len(PARAM_NAMES)))
+        params[:, QUANTUM_MAX] = np.inf
     rows = np.asarray(rows, dtype=np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     x = np.asarray(x, dtype=np.float64)
@@ -74,8 +80,9 @@ def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.nda
         order = np.lexsort((ts, rows))
     out = ClosedWindows.empty(len(rows) + 2 * len(state))
     keep = np.zeros(len(rows), dtype=np.bool_)
-    late, closed, newest = _fold(state.columns(), rows, ts, x, order, keep, state.watermark,
-                                 cfg.size_ms, cfg.grace_ms, state.panes, *_outputs(out))
+    late, closed, newest = _fold(state.columns(), params, rows, ts, x, order, keep,
+                                 state.watermark, cfg.size_ms, cfg.grace_ms, state.panes,
+                                 *_outputs(out))
     state.late_total += late
     if newest != NO_TS:
         state.watermark = max(state.watermark, newest)
@@ -131,8 +138,21 @@ def _close(c, row: int, slot: int, panes: int, at: int, o_rows, o_k, o_n, o_tota
 
 
 @njit
-def _fold(c, rows, ts, x, order, keep, watermark: int, size: int, grace: int, panes: int,
-          o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
+def _may_be_quantum(step: float, prev: float, varied: bool, p: np.ndarray) -> bool:
+    """Can a step between consecutive readings be the sensor's resolution (its quantum)?
+
+    Yes once the sensor's baseline has seen it vary (``varied``: its deviation is above 0);
+    before that, only up to ``quantum_max`` (in the kind's unit) or ``quantum_max_fraction``
+    of the value. A sensor constant for hours that jumps has taught nothing of its resolution,
+    and taking the jump for it made the jump one scale, never an anomaly, however large (a
+    water level constant at 2.00 m that rose to 3.00 m, or a generic series 5.0 → 105.0,
+    raised nothing)."""
+    return varied or step <= p[QUANTUM_MAX] or step <= p[QUANTUM_MAX_FRACTION] * abs(prev)
+
+
+@njit
+def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace: int,
+          panes: int, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
     """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts).
 
     ``keep``: a False array as long as ``rows``, marked for the readings folded (the kernels
@@ -166,7 +186,8 @@ def _fold(c, rows, ts, x, order, keep, watermark: int, size: int, grace: int, pa
             count += 1
             latest = max(latest, ts[i])
             step = abs(x[i] - prev)
-            if np.isfinite(step) and step > 0 and step < c.quantum[row]:
+            if np.isfinite(step) and 0 < step < c.quantum[row] and _may_be_quantum(
+                    step, prev, c.rec_d[row] > 0, params[row]):
                 c.quantum[row] = step
             prev = x[i]
         if count:

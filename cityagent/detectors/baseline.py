@@ -51,6 +51,13 @@ def learn(c: Baselines, flat_frac: np.ndarray, flat_n: np.ndarray, run_hit: np.n
     rate = p[BASELINE_RATE] * (p[ANOMALY_RATE_FACTOR] if anomalous else 1.0)
     n = c.rec_n[row]
     warming = n < p[DEVIATION_WARMUP]
+    moved = abs(x - c.rec_m[row])
+    if anomalous and not warming and c.rec_d[row] == 0 and moved > 0 and not np.isfinite(
+            c.quantum[row]):
+        # A constant sensor moved, and was judged for it (its first step is no quantum until
+        # then: windows._may_be_quantum). From now on the move is its step: with a scale of
+        # zero its baseline could never follow a new level, and the episode would never end.
+        c.quantum[row] = moved
     r = 1.0 / (n + 1.0) if warming else rate
     c.rec_m[row], c.rec_d[row] = _huber(c.rec_m[row], c.rec_d[row], x, r, f.rec_scale, warming)
     c.rec_n[row] = n + 1.0

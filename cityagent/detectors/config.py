@@ -56,7 +56,7 @@ PROFILE_COLUMNS: dict[str, str] = {
 _STAT_KEYS = {
     "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
     "spike_z": float, "flat_min_readings": int, "flat_max_fraction": float, "flat_warmup": int,
-    "flat_learn_after_s": float,
+    "flat_learn_after_s": float, "quantum_max": float, "quantum_max_fraction": float,
     "silence_factor": float, "silence_min_s": float, "baseline_rate": float,
     "anomaly_rate_factor": float, "cusum_rate": float, "trend_k": float, "trend_h": float,
 }
@@ -122,6 +122,8 @@ class KindConfig:
     flat_max_fraction: float = 0.02
     flat_warmup: int = 10
     flat_learn_after_s: float = 3600.0
+    quantum_max: float = math.inf
+    quantum_max_fraction: float = 0.0
     silence_factor: float = 3.0
     silence_min_s: float = 30.0
     baseline_rate: float = 0.05

@@ -91,8 +91,9 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
     watched_values(kinds, columns, x, m)
     xs = x[:m]
     runs = track_runs(c, params, rows, ts, xs, order, size_ms, run_rows, run_since)
-    late, closed, newest = _fold(c, rows, ts, xs, order, keep, watermark, size_ms, grace_ms,
-                                 panes, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop)
+    late, closed, newest = _fold(c, params, rows, ts, xs, order, keep, watermark, size_ms,
+                                 grace_ms, panes, o_rows, o_k, o_n, o_total, o_min, o_max,
+                                 o_hop)
     if newest != NO_TS or m == 0:  # no readings: the idle timer moves the watermark
         watermark = max(watermark, newest if m == 0 else min(newest, ceiling))
         closed = _close_due(c, watermark, size_ms, grace_ms, panes, closed, o_rows, o_k, o_n,

@@ -216,6 +216,26 @@ def test_a_constant_series_raises_nothing_on_its_smallest_step(kind: str, base: 
     assert events(found) == []
 
 
+@pytest.mark.parametrize("kind, base, jump", [
+    ("water_level", 2.0, 1.0),
+    ("pipe_pressure", 0.35, -0.1),
+    ("traffic", 60.0, -30.0),
+    ("generic", 5.0, 1.0),
+    ("generic", 5.0, 100.0),
+])
+def test_a_constant_sensor_that_jumps_raises_a_deviation(kind: str, base: float,
+                                                         jump: float) -> None:
+    # Its first step was taken for its resolution (the quantum that floors the scale): the
+    # jump itself became one scale, and no jump of a constant sensor raised anything. Now the
+    # jump is judged first and only then becomes the sensor's step, so that its baseline can
+    # follow the new level and the deviation episode ends.
+    engine, state = engine_with()
+    found = feed(engine, state, f"s-{kind}", kind, [[base] * 5] * 80 + [[base + jump] * 5] * 20)
+    deviation = [(a.phase, window_of(a)) for a in found if a.detector == "deviation"]
+    assert deviation[0] == ("start", 80) and deviation[-1][0] == "end"
+    assert state.cols["quantum"][state.index[f"s-{kind}"]] == pytest.approx(abs(jump))
+
+
 def test_a_quantised_series_flipping_between_two_values_never_flatlines() -> None:
     # 5 readings of 2.00 or 2.01 per window: ~6 % of its windows are flat by chance, more
     # than flat_max_fraction (2 %), so flatline must learn that this sensor is quantised.

@@ -48,7 +48,7 @@ def reference_process(engine: DetectionEngine, state: BucketState, batch: Readin
     matrix = engine.param_matrix(state)
     size = engine.config.windows.size_ms
     runs = track_runs(state.columns(), matrix, rows, ts, x, order, size, run_rows, run_since)
-    late, closed = add_readings(state, rows, ts, x, engine.config.windows, order)
+    late, closed = add_readings(state, rows, ts, x, engine.config.windows, order, matrix)
     events = Events()
     events.reserve(len(DETECTORS) * len(closed) + 2 * len(state))
     cols = state.columns()
