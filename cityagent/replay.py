@@ -628,6 +628,9 @@ class ReplayResult:
     windows: int = 0  # windows closed and judged
     late: int = 0  # readings after their window had closed (none when replaying a file)
     slices: int = 0  # engine steps
+    #: Rows that came before their sensor's baseline was warm (deviation_warmup windows):
+    #: scored by the domain levels only, so 0 for a generic series.
+    cold: int = 0
     elapsed_s: float = 0.0
 
 
@@ -741,6 +744,7 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
                if not (a.detector == "silence" and a.phase == "start"))
     result.windows += flushed.windows
     result.scores[order] = np.clip(np.nan_to_num(scores), 0.0, 1.0)
+    result.cold = score.cold
     result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -777,6 +781,7 @@ def summarize(inp: ReplayInput, result: ReplayResult) -> dict[str, Any]:
         "score_max": round(float(result.scores.max()), 6) if len(inp) else 0.0,
         "rows_scored_above_0_5": int((result.scores >= 0.5).sum()),
         "times_are_row_numbers": times_are_row_numbers(inp),
+        "rows_before_warm": result.cold,
         "repeated_times": repeated_times(inp),
         "ignored_columns": list(inp.ignored),
         "elapsed_s": round(result.elapsed_s, 3),

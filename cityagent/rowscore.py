@@ -393,14 +393,17 @@ def _score_slice(k: int, sensor: np.ndarray, row: np.ndarray, x_engine: np.ndarr
                  n: np.ndarray, spread: np.ndarray, pos: np.ndarray, neg: np.ndarray,
                  last_d: np.ndarray, pairs: np.ndarray, lag: np.ndarray, var: np.ndarray,
                  inn_n: np.ndarray, inn: np.ndarray, zbar: np.ndarray, slot_of: np.ndarray,
-                 rd: np.ndarray, acc: np.ndarray, ints: np.ndarray, out: np.ndarray) -> None:
-    """Score ``k`` readings of a slice into ``out`` and fold them into the row state.
+                 rd: np.ndarray, acc: np.ndarray, ints: np.ndarray, out: np.ndarray) -> int:
+    """Score ``k`` readings of a slice into ``out`` and fold them into the row state; return
+    how many of them came before their sensor's baseline was warm (no scale: only the
+    domain levels score them).
 
     ``row``: each reading's state row in the engine (-1: not seen yet); ``slot_of``: -1 per
     sensor, and -1 again on return; ``rd``, ``acc``, ``ints``: scratch of at least ``k``
     columns (a kernel without reference counting allocates nothing).
     """
     slots = 0
+    cold = 0
     # Score every reading against the state before the slice.
     for i in range(k):
         s = sensor[i]
@@ -439,6 +442,8 @@ def _score_slice(k: int, sensor: np.ndarray, row: np.ndarray, x_engine: np.ndarr
         change = score_one(fmax(up, down) / CUSUM_H) if np.isfinite(scale) else 0.0
         score = fmax(fmax(dev, innovation), change)
         out[i] = score
+        if not np.isfinite(scale):
+            cold += 1
         rd[_D, i], rd[_PREV, i], rd[_E, i], rd[_E_SCALE, i] = d, prev, e, e_scale
         rd[_SCALE, i], rd[_Z, i], rd[_SCORE, i] = scale, z, score
     for slot in range(slots):
@@ -507,6 +512,7 @@ def _score_slice(k: int, sensor: np.ndarray, row: np.ndarray, x_engine: np.ndarr
         neg[s] = clip(neg[s] + acc[_DOWN, slot], 0.0, CUSUM_CAP)
         if np.isfinite(rd[_SCALE, last]):
             last_d[s] = rd[_D, last]
+    return cold
 
 
 def score_slice_reference(engine: DetectionEngine, state: BucketState, rows: RowState,
@@ -540,6 +546,8 @@ class SliceScorer:
         self.sensor_ids = sensor_ids
         self._engine_row = np.full(len(sensor_ids), -1, dtype=np.int64)
         self._slot_of = np.full(len(sensor_ids), -1, dtype=np.int64)
+        #: Readings scored before their sensor's baseline was warm (only domain levels then).
+        self.cold = 0
         self._grow(64)
 
     def _grow(self, size: int) -> None:
@@ -563,7 +571,7 @@ class SliceScorer:
             rows = self._engine_row[sensor]
         c, st = self.state.cols, self.rows
         out = np.empty(k)
-        _score_slice(k, sensor, rows, self.engine.watched_values(chunk),
+        self.cold += _score_slice(k, sensor, rows, self.engine.watched_values(chunk),
                      np.asarray(x, dtype=np.float64), np.asarray(chunk.ts_ms, dtype=np.int64),
                      c["kind"], c["rec_n"], c["rec_m"], c["rec_d"], c["quantum"], c["tod_n"],
                      c["tod_m"], c["tod_d"], self.engine.param_matrix(self.state), st.n,

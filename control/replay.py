@@ -198,7 +198,10 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f" ({by_detector})" if by_detector else "")
         + f", {s['anomalies']:,} events (start/escalate/end)",
         f"scores     max {s['score_max']:.3f}; {s['rows_scored_above_0_5']:,} rows at 0.5 or "
-        "more",
+        "more"
+        + (f"; {s['rows_before_warm']:,} rows came before their sensor's baseline was learned "
+           "(deviation_warmup windows) and score only on domain levels (0 for generic series)"
+           if s.get("rows_before_warm") else ""),
         f"took       {s['elapsed_s']:.2f} s to detect ({rate:,.0f} rows/s), "
         f"{s.get('read_s', 0.0):.2f} s to read",
     ]

@@ -528,3 +528,15 @@ def test_repeated_times_are_no_interval_for_the_auto_window(tmp_path: Path, caps
     assert cli_main(["replay", str(path)]) == 0
     assert (f"repeated   {N} rows have the time of an earlier row of their sensor"
             in capsys.readouterr().out)
+
+
+def test_the_summary_counts_the_rows_before_each_sensors_baseline_was_learned(
+        tmp_path: Path, shifted) -> None:
+    # One reading a window: the first deviation_warmup (20) rows score 0 against no baseline.
+    # Sub-second data over two windows scored 0 on every row, and the summary said nothing.
+    _, inp, result = shifted
+    assert result.cold == 20 and (result.scores[:20] == 0).all()
+    assert summarize(inp, result)["rows_before_warm"] == 20
+    dense = read_replay_file(write_series(tmp_path / "dense.csv", series_values(), step_s=0.1))
+    quick = replay(dense)
+    assert quick.cold == N and (quick.scores == 0).all()

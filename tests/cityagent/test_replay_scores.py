@@ -336,6 +336,8 @@ def test_the_compiled_slice_scorer_scores_as_the_numpy_functions(
     compiled = replay(inp, window_s=window_s).scores
 
     class Reference:
+        cold = 0
+
         def __init__(self, engine, state, rows, sensor_ids) -> None:
             self.args = (engine, state, rows)
 
