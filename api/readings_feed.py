@@ -22,11 +22,9 @@ import time
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import UnsupportedVersionError
-from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
 from api.publisher import concat_batches
-from api.topic_feed import RecreatedTopicWatch, TopicFeed, topic_partitions
+from api.topic_feed import Lookback, RecreatedTopicWatch, TopicFeed, topic_partitions
 from cityagent.batch import ReadingBatch, decode_batch
 from cityagent.errors import InvalidBatch
 from cityagent.situation import SituationModel
@@ -57,33 +55,35 @@ class ReadingsFeed(TopicFeed):
         self._bootstrap = bootstrap
         self._topic = topic
         self._model = model
-        self._lookback_ms = lookback_ms
-        self._cutoff_ms: int | None = None  # now - lookback, fixed at the first start
+        # Where each partition's catch-up began; the cutoff is fixed at the first start.
+        self._lookback = Lookback(lookback_ms, self.name)
         self._next: dict[TopicPartition, int] = {}  # where to resume after a lost broker
-        self._start: dict[TopicPartition, int] = {}  # where each partition's catch-up began
         self._ends: dict[TopicPartition, int] = {}  # where it ends: the end offsets at start
-        self._before_cutoff: set[TopicPartition] = set()  # no record at or after the cutoff yet
         self.caught_up = False
         self.malformed = 0  # messages that were no reading batch
         self.messages = 0
-        self.skipped_old = 0  # messages read but older than the lookback (not folded)
         self.lag = 0
         self._watch = RecreatedTopicWatch()
+
+    @property
+    def skipped_old(self) -> int:
+        """Messages read but older than the lookback (not folded)."""
+        return self._lookback.skipped
 
     @property
     def progress(self) -> tuple[int, int]:
         """(messages read, messages to read) of the start-up catch-up: from where each partition
         began to the end offsets it had then. Both are the total once caught up (the embedded
         broker's short end offsets can leave the count below it)."""
-        total = sum(max(end - self._start.get(tp, 0), 0) for tp, end in self._ends.items())
+        total = sum(max(end - self._lookback.start.get(tp, 0), 0) for tp, end in self._ends.items())
         if self.caught_up:
             return total, total
-        done = sum(max(min(self._position(tp), end) - self._start.get(tp, 0), 0)
+        done = sum(max(min(self._position(tp), end) - self._lookback.start.get(tp, 0), 0)
                    for tp, end in self._ends.items())
         return done, total
 
     def _position(self, tp: TopicPartition) -> int:
-        return self._next.get(tp, self._start.get(tp, 0))
+        return self._next.get(tp, self._lookback.start.get(tp, 0))
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -102,7 +102,7 @@ class ReadingsFeed(TopicFeed):
                 if tp in self._next:
                     consumer.seek(tp, self._next[tp])
             if fresh:
-                await self._seek_fresh(consumer, fresh)
+                await self._lookback.seek(consumer, fresh)
             ends = await consumer.end_offsets(partitions)
             if not self.caught_up:
                 self._ends = ends
@@ -119,8 +119,10 @@ class ReadingsFeed(TopicFeed):
                     self._next.clear()
                     self._watch.reset()
                     return
+                recent, skipped = self._lookback.recent(polled)
+                self.messages += skipped  # read and counted, not folded
                 try:
-                    self._fold(self._recent(polled))
+                    self._fold(recent)
                 finally:  # a poll that failed (a bug, logged by the feed) is not read again
                     for tp, records in polled.items():
                         self._next[tp] = records[-1].offset + 1
@@ -135,64 +137,6 @@ class ReadingsFeed(TopicFeed):
                 await asyncio.sleep(0)  # let requests in between folds
         finally:
             await consumer.stop()
-
-    async def _seek_fresh(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
-        """Seek partitions the feed has not read from: to their first record at or after the
-        cutoff (now - lookback), to their end when none is that recent, to their beginning
-        when the broker cannot say (or there is no lookback).
-
-        The embedded broker (Tansu 0.6) answers a time lookup by the time *it* appended each
-        batch, not by the records' own timestamps, and answers "no record that recent" with
-        offset 0 and timestamp 0 rather than Kafka's -1 (tried: records stamped two days ago
-        but appended now are all found after a cutoff of one day ago; a cutoff after the last
-        append gives (0, 0) on every partition). So an answer dated before the cutoff is taken
-        as no answer (the beginning), and :meth:`_recent` skips, on each such partition, the
-        records before the first one stamped at or after the cutoff: the broker's answer only
-        saves reading, the record timestamps decide. On Apache Kafka both agree and nothing is
-        skipped. (aiokafka also gives None for a broker whose messages carry no timestamps,
-        format < 0.10, which no supported Kafka writes.)
-        """
-        firsts = await consumer.beginning_offsets(fresh)
-        answers: dict[TopicPartition, OffsetAndTimestamp | None] = {}  # absent: cannot say
-        cutoff = self._cutoff_ms
-        if self._lookback_ms is not None:
-            if cutoff is None:
-                cutoff = self._cutoff_ms = max(int(time.time() * 1000) - self._lookback_ms, 0)
-            try:
-                answers = await consumer.offsets_for_times(dict.fromkeys(fresh, cutoff))
-            except UnsupportedVersionError as exc:
-                log.warning("the broker cannot look up offsets by time (%s): the readings "
-                            "feed reads the whole topic", exc)
-        ends = await consumer.end_offsets(fresh) if answers else {}
-        for tp in fresh:
-            offset = firsts[tp]
-            if tp in answers:
-                hit = answers[tp]
-                if hit is None:  # no record at or after the cutoff
-                    offset = ends[tp]
-                elif cutoff is not None and hit.timestamp >= cutoff:
-                    offset = hit.offset
-            consumer.seek(tp, offset)
-            self._start[tp] = offset
-            if cutoff is not None:
-                self._before_cutoff.add(tp)
-
-    def _recent(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> list[ConsumerRecord]:
-        """The polled records to fold: on a fresh partition, none before its first record
-        stamped at or after the cutoff (see :meth:`_seek_fresh`); read and counted all the
-        same."""
-        kept: list[ConsumerRecord] = []
-        for tp, records in polled.items():
-            if tp in self._before_cutoff and self._cutoff_ms is not None:
-                first = next((i for i, r in enumerate(records)
-                              if r.timestamp >= self._cutoff_ms), len(records))
-                if first < len(records):
-                    self._before_cutoff.discard(tp)
-                self.skipped_old += first
-                self.messages += first
-                records = records[first:]
-            kept.extend(records)
-        return kept
 
     def _fold(self, records: list) -> None:
         if not records:

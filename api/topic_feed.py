@@ -1,5 +1,5 @@
-"""A read model's feed: a background task that reads one topic (from its beginning, or for the
-readings from a lookback) for good.
+"""A read model's feed: a background task that reads one topic (from its beginning, or from a
+lookback) for good.
 
 The API's alert book and situation model are both folded from a topic (the stream is the
 truth). Their feeds share how they run: a lost broker, or an error on one poll (a bug), is
@@ -15,9 +15,10 @@ import time
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnsupportedVersionError
+from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
-__all__ = ("TopicFeed", "topic_partitions", "RecreatedTopicWatch")
+__all__ = ("TopicFeed", "topic_partitions", "Lookback", "RecreatedTopicWatch")
 
 log = logging.getLogger("cityagent.api")
 
@@ -73,6 +74,94 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         await consumer._client.force_metadata_update()  # noqa: SLF001 (no public refresh call)
         await asyncio.sleep(0.5)
     raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")
+
+
+class Lookback:
+    """Where a feed starts on the partitions it has not read: ``lookback_ms`` ago, by Kafka
+    record time (None: the topic's beginning).
+
+    Why: a topic that keeps days (the readings) or months (the alerts' audit trail) would keep
+    a starting API unready for as long as it takes to read it all, when its read model needs
+    only the recent part. The cutoff (now - lookback) is fixed at the first :meth:`seek`, so a
+    feed that lost the broker resumes against the same one; :meth:`restart` forgets it.
+
+    ``start`` holds where each partition's read began; ``skipped`` counts the records read but
+    dropped by :meth:`recent` as older than the cutoff.
+    """
+
+    def __init__(self, lookback_ms: int | None, feed_name: str = "feed") -> None:
+        self.lookback_ms = lookback_ms
+        self.feed_name = feed_name
+        self.cutoff_ms: int | None = None
+        self.start: dict[TopicPartition, int] = {}
+        self.skipped = 0
+        self._before_cutoff: set[TopicPartition] = set()  # no record at or after the cutoff yet
+
+    def restart(self) -> None:
+        """Forget the cutoff and the starts: the next :meth:`seek` is a first start again."""
+        self.cutoff_ms = None
+        self.start.clear()
+        self._before_cutoff.clear()
+
+    async def seek(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
+        """Seek partitions the feed has not read from: to their first record at or after the
+        cutoff (now - lookback), to their end when none is that recent, to their beginning
+        when the broker cannot say (or there is no lookback).
+
+        The embedded broker (Tansu 0.6) answers a time lookup by the time *it* appended each
+        batch, not by the records' own timestamps, and answers "no record that recent" with
+        offset 0 and timestamp 0 rather than Kafka's -1 (tried: records stamped two days ago
+        but appended now are all found after a cutoff of one day ago; a cutoff after the last
+        append gives (0, 0) on every partition). So an answer dated before the cutoff is taken
+        as no answer (the beginning), and :meth:`recent` skips, on each such partition, the
+        records before the first one stamped at or after the cutoff: the broker's answer only
+        saves reading, the record timestamps decide. On Apache Kafka both agree and nothing is
+        skipped. (aiokafka also gives None for a broker whose messages carry no timestamps,
+        format < 0.10, which no supported Kafka writes.)
+        """
+        firsts = await consumer.beginning_offsets(fresh)
+        answers: dict[TopicPartition, OffsetAndTimestamp | None] = {}  # absent: cannot say
+        cutoff = self.cutoff_ms
+        if self.lookback_ms is not None:
+            if cutoff is None:
+                cutoff = self.cutoff_ms = max(int(time.time() * 1000) - self.lookback_ms, 0)
+            try:
+                answers = await consumer.offsets_for_times(dict.fromkeys(fresh, cutoff))
+            except UnsupportedVersionError as exc:
+                log.warning("the broker cannot look up offsets by time (%s): the %s reads the "
+                            "whole topic", exc, self.feed_name)
+        ends = await consumer.end_offsets(fresh) if answers else {}
+        for tp in fresh:
+            offset = firsts[tp]
+            if tp in answers:
+                hit = answers[tp]
+                if hit is None:  # no record at or after the cutoff
+                    offset = ends[tp]
+                elif cutoff is not None and hit.timestamp >= cutoff:
+                    offset = hit.offset
+            consumer.seek(tp, offset)
+            self.start[tp] = offset
+            if cutoff is not None:
+                self._before_cutoff.add(tp)
+
+    def recent(self, polled: Mapping[TopicPartition, list[ConsumerRecord]]
+               ) -> tuple[list[ConsumerRecord], int]:
+        """The polled records to take, and how many were dropped: on a freshly sought
+        partition, none before its first record stamped at or after the cutoff (see
+        :meth:`seek`)."""
+        kept: list[ConsumerRecord] = []
+        dropped = 0
+        for tp, records in polled.items():
+            if tp in self._before_cutoff and self.cutoff_ms is not None:
+                first = next((i for i, r in enumerate(records)
+                              if r.timestamp >= self.cutoff_ms), len(records))
+                if first < len(records):
+                    self._before_cutoff.discard(tp)
+                dropped += first
+                records = records[first:]
+            kept.extend(records)
+        self.skipped += dropped
+        return kept, dropped
 
 
 class RecreatedTopicWatch:
