@@ -83,8 +83,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.publisher = ReadingPublisher(settings.bootstrap, settings.readings_topic)
         await app.state.publisher.start()
         await app.state.commands.start()
-        feed = app.state.alert_feed = AlertFeed(settings.bootstrap, settings.alerts_topic,
-                                                app.state.alert_book, app.state.alert_hub)
+        # The last 7 days of the alerts topic (it keeps months: the audit trail): the book
+        # forgets resolved alerts after that, and open ones are restated every day.
+        feed = app.state.alert_feed = AlertFeed(
+            settings.bootstrap, settings.alerts_topic, app.state.alert_book, app.state.alert_hub,
+            lookback_ms=app.state.alert_book.resolved_for_ms)
         feed.start()
         app.state.readings_feed = ReadingsFeed(settings.bootstrap, settings.readings_topic,
                                                app.state.situation,

@@ -1,8 +1,12 @@
 """Keeping the API's alert book up to date from the alerts topic, and fanning changes out.
 
-The stream is the truth: on start the API reads the alerts topic from the beginning into an
+The stream is the truth: on start the API reads the alerts topic into an
 :class:`~api.alert_book.AlertBook`, so a restarted API, or a second replica, answers as the
-first (with the embedded broker, only as long as the broker runs). :class:`AlertFeed` does
+first (with the embedded broker, only as long as the broker runs). It reads the last 7 days of
+it (``RETENTION_H``, by Kafka record time), not its beginning: the topic is the audit trail and
+keeps months (``CITYAGENT_ALERTS_RETENTION_DAYS``), but the book needs no more than 7 days, as
+it forgets resolved alerts after that and open ones are restated every day
+(docs/alerting.md); reading months would make every start slower with the topic's age. :class:`AlertFeed` does
 the reading; :class:`AlertHub` hands each applied event to the live-stream clients that want
 it, each through its own bounded queue, so a slow client never holds back the feed or the
 other clients: when its queue is full it is cut off (and told so) and may resume with its
@@ -19,11 +23,17 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.alert_book import AlertBook, FeedEntry, MalformedEvent
-from api.topic_feed import RecreatedTopicWatch, TopicFeed, topic_partitions
+from api.topic_feed import Lookback, RecreatedTopicWatch, TopicFeed, topic_partitions
+from cityagent.settings import RETENTION_H
 
-__all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription", "RECREATED", "TopicRecreated")
+__all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription", "RECREATED", "TopicRecreated",
+           "LOOKBACK_MS")
 
 log = logging.getLogger("cityagent.api")
+
+#: How far back a starting feed reads the alerts topic, by Kafka record time: 7 days, the
+#: book's ``resolved_for_ms``. Every open alert has an event in it (the daily ``restated``).
+LOOKBACK_MS = RETENTION_H * 3_600_000
 
 
 class TopicRecreated:
@@ -89,7 +99,8 @@ class AlertHub:
 
 
 class AlertFeed(TopicFeed):
-    """Keeps an AlertBook up to date from the alerts topic, from its beginning.
+    """Keeps an AlertBook up to date from the alerts topic, from ``lookback_ms`` ago (None: its
+    beginning; see :class:`~api.topic_feed.Lookback`).
 
     ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
     the feed started, or read nothing in a whole poll (the embedded broker may report a high
@@ -99,12 +110,13 @@ class AlertFeed(TopicFeed):
     name = "alert feed"
 
     def __init__(self, bootstrap: str, topic: str, book: AlertBook,
-                 hub: AlertHub | None = None) -> None:
+                 hub: AlertHub | None = None, *, lookback_ms: int | None = LOOKBACK_MS) -> None:
         super().__init__()
         self._bootstrap = bootstrap
         self._topic = topic
         self._book = book
         self._hub = hub
+        self._lookback = Lookback(lookback_ms, self.name)
         self.caught_up = False
         self.malformed = 0
         self._watch = RecreatedTopicWatch()
@@ -129,9 +141,8 @@ class AlertFeed(TopicFeed):
                 if recreated:
                     self._start_again(recreated)
                     return
-                for records in batches.values():
-                    for record in records:
-                        self._take(record)
+                for record in self._lookback.recent(batches)[0]:
+                    self._take(record)
                 if not self.caught_up and (not batches or await _at(consumer, ends)):
                     self.caught_up = True
                     log.info("alert feed caught up: %d alerts", len(self._book))
@@ -142,26 +153,31 @@ class AlertFeed(TopicFeed):
         """The topic was recreated: forget the book, tell the stream clients, re-read it all.
 
         Returning from ``_consume`` starts it again at once, with a new consumer that finds
-        the book empty and so reads every partition from its beginning.
+        the book empty and so reads every partition afresh (from the lookback, taken anew).
         """
         log.warning("the alerts topic %s was recreated (partitions %s end below what this API "
                     "had read): forgetting its %d alerts and reading it again from the "
                     "beginning", self._topic, recreated, len(self._book))
         self._book.clear()
         self._watch.reset()
+        self._lookback.restart()
         self.caught_up = False
         if self._hub is not None:
             self._hub.recreated()
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        """Resume where the book is (after a lost broker), else start at the beginning."""
+        """Resume where the book is (after a lost broker), else start at the lookback.
+
+        A partition whose records were all older than the lookback has nothing in the book,
+        so after a lost broker it is sought again, against the same cutoff.
+        """
         read = self._book.next_offsets
         fresh = [tp for tp in partitions if tp.partition not in read]
         for tp in partitions:
             if tp.partition in read:
                 consumer.seek(tp, read[tp.partition])
         if fresh:
-            await consumer.seek_to_beginning(*fresh)
+            await self._lookback.seek(consumer, fresh)
 
     def _take(self, record) -> None:
         try:
