@@ -14,11 +14,17 @@ from pathlib import Path
 
 from cityagent.errors import ConfigError
 
-__all__ = ("Settings", "ENV_VARS", "RETENTION_H")
+__all__ = ("Settings", "ENV_VARS", "RETENTION_H", "ALERTS_RETENTION_DAYS_MIN",
+           "ALERTS_RETENTION_DAYS_MAX")
 
 #: Retention of CityAgent's plain (delete-policy) topics, the readings topic among them: 7 days.
 #: ``control.topics`` creates the topics with it; the situation's lookback may not exceed it.
 RETENTION_H = 7 * 24
+
+#: Bounds of ``CITYAGENT_ALERTS_RETENTION_DAYS``. At least the 7 days above: the API reads the
+#: last 7 days of the alerts topic and restates open alerts daily within them. At most ten
+#: years: longer belongs in an archive, not in a Kafka topic.
+ALERTS_RETENTION_DAYS_MIN, ALERTS_RETENTION_DAYS_MAX = RETENTION_H // 24, 3650
 
 #: Environment variable → (Settings field, one-line meaning). The README table is built from this.
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -56,6 +62,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_API_KEYS_FILE": ("api_keys_path", "TOML file of API keys (plain or `sha256` hashed), added to `CITYAGENT_API_KEYS`; format in [docs/api.md](docs/api.md)."),
     "CITYAGENT_FUTURE_TOLERANCE_S": ("future_tolerance_s", "How far past its clock a reading may be dated, seconds (default 300, at most 86400): further ahead it is refused (API) or dropped (worker, situation), as a sensor clock that runs ahead would make its bucket-mates' readings late. See docs/readings.md."),
     "CITYAGENT_SITUATION_LOOKBACK_H": ("situation_lookback_h", "Hours of the readings topic a starting API re-reads into its situation model, by Kafka record time (default 24, at most 168, the topic's retention): a sensor silent for longer is unknown to a restarted API unless it is in the sensor registry. See [docs/api.md](docs/api.md#situation-and-sensors)."),
+    "CITYAGENT_ALERTS_RETENTION_DAYS": ("alerts_retention_days", "Days the alerts topic keeps its events, the audit trail of every alert (`cityagent audit`): its `retention.ms` when CityAgent creates it (default 180, at least 7, at most 3650). An existing topic keeps its retention: raise it with `kafka-configs.sh`, see [docs/alerting.md](docs/alerting.md#audit-trail). A starting API reads only the last 7 days of it."),
     "CITYAGENT_API_RATE": ("api_rate", "Readings per second each API key may post, on average (default 20000)."),
     "CITYAGENT_API_BURST": ("api_burst", "Readings an API key may post at once above its rate (token bucket size; default 100000)."),
 }
@@ -88,6 +95,7 @@ class Settings:
     api_rate: float = 20_000.0
     future_tolerance_s: float = 300.0
     situation_lookback_h: float = 24.0
+    alerts_retention_days: int = 180
     api_burst: int = 100_000
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -108,6 +116,12 @@ class Settings:
                     number = int(raw)
                 except ValueError:
                     raise ConfigError(f"{var} must be a whole number; got {raw!r}") from None
+                if name == "alerts_retention_days" and not (
+                        ALERTS_RETENTION_DAYS_MIN <= number <= ALERTS_RETENTION_DAYS_MAX):
+                    raise ConfigError(
+                        f"{var} must be between {ALERTS_RETENTION_DAYS_MIN} (the API reads the "
+                        f"last 7 days of the alerts topic) and {ALERTS_RETENTION_DAYS_MAX} (ten "
+                        f"years); got {number}")
                 if number <= 0 or (name.endswith("port") and number > 65535):
                     raise ConfigError(f"{var} is out of range; got {number}")
                 values[name] = number
@@ -149,6 +163,11 @@ class Settings:
     def situation_lookback_ms(self) -> int:
         """``situation_lookback_h`` in milliseconds (Kafka record timestamps are)."""
         return round(self.situation_lookback_h * 3_600_000)
+
+    @property
+    def alerts_retention_ms(self) -> int:
+        """``alerts_retention_days`` in milliseconds: the alerts topic's ``retention.ms``."""
+        return self.alerts_retention_days * 86_400_000
 
     @property
     def embedded(self) -> bool:

@@ -43,6 +43,14 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "-3"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "a day"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a number"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "nan"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "6"},
+     r"CITYAGENT_ALERTS_RETENTION_DAYS must be between 7 \(the API reads the last 7 days"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "0"}, "CITYAGENT_ALERTS_RETENTION_DAYS must be between 7"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "-30"}, "CITYAGENT_ALERTS_RETENTION_DAYS must be between"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "3651"}, r"and 3650 \(ten years\); got 3651"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "180d"},
+     "CITYAGENT_ALERTS_RETENTION_DAYS must be a whole number; got '180d'"),
+    ({"CITYAGENT_ALERTS_RETENTION_DAYS": "7.5"}, "CITYAGENT_ALERTS_RETENTION_DAYS must be a whole"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "169"},
      r"CITYAGENT_SITUATION_LOOKBACK_H must be at most 168 \(the readings topic's retention"),
 ])
@@ -67,3 +75,12 @@ def test_the_situation_lookback_is_a_setting_of_at_most_the_retention() -> None:
         5_400_000)
     assert Settings.from_env({"CITYAGENT_SITUATION_LOOKBACK_H": "168"}).situation_lookback_h == 168
 
+
+
+def test_the_alerts_topic_keeps_180_days_unless_set_between_7_and_3650() -> None:
+    assert Settings.from_env({}).alerts_retention_days == 180
+    assert Settings.from_env({}).alerts_retention_ms == 180 * 86_400_000
+    assert Settings.from_env({"CITYAGENT_ALERTS_RETENTION_DAYS": "7"}).alerts_retention_ms == (
+        604_800_000)
+    assert Settings.from_env({"CITYAGENT_ALERTS_RETENTION_DAYS": " 3650 "}).alerts_retention_days == (
+        3650)
