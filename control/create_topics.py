@@ -11,7 +11,7 @@ import sys
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
 from control.broker import wait_for_kafka
-from control.topics import ensure_topics, pipeline_topics
+from control.topics import ensure_topics, pipeline_topics, short_retention
 
 
 def main() -> int:
@@ -27,6 +27,9 @@ def main() -> int:
         print(f"create_topics: {exc}", file=sys.stderr)
         return 1
     print("topics ready: " + ", ".join(f"{s.name} ({s.partitions})" for s in specs))
+    short = short_retention(settings.bootstrap, settings.alerts_topic, settings.alerts_retention_ms)
+    if short:
+        print(f"create_topics: warning: {short}", file=sys.stderr)
     return 0
 
 

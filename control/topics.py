@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from cityagent.errors import BrokerError
 from cityagent.settings import RETENTION_H, Settings
 
-__all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME")
+__all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME",
+           "short_retention")
 
 #: Name of the Faust table holding detector state; its changelog topic is created here.
 TABLE_NAME = "detector_state"
@@ -89,13 +90,16 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     """Every topic the pipeline uses, all with ``settings.partitions`` partitions.
 
     The changelog has the same count as the readings topic because Faust co-partitions a
-    table with the stream that updates it.
+    table with the stream that updates it. Plain topics keep 7 days but two: the idempotency
+    records an hour, the alerts ``CITYAGENT_ALERTS_RETENTION_DAYS`` (180 days by default).
     """
     n, r = settings.partitions, settings.replication
     return [
         TopicSpec(settings.readings_topic, n, r),
         TopicSpec(settings.anomalies_topic, n, r),
-        TopicSpec(settings.alerts_topic, n, r),
+        # The audit trail of every alert: months, not 7 days (the API reads only 7 of them).
+        TopicSpec(settings.alerts_topic, n, r,
+                  config={"retention.ms": str(settings.alerts_retention_ms)}),
         TopicSpec(settings.scopes_topic, n, r),
         TopicSpec(settings.commands_topic, n, r),
         TopicSpec(settings.zones_topic, 1, r, compacted=True),  # one partition: total order
@@ -189,6 +193,45 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float =
     finally:
         with contextlib.suppress(Exception):
             admin.close()
+
+
+def short_retention(bootstrap: str, topic: str, want_ms: int) -> str | None:
+    """A warning when ``topic`` keeps less than ``want_ms`` on the brokers, else None.
+
+    Topics are only ever created, never altered, so an alerts topic made before
+    ``CITYAGENT_ALERTS_RETENTION_DAYS`` (or with a smaller value) keeps its shorter retention:
+    the warning says so and how to raise it. None too when the brokers cannot say: Tansu's
+    DescribeConfigs returns only the configs set at creation, and a failed lookup must not
+    stop a start. aiokafka's admin reads the answer (kafka-python 3.0 returns Tansu's empty)
+    and DescribeConfigs creates no topic.
+    """
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def describe() -> dict[str, str | None]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)])
+        finally:
+            await admin.close()
+        (resource,) = response.resources
+        return {entry[0]: entry[1] for entry in resource[4]}
+
+    try:
+        have = int(asyncio.run(asyncio.wait_for(describe(), 15))["retention.ms"] or "")
+    except Exception:  # noqa: BLE001 (unknown is no warning, whatever the reason)
+        return None
+    if have < 0 or have >= want_ms:  # -1: forever
+        return None
+    return (f"topic {topic!r} keeps its events {have / 86_400_000:g} days (retention.ms={have}), "
+            f"less than the {want_ms / 86_400_000:g} asked (CITYAGENT_ALERTS_RETENTION_DAYS); "
+            "topics are never altered: raise it with kafka-configs.sh --bootstrap-server "
+            f"{bootstrap.split(',')[0]} --alter --entity-type topics --entity-name {topic} "
+            f"--add-config retention.ms={want_ms}")
 
 
 def _partition_counts(admin: object, names: list[str]) -> dict[str, int]:

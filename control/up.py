@@ -18,7 +18,7 @@ from cityagent.readings import format_ts
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
 from control.supervisor import Supervisor
-from control.topics import ensure_topics, pipeline_topics
+from control.topics import ensure_topics, pipeline_topics, short_retention
 
 __all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "BrokerMemory",
            "EMBEDDED_CHECKPOINT_S")
@@ -155,6 +155,10 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             wait_for_kafka(bootstrap)
         ensure_topics(bootstrap, pipeline_topics(settings))
         say(f"topics ready: {', '.join(t.name for t in pipeline_topics(settings))}")
+        if broker is None:  # an embedded broker's topics were all just created, as asked
+            short = short_retention(bootstrap, settings.alerts_topic, settings.alerts_retention_ms)
+            if short:
+                say(f"warning: {short}")
         env = dict(os.environ, CITYAGENT_KAFKA=bootstrap, PYTHONUNBUFFERED="1")
         if broker is not None:
             memory = BrokerMemory(broker)

@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from cityagent.errors import BrokerError, PortInUse
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, process_memory_bytes, wait_for_kafka
-from control.topics import TopicSpec, ensure_topics, pipeline_topics
+from control.topics import TopicSpec, ensure_topics, pipeline_topics, short_retention
 from control.up import BrokerMemory
 from tests.helpers import free_port, pid_alive
 
@@ -91,6 +91,35 @@ def test_ensure_topics_creates_pipeline_topics(kafka_bootstrap: str, isolated_se
     records = asyncio.run(_topic_configs(kafka_bootstrap, isolated_settings.idempotency_topic))
     assert records.get("retention.ms") == str(3600 * 1000)  # an hour: what a starting API reads
     assert readings.get("cleanup.policy", "delete") == "delete"
+    alerts = asyncio.run(_topic_configs(kafka_bootstrap, isolated_settings.alerts_topic))
+    assert alerts.get("retention.ms") == str(180 * 24 * 3600 * 1000)  # the audit trail
+    assert alerts.get("cleanup.policy", "delete") == "delete"
+
+
+def test_the_alerts_topic_keeps_the_configured_retention(kafka_bootstrap: str,
+                                                         settings_factory) -> None:
+    settings = settings_factory(alerts_retention_days=400)
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    alerts = asyncio.run(_topic_configs(kafka_bootstrap, settings.alerts_topic))
+    assert alerts.get("retention.ms") == str(400 * 86_400_000)
+    anomalies = asyncio.run(_topic_configs(kafka_bootstrap, settings.anomalies_topic))
+    assert anomalies.get("retention.ms") == str(7 * 86_400_000)  # only the alerts topic
+    assert short_retention(kafka_bootstrap, settings.alerts_topic, 400 * 86_400_000) is None
+
+
+def test_an_existing_alerts_topic_that_keeps_less_is_named_with_the_fix(
+        kafka_bootstrap: str, settings_factory) -> None:
+    """Topics are never altered: an alerts topic of 7 days (as before the setting) stays so."""
+    settings = settings_factory()
+    ensure_topics(kafka_bootstrap, [TopicSpec(settings.alerts_topic, 4)])  # 7 days
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    warning = short_retention(kafka_bootstrap, settings.alerts_topic, settings.alerts_retention_ms)
+    assert warning is not None
+    assert f"topic {settings.alerts_topic!r} keeps its events 7 days" in warning
+    assert "less than the 180 asked (CITYAGENT_ALERTS_RETENTION_DAYS)" in warning
+    assert (f"kafka-configs.sh --bootstrap-server {kafka_bootstrap} --alter --entity-type topics "
+            f"--entity-name {settings.alerts_topic} --add-config retention.ms=15552000000"
+            ) in warning
 
 
 def test_ensure_topics_twice_is_fine(kafka_bootstrap: str, isolated_settings: Settings):
