@@ -97,6 +97,13 @@ class Lookback:
         self.skipped = 0
         self._before_cutoff: set[TopicPartition] = set()  # no record at or after the cutoff yet
 
+    @classmethod
+    def since(cls, cutoff_ms: int, feed_name: str = "feed") -> Lookback:
+        """A lookback to a fixed time (epoch ms) rather than to a span before the first seek."""
+        lookback = cls(0, feed_name)
+        lookback.cutoff_ms = max(cutoff_ms, 0)
+        return lookback
+
     def restart(self) -> None:
         """Forget the cutoff and the starts: the next :meth:`seek` is a first start again."""
         self.cutoff_ms = None

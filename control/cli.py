@@ -1,4 +1,4 @@
-"""The `cityagent` command: up, sim, eval, bench, replay."""
+"""The `cityagent` command: up, sim, eval, bench, replay, audit."""
 
 from __future__ import annotations
 
@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the anomaly detectors offline over a CSV or JSON-lines file "
                     "(docs/replay.md).",
     ))
+
+    from control.audit import add_arguments as add_audit_arguments
+
+    add_audit_arguments(sub.add_parser(
+        "audit", help="export the alert events of a time range from the alerts topic (JSON lines)",
+        description="Export the alert events of a time range (opened, escalated, acknowledged, "
+                    "assigned, commented, resolved, restated ...) from the alerts topic as JSON "
+                    "lines; reads only (docs/alerting.md#audit-trail).",
+    ))
     return parser
 
 
@@ -137,6 +146,10 @@ def _run(args: argparse.Namespace) -> int:
 
             return run_replay(args)
         settings = Settings.from_env()
+        if args.command == "audit":
+            from control.audit import run_audit
+
+            return run_audit(settings, args)
         if args.command == "up":
             from control.up import run_up
 
