@@ -425,7 +425,8 @@ def _read_sensor_csv(path: Path, records: Iterator[tuple[int, int, list[str]]],
             sensor = cells[si].strip()
             if not sensor:
                 raise _RowError("sensor_id is empty")
-            kind = cells[ki].strip() if ki is not None else GENERIC
+            # An empty kind cell is a kind not given, as a missing column is: generic.
+            kind = (cells[ki].strip() if ki is not None else "") or GENERIC
             if kind not in _KIND_INDEX:
                 raise _RowError(f"kind must be one of {list(REPLAY_KINDS)}; got {kind!r}")
             ts = _time(cells[ti], time_col)

@@ -180,26 +180,31 @@ def _umask() -> int:
     return mask
 
 
+def _count(n: int, word: str) -> str:
+    """``1 row``, ``2 rows``, ``1,200 rows``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def format_summary(s: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} {n:,}" for k, n in s["kinds"].items())
     by_detector = ", ".join(f"{d} {n}" for d, n in s["episodes_by_detector"].items())
     rate = s["rows"] / s["elapsed_s"] if s["elapsed_s"] > 0 else 0.0
     lines = [
-        f"replayed   {s['file']} ({s['format']}): {s['rows']:,} rows, {s['sensors']:,} "
-        f"sensor{'s' if s['sensors'] != 1 else ''} ({kinds})",
+        f"replayed   {s['file']} ({s['format']}): {_count(s['rows'], 'row')}, "
+        f"{_count(s['sensors'], 'sensor')} ({kinds})",
         f"event time {s['first']} .. {s['last']}"
         + ("  (all in 1970: read as row numbers, not clock times)"
            if s.get("times_are_row_numbers") else ""),
         f"windows    {s['window_s']:g} s, grace {s['grace_s']:g} s: {s['windows']:,} judged; "
         f"late readings {s['late']:,}",
-        *([f"repeated   {s['repeated_times']:,} rows have the time of an earlier row of their "
-           "sensor (all replayed)"] if s.get("repeated_times") else []),
-        f"anomalies  {s['episodes']:,} episodes"
+        *([f"repeated   {_count(s['repeated_times'], 'row')} with the time of an earlier row of "
+           "their sensor (all replayed)"] if s.get("repeated_times") else []),
+        f"anomalies  {_count(s['episodes'], 'episode')}"
         + (f" ({by_detector})" if by_detector else "")
-        + f", {s['anomalies']:,} events (start/escalate/end)",
-        f"scores     max {s['score_max']:.3f}; {s['rows_scored_above_0_5']:,} rows at 0.5 or "
-        "more"
-        + (f"; {s['rows_before_warm']:,} rows came before their sensor's baseline was learned "
+        + f", {_count(s['anomalies'], 'event')} (start/escalate/end)",
+        f"scores     max {s['score_max']:.3f}; {_count(s['rows_scored_above_0_5'], 'row')} at "
+        "0.5 or more"
+        + (f"; {_count(s['rows_before_warm'], 'row')} before their sensor's baseline was learned "
            "(deviation_warmup windows) and score only on domain levels (0 for generic series)"
            if s.get("rows_before_warm") else ""),
         f"took       {s['elapsed_s']:.2f} s to detect ({rate:,.0f} rows/s), "

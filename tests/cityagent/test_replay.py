@@ -526,7 +526,7 @@ def test_repeated_times_are_no_interval_for_the_auto_window(tmp_path: Path, caps
     assert summarize(read_replay_file(LEVEL_CSV), replay(read_replay_file(LEVEL_CSV)))[
         "repeated_times"] == 0
     assert cli_main(["replay", str(path)]) == 0
-    assert (f"repeated   {N} rows have the time of an earlier row of their sensor"
+    assert (f"repeated   {N} rows with the time of an earlier row of their sensor"
             in capsys.readouterr().out)
 
 
@@ -540,3 +540,19 @@ def test_the_summary_counts_the_rows_before_each_sensors_baseline_was_learned(
     dense = read_replay_file(write_series(tmp_path / "dense.csv", series_values(), step_s=0.1))
     quick = replay(dense)
     assert quick.cold == N and (quick.scores == 0).all()
+
+
+def test_an_empty_kind_cell_is_generic_and_a_sensor_still_has_one_kind(tmp_path: Path) -> None:
+    path = tmp_path / "kinds.csv"
+    path.write_text("sensor_id,kind,timestamp,value\n"
+                    "a,,2026-06-01T00:00:00Z,1.0\n"
+                    "a,generic,2026-06-01T00:01:00Z,1.1\n"
+                    "b,,2026-06-01T00:00:00Z,2.0\n", "utf-8")
+    inp = read_replay_file(path)
+    assert inp.sensors == 2 and summarize(inp, replay(inp))["kinds"] == {"generic": 3}
+    path.write_text("sensor_id,kind,timestamp,value,level_m\n"
+                    "g,water_level,2026-06-01T00:00:00Z,,2.0\n"
+                    "g,,2026-06-01T00:01:00Z,2.1,\n", "utf-8")
+    with pytest.raises(InvalidReplayFile, match="line 3: sensor 'g' is generic here but "
+                                                "water_level on line 2"):
+        read_replay_file(path)
