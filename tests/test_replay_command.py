@@ -162,12 +162,10 @@ def test_generic_json_rows_have_their_coordinates_checked(tmp_path: Path) -> Non
         read_replay_file(path)
 
 
-def test_the_summary_says_one_row_not_one_rows(tmp_path, capsys) -> None:
+def test_the_summary_says_one_row_not_one_rows(tmp_path: Path, capsys) -> None:
     path = tmp_path / "one.csv"
     path.write_text("timestamp,value\n2014-04-01 00:00:00,1.0\n", "utf-8")
-    from control.cli import main
-
-    assert main(["replay", str(path)]) == 0
+    assert cli_main(["replay", str(path)]) == 0
     out = capsys.readouterr().out
     assert "1 row, 1 sensor (generic 1)" in out and "0 episodes, 0 events" in out
     assert "1 row before their sensor's baseline was learned" in out
