@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -111,16 +112,18 @@ class AuditSummary:
 
     def line(self, topic: str, seconds: float) -> str:
         if self.events:
-            found = (f"{self.events:,} events of {len(self.alert_ids):,} alerts"
-                     f"{f' ({self.suppressed:,} suppressed anomalies)' if self.suppressed else ''}"
-                     f", {format_ts(self.first_ms or 0)} to {format_ts(self.last_ms or 0)}")
+            found = (f"{_count(self.events, 'event')} of {_count(len(self.alert_ids), 'alert')}"
+                     + (f" ({_count(self.suppressed, 'suppressed anomaly', 'suppressed anomalies')})"
+                        if self.suppressed else "")
+                     + f", {format_ts(self.first_ms or 0)} to {format_ts(self.last_ms or 0)}")
         else:
             found = "no events in the range"
-        extra = f"; {self.malformed:,} malformed messages skipped" if self.malformed else ""
+        extra = (f"; {_count(self.malformed, 'malformed message')} skipped" if self.malformed
+                 else "")
         if self.idle_partitions:
             extra += (f"; partitions {self.idle_partitions} gave nothing for "
                       f"{MAX_IDLE_POLLS} s below their end: not read to it")
-        return (f"cityagent audit: {found} (read {self.messages:,} messages of {topic} in "
+        return (f"cityagent audit: {found} (read {_count(self.messages, 'message')} of {topic} in "
                 f"{seconds:.1f} s{extra})")
 
 
@@ -148,18 +151,34 @@ def run_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 event``, ``2 events``, ``1,200 events``."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 @contextlib.contextmanager
 def _output(path: Path | None):
+    """Stdout, or ``path`` written as a hidden ``.part`` beside it and renamed when the export
+    is complete: a failed export (no broker, Ctrl-C) leaves no file, not an empty or partial
+    one that looks like an answer."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    if path.is_dir():
+        raise AuditError(f"--out {path}: is a folder; give a file name")
+    part = path.with_name(f".{path.name}.part")
     try:
-        handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed below)
+        handle: IO[bytes] = open(part, "wb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise AuditError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
-    with handle:
-        yield handle
+    try:
+        with handle:
+            yield handle
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def _progress(read: int, total: int) -> None:

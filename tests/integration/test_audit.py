@@ -108,18 +108,18 @@ def test_rfc3339_times_and_an_alert_filter_to_a_file(audited, monkeypatch, capsy
     since = format_ts(ago(39.5)).replace("Z", "+00:00")
     code, printed, err = audit(monkeypatch, audited, capsys, "--since", since,
                                "--alert", "flood-lixia", "--out", str(out))
-    assert code == 0 and printed == []
+    assert code == 0 and printed == [] and [p.name for p in tmp_path.iterdir()] == [out.name]
     events = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert [(e["type"], e["actor"]) for e in events] == [("acknowledged", "王工"),
                                                          ("resolved", "王工")]
-    assert len(err) == 1 and err[0].startswith("cityagent audit: 2 events of 1 alerts, ")
+    assert len(err) == 1 and err[0].startswith("cityagent audit: 2 events of 1 alert, ")
 
 
 def test_by_default_everything_the_retention_holds(audited, monkeypatch, capsys) -> None:
     code, events, err = audit(monkeypatch, audited, capsys)
     assert code == 0 and len(events) == len(EVENTS)
     assert len(err) == 1 and "6 events of 3 alerts" in err[0]
-    assert "1 malformed messages skipped" in err[0]
+    assert "1 malformed message skipped" in err[0]
     code, events, err = audit(monkeypatch, audited, capsys, "--since", "20m")
     assert code == 0 and events == [] and "no events in the range" in err[0]
 
@@ -150,9 +150,12 @@ def test_bad_arguments_are_one_line_and_exit_2(args: list[str], words: str, monk
     assert line.startswith("cityagent audit: ") and words in line
 
 
-def test_an_unreachable_broker_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
+def test_an_unreachable_broker_is_one_line_and_exit_2(monkeypatch, capsys,
+                                                    tmp_path: Path) -> None:
     port = free_port()
     monkeypatch.setenv("CITYAGENT_KAFKA", f"127.0.0.1:{port}")
-    assert cli_main(["audit", "--since", "30d"]) == 2
+    out = tmp_path / "audit.jsonl"
+    assert cli_main(["audit", "--since", "30d", "--out", str(out)]) == 2
+    assert list(tmp_path.iterdir()) == []  # no empty file that looks like an answer
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"cityagent audit: cannot reach the Kafka brokers at 127.0.0.1:{port}")
