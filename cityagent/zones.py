@@ -393,8 +393,11 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
     """The zone set after one zone-topic record.
 
     Records older than the zone's current version are ignored, so re-reading the topic from
-    the start (a new worker, a rebalance) converges on the same set. The set's version
-    becomes the highest version applied.
+    the start (a new worker, a rebalance) converges on the same set. A record of the *same*
+    version is applied: two API replicas writing one zone at once both compute the next
+    version, and the later record is the write that stands, as it is the one compaction keeps
+    (ignoring it, a reader that saw both kept the first while one that started after
+    compaction had the second). The set's version becomes the highest version applied.
     """
     if value is None:
         return zones.delete(key) if key in zones else zones
@@ -406,8 +409,8 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
         raise ZoneError(f"record 'version' must be a whole number of 0 or more; got {version!r}",
                         zone_id=key, property="version")
     current = zones.zones.get(key)
-    if current is not None and version <= current.version:
-        return zones  # stale or replayed
+    if current is not None and version < current.version:
+        return zones  # stale
     top = max(zones.version, version)
     if value["feature"] is None:
         rest = {k: v for k, v in zones.zones.items() if k != key}

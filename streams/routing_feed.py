@@ -36,7 +36,10 @@ class RoutingFeed:
         if key != ROUTING_KEY or not isinstance(value, Mapping):
             return False
         version = value.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version <= self.version:
+        # The same version again is applied: concurrent writers on two API replicas compute
+        # the same next version, and the later record is the one that stands (compaction
+        # keeps it; ignoring it left readers that saw both disagreeing with later ones).
+        if isinstance(version, bool) or not isinstance(version, int) or version < self.version:
             return False
         try:
             router = Router.from_dict(value.get("routing") or {}, f"routing topic v{version}")

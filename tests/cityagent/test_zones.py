@@ -219,6 +219,18 @@ def test_zone_records_rebuild_the_same_set_and_ignore_stale_ones() -> None:
     assert "b" not in tomb and "a" in tomb
 
 
+def test_of_two_records_of_one_version_the_later_stands_as_after_compaction() -> None:
+    # Two API replicas change zone "a" at once: both write version 2. A reader of the whole
+    # log and a reader started after compaction (which keeps the last record) must agree.
+    base = apply_record(ZoneSet(), *zone_record(parse_zone(feature("a"))))
+    first = zone_record(parse_zone(feature("a", severity_adjust=-1)))[1] | {"version": 2}
+    second = zone_record(parse_zone(feature("a", severity_adjust=2)))[1] | {"version": 2}
+    whole_log = apply_record(apply_record(base, "a", first), "a", second)
+    compacted = apply_record(ZoneSet(), "a", second)
+    assert whole_log["a"].severity_adjust == compacted["a"].severity_adjust == 2
+    assert whole_log.content_hash == compacted.content_hash and whole_log.version == 2
+
+
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("x", {"feature": feature("a")}, "must be null or"),
     ("a", {"version": -1, "feature": feature("a")}, "whole number"),

@@ -1,0 +1,28 @@
+"""The routing feed applies the routing topic's records by version (streams/routing_feed.py)."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+from cityagent.routing import default_router
+from streams.routing_feed import ROUTING_KEY, RoutingFeed
+
+
+def packaged() -> dict:
+    return tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                         .read_text("utf-8"))
+
+
+def test_of_two_records_of_one_version_the_later_stands_and_an_older_is_ignored() -> None:
+    # Two API replicas write new rules at once: both compute version 1. The later record is
+    # the one compaction keeps, so a reader of the whole log must end with it too.
+    first, second = packaged(), packaged()
+    first["departments"]["water"]["zh"] = "水务局一"
+    second["departments"]["water"]["zh"] = "水务局二"
+    feed = RoutingFeed("127.0.0.1:1", "city.routing", default_router())
+    assert feed.apply(ROUTING_KEY, {"version": 1, "routing": first})
+    assert feed.apply(ROUTING_KEY, {"version": 1, "routing": second})
+    assert feed.version == 1 and feed.document["departments"]["water"]["zh"] == "水务局二"
+    assert not feed.apply(ROUTING_KEY, {"version": 0, "routing": first})  # stale
+    assert feed.document["departments"]["water"]["zh"] == "水务局二"
