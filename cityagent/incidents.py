@@ -271,9 +271,9 @@ class AlertingConfig:
         restate = _number(life, "restate_after_s", 86400, f"{where} [lifecycle]")
         if not 0 < restate < RETENTION_H * 3600:
             raise ConfigError(
-                f"{where} [lifecycle]: restate_after_s must be above 0 and below the alerts "
-                f"topic's retention ({RETENTION_H * 3600} s, {RETENTION_H} h), or an open "
-                f"alert can outlive its events there; got {restate!r}")
+                f"{where} [lifecycle]: restate_after_s must be above 0 and below the "
+                f"{RETENTION_H} h of the alerts topic a starting API reads ({RETENTION_H * 3600}"
+                f" s), or an open alert can have no event in them; got {restate!r}")
         return cls(
             resolve_after_s=_number(life, "resolve_after_s", 900, f"{where} [lifecycle]"),
             history_s=_number(life, "history_s", 86400, f"{where} [lifecycle]"),

@@ -105,7 +105,8 @@ def test_the_packaged_alerting_settings_load() -> None:
      "reasons must be a non-empty list"),
     ({"alerts": {}}, "unknown key 'alerts'"),
     ({"lifecycle": {"restate_after_s": 0}}, "restate_after_s must be above 0 and below"),
-    ({"lifecycle": {"restate_after_s": 7 * 86400}}, r"retention \(604800 s, 168 h\)"),
+    ({"lifecycle": {"restate_after_s": 7 * 86400}},
+     r"below the 168 h of the alerts topic a starting API reads \(604800 s\)"),
 ])
 def test_bad_settings_name_the_table_and_key(patch: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
