@@ -95,7 +95,7 @@ def run_replay(args: argparse.Namespace) -> int:
                         profiles=profiles, progress=_progress)
         try:
             if args.scores:
-                write_scores(outputs.part("--scores"), inp, result)
+                write_scores(outputs.part("--scores"), inp, result, progress=_progress)
             if args.anomalies:
                 write_anomalies(outputs.part("--anomalies"), result.anomalies,
                                 placed=inp.placed_sensors())
@@ -240,6 +240,9 @@ def format_anomalies(anomalies: list, limit: int) -> str:
 def _progress(stage: str, done: int, total: int) -> None:
     if stage == "read":
         print(f"cityagent replay: read {done:,} rows ...", file=sys.stderr, flush=True)
+    elif stage == "write":
+        print(f"cityagent replay: wrote {done:,} of {total:,} scores ({done / total:.0%})",
+              file=sys.stderr, flush=True)
     else:
         print(f"cityagent replay: replayed {done:,} of {total:,} rows ({done / total:.0%})",
               file=sys.stderr, flush=True)

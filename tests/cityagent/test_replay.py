@@ -464,6 +464,21 @@ def test_a_long_replay_reports_progress_by_time_not_only_by_the_million(
     assert result.scores.tolist() == whole.scores.tolist()
 
 
+def test_writing_a_big_scores_file_reports_progress(
+        shifted, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Millions of rows take seconds to write (~2 µs a row): that too is reported by time.
+    from cityagent import replay as replay_module
+
+    _, inp, whole = shifted
+    monkeypatch.setattr(replay_module, "PROGRESS_S", 0.0)
+    monkeypatch.setattr(replay_module, "SCORES_CHUNK", 64)
+    seen: list[tuple[str, int, int]] = []
+    write_scores(tmp_path / "s.csv", inp, whole, progress=lambda *report: seen.append(report))
+    assert seen == [("write", min(e, N), N) for e in range(64, N + 64, 64)]
+    lines = (tmp_path / "s.csv").read_text("utf-8").splitlines()
+    assert len(lines) == N + 1
+
+
 def yahoo_values() -> tuple[np.ndarray, list[int]]:
     """A daily cycle of hourly rows with three 15-sd spikes (Yahoo S5's kind of series)."""
     i = np.arange(1420)
