@@ -488,6 +488,7 @@ def _read_jsonl(path: Path, text: TextIO, config: DetectionConfig,
         if not isinstance(doc, dict):
             raise InvalidReplayFile(path, f"expected a JSON object; got {type(doc).__name__}",
                                     line)
+        doc = _lower_keys(path, doc, line)
         kind = doc.get("kind", GENERIC)
         try:
             if not isinstance(kind, str):
@@ -508,6 +509,22 @@ def _read_jsonl(path: Path, text: TextIO, config: DetectionConfig,
         if progress and len(rows) % PROGRESS_EVERY == 0:
             progress("read", len(rows), 0)
     return rows.finish(str(path), "jsonl", config, sorted(ignored))
+
+
+def _lower_keys(path: Path, doc: dict[str, Any], line: int) -> dict[str, Any]:
+    """The row with its keys matched as CSV headers are: without regard to case or the
+    spaces around them (a pandas export of ``Timestamp,Value`` was refused as "missing
+    'timestamp'" while the same columns in a CSV were read)."""
+    if all(k.islower() and k == k.strip() for k in doc):  # the common case: nothing to do
+        return doc
+    lowered: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = key.strip().lower()
+        if name in lowered:
+            raise InvalidReplayFile(path, f"key {name!r} appears twice (keys are matched "
+                                          "without regard to case)", line)
+        lowered[name] = value
+    return lowered
 
 
 def _generic_doc(doc: Mapping[str, Any]) -> tuple[str, int, float, float, float]:

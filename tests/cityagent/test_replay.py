@@ -292,6 +292,31 @@ def test_jsonl_in_the_public_reading_shape_gives_the_same_as_csv(tmp_path: Path)
     assert result.anomalies == from_csv.anomalies
 
 
+def test_jsonl_keys_are_matched_without_regard_to_case_as_csv_headers_are(
+        tmp_path: Path) -> None:
+    # A pandas export of a frame with columns Sensor_ID, Kind, Timestamp, Value, Level_m.
+    rows = sensor_rows()
+    docs = []
+    for r in rows:
+        doc = {"Sensor_ID": r["sensor_id"]}
+        if r["kind"] == "water_level":  # the public reading shape: its time is "ts"
+            doc |= {"KIND": "water_level", "Ts": format_ts(r["t"]), "Lon": 117.0, "LAT": 36.6,
+                    "Level_M": r["level_m"]}
+        else:
+            doc |= {"Timestamp": r["t"] / 1000, "Value": r["value"], " Note ": "x"}
+        docs.append(doc)
+    mixed, lower = tmp_path / "mixed.jsonl", tmp_path / "lower.jsonl"
+    mixed.write_text("".join(json.dumps(d) + "\n" for d in docs), "utf-8")
+    lower.write_text("".join(json.dumps({k.strip().lower(): v for k, v in d.items()}) + "\n"
+                             for d in docs), "utf-8")
+    inp = read_replay_file(mixed)
+    assert len(inp) == len(rows) and inp.ignored == ("note",)
+    assert sorted(inp.values) == ["level_m", "value"]
+    result, expected = replay(inp), replay(read_replay_file(lower))
+    assert result.scores.tolist() == expected.scores.tolist()
+    assert result.anomalies == expected.anomalies
+
+
 def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     lines = ["sensor_id,timestamp,value"]
@@ -343,6 +368,9 @@ def test_a_sensor_that_stops_is_silent_but_the_end_of_the_file_is_not(tmp_path: 
     ("oneline.json", '[{"timestamp": 1396310400, "value": 1}]\n', 1, "is a JSON array"),
     ("novalue.jsonl", '{"sensor_id": "a", "timestamp": 1396310400}\n', 1, "missing 'value'"),
     ("kind.jsonl", '{"kind": ["x"], "timestamp": 1396310400, "value": 1}\n', 1, "kind must be"),
+    ("case.jsonl", '{"timestamp": 1396310400, "value": 1}\n'
+                   '{"timestamp": 1396310460, "Value": 2, "value": 3}\n', 2,
+     "key 'value' appears twice \\(keys are matched without regard to case\\)"),
     # One sensor, two kinds (two devices given one id): detection would drop the second's.
     ("twokinds.csv", "sensor_id,kind,timestamp,value,level_m\n"
                      "x,water_level,1396310400,,2.0\ny,generic,1396310410,1,\n"
