@@ -263,11 +263,12 @@ def test_malformed_idempotency_records_are_counted_and_skipped() -> None:
     good = {"owner": "k1", "key": "r1", "fingerprint": "ab01", "status": 202,
             "body": '{"accepted":1}', "at_ms": int(time.time() * 1000) - 1000}
     # As the follower hands them over: JSON-decoded (text that is not JSON it skips itself).
+    plain = {k: v for k, v in good.items() if k != "body"}
     for doc in (["not", "an", "object"], {**good, "fingerprint": "xyz"},
                 {k: v for k, v in good.items() if k != "owner"}, {**good, "at_ms": "soon"},
-                None):
+                None, {**plain, "body_z": "not base64!"}, {**plain, "body_z": "bm90IHpsaWI="}):
         records._take("k1 r1", doc)
-    assert (records.read, records.malformed, records.taken, len(cache)) == (5, 5, 0, 0)
+    assert (records.read, records.malformed, records.taken, len(cache)) == (7, 7, 0, 0)
     records._take("k1 r1", good)
     assert (records.taken, cache.begin("k1", "r1", bytes.fromhex("ab01"))) == (
         1, StoredResponse(202, b'{"accepted":1}'))

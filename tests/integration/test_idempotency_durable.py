@@ -129,3 +129,26 @@ def test_a_retry_reaching_another_replica_is_answered_not_stored_again(
     again = post(second_url, body, key)
     assert again.status_code == 202 and again.headers.get("idempotency-replayed") == "true"
     assert stored(settings, "jn-wl-idem-replica", 3) == 3
+
+
+def test_a_retry_of_a_request_whose_answer_is_over_a_kafka_record_is_answered_after_a_restart(
+        settings: Settings, apis: list[ChildProcess], tmp_path: Path) -> None:
+    # 20,000 readings, all but the first out of range: the answer lists 19,999 rejections,
+    # ~2.8 MB of JSON, which Kafka refused as a record (1 MB): the retry stored the reading again.
+    sensor, key = "jn-wl-idem-big", f"big-{uuid.uuid4()}"
+    items = orjson.loads(readings(sensor, 1)) + [
+        {"sensor_id": f"jn-wl-idem-bad-{i:05d}", "kind": "water_level", "ts": time.time() - 60,
+         "lon": JINAN[0], "lat": JINAN[1], "level_m": 20_000.5 + i} for i in range(19_999)]
+    body = orjson.dumps(items)
+    url = start(settings, apis, tmp_path)
+    first = post(url, body, key)
+    assert first.status_code == 202, first.text
+    assert first.json()["accepted"] == 1 and len(first.json()["rejected"]) == 19_999
+    assert len(first.content) > 1 << 20
+    apis[0].kill()
+    url = start(settings, apis, tmp_path)
+    again = post(url, body, key)
+    assert again.status_code == 202, again.text
+    assert again.headers.get("idempotency-replayed") == "true"
+    assert again.content == first.content
+    assert stored(settings, sensor, 1) == 1
