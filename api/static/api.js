@@ -5,6 +5,7 @@
 // heartbeats); it reconnects with Last-Event-ID so no event is lost across a reconnect.
 
 const KEY_STORE = "cityagent.key";
+const OPERATOR_STORE = "cityagent.operator";
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -37,6 +38,22 @@ export function setKey(key) {
 
 export function clearKey() {
   try { sessionStorage.removeItem(KEY_STORE); } catch { /* storage blocked */ }
+}
+
+/**
+ * The name of the person at the console (值班员), kept with the key for the session. Commands
+ * carry it as X-Operator, so the alert's history says who acted (NAME@KEY_ID), not only which
+ * key: a command centre's shift often shares one operator key.
+ */
+export function getOperator() {
+  try { return sessionStorage.getItem(OPERATOR_STORE) || ""; } catch { return ""; }
+}
+
+export function setOperator(name) {
+  try {
+    if (name) sessionStorage.setItem(OPERATOR_STORE, name);
+    else sessionStorage.removeItem(OPERATOR_STORE);
+  } catch { /* storage blocked */ }
 }
 
 let unauthorized = () => {};
@@ -73,6 +90,8 @@ export async function api(path, { method = "GET", body, key, signal, timeoutMs, 
     ? { Accept: "application/json" }
     : { Accept: "application/json", "Content-Type": "application/json" };
   if (requestKey) extra["Idempotency-Key"] = requestKey;
+  const operator = method === "GET" ? "" : getOperator();
+  if (operator) extra["X-Operator"] = encodeURIComponent(operator); // HTTP headers are Latin-1
   try {
     const res = await fetch(path, {
       method,

@@ -4,7 +4,9 @@
 // once per animation frame; the feed, map and tiles are redrawn from the state at most every
 // FEED_MS / MAP_MS / KPI_MS, so a burst of hundreds of events costs one render, not hundreds.
 
-import { EventStream, api, clearKey, getKey, newRequestKey, onUnauthorized, setKey } from "./api.js";
+import {
+  EventStream, api, clearKey, getKey, getOperator, newRequestKey, onUnauthorized, setKey, setOperator,
+} from "./api.js";
 import { Feed, shanghaiTime } from "./feed.js";
 import { DEPARTMENTS, deptName, getLang, onLangChange, setLang, t } from "./i18n.js";
 import { COLORS, RANK, SENSOR_COLORS, ShandongMap, Trends, formatNumber } from "./map.js";
@@ -641,6 +643,13 @@ function askKey(messageKey, { cancellable = false } = {}) {
   dialog.dataset.cancellable = cancellable ? "1" : "";
   $("#key-cancel").hidden = !cancellable;
   $("#key-error").textContent = messageKey ? t(messageKey) : "";
+  // With a working key the dialog also changes only the name (the next shift at a shared key):
+  // an empty key field keeps the key.
+  const input = $("#key-input");
+  input.required = !cancellable;
+  input.dataset.i18nPlaceholder = cancellable ? "key.placeholderKeep" : "key.placeholder";
+  input.placeholder = t(input.dataset.i18nPlaceholder);
+  $("#operator-input").value = getOperator(); // the shift's name stays when the key changes
   if (!dialog.open) dialog.showModal();
   $("#key-input").focus();
 }
@@ -657,6 +666,13 @@ async function submitKey(event) {
   event.preventDefault();
   const input = $("#key-input");
   const key = input.value.trim();
+  const dialog = $("#key-dialog");
+  if (!key && dialog.dataset.cancellable) { // the name only: the key and the live feed stay
+    setOperator($("#operator-input").value.trim());
+    $("#key-error").textContent = "";
+    dialog.close();
+    return;
+  }
   if (!key) return;
   const error = $("#key-error");
   error.textContent = t("key.checking");
@@ -667,6 +683,7 @@ async function submitKey(event) {
     return;
   }
   setKey(key);
+  setOperator($("#operator-input").value.trim());
   feed.forgetCommands();
   input.value = "";
   error.textContent = "";

@@ -498,6 +498,10 @@ export class Feed {
   /** Who the alert is assigned to, and its latest comment (or how many it has). */
   info(a, lang) {
     const parts = [];
+    // Who acknowledged, when a person was named (NAME@KEY_ID: the dashboard's 值班员 field, or
+    // X-Operator); a bare key id says little to the next shift, and stays in the tooltip.
+    const acker = a.status === "acknowledged" ? personOf(a.acknowledged_by) : "";
+    if (acker) parts.push(t("feed.ackedBy", { who: acker }));
     if (a.assigned_to) parts.push(t("feed.assigned", { who: a.assigned_to }));
     if (a._comment) {
       parts.push(t("feed.note", { text: a._comment.text })
@@ -510,6 +514,12 @@ export class Feed {
     info.title = a._comment ? `${info.textContent}\n— ${a._comment.by}` : info.textContent;
     return info;
   }
+}
+
+/** The person in an actor ``NAME@KEY_ID`` ("" for a bare key id). */
+function personOf(actor) {
+  const at = (actor || "").lastIndexOf("@");
+  return at > 0 ? actor.slice(0, at) : "";
 }
 
 const FLASH = [{ filter: "brightness(2.2)" }, { filter: "brightness(1)" }];

@@ -101,7 +101,7 @@ class Dashboard:
 
 
 def open_dashboard(chromium: Any, url: str, width: int = 1920, height: int = 1080,
-                   key: str = OPERATOR_KEY) -> tuple[Any, Dashboard]:
+                   key: str = OPERATOR_KEY, operator: str = "") -> tuple[Any, Dashboard]:
     context = chromium.new_context(viewport={"width": width, "height": height},
                                    locale="zh-CN", timezone_id="Asia/Shanghai")
     page = context.new_page()
@@ -121,6 +121,8 @@ def open_dashboard(chromium: Any, url: str, width: int = 1920, height: int = 108
     page.goto(url + "/")
     page.wait_for_selector("#key-dialog[open]")
     page.fill("#key-input", key)
+    if operator:
+        page.fill("#operator-input", operator)
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("body[data-ready='1']", timeout=15_000)
     return context, board

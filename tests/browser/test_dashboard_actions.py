@@ -24,7 +24,7 @@ import pytest
 from tests.browser import test_dashboard as base
 from tests.browser.test_dashboard import Dashboard, open_dashboard, reading
 from tests.browser.test_dashboard_operator import INGEST_JS, now_ms, wait_rows
-from tests.helpers import AUTH, INTEGRATOR_KEY, Pipeline, running_pipeline
+from tests.helpers import AUTH, INTEGRATOR_KEY, OPERATOR_KEY, Pipeline, running_pipeline
 
 chromium = base.chromium  # the fixture: Chromium through playwright, or skip (fail in CI)
 
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 #: Where the layout test's screenshots go (a temporary folder unless named).
 SHOTS = Path(os.environ.get("CITYAGENT_SCREENSHOT_DIR") or tempfile.gettempdir())
 #: Gauges over their level in three cities: one alert each, to resolve, assign and comment on.
-PLACES = {"resolve": (120.3844, 36.0610), "assign": (121.39, 37.52), "spare": (118.35, 35.05)}
+PLACES = {"resolve": (120.3844, 36.0610), "assign": (121.39, 37.52), "named": (118.35, 35.05)}
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,51 @@ def test_assign_and_comment_from_the_feed_reach_the_api(
         page.wait_for_function(
             f"document.querySelector(\"{row(alert_id)} .info\")?.textContent"
             ".startsWith('Assigned: 历下区排水抢险一队 · Note: 泵车已到达现场')", timeout=2_000)
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
+
+
+def test_an_operator_who_gives_a_name_is_recorded_as_who_acknowledged(
+        chromium: Any, stack: Pipeline, alerts: dict[str, dict[str, Any]]) -> None:
+    # A shift shares one operator key: the name typed with it says who acted (NAME@KEY_ID),
+    # in the alert's history, in the row, and for the next command after a change of key.
+    alert_id = alerts["named"]["alert_id"]
+    context, board = open_dashboard(chromium, stack.url, operator="张三")
+    try:
+        page = board.page
+        wait_feed_has(board, alert_id)
+        page.click(f"{row(alert_id)} button[data-act='ack']")
+        page.wait_for_selector(f"{row(alert_id)}[data-status='acknowledged']", timeout=30_000)
+        detail = alert_now(stack, alert_id)
+        acker = detail["alert"]["acknowledged_by"]
+        assert acker.startswith("张三@") and len(acker) > len("张三@"), acker
+        assert [h["actor"] for h in detail["history"] if h["type"] == "acknowledged"] == [acker]
+        page.wait_for_function(
+            f"document.querySelector(\"{row(alert_id)} .info\")?.textContent === '确认：张三'",
+            timeout=5_000)
+        assert page.get_attribute(f"{row(alert_id)} .st", "title") == acker
+        page.click("#lang")
+        page.wait_for_function(
+            f"document.querySelector(\"{row(alert_id)} .info\")?.textContent"
+            " === 'Acknowledged by 张三'", timeout=2_000)
+        # The name is kept for the session and offered again with 更换密钥, where the next
+        # shift at the same key gives theirs without typing the key (empty: the key stays).
+        page.click("#change-key")
+        page.wait_for_selector("#key-dialog[open]")
+        assert page.input_value("#operator-input") == "张三"
+        assert "leave empty" in page.get_attribute("#key-input", "placeholder")
+        page.fill("#operator-input", "李四")
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#key-dialog", state="hidden")
+        assert page.evaluate("[sessionStorage.getItem('cityagent.key'),"
+                             " sessionStorage.getItem('cityagent.operator')]") == [
+            OPERATOR_KEY, "李四"]
+        page.click(f"{row(alert_id)} button[data-act='more']")
+        page.click(f"{row(alert_id)} button[data-act='resolve']")
+        page.wait_for_selector(f"{row(alert_id)}[data-status='resolved']", timeout=30_000)
+        resolver = alert_now(stack, alert_id)["alert"]["resolved_by"]
+        assert resolver == "李四@" + acker.split("@", 1)[1], resolver
         assert board.errors == [] and board.outside == []
     finally:
         context.close()
