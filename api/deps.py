@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -17,12 +18,15 @@ from cityagent.regions import RegionIndex
 from cityagent.situation import SituationModel
 
 __all__ = ("PublisherDep", "AlertBookDep", "RegionsDep", "RateLimiterDep", "IdempotencyDep",
-           "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep", "read_up_to_start")
+           "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep", "read_up_to_start",
+           "wait_until")
 
-#: How long an admin write waits, at most, for the API to have read its topic (it starts
-#: reading with the API: this is milliseconds, unless the broker does not answer).
+#: How long a settings route (zones, routing, maintenance windows: reads and admin writes) and
+#: a resuming alert stream wait, at most, for the API to have read enough of its topic (it
+#: starts reading with the API: this is milliseconds, unless the broker does not answer).
 FEED_WAIT_S = 10.0
-
+#: The ``Retry-After`` (seconds) of the 503 that follows.
+FEED_RETRY_AFTER_S = 5
 
 def get_publisher(request: Request) -> ReadingPublisher:
     return request.app.state.publisher
@@ -77,12 +81,31 @@ async def read_up_to_start(feed: Any, what: str) -> None:
     """Wait until the API has read ``feed``'s topic (zones, routing, maintenance) up to where it
     ended when the API started; 503 after :data:`FEED_WAIT_S`.
 
-    An admin write derives from what the API has read: a zone's or the rules' next version is
-    one above the newest read, and a DELETE needs the thing to exist. Computed from a partial
-    read (an API that had just started), the version would be at or below one already on the
+    Reads: until then the API holds the packaged defaults (the demo zones, routing.toml's
+    rules, no maintenance window) or part of the topic, and a 200 with them could not be told
+    from the truth (a load balancer may send a request to a replica that has just started,
+    before its ``/readyz`` was checked). Writes derive from what the API has read: a zone's or
+    the rules' next version is one above the newest read, and a DELETE needs the thing to
+    exist. Computed from a partial read, the version would be at or below one already on the
     topic, and every reader would ignore the record that the answer called queued."""
-    try:
-        await asyncio.wait_for(feed.follower.wait_caught_up(), FEED_WAIT_S)
-    except TimeoutError:
-        raise HTTPException(503, f"this API has not yet read the {what} topic up to its end; "
-                                 "retry shortly", headers={"Retry-After": "5"}) from None
+    follower = feed.follower
+
+    def not_read() -> str:
+        progress = ("the broker has not answered it yet" if follower.ends is None
+                    else f"read to offsets {follower.positions} of {follower.ends}")
+        return (f"this API has not yet read the {what} topic up to its end ({progress}); "
+                "retry shortly")
+
+    await wait_until(lambda: follower.caught_up, not_read)
+
+
+async def wait_until(ready: Callable[[], bool], detail: Callable[[], str]) -> None:
+    """Wait until ``ready()`` (polled every 20 ms); after :data:`FEED_WAIT_S`, a 503 with
+    ``detail()`` and ``Retry-After``. Polled, not an ``asyncio.Event``, for the reason of
+    ``TopicFollower.wait_caught_up``: a test client runs each request in a loop of its own."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FEED_WAIT_S
+    while not ready():
+        if loop.time() >= deadline:
+            raise HTTPException(503, detail(), headers={"Retry-After": str(FEED_RETRY_AFTER_S)})
+        await asyncio.sleep(0.02)

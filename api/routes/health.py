@@ -47,8 +47,8 @@ async def readyz(request: Request) -> JSONResponse:
     caught_up = {"readings_caught_up": bool(readings is not None and readings.caught_up),
                  "alerts_caught_up": bool(alerts is not None and alerts.caught_up),
                  "idempotency_caught_up": bool(records is not None and records.caught_up),
-                 # Zones, maintenance windows, routing: a replica still reading them would
-                 # serve the packaged zones (GET /v1/zones, the map) and refuse admin writes.
+                 # Zones, maintenance windows, routing: a replica still reading them holds
+                 # the packaged zones and rules, so their routes wait for them, or answer 503.
                  "settings_caught_up": all(f is not None and f.follower.caught_up
                                            for f in followed)}
     read, to_read = readings.progress if readings is not None else (0, 0)

@@ -3,7 +3,10 @@
 A window is a record on the compacted maintenance topic, keyed by its id; every worker reads
 the whole topic and suppresses the covered sensors' anomalies from then on (each one is kept
 as a ``suppressed`` event on the alerts topic: the audit trail). ``PUT`` answers 202 once
-Kafka stored the window; ``DELETE`` writes a tombstone.
+Kafka stored the window; ``DELETE`` writes a tombstone. ``GET`` and ``DELETE`` first wait
+until this API has read the topic up to where it ended at start (``api.deps.read_up_to_start``:
+a list or a 404 from a partial read would pass for the truth); ``PUT`` does not, as it writes
+the whole window under its id whatever was read.
 """
 
 from __future__ import annotations
@@ -30,16 +33,20 @@ _FIELDS = ("sensor", "start_ms", "end_ms", "note")
 _YEAR_2100_MS = 4_102_444_800_000
 _EXAMPLE = {"sensor": "jn-wl-*", "start_ms": 1795400000000, "end_ms": 1795407200000,
             "note": "检修 gauge cleaning in 历下区"}
+_NOT_READ = {503: {"description": "This API has not read the maintenance topic up to its end "
+                                  "yet (it just started, or the broker does not answer): retry "
+                                  "after Retry-After."}}
 WindowId = Annotated[str, Path(pattern=_ID.replace("\\Z", "$"), description="Your id for the window",
                                examples=["jn-gauges-2026-11-23"])]
 
 
 @router.get("/v1/maintenance", responses={200: {"content": {"application/json": {
-    "example": {"windows": {"jn-gauges-2026-11-23": _EXAMPLE}}}}}})
+    "example": {"windows": {"jn-gauges-2026-11-23": _EXAMPLE}}}}}, **_NOT_READ})
 async def list_windows(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """Every maintenance window on the topic, by id, with its ``status`` now: ``scheduled``,
     ``in_force`` or ``ended`` (an ended window stays until it is deleted)."""
     feed = request.app.state.maintenance_feed
+    await read_up_to_start(feed, "maintenance")
     now_ms = time.time_ns() // 1_000_000
     return {"windows": {k: {"sensor": w.sensor, "start_ms": w.start_ms, "end_ms": w.end_ms,
                             "note": w.note, "status": w.status(now_ms)}
@@ -79,8 +86,7 @@ async def put_window(window_id: WindowId, request: Request, _principal: AdminDep
 @router.delete("/v1/maintenance/{window_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": {"window_id": "jn-gauges-2026-11-23",
                                                        "status": "queued"}}}},
-    404: {"description": "No such window."},
-    503: {"description": "This API has not read the topic up to its end yet: retry."}})
+    404: {"description": "No such window."}, **_NOT_READ})
 async def delete_window(window_id: WindowId, request: Request,
                         _principal: AdminDep) -> dict[str, Any]:
     """End a window now (a tombstone on the maintenance topic)."""

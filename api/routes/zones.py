@@ -7,6 +7,11 @@ carries a version. The zone is validated here first (geometry, inside Shandong, 
 lon/lat order, known department): a bad zone is a 422 naming what is wrong, never a record.
 Routing rules work the same way: ``PUT /v1/routing`` replaces the whole document (the JSON of
 ``cityagent/data/routing.toml``) with a new version on the compacted routing topic.
+
+Every route here first waits until this API has read its topic up to where it ended when the
+API started (``api.deps.read_up_to_start``; 503 after a bound): before that it holds the
+packaged zones and rules, or part of the topic, and would answer with them as if they were
+the truth, or write a version below one already on the topic.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ _FEATURE_EXAMPLE: dict[str, Any] = {
 }
 _QUEUED = {"zone_id": "jn-underpass-lishan", "version": 19, "status": "queued"}
 _NOT_READ = {503: {"description": "This API has not read the topic up to its end yet (it "
-                                  "just started, or the broker does not answer): retry."}}
+                                  "just started, or the broker does not answer): retry after "
+                                  "Retry-After."}}
 
 
 def _feed(request: Request):
@@ -48,18 +54,22 @@ def _feed(request: Request):
 
 @router.get("/v1/zones", responses={200: {"content": {"application/json": {"example": {
     "type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
-    "features": [_FEATURE_EXAMPLE]}}}}})
+    "features": [_FEATURE_EXAMPLE]}}}}, **_NOT_READ})
 async def list_zones(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """Every operational zone now, as a GeoJSON FeatureCollection with its version."""
-    return _feed(request).zones.to_feature_collection()
+    feed = _feed(request)
+    await read_up_to_start(feed, "zones")
+    return feed.zones.to_feature_collection()
 
 
 @router.get("/v1/zones/{zone_id}", responses={
     200: {"content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
-    404: {"description": "No such zone."}})
+    404: {"description": "No such zone."}, **_NOT_READ})
 async def get_zone(zone_id: str, request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """One zone as a GeoJSON Feature."""
-    zones = _feed(request).zones
+    feed = _feed(request)
+    await read_up_to_start(feed, "zones")
+    zones = feed.zones
     if zone_id not in zones:
         raise HTTPException(404, f"no zone {zone_id!r}")
     return {**zones[zone_id].to_feature(), "version": zones[zone_id].version}
@@ -117,10 +127,11 @@ _ROUTING_DOC = {
 @router.get("/v1/routing", responses={200: {"content": {"application/json": {"example": {
     "version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
     "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*", "reason": None,
-               "min_severity": "blue", "departments": ["water"]}]}}}}})
+               "min_severity": "blue", "departments": ["water"]}]}}}}, **_NOT_READ})
 async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, Any]:
     """The departments and routing rules in force, and their version (0: the packaged file)."""
     feed = request.app.state.routing_feed
+    await read_up_to_start(feed, "routing")
     router_: Router = feed.router
     return {"version": feed.version,
             "departments": {code: {"zh": d.zh, "en": d.en}

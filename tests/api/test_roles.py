@@ -10,7 +10,8 @@ Three checks use it:
 * role × route: no key is 401, a role outside the requirement is 403 with a ``detail`` that
   names the key's role and what the route needs, and an admitted role gets the route's own
   answer. The app runs without its lifespan (nothing connects to Kafka), so a write an
-  admitted key may make ends in 503 ("not connected to Kafka") or the route's 404 / 422.
+  admitted key may make ends in 503 ("not connected to Kafka") or the route's 404 / 422, and
+  the zone, routing and maintenance routes in 503 (their topics are never read).
 """
 
 from __future__ import annotations
@@ -111,10 +112,11 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/v1/sensors/{sensor_id}"): Call("viewer", "/v1/sensors/jn-wl-1", 404),
     ("GET", "/v1/sensors/{sensor_id}/readings"): Call("viewer", "/v1/sensors/jn-wl-1/readings",
                                                       404),
-    ("GET", "/v1/zones"): Call("viewer", "/v1/zones", 200),
-    ("GET", "/v1/zones/{zone_id}"): Call("viewer", "/v1/zones/jn-flood-old-city", 200),
-    ("GET", "/v1/routing"): Call("viewer", "/v1/routing", 200),
-    ("GET", "/v1/maintenance"): Call("viewer", "/v1/maintenance", 200),
+    # Unconnected, the API has not read the settings topics: it answers no partial truth.
+    ("GET", "/v1/zones"): Call("viewer", "/v1/zones", 503),
+    ("GET", "/v1/zones/{zone_id}"): Call("viewer", "/v1/zones/jn-flood-old-city", 503),
+    ("GET", "/v1/routing"): Call("viewer", "/v1/routing", 503),
+    ("GET", "/v1/maintenance"): Call("viewer", "/v1/maintenance", 503),
     # Operators (and admins) act on alerts.
     ("POST", "/v1/alerts/{alert_id}/ack"): Call("operator", f"/v1/alerts/{ALERT}/ack", 503, {}),
     ("POST", "/v1/alerts/{alert_id}/resolve"): Call("operator", f"/v1/alerts/{ALERT}/resolve",
@@ -143,7 +145,7 @@ def app() -> Iterator[fastapi.FastAPI]:
     app.state.publisher = ReadingPublisher(settings.bootstrap, settings.readings_topic)
     app.state.alert_book.apply(alert_event(ALERT))
     app.state.alert_book.apply(alert_event(QINGDAO_ALERT, where=QINGDAO))
-    # Admin writes wait for topics this app never reads (api.deps.read_up_to_start): briefly.
+    # Settings routes wait for topics this app never reads (api.deps.read_up_to_start): briefly.
     wait, api.deps.FEED_WAIT_S = api.deps.FEED_WAIT_S, 0.05
     try:
         yield app

@@ -1,0 +1,99 @@
+"""The zone, routing and maintenance routes wait until the API has read their topic up to
+its end (api.deps.read_up_to_start), then answer 503 with Retry-After.
+
+Reads: before that the API holds the packaged zones and rules, or part of the topic, and a
+200 with them (an API that had just started, behind a load balancer that had not asked its
+/readyz yet) could not be told from the truth. Admin writes derive from what the API has
+read: a zone's or the routing rules' next version is one above the newest read, and one
+computed by an API that had just started would be ignored by every reader. The app is used
+without its lifespan, so its followers never read anything."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+import api.deps
+from api.main import create_app
+from cityagent.settings import Settings
+from tests.integration.test_zones_live import SCHOOL
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+ADMIN = {"authorization": "Bearer adm-key"}
+VIEWER = {"authorization": "Bearer view-key"}
+READS = (("/v1/zones", "zones"), ("/v1/zones/jn-flood-old-city", "zones"),
+         ("/v1/routing", "routing"), ("/v1/maintenance", "maintenance"))
+
+
+@pytest.fixture
+def app(monkeypatch):
+    monkeypatch.setattr(api.deps, "FEED_WAIT_S", 0.05)
+    return create_app(Settings(api_keys="admin:adm-key,viewer:view-key", kafka="127.0.0.1:9"))  # never connected
+
+
+def test_writes_are_503_until_the_api_has_read_the_topic(app) -> None:
+    import tomllib
+    from importlib import resources
+
+    rules = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                          .read_text("utf-8"))
+    client = TestClient(app)
+    for method, path, body, topic in (
+            ("PUT", "/v1/zones/qd-test-school", SCHOOL, "zones"),
+            ("PUT", "/v1/routing", rules, "routing"),
+            ("DELETE", "/v1/maintenance/w1", None, "maintenance")):
+        answer = client.request(method, path, json=body, headers=ADMIN)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.headers["retry-after"] == "5"
+        assert f"has not yet read the {topic} topic" in answer.json()["detail"]
+
+
+def test_reads_are_503_until_the_api_has_read_the_topic(app) -> None:
+    """Before 2026-11-24 these were 200 with the packaged demo zones and rules, no windows."""
+    client = TestClient(app)
+    for path, topic in READS:
+        answer = client.get(path, headers=VIEWER)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.headers["retry-after"] == "5"
+        assert answer.json() == {"detail": f"this API has not yet read the {topic} topic up "
+                                           "to its end (the broker has not answered it yet); "
+                                           "retry shortly"}, path
+
+
+def test_the_503_says_how_far_the_topic_is_read(app) -> None:
+    follower = app.state.zone_feed.follower
+    follower.ends, follower.positions = {0: 7, 1: 2}, {0: 3, 1: 2}
+    answer = TestClient(app).get("/v1/zones", headers=VIEWER)
+    assert answer.status_code == 503
+    assert "(read to offsets {0: 3, 1: 2} of {0: 7, 1: 2})" in answer.json()["detail"]
+
+
+def test_once_read_the_reads_answer(app) -> None:
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    client = TestClient(app)
+    answers = {path: client.get(path, headers=VIEWER) for path, _ in READS}
+    assert {path: a.status_code for path, a in answers.items()} == dict.fromkeys(answers, 200)
+    assert "jn-flood-old-city" in {f["properties"]["zone_id"]
+                                   for f in answers["/v1/zones"].json()["features"]}
+    assert answers["/v1/routing"].json()["version"] == 0
+    assert answers["/v1/maintenance"].json() == {"windows": {}}
+    assert client.get("/v1/zones/no-such-zone", headers=VIEWER).status_code == 404
+
+
+def test_once_read_the_writes_go_on(app) -> None:
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    client = TestClient(app)
+    assert client.delete("/v1/zones/no-such-zone", headers=ADMIN).status_code == 404
+    assert client.delete("/v1/maintenance/no-such-window", headers=ADMIN).status_code == 404
+
+
+def test_an_invalid_zone_is_422_at_once(app) -> None:
+    bad = {**SCHOOL, "geometry": {"type": "Point", "coordinates": [120.38, 36.06]}}
+    assert TestClient(app).put("/v1/zones/qd-bad", json=bad, headers=ADMIN).status_code == 422
