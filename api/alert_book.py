@@ -239,7 +239,11 @@ class AlertBook:
         self._suppressed_ids: set[str] = set()
         self._next: dict[int, int] = {}  # partition -> offset after the last message read
         self._evicted: dict[int, int] = {}  # partition -> offset after the last entry dropped
+        self._read_from: dict[int, int] = {}  # partition -> where the feed's read began
         self._ends: dict[int, int] = {}  # partition -> the topic's end offset, as last told
+        #: True once the feed has said where its read of every partition began for good
+        #: (:meth:`skip_to`): until then :meth:`replay` cannot tell an id older than that.
+        self.resumable = False
 
     def __len__(self) -> int:
         return len(self._alerts)
@@ -265,7 +269,9 @@ class AlertBook:
         self._suppressed_ids.clear()
         self._next.clear()
         self._evicted.clear()
+        self._read_from.clear()
         self._ends.clear()
+        self.resumable = False
 
     def note_topic_ends(self, ends: Mapping[int, int]) -> None:
         """The alerts topic's partitions and end offsets, as the feed found them.
@@ -275,6 +281,17 @@ class AlertBook:
         when the embedded broker restarts, as it keeps nothing). Replaces what was noted before.
         """
         self._ends = dict(ends)
+
+    def skip_to(self, partition: int, offset: int) -> None:
+        """The feed does not read ``partition`` below ``offset``: where its lookback began (7
+        days ago), past the records it dropped as older.
+
+        Those messages count as read (the stream's ids name them as had, so a client of this
+        replica resumes without a reset) and as not retained (a client whose id is below
+        ``offset`` never had the changes between: :meth:`replay` says it must re-list).
+        """
+        self._next[partition] = max(self._next.get(partition, 0), offset)
+        self._read_from[partition] = max(self._read_from.get(partition, 0), offset)
 
     def past_end(self, seen: Mapping[int, int]) -> bool:
         """True when ``seen`` (an event id) is past the end of the feed on some partition.
@@ -401,12 +418,15 @@ class AlertBook:
         """The retained entries a client that had ``seen`` (an event id) has not had yet.
 
         The flag is True when the client must re-list: some of those entries are no longer
-        retained, or ``seen`` is :meth:`past_end` (then there is nothing to replay: the id
-        names no event of this feed, and the client resumes from :attr:`next_offsets`).
+        retained, or were never read (``seen`` is below where the feed's read began, see
+        :meth:`skip_to`; an id from before this API's lookback), or ``seen`` is
+        :meth:`past_end` (then there is nothing to replay: the id names no event of this feed,
+        and the client resumes from :attr:`next_offsets`).
         """
         if self.past_end(seen):
             return [], True
-        gap = any(seen.get(p, 0) < n for p, n in self._evicted.items())
+        gap = any(seen.get(p, 0) < n for held in (self._evicted, self._read_from)
+                  for p, n in held.items())
         return [e for e in self._feed if e.offset >= seen.get(e.partition, 0)], gap
 
 

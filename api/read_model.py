@@ -104,7 +104,10 @@ class AlertFeed(TopicFeed):
 
     ``caught_up`` turns True once the feed has read up to the end offsets the topic had when
     the feed started, or read nothing in a whole poll (the embedded broker may report a high
-    watermark a batch away from what it serves; waiting for it could last forever).
+    watermark a batch away from what it serves; waiting for it could last forever). The book
+    learns where the read of each partition began (:meth:`AlertBook.skip_to`), and becomes
+    ``resumable`` once that can no longer move (at the latest when caught up), so the stream
+    can tell a client whose id is older to re-list.
     """
 
     name = "alert feed"
@@ -135,16 +138,22 @@ class AlertFeed(TopicFeed):
             await self._seek(consumer, partitions)
             ends = await consumer.end_offsets(partitions)
             self._book.note_topic_ends({tp.partition: end for tp, end in ends.items()})
+            await self._settle(consumer, ends, {})
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 recreated = self._watch.recreated(consumer, self._book.next_offsets)
                 if recreated:
                     self._start_again(recreated)
                     return
-                for record in self._lookback.recent(batches)[0]:
+                kept, dropped = self._lookback.recent(batches)
+                if dropped:
+                    self._skip_to_read_from()
+                for record in kept:
                     self._take(record)
+                if not self._book.resumable:
+                    await self._settle(consumer, ends, batches)
                 if not self.caught_up and (not batches or await _at(consumer, ends)):
-                    self.caught_up = True
+                    self.caught_up = self._book.resumable = True
                     log.info("alert feed caught up: %d alerts", len(self._book))
         finally:
             await consumer.stop()
@@ -166,11 +175,8 @@ class AlertFeed(TopicFeed):
             self._hub.recreated()
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        """Resume where the book is (after a lost broker), else start at the lookback.
-
-        A partition whose records were all older than the lookback has nothing in the book,
-        so after a lost broker it is sought again, against the same cutoff.
-        """
+        """Resume where the book is (after a lost broker), else start at the lookback and tell
+        the book where (:meth:`AlertBook.skip_to`)."""
         read = self._book.next_offsets
         fresh = [tp for tp in partitions if tp.partition not in read]
         for tp in partitions:
@@ -178,6 +184,27 @@ class AlertFeed(TopicFeed):
                 consumer.seek(tp, read[tp.partition])
         if fresh:
             await self._lookback.seek(consumer, fresh)
+            self._skip_to_read_from()
+
+    def _skip_to_read_from(self) -> None:
+        """Tell the book where the read of each partition begins (moved by dropped records)."""
+        for tp, offset in self._lookback.read_from.items():
+            self._book.skip_to(tp.partition, offset)
+
+    async def _settle(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int],
+                      batches: dict) -> None:
+        """Mark the book resumable once no partition's read start can move any more.
+
+        A start moves while the lookback may still drop records there as older than its
+        cutoff (:meth:`Lookback.dropping`): always on the embedded broker, whose time lookup
+        answers by append time, until the first recent record or the partition's end. Until
+        then a stream client's old id could not be told from a good one.
+        """
+        for tp, end in ends.items():
+            if self._lookback.dropping(tp) and (tp in batches
+                                                or await consumer.position(tp) < end):
+                return
+        self._book.resumable = True
 
     def _take(self, record) -> None:
         try:

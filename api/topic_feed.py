@@ -86,7 +86,9 @@ class Lookback:
     feed that lost the broker resumes against the same one; :meth:`restart` forgets it.
 
     ``start`` holds where each partition's read began; ``skipped`` counts the records read but
-    dropped by :meth:`recent` as older than the cutoff.
+    dropped by :meth:`recent` as older than the cutoff; ``read_from`` holds where each
+    partition's taken records begin: ``start``, moved past the records dropped, and final once
+    :meth:`dropping` is False (or the partition is read to its end).
     """
 
     def __init__(self, lookback_ms: int | None, feed_name: str = "feed") -> None:
@@ -94,6 +96,7 @@ class Lookback:
         self.feed_name = feed_name
         self.cutoff_ms: int | None = None
         self.start: dict[TopicPartition, int] = {}
+        self.read_from: dict[TopicPartition, int] = {}
         self.skipped = 0
         self._before_cutoff: set[TopicPartition] = set()  # no record at or after the cutoff yet
 
@@ -108,6 +111,7 @@ class Lookback:
         """Forget the cutoff and the starts: the next :meth:`seek` is a first start again."""
         self.cutoff_ms = None
         self.start.clear()
+        self.read_from.clear()
         self._before_cutoff.clear()
 
     async def seek(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
@@ -147,7 +151,7 @@ class Lookback:
                 elif cutoff is not None and hit.timestamp >= cutoff:
                     offset = hit.offset
             consumer.seek(tp, offset)
-            self.start[tp] = offset
+            self.start[tp] = self.read_from[tp] = offset
             if cutoff is not None:
                 self._before_cutoff.add(tp)
 
@@ -164,11 +168,18 @@ class Lookback:
                               if r.timestamp >= self.cutoff_ms), len(records))
                 if first < len(records):
                     self._before_cutoff.discard(tp)
+                if first:
+                    self.read_from[tp] = max(self.read_from.get(tp, 0), records[first - 1].offset + 1)
                 dropped += first
                 records = records[first:]
             kept.extend(records)
         self.skipped += dropped
         return kept, dropped
+
+    def dropping(self, tp: TopicPartition) -> bool:
+        """True while :meth:`recent` may still drop records of ``tp`` as older than the cutoff
+        (none at or after it read there yet), so its ``read_from`` may still move."""
+        return self.cutoff_ms is not None and tp in self._before_cutoff
 
 
 class RecreatedTopicWatch:

@@ -4,8 +4,10 @@ Each change of a matching alert is one ``event: alert`` whose ``data`` is the al
 (``AlertEventPublic``) and whose ``id`` says how far the feed had read (see
 :mod:`api.alert_book`): send it back as ``Last-Event-ID`` (browsers do so when they
 reconnect) and the events retained since are replayed, by whichever API replica answers. An
-alert that stops matching (resolved, with ``status=open``) is sent once more, so a client
-sees it leave. A connection that was sent nothing for ``heartbeat_s`` gets a comment, so
+id older than what is retained, or than where this API's read of the topic began (its last 7
+days, when it started: the client missed changes this API never read), gets ``event: reset``
+first. An alert that stops matching (resolved, with ``status=open``) is sent once more, so a
+client sees it leave. A connection that was sent nothing for ``heartbeat_s`` gets a comment, so
 proxies keep it open. An id past the end of the feed (the topic was recreated, as when the
 embedded broker restarts: it keeps nothing) gets ``event: reset`` and a fresh id; so does a
 connected client when the feed finds the topic recreated under it (its id becomes ``0``).
@@ -33,7 +35,7 @@ from api.alert_book import (
     decode_event_id,
     encode_event_id,
 )
-from api.deps import AlertBookDep, AlertHubDep
+from api.deps import AlertBookDep, AlertHubDep, wait_until
 from api.read_model import AlertHub, TopicRecreated
 from api.routes.alerts import AlertQueryDep
 from api.schemas import EVENT_EXAMPLE
@@ -59,7 +61,8 @@ _WIRE_EXAMPLE = (
     response_model=None,
     responses={
         200: {"description": "`text/event-stream`: `event: alert` (data: an AlertEventPublic), "
-                             "`event: reset` (events since Last-Event-ID were dropped, or the id "
+                             "`event: reset` (events since Last-Event-ID were dropped or are older "
+                             "than this API's 7-day read of the topic, or the id "
                              "is past the feed's end, or the alerts topic was recreated: re-list), "
                              "`event: overflow` (too slow: reconnect with Last-Event-ID), "
                              "and `: heartbeat` comments.",
@@ -68,6 +71,9 @@ _WIRE_EXAMPLE = (
         401: {"description": "No API key, or an unknown one."},
         403: {"description": "The key may not read (an integrator key)."},
         422: {"description": "A filter or the Last-Event-ID is invalid."},
+        503: {"description": "With a Last-Event-ID: this API, just started, does not know yet "
+                             "where its read of the alerts topic begins; retry after "
+                             "Retry-After."},
     },
 )
 async def stream_alerts(
@@ -87,6 +93,10 @@ async def stream_alerts(
         seen = decode_event_id(token) if token else None
     except InvalidEventId as exc:
         raise HTTPException(422, str(exc)) from None
+    if seen is not None:  # whether the id is older than this API's read: known soon after start
+        await wait_until(lambda: book.resumable, lambda: (
+            "this API has not yet found where its read of the alerts topic begins (the last "
+            "7 days), so it cannot tell whether your Last-Event-ID is older; retry shortly"))
     return StreamingResponse(alert_events(book, hub, query, seen, heartbeat_s),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -110,7 +120,8 @@ async def alert_events(book: AlertBook, hub: AlertHub, query: AlertQuery,
                                     "empty); re-read GET /v1/alerts, then follow this stream")
         elif gap:
             yield _control("reset", "some events after your Last-Event-ID are no longer "
-                                    "retained; re-read GET /v1/alerts, then follow this stream")
+                                    "retained (or older than this API's read of the alerts "
+                                    "topic: its last 7 days); re-read GET /v1/alerts, then follow this stream")
         for entry in replay:
             if query.matches_entry(entry):
                 yield _frame(entry, sent)

@@ -263,6 +263,30 @@ def test_replay_reports_a_gap_once_events_were_dropped() -> None:
     assert not gap and [e.event_id for e in entries] == ["inc-4-1"]
 
 
+def test_an_id_from_before_where_the_feed_began_reading_asks_for_a_reset() -> None:
+    """A fresh API reads the last 7 days: on partition 0 from offset 3, on partition 1 (only
+    older events) from its end, 2. A client that had less missed changes this API never read.
+    Before 2026-11-24 it resumed without a word."""
+    book = AlertBook()
+    book.skip_to(0, 3)
+    book.skip_to(1, 2)
+    book.note_topic_ends({0: 5, 1: 2})
+    for n in (3, 4):
+        book.apply(alert_event(f"i{n}"), partition=0, offset=n)
+    for seen in ({0: 1, 1: 2}, {0: 3, 1: 0}, {0: 4}, {}):
+        entries, gap = book.replay(seen)
+        assert gap, seen
+    entries, gap = book.replay({0: 3, 1: 2})
+    assert not gap and [e.event_id for e in entries] == ["i3-1", "i4-1"]
+    entries, gap = book.replay({0: 4, 1: 2})
+    assert not gap and [e.event_id for e in entries] == ["i4-1"]
+    # The ids this book gives count what it skipped as had, so they resume here without a reset.
+    assert book.next_offsets == {0: 5, 1: 2} and entries[0].offsets == (5, 2)
+    assert book.replay(dict(enumerate(entries[0].offsets))) == ([], False)
+    book.skip_to(1, 1)  # the start never moves back
+    assert book.replay({0: 3, 1: 1})[1]
+
+
 def test_a_stream_filter_also_sees_an_alert_leave_it() -> None:
     book = AlertBook()
     book.apply(alert_event(seq=1))

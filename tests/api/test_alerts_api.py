@@ -16,6 +16,7 @@ import orjson
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
+import api.deps
 from api.alert_book import AlertBook, AlertQuery
 from api.main import create_app
 from api.read_model import AlertHub
@@ -250,6 +251,34 @@ def test_stream_filters_and_says_reset_when_the_id_is_too_old() -> None:
     got = frames(asyncio.run(scenario()))
     assert got[1]["event"] == "reset" and "re-read GET /v1/alerts" in got[1]["data"]
     assert orjson.loads(got[2]["data"])["alert_id"] == "i3"  # i2 is blue
+
+
+def test_stream_says_reset_when_the_id_is_older_than_where_the_feed_began_reading() -> None:
+    async def scenario(seen: dict[int, int]) -> list[bytes]:
+        book, hub = AlertBook(), AlertHub()
+        book.skip_to(0, 3)  # the lookback (7 days) began at offset 3
+        book.apply(alert_event("i3"), partition=0, offset=3)
+        stream = alert_events(book, hub, AlertQuery(), seen, 60)
+        chunks = [await anext(stream) for _ in range(2)]
+        await stream.aclose()
+        return chunks
+
+    before = frames(asyncio.run(scenario({0: 2})))
+    assert before[1]["event"] == "reset" and "re-read GET /v1/alerts" in before[1]["data"]
+    within = frames(asyncio.run(scenario({0: 3})))
+    assert within[1]["event"] == "alert" and orjson.loads(within[1]["data"])["alert_id"] == "i3"
+
+
+def test_a_resumed_stream_waits_until_the_feed_knows_where_it_began_then_503(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until then an old id could not be told from a good one (the app here never reads the
+    topic, so the book never learns it)."""
+    monkeypatch.setattr(api.deps, "FEED_WAIT_S", 0.05)
+    # Streamed, so that a 200 (the stream, which never ends) fails rather than hangs.
+    with client.stream("GET", "/v1/alerts/stream",
+                       headers=auth(**{"last-event-id": "3-0"})) as answer:
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert "cannot tell whether your Last-Event-ID is older" in answer.read().decode()
 
 
 def test_stream_says_reset_when_the_id_is_past_the_end_then_goes_live() -> None:

@@ -8,22 +8,28 @@ one partition holds old events only.
 
 On the embedded broker (Tansu 0.6) the time lookup answers by the broker's own append time, so
 these events, all appended now, are all read and the old ones skipped by their timestamps; on
-Apache Kafka the lookup skips them. Either way the same alerts must come out.
+Apache Kafka the lookup skips them. Either way the same alerts must come out, and the read
+must begin at the same offsets: a stream client whose Last-Event-ID is older than them missed
+changes this API never read, and is told to re-list (``event: reset``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from api.alert_book import AlertBook
 from api.read_model import LOOKBACK_MS, AlertFeed
-from control.topics import TopicSpec, ensure_topics
+from control.topics import TopicSpec, ensure_topics, pipeline_topics
 from tests.api.test_alert_book import alert_event
+from tests.helpers import AUTH, free_port, start_api
+from tests.integration.test_alerts_api import read_frames
 
 pytestmark = [pytest.mark.integration]
 
@@ -96,3 +102,68 @@ def test_a_fresh_alert_feed_reads_the_last_7_days_only(settings_factory) -> None
     everything, _ = _read(settings.bootstrap, topic, lookback_ms=None)
     assert set(everything._alerts) == {"old-open", "restated", "old-acked", "new",
                                        "old-elsewhere"}
+
+
+#: Where a fresh feed's read of EVENTS begins: partition 0 at its first recent event (offset
+#: 3), partition 1 (old events only) at its end. And where it ends.
+READ_FROM, READ_TO = {0: 3, 1: 1}, {0: 5, 1: 1}
+
+
+def test_the_feed_tells_the_book_where_its_read_began(settings_factory) -> None:
+    settings = settings_factory(partitions=2)
+    topic = settings.alerts_topic
+    ensure_topics(settings.bootstrap, [TopicSpec(topic, 2)])
+    asyncio.run(_publish(settings.bootstrap, topic))
+
+    book, _ = _read(settings.bootstrap, topic)
+    assert book.resumable
+    assert book.next_offsets == READ_TO
+    entries, gap = book.replay(READ_FROM)
+    assert not gap and [e.event_id for e in entries] == ["restated-2", "new-1"]
+    for seen in ({0: 1, 1: 1}, {0: 3, 1: 0}, {0: 0}):
+        assert book.replay(seen)[1], seen
+
+
+def _frames(url: str, last_event_id: str | None, count: int) -> list[dict[str, str]]:
+    headers = {**AUTH, **({"last-event-id": last_event_id} if last_event_id else {})}
+    with httpx.stream("GET", url, headers=headers, timeout=10) as response:
+        assert response.status_code == 200, response.read()
+        frames: Iterator[dict[str, str]] = read_frames(response)
+        return [next(frames) for _ in range(count)]
+
+
+def _alert_ids(frames: list[dict[str, str]]) -> list[str]:
+    return [orjson.loads(f["data"])["alert"]["alert_id"] for f in frames
+            if f.get("event") == "alert"]
+
+
+def test_a_started_api_resumes_an_id_within_its_read_and_resets_an_older_one(
+        settings_factory, tmp_path) -> None:
+    """Before 2026-11-24 the ids from before the read (1-1, 3-0) resumed without a reset:
+    the client silently missed the changes between its id and where the read began."""
+    settings = settings_factory(partitions=2, api_port=free_port())
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    asyncio.run(_publish(settings.bootstrap, settings.alerts_topic))
+    api = start_api(settings, tmp_path / "api.log")
+    base = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=5).text
+            time.sleep(0.2)
+        url = f"{base}/v1/alerts/stream?heartbeat_s=1"  # no wait for a frame that is not sent
+        # A new client's id counts partition 1 as read up to where the read began.
+        assert _frames(url, None, 1)[0] == {"retry": "3000", "id": "5-1"}
+        # Within the read: the changes after the id, no reset.
+        within = _frames(url, "3-1", 3)
+        assert [f.get("event") for f in within] == [None, "alert", "alert"], within
+        assert _alert_ids(within) == ["restated", "new"]
+        assert within[0]["id"] == "3-1" and within[-1]["id"] == "5-1"
+        # Before it, on either partition: reset, then what this API has.
+        for seen in ("1-1", "3-0"):
+            before = _frames(url, seen, 4)
+            assert [f.get("event") for f in before] == [None, "reset", "alert", "alert"], seen
+            assert "re-read GET /v1/alerts" in before[1]["data"]
+            assert _alert_ids(before) == ["restated", "new"]
+    finally:
+        api.stop()
