@@ -12,6 +12,11 @@ worker's timer calls it so that windows close and silence is found when a bucket
 State in, state out: a ``BucketState`` (numpy columns) that the caller owns — a Faust table
 checkpoint in the worker, an object in the replay tool, eval and tests. Processing the same
 readings from the same state gives the same anomalies with the same ids (replay-safe).
+
+Once an hour of the bucket's event time, after a step, sensors not heard from for the
+settings' ``forget_after_s`` (30 days) are forgotten (``BucketState.forget``): the state
+does not grow for ever as sensor ids churn. Nothing is emitted for them; one that reports
+again is a new sensor.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
 _NO_VALUES = np.zeros(0)
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_LIMIT = int(np.iinfo(np.int64).max)
+#: How often, in a bucket's event time, sensors to forget are looked for: a scan of one
+#: column, and a copy of the state only when one is found, instead of a cost per batch.
+FORGET_CHECK_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,9 @@ class DetectionResult:
     #: and per such sensor: (sensor id, its kind, the kind the reading claimed).
     wrong_kind: int = 0
     wrong_kind_sensors: tuple[tuple[str, str, str], ...] = ()
+    #: Sensors forgotten after this step: not heard from for ``forget_after_s``, their state
+    #: rows removed (no anomaly is emitted for them; their open episodes end unannounced).
+    forgotten: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -233,10 +244,10 @@ class DetectionEngine:
 
     def _params(self, state: BucketState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         cached = state.params_cache
-        if cached is not None and cached[0] is self and cached[1] == len(state):
+        if cached is not None and cached[0] is self and cached[1] == (len(state), state.layout):
             return cached[2]  # type: ignore[return-value]
         matrix = param_matrix(self.config, self.profiles, state.ids, state.cols["kind"])
-        state.params_cache = (self, len(state), (matrix, param_arrays(matrix)))
+        state.params_cache = (self, (len(state), state.layout), (matrix, param_arrays(matrix)))
         return matrix, state.params_cache[2][1]  # type: ignore[index]
 
     def process(self, state: BucketState, batch: ReadingBatch, now_ms: int, *,
@@ -309,6 +320,11 @@ class DetectionEngine:
         if count:
             result.anomalies = self._anomalies(state, events.ints[:count].tolist(),
                                                events.floats[:count].tolist(), now_ms)
+        forget_ms = self.config.forget_after_ms
+        if forget_ms and state.watermark // FORGET_CHECK_MS > state.forget_checked_ms // FORGET_CHECK_MS:
+            # After the anomalies: their rows are the rows before the forgetting.
+            state.forget_checked_ms = state.watermark
+            result.forgotten = state.forget(state.watermark - forget_ms)
         return result
 
     def reading_scores(self, state: BucketState, batch: ReadingBatch,

@@ -39,6 +39,8 @@ class BatchOutcome:
     wrong_kind: int = 0  # rows dropped because their kind is not their sensor's
     #: (sensor id, its kind, the kind claimed) of each sensor with such rows.
     wrong_kind_sensors: tuple[tuple[str, str, str], ...] = field(default=())
+    #: Sensors forgotten after the batch (not heard from for the settings' forget_after_s).
+    forgotten: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Detector:
         result = self.engine.process(state, batch, now_ms, watermark_limit_ms=now_ms)
         return BatchOutcome(result.anomalies, len(batch) - result.wrong_kind, outside,
                             result.late, future, ahead, result.wrong_kind,
-                            result.wrong_kind_sensors)
+                            result.wrong_kind_sensors, result.forgotten)
 
 
 def _furthest_ahead(sensors: np.ndarray, ahead_ms: np.ndarray) -> tuple[tuple[str, int], ...]:

@@ -728,7 +728,9 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
     # Per-reading state rows: the sensors in sorted order of their ids, as np.unique gives.
     sensor_ids, rank = np.unique(inp._ids_text, return_inverse=True)
     sensor = rank.astype(np.int32)[inp.sensor[order]]
-    score = SliceScorer(engine, state, RowState.new(len(sensor_ids)), sensor_ids.tolist())
+    rows = RowState.new(len(sensor_ids))
+    score = SliceScorer(engine, state, rows, sensor_ids.tolist())
+    number = {s: i for i, s in enumerate(sensor_ids.tolist())}
     size_ms, grace_ms = windows.windows.size_ms, windows.windows.grace_ms
     key = ts // size_ms * 2
     if grace_ms > 0:
@@ -744,8 +746,10 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
         moved = engine.advance(state, first, first)  # close what is complete before the slice
         out.extend(moved.anomalies)
         result.windows += moved.windows
+        _start_afresh(rows, number, moved.forgotten)
         scores[a:e] = score(chunk, sensor[a:e], watched[a:e])
         step = engine.process(state, chunk, last)
+        _start_afresh(rows, number, step.forgotten)
         out.extend(step.anomalies)
         result.windows += step.windows
         result.late += step.late
@@ -765,6 +769,13 @@ def replay(inp: ReplayInput, *, window_s: float | None = None, grace_s: float | 
     result.cold = score.cold
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _start_afresh(rows: RowState, number: dict[str, int], forgotten: list[str]) -> None:
+    """The engine forgot these sensors (not heard from for ``forget_after_s``): their
+    per-reading state starts afresh too, as their engine state does if they come back."""
+    if forgotten:
+        rows.reset(np.array([number[s] for s in forgotten], dtype=np.int64))
 
 
 def replace_windows(config: DetectionConfig, window_s: float, grace_s: float) -> DetectionConfig:

@@ -150,6 +150,12 @@ class RowState:
         zeros = [np.zeros(sensors) for _ in range(10)]
         return cls(*zeros[:4], np.full(sensors, np.nan), *zeros[4:])
 
+    def reset(self, rows: np.ndarray) -> None:
+        """Give ``rows`` their initial values: sensors the engine forgot start afresh."""
+        fresh = RowState.new(1)
+        for name in self.__dataclass_fields__:
+            getattr(self, name)[rows] = getattr(fresh, name)[0]
+
 
 class Residuals(NamedTuple):
     """Per reading of a slice, against the state before it (in the series' unit)."""
@@ -536,8 +542,10 @@ class SliceScorer:
     """``score_slice_reference`` in one compiled call per slice.
 
     Keeps between slices each sensor's state row in the engine (a sensor has one from the
-    slice after its first) and the kernel's scratch buffers. ``sensor_ids``: the ids of the
-    replay's sensor numbers (``sensor`` in each call indexes them, as it does ``rows``).
+    slice after its first), looked up again when the engine's rows move (``BucketState.
+    layout``: sensors were forgotten), and the kernel's scratch buffers. ``sensor_ids``: the
+    ids of the replay's sensor numbers (``sensor`` in each call indexes them, as it does
+    ``rows``).
     """
 
     def __init__(self, engine: DetectionEngine, state: BucketState, rows: RowState,
@@ -546,6 +554,7 @@ class SliceScorer:
         self.sensor_ids = sensor_ids
         self._engine_row = np.full(len(sensor_ids), -1, dtype=np.int64)
         self._slot_of = np.full(len(sensor_ids), -1, dtype=np.int64)
+        self._layout = state.layout  # of the engine rows in _engine_row
         #: Readings scored before their sensor's baseline was warm (only domain levels then).
         self.cold = 0
         self._grow(64)
@@ -562,6 +571,9 @@ class SliceScorer:
         if k > self._rd.shape[1]:
             self._grow(max(k, 2 * self._rd.shape[1]))
         sensor = np.asarray(sensor, dtype=np.int64)
+        if self._layout != self.state.layout:  # rows removed: every row number may be stale
+            self._engine_row[:] = -1
+            self._layout = self.state.layout
         rows = self._engine_row[sensor]
         unknown = rows < 0
         if unknown.any():

@@ -11,6 +11,11 @@ while a checkpoint's parts were being sent.
 Per-sensor *parameters* (levels, free-flow speed, ...) are not state: they are rebuilt from
 the configuration and the registry whenever state is loaded, so a changed registry applies
 after a restart without touching the changelog.
+
+Rows are only appended, except when sensors not heard from for a long time are *forgotten*
+(``forget``): their rows are removed and the others move up. ``layout`` counts those
+compactions, so anything that keeps row numbers outside the state knows they moved, and a
+checkpoint cut short by a crash can be completed from parts written before the compaction.
 """
 
 from __future__ import annotations
@@ -133,8 +138,14 @@ class BucketState:
     #: Per row, the offset of the last message applied to it, while that differs between
     #: rows (restored from parts of two checkpoints); None when every row is at last_offset.
     row_offsets: np.ndarray | None = field(default=None, repr=False)
+    #: How many times rows were removed (``forget``): a row number is only meaningful with
+    #: the layout it was taken in. Checkpointed (see ``from_parts``).
+    layout: int = 0
+    #: Event time at which ``forget`` was last considered (the engine does so once an hour
+    #: of event time). Checkpointed, so a restarted worker forgets when this one would have.
+    forget_checked_ms: int = int(NO_TS)
     #: Per-sensor parameters, derived from the configuration (never checkpointed).
-    params_cache: tuple[object, int, object] | None = field(default=None, repr=False)
+    params_cache: tuple[object, tuple[int, int], object] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.cols:
@@ -186,6 +197,40 @@ class BucketState:
         self.cols = {name: column[:n] for name, column in self._store.items()}
         self._columns = None
 
+    def forget(self, before_ms: int) -> list[str]:
+        """Remove the rows of the sensors last heard from before ``before_ms`` (event time,
+        ``last_ts``; a row never heard from — every reading of it late, or without the value
+        its kind watches — holds nothing learned and goes too); return their ids.
+
+        Every column is compacted, and ``ids``, ``index`` and ``row_offsets`` with them; the
+        rows kept stay in their order and hold exactly what they held. The storage past them
+        is fresh, so a sensor added later (a forgotten one reporting again among them) starts
+        from the initial values. ``layout`` counts up and the parameter cache is dropped: row
+        numbers taken before mean other sensors now."""
+        stale = self.cols["last_ts"] < before_ms
+        if not stale.any():
+            return []
+        keep = ~stale
+        gone = [self.ids[i] for i in np.flatnonzero(stale).tolist()]
+        kept = [self.ids[i] for i in np.flatnonzero(keep).tolist()]
+        n = len(kept)
+        capacity = max(n, 64)
+        for name, (dtype, shape, init) in _columns(self.panes).items():
+            column = np.full((capacity, *shape), init, dtype=dtype)
+            column[:n] = self.cols[name][keep]
+            self._store[name] = column
+        self.cols = {name: column[:n] for name, column in self._store.items()}
+        self._columns = None
+        self.ids[:] = kept  # in place: whoever holds ids or index sees the new rows
+        self.index.clear()
+        self.index.update((s, i) for i, s in enumerate(kept))
+        if self.row_offsets is not None:
+            offsets = self.row_offsets[keep]
+            self.row_offsets = None if (offsets >= self.last_offset).all() else offsets
+        self.params_cache = None
+        self.layout += 1
+        return gone
+
     def to_bytes(self) -> bytes:
         """The whole state as one record: JSON header (ids, shapes, counters) + raw arrays."""
         return self._encode(0, len(self), {})
@@ -216,7 +261,8 @@ class BucketState:
             "format": _FORMAT, "panes": self.panes, "ids": self.ids[row0:row1], "columns": names,
             "detectors": list(DETECTORS), "epoch": self.epoch,
             "watermark": self.watermark, "last_offset": self.last_offset,
-            "late_total": self.late_total, "clock_ms": self.clock_ms, **extra,
+            "late_total": self.late_total, "clock_ms": self.clock_ms, "layout": self.layout,
+            "forget_checked_ms": self.forget_checked_ms, **extra,
         }
         if self.row_offsets is not None:  # still replaying after a restore from mixed parts
             head["row_offsets"] = self.row_offsets[row0:row1].tolist()
@@ -242,7 +288,15 @@ class BucketState:
         are the older checkpoint's, and ``row_offsets`` says which offset each row has
         applied, so the messages redelivered after the older one are applied to exactly
         the rows that lack them (``unapplied``). Sensors whose part never arrived start
-        afresh; their readings all came after the older checkpoint and are redelivered."""
+        afresh; their readings all came after the older checkpoint and are redelivered.
+
+        Parts written after sensors were forgotten (a higher ``layout``) hold the rows in
+        other places than the parts written before. When such a checkpoint is complete, the
+        parts of earlier layouts still under higher part numbers are leftovers and ignored;
+        when it was cut short, the sensors its missing parts held are taken, by id, from the
+        earlier parts (at their older offsets: redelivered messages are applied to them as
+        above). A sensor forgotten in between can come back then, with its old state; it is
+        forgotten again at the next check."""
         if not parts or any(len(p) < 4 for p in parts):
             raise ValueError("not a detection-state checkpoint (too short)")
         try:
@@ -251,15 +305,23 @@ class BucketState:
             raise ValueError(f"not a readable detection-state checkpoint: {exc!r}") from None
 
     @classmethod
-    def _combine(cls, decoded: list[tuple[dict, list[str], dict[str, np.ndarray]]]) -> BucketState:
+    def _combine(cls, decoded: list[_Part]) -> BucketState:
         epoch = decoded[0][0].get("epoch")
-        decoded = sorted((d for d in decoded if d[0].get("epoch") == epoch),
+        mine = [d for d in decoded if d[0].get("epoch") == epoch]
+        layout = max(_layout(d[0]) for d in mine)
+        decoded = sorted((d for d in mine if _layout(d[0]) == layout),
                          key=lambda d: int(d[0].get("row0", 0)))
+        panes = int(decoded[0][0]["panes"])
         ids: list[str] = []
         for head, part_ids, _cols in decoded:
-            if int(head.get("row0", 0)) != len(ids) or int(head["panes"]) != int(decoded[0][0]["panes"]):
+            if int(head.get("row0", 0)) != len(ids) or int(head["panes"]) != panes:
                 raise ValueError("checkpoint parts do not fit together (row ranges or panes differ)")
             ids.extend(part_ids)
+        last = decoded[-1][0]
+        if int(last.get("part", 0)) + 1 < int(last.get("parts", 1)):  # cut short
+            moved = _moved_rows([d for d in mine if _layout(d[0]) < layout], set(ids), panes)
+            decoded += moved
+            ids.extend(s for _head, part_ids, _cols in moved for s in part_ids)
         offsets = np.concatenate([
             np.asarray(head.get("row_offsets") or [int(head["last_offset"])] * len(part_ids),
                        dtype=np.int64)
@@ -272,7 +334,8 @@ class BucketState:
             panes=int(oldest["panes"]), ids=ids, index={s: i for i, s in enumerate(ids)},
             cols=cols, watermark=int(oldest["watermark"]), last_offset=last_offset,
             late_total=int(oldest["late_total"]), clock_ms=int(oldest.get("clock_ms", 0)),
-            epoch=int(epoch) if epoch is not None else _new_epoch(),
+            epoch=int(epoch) if epoch is not None else _new_epoch(), layout=layout,
+            forget_checked_ms=int(oldest.get("forget_checked_ms", NO_TS)),
         )
         if len(offsets) != len(ids):
             raise ValueError("checkpoint row offsets do not match its rows")
@@ -307,7 +370,34 @@ def _new_epoch() -> int:
     return secrets.randbits(62)
 
 
-def _decode(data: bytes) -> tuple[dict, list[str], dict[str, np.ndarray]]:
+#: A decoded checkpoint record: its header, its ids, its columns.
+_Part = tuple[dict, list[str], dict[str, np.ndarray]]
+
+
+def _layout(head: dict) -> int:
+    return int(head.get("layout", 0))  # checkpoints from before forgetting: never compacted
+
+
+def _moved_rows(earlier: list[_Part], known: set[str], panes: int) -> list[_Part]:
+    """From parts written before sensors were forgotten (``earlier``), the rows of the
+    sensors not in ``known``, as parts of their own (their row offsets with them): a
+    compacted checkpoint cut short lacks them. The latest layout first, a sensor once."""
+    out = []
+    for head, part_ids, cols in sorted(earlier, key=lambda d: (-_layout(d[0]),
+                                                                int(d[0].get("row0", 0)))):
+        if int(head["panes"]) != panes:
+            raise ValueError("checkpoint parts do not fit together (row ranges or panes differ)")
+        take = [i for i, s in enumerate(part_ids) if s not in known]
+        if not take:
+            continue
+        known.update(part_ids[i] for i in take)
+        offsets = head.get("row_offsets") or [int(head["last_offset"])] * len(part_ids)
+        out.append(({**head, "row_offsets": [offsets[i] for i in take]},
+                    [part_ids[i] for i in take], {n: c[take] for n, c in cols.items()}))
+    return out
+
+
+def _decode(data: bytes) -> _Part:
     """One record's header, ids and columns (the columns of today's layout)."""
     (size,) = struct.unpack_from("<I", data)
     head = orjson.loads(data[4 : 4 + size])

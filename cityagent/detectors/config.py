@@ -32,6 +32,9 @@ __all__ = (
     "DetectionConfig",
     "SensorProfiles",
     "PROFILE_COLUMNS",
+    "FORGET_AFTER_S",
+    "FORGET_AFTER_MIN_S",
+    "FORGET_AFTER_MAX_S",
 )
 
 #: The detectors, in the order their episode columns are kept in state.
@@ -52,6 +55,17 @@ PROFILE_COLUMNS: dict[str, str] = {
     "min_pressure_mpa": "floor_mpa",
     "max_pressure_mpa": "high_mpa",
 }
+
+#: A sensor not heard from for this long (event time) is forgotten: its state row is removed
+#: (``[state] forget_after_s``; 0 keeps every sensor for ever). Sensor ids churn (replaced,
+#: re-registered, decommissioned, test devices) and a row is ~0.84 KB in memory and in every
+#: checkpoint, so without it a bucket's state grows for as long as the deployment runs.
+FORGET_AFTER_S = 30 * 86_400
+#: Shorter would forget a sensor during an ordinary outage (a power cut, a network repair)
+#: and throw away what it learned: its hour-of-day baselines alone take days of windows.
+FORGET_AFTER_MIN_S = 86_400
+#: Ten years: longer is "never", which is 0 (and event times in ms must stay in 64 bits).
+FORGET_AFTER_MAX_S = 3650 * 86_400
 
 _STAT_KEYS = {
     "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
@@ -135,10 +149,12 @@ class KindConfig:
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    """Windows plus one KindConfig per kind (traffic, water_level, pipe_pressure, generic)."""
+    """Windows plus one KindConfig per kind (traffic, water_level, pipe_pressure, generic),
+    and how long a silent sensor's state is kept (``forget_after_ms``; 0: for ever)."""
 
     windows: WindowConfig
     kinds: Mapping[str, KindConfig]
+    forget_after_ms: int = FORGET_AFTER_S * 1000
 
     @classmethod
     def load(cls, path: Path | None = None, *, window_s: float | None = None,
@@ -161,8 +177,11 @@ class DetectionConfig:
                   window_s: float | None = None, grace_s: float | None = None) -> DetectionConfig:
         win = table(doc, "windows", where)
         eps = table(doc, "episodes", where)
+        kept = table(doc, "state", where)
         only(win, {"size_s", "grace_s", "hopping_panes", "idle_s"}, f"{where} [windows]")
         only(eps, {"end_after_windows"}, f"{where} [episodes]")
+        only(kept, {"forget_after_s"}, f"{where} [state]")
+        forget_after_s = _forget_after_s(kept, where)
         size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where)
         grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
         try:
@@ -188,7 +207,7 @@ class DetectionConfig:
         for kind in KIND_CODES:
             raw = {**defaults, **table(kinds_doc, kind, where)}
             kinds[kind] = _kind_config(kind, raw, f"{where} [kind.{kind}]")
-        return cls(windows, kinds)
+        return cls(windows, kinds, round(forget_after_s * 1000))
 
     def kind(self, name: str) -> KindConfig:
         return self.kinds[name]
@@ -219,6 +238,16 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
     return KindConfig(kind=kind, **values)
+
+
+def _forget_after_s(kept: Mapping[str, Any], where: str) -> float:
+    """``[state] forget_after_s``: 0 (never forget), or one day to ten years."""
+    value = _number(kept, "forget_after_s", FORGET_AFTER_S, f"{where} [state]")
+    if value and not FORGET_AFTER_MIN_S <= value <= FORGET_AFTER_MAX_S:
+        raise ConfigError(
+            f"{where} [state]: forget_after_s must be 0 (never forget a sensor) or between "
+            f"{FORGET_AFTER_MIN_S} (one day) and {FORGET_AFTER_MAX_S} (ten years); got {value:g}")
+    return value
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
