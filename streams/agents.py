@@ -22,6 +22,11 @@ owns is loaded as soon as the table is recovered (``adopt``), not when its next 
 comes: a bucket whose sensors all fell silent gets no reading, and would otherwise never
 close its open windows or report the silence.
 
+Sensors not heard from for the detection settings' ``forget_after_s`` are forgotten by the
+domain (``DetectionEngine``, once an hour of a bucket's event time); the agent logs one line
+per bucket that forgot some, counts them, and its next checkpoint of the bucket is the
+smaller state: the parts it no longer needs are deleted after the new ones are written.
+
 When the worker stops (SIGTERM), a final checkpoint is written and acknowledged before Faust
 waits for unacknowledged messages (``CityAgentApp.before_stop``): the timer that checkpoints
 is already stopped by then, and the wait has no time limit. In a rebalance Faust waits the
@@ -107,12 +112,29 @@ class _Buckets(CheckpointedStates):
                 # Dropped by a rebalance after it was marked (the idle timer awaits between
                 # buckets): its partition's new owner has the checkpoint of the hand-over.
                 continue
-            for number, part in enumerate(state.to_parts()):
+            parts = state.to_parts()
+            for number, part in enumerate(parts):
                 self.table[part_key(bucket, number)] = part
+            # Fewer parts than before (sensors were forgotten): delete the rest, after the new
+            # ones, so that no later restore takes them for parts of this checkpoint.
+            number = len(parts)
+            while part_key(bucket, number) in self.table:
+                del self.table[part_key(bucket, number)]
+                number += 1
         if self.dirty:
             counters.checkpoints_total += 1
         self.dirty.clear()
         await self.acknowledge()
+
+    def forgot(self, bucket: str, sensors: list[str], counters: WorkerCounters) -> None:
+        """Sensors of ``bucket`` were forgotten: count them, log one line, checkpoint it."""
+        counters.sensors_forgotten_total += len(sensors)
+        self.dirty.add(bucket)
+        days = self.detector.engine.config.forget_after_ms / 86_400_000
+        examples = ", ".join(sensors[:3]) + (", ..." if len(sensors) > 3 else "")
+        log.info("bucket %s: forgot %d sensors not heard from for %g days (%s): their "
+                 "detection state is dropped, one that reports again is learned afresh",
+                 bucket, len(sensors), days, examples)
 
     def touch(self, bucket: str, tp: Any) -> None:
         """Mark the bucket live: its idle clock starts now, its batches come from ``tp``."""
@@ -237,6 +259,8 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             state.clock_ms = now_ms
             buckets.away_ms.pop(bucket, None)  # its readings carry the event time now
             buckets.dirty.add(bucket)
+            if outcome.forgotten:
+                buckets.forgot(bucket, outcome.forgotten, counters)
             counters.batches_total += 1
             counters.readings_total += outcome.readings
             counters.readings_outside_total += outcome.outside
@@ -287,6 +311,8 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             buckets.last_input[bucket] = now
             if result.windows or result.anomalies:
                 buckets.dirty.add(bucket)
+            if result.forgotten:
+                buckets.forgot(bucket, result.forgotten, counters)
             await publish(result.anomalies)
         # In a rebalance Faust waits for every message a stream took to be acknowledged
         # before it lets the partitions go: checkpoint now, not up to checkpoint_s later.

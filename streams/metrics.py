@@ -24,6 +24,8 @@ class WorkerCounters:
     readings_future_total: int = 0  # dated more than FUTURE_TOLERANCE_MS past the clock
     readings_wrong_kind_total: int = 0  # of another kind than their sensor's: dropped
     checkpoints_total: int = 0
+    #: Sensors whose detection state was dropped: not heard from for forget_after_s.
+    sensors_forgotten_total: int = 0
     commands_total: int = 0
     messages_failed_total: int = 0  # alerting messages that raised an error: skipped (a bug)
     #: Seconds the worker took to read the zones, maintenance and routing topics up to where
@@ -41,11 +43,12 @@ class WorkerCounters:
             "%d bad batches, %d failed messages, %d readings outside the province, "
             "%d late readings (after their window closed: counted, not judged), "
             "%d readings from the future (dated over 5 min past the clock: dropped), "
-            "%d readings of another kind than their sensor's (dropped)",
+            "%d readings of another kind than their sensor's (dropped), "
+            "%d sensors forgotten (silent for forget_after_s)",
             rate, self.readings_total, self.anomalies_total, self.alerts_total,
             self.batches_rejected_total, self.batches_failed_total + self.messages_failed_total,
             self.readings_outside_total, self.readings_late_total, self.readings_future_total,
-            self.readings_wrong_kind_total,
+            self.readings_wrong_kind_total, self.sensors_forgotten_total,
         )
         if self.feeds_caught_up_s is None:
             log.warning("the zones, maintenance and routing topics are not read up to where "

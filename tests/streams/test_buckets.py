@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig
@@ -10,6 +11,7 @@ from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
 from streams.agents import _Buckets
 from streams.metrics import WorkerCounters
+from tests.cityagent.test_detection import T0, readings
 
 
 def test_a_bucket_changed_while_its_partition_was_taken_away_is_not_checkpointed() -> None:
@@ -29,3 +31,44 @@ def test_a_bucket_changed_while_its_partition_was_taken_away_is_not_checkpointed
     assert "b001" not in buckets.states and not buckets.dirty
     assert any(key.startswith(b"b002") for key in table)  # the bucket still owned is written
     assert not any(key.startswith(b"b001") for key in table)  # not the one given away
+
+
+def test_a_bucket_that_forgot_sensors_checkpoints_the_smaller_state_and_restores_it(
+        caplog) -> None:
+    """1,500 gauges (a checkpoint of three parts), of which 1,400 are then not heard from for
+    over 30 days: the next checkpoint is one part, the two it no longer needs are deleted
+    (they would stay in the changelog for ever, and in every recovery), and a worker that
+    loads the bucket from the table gets the smaller state, exactly."""
+    table: dict = {}
+    detector = Detector(DetectionEngine(DetectionConfig.load()), default_regions())
+    counters = WorkerCounters()
+    buckets = _Buckets(table, detector, partitions=8)
+    gauges = [f"jn-wl-{i:05d}" for i in range(1500)]
+    t0 = T0 - 31 * 86_400_000
+
+    def apply(sensors: list[str], t: int, offset: int) -> list[str]:
+        state = buckets.get("b007")
+        buckets.touch("b007", "readings-7")
+        outcome = detector.process_batch(
+            readings([(s, "water_level", t, 2.0) for s in sensors]), state, now_ms=T0)
+        state.applied(offset)
+        buckets.dirty.add("b007")
+        if outcome.forgotten:
+            buckets.forgot("b007", outcome.forgotten, counters)
+        asyncio.run(buckets.checkpoint(counters))
+        return outcome.forgotten
+
+    assert apply(gauges, t0, 0) == []
+    assert set(table) == {b"b007", b"b007/1", b"b007/2"}
+    with caplog.at_level(logging.INFO, logger="cityagent.streams"):
+        assert apply(gauges[:100], T0, 1) == gauges[100:]
+    assert set(table) == {b"b007"}
+    assert counters.sensors_forgotten_total == 1400
+    assert ("bucket b007: forgot 1400 sensors not heard from for 30 days (jn-wl-00100, "
+            "jn-wl-00101, jn-wl-00102, ...)") in caplog.text
+    restored = _Buckets(table, detector, partitions=8).get("b007")
+    state = buckets.states["b007"]
+    assert restored.ids == gauges[:100] == state.ids
+    assert (restored.layout, restored.last_offset, restored.watermark) == (1, 1, state.watermark)
+    for name, column in state.cols.items():
+        assert column.tobytes() == restored.cols[name].tobytes(), name
