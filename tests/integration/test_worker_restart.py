@@ -29,6 +29,7 @@ from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
 from cityagent.readings import parse_reading
 from cityagent.regions import default_regions
 from cityagent.routing import Router
+from cityagent.state import BucketState
 from cityagent.zones import ZoneIndex, demo_zones
 from control.topics import ensure_topics, pipeline_topics
 from streams.partitions import partition_of_key
@@ -199,11 +200,18 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
     producer take in one record (1 MB). Written as one record, the worker crashed at its
     first checkpoint (a fleet of ~300k sensors fills buckets that far). In parts, all sent
     to the bucket's partition, it checkpoints, and a worker started after a SIGKILL recovers
-    every part: the episodes go on under the ids they began with."""
+    every part: the episodes go on under the ids they began with.
+
+    And a bucket that forgot sensors is checkpointed smaller: 700 more gauges of the bucket
+    last reported 31 days ago (history sent late, four parts with the crowd), the crowd
+    also 29 days ago and then now; the worker forgets the 700 (30 days of event time),
+    writes three parts, deletes the fourth, and the restarted worker recovers the state
+    without them."""
     settings = settings_factory(session_timeout_s=6)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
-    bucket, crowd = gauges_in_one_bucket(1500)
-    assert len(crowd) == 1500
+    bucket, everyone = gauges_in_one_bucket(2200)
+    crowd, gone = everyone[:1500], everyone[1500:]
+    assert len(crowd) == 1500 and len(gone) == 700
     rising, calm = crowd[:20], crowd[20:]
     t0 = float(int(time.time()) // 2 * 2 - 600)
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
@@ -211,6 +219,12 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
     changelog = f"{settings.app_id}-detector_state-changelog"
     worker = start_worker(settings, tmp_path / "worker-1.log")
     try:
+        send(producer, settings.readings_topic, readings(everyone, 2.0, t0 - 31 * 86_400))
+        consume_records(settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
+                        until=lambda rs: f"{bucket}/3" in {r.key.decode() for r in rs})
+        # The crowd is not silent for 30 days by then: their readings come in several
+        # messages, and the first of a new hour of event time looks for sensors to forget.
+        send(producer, settings.readings_topic, readings(crowd, 2.0, t0 - 29 * 86_400))
         send(producer, settings.readings_topic, readings(crowd, 2.0, t0))
         send(producer, settings.readings_topic,
              readings(rising, 5.5, t0 + 10) + readings(calm, 2.1, t0 + 10))
@@ -219,16 +233,21 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
         first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
         parts = consume_records(
             settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
-            until=lambda rs: {r.key.decode() for r in rs} >= {bucket, f"{bucket}/1", f"{bucket}/2"})
+            until=lambda rs: any(r.key.decode() == f"{bucket}/3" and r.value is None
+                                 for r in rs))
         time.sleep(4)  # checkpointed and committed: the restart must not replay the breach
         worker.kill()
     finally:
         worker.stop()
+    log = worker.log_path.read_text("utf-8", "replace")
+    assert f"bucket {bucket}: forgot 700 sensors not heard from for 30 days" in log, log[-2000:]
     keys = {r.key.decode() for r in parts}
     assert keys == {bucket} | {f"{bucket}/{n}" for n in range(1, len(keys))}, keys
     assert {r.partition for r in parts} == {partition_of_key(bucket, settings.partitions)}
     latest = {r.key: r.value for r in sorted(parts, key=lambda r: r.offset)}
-    assert max(len(r.value) for r in parts) < 1_000_000 < sum(map(len, latest.values()))
+    assert latest.pop(f"{bucket}/3".encode()) is None  # deleted after the smaller checkpoint
+    assert max(len(r.value) for r in parts if r.value) < 1_000_000 < sum(map(len, latest.values()))
+    assert sorted(BucketState.from_parts(list(latest.values())).ids) == sorted(crowd)
 
     send(producer, settings.readings_topic, readings(rising, 5.8, t0 + 20))
     worker = start_worker(settings, tmp_path / "worker-2.log")
