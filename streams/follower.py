@@ -117,7 +117,10 @@ class TopicFollower:
                     self.ends = {tp.partition: end for tp, end in ends.items()}
                 if not self.ends and not self.caught_up:  # no topic: nothing to wait for
                     self._mark_caught_up()
-                await consumer.seek_to_beginning(*tps)
+                # No seek_to_beginning: a new consumer without a group starts every partition
+                # at its beginning already (auto_offset_reset="earliest"), and aiokafka's seek
+                # waited for the fetch it had in flight (fetch_max_wait_ms, 0.5 s): every
+                # worker and API start paid it, even with the topic empty.
                 await self._follow(consumer, tps)
             except asyncio.CancelledError:
                 raise

@@ -79,9 +79,8 @@ class FakeConsumer:
         return None if self.topic.batches is None else set(self.topic.batches)
 
     def assign(self, tps: list) -> None:
+        """A new consumer without a group starts at the beginning (auto_offset_reset)."""
         self.tps = tps
-
-    async def seek_to_beginning(self, *tps) -> None:
         self.position_of = {tp.partition: 0 for tp in tps}
 
     async def end_offsets(self, tps: list) -> dict:
