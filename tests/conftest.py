@@ -76,6 +76,11 @@ def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
             "window_s": 2.0,
             "grace_s": 1.0,
             "checkpoint_s": 0.5,
+            # The least session timeout Apache Kafka accepts by default
+            # (group.min.session.timeout.ms), not the workers' 10 s: the embedded broker holds
+            # every group join for about half of it, so each worker a test starts joins in ~3 s
+            # rather than ~5 s (tests/integration/test_worker_restart.py has always used 6).
+            "session_timeout_s": 6,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -220,12 +220,14 @@ class Pipeline:
 @contextmanager
 def running_pipeline(kafka_bootstrap: str, logs: Path, prefix: str,
                      api_keys: str | None = None) -> Iterator[Pipeline]:
-    """Topics, a worker and the API (2 s windows, 1 s grace), stopped by PID on the way out.
+    """Topics, a worker and the API (2 s windows, 1 s grace, 6 s session timeout), stopped by
+    PID on the way out.
     ``api_keys``: the API's keys (``CITYAGENT_API_KEYS``) instead of :data:`TEST_API_KEYS`."""
     tag = uuid.uuid4().hex[:10]
     settings = Settings(kafka=kafka_bootstrap, topic_prefix=f"{prefix}{tag}",
                         app_id=f"{prefix}-{tag}", partitions=4, api_port=free_port(),
-                        window_s=2.0, grace_s=1.0, checkpoint_s=0.5, api_keys=api_keys)
+                        window_s=2.0, grace_s=1.0, checkpoint_s=0.5, api_keys=api_keys,
+                        session_timeout_s=6)  # joins in ~3 s, not ~5 (tests/conftest.py)
     ensure_topics(kafka_bootstrap, pipeline_topics(settings))
     worker = start_worker(settings, logs / "worker.log")
     try:
