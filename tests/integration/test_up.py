@@ -161,6 +161,16 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
         assert len(worker_pids(output(), "worker-1")) == 2, output()[-3000:]
         assert up.poll() is None, output()[-3000:]
         assert "starting it again" in output()
+        # The new worker-1 joins the group and is given partitions again. (Waited for, too,
+        # because Ctrl-C while it was still joining took ~12 s to stop it.)
+        restarted = worker_pids(output(), "worker-1")[1]
+        reads = re.compile(rf"^\s*worker-1 \| \[[^\]]+\] \[{restarted}\] \[INFO\] this worker now "
+                           r"reads partitions \[\d", re.M)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not reads.search(output()):
+            assert up.poll() is None, output()[-3000:]
+            time.sleep(0.5)
+        assert reads.search(output()), output()[-3000:]
         # The broker was not restarted: every alert from before is still served.
         deadline, after = time.monotonic() + 30, set()
         while time.monotonic() < deadline and not before <= after:
