@@ -44,7 +44,8 @@ _MIN_TICK_S = 0.1
 _DEFAULT_SENSORS = 1000
 _DEFAULT_RATE = 2000.0
 _PROGRESS_EVERY_S = 3.0
-_FLUSH_TIMEOUT_S = 15.0
+#: Seconds ``close`` may take after the flush: kafka-python waits again for what is unsent.
+_CLOSE_TIMEOUT_S = 5.0
 #: Progress warns once nothing was acknowledged for this long while readings wait.
 _STALL_S = 10.0
 
@@ -162,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "checksums)")
     parser.add_argument("--connect-timeout", type=positive_float, default=30.0,
                         help="seconds to keep trying to reach the brokers (default 30)")
+    parser.add_argument("--flush-timeout", type=positive_float, default=15.0,
+                        help="kafka sink: seconds to wait at the end for what was sent to "
+                             "be acknowledged (default 15); the rest counts as never "
+                             "acknowledged")
     parser.add_argument("--bench", action="store_true",
                         help="measure the simulator's rate into Kafka next to a raw producer")
     parser.add_argument("--json", action="store_true", help="--bench: print the result as JSON")
@@ -269,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if code != 1:  # the late readings still held (not when the sink is unreachable)
                 run.drain()
-            sink.flush(_FLUSH_TIMEOUT_S)
-            sink.close(timeout_s=5.0)
+            sink.flush(args.flush_timeout)
+            sink.close(timeout_s=min(_CLOSE_TIMEOUT_S, args.flush_timeout))
         except KeyboardInterrupt:
             code = 130
         except Exception as exc:  # noqa: BLE001 - report, never a traceback on exit
