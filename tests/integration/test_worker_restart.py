@@ -98,6 +98,26 @@ def recede(settings, producer: KafkaProducer, t0: float, watch) -> tuple[list, l
     return values, events
 
 
+#: A worker sends its first JoinGroup at least this long after its process starts: Faust's
+#: TableManager sleeps 1 s before the consumer subscribes (and the imports take more).
+JOIN_AFTER_START_S = 1.0
+
+
+def await_the_killed_members_half_session(killed_at: float, session_timeout_s: float) -> None:
+    """Return when a worker started now joins the group no sooner than half the session
+    timeout after the SIGKILL at ``killed_at`` (``time.monotonic()``).
+
+    The embedded broker holds a JoinGroup for about half the session timeout and then forms
+    the generation with every member whose session has not expired. A join that comes
+    sooner after a SIGKILL ends while the killed member still counts; the new worker then
+    waits in that generation, and in a second join, ~8 s longer. Measured with plain
+    consumers (6 s sessions): joining 2.5 s after the kill, assigned 11.2 s later; 3 s
+    after, 3.2 s later. Starting the new worker sooner was a race that the worker's start-up
+    time decided, and lost once it took under ~3 s."""
+    time.sleep(max(0.0, killed_at + session_timeout_s / 2 - JOIN_AFTER_START_S
+                   - time.monotonic()))
+
+
 def assert_one_episode_and_alert_each(values: list, events: list, first_ids: dict[str, str],
                                       t0: float, log: str) -> None:
     """Every gauge's episode ended under the id it began with, from its first breach; and
@@ -127,11 +147,13 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
         first_ids = breach(settings, producer, t0, watch=(worker,))  # 1. sixty gauges breach
         time.sleep(4)  # past Faust's 2.8 s commit interval: the restart must not replay phase 1
         worker.kill()
+        killed_at = time.monotonic()
     finally:
         worker.stop()
 
     # 2. While no worker runs, the breaches continue; then a new worker starts.
     send(producer, settings.readings_topic, readings(BREACHING, 5.8, t0 + 20))
+    await_the_killed_members_half_session(killed_at, settings.session_timeout_s)
     worker = start_worker(settings, tmp_path / "worker-2.log")
     try:
         # 3. The gauges recede: every episode must end as the alert it began as.
@@ -237,6 +259,7 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
                                  for r in rs))
         time.sleep(4)  # checkpointed and committed: the restart must not replay the breach
         worker.kill()
+        killed_at = time.monotonic()
     finally:
         worker.stop()
     log = worker.log_path.read_text("utf-8", "replace")
@@ -250,6 +273,7 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
     assert sorted(BucketState.from_parts(list(latest.values())).ids) == sorted(crowd)
 
     send(producer, settings.readings_topic, readings(rising, 5.8, t0 + 20))
+    await_the_killed_members_half_session(killed_at, settings.session_timeout_s)
     worker = start_worker(settings, tmp_path / "worker-2.log")
     try:
         send(producer, settings.readings_topic,
@@ -330,6 +354,7 @@ def test_an_incident_larger_than_a_kafka_record_is_checkpointed_in_parts_and_rec
                                  until=lambda rs: any(whole(r) for r in rs))
         time.sleep(4)  # checkpointed and committed: the restart must not replay the starts
         worker.kill()
+        killed_at = time.monotonic()
     finally:
         worker.stop()
     latest = {r.key: r.value for r in sorted(stored, key=lambda r: r.offset)}
@@ -349,6 +374,7 @@ def test_an_incident_larger_than_a_kafka_record_is_checkpointed_in_parts_and_rec
         return [r for r in records if (r.partition, r.offset) > seen
                 and r.partition == seen[0]]
 
+    await_the_killed_members_half_session(killed_at, settings.session_timeout_s)
     worker = start_worker(settings, tmp_path / "worker-2.log")
     try:
         events = alert_events(new(consume_records(
