@@ -257,6 +257,7 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
         await scopes.checkpoint()
 
     app.before_stop.append(final_checkpoint)
+    app.before_stop.append(feeds.stop)  # after the checkpoints, which do not need the feeds
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

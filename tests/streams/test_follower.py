@@ -231,6 +231,24 @@ def test_a_starting_worker_waits_for_all_three_feeds(caplog) -> None:
     assert "worker: zones, maintenance and routing caught up in" in caplog.text
 
 
+def test_a_stopping_worker_stops_following_and_leaves_no_task_behind() -> None:
+    """Left following, the three tasks were what Faust's last gather waited 1 s for when a
+    worker stopped (streams/feeds.py, WorkerFeeds.stop)."""
+    feeds = _feeds({"zones": FakeTopic({0: [2]}, tansu=True),
+                    "maintenance": FakeTopic({0: []}, tansu=True),
+                    "routing": FakeTopic({0: [1]}, tansu=True)}, WorkerCounters())
+
+    async def scenario() -> tuple[int, int]:
+        await feeds.catch_up(5.0)
+        following = sum(not t.done() for t in asyncio.all_tasks()
+                        if t.get_name().startswith("follow "))
+        await feeds.stop()
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return following, len(left)
+
+    assert asyncio.run(scenario()) == (3, 0)
+
+
 def test_a_feed_that_cannot_catch_up_delays_the_worker_only_so_long(caplog) -> None:
     counters = WorkerCounters()
     stuck = FakeTopic({0: [3]}, tansu=True)
