@@ -11,7 +11,10 @@ billions of readings in that time; re-reading them all would keep a restarted AP
 hours. So a fresh start reads only the last ``lookback_ms`` of the topic, by Kafka record time
 (the producers' create time: the API's publisher and the simulator leave the timestamp to the
 client, which stamps the send time). The price: a sensor silent for longer than the lookback
-is unknown to a restarted API unless the sensor registry names it.
+is unknown to a restarted API unless the sensor registry names it. A running API forgets such
+sensors too (``SituationModel.forget``, every ``FORGET_EVERY_S``): replicas started at
+different times then list the same sensors, and a model does not grow for good as sensor ids
+churn (every id it ever saw also shortened every sensor's chart: the series share a budget).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ log = logging.getLogger("cityagent.api")
 #: Messages folded at once: ~500 readings each, so at most a ~100k-reading fold (~60 ms) holds
 #: the event loop.
 MAX_RECORDS = 200
+
+
+#: Seconds between two looks for sensors silent for longer than the lookback (a scan of one
+#: column; a copy of the model's rows only when some are found).
+FORGET_EVERY_S = 600.0
 
 
 class ReadingsFeed(TopicFeed):
@@ -63,6 +71,8 @@ class ReadingsFeed(TopicFeed):
         self.malformed = 0  # messages that were no reading batch
         self.messages = 0
         self.lag = 0
+        self.forgotten = 0  # sensors dropped from the model: silent for longer than the lookback
+        self._forget_at = time.monotonic() + FORGET_EVERY_S
         self._watch = RecreatedTopicWatch()
 
     @property
@@ -134,9 +144,24 @@ class ReadingsFeed(TopicFeed):
                     log.info("readings feed caught up: %d sensors, %d readings; %d messages "
                              "older than the lookback skipped", len(self._model),
                              self._model.readings_total, self.skipped_old)
+                self._forget_silent()
                 await asyncio.sleep(0)  # let requests in between folds
         finally:
             await consumer.stop()
+
+    def _forget_silent(self) -> None:
+        """Every ``FORGET_EVERY_S``: drop the sensors a starting API would not know (no reading
+        within the lookback, not in the registry)."""
+        lookback_ms = self._lookback.lookback_ms
+        if lookback_ms is None or time.monotonic() < self._forget_at:
+            return
+        self._forget_at = time.monotonic() + FORGET_EVERY_S
+        dropped = self._model.forget(int(time.time() * 1000) - lookback_ms)
+        if dropped:
+            self.forgotten += dropped
+            log.info("readings feed: forgot %d sensors with no reading in the last %g h (a "
+                     "starting API would not know them either; the registry keeps its sensors)",
+                     dropped, lookback_ms / 3_600_000)
 
     def _fold(self, records: list) -> None:
         if not records:

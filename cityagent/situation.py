@@ -25,7 +25,9 @@ only within those hours: each sensor's latest state, and what is computed from r
 the later start's lookback, are the same; what reaches further back (``readings_total``, a
 sensor's reading count and oldest reading, hence the interval it has shown) is not. A sensor
 silent for longer than the lookback is unknown to a restarted API unless the sensor registry
-names it (then it is listed, silent, without a latest value).
+names it (then it is listed, silent, without a latest value); a running API forgets it too
+(:meth:`SituationModel.forget`, called by the API's readings feed), so that replicas list the
+same sensors and the model does not grow for good as sensor ids churn.
 
 Domain indicators use *reporting* sensors only (a silent sensor's last value is stale): the
 traffic performance index (``traffic_index`` of the latest speed against the road's free-flow
@@ -104,6 +106,7 @@ _COLUMNS: dict[str, tuple[Any, Any, tuple[int, ...]]] = {
     "registry": (np.int32, -1, ()),
     "seconds": (np.uint16, 0, (_SECOND_SLOTS,)),  # arrivals per wall-clock second (ring)
     "written": (np.int64, 0, ()),  # readings written to the series ring
+    "arrived": (np.int64, _NEVER, ()),  # when its newest reading entered the stream (~s)
 }
 
 
@@ -404,6 +407,11 @@ class SituationModel:
         slot = second % _SECOND_SLOTS
         ok = recent & (self._second_of_slot[slot] == second)
         np.add.at(seconds, (rows[ok], slot[ok]), 1)
+        # Not np.maximum.at (~6 % of a fold): of a sensor's rows the last assignment wins, an
+        # arrival of this fold, off its newest by the seconds a poll spans; forget() looks a
+        # lookback (hours) back.
+        latest = self._cols["arrived"]
+        latest[rows] = np.maximum(latest[rows], arrived)
 
     def _fold_minutes(self, rows: np.ndarray, ts: np.ndarray, kind: np.ndarray,
                       values: np.ndarray) -> None:
@@ -519,6 +527,39 @@ class SituationModel:
             ts[rows[ok], dst[ok]] = self._series_ts[rows[ok], src[ok]]
             val[rows[ok], dst[ok]] = self._series_val[rows[ok], src[ok]]
         self._series_ts, self._series_val, self._depth = ts, val, depth
+
+    def forget(self, arrived_before_ms: int) -> int:
+        """Drop the sensors whose readings all entered the stream before ``arrived_before_ms``
+        (Kafka record time) and that the registry does not name; return how many.
+
+        A starting API reads only the lookback of the topic, so it does not know them: without
+        this, a replica that had run for weeks listed every sensor id it had ever seen (ids
+        churn: replaced, re-registered, test devices), growing for good, and answered other
+        totals than a replica started yesterday. The feed calls it with ``now - lookback``.
+        The rows kept stay in their order with what they held; running totals
+        (``readings_total``) and the per-minute trend keep what the dropped sensors added.
+        """
+        c, n = self._cols, self._n
+        gone = (c["arrived"][:n] < arrived_before_ms) & (c["registry"][:n] < 0)
+        dropped = int(gone.sum())
+        if not dropped:
+            return 0
+        keep = np.flatnonzero(~gone)
+        kept = len(keep)
+        for name, column in c.items():
+            column[:kept] = column[keep]
+            column[kept:n] = _COLUMNS[name][1]
+        self._series_ts[:kept] = self._series_ts[keep]
+        self._series_ts[kept:n] = _NEVER
+        self._series_val[:kept] = self._series_val[keep]
+        self._series_val[kept:n] = np.nan
+        self._ids[:kept] = self._ids[keep]
+        self._ids[kept:n] = ""
+        self._n = kept
+        self._index = {s: i for i, s in enumerate(self._ids[:kept].tolist())}
+        self._by_id = None
+        self.version += 1
+        return dropped
 
     # -- answers ------------------------------------------------------------------------------
 

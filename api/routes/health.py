@@ -144,6 +144,9 @@ def render_metrics(state: Any) -> str:
         metric("cityagent_api_reading_batches_malformed_total", "counter",
                "Messages of the readings topic that were no reading batch (skipped).",
                [({}, feed.malformed)])
+        metric("cityagent_api_sensors_forgotten_total", "counter",
+               "Sensors dropped from the situation: no reading within the lookback, not in "
+               "the registry (a starting API would not know them).", [({}, feed.forgotten)])
     counter = getattr(state, "alert_counter", None)
     book = getattr(state, "alert_book", None)
     if counter is not None and book is not None:

@@ -360,6 +360,65 @@ def test_sensors_page_in_id_order_with_filters() -> None:
     assert [s["sensor_id"] for s in m.sensors(NOW, status="silent")[0]] == ["qd-wl-1"]
 
 
+def test_sensors_with_no_reading_in_the_lookback_are_forgotten_unless_registered() -> None:
+    # What a starting API (reading the last day of the topic) would know, a running one keeps.
+    registry = [{"sensor_id": "jn-wl-reg", "kind": "water_level", "lon": 117.0, "lat": 36.6,
+                 "district_code": "370102"}]
+    day_ago = NOW - 24 * 3600 * SEC
+    old = batch(("jn-wl-old", "water_level", T0, 2.0, LIXIA),
+                ("jn-wl-reg", "water_level", T0, 1.5, LIXIA),
+                ("qd-pp-old", "pipe_pressure", T0, 0.3, SHINAN))
+    recent = batch(*[(sensor, "traffic", T0 + k * 60 * SEC, 40.0 + k, SHIZHONG)
+                     for k in range(5) for sensor in ("jn-tr-a", "jn-tr-b")],
+                   ("jn-wl-new", "water_level", T0 + 240 * SEC, 2.5, LIXIA))
+    m = model(registry)
+    m.update(old, NOW, day_ago - 1)  # arrived a day and a millisecond ago
+    m.update(recent, NOW, day_ago)
+    never_had_them = model(registry)
+    never_had_them.update(old.take(old.sensor_id == "jn-wl-reg"), NOW, day_ago - 1)
+    never_had_them.update(recent, NOW, day_ago)
+    assert len(m.sensors(NOW)[0]) == 6
+    assert m.forget(day_ago) == 2 and len(m) == 4
+    assert m.sensor("jn-wl-old", NOW) is None and m.readings("qd-pp-old") is None
+    for sensor in ("jn-tr-a", "jn-tr-b", "jn-wl-new", "jn-wl-reg"):  # as if never mixed
+        assert m.sensor(sensor, NOW) == never_had_them.sensor(sensor, NOW)
+        assert m.readings(sensor) == never_had_them.readings(sensor)
+    assert m.situation(NOW)["province"]["sensors"] == {"total": 4, "reporting": 3, "silent": 1}
+    assert m.forget(day_ago) == 0
+    # One that reports again is a new sensor, its kind set again by its first reading; the
+    # list (in id order) has the new rows, also as many as before the forgetting.
+    m.update(batch(("jn-wl-old", "traffic", T0 + 300 * SEC, 33.0, LIXIA),
+                   ("zz-tr-new", "traffic", T0 + 300 * SEC, 35.0, LIXIA)), NOW)
+    again = m.sensor("jn-wl-old", NOW)
+    assert again is not None and again["kind"] == "traffic" and len(m.readings("jn-wl-old")) == 1
+    listed = m.sensors(NOW)[0]
+    assert [s["sensor_id"] for s in listed] == [
+        "jn-tr-a", "jn-tr-b", "jn-wl-new", "jn-wl-old", "jn-wl-reg", "zz-tr-new"]
+    assert [s for s in listed if s["sensor_id"] != "jn-wl-old" and s["sensor_id"] != "zz-tr-new"
+            ] == never_had_them.sensors(NOW)[0]
+
+
+def test_the_readings_feed_forgets_sensors_older_than_its_lookback_every_ten_minutes() -> None:
+    import time
+
+    from api.readings_feed import FORGET_EVERY_S, ReadingsFeed
+
+    now = int(time.time() * 1000)
+    m = model()
+    m.update(batch(("jn-wl-old", "water_level", T0, 2.0, LIXIA)), now, now - 25 * 3600 * SEC)
+    m.update(batch(("jn-wl-new", "water_level", T0, 2.0, LIXIA)), now, now - 23 * 3600 * SEC)
+    whole = ReadingsFeed("127.0.0.1:9", "t.readings", m)  # no lookback: it reads everything
+    whole._forget_at = 0.0
+    whole._forget_silent()
+    assert len(m) == 2
+    feed = ReadingsFeed("127.0.0.1:9", "t.readings", m, lookback_ms=24 * 3600 * SEC)
+    feed._forget_silent()  # not yet: ten minutes after the start
+    assert len(m) == 2 and feed._forget_at > time.monotonic() + FORGET_EVERY_S - 60
+    feed._forget_at = 0.0
+    feed._forget_silent()
+    assert (feed.forgotten, m.sensor_ids.tolist()) == (1, ["jn-wl-new"])
+
+
 def test_series_keep_the_newest_readings_oldest_first_within_a_global_budget() -> None:
     m = model(series_depth=5, series_budget=5 * 1024)
     m.update(batch(*[("jn-tr-1", "traffic", T0 + k * SEC, 40.0 + k, LIXIA) for k in (3, 1, 2)]), NOW)
