@@ -44,6 +44,7 @@ class WorkerFeeds:
             "routing": routing.follower}
         self._counters = counters
         self._late: asyncio.Future | None = None  # waits for feeds behind after the timeout
+        self._waiting: asyncio.Future | None = None  # the three followers' catch-up
 
     async def catch_up(self, timeout_s: float) -> bool:
         """Start following the topics and wait, at most ``timeout_s``, until each is read up
@@ -51,9 +52,16 @@ class WorkerFeeds:
         started = time.monotonic()
         for follower in self.followers.values():
             follower.start()
-        waiting = asyncio.gather(*(f.wait_caught_up() for f in self.followers.values()))
+        waiting = self._waiting = asyncio.gather(
+            *(f.wait_caught_up() for f in self.followers.values()))
         try:
             await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
+        except asyncio.CancelledError:
+            # The start was cancelled (SIGTERM while a topic could not be read): the shielded
+            # wait would poll on, and at exit asyncio logged its cancellation as an error
+            # with a traceback ("_GatheringFuture exception was never retrieved").
+            waiting.cancel()
+            raise
         except TimeoutError:
             behind = [name for name, f in self.followers.items() if not f.caught_up]
             log.warning(
@@ -76,6 +84,8 @@ class WorkerFeeds:
         longer to exit."""
         if self._late is not None:
             self._late.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()
         for follower in self.followers.values():
             await follower.stop()
 

@@ -9,6 +9,8 @@ fetch does; the integration tests measure the same on the session's broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -247,6 +249,33 @@ def test_a_stopping_worker_stops_following_and_leaves_no_task_behind() -> None:
         return following, len(left)
 
     assert asyncio.run(scenario()) == (3, 0)
+
+
+def test_a_worker_stopped_while_waiting_for_its_feeds_stops_quietly() -> None:
+    """SIGTERM while a feed cannot be read (the broker is down at start): Faust cancels the
+    start and then stops the worker. The wait for the three feeds was left polling, and when
+    mode cancelled every task at exit asyncio logged "_GatheringFuture exception was never
+    retrieved" with a traceback, an error line for an ordinary stop."""
+    stuck = FakeTopic({0: [3]}, tansu=True)
+    stuck.batch_at = lambda partition, offset: []  # type: ignore[method-assign]  # no answers
+    feeds = _feeds({"zones": FakeTopic({0: [3]}, tansu=True), "maintenance": stuck,
+                    "routing": FakeTopic({0: [1]}, tansu=True)}, WorkerCounters())
+    unhandled: list[dict] = []
+
+    async def scenario() -> list[asyncio.Task]:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unhandled.append(ctx))
+        start = asyncio.ensure_future(feeds.catch_up(30.0))
+        await asyncio.sleep(0.2)
+        start.cancel()  # the start, cancelled by the signal
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        await feeds.stop()  # the worker's before_stop hook
+        await asyncio.sleep(0.05)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(scenario()) == []
+    gc.collect()  # an unretrieved exception is reported when its future is collected
+    assert unhandled == []
 
 
 def test_a_feed_that_cannot_catch_up_delays_the_worker_only_so_long(caplog) -> None:
