@@ -17,9 +17,9 @@ from api.situation import AlertCounter
 from cityagent.regions import RegionIndex
 from cityagent.situation import SituationModel
 
-__all__ = ("PublisherDep", "AlertBookDep", "RegionsDep", "RateLimiterDep", "IdempotencyDep",
-           "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep", "read_up_to_start",
-           "wait_until")
+__all__ = ("PublisherDep", "AlertBookDep", "ReadAlertBookDep", "RegionsDep", "RateLimiterDep",
+           "IdempotencyDep", "AlertHubDep", "CommandsDep", "SituationDep", "AlertCounterDep",
+           "read_up_to_start", "wait_until")
 
 #: How long a settings route (zones, routing, maintenance windows: reads and admin writes) and
 #: a resuming alert stream wait, at most, for the API to have read enough of its topic (it
@@ -33,6 +33,23 @@ def get_publisher(request: Request) -> ReadingPublisher:
 
 
 def get_alert_book(request: Request) -> AlertBook:
+    return request.app.state.alert_book
+
+
+async def get_read_alert_book(request: Request) -> AlertBook:
+    """The alert book, once the API has read the alerts topic (its last 7 days) up to where it
+    ended at start; 503 with Retry-After after :data:`FEED_WAIT_S`.
+
+    Before that (a second or so after a start) the book holds part of the topic: a list
+    lacked alerts, an alert not read yet was a 404, and an action on it a 404 (or a 409 for a
+    state already changed) a client could not tell from the truth. An app without the feed
+    (used without its lifespan: tests that fill the book themselves) answers from the book.
+    """
+    feed = getattr(request.app.state, "alert_feed", None)
+    if feed is not None:
+        await wait_until(lambda: feed.caught_up, lambda: (
+            "this API has not yet read the alerts topic (its last 7 days) up to its end; "
+            "retry shortly"))
     return request.app.state.alert_book
 
 
@@ -60,6 +77,7 @@ PublisherDep = Annotated[ReadingPublisher, Depends(get_publisher)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 IdempotencyDep = Annotated[IdempotencyCache, Depends(get_idempotency)]
 AlertBookDep = Annotated[AlertBook, Depends(get_alert_book)]
+ReadAlertBookDep = Annotated[AlertBook, Depends(get_read_alert_book)]
 RegionsDep = Annotated[RegionIndex, Depends(get_regions)]
 AlertHubDep = Annotated[AlertHub, Depends(get_alert_hub)]
 CommandsDep = Annotated[CommandPublisher, Depends(get_commands)]

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from api.alert_book import AlertBook, AlertQuery, InvalidCursor
 from api.auth import OperatorDep, Principal, ViewerDep
 from api.commands import CommandPublisher
-from api.deps import AlertBookDep, CommandsDep, IdempotencyDep, RegionsDep
+from api.deps import CommandsDep, IdempotencyDep, ReadAlertBookDep, RegionsDep
 from api.idempotency import IdempotencyCache, IdempotencyConflict, StoredResponse, valid_key
 from api.params import time_param
 from api.schemas import (
@@ -49,6 +49,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
     403: {"description": "The key may not read alerts (an integrator key)."},
     422: {"description": "A filter, cursor or body is invalid; `detail` says which."},
+    503: {"description": "This API, just started, has not yet read the alerts topic (its last "
+                         "7 days) up to its end: retry after Retry-After."},
 }
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
@@ -58,7 +60,8 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "The action changes nothing: the alert is resolved (only comments "
                          "are taken), or already acknowledged (ack); or a request with this "
                          "Idempotency-Key is still being processed."},
-    503: {"description": "Kafka did not acknowledge the command; retry after Retry-After."},
+    503: {"description": "Kafka did not acknowledge the command, or this API, just started, has "
+                         "not yet read the alerts topic up to its end; retry after Retry-After."},
 }
 
 #: The alert id path parameter (its example is the alert of the schemas' examples).
@@ -175,8 +178,8 @@ AlertQueryDep = Annotated[AlertQuery, Depends(alert_query)]
 
 @router.get("/v1/alerts", response_model=AlertsPublic, responses=_ERRORS)
 async def list_alerts(
-    book: AlertBookDep,
-    query: AlertQueryDep,
+    query: AlertQueryDep,  # first: a bad key or filter is answered before the wait for the book
+    book: ReadAlertBookDep,
     limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100,
     cursor: Annotated[str | None, Query(
         description="The next_cursor of the previous page")] = None,
@@ -192,7 +195,7 @@ async def list_alerts(
 @router.get("/v1/alerts/{alert_id}", response_model=AlertDetail,
             responses={**_ERRORS, 404: {"description": "No such alert (or not in the key's "
                                                        "cities)."}})
-async def get_alert(alert_id: AlertId, principal: ViewerDep, book: AlertBookDep) -> Any:
+async def get_alert(alert_id: AlertId, principal: ViewerDep, book: ReadAlertBookDep) -> Any:
     """One alert and its history: every change, oldest first (the last 200)."""
     alert = _visible(book, alert_id, principal)
     history, complete = book.history(alert_id)
@@ -220,7 +223,7 @@ Operator = Annotated[str | None, Header(
 
 @router.post("/v1/alerts/{alert_id}/ack", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def ack_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
+async def ack_alert(alert_id: AlertId, principal: OperatorDep, book: ReadAlertBookDep,
                     commands: CommandsDep, idempotency: IdempotencyDep,
                     body: Annotated[AlertNote | None, Body()] = None,
                     idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
@@ -231,7 +234,7 @@ async def ack_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDe
 
 @router.post("/v1/alerts/{alert_id}/resolve", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
-async def resolve_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBookDep,
+async def resolve_alert(alert_id: AlertId, principal: OperatorDep, book: ReadAlertBookDep,
                         commands: CommandsDep, idempotency: IdempotencyDep,
                         body: Annotated[AlertNote | None, Body()] = None,
                         idempotency_key: IdempotencyKey = None,
@@ -244,7 +247,7 @@ async def resolve_alert(alert_id: AlertId, principal: OperatorDep, book: AlertBo
 @router.post("/v1/alerts/{alert_id}/assign", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def assign_alert(alert_id: AlertId, body: AlertAssign, principal: OperatorDep,
-                       book: AlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
+                       book: ReadAlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
                        idempotency_key: IdempotencyKey = None, operator: Operator = None) -> Any:
     """Assign to a crew or person."""
     return await _act("assign", alert_id, principal, book, commands, idempotency, idempotency_key, operator,
@@ -254,7 +257,7 @@ async def assign_alert(alert_id: AlertId, body: AlertAssign, principal: Operator
 @router.post("/v1/alerts/{alert_id}/comment", status_code=202, response_model=CommandQueued,
              responses=_ACTION_ERRORS)
 async def comment_alert(alert_id: AlertId, body: AlertComment, principal: OperatorDep,
-                        book: AlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
+                        book: ReadAlertBookDep, commands: CommandsDep, idempotency: IdempotencyDep,
                         idempotency_key: IdempotencyKey = None,
                         operator: Operator = None) -> Any:
     """Add a comment (also on a resolved alert)."""

@@ -126,6 +126,35 @@ def test_one_alert_with_its_history(client: TestClient) -> None:
     assert client.get("/v1/alerts/nope", headers=auth()).status_code == 404
 
 
+def test_alert_routes_wait_until_the_api_has_read_the_alerts_topic(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a start the book holds part of the topic: a list lacked alerts and an alert
+    not read yet was a 404 (also to an ack). They wait for the read now, then 503."""
+    import threading
+    from types import SimpleNamespace
+
+    import api.deps
+
+    monkeypatch.setattr(api.deps, "FEED_WAIT_S", 0.1)
+    app = create_app(Settings(api_keys=KEYS, kafka="127.0.0.1:9"))  # never connected
+    app.state.alert_book.apply(alert_event("jn-1", last_seen_ms=T0 + MIN))
+    feed = app.state.alert_feed = SimpleNamespace(caught_up=False)
+    client = TestClient(app)
+    for method, path in (("GET", "/v1/alerts"), ("GET", "/v1/alerts/jn-1"),
+                         ("GET", "/v1/alerts/jn-9"), ("POST", "/v1/alerts/jn-9/ack")):
+        answer = client.request(method, path, headers=auth())
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.headers["retry-after"] == "5"
+        assert "has not yet read the alerts topic" in answer.json()["detail"]
+    assert client.get("/v1/alerts").status_code == 401  # the key first, not a wait
+    assert client.get("/v1/alerts", params={"status": "nope"}, headers=auth()).status_code == 422
+    # A read that ends within the wait is answered as usual.
+    monkeypatch.setattr(api.deps, "FEED_WAIT_S", 10.0)
+    threading.Timer(0.2, lambda: setattr(feed, "caught_up", True)).start()
+    assert alert_ids(client) == ["jn-1"]
+    assert client.get("/v1/alerts/jn-9", headers=auth()).status_code == 404
+
+
 def test_keys_roles_and_scope(client: TestClient) -> None:
     assert client.get("/v1/alerts").status_code == 401
     assert client.get("/v1/alerts/stream").status_code == 401
