@@ -82,11 +82,17 @@ def _read(bootstrap: str, topic: str, **kwargs) -> tuple[AlertBook, AlertFeed]:
     return asyncio.run(scenario())
 
 
-def test_a_fresh_alert_feed_reads_the_last_7_days_only(settings_factory) -> None:
+def _published(settings_factory):
+    """Settings of their own, and their alerts topic of two partitions holding EVENTS."""
     settings = settings_factory(partitions=2)
     topic = settings.alerts_topic
     ensure_topics(settings.bootstrap, [TopicSpec(topic, 2)])
     asyncio.run(_publish(settings.bootstrap, topic))
+    return settings, topic
+
+
+def test_a_fresh_alert_feed_reads_the_last_7_days_only(settings_factory) -> None:
+    settings, topic = _published(settings_factory)
 
     book, feed = _read(settings.bootstrap, topic)
     assert LOOKBACK_MS == 7 * DAY_MS == book.resolved_for_ms
@@ -110,10 +116,7 @@ READ_FROM, READ_TO = {0: 3, 1: 1}, {0: 5, 1: 1}
 
 
 def test_the_feed_tells_the_book_where_its_read_began(settings_factory) -> None:
-    settings = settings_factory(partitions=2)
-    topic = settings.alerts_topic
-    ensure_topics(settings.bootstrap, [TopicSpec(topic, 2)])
-    asyncio.run(_publish(settings.bootstrap, topic))
+    settings, topic = _published(settings_factory)
 
     book, _ = _read(settings.bootstrap, topic)
     assert book.resumable
