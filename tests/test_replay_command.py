@@ -96,8 +96,10 @@ def test_ctrl_c_stops_with_one_line_and_leaves_no_output_file(tmp_path: Path) ->
     big = write_series(tmp_path / "big.csv", np.round(np.random.default_rng(1).normal(10, 1, n), 3),
                        step_s=1.0)
     scores = tmp_path / "scores.csv"
+    # SIGINT as a terminal sends it: a child of a background job inherits it ignored.
     proc = subprocess.Popen(_command("replay", str(big), "--scores", str(scores)), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # interrupt once it is working through the file
