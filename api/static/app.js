@@ -587,6 +587,7 @@ function setMe(me) {
 
 function startLive() {
   stopLive();
+  delete document.body.dataset.ready; // set again once this key's alerts are listed
   setMe(null);
   state.alerts.clear();
   state.gone.clear();
