@@ -143,7 +143,9 @@ def test_page_serves_itself_offline_and_shows_16_cities(chromium: Any, stack: St
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "static/vendor/echarts/echarts.min.js" in page.text
     assert "Apache License" in httpx.get(f"{stack.url}/static/vendor/echarts/LICENSE").text
-    cities = httpx.get(f"{stack.url}/geo/cities.json").json()
+    # The first request builds the shapes (~0.3 s of CPU): on a starved CI machine, more than
+    # httpx's default 5 s was seen once.
+    cities = httpx.get(f"{stack.url}/geo/cities.json", timeout=60).json()
     assert len(cities["features"]) == 16
     assert httpx.get(f"{stack.url}/geo/999900.json").status_code == 404
     assert httpx.get(f"{stack.url}/v1").json()["dashboard"] == "/"
