@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "into incidents and alert events (uses --runs, --json)")
     bench.add_argument("--anomalies", type=positive_int, default=5000,
                        help="--alerting: anomaly starts per run (default 5000)")
+    bench.add_argument("--situation", action="store_true",
+                       help="measure the API's situation model instead, in process: readings/s "
+                            "folded and the time of a situation answer (uses --sensors, --runs, "
+                            "--json)")
 
     from control.replay import add_arguments as add_replay_arguments
 
@@ -176,6 +180,10 @@ def _run(args: argparse.Namespace) -> int:
 
             return run_alerting_bench(settings, anomalies=args.anomalies, runs=args.runs,
                                       as_json=args.json)
+        if args.command == "bench" and args.situation:
+            from control.bench_situation import run_situation_bench
+
+            return run_situation_bench(sensors=args.sensors, runs=args.runs, as_json=args.json)
         if args.command == "bench":
             from control.bench import run_bench
 
