@@ -139,8 +139,13 @@ def test_injected_breaches_become_alerts(settings_factory, tmp_path: Path):
         # Water and pressure levels are judged per window; the traffic index over a 5-window
         # hop, which a breach cut short by the end of the run may not move far enough.
         must = {s for s, kind in injected.items() if kind != "traffic"}
-        records = consume_records(settings.bootstrap, settings.anomalies_topic,
-                           lambda r: alerted(r) >= must, timeout_s=60, watch=(worker,))
+
+        def done(records) -> bool:  # every water and pressure breach, and a traffic one
+            got = alerted(records)
+            return got >= must and any(injected.get(s) == "traffic" for s in got)
+
+        records = consume_records(settings.bootstrap, settings.anomalies_topic, done,
+                                  timeout_s=60, watch=(worker,))
         log_tail = log_path.read_text("utf-8", "replace")[-3000:]
         got = alerted(records)
         assert must <= got <= set(injected), (sorted(got), sorted(injected), log_tail)
