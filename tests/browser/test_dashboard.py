@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,16 @@ def open_dashboard(chromium: Any, url: str, width: int = 1920, height: int = 108
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("body[data-ready='1']", timeout=15_000)
     return context, board
+
+
+def wait_until(page: Any, done: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Wait for what the test itself records (a route handler's list of requests). A handler
+    runs when Playwright delivers its event, which may come after the page has already drawn
+    what followed the request: wait for it, letting Playwright deliver events meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        page.wait_for_timeout(50)
 
 
 def reading(sensor: str, where: tuple[float, float], level: float, ts: float) -> dict:
@@ -259,7 +269,10 @@ def test_a_breach_reaches_the_feed_recolours_its_city_and_is_acknowledged(
         if has_situation(stack.url):
             situation = httpx.get(f"{stack.url}/v1/situation/370100", headers=AUTH, timeout=5)
             assert situation.status_code == 200, situation.text
-            page.wait_for_function("document.querySelector('#kpi-sensors .v').textContent !== '—'",
+            # The city's tiles: the province's, still on screen until the tiles' next render,
+            # had a sensor count too.
+            page.wait_for_function("document.querySelector('#kpi-title').textContent === '济南市态势'"
+                                   " && document.querySelector('#kpi-sensors .v').textContent !== '—'",
                                    timeout=10_000)
         page.click("#back")
         page.wait_for_function("window.__cityagent.mapState().level === 'province'", timeout=5_000)
@@ -269,8 +282,9 @@ def test_a_breach_reaches_the_feed_recolours_its_city_and_is_acknowledged(
         page.wait_for_function("document.querySelectorAll('#feed li[data-alert-id]').length >= 4",
                                timeout=30_000)
         assert page.text_content("#kpi-alerts .acked") == "1"
-        if has_situation(stack.url):
-            page.wait_for_function("document.querySelector('#kpi-rate .v').textContent !== '—'",
+        if has_situation(stack.url):  # the province's figures, not the city's still shown
+            page.wait_for_function("document.querySelector('#kpi-title').textContent === '全省态势'"
+                                   " && document.querySelector('#kpi-rate .v').textContent !== '—'",
                                    timeout=10_000)
         else:
             assert page.is_visible("#kpi-note")  # says the figures are alerts only

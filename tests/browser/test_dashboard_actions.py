@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.browser import test_dashboard as base
-from tests.browser.test_dashboard import Dashboard, open_dashboard, reading
+from tests.browser.test_dashboard import Dashboard, open_dashboard, reading, wait_until
 from tests.browser.test_dashboard_operator import INGEST_JS, now_ms, wait_rows
 from tests.helpers import AUTH, INTEGRATOR_KEY, OPERATOR_KEY, Pipeline, running_pipeline
 
@@ -236,6 +236,9 @@ def test_a_command_that_hangs_times_out_in_the_row_and_a_retry_is_the_same_reque
                                ".includes('提交中')")
         page.wait_for_timeout(500)
         assert not page.locator(f"{row('hang-0')} .err").is_visible()  # not before its 15 s
+        # Both calls are in the route's hands before the page gives up on them (a call the
+        # route had not seen yet would be given up on unrecorded).
+        wait_until(page, lambda: len(keys) == 2, "the ack and the resolve reaching the route")
         page.clock.fast_forward(15_000)
         for alert_id, verb in (("hang-0", "确认"), ("hang-1", "解决")):
             err = page.locator(f"{row(alert_id)} .err")
@@ -311,9 +314,8 @@ def test_an_accepted_command_whose_event_does_not_come_says_so_and_retries_the_s
         page.click(f"{row('late-1')} button.ack")
         page.wait_for_function(f"document.querySelector(\"{row('late-1')} button.ack\")"
                                ".textContent === '提交中'", timeout=2_000)
-        deadline = time.monotonic() + 10
-        while len(keys) < 2 and time.monotonic() < deadline:
-            page.wait_for_timeout(100)  # the route sees the request a moment after the click
+        # The route sees the request a moment after the click.
+        wait_until(page, lambda: len(keys) >= 2, "the retry reaching the route")
         assert len(keys) == 2 and keys[0] and keys[1] == keys[0]
         assert page.locator(f"{row('late-1')} .err").count() == 0
         # The worker catches up: the ack's event settles the row.
@@ -438,7 +440,9 @@ def test_the_feed_tools_fit_the_screen(chromium: Any, stack: Pipeline,
             assert page.evaluate("document.documentElement.scrollHeight") == height
         else:
             page.locator(row(first)).scroll_into_view_if_needed()
-        page.wait_for_timeout(300)  # the row's flash animation ends
+        page.wait_for_function(  # the rows' flash (1.6 s) ends, for the picture
+            "document.querySelector('#feed').getAnimations({subtree: true}).length === 0",
+            timeout=5_000)
         path = SHOTS / f"cityagent-feed-{width}x{height}.png"
         if width > 760:
             page.screenshot(path=str(path))
