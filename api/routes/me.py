@@ -1,7 +1,8 @@
 """``GET /v1/me``: who the caller is, for clients that adapt to their key.
 
-The dashboard asks it once per key: a viewer key (read-only) gets no action buttons. Any
-configured key may ask, whatever its role; the answer names the key by its non-secret id only.
+The dashboard asks it once per key: a viewer key (read-only) gets no action buttons, and a
+scoped key's map and tiles show its cities. Any configured key may ask, whatever its role; the
+answer names the key by its non-secret id only.
 """
 
 from __future__ import annotations

@@ -346,8 +346,29 @@ function renderStale() {
   }
 }
 
-/** The cities the key may see, as /v1/situation lists them (null: all of them, the province). */
-function scopeOf(situation) {
+/**
+ * The cities the key may see (a Set), or null: the whole province. ``GET /v1/me`` states the
+ * key's scope, so the map and the tiles are scoped as soon as it answers, whether the situation
+ * service answers or not (an API just started, or failing). A key scoped by sensor-id prefix
+ * also sees the cities its sensors are in, which only ``/v1/situation`` lists: those are added
+ * once it answers (until then such a key without cities of its own is shown the province).
+ * Without /v1/me (an older API, or the call failed) the situation's list is all the page has.
+ */
+function keyScope() {
+  const listed = state.situation ? listedCities(state.situation) : undefined; // undefined: unknown
+  const scope = state.me?.scope;
+  if (scope === undefined) return listed ?? null;
+  if (scope === null) return null;
+  const cities = new Set(scope.cities || []);
+  if (!scope.sensor_prefixes?.length) return cities;
+  if (listed === undefined) return cities.size ? cities : null;
+  if (listed === null) return null;
+  for (const code of listed) cities.add(code);
+  return cities;
+}
+
+/** The cities /v1/situation lists (null: all of them, the province). */
+function listedCities(situation) {
   const codes = (situation.cities || []).map((c) => c.code);
   if (!map?.cities || codes.length >= map.cities.length) return null;
   return new Set(codes);
@@ -520,7 +541,7 @@ async function pollSituation() {
     state.situation = situation;
     state.situationOkMs = Date.now();
     state.situationFailed = false;
-    setScope(scopeOf(situation));
+    setScope(keyScope());
     if (map.level === "city") await loadCitySituation(map.city);
     state.dirty.kpi = true;
     state.dirty.map = true;
@@ -561,8 +582,9 @@ function setLive(which) {
 
 /**
  * Who the key is (GET /v1/me): a key that may not act (a viewer: a wall screen, a leader's
- * tablet) gets the feed without buttons, and the header says 只读. When the call fails (an API
- * from before /v1/me answers 404) the page stays as it was: every key may try to act.
+ * tablet) gets the feed without buttons, and the header says 只读; a scoped key's map and tiles
+ * show its cities (keyScope). When the call fails (an API from before /v1/me answers 404) the
+ * page stays as it was: every key may try to act, and the scope comes from the situation.
  */
 async function loadMe() {
   const generation = state.generation;
@@ -578,6 +600,7 @@ async function loadMe() {
 
 function setMe(me) {
   state.me = me;
+  setScope(keyScope());
   const readOnly = Boolean(me && Array.isArray(me.may) && !me.may.includes("act"));
   $("#readonly").hidden = !readOnly;
   feed.setMayAct(!readOnly);
@@ -588,7 +611,6 @@ function setMe(me) {
 function startLive() {
   stopLive();
   delete document.body.dataset.ready; // set again once this key's alerts are listed
-  setMe(null);
   state.alerts.clear();
   state.gone.clear();
   state.pending = [];
@@ -598,7 +620,7 @@ function startLive() {
   state.situation = null;
   state.situationOkMs = 0;
   state.situationFailed = false;
-  setScope(null);
+  setMe(null); // and with it the scope: nothing known of this key yet
   markAll();
   stream = new EventStream("v1/alerts/stream?heartbeat_s=10", {
     onOpen: (resumed) => { if (!resumed) loadAlerts(); },

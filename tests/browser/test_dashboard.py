@@ -101,7 +101,11 @@ class Dashboard:
 
 
 def open_dashboard(chromium: Any, url: str, width: int = 1920, height: int = 1080,
-                   key: str = OPERATOR_KEY, operator: str = "") -> tuple[Any, Dashboard]:
+                   key: str = OPERATOR_KEY, operator: str = "",
+                   routes: dict[str, Callable[[Any], None]] | None = None) -> tuple[Any, Dashboard]:
+    """A page on the dashboard with ``key`` taken and its alerts listed. ``routes``: Playwright
+    route handlers by URL pattern, in place before the page's first call (an API that fails
+    from the start)."""
     context = chromium.new_context(viewport={"width": width, "height": height},
                                    locale="zh-CN", timezone_id="Asia/Shanghai")
     page = context.new_page()
@@ -118,6 +122,8 @@ def open_dashboard(chromium: Any, url: str, width: int = 1920, height: int = 108
             route.abort()
 
     context.route("**/*", offline)
+    for pattern, handler in (routes or {}).items():  # the later route is tried first
+        context.route(pattern, handler)
     page.goto(url + "/")
     page.wait_for_selector("#key-dialog[open]")
     page.fill("#key-input", key)

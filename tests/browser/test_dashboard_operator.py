@@ -351,8 +351,6 @@ def test_a_failing_situation_service_is_shown_as_stale(chromium: Any, stack: Pip
 
 
 def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipeline) -> None:
-    if not has_situation(stack.url):
-        pytest.skip("the scope is read from the situation service")
     context, board = open_dashboard(chromium, stack.url, key=JINAN_KEY)
     try:
         page = board.page
@@ -376,6 +374,49 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
         page.mouse.click(where["x"], where["y"])
         page.wait_for_function("window.__cityagent.mapState().city === '370100'", timeout=5_000)
         assert board.errors == []
+    finally:
+        context.close()
+
+
+def test_a_scoped_key_gets_its_scope_from_v1_me_while_the_situation_does_not_answer(
+        chromium: Any, stack: Pipeline) -> None:
+    """GET /v1/me states the key's scope: a Jinan key's map and tiles are Jinan's while the
+    situation routes fail (an API just started, or failing), not the whole province; and when
+    the situation answers, stating the same scope, nothing changes."""
+    situation_calls: list[str] = []
+
+    def unavailable(route: Any) -> None:
+        situation_calls.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "5"},
+                      body='{"detail": "starting"}')
+
+    context, board = open_dashboard(chromium, stack.url, key=JINAN_KEY,
+                                    routes={"**/v1/situation**": unavailable})
+    try:
+        page = board.page
+        page.wait_for_function(
+            "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
+            timeout=10_000)
+        assert board.state()["scope"] == ["370100"]
+        assert page.text_content("#scope") == "本密钥可查看：济南市"
+        assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
+        options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
+        assert options == ["", "370100"]
+        page.wait_for_selector("#stale:not([hidden])", timeout=12_000)  # asked, and refused
+        assert situation_calls
+        assert page.text_content("#kpi-sensors .v") == "—"
+        assert page.text_content("#kpi-title") == "济南市态势（本密钥范围）"
+        assert board.state()["scope"] == ["370100"]
+
+        context.unroute("**/v1/situation**")
+        page.wait_for_selector("#stale", state="hidden", timeout=12_000)
+        page.wait_for_function("document.querySelector('#kpi-sensors .v').textContent !== '—'",
+                               timeout=2_000)
+        assert board.state()["scope"] == ["370100"]
+        assert page.text_content("#kpi-title") == "济南市态势（本密钥范围）"
+        assert page.text_content("#scope") == "本密钥可查看：济南市"
+        # The console's only errors are the 503s of the situation calls.
+        assert all("503" in e for e in board.errors), board.errors
     finally:
         context.close()
 
