@@ -284,6 +284,68 @@ def test_a_phone_gets_a_stacked_scrollable_page(chromium: Any, stack: Pipeline, 
         context.close()
 
 
+# The map panel's header: boxes of the legend's entries and of what shares its line, and the map.
+LEGEND_JS = """
+() => {
+  const box = (el) => { const r = el.getBoundingClientRect();
+                        return [el.id || el.textContent.trim(), r.left, r.top, r.right, r.bottom]; };
+  const shown = (el) => !el.hidden && el.getClientRects().length > 0;
+  return {
+    panel: box(document.querySelector('.map-panel')),
+    map: box(document.querySelector('#map')),
+    labels: ['#back', '#map-title', '#scope'].map((s) => document.querySelector(s)).filter(shown).map(box),
+    entries: [...document.querySelectorAll('.legend > span')].map(box),
+    words: [...document.querySelectorAll('.legend em')].map((e) =>
+      [e.textContent, e.getBoundingClientRect().width, parseFloat(getComputedStyle(e).fontSize)]),
+  };
+}
+"""
+
+
+def apart(a: list[Any], b: list[Any]) -> bool:
+    """Two [name, left, top, right, bottom] boxes do not intersect (half a pixel of slack)."""
+    return a[3] <= b[1] + 0.5 or b[3] <= a[1] + 0.5 or a[4] <= b[2] + 0.5 or b[4] <= a[2] + 0.5
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1920, 1080), (390, 844)],
+                         ids=["laptop", "wall", "phone"])
+def test_the_map_legend_is_legible_and_clear_of_the_map_and_labels(
+        chromium: Any, stack: Pipeline, size: tuple[int, int]) -> None:
+    """The legend's colours come with their words (红 … 无告警), at 12 px or more, beside the
+    title, the scoped key's label and 返回全省 or on a line of their own, never over them or
+    over the map: with the longest header there is (a scoped key drilled into its city), in
+    both languages. At 1366×768 the words used to be hidden."""
+    context, board = open_dashboard(chromium, stack.url, *size, key=JINAN_KEY)
+    try:
+        page = board.page
+        page.wait_for_selector("#scope:not([hidden])", timeout=10_000)
+        for level in ("province", "city"):
+            if level == "city":
+                where = page.evaluate("window.__cityagent.pixelOf('370100')")
+                page.mouse.click(where["x"], where["y"])
+                page.wait_for_selector("#back:not([hidden])", timeout=5_000)
+            for lang, words in (("zh", ["红", "橙", "黄", "蓝", "无告警"]),
+                                ("en", ["Red", "Orange", "Yellow", "Blue", "no alerts"])):
+                if lang == "en":
+                    page.click("#lang")
+                got = page.evaluate(LEGEND_JS)
+                where = (level, lang)
+                assert [w[0] for w in got["words"]] == words, (where, got["words"])
+                assert all(w[1] > 0 and w[2] >= 12 for w in got["words"]), (where, got["words"])
+                panel = got["panel"]
+                assert len(got["labels"]) == (3 if level == "city" else 2), (where, got["labels"])
+                for entry in got["entries"]:
+                    assert panel[1] <= entry[1] and entry[3] <= panel[3], (where, entry, panel)
+                    assert entry[4] <= got["map"][2] + 0.5, (where, entry, got["map"])
+                    for other in got["labels"] + [e for e in got["entries"] if e is not entry]:
+                        assert apart(entry, other), (where, entry, other)
+                if lang == "en":
+                    page.click("#lang")
+        assert board.errors == []
+    finally:
+        context.close()
+
+
 def test_map_tooltip_names_the_city_with_its_figures(chromium: Any, stack: Pipeline) -> None:
     context, board = open_dashboard(chromium, stack.url)
     try:
