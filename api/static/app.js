@@ -22,6 +22,7 @@ const SITUATION_TIMEOUT_MS = 8000; // a situation call that takes longer counts 
 const COMMAND_TIMEOUT_MS = 15000; // an ack, resolve, assign or comment call that takes longer failed
 const APPLY_WAIT_MS = 30000; // a command accepted (202) whose event has not come by then: say so
 const ME_TIMEOUT_MS = 8000;
+const ME_RETRY_MS = 5000; // GET /v1/me again after a failure other than 404
 const PROBE_MS = 30000;
 const SAMPLE_MS = 10000;
 const TREND_KEEP = 360; // local samples: an hour at SAMPLE_MS
@@ -594,6 +595,10 @@ async function loadMe() {
   } catch (error) {
     if (error.status === 401 || generation !== state.generation) return;
     console.warn("GET /v1/me:", error.message);
+    // An API from before /v1/me answers 404, and will go on doing so; a timeout, a lost
+    // connection or a 5xx (an API restarting) may pass: ask again, or a viewer key would keep
+    // the buttons and a scoped key the province until the key changes or the page reloads.
+    if (error.status !== 404) after("me", loadMe, ME_RETRY_MS);
   }
   if (generation === state.generation) setMe(me);
 }

@@ -537,6 +537,33 @@ def change_key(board: Dashboard, key: str) -> None:
     page.wait_for_selector("body[data-ready='1']", timeout=15_000)
 
 
+def test_a_failed_v1_me_is_asked_again_and_then_applies(chromium: Any, stack: Pipeline) -> None:
+    """GET /v1/me answering 503 (an API restarting) is asked again a few seconds later: the
+    viewer key then loses its buttons and the Jinan key gets its scope. Only a 404 (an API
+    from before /v1/me) is taken as final."""
+    for key, shown in ((VIEWER_KEY, "#readonly"), (JINAN_KEY, "#scope")):
+        asked: list[int] = []
+
+        def flaky(route: Any, asked: list[int] = asked) -> None:
+            asked.append(len(asked))
+            if len(asked) == 1:
+                route.fulfill(status=503, content_type="application/json",
+                              body='{"detail": "restarting"}', headers={"Retry-After": "1"})
+            else:
+                route.continue_()
+
+        context, board = open_dashboard(chromium, stack.url, key=key, routes={"**/v1/me": flaky})
+        try:
+            page = board.page
+            page.wait_for_function("window.__cityagent.stats().me !== null", timeout=15_000)
+            assert len(asked) == 2, asked
+            page.wait_for_selector(f"{shown}:not([hidden])", timeout=2_000)
+            if key == JINAN_KEY:
+                assert board.stats()["scope"] == ["370100"]
+        finally:
+            context.close()
+
+
 def test_a_viewer_key_gets_the_feed_without_buttons_and_says_it_is_read_only(
         chromium: Any, stack: Pipeline) -> None:
     """A wall screen's key: GET /v1/me says it may read, not act; the feed has no 确认 and no
