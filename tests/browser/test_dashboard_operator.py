@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -541,18 +541,20 @@ def test_a_failed_v1_me_is_asked_again_and_then_applies(chromium: Any, stack: Pi
     """GET /v1/me answering 503 (an API restarting) is asked again a few seconds later: the
     viewer key then loses its buttons and the Jinan key gets its scope. Only a 404 (an API
     from before /v1/me) is taken as final."""
-    for key, shown in ((VIEWER_KEY, "#readonly"), (JINAN_KEY, "#scope")):
-        asked: list[int] = []
-
-        def flaky(route: Any, asked: list[int] = asked) -> None:
+    def failing_once(asked: list[int]) -> Callable[[Any], None]:
+        def route_me(route: Any) -> None:
             asked.append(len(asked))
             if len(asked) == 1:
                 route.fulfill(status=503, content_type="application/json",
                               body='{"detail": "restarting"}', headers={"Retry-After": "1"})
             else:
                 route.continue_()
+        return route_me
 
-        context, board = open_dashboard(chromium, stack.url, key=key, routes={"**/v1/me": flaky})
+    for key, shown in ((VIEWER_KEY, "#readonly"), (JINAN_KEY, "#scope")):
+        asked: list[int] = []
+        context, board = open_dashboard(chromium, stack.url, key=key,
+                                        routes={"**/v1/me": failing_once(asked)})
         try:
             page = board.page
             page.wait_for_function("window.__cityagent.stats().me !== null", timeout=15_000)
