@@ -381,10 +381,16 @@ function setScope(scope) {
   state.scope = scope;
   map.setScope(scope);
   $("#scope").hidden = !scope;
+  renderLegend();
   renderScope();
   fillFilters();
   markAll();
   schedule();
+}
+
+/** The legend names the dark colour of the cities outside a scoped key's, where they are drawn. */
+function renderLegend() {
+  $("#legend-outside").hidden = !state.scope || map.level !== "province";
 }
 
 function renderScope() {
@@ -771,6 +777,7 @@ async function drill(code) {
   await map.drill(code);
   state.citySituation = null;
   $("#back").hidden = false;
+  renderLegend();
   $("#map-title").textContent = cityName(code);
   $("#map-title").removeAttribute("data-i18n");
   // The feed follows the map: the drilled city, whatever city it was filtered to before.
@@ -790,6 +797,7 @@ function back() {
   map.back();
   state.citySituation = null;
   $("#back").hidden = true;
+  renderLegend();
   $("#map-title").dataset.i18n = "map.title";
   $("#map-title").textContent = t("map.title");
   if (state.drillFilter) {

@@ -267,9 +267,12 @@ export class Trends {
     }
   }
 
-  /** The 4-column grid of small charts, built once per set of cities and metric. */
+  /**
+   * The grid of small charts, 4 columns (fewer for a key scoped to 1-3 cities, whose charts
+   * then share the panel's width), built once per set of cities and metric.
+   */
   frame(count, titles, lines) {
-    const cols = 4;
+    const cols = Math.min(4, Math.max(count, 1));
     const rows = Math.ceil(count / cols) || 1;
     const w = 100 / cols;
     const h = 100 / rows;

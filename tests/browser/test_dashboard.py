@@ -186,6 +186,7 @@ def test_page_serves_itself_offline_and_shows_16_cities(chromium: Any, stack: St
         assert state["level"] == "province" and state["map"] == "shandong"
         names = {r["name"] for r in state["regions"]}
         assert len(state["regions"]) == 16 and {"济南市", "青岛市", "菏泽市"} <= names, names
+        assert page.is_hidden("#legend-outside")  # a key for the whole province
         # Usable at 1366×768: nothing overflows, the map and the feed have room.
         assert page.evaluate("[document.documentElement.scrollWidth, "
                              "document.documentElement.scrollHeight]") == [1366, 768]

@@ -294,8 +294,8 @@ LEGEND_JS = """
     panel: box(document.querySelector('.map-panel')),
     map: box(document.querySelector('#map')),
     labels: ['#back', '#map-title', '#scope'].map((s) => document.querySelector(s)).filter(shown).map(box),
-    entries: [...document.querySelectorAll('.legend > span')].map(box),
-    words: [...document.querySelectorAll('.legend em')].map((e) =>
+    entries: [...document.querySelectorAll('.legend > span')].filter(shown).map(box),
+    words: [...document.querySelectorAll('.legend > span')].filter(shown).map((s) => s.querySelector('em')).map((e) =>
       [e.textContent, e.getBoundingClientRect().width, parseFloat(getComputedStyle(e).fontSize)]),
   };
 }
@@ -311,7 +311,8 @@ def apart(a: list[Any], b: list[Any]) -> bool:
                          ids=["laptop", "wall", "phone"])
 def test_the_map_legend_is_legible_and_clear_of_the_map_and_labels(
         chromium: Any, stack: Pipeline, size: tuple[int, int]) -> None:
-    """The legend's colours come with their words (红 … 无告警), at 12 px or more, beside the
+    """The legend's colours come with their words (红 … 无告警, 无权查看 for a scoped key's
+    province), at 12 px or more, beside the
     title, the scoped key's label and 返回全省 or on a line of their own, never over them or
     over the map: with the longest header there is (a scoped key drilled into its city), in
     both languages. At 1366×768 the words used to be hidden."""
@@ -324,12 +325,15 @@ def test_the_map_legend_is_legible_and_clear_of_the_map_and_labels(
                 where = page.evaluate("window.__cityagent.pixelOf('370100')")
                 page.mouse.click(where["x"], where["y"])
                 page.wait_for_selector("#back:not([hidden])", timeout=5_000)
-            for lang, words in (("zh", ["红", "橙", "黄", "蓝", "无告警"]),
-                                ("en", ["Red", "Orange", "Yellow", "Blue", "no alerts"])):
+            for lang, words in (("zh", ["红", "橙", "黄", "蓝", "无告警", "无权查看"]),
+                                ("en", ["Red", "Orange", "Yellow", "Blue", "no alerts",
+                                        "outside this key's scope"])):
                 if lang == "en":
                     page.click("#lang")
                 got = page.evaluate(LEGEND_JS)
                 where = (level, lang)
+                # The cities outside the key's scope are drawn (dark) only on the province.
+                words = words if level == "province" else words[:-1]
                 assert [w[0] for w in got["words"]] == words, (where, got["words"])
                 assert all(w[1] > 0 and w[2] >= 12 for w in got["words"]), (where, got["words"])
                 panel = got["panel"]
@@ -423,8 +427,14 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
             timeout=2_000)
         assert page.text_content("#scope") == "本密钥可查看：济南市"
         assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
+        # The legend names the dark colour while the province (with the other cities) is drawn.
+        assert page.is_visible("#legend-outside")
+        assert page.text_content("#legend-outside") == "无权查看"
         options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
         assert options == ["", "370100"]
+        # One city's trend: one chart across the panel, not a quarter of it.
+        widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
+        assert widths == ["97%"], widths
         where = page.evaluate("window.__cityagent.pixelOf('370200')")
         page.mouse.move(where["x"], where["y"] + 8)
         page.wait_for_function("document.querySelector('#map').innerText.includes('无权查看')",
@@ -435,6 +445,9 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
         where = page.evaluate("window.__cityagent.pixelOf('370100')")
         page.mouse.click(where["x"], where["y"])
         page.wait_for_function("window.__cityagent.mapState().city === '370100'", timeout=5_000)
+        assert page.is_hidden("#legend-outside")  # Jinan's districts: all in scope
+        page.click("#back")
+        page.wait_for_selector("#legend-outside", state="visible", timeout=2_000)
         assert board.errors == []
     finally:
         context.close()
@@ -462,8 +475,14 @@ def test_a_scoped_key_gets_its_scope_from_v1_me_while_the_situation_does_not_ans
         assert board.state()["scope"] == ["370100"]
         assert page.text_content("#scope") == "本密钥可查看：济南市"
         assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
+        # The legend names the dark colour while the province (with the other cities) is drawn.
+        assert page.is_visible("#legend-outside")
+        assert page.text_content("#legend-outside") == "无权查看"
         options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
         assert options == ["", "370100"]
+        # One city's trend: one chart across the panel, not a quarter of it.
+        widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
+        assert widths == ["97%"], widths
         page.wait_for_selector("#stale:not([hidden])", timeout=12_000)  # asked, and refused
         assert situation_calls
         assert page.text_content("#kpi-sensors .v") == "—"
