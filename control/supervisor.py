@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from control.procs import die_with_parent
@@ -80,9 +80,10 @@ class Supervisor:
         for raw in child.proc.stdout:
             self.say(child.name, raw.decode("utf-8", "replace").rstrip())
 
-    def first_dead(self) -> Child | None:
-        """A child that exited on its own, if any."""
-        return next((c for c in self.children if not c.alive()), None)
+    def first_dead(self, skip: Collection[str] = ()) -> Child | None:
+        """A child that exited on its own, if any, but none named in ``skip`` (those waiting
+        to be started again)."""
+        return next((c for c in self.children if c.name not in skip and not c.alive()), None)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """SIGTERM each child, last started first; SIGKILL whatever is left after the timeout."""

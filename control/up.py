@@ -17,7 +17,8 @@ from cityagent.errors import CityAgentError, PortInUse
 from cityagent.readings import format_ts
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
-from control.supervisor import Supervisor
+from control.restarts import RESTART_WINDOW_S, Restarts, first_restart_delay_s
+from control.supervisor import Child, Supervisor
 from control.topics import ensure_topics, pipeline_topics, short_retention
 
 __all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "BrokerMemory",
@@ -84,10 +85,6 @@ def _seconds_text(seconds: float) -> str:
 EMBEDDED_CHECKPOINT_S = 60.0
 #: How often ``up`` reports the embedded broker's memory.
 MEMORY_REPORT_S = 600.0
-#: A worker or the API that exits on its own is started again, unless it exited more than
-#: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S`` (then it cannot start: everything stops).
-MAX_RESTARTS = 3
-RESTART_WINDOW_S = 60.0
 
 
 class _Stop(Exception):
@@ -192,30 +189,9 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         say(f"API        {url}   (OpenAPI docs: {url}/docs)")
         say(f"alerts     {url}/v1/alerts   (workers take ~10 s to join; alerts follow)")
         say("press Ctrl-C to stop everything")
-        exits: dict[str, list[float]] = {}
-        while True:
-            dead = supervisor.first_dead()
-            if dead is not None:
-                now = time.monotonic()
-                recent = exits[dead.name] = [t for t in exits.get(dead.name, [])
-                                             if now - t < RESTART_WINDOW_S] + [now]
-                if _restartable(dead.name) and len(recent) <= MAX_RESTARTS:
-                    # Stopping everything would stop the embedded broker too, and with it
-                    # every reading, state and alert it holds (memory storage).
-                    say(f"{dead.name} (pid {dead.pid}) exited with code {dead.proc.returncode}; "
-                        "starting it again" + (" (the other workers take over its partitions "
-                                               "meanwhile)" if options.workers > 1
-                                               and dead.name.startswith("worker-") else ""))
-                    supervisor.respawn(dead)
-                    continue
-                say(f"{dead.name} exited with code {dead.proc.returncode}"
-                    + (f" ({len(recent)} times in {RESTART_WINDOW_S:g} s)" if len(recent) > 1 else "")
-                    + "; stopping everything")
-                code = 1
-                break
-            if memory is not None and memory.due(time.monotonic()):
-                _say_if(say, memory.line(time.monotonic()))
-            time.sleep(0.2)
+        code = _supervise(supervisor, Restarts(
+            lambda name: first_restart_delay_s(name, settings.session_timeout_s)),
+            say, memory, takeover=options.workers > 1)
     except _Stop as stop:
         say(f"{stop.args[0]}: stopping")
     except CityAgentError as exc:
@@ -236,6 +212,40 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             logs.rmdir()
             say("stopped; no process left running")
     return code
+
+
+def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMemory | None,
+               *, takeover: bool) -> int:
+    """Start what exits again after its wait (`control.restarts`) until something exits too
+    often (return 1); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time."""
+    waiting: dict[str, tuple[Child, float]] = {}  # name -> (the exited child, when to start it)
+    while True:
+        now = time.monotonic()
+        for name, (child, due) in list(waiting.items()):
+            if now >= due:
+                del waiting[name]
+                say(f"{name} started again (pid {supervisor.respawn(child).pid})")
+        dead = supervisor.first_dead(waiting)
+        if dead is not None:
+            delay = restarts.after_exit(dead.name, now) if _restartable(dead.name) else None
+            if delay is not None:
+                # Stopping everything would stop the embedded broker too, and with it
+                # every reading, state and alert it holds (memory storage).
+                waiting[dead.name] = (dead, now + delay)
+                at = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+                say(f"{dead.name} (pid {dead.pid}) exited with code {dead.proc.returncode}; "
+                    f"starting it again in {delay:g} s, at {at}"
+                    + (" (the other workers take over its partitions meanwhile)"
+                       if takeover and dead.name.startswith("worker-") else ""))
+                continue
+            exits = restarts.exits(dead.name)
+            say(f"{dead.name} exited with code {dead.proc.returncode}"
+                + (f" ({exits} times within {RESTART_WINDOW_S:g} s of running)" if exits > 1 else "")
+                + "; stopping everything")
+            return 1
+        if memory is not None and memory.due(time.monotonic()):
+            _say_if(say, memory.line(time.monotonic()))
+        time.sleep(0.2)
 
 
 def _restartable(name: str) -> bool:

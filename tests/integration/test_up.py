@@ -160,10 +160,13 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
             time.sleep(1)
         assert len(worker_pids(output(), "worker-1")) == 2, output()[-3000:]
         assert up.poll() is None, output()[-3000:]
-        assert "starting it again" in output()
+        # Half the 6 s session timeout later (control/restarts.py), and it says when.
+        assert re.search(rf"worker-1 \(pid {doomed}\) exited with code -9; starting it again "
+                         r"in 3 s, at \d\d:\d\d:\d\d \(the other workers take over", output())
         # The new worker-1 joins the group and is given partitions again. (Waited for, too,
         # because Ctrl-C while it was still joining took ~12 s to stop it.)
         restarted = worker_pids(output(), "worker-1")[1]
+        assert f"worker-1 started again (pid {restarted})" in output()
         reads = re.compile(rf"^\s*worker-1 \| \[[^\]]+\] \[{restarted}\] \[INFO\] this worker now "
                            r"reads partitions \[\d", re.M)
         deadline = time.monotonic() + 60
@@ -186,6 +189,48 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
     kept = re.search(r"the logs stay in (\S+) ", output())
     if kept:
         shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def test_ctrl_c_while_a_worker_waits_to_be_started_again_stops_everything(tmp_path: Path) -> None:
+    """SIGKILL the worker, then Ctrl-C during the wait before its restart (15 s, with 30 s
+    sessions): `up` stops everything at once and does not start the worker again."""
+    api_port, broker_port = free_port(), free_port()
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "up"],
+        env=dict(up_env(api_port, broker_port), CITYAGENT_SESSION_TIMEOUT_S="30"),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+    def output() -> str:
+        return (tmp_path / "up.log").read_text("utf-8", "replace")
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not worker_pids(output(), "worker-1"):
+            assert up.poll() is None, output()[-3000:]
+            time.sleep(0.5)
+        [doomed] = worker_pids(output(), "worker-1")
+        spawned = children_of(up.pid)
+        os.kill(doomed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "starting it again in" not in output():
+            time.sleep(0.2)
+        assert f"worker-1 (pid {doomed}) exited with code -9; starting it again in 15 s, at " in (
+            output()), output()[-3000:]
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(60) == 0, output()[-3000:]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    text = output()
+    kept = re.search(r"the logs stay in (\S+) ", text)
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
+    assert "SIGINT: stopping" in text and "no process left running" in text, text[-3000:]
+    assert "started again" not in text and worker_pids(text, "worker-1") == [doomed], text[-3000:]
+    assert [p for p in spawned if pid_alive(p)] == []
 
 
 def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_path: Path) -> None:
