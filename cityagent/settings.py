@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from cityagent.detectors.config import forget_after_s_error
 from cityagent.errors import ConfigError
 
 __all__ = ("Settings", "ENV_VARS", "RETENTION_H", "ALERTS_RETENTION_DAYS_MIN",
@@ -41,6 +42,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
+    "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10; 60 for the workers `cityagent up` runs on the embedded broker)."),
     "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md)."),
     "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
@@ -82,6 +84,7 @@ class Settings:
     registry_path: Path | None = None
     window_s: float | None = None
     grace_s: float | None = None
+    forget_after_s: float | None = None
     checkpoint_s: float = 10.0
     alerting_path: Path | None = None
     zones_path: Path | None = None
@@ -130,6 +133,9 @@ class Settings:
                     number = float(raw)
                 except ValueError:
                     raise ConfigError(f"{var} must be a number; got {raw!r}") from None
+                if name == "forget_after_s":
+                    values[name] = _forget_after_s(var, raw, number)
+                    continue
                 if not 0 <= number < float("inf") or (number == 0 and name != "grace_s"):
                     raise ConfigError(f"{var} must be a {'' if name == 'grace_s' else 'positive '}"
                                       f"number{' of 0 or more' if name == 'grace_s' else ''}; got {raw!r}")
@@ -220,6 +226,13 @@ class Settings:
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"
+
+
+def _forget_after_s(var: str, raw: str, number: float) -> float:
+    """The range of ``[state] forget_after_s`` of the detection settings, which it overrides."""
+    if wrong := forget_after_s_error(number):
+        raise ConfigError(f"{var} {wrong}; got {raw!r}")
+    return number
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "warn", "error", "critical"}

@@ -164,7 +164,8 @@ def _run(args: argparse.Namespace) -> int:
             from control.eval import EvalOptions, run_eval
 
             config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
-                                          grace_s=settings.grace_s)
+                                          grace_s=settings.grace_s,
+                                          forget_after_s=settings.forget_after_s)
             return run_eval(EvalOptions(
                 sensors=args.sensors, seeds=tuple(range(1, args.seeds + 1)), tick_s=args.tick,
                 scenarios=tuple(args.scenario)), as_json=args.json, config=config,

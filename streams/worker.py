@@ -37,12 +37,13 @@ class Worker:
     state: faust.Table
     incidents: faust.Table
     counters: WorkerCounters
+    detector: Detector
 
 
 def build_worker(settings: Settings) -> Worker:
     """The Faust app with its topics, agents and state table; raises ConfigError on bad config."""
     config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
-                                  grace_s=settings.grace_s)
+                                  grace_s=settings.grace_s, forget_after_s=settings.forget_after_s)
     profiles = (SensorProfiles.load(settings.registry_path) if settings.registry_path
                 else SensorProfiles())
     regions = default_regions()
@@ -65,4 +66,4 @@ def build_worker(settings: Settings) -> Worker:
     feeds = WorkerFeeds(zones, maintenance, routing, counters)
     incidents = register_alerting(app, topics, engine, feeds, counters, settings.checkpoint_s,
                                   settings.feeds_catch_up_s)
-    return Worker(app, topics, state, incidents, counters)
+    return Worker(app, topics, state, incidents, counters, detector)

@@ -35,6 +35,7 @@ __all__ = (
     "FORGET_AFTER_S",
     "FORGET_AFTER_MIN_S",
     "FORGET_AFTER_MAX_S",
+    "forget_after_s_error",
 )
 
 #: The detectors, in the order their episode columns are kept in state.
@@ -158,8 +159,10 @@ class DetectionConfig:
 
     @classmethod
     def load(cls, path: Path | None = None, *, window_s: float | None = None,
-             grace_s: float | None = None) -> DetectionConfig:
-        """Read ``path`` (default: the packaged file); ``window_s``/``grace_s`` override it.
+             grace_s: float | None = None, forget_after_s: float | None = None,
+             ) -> DetectionConfig:
+        """Read ``path`` (default: the packaged file); ``window_s``/``grace_s`` and
+        ``forget_after_s`` override it (CITYAGENT_WINDOW_S and so on, checked by Settings).
 
         ConfigError names the file and key that are wrong.
         """
@@ -170,18 +173,24 @@ class DetectionConfig:
             doc = tomllib.loads(text)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read detection settings from {where}: {exc}") from None
-        return cls.from_dict(doc, where, window_s=window_s, grace_s=grace_s)
+        return cls.from_dict(doc, where, window_s=window_s, grace_s=grace_s,
+                             forget_after_s=forget_after_s)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str = "detection settings", *,
-                  window_s: float | None = None, grace_s: float | None = None) -> DetectionConfig:
+                  window_s: float | None = None, grace_s: float | None = None,
+                  forget_after_s: float | None = None) -> DetectionConfig:
         win = table(doc, "windows", where)
         eps = table(doc, "episodes", where)
         kept = table(doc, "state", where)
         only(win, {"size_s", "grace_s", "hopping_panes", "idle_s"}, f"{where} [windows]")
         only(eps, {"end_after_windows"}, f"{where} [episodes]")
         only(kept, {"forget_after_s"}, f"{where} [state]")
-        forget_after_s = _forget_after_s(kept, where)
+        in_file = _forget_after_s(kept, where)  # checked even when overridden
+        if forget_after_s is None:
+            forget_after_s = in_file
+        elif wrong := forget_after_s_error(forget_after_s):
+            raise ConfigError(f"forget_after_s {wrong}; got {forget_after_s:g}")
         size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where)
         grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
         try:
@@ -240,13 +249,20 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
     return KindConfig(kind=kind, **values)
 
 
+def forget_after_s_error(value: float) -> str | None:
+    """What is wrong with a ``forget_after_s`` that is neither 0 (never forget) nor one day to
+    ten years (NaN included), for a message that names where it came from; None if nothing."""
+    if value != 0 and not FORGET_AFTER_MIN_S <= value <= FORGET_AFTER_MAX_S:
+        return (f"must be 0 (never forget a sensor) or between {FORGET_AFTER_MIN_S} (one day) "
+                f"and {FORGET_AFTER_MAX_S} (ten years)")
+    return None
+
+
 def _forget_after_s(kept: Mapping[str, Any], where: str) -> float:
     """``[state] forget_after_s``: 0 (never forget), or one day to ten years."""
     value = _number(kept, "forget_after_s", FORGET_AFTER_S, f"{where} [state]")
-    if value and not FORGET_AFTER_MIN_S <= value <= FORGET_AFTER_MAX_S:
-        raise ConfigError(
-            f"{where} [state]: forget_after_s must be 0 (never forget a sensor) or between "
-            f"{FORGET_AFTER_MIN_S} (one day) and {FORGET_AFTER_MAX_S} (ten years); got {value:g}")
+    if wrong := forget_after_s_error(value):
+        raise ConfigError(f"{where} [state]: forget_after_s {wrong}; got {value:g}")
     return value
 
 

@@ -18,11 +18,14 @@ from cityagent.detectors.config import DetectionConfig
 from cityagent.detectors.params import param_matrix
 from cityagent.errors import ConfigError
 from cityagent.replay import read_replay_file, replay
+from cityagent.settings import Settings
 from cityagent.state import NO_TS, BucketState
 from tests.cityagent.test_detection import PROFILES, SIZE, T0, level, packaged_doc, readings
 from tests.cityagent.test_state import assert_same_state
 
 DAY = 86_400_000
+PACKAGED_TOML = (Path(__file__).resolve().parents[2] / "cityagent" / "data" /
+                 "detection.toml").read_text("utf-8")
 HOUR = 3_600_000  # detection.FORGET_CHECK_MS: how often forgetting is looked at
 
 
@@ -317,6 +320,32 @@ def test_a_bad_forget_after_s_is_one_clear_line(value: object, message: str) -> 
     with pytest.raises(ConfigError, match=r"^detection\.toml \[state\]: ") as err:
         DetectionConfig.from_dict(doc, "detection.toml")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    """CITYAGENT_FORGET_AFTER_S reaches the engine as CITYAGENT_WINDOW_S does: it replaces the
+    file's value, 0 included; unset, the file decides."""
+    path = tmp_path / "detection.toml"
+    path.write_text(PACKAGED_TOML.replace("forget_after_s = 2592000", "forget_after_s = 172800"),
+                    "utf-8")
+    for env, ms in [({}, 2 * DAY), ({"CITYAGENT_FORGET_AFTER_S": "604800"}, 7 * DAY),
+                    ({"CITYAGENT_FORGET_AFTER_S": "0"}, 0)]:
+        settings = Settings.from_env({"CITYAGENT_DETECTION": str(path), **env})
+        loaded = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                                      grace_s=settings.grace_s,
+                                      forget_after_s=settings.forget_after_s)
+        assert loaded.forget_after_ms == ms, env
+        assert DetectionEngine(loaded).config.forget_after_ms == ms
+
+
+def test_an_override_is_checked_as_the_file_is_and_the_file_still_is() -> None:
+    with pytest.raises(ConfigError, match=r"^forget_after_s must be 0 \(never forget a sensor\) "
+                                          r"or between 86400 .*; got 3600$"):
+        DetectionConfig.from_dict(packaged_doc(), forget_after_s=3600)
+    doc = packaged_doc()
+    doc["state"] = {"forget_after_s": 3600}
+    with pytest.raises(ConfigError, match=r"^detection\.toml \[state\]: forget_after_s must"):
+        DetectionConfig.from_dict(doc, "detection.toml", forget_after_s=86_400)
 
 
 def test_a_misspelt_state_key_is_refused() -> None:

@@ -53,6 +53,10 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_ALERTS_RETENTION_DAYS": "7.5"}, "CITYAGENT_ALERTS_RETENTION_DAYS must be a whole"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "169"},
      r"CITYAGENT_SITUATION_LOOKBACK_H must be at most 168 \(the readings topic's retention"),
+    ({"CITYAGENT_FORGET_AFTER_S": "30d"}, "^CITYAGENT_FORGET_AFTER_S must be a number; got '30d'$"),
+    *[({"CITYAGENT_FORGET_AFTER_S": raw}, r"^CITYAGENT_FORGET_AFTER_S must be 0 \(never forget a "
+       r"sensor\) or between 86400 \(one day\) and 315360000 \(ten years\); got " f"'{raw}'$")
+      for raw in ("3600", "86399", "-1", "315360001", "1e12", "inf", "nan")],
 ])
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
@@ -84,3 +88,12 @@ def test_the_alerts_topic_keeps_180_days_unless_set_between_7_and_3650() -> None
         604_800_000)
     assert Settings.from_env({"CITYAGENT_ALERTS_RETENTION_DAYS": " 3650 "}).alerts_retention_days == (
         3650)
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    ("0", 0.0), ("86400", 86_400.0), (" 604800 ", 604_800.0), ("315360000", 315_360_000.0),
+    ("2592000.5", 2_592_000.5),
+])
+def test_forgetting_sensors_is_a_setting_of_0_or_a_day_to_ten_years(raw, seconds) -> None:
+    assert Settings.from_env({}).forget_after_s is None  # unset: the settings file decides
+    assert Settings.from_env({"CITYAGENT_FORGET_AFTER_S": raw}).forget_after_s == seconds

@@ -1,5 +1,6 @@
-"""The worker and `cityagent eval` read the settings files the environment names, and a bad
-one stops them with one line naming it (exit code 2), before any broker is contacted."""
+"""The worker and `cityagent eval` read the settings files and overrides the environment
+names, and a bad one stops them with one line naming it (exit code 2), before any broker is
+contacted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cityagent.settings import Settings
 from control.cli import main as cli_main
+from streams.worker import build_worker
 
 
 @pytest.fixture
@@ -36,3 +39,24 @@ def test_eval_reads_the_alerting_file_named_by_the_environment(
     assert cli_main(["eval", "--sensors", "10", "--seeds", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cityagent: ") and "resolve_after_s" in err
+
+
+def test_the_worker_forgets_sensors_after_the_time_the_environment_sets() -> None:
+    """CITYAGENT_FORGET_AFTER_S reaches the worker's detector (building the worker contacts no
+    broker); unset, the settings file's 30 days do."""
+    env = {"CITYAGENT_KAFKA": "127.0.0.1:9", "CITYAGENT_FORGET_AFTER_S": "172800"}
+    worker = build_worker(Settings.from_env(env))
+    assert worker.detector.engine.config.forget_after_ms == 172_800_000
+    worker = build_worker(Settings.from_env({"CITYAGENT_KAFKA": "127.0.0.1:9"}))
+    assert worker.detector.engine.config.forget_after_ms == 30 * 86_400_000
+
+
+def test_a_bad_forget_after_stops_the_worker_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    env.update(CITYAGENT_FORGET_AFTER_S="3600", CITYAGENT_KAFKA="127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-m", "streams"], env=env, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == ("cityagent worker: CITYAGENT_FORGET_AFTER_S must be 0 (never forget a "
+                           "sensor) or between 86400 (one day) and 315360000 (ten years); got "
+                           "'3600'\n")
