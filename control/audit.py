@@ -12,8 +12,14 @@ it). It seeks each partition by Kafka record time to a day before ``--since`` (a
 ``at_ms`` is its worker's event time, which may run ahead of the record's send time by up
 to the readings' future tolerance, at most a day) and reads up to the end offsets the topic
 had when it started, so a topic being written still ends; the events' own ``at_ms`` and
-``alert_id`` decide what is written. Each alert's events come in order (one alert lives on
-one partition of the topic); partitions interleave.
+``alert_id`` decide what is written.
+
+The events are written in time order, by ``(at_ms, partition, offset)``, as they are read:
+each partition is read in offset order, which is only nearly ``at_ms`` order, so events are
+held for a reorder window (``--reorder-window``, 1 h) and a partition read ahead of the
+others by more than it is paused. An event that comes in its partition more than the window
+after one dated later is written out of order and counted in the summary line; exactly what
+is guaranteed, and the memory it takes, is in control/audit_order.py.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ import orjson
 
 from cityagent.readings import format_ts
 from cityagent.settings import Settings
+from control.audit_order import TimeOrder
 
-__all__ = ("add_arguments", "run_audit", "parse_time", "AuditSummary")
+__all__ = ("add_arguments", "run_audit", "parse_time", "parse_duration", "AuditSummary")
 
 #: How far before --since the read starts, by Kafka record time (see the module docstring).
 SEEK_SLACK_MS = 86_400_000
@@ -45,6 +52,12 @@ SEEK_SLACK_MS = 86_400_000
 PROGRESS_S = 2.0
 #: Empty polls in a row (a second each) after which a partition below its end is given up.
 MAX_IDLE_POLLS = 10
+#: Records taken per poll, at most: what a poll adds to the events held for the time order.
+POLL_RECORDS = 500
+#: How long after an event dated later one may come in its partition and still be written
+#: in order (``--reorder-window``; see control/audit_order.py). Commands come minutes late
+#: when the workers are busy or restarting, an hour's events of a city are held easily.
+REORDER_WINDOW_MS = 3_600_000
 CONNECT_TIMEOUT_S = 20.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -66,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "suppressed anomalies too)")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="write the JSON lines here (default: stdout)")
+    parser.add_argument("--reorder-window", metavar="DURATION",
+                        help="how late an event may come in its partition, after events dated "
+                             "later, and still be written in time order (30m, 1h, 1d; "
+                             "default 1h): the events of about twice this are held in memory")
     return parser
 
 
@@ -73,9 +90,8 @@ def parse_time(text: str, now_ms: int, flag: str) -> int:
     """``--since``/``--until`` as epoch milliseconds: RFC 3339 with an offset, or a duration
     ago; AuditError naming the flag otherwise."""
     text = text.strip()
-    match = _DURATION.fullmatch(text.lower())
-    if match:
-        return now_ms - round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+    if _DURATION.fullmatch(text.lower()):
+        return now_ms - parse_duration(text, flag)
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
@@ -99,6 +115,8 @@ class AuditSummary:
     messages: int = 0  # read from the topic, written or not
     malformed: int = 0  # messages that were no alert event
     idle_partitions: list[int] = field(default_factory=list)  # given up below their end
+    out_of_order: int = 0  # written after events dated later (came over the window late)
+    most_late_ms: int = 0
 
     def take(self, event: dict[str, Any]) -> None:
         self.events += 1
@@ -123,6 +141,10 @@ class AuditSummary:
         if self.idle_partitions:
             extra += (f"; partitions {self.idle_partitions} gave nothing for "
                       f"{MAX_IDLE_POLLS} s below their end: not read to it")
+        if self.out_of_order:
+            extra += (f"; {_count(self.out_of_order, 'event')} out of time order, after "
+                      f"events dated up to {_duration(self.most_late_ms)} later: raise "
+                      "--reorder-window")
         return (f"cityagent audit: {found} (read {_count(self.messages, 'message')} of {topic} in "
                 f"{seconds:.1f} s{extra})")
 
@@ -138,17 +160,36 @@ def run_audit(settings: Settings, args: argparse.Namespace) -> int:
         if until_ms is not None and until_ms <= since_ms:
             raise AuditError(f"--until ({format_ts(until_ms)}) must be after --since "
                              f"({format_ts(since_ms)})")
+        window_ms = (REORDER_WINDOW_MS if args.reorder_window is None
+                     else parse_duration(args.reorder_window, "--reorder-window"))
         alert_ids = {a.strip() for a in args.alert}
         if "" in alert_ids:
             raise AuditError("--alert needs an alert id; got an empty one")
         with _output(args.out) as out:
-            summary = asyncio.run(_audit(
-                settings, since_ms, until_ms, frozenset(alert_ids), out.write, _progress))
+            summary = asyncio.run(_audit(settings, since_ms, until_ms, frozenset(alert_ids),
+                                         window_ms, out.write, _progress))
     except AuditError as exc:
         print(f"cityagent audit: {exc}", file=sys.stderr)
         return 2
     print(summary.line(settings.alerts_topic, time.monotonic() - started), file=sys.stderr)
     return 0
+
+
+def parse_duration(text: str, flag: str) -> int:
+    """A duration (``90m``, ``1h``, ``2d``, ``0s``) as milliseconds; AuditError naming the flag
+    otherwise."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise AuditError(f"{flag} must be a duration like 30m, 1h or 2d; got {text!r}")
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def _duration(ms: int) -> str:
+    """``3.2 s``, ``12 min``, ``2.5 h``, ``3.1 d``: how late an event came, roughly."""
+    for unit, size, digits in (("d", 86_400_000, 1), ("h", 3_600_000, 1), ("min", 60_000, 0)):
+        if ms >= size:
+            return f"{ms / size:.{digits}f} {unit}"
+    return f"{ms / 1000:.1f} s"
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -187,7 +228,7 @@ def _progress(read: int, total: int) -> None:
 
 
 async def _audit(settings: Settings, since_ms: int, until_ms: int | None,
-                 alert_ids: frozenset[str], write: Callable[[bytes], Any],
+                 alert_ids: frozenset[str], window_ms: int, write: Callable[[bytes], Any],
                  progress: Callable[[int, int], None]) -> AuditSummary:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
@@ -219,8 +260,8 @@ async def _audit(settings: Settings, since_ms: int, until_ms: int | None,
         lookback = Lookback.since(since_ms - SEEK_SLACK_MS, "audit")
         await lookback.seek(consumer, partitions)
         ends = await consumer.end_offsets(partitions)
-        return await _read(consumer, lookback, ends, since_ms, until_ms, alert_ids, write,
-                           progress)
+        return await _read(consumer, lookback, ends, since_ms, until_ms, alert_ids, window_ms,
+                           write, progress)
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
@@ -241,40 +282,45 @@ async def _partitions(consumer: Any, topic: str) -> list[Any] | None:
 
 
 async def _read(consumer: Any, lookback: Any, ends: dict, since_ms: int, until_ms: int | None,
-                alert_ids: frozenset[str], write: Callable[[bytes], Any],
+                alert_ids: frozenset[str], window_ms: int, write: Callable[[bytes], Any],
                 progress: Callable[[int, int], None]) -> AuditSummary:
-    """Read every partition to its end offset at start, writing the events in the range.
+    """Read every partition to its end offset at start, writing the events in the range in
+    time order (``control.audit_order``).
 
     A partition is done once a poll took it to its end offset. The embedded broker reports an
     end offset inside the partition's last record batch (MEASURED.md): the rest of that
     batch, written before the audit started, comes in the same poll and is kept. With
-    ``until_ms``, a partition is also done at its first record stamped a day past it.
+    ``until_ms``, a partition is also done at its first record stamped a day past it. A
+    partition read more than the reorder window past the least advanced one is paused.
     """
     summary = AuditSummary()
     pending = {tp for tp in ends if lookback.start[tp] < ends[tp]}
+    order = TimeOrder((tp.partition for tp in pending), window_ms)
     total = sum(max(ends[tp] - lookback.start[tp], 0) for tp in ends)
     stop_ms = None if until_ms is None else until_ms + SEEK_SLACK_MS
     read = dict(lookback.start)
     next_progress = time.monotonic() + PROGRESS_S
     idle = 0
-    for tp in set(ends) - pending:
-        consumer.pause(tp)
+    paused = set(ends) - pending
+    consumer.pause(*paused)
     while pending:
-        polled = await consumer.getmany(*pending, timeout_ms=1000)
-        polled = {tp: records for tp, records in polled.items() if tp in pending and records}
+        _pause_ahead(consumer, pending, paused, order.ahead())
+        reading = pending - paused
+        polled = await consumer.getmany(*reading, timeout_ms=1000, max_records=POLL_RECORDS)
+        polled = {tp: records for tp, records in polled.items() if tp in reading and records}
         idle = 0 if polled else idle + 1
-        if idle >= MAX_IDLE_POLLS:
-            summary.idle_partitions = sorted(tp.partition for tp in pending)
-            break
+        if idle >= MAX_IDLE_POLLS:  # given up: the others are read on
+            summary.idle_partitions += sorted(tp.partition for tp in reading)
+            for tp in reading:
+                _finish(consumer, tp, pending, paused, order)
+            idle = 0
+            continue
         for tp, records in polled.items():
             summary.messages += len(records)
             read[tp] = records[-1].offset + 1
             if stop_ms is not None and records[-1].timestamp > stop_ms:
                 records[:] = [r for r in records if r.timestamp <= stop_ms]
                 read[tp] = ends[tp]
-            if read[tp] >= ends[tp]:
-                pending.discard(tp)
-                consumer.pause(tp)
         kept, _ = lookback.recent(polled)
         for record in kept:
             event = _event(record.value)
@@ -282,17 +328,44 @@ async def _read(consumer: Any, lookback: Any, ends: dict, since_ms: int, until_m
                 summary.malformed += 1
                 continue
             at_ms = event["at_ms"]
-            if at_ms < since_ms or (until_ms is not None and at_ms >= until_ms):
-                continue
-            if alert_ids and event.get("alert_id") not in alert_ids:
-                continue
-            summary.take(event)
-            write(orjson.dumps({**event, "at": format_ts(at_ms)}) + b"\n")
+            wanted = (since_ms <= at_ms and (until_ms is None or at_ms < until_ms)
+                      and (not alert_ids or event.get("alert_id") in alert_ids))
+            if wanted:
+                summary.take(event)
+            order.add(record.partition, record.offset, at_ms,
+                      orjson.dumps({**event, "at": format_ts(at_ms)}) + b"\n" if wanted else None)
+        for tp in polled:
+            if read[tp] >= ends[tp]:
+                _finish(consumer, tp, pending, paused, order)
+        for line in order.ready():
+            write(line)
         if pending and time.monotonic() >= next_progress:
             next_progress = time.monotonic() + PROGRESS_S
             done = sum(min(read[tp], ends[tp]) - lookback.start[tp] for tp in ends)
             progress(max(done, 0), total)
+    for line in order.rest():
+        write(line)
+    summary.out_of_order, summary.most_late_ms = order.out_of_order, order.most_late_ms
     return summary
+
+
+def _pause_ahead(consumer: Any, pending: set, paused: set, ahead: set[int]) -> None:
+    """Pause the pending partitions read too far ahead of the others; resume the rest."""
+    for tp in pending:
+        if tp.partition in ahead and tp not in paused:
+            consumer.pause(tp)
+            paused.add(tp)
+        elif tp.partition not in ahead and tp in paused:
+            consumer.resume(tp)
+            paused.discard(tp)
+
+
+def _finish(consumer: Any, tp: Any, pending: set, paused: set, order: TimeOrder) -> None:
+    """``tp`` is read to its end (or given up): stop fetching it."""
+    pending.discard(tp)
+    paused.add(tp)
+    consumer.pause(tp)
+    order.done(tp.partition)
 
 
 def _event(value: bytes | None) -> dict[str, Any] | None:

@@ -139,6 +139,8 @@ def test_a_missing_topic_is_one_line_and_stays_missing(audited, monkeypatch, cap
     (["--until", "2026-10-01T00:00:00"], "--until needs a UTC offset (Z or +08:00)"),
     (["--since", "1d", "--until", "2d"], "must be after --since"),
     (["--alert", " "], "--alert needs an alert id"),
+    (["--reorder-window", "an hour"], "--reorder-window must be a duration like 30m, 1h or 2d; "
+                                      "got 'an hour'"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], words: str, monkeypatch,
                                                capsys) -> None:
@@ -159,3 +161,60 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(monkeypatch, capsys,
     assert list(tmp_path.iterdir()) == []  # no empty file that looks like an answer
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"cityagent audit: cannot reach the Kafka brokers at 127.0.0.1:{port}")
+
+
+#: Minutes after ``TIMELINE_T0`` of each partition's events, in the order they are sent:
+#: partition 0 every 10 min (its 50 comes before its 40: a command processed late), partition
+#: 1 hourly (its 60 ties partition 0's, its two 185s tie each other), partition 2 sparse and
+#: far ahead of the others (its 240 comes after its 270). All within the 1 h reorder window.
+TIMELINE = {
+    0: [0, 10, 20, 30, 50, 40, *range(60, 300, 10)],
+    1: [5, 60, 125, 185, 185, 245],
+    2: [90, 270, 240, 280],
+}
+TIMELINE_T0 = ago(5)
+
+
+@pytest.fixture(scope="module")
+def timeline(kafka_bootstrap: str) -> dict[str, str]:
+    """A three-partition alerts topic whose partitions' times interleave."""
+    prefix = f"audit-order{NOW_MS % 10**9}"
+    topic = f"{prefix}.alerts"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for partition, minutes in TIMELINE.items():
+                for offset, minute in enumerate(minutes):
+                    at_ms = TIMELINE_T0 + minute * 60_000
+                    doc = event(f"p{partition}-{offset}", at_ms, 1, "opened")
+                    await producer.send_and_wait(topic, orjson.dumps(doc), partition=partition,
+                                                 timestamp_ms=at_ms)
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    return {"CITYAGENT_KAFKA": kafka_bootstrap, "CITYAGENT_TOPIC_PREFIX": prefix}
+
+
+@pytest.mark.parametrize("poll_records", [500, 2])
+def test_events_come_out_by_time_then_partition_then_offset(timeline, poll_records, monkeypatch,
+                                                            capsys) -> None:
+    """Sorted by at_ms across partitions, ties by partition then offset, the late events in
+    their place; also when each poll brings two records, so partition 2 is paused while it is
+    more than the window ahead of the others (the order then holds about two hours of events)."""
+    monkeypatch.setattr("control.audit.POLL_RECORDS", poll_records)
+    code, events, err = audit(monkeypatch, timeline, capsys)
+    assert code == 0
+    expected = sorted((TIMELINE_T0 + minute * 60_000, partition, offset)
+                      for partition, minutes in TIMELINE.items()
+                      for offset, minute in enumerate(minutes))
+    assert [e["alert_id"] for e in events] == [f"p{p}-{o}" for _, p, o in expected]
+    assert [e["at_ms"] for e in events] == [at for at, _, _ in expected]
+    (line,) = err
+    assert re.fullmatch(rf"cityagent audit: {len(expected)} events of {len(expected)} alerts, "
+                        rf"{re.escape(format_ts(expected[0][0]))} to "
+                        rf"{re.escape(format_ts(expected[-1][0]))} \(read {len(expected)} "
+                        r"messages of \S+ in [\d.]+ s\)", line), line
