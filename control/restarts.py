@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 __all__ = ("Restarts", "MAX_RESTARTS", "RESTART_WINDOW_S", "MAX_RESTART_DELAY_S",
-           "API_RESTART_DELAY_S", "first_restart_delay_s")
+           "API_RESTART_DELAY_S", "JOIN_AFTER_START_S", "first_restart_delay_s")
 
 #: A process that exits more than ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S`` of
 #: running cannot start: everything stops. The waits before its restarts are not counted, so
@@ -22,16 +22,25 @@ MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 #: The longest wait before a restart, however often the process exited.
 MAX_RESTART_DELAY_S = 30.0
-#: The API's first wait. It is in no consumer group (it reads by assignment), so nothing on
-#: the broker waits for it; a second is enough not to spend its restarts in one instant on
-#: something passing, such as a broker that is briefly unreachable.
+#: The API's first wait, and the least of a worker's. The API is in no consumer group (it
+#: reads by assignment), so nothing on the broker waits for it; a second is enough not to
+#: spend its restarts in one instant on something passing, such as a broker that is briefly
+#: unreachable.
 API_RESTART_DELAY_S = 1.0
+#: A worker sends its first JoinGroup at least this long after its process starts: Faust's
+#: TableManager sleeps 1 s before the consumer subscribes (and the imports take more; the
+#: same bound as tests/integration/test_worker_restart.py's).
+JOIN_AFTER_START_S = 1.0
 
 
 def first_restart_delay_s(name: str, session_timeout_s: float) -> float:
-    """The wait before a process's first restart: half the workers' session timeout for a
-    worker (the dead member no longer counts when it joins), ``API_RESTART_DELAY_S`` else."""
-    return session_timeout_s / 2 if name.startswith("worker-") else API_RESTART_DELAY_S
+    """The wait before a process's first restart. For a worker: so that it joins the group
+    at least half the session timeout after the death, when the dead member no longer
+    counts; it joins ``JOIN_AFTER_START_S`` after its start at the soonest, so that much less
+    (4 s with the default 10 s sessions). For the API: ``API_RESTART_DELAY_S``."""
+    if not name.startswith("worker-"):
+        return API_RESTART_DELAY_S
+    return max(session_timeout_s / 2 - JOIN_AFTER_START_S, API_RESTART_DELAY_S)
 
 
 class Restarts:
