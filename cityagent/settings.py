@@ -50,7 +50,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
     "CITYAGENT_SESSION_TIMEOUT_S": (
         "session_timeout_s",
-        "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move.",
+        "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move. `cityagent up` waits half of it, less a second, before it starts a dead worker again.",
     ),
     "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
     "CITYAGENT_FEEDS_CATCH_UP_S": (
