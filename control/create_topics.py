@@ -6,7 +6,9 @@ runs once before them, so every topic exists with its partition count before any
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
@@ -14,7 +16,22 @@ from control.broker import wait_for_kafka
 from control.topics import ensure_topics, pipeline_topics, short_retention
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """No options: every setting comes from the ``CITYAGENT_*`` variables. ``--help`` says so,
+    and an argument it does not know is an error, before anything is created."""
+    return argparse.ArgumentParser(
+        prog="python -m control.create_topics",
+        description="Create the pipeline's topics on the Kafka named by CITYAGENT_KAFKA (with "
+                    "CITYAGENT_PARTITIONS partitions, CITYAGENT_REPLICATION replicas and the "
+                    "topic names of CITYAGENT_TOPIC_PREFIX) and exit; topics that exist are left "
+                    "as they are (a warning when the alerts topic keeps less than "
+                    "CITYAGENT_ALERTS_RETENTION_DAYS). Waits up to 120 s for the brokers. Exit "
+                    "code 0 when every topic exists, 1 for a bad setting or a Kafka error, 2 "
+                    "without CITYAGENT_KAFKA.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
         if settings.embedded:

@@ -98,3 +98,26 @@ def test_the_build_context_leaves_out_local_state_and_secrets() -> None:
 def test_replicated_topics_need_a_majority_in_sync(replication: int, min_isr: str | None) -> None:
     config = TopicSpec("city.readings", 8, replication).topic_config()
     assert config.get("min.insync.replicas") == min_isr
+
+
+def test_create_topics_help_explains_and_creates_nothing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m control.create_topics --help` once ignored its arguments: with
+    CITYAGENT_KAFKA set it went on to create the topics on that cluster."""
+    from control import create_topics
+
+    monkeypatch.setenv("CITYAGENT_KAFKA", "127.0.0.1:9")  # nothing listens: never reached
+    monkeypatch.setattr(create_topics, "wait_for_kafka", _never_called)
+    monkeypatch.setattr(create_topics, "ensure_topics", _never_called)
+    with pytest.raises(SystemExit) as exit_:
+        create_topics.main(["--help"])
+    assert exit_.value.code == 0
+    assert "CITYAGENT_KAFKA" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        create_topics.main(["--partitions", "16"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --partitions 16" in capsys.readouterr().err
+
+
+def _never_called(*_args, **_kwargs):
+    raise AssertionError("create_topics contacted Kafka")
