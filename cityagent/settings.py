@@ -27,7 +27,8 @@ RETENTION_H = 7 * 24
 #: years: longer belongs in an archive, not in a Kafka topic.
 ALERTS_RETENTION_DAYS_MIN, ALERTS_RETENTION_DAYS_MAX = RETENTION_H // 24, 3650
 
-#: Environment variable → (Settings field, one-line meaning). The README table is built from this.
+#: Environment variable → (Settings field, one-line meaning). The README's table is this, row for
+#: row and word for word (tests/test_docs.py checks it).
 ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_KAFKA": (
         "kafka",
@@ -38,7 +39,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8)."),
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
-    "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows and detectors per kind (default: the packaged `cityagent/data/detection.toml`)."),
+    "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`)."),
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
@@ -55,14 +56,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
     "CITYAGENT_FEEDS_CATCH_UP_S": (
         "feeds_catch_up_s",
-        "How long a starting worker waits, at most, to read the zones, maintenance and routing topics up to where they ended before it consumes anything, seconds (default 30): past it, it warns and judges with what it has read.",
+        "How long a starting worker waits, at most, to read the zones, maintenance and routing topics up to where they ended before it consumes anything, seconds (default 30): past it, it warns and judges with what it has read. See [docs/architecture.md](docs/architecture.md#a-starting-worker-reads-zones-maintenance-windows-and-routing-first).",
     ),
     "CITYAGENT_API_KEYS": (
         "api_keys",
-        "API keys, comma-separated `role:key[:scope]` (role `integrator`, `operator` or `admin`; scope `|`-separated city codes or sensor-id prefixes), e.g. `admin:k1,operator:k2:370100|370200,integrator:k3:jn-`. `cityagent up` without keys makes a dev admin key. See [docs/api.md](docs/api.md).",
+        "API keys, comma-separated `role:key[:scope]` (role `integrator`, `viewer` (read-only, for wall screens), `operator` or `admin`; scope `|`-separated city codes or sensor-id prefixes), e.g. `admin:k1,operator:k2:370100|370200,integrator:k3:jn-,viewer:k4`. `cityagent up` without keys makes a dev admin key. See [docs/api.md](docs/api.md).",
     ),
     "CITYAGENT_API_KEYS_FILE": ("api_keys_path", "TOML file of API keys (plain or `sha256` hashed), added to `CITYAGENT_API_KEYS`; format in [docs/api.md](docs/api.md)."),
-    "CITYAGENT_FUTURE_TOLERANCE_S": ("future_tolerance_s", "How far past its clock a reading may be dated, seconds (default 300, at most 86400): further ahead it is refused (API) or dropped (worker, situation), as a sensor clock that runs ahead would make its bucket-mates' readings late. See docs/readings.md."),
+    "CITYAGENT_FUTURE_TOLERANCE_S": ("future_tolerance_s", "How far past its clock a reading may be dated, seconds (default 300, at most 86400): further ahead it is refused (API) or dropped (worker, situation), as a sensor clock that runs ahead would make its bucket-mates' readings late. See [docs/readings.md](docs/readings.md)."),
     "CITYAGENT_SITUATION_LOOKBACK_H": ("situation_lookback_h", "Hours of the readings topic a starting API re-reads into its situation model, by Kafka record time (default 24, at most 168, the topic's retention): a sensor silent for longer is unknown to a restarted API unless it is in the sensor registry. See [docs/api.md](docs/api.md#situation-and-sensors)."),
     "CITYAGENT_ALERTS_RETENTION_DAYS": ("alerts_retention_days", "Days the alerts topic keeps its events, the audit trail of every alert (`cityagent audit`): its `retention.ms` when CityAgent creates it (default 180, at least 7, at most 3650). An existing topic keeps its retention: raise it with `kafka-configs.sh`, see [docs/alerting.md](docs/alerting.md#audit-trail). A starting API reads only the last 7 days of it."),
     "CITYAGENT_API_RATE": ("api_rate", "Readings per second each API key may post, on average (default 20000)."),

@@ -24,3 +24,12 @@ def test_the_readme_commands_are_make_targets_and_ci_runs_the_test_one() -> None
     ci = (ROOT / ".ci" / "run").read_text("utf-8")
     assert re.search(r"^make test$", ci, re.M)
     assert "cityagent up --simulate" in makefile
+
+
+def test_the_readme_table_of_settings_is_the_one_in_settings_py() -> None:
+    """cityagent/settings.py's ENV_VARS is the source of the README's table: the same
+    variables, in the same order, with the same meaning (a `|` escaped in the table)."""
+    rows = re.findall(r"^\| `(CITYAGENT_[A-Z_]+)` \| (.*) \|$", README, re.M)
+    assert [var for var, _ in rows] == list(ENV_VARS)
+    for var, meaning in rows:
+        assert meaning.replace("\\|", "|") == ENV_VARS[var][1], var
