@@ -75,6 +75,8 @@ _STAT_KEYS = {
     "silence_factor": float, "silence_min_s": float, "baseline_rate": float,
     "anomaly_rate_factor": float, "cusum_rate": float, "trend_k": float, "trend_h": float,
 }
+#: Keys that may be ``inf`` (no limit): the packaged ``[defaults]`` sets ``quantum_max = inf``.
+_UNBOUNDED_KEYS = {"quantum_max"}
 _KIND_KEYS = {
     "field": str, "scale_floor": float, "relative_floor": float, "time_of_day": bool,
     "expected_interval_s": float, "free_flow_kmh": float, "congestion_tpi": list,
@@ -240,9 +242,13 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be text; got {value!r}")
             values[key] = value
+        elif key in _UNBOUNDED_KEYS and value == math.inf and not isinstance(value, bool):
+            values[key] = math.inf
         else:
             if not _is_number(value) or value < 0:
-                raise ConfigError(f"{where}: {key} must be a number of 0 or more; got {value!r}")
+                unbounded = ", or inf" if key in _UNBOUNDED_KEYS else ""
+                raise ConfigError(f"{where}: {key} must be a number of 0 or more{unbounded}; "
+                                  f"got {value!r}")
             values[key] = typ(value)
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")

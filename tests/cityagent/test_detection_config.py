@@ -73,6 +73,19 @@ def test_a_wrong_setting_is_a_config_error_naming_it(section: str, key: str, val
     assert words in str(caught.value)
 
 
+def test_a_kind_without_quantum_max_takes_the_defaults_inf() -> None:
+    """The packaged [defaults] has quantum_max = inf (no limit), which every packaged kind
+    overrides; a kind that does not was refused: "quantum_max must be a number of 0 or more;
+    got inf"."""
+    doc = packaged_doc()
+    assert doc["defaults"]["quantum_max"] == math.inf
+    del doc["kind"]["traffic"]["quantum_max"]
+    assert DetectionConfig.from_dict(doc).kinds["traffic"].quantum_max == math.inf
+    doc["kind"]["traffic"]["quantum_max"] = -math.inf
+    with pytest.raises(ConfigError, match="quantum_max must be a number of 0 or more, or inf"):
+        DetectionConfig.from_dict(doc)
+
+
 def test_a_wrong_window_in_a_settings_file_names_the_file(tmp_path: Path) -> None:
     # DetectionConfig.load: "ConfigError names the file and key that are wrong".
     path = tmp_path / "site-detection.toml"
