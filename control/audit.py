@@ -8,10 +8,12 @@ acknowledged the flood alert in 历下区 last month, and when?" without an API.
 
 It reads, never writes: no consumer group, no committed offset, no topic created (the topic
 is looked up in the whole cluster's metadata, as a request naming it would make Tansu create
-it). It seeks each partition by Kafka record time to a day before ``--since`` (an event's
-``at_ms`` is its worker's event time, which may run ahead of the record's send time by up
-to the readings' future tolerance, at most a day) and reads up to the end offsets the topic
-had when it started, so a topic being written still ends; the events' own ``at_ms`` and
+it). It seeks each partition by Kafka record time to a day before ``--since``: an event's
+``at_ms`` is the wall clock of whatever made it (the worker's when it processed an anomaly or
+ticked, the API's when it took a command; an escalation's due time), all no later than the
+worker's clock when it sent the record, so only clocks that disagree between machines can
+put a record's time before its event's ``at_ms``; a day covers any plausible skew. It reads
+up to the end offsets the topic had when it started, so a topic being written still ends; the events' own ``at_ms`` and
 ``alert_id`` decide what is written.
 
 The events are written in time order, by ``(at_ms, partition, offset)``, as they are read:

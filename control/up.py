@@ -235,7 +235,7 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
                 at = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
                 say(f"{dead.name} (pid {dead.pid}) exited with code {dead.proc.returncode}; "
                     f"starting it again in {delay:g} s, at {at}"
-                    + (" (the other workers take over its partitions meanwhile)"
+                    + (" (the group shares its partitions out again once Kafka sees it gone)"
                        if takeover and dead.name.startswith("worker-") else ""))
                 continue
             exits = restarts.exits(dead.name)

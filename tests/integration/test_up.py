@@ -163,7 +163,7 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
         # So that it joins half the 6 s session timeout after the kill (control/restarts.py):
         # 2 s later, as it joins 1 s after its start or later; and it says when.
         assert re.search(rf"worker-1 \(pid {doomed}\) exited with code -9; starting it again "
-                         r"in 2 s, at \d\d:\d\d:\d\d \(the other workers take over", output())
+                         r"in 2 s, at \d\d:\d\d:\d\d \(the group shares its partitions out again", output())
         # The new worker-1 joins the group and is given partitions again. (Waited for, too,
         # because Ctrl-C while it was still joining took ~12 s to stop it.)
         restarted = worker_pids(output(), "worker-1")[1]
