@@ -322,10 +322,20 @@ function renderKpis() {
   setText("#kpi-pressure .v", pct == null ? "—" : `${pct.toFixed(1)}%`);
   $("#kpi-pressure .bar i").style.width = pct == null ? "0" : `${Math.max(0, Math.min(100, pct))}%`;
   $("#kpi-note").hidden = state.hasSituation || !state.probed;
-  $("#kpi-title").textContent = city ? `${cityName(city)}${t("kpi.city") ? t("kpi.city") : ""}`
-    : state.scope ? t("kpi.scoped", { names: scopeNames() }) : t("kpi.title");
+  renderKpiTitle();
   renderAsOf();
   renderStale();
+}
+
+/**
+ * The tiles' title: the province, the drilled city or the key's scope. Its element carries
+ * data-i18n (so a page opened in English says Province from the start), which a language change
+ * sets to the province's word: the change calls this at once, in the same frame.
+ */
+function renderKpiTitle() {
+  const city = map.level === "city" ? map.city : null;
+  setText("#kpi-title", city ? `${cityName(city)}${t("kpi.city") ? t("kpi.city") : ""}`
+    : state.scope ? t("kpi.scoped", { names: scopeNames() }) : t("kpi.title"));
 }
 
 /** The cities of a scoped key, by name: "济南市、青岛市", or the first three and how many. */
@@ -896,6 +906,7 @@ async function main() {
     });
   }
   onLangChange(() => {
+    renderKpiTitle(); // applyI18n has just set it to the province's word
     fillFilters();
     map.render(true);
     setLive($("#live").dataset.state);

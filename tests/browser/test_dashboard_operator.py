@@ -453,6 +453,41 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
         context.close()
 
 
+#: Click 中文/EN and read the tiles' title in the same task, before any frame is drawn.
+SWITCH_LANG_JS = """() => {
+  document.querySelector('#lang').click();
+  return document.querySelector('#kpi-title').textContent;
+}"""
+
+
+def test_the_tiles_title_is_right_in_the_frame_the_language_changes(
+        chromium: Any, stack: Pipeline) -> None:
+    """A language change set the tiles' title to the province's word (全省态势, Province), and
+    the scoped or drilled title came back only with the next tiles render (up to 250 ms later):
+    it must be right at once."""
+    context, board = open_dashboard(chromium, stack.url, key=JINAN_KEY)
+    try:
+        page = board.page
+        page.wait_for_function(
+            "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
+            timeout=10_000)
+        assert page.evaluate(SWITCH_LANG_JS) == "Jinan (this key's scope)"
+        assert page.evaluate(SWITCH_LANG_JS) == "济南市态势（本密钥范围）"
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function("document.querySelector('#kpi-title').textContent === '济南市态势'",
+                               timeout=5_000)
+        assert page.evaluate(SWITCH_LANG_JS) == "Jinan"
+        assert page.evaluate(SWITCH_LANG_JS) == "济南市态势"
+        page.click("#back")
+        page.wait_for_function(
+            "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
+            timeout=2_000)
+        assert board.errors == []
+    finally:
+        context.close()
+
+
 def test_a_scoped_key_gets_its_scope_from_v1_me_while_the_situation_does_not_answer(
         chromium: Any, stack: Pipeline) -> None:
     """GET /v1/me states the key's scope: a Jinan key's map and tiles are Jinan's while the
