@@ -402,10 +402,17 @@ def test_a_failing_situation_service_is_shown_as_stale(chromium: Any, stack: Pip
         page.wait_for_function("document.querySelector('#kpi-rate .v').textContent !== '—'",
                                timeout=10_000)
         assert page.is_hidden("#stale")
+        boxes = "['.kpis h2', '.tiles', '#trends'].map((s) => document.querySelector(s)" \
+                ".getBoundingClientRect()).map((r) => [r.x, r.width, r.height])"
+        before = page.evaluate(boxes)
         page.route("**/v1/situation", lambda route: route.fulfill(
             status=503, content_type="application/json", body='{"detail": "unavailable"}'))
         page.wait_for_selector("#stale:not([hidden])", timeout=12_000)
         assert page.text_content("#stale").startswith("态势数据已过时 · 截至 ")
+        # Dimmed, not rearranged: the header badge's style (inline-flex, centred) once reached
+        # the panel, whose tiles shrank to the middle and whose trends went to no width.
+        assert page.evaluate("document.querySelector('.kpis').classList.contains('stale')")
+        assert page.evaluate(boxes) == before
         assert page.text_content("#live b") == "实时"  # the alerts are still live
         page.click("#lang")
         page.wait_for_function("document.querySelector('#stale').textContent"
