@@ -179,7 +179,7 @@ export class ShandongMap {
         aspectScale: 0.85,
         selectedMode: false,
         itemStyle: { areaColor: NONE, borderColor: EDGE, borderWidth: 1, shadowColor: "rgba(54,197,255,0.5)", shadowBlur: 12 },
-        label: { show: true, formatter: label, fontSize: this.level === "province" ? 13 : 11, color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
+        label: { show: true, formatter: label, fontSize: this.level === "province" ? 13 : 12, color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
         emphasis: { label: { show: true, formatter: label }, itemStyle: { areaColor: "#24508f" } },
         regions: this.regionsOption(),
         // A component's own formatter: the global one below is not used for geo regions.

@@ -350,6 +350,67 @@ def test_the_map_legend_is_legible_and_clear_of_the_map_and_labels(
         context.close()
 
 
+#: Every visible word on the page under 12 px: [size, where, text].
+SMALL_TEXT_JS = """() => {
+  const small = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.data.trim() || !el.checkVisibility() || !el.getClientRects().length) continue;
+    const size = parseFloat(getComputedStyle(el).fontSize);
+    if (size < 12) small.push([size, `${el.tagName}.${el.className}`, node.data.trim().slice(0, 20)]);
+  }
+  return small;
+}"""
+#: The font size of the map's region labels (drawn on its canvas).
+MAP_LABEL_JS = "window.__cityagent.map.chart.getOption().geo[0].label.fontSize"
+
+
+def test_no_word_is_under_12_px_at_1366x768(chromium: Any, stack: Pipeline) -> None:
+    """At 1366×768 the page's root font is 12 px, and the tiles' labels, the feed's times,
+    places and buttons, the trends' tabs and the district names were drawn at
+    0.8-0.9 of it (10-11 px; a failed command's detail 8.7 px): too small to read at a
+    console. Every word (but the trends' titles on their canvas: see docs/dashboard.md), with a row's tools, its assign field and a failure open, the
+    indicator of waiting alerts and the stale badge shown, in both languages, on the
+    province and drilled into a city."""
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        ingest(board, [{"id": "small-1", "sev": "orange", "city": "370100", "at": now_ms()}])
+        wait_rows(board, 1)
+        row = "#feed li[data-alert-id='small-1']"
+        fake_ack(board, 409, {"detail": "alert small-1 is acknowledged"})
+        page.click(f"{row} button.ack")
+        page.wait_for_selector(f"{row} .err small", timeout=3_000)
+        page.click(f"{row} button.more")
+        page.click(f"{row} button[data-act=assign]")
+        page.wait_for_selector(f"{row} form.edit input", timeout=2_000)  # focused: the feed is held
+        ingest(board, [{"id": "small-2", "sev": "blue", "city": "370200", "at": now_ms()}])
+        page.wait_for_selector("#feed-new:not([hidden])", timeout=2_000)
+        page.route("**/v1/situation", lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"detail": "unavailable"}'))
+        page.wait_for_selector("#stale:not([hidden])", timeout=12_000)
+        for level in ("province", "city"):
+            if level == "city":
+                page.press(f"{row} form.edit input", "Escape")
+                where = page.evaluate("window.__cityagent.pixelOf('370100')")
+                page.mouse.click(where["x"], where["y"])
+                page.wait_for_selector("#back:not([hidden])", timeout=5_000)
+            for lang in ("zh", "en"):
+                if lang == "en":
+                    page.click("#lang")
+                    page.wait_for_function(f"document.querySelector(\"{row} .badge\")"
+                                           ".textContent === 'Orange'", timeout=2_000)
+                assert page.evaluate(SMALL_TEXT_JS) == [], (level, lang)
+                assert page.evaluate(MAP_LABEL_JS) >= 12, (level, lang)
+                if lang == "en":
+                    page.click("#lang")
+        # Chromium's own lines for the faked 409 and 503, and nothing else.
+        assert [e for e in board.errors if not e.startswith("Failed to load resource")] == []
+    finally:
+        context.close()
+
+
 def test_map_tooltip_names_the_city_with_its_figures(chromium: Any, stack: Pipeline) -> None:
     context, board = open_dashboard(chromium, stack.url)
     try:
