@@ -21,8 +21,20 @@ from control.restarts import RESTART_WINDOW_S, Restarts, first_restart_delay_s
 from control.supervisor import Child, Supervisor
 from control.topics import ensure_topics, pipeline_topics, short_retention
 
-__all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "BrokerMemory",
-           "EMBEDDED_CHECKPOINT_S")
+__all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "api_argv", "BrokerMemory",
+           "EMBEDDED_CHECKPOINT_S", "API_STOP_GRACE_S")
+
+#: How long the API, told to stop (SIGTERM), waits for open requests before it closes them.
+#: uvicorn waits for ever by default, and a dashboard's alert stream never ends by itself: the
+#: API would refuse new calls yet keep the page's stream (实时) until every page closed.
+API_STOP_GRACE_S = 3
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    """The API process as `cityagent up` runs it."""
+    return [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
+            "--host", host, "--port", str(port), "--log-level", "warning",
+            "--timeout-graceful-shutdown", str(API_STOP_GRACE_S)]
 
 
 @dataclass(frozen=True)
@@ -178,10 +190,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                     "the workers judge it by the kind defaults")
         for i in range(1, options.workers + 1):
             supervisor.spawn(f"worker-{i}", [sys.executable, "-m", "streams"], env)
-        supervisor.spawn("api", [
-            sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
-            "--host", settings.api_host, "--port", str(port), "--log-level", "warning",
-        ], _api_env(env, settings, f"http://{settings.api_host}:{port}", say))
+        supervisor.spawn("api", api_argv(settings.api_host, port),
+                         _api_env(env, settings, f"http://{settings.api_host}:{port}", say))
         if options.simulate:
             supervisor.spawn("simulator", [sys.executable, "-m", "sensors_sim",
                                            *simulator_args(options)], env)

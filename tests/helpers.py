@@ -22,6 +22,7 @@ import orjson
 from cityagent.settings import Settings
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
+from control.up import api_argv
 
 __all__ = ("free_port", "pid_alive", "ChildProcess", "pipeline_env", "start_worker", "start_api",
            "consume_all", "consume_records", "ADMIN_KEY", "OPERATOR_KEY", "INTEGRATOR_KEY",
@@ -158,10 +159,7 @@ def start_worker(settings: Settings, log_path: Path) -> ChildProcess:
 
 def start_api(settings: Settings, log_path: Path, timeout_s: float = 30.0) -> ChildProcess:
     """Start the API with uvicorn, as `cityagent up` does, and wait until /healthz answers."""
-    api = ChildProcess([
-        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
-        "--host", "127.0.0.1", "--port", str(settings.api_port), "--log-level", "warning",
-    ], pipeline_env(settings), log_path)
+    api = ChildProcess(api_argv("127.0.0.1", settings.api_port), pipeline_env(settings), log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

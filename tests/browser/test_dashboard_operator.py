@@ -9,7 +9,10 @@ API also knows an operator key scoped to Jinan (370100) and a viewer key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +21,14 @@ import pytest
 
 from tests.browser import test_dashboard as base
 from tests.browser.test_dashboard import Dashboard, has_situation, open_dashboard, wait_until
-from tests.helpers import OPERATOR_KEY, TEST_API_KEYS, Pipeline, running_pipeline
+from tests.helpers import (
+    OPERATOR_KEY,
+    TEST_API_KEYS,
+    Pipeline,
+    free_port,
+    running_pipeline,
+    start_api,
+)
 
 chromium = base.chromium  # the fixture: Chromium through playwright, or skip (fail in CI)
 
@@ -753,3 +763,32 @@ def test_a_viewer_key_gets_the_feed_without_buttons_and_says_it_is_read_only(
         assert page.locator("#feed button[data-act='more']").count() == 2
     finally:
         context.close()
+
+
+def test_an_api_told_to_stop_ends_the_stream_and_the_page_says_so(
+        chromium: Any, stack: Pipeline, tmp_path: Any) -> None:
+    """SIGTERM (a restart by `cityagent up`, systemd, docker stop) made uvicorn wait for every
+    open request to end, and a dashboard's alert stream never ends: the API refused new calls
+    but went on sending heartbeats, so the page said 实时 over stale tiles, and the process
+    stayed until every dashboard was closed (so `up` never started it again). It must exit,
+    closing the stream, and the page must say 重连中."""
+    settings = dataclasses.replace(stack.settings, api_port=free_port())
+    api = start_api(settings, tmp_path / "api.log")  # its own API on the stack's topics
+    try:
+        context, board = open_dashboard(chromium, f"http://127.0.0.1:{settings.api_port}")
+        try:
+            page = board.page
+            page.wait_for_function("document.querySelector('#live').dataset.state === 'live'",
+                                   timeout=10_000)
+            api.proc.send_signal(signal.SIGTERM)
+            try:
+                api.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the API did not exit within 30 s of SIGTERM with a dashboard open")
+            page.wait_for_function("document.querySelector('#live').dataset.state === 'retry'",
+                                   timeout=10_000)
+            assert page.text_content("#live b") == "重连中"
+        finally:
+            context.close()
+    finally:
+        api.stop()
