@@ -717,8 +717,12 @@ async function submitKey(event) {
     dialog.close();
     return;
   }
-  if (!key) return;
   const error = $("#key-error");
+  if (!key) { // only spaces: say so (the field's own check takes only an empty one)
+    error.textContent = t("key.empty");
+    input.focus();
+    return;
+  }
   error.textContent = t("key.checking");
   try {
     await api("v1/alerts?limit=1", { key });

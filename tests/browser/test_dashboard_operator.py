@@ -22,6 +22,7 @@ import pytest
 from tests.browser import test_dashboard as base
 from tests.browser.test_dashboard import Dashboard, has_situation, open_dashboard, wait_until
 from tests.helpers import (
+    INTEGRATOR_KEY,
     OPERATOR_KEY,
     TEST_API_KEYS,
     Pipeline,
@@ -654,6 +655,36 @@ def test_the_key_dialog_can_be_cancelled_and_labels_are_translated(
         page.wait_for_function("document.querySelector(\"#feed li[data-alert-id='name-1'] button.ack\")"
                                ".getAttribute('aria-label') === 'Ack: test alert name-1'", timeout=2_000)
         assert board.errors == []
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_blank_key_is_answered_in_words(chromium: Any, stack: Pipeline, lang: str) -> None:
+    """A key of spaces passes the field's own check (only an empty one fails it) and was then
+    dropped without a word: the dialog did nothing, or went on showing the previous key's
+    error (此密钥无权查看告警) as if this one had been refused."""
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.add_init_script(f"localStorage.setItem('cityagent.lang', '{lang}')")
+        page.goto(stack.url + "/")
+        page.wait_for_selector("#key-dialog[open]")
+        blank = {"zh": "请输入密钥。", "en": "Please enter a key."}[lang]
+        page.fill("#key-input", "   ")
+        page.click("#key-form button[type=submit]")
+        page.wait_for_function(f"document.querySelector('#key-error').textContent === '{blank}'",
+                               timeout=2_000)
+        page.fill("#key-input", INTEGRATOR_KEY)  # refused: 403
+        page.click("#key-form button[type=submit]")
+        page.wait_for_function("!['', '正在验证…', 'Checking…', "
+                               f"'{blank}'].includes(document.querySelector('#key-error').textContent)",
+                               timeout=5_000)
+        page.fill("#key-input", "  ")
+        page.click("#key-form button[type=submit]")
+        page.wait_for_function(f"document.querySelector('#key-error').textContent === '{blank}'",
+                               timeout=2_000)
+        assert page.evaluate("document.activeElement.id") == "key-input"
     finally:
         context.close()
 
