@@ -234,24 +234,39 @@ export function escapeHtml(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+const TREND_FONT = "11px sans-serif"; // the small charts' titles (ECharts' default family)
+const TITLE_PAD = 5; // ECharts' default padding of a title
+
 /** One chart of 16 small line charts: a city's trend each (4 × 4). */
 export class Trends {
   constructor(el) {
     this.el = el;
     this.chart = echarts.init(el, null, { renderer: "canvas" });
-    new ResizeObserver(() => this.chart.resize()).observe(el);
+    this.measure = document.createElement("canvas").getContext("2d");
+    this.measure.font = TREND_FONT;
+    new ResizeObserver(() => {
+      this.chart.resize();
+      if (this.last) this.update(...this.last); // the titles' room changed
+    }).observe(el);
   }
 
   /** ``cities``: [{code, name, worst, points: [[t_ms, value]...]}] */
   update(cities, metric) {
+    this.last = [cities, metric];
     const layout = `${cities.map((c) => c.code).join()}|${metric}`;
     const title = [];
     const series = [];
+    // A title has its column, less the gap to the next one: a long name gives way (Zaozhua… 12),
+    // never the figure, which ran past the panel's edge or into the next title.
+    const cols = Math.min(4, Math.max(cities.length, 1));
+    const room = this.chart.getWidth() * (1 / cols - 0.01) - TITLE_PAD - 2;
     cities.forEach((c) => {
       const color = c.worst ? COLORS[c.worst] : "#36c5ff";
       const last = c.points.length ? c.points[c.points.length - 1][1] : null;
-      title.push({ text: `${c.name} ${last == null ? "—" : formatNumber(last, metric)}`,
-        textStyle: { color: c.worst ? color : "#9fb6d8" } });
+      const figure = ` ${last == null ? "—" : formatNumber(last, metric)}`;
+      const name = echarts.format.truncateText(c.name,
+        Math.max(0, room - this.measure.measureText(figure).width), TREND_FONT, "…");
+      title.push({ text: `${name}${figure}`, textStyle: { color: c.worst ? color : "#9fb6d8" } });
       series.push({
         lineStyle: { color },
         areaStyle: { color: new echarts.graphic.LinearGradient(0, 0, 0, 1, [

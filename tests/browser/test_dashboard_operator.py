@@ -422,6 +422,49 @@ def test_no_word_is_under_12_px_at_1366x768(chromium: Any, stack: Pipeline) -> N
         context.close()
 
 
+#: The trends' titles as drawn: [text, left, right] in the chart's pixels, and its width.
+TREND_TITLES_JS = """() => {
+  const chart = window.__cityagent.trends.chart;
+  const titles = [];
+  for (const el of chart.getZr().storage.getDisplayList(true)) {
+    if (!['text', 'tspan'].includes(el.type) || !el.style.text) continue;
+    const r = el.getBoundingRect().clone();
+    r.applyTransform(el.getComputedTransform());
+    titles.push([el.style.text, r.x, r.x + r.width, r.y]);
+  }
+  return {width: chart.getWidth(), titles};
+}"""
+
+
+def test_the_trends_titles_keep_their_figure_inside_their_column(
+        chromium: Any, stack: Pipeline) -> None:
+    """At 1366×768 a column of the trends is ~77 px: "Zaozhuang 12" in the last one ran past
+    the panel's edge (the figure cut off), and a longer title into its neighbour. The name
+    gives way (Zaozhua… 12): every title stays in its column and ends with its figure."""
+    refuse = {"**/v1/situation": lambda route: route.fulfill(  # the trends: the page's samples
+        status=503, content_type="application/json", body='{"detail": "unavailable"}')}
+    context, board = open_dashboard(chromium, stack.url, 1366, 768, routes=refuse)
+    try:
+        page = board.page
+        ingest(board, [{"id": f"zz-{city}-{i}", "sev": "blue", "city": city, "at": now_ms()}
+                       for city in ("370400", "371500", "370500") for i in range(1234)])
+        page.click("#lang")
+        page.wait_for_function("window.__cityagent.trends.chart.getOption().title"
+                               ".filter((t) => t.text.endsWith(' 1,234')).length === 3", timeout=10_000)
+        got = page.evaluate(TREND_TITLES_JS)
+        column = got["width"] / 4
+        assert len(got["titles"]) == 16, got
+        for text, left, right, _ in got["titles"]:
+            col = int(left // column)
+            assert right <= (col + 1) * column, (text, left, right, got["width"])
+        texts = page.evaluate("window.__cityagent.trends.chart.getOption().title.map((t) => t.text)")
+        assert texts[:3] == ["Jinan 0", "Qingdao 0", "Zibo 0"], texts
+        for i, name in ((3, "Zaozhuang"), (4, "Dongying"), (13, "Liaocheng")):
+            assert texts[i].endswith("… 1,234") and name.startswith(texts[i][:2]), texts
+    finally:
+        context.close()
+
+
 def test_map_tooltip_names_the_city_with_its_figures(chromium: Any, stack: Pipeline) -> None:
     context, board = open_dashboard(chromium, stack.url)
     try:
