@@ -30,6 +30,8 @@ _DEFAULT_DURATION_S = {"spike": 1.0, "burst": 1800.0, "leak": 3600.0, "rainstorm
                        "incident": 1800.0}
 #: Default number of sensors affected around the place (epicentre plus neighbours).
 _DEFAULT_COUNT = {"burst": 3, "leak": 2, "incident": 3}
+#: A city (370100) or district (370102) code: six digits, written as text or a number.
+_PLACE = re.compile(r"^\d{6}$")
 _SPEC_KEYS = {"type", "place", "sensors", "start", "duration", "magnitude", "count", "kinds"}
 
 
@@ -120,6 +122,11 @@ def parse_scenario(doc: Any, where: str = "scenario") -> Scenario:
             raise ScenarioError(f"{at}: give a 'place' (city or district code) or 'sensors'")
         if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors):
             raise ScenarioError(f"{at}: 'sensors' must be a list of sensor ids")
+        if place is not None and not _PLACE.match(str(place)):
+            # resolve() matches it against the fleet's codes as a number: a city's name
+            # ("jinan", "济南") ended the run in a ValueError traceback.
+            raise ScenarioError(f"{at}: 'place' must be a city or district code like "
+                                f"\"370100\" or \"370102\"; got {place!r}")
         magnitude = raw.get("magnitude", 1.0)
         if isinstance(magnitude, bool) or not isinstance(magnitude, int | float) or magnitude <= 0:
             raise ScenarioError(f"{at}: 'magnitude' must be a positive number; got {magnitude!r}")

@@ -93,12 +93,16 @@ def test_several_without_simulate_are_named_together(capsys, nothing_starts):
         ("{tmp}/missing.json", "cannot read scenario {tmp}/missing.json"),
         ("{tmp}/bad.json", "{tmp}/bad.json is not valid JSON"),
         ("{tmp}/elsewhere.json", "{tmp}/elsewhere.json#0: no sensor of this fleet lies in 999999"),
+        # A city's name for its code ended both in a ValueError traceback.
+        ("{tmp}/named.json", "{tmp}/named.json: anomalies[0]: 'place' must be a city or "
+                             "district code like \"370100\" or \"370102\"; got 'jinan'"),
     ],
 )
 def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
         scenario, says, tmp_path, capsys, nothing_starts):
     (tmp_path / "bad.json").write_text("{")
     (tmp_path / "elsewhere.json").write_text('{"anomalies": [{"type": "burst", "place": "999999"}]}')
+    (tmp_path / "named.json").write_text('{"anomalies": [{"type": "burst", "place": "jinan"}]}')
     scenario, says = scenario.format(tmp=tmp_path), says.format(tmp=tmp_path)
     assert main(["up", "--simulate", "--sensors", "100", "--scenario", scenario]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
