@@ -87,6 +87,9 @@ def load_scenario(name_or_path: str) -> Scenario:
             text = path.read_text("utf-8")
         except OSError as exc:
             raise ScenarioError(f"cannot read scenario {where}: {exc}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or JSON saved as GBK or UTF-16
+            raise ScenarioError(f"{where} is not UTF-8 text, as a scenario file must be "
+                                f"({exc.reason} at byte {exc.start})") from None
     else:
         if name_or_path not in builtin_names():
             raise ScenarioError(

@@ -96,6 +96,9 @@ def test_several_without_simulate_are_named_together(capsys, nothing_starts):
         # A city's name for its code ended both in a ValueError traceback.
         ("{tmp}/named.json", "{tmp}/named.json: anomalies[0]: 'place' must be a city or "
                              "district code like \"370100\" or \"370102\"; got 'jinan'"),
+        # Not UTF-8 (saved as GBK): a UnicodeDecodeError traceback.
+        ("{tmp}/gbk.json", "{tmp}/gbk.json is not UTF-8 text, as a scenario file must be "
+                           "(invalid start byte at byte 43)"),
     ],
 )
 def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
@@ -103,6 +106,8 @@ def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
     (tmp_path / "bad.json").write_text("{")
     (tmp_path / "elsewhere.json").write_text('{"anomalies": [{"type": "burst", "place": "999999"}]}')
     (tmp_path / "named.json").write_text('{"anomalies": [{"type": "burst", "place": "jinan"}]}')
+    (tmp_path / "gbk.json").write_bytes('{"anomalies": [{"type": "burst", "place": "济南"}]}'
+                                        .encode("gbk"))
     scenario, says = scenario.format(tmp=tmp_path), says.format(tmp=tmp_path)
     assert main(["up", "--simulate", "--sensors", "100", "--scenario", scenario]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
