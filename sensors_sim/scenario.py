@@ -131,7 +131,10 @@ def parse_scenario(doc: Any, where: str = "scenario") -> Scenario:
             raise ScenarioError(f"{at}: 'place' must be a city or district code like "
                                 f"\"370100\" or \"370102\"; got {place!r}")
         magnitude = raw.get("magnitude", 1.0)
-        if isinstance(magnitude, bool) or not isinstance(magnitude, int | float) or magnitude <= 0:
+        # Not NaN nor Infinity, which Python's JSON reads: a NaN magnitude made the injected
+        # sensors' values NaN, written as null (refused by replay and the API) or sent so.
+        if (isinstance(magnitude, bool) or not isinstance(magnitude, int | float)
+                or not np.isfinite(magnitude) or magnitude <= 0):
             raise ScenarioError(f"{at}: 'magnitude' must be a positive number; got {magnitude!r}")
         count = raw.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):

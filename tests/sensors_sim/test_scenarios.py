@@ -68,6 +68,11 @@ def test_scenario_file_and_errors(tmp_path):
         ({"anomalies": [{"type": "leak"}]}, "give a 'place'"),
         ({"anomalies": [{"type": "leak", "place": "370100", "start": "soon"}]}, "duration"),
         ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": -1}]}, "magnitude"),
+        # NaN (as Python's JSON reads it) made the leaking sensors' readings NaN: null in a file.
+        ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": float("nan")}]},
+         "'magnitude' must be a positive number; got nan"),
+        ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": float("inf")}]},
+         "'magnitude' must be a positive number; got inf"),
         ({"anomalies": [{"type": "leak", "place": "370100", "colour": 1}]}, "unknown key"),
         ({"anomalies": [{"type": "burst", "place": "370100", "kinds": ["traffic"]}]}, "cannot"),
     ]:
