@@ -139,7 +139,13 @@ def parse_scenario(doc: Any, where: str = "scenario") -> Scenario:
         count = raw.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ScenarioError(f"{at}: 'count' must be a whole number >= 1; got {count!r}")
-        kinds = tuple(raw.get("kinds", ()))
+        kinds = raw.get("kinds", [])
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            # A string was read letter by letter: "kinds": "water_level" said "a rainstorm
+            # cannot affect kind 'w'".
+            raise ScenarioError(f"{at}: 'kinds' must be a list of sensor kinds like "
+                                f"[\"water_level\"]; got {kinds!r}")
+        kinds = tuple(kinds)
         bad = [k for k in kinds if k not in KINDS_OF[kind]]
         if bad:
             raise ScenarioError(f"{at}: a {kind} cannot affect kind {bad[0]!r}")

@@ -75,6 +75,9 @@ def test_scenario_file_and_errors(tmp_path):
          "'magnitude' must be a positive number; got inf"),
         ({"anomalies": [{"type": "leak", "place": "370100", "colour": 1}]}, "unknown key"),
         ({"anomalies": [{"type": "burst", "place": "370100", "kinds": ["traffic"]}]}, "cannot"),
+        # A string was read letter by letter: "a burst cannot affect kind 'p'".
+        ({"anomalies": [{"type": "burst", "place": "370100", "kinds": "pipe_pressure"}]},
+         "'kinds' must be a list of sensor kinds like \\[\"water_level\"\\]; got 'pipe_pressure'"),
     ]:
         with pytest.raises(ScenarioError, match=says):
             parse_scenario(bad)
