@@ -32,6 +32,10 @@ _DEFAULT_DURATION_S = {"spike": 1.0, "burst": 1800.0, "leak": 3600.0, "rainstorm
 _DEFAULT_COUNT = {"burst": 3, "leak": 2, "incident": 3}
 #: A city (370100) or district (370102) code: six digits, written as text or a number.
 _PLACE = re.compile(r"^\d{6}$")
+#: The longest duration: event time lies between 2000 and 2100 (``cityagent.readings``), so
+#: longer means nothing, and a window of 1e300 s ended the run in a traceback (its labels'
+#: end times do not fit in 64 bits).
+_MAX_DURATION_S = 36_525 * 86_400.0
 _SPEC_KEYS = {"type", "place", "sensors", "start", "duration", "magnitude", "count", "kinds"}
 
 
@@ -51,6 +55,9 @@ def parse_duration_s(value: Any, where: str) -> float:
         raise ScenarioError(f"{where}: expected a duration like 90, '30m' or '2h'; got {value!r}")
     if not np.isfinite(seconds) or seconds < 0:
         raise ScenarioError(f"{where}: a duration must be 0 or more; got {value!r}")
+    if seconds > _MAX_DURATION_S:
+        raise ScenarioError(f"{where}: a duration must be at most 36525d (100 years: event "
+                            f"time lies between 2000 and 2100); got {value!r}")
     return seconds
 
 

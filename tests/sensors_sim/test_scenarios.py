@@ -74,6 +74,11 @@ def test_scenario_file_and_errors(tmp_path):
         ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": float("inf")}]},
          "'magnitude' must be a positive number; got inf"),
         ({"anomalies": [{"type": "leak", "place": "370100", "colour": 1}]}, "unknown key"),
+        # Its labels' end time did not fit in 64 bits: a TypeError traceback as they were written.
+        ({"anomalies": [{"type": "leak", "place": "370100", "duration": 1e300}]},
+         r"anomalies\[0\].duration: a duration must be at most 36525d \(100 years"),
+        ({"anomalies": [{"type": "leak", "place": "370100", "start": 1e300}]},
+         r"anomalies\[0\].start: a duration must be at most 36525d"),
         ({"anomalies": [{"type": "burst", "place": "370100", "kinds": ["traffic"]}]}, "cannot"),
         # A string was read letter by letter: "a burst cannot affect kind 'p'".
         ({"anomalies": [{"type": "burst", "place": "370100", "kinds": "pipe_pressure"}]},
