@@ -54,39 +54,73 @@ class _Counters:
 
 
 class FileSink(_Counters):
-    """Readings as JSON lines (public shape, ``ts_ms`` added) or CSV rows, for replay."""
+    """Readings as JSON lines (public shape, ``ts_ms`` added) or CSV rows, for replay.
+
+    Readings count as acknowledged once flushed to the file (every :meth:`poll`, so every
+    tick). A write that fails (a full disk) raises :class:`SinkUnreachable` naming the file;
+    the readings not flushed by then count as never acknowledged. Before, the ``OSError``
+    ended the run in a traceback, and a failure at the last flush left every reading
+    counted as acknowledged."""
 
     CSV_COLUMNS = ("sensor_id", "kind", "ts", "ts_ms", "lon", "lat", *ALL_VALUE_FIELDS)
 
     def __init__(self, path: Path, fmt: str | None = None) -> None:
         super().__init__(f"file {path}")
+        self.path = path
         self.format = fmt or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")
         try:
             self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise SinkUnreachable(f"cannot write readings to {path}: {exc}") from None
+        self._unflushed = 0
+        self._broken = False
         self._csv = None
         if self.format == "csv":
             self._csv = csv.writer(self._file, lineterminator="\n")
-            self._csv.writerow(self.CSV_COLUMNS)
+            self._write(lambda: self._csv.writerow(self.CSV_COLUMNS))
 
     def send(self, batch: ReadingBatch, buckets: np.ndarray | None = None) -> None:
         docs = reading_dicts(batch)
         if self._csv is not None:
             ts_ms = batch.ts_ms.tolist()
-            for doc, ms in zip(docs, ts_ms, strict=True):
-                self._csv.writerow([doc.get(c, ms if c == "ts_ms" else "") for c in self.CSV_COLUMNS])
+            rows = [[doc.get(c, ms if c == "ts_ms" else "") for c in self.CSV_COLUMNS]
+                    for doc, ms in zip(docs, ts_ms, strict=True)]
+            self._write(lambda: self._csv.writerows(rows))
         else:
-            self._file.write("".join(
-                orjson.dumps(doc).decode() + "\n" for doc in docs))
+            text = "".join(orjson.dumps(doc).decode() + "\n" for doc in docs)
+            self._write(lambda: self._file.write(text))
         self.sent += len(docs)
-        self.acked += len(docs)
+        self._unflushed += len(docs)
+
+    def poll(self) -> None:
+        self.flush()
 
     def flush(self, timeout_s: float | None = None) -> None:
-        self._file.flush()
+        if not self._broken:
+            self._write(self._file.flush)
+            self.acked += self._unflushed
+            self._unflushed = 0
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            try:
+                self._file.close()
+            except OSError:
+                if not self._broken:  # else said already; what was unflushed stays unacked
+                    raise
+
+    def _write(self, write) -> None:
+        if self._broken:
+            raise SinkUnreachable(f"cannot write readings to {self.path}: {self.last_error}")
+        try:
+            write()
+        except OSError as exc:
+            self._broken = True
+            self.errors += 1
+            self.last_error = str(exc)
+            raise SinkUnreachable(f"cannot write readings to {self.path}: {exc}") from None
 
 
 class HttpSink(_Counters):

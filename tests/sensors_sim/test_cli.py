@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import orjson
 import pytest
@@ -213,3 +214,20 @@ def test_a_warm_up_delays_the_scenario_and_silences_the_warning(tmp_path, capsys
         main(["--warm-up", "soon"])
     assert "--warm-up: expected a duration like 600, '20m' or '1h'; got 'soon'" in (
         capsys.readouterr().err)
+
+
+_FULL = "/dev/full"  # every write fails with ENOSPC, as on a full disk
+
+
+@pytest.mark.skipif(not os.path.exists(_FULL), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("count", [3000, 10])
+def test_a_full_disk_under_the_file_sink_is_one_line_and_no_reading_counted(count, capsys):
+    """A full disk ended the run in an OSError traceback; a write that failed only at the
+    last flush (a few readings, still in the buffer) left them counted as acknowledged."""
+    code = main(["--sensors", "1000", "--rate", "100000", "--count", str(count), "--sink",
+                 "file", "--out", _FULL])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"sensors_sim: cannot write readings to {_FULL}: [Errno 28] No space left" in err
+    assert ", 0 acknowledged" in err.splitlines()[-1]
+
