@@ -281,9 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - report, never a traceback on exit
             _err(f"sensors_sim: closing the sink failed: {type(exc).__name__}: {exc}")
             code = code or 1
-        if labels is not None:
-            run.write_labels()
-            labels.close()
+        try:
+            run.close_labels()
+        except (CityAgentError, OSError) as exc:
+            _err(f"sensors_sim: {exc}")
+            code = code or 1
     elapsed = time.monotonic() - started
     _err(
         f"sensors_sim: done in {elapsed:.1f}s: sent {sink.sent:,} readings, "
@@ -385,6 +387,7 @@ class _Run:
             args, signals, sink, stop, labels)
         self.late = LateBuffer(args.late_fraction, args.seed)
         self.labels_written = 0
+        self.labels_failed = False
         self.announced = 0
         self.announced_labels = 0
 
@@ -396,11 +399,33 @@ class _Run:
         self.send(self.late.drain())
 
     def write_labels(self) -> None:
+        """Write the labels of the injections started since; a file that cannot take them
+        (a full disk) stops the run, as labels are what a run is scored by. Raises
+        CityAgentError naming the file, once: a traceback before."""
         new = self.signals.labels[self.labels_written:]
-        if self.labels_file is not None and new:
-            self.labels_file.write(b"".join(orjson.dumps(lab.to_dict()) + b"\n" for lab in new))
-            self.labels_file.flush()
+        if self.labels_file is not None and new and not self.labels_failed:
+            try:
+                self.labels_file.write(
+                    b"".join(orjson.dumps(lab.to_dict()) + b"\n" for lab in new))
+                self.labels_file.flush()
+            except OSError as exc:
+                self.labels_failed = True
+                raise CityAgentError(
+                    f"cannot write labels to {self.labels_file.name}: {exc}") from None
         self.labels_written = len(self.signals.labels)
+
+    def close_labels(self) -> None:
+        """Write the last labels and close the file (quietly if writing failed before)."""
+        if self.labels_file is None:
+            return
+        try:
+            self.write_labels()
+        finally:
+            try:
+                self.labels_file.close()
+            except OSError:
+                if not self.labels_failed:
+                    raise
 
     def announce(self, kept: set[str] | None) -> None:
         signals = self.signals

@@ -231,3 +231,14 @@ def test_a_full_disk_under_the_file_sink_is_one_line_and_no_reading_counted(coun
     assert f"sensors_sim: cannot write readings to {_FULL}: [Errno 28] No space left" in err
     assert ", 0 acknowledged" in err.splitlines()[-1]
 
+
+@pytest.mark.skipif(not os.path.exists(_FULL), reason="needs Linux's /dev/full")
+def test_labels_that_cannot_be_written_stop_the_run_in_one_line(tmp_path, capsys):
+    scenario = tmp_path / "now.json"
+    scenario.write_text('{"anomalies": [{"type": "burst", "place": "370200"}]}')
+    code = main(["--sensors", "1000", "--rate", "100000", "--count", "3000", "--sink", "file",
+                 "--out", str(tmp_path / "o.jsonl"), "--labels", _FULL, "--scenario",
+                 str(scenario)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.count(f"sensors_sim: cannot write labels to {_FULL}: [Errno 28]") == 1
