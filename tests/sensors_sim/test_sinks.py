@@ -66,3 +66,41 @@ def test_a_retried_body_keeps_its_idempotency_key_and_another_body_gets_its_own(
     assert [n for _, n in Recorder.seen] == [2, 2, 1]  # the first body, refused then retried
     assert keys[0] and keys[0] == keys[1] and keys[2] and keys[2] != keys[0]
     assert (sink.acked, sink.retries, sink.errors) == (3, 1, 0)
+
+
+class Unavailable(BaseHTTPRequestHandler):
+    """503 to the first ``fails`` requests (an API restarting), then 202."""
+
+    fails = 0
+    seen = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        type(self).seen += 1
+        status = 503 if type(self).seen <= self.fails else 202
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_last_retry_comes_at_the_give_up_time_not_a_whole_wait_before() -> None:
+    """Tries at 0, 0.2, 0.6, 1.4 and 3.0 s: with --give-up 4.5 the sink gave up after the 5th
+    (its next wait, 3.2 s, would pass 4.5), though 1.5 s were left. Now the 6th try is at
+    4.5 s, and an API back by then takes the readings."""
+    Unavailable.fails, Unavailable.seen = 5, 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=4.5)
+    reading = Reading("jn-wl-000", "water_level", 1_795_307_400_000, 117.02, 36.66,
+                      {"level_m": 1.5})
+    try:
+        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+    finally:
+        sink.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert (Unavailable.seen, sink.acked, sink.retries, sink.errors) == (6, 1, 5, 0)
