@@ -75,6 +75,14 @@ def _warm_up(text: str) -> float:
                                          f"got {text!r}") from None
 
 
+def _api_url(text: str) -> str:
+    """``--api``: an http(s) URL. Without a scheme (``127.0.0.1:8000``) every request
+    failed, and was retried for --give-up seconds (30) before the run said why."""
+    if not text.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected a URL like http://127.0.0.1:8000; got {text!r}")
+    return text
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -149,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sink", choices=("kafka", "http", "file"), default="kafka",
                         help="where readings go (default kafka)")
     parser.add_argument("--out", type=Path, help="file sink: output path (.jsonl or .csv)")
-    parser.add_argument("--api", help="http sink: API base URL (default: from "
+    parser.add_argument("--api", type=_api_url, help="http sink: API base URL (default: from "
                         "CITYAGENT_API_HOST / CITYAGENT_API_PORT)")
     parser.add_argument("--api-key", help="http sink: integrator key, sent as Authorization: Bearer KEY")
     parser.add_argument("--give-up", type=positive_float, default=30.0,

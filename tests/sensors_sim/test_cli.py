@@ -29,6 +29,9 @@ from tests.helpers import free_port
         (["--seed", "-1"], "--seed: must be 0 or more"),  # numpy's ValueError, a traceback
         (["--start", "yesterday"], "--start: is not an RFC 3339 time"),  # named 'ts'
         (["--start", "1"], "--start: must lie between 2000 and 2100"),
+        # Retried for --give-up seconds (30) before it said the scheme was missing.
+        (["--sink", "http", "--api", "127.0.0.1:8000"],
+         "--api: expected a URL like http://127.0.0.1:8000; got '127.0.0.1:8000'"),
     ],
 )
 def test_bad_arguments(argv, says, capsys):
