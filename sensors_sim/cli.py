@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flush-timeout", type=positive_float, default=15.0,
                         help="kafka sink: seconds to wait at the end for what was sent to "
                              "be acknowledged (default 15); the rest counts as never "
-                             "acknowledged")
+                             "acknowledged. http sink: after Ctrl-C or SIGTERM, seconds "
+                             "of retries at most")
     parser.add_argument("--bench", action="store_true",
                         help="measure the simulator's rate into Kafka next to a raw producer")
     parser.add_argument("--json", action="store_true", help="--bench: print the result as JSON")
@@ -255,7 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
     stop = threading.Event()
-    previous = _install_sigterm(stop)
+
+    def stopping() -> None:
+        stop.set()
+        if hasattr(sink, "stopping"):  # the HTTP sink: retries end within --flush-timeout
+            sink.stopping(args.flush_timeout)
+
+    previous = _install_sigterm(stopping)
     target = args.sensors / tick_s
     _err(
         f"sensors_sim: {args.sensors} sensors -> {sink.target}, a tick every "
@@ -271,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run.loop(EventClock(start_ms, tick_s, args.accelerate), tick_s, target, started)
     except KeyboardInterrupt:
-        _err("sensors_sim: interrupted; flushing")
+        _err("sensors_sim: interrupted; flushing (Ctrl-C again to stop now)")
+        stopping()
         code = 130
     except CityAgentError as exc:  # an unreachable API, after retrying
         _err(f"sensors_sim: {exc}")
@@ -509,11 +517,12 @@ class _Run:
                 stop.wait(wait)
 
 
-def _install_sigterm(stop: threading.Event):
-    """SIGTERM ends the run cleanly; returns the previous handler (None off the main thread)."""
+def _install_sigterm(stopping):
+    """SIGTERM ends the run cleanly (calls ``stopping``); returns the previous handler (None
+    off the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, lambda _signo, _frame: stop.set())
+    return signal.signal(signal.SIGTERM, lambda _signo, _frame: stopping())
 
 
 def _err(line: str) -> None:

@@ -150,6 +150,15 @@ class HttpSink(_Counters):
         self._client = httpx.Client(timeout=timeout_s, headers=headers)
         self.requests = 0
         self.retries = 0
+        self._stop_by: float | None = None
+
+    def stopping(self, within_s: float) -> None:
+        """The run was stopped (Ctrl-C, SIGTERM): retry for ``within_s`` more seconds at most,
+        the request under way included. The held late readings were sent with a fresh
+        ``give_up_s`` each, so a stopped run into an unreachable API took that long (30 s) to
+        end, saying nothing; a SIGTERM during a retry waited for all of it."""
+        by = time.monotonic() + within_s
+        self._stop_by = by if self._stop_by is None else min(self._stop_by, by)
 
     def send(self, batch: ReadingBatch, buckets: np.ndarray | None = None) -> None:
         for lo in range(0, len(batch), self.batch_rows):
@@ -180,6 +189,12 @@ class HttpSink(_Counters):
             self.retries += 1
             self.last_error = problem
             left = deadline - time.monotonic()
+            if self._stop_by is not None and self._stop_by - time.monotonic() < left:
+                left = self._stop_by - time.monotonic()
+                if left <= 0:
+                    self.errors += 1
+                    raise SinkUnreachable(
+                        f"cannot reach the API at {self.url} before stopping ({problem})")
             if left <= 0:
                 self.errors += 1
                 raise SinkUnreachable(

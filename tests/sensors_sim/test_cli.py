@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -245,3 +248,28 @@ def test_labels_that_cannot_be_written_stop_the_run_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert err.count(f"sensors_sim: cannot write labels to {_FULL}: [Errno 28]") == 1
+
+
+@pytest.mark.parametrize(("signo", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 1)])
+def test_a_stopped_run_into_an_unreachable_api_ends_within_the_flush_timeout(signo, code):
+    """Stopped, it sent its held late readings with a fresh --give-up each (a Ctrl-C waited
+    30 s more by default, saying nothing), and a SIGTERM during a retry waited for all of
+    it. Now the retries end within --flush-timeout; here --give-up 600 would time out."""
+    api = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sensors_sim", "--sensors", "100", "--sink", "http", "--api",
+         api, "--late-fraction", "0.5", "--give-up", "600", "--flush-timeout", "1"],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        banner = proc.stderr.readline()
+        assert f"sensors -> API {api}/v1/readings" in banner, banner
+        proc.send_signal(signo)
+        _, err = proc.communicate(timeout=120)  # a guard against the 600 s, not a speed check
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    assert f"cannot reach the API at {api}/v1/readings before stopping" in err
+    assert "Traceback" not in err
