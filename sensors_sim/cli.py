@@ -232,7 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.registry is not None:
             from sensors_sim.registry import write_registry
 
-            count = write_registry(args.registry, signals, tick_s, default_regions(), args.seed)
+            try:
+                count = write_registry(args.registry, signals, tick_s, default_regions(),
+                                       args.seed)
+            except OSError as exc:  # said "[Errno 5] Input/output error", of no file or option
+                _err(f"sensors_sim: cannot write the registry to {args.registry}: "
+                     f"{exc.strerror or exc}")
+                return 1
             _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
             return 0
         tolerance_ms = (FUTURE_TOLERANCE_MS if args.sink == "file"
@@ -244,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in _early_fault_warnings(scenario, args.warm_up):
                 _err(f"sensors_sim: warning: {line}")
         sink = _make_sink(args)
-        labels = None if args.labels is None else open(args.labels, "wb")  # noqa: SIM115
+        labels = None if args.labels is None else _open_labels(args.labels)
     except CityAgentError as exc:
         _err(f"sensors_sim: {exc}")
         return 1
@@ -316,6 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0 and (sink.errors or sink.acked < sink.sent):
         code = 1
     return code
+
+
+def _open_labels(path: Path):
+    try:
+        return open(path, "wb")  # noqa: SIM115 - closed by _Run.close_labels
+    except OSError as exc:  # said "[Errno 2] No such file or directory", of no option
+        raise CityAgentError(f"cannot write labels to {path}: {exc.strerror or exc}") from None
 
 
 def fleet_signals(args: argparse.Namespace) -> FleetSignals:

@@ -273,3 +273,16 @@ def test_a_stopped_run_into_an_unreachable_api_ends_within_the_flush_timeout(sig
     assert proc.returncode == code, err
     assert f"cannot reach the API at {api}/v1/readings before stopping" in err
     assert "Traceback" not in err
+
+
+def test_a_registry_or_labels_file_that_cannot_be_written_is_named(tmp_path, capsys):
+    """They said only "[Errno 21] Is a directory: '...'" (of /proc/version, "[Errno 5]
+    Input/output error"): not which option's file, nor that it was to be written."""
+    assert main(["--sensors", "10", "--registry", str(tmp_path)]) == 1
+    assert (f"sensors_sim: cannot write the registry to {tmp_path}: Is a directory"
+            in capsys.readouterr().err)
+    missing = tmp_path / "no" / "labels.jsonl"
+    assert main(["--sensors", "10", "--count", "10", "--sink", "file", "--out",
+                 str(tmp_path / "o.jsonl"), "--labels", str(missing)]) == 1
+    assert (f"sensors_sim: cannot write labels to {missing}: No such file or directory"
+            in capsys.readouterr().err)
