@@ -48,6 +48,10 @@ _PROGRESS_EVERY_S = 3.0
 _CLOSE_TIMEOUT_S = 5.0
 #: Progress warns once nothing was acknowledged for this long while readings wait.
 _STALL_S = 10.0
+#: 2100-01-01: no reading may be dated from here on (``cityagent.readings``), so a run whose
+#: event time gets here stops. ``--accelerate 1e300`` ended in an OverflowError traceback,
+#: and ``1e9`` wrote readings dated 2100 and after, which replay and the API refuse.
+_END_OF_EVENT_TIME_MS = 4_102_444_800_000
 
 
 def _fraction(text: str) -> float:
@@ -487,7 +491,13 @@ class _Run:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
-            batch = signals.tick(clock.at(k))
+            ts_ms = clock.at(k)
+            if ts_ms >= _END_OF_EVENT_TIME_MS:
+                _err(f"sensors_sim: event time reached {format_ts(_END_OF_EVENT_TIME_MS)}, from "
+                     f"which no reading may be dated: stopping after {k:,} ticks (--start, "
+                     f"--accelerate {args.accelerate:g})")
+                break
+            batch = signals.tick(ts_ms)
             k += 1
             rows = signals.last_rows if signals.last_rows is not None else np.arange(n)
             kept = None

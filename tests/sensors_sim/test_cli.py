@@ -286,3 +286,20 @@ def test_a_registry_or_labels_file_that_cannot_be_written_is_named(tmp_path, cap
                  str(tmp_path / "o.jsonl"), "--labels", str(missing)]) == 1
     assert (f"sensors_sim: cannot write labels to {missing}: No such file or directory"
             in capsys.readouterr().err)
+
+
+def test_a_run_stops_where_event_time_reaches_2100(tmp_path, capsys):
+    """No reading may be dated 2100 or later: --accelerate 1e9 wrote such readings (replay
+    and the API refuse them), and 1e300 ended in an OverflowError traceback."""
+    out = tmp_path / "o.jsonl"
+    code = main(["--sensors", "100", "--rate", "100000", "--count", "300", "--sink", "file",
+                 "--out", str(out), "--start", "2099-12-31T23:59:00Z", "--accelerate", "600"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("event time reached 2100-01-01T00:00:00.000Z, from which no reading may be dated: "
+            "stopping after 1 ticks") in err
+    lines = out.read_text().splitlines()
+    assert len(lines) == 100 and all(parse_reading(orjson.loads(line)) for line in lines)
+    assert main(["--sensors", "100", "--count", "300", "--sink", "file", "--out", str(out),
+                 "--accelerate", "1e300"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
