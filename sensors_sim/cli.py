@@ -87,6 +87,17 @@ def _api_url(text: str) -> str:
     return text
 
 
+def _breach_duration(text: str) -> float:
+    """``--breach-duration``: positive, and at most 100 years, as a scenario's durations (event
+    time lies between 2000 and 2100): 1e300 overflowed the breach's 64-bit end time, a
+    traceback at the first breach."""
+    value = positive_float(text)
+    if value > 36_525 * 86_400:
+        raise argparse.ArgumentTypeError(f"must be at most 3,155,760,000 seconds (100 years); "
+                                         f"got {text}")
+    return value
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -151,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or 0 with --scenario)")
     parser.add_argument("--breaches", type=non_negative_int, default=3,
                         help="sensors put in breach at each injection (default 3)")
-    parser.add_argument("--breach-duration", type=positive_float, default=30.0,
+    parser.add_argument("--breach-duration", type=_breach_duration, default=30.0,
                         help="seconds a sensor stays in breach (default 30)")
     add_run_arguments(parser)
     parser.add_argument("--labels", type=Path,

@@ -28,6 +28,8 @@ from tests.helpers import free_port
         (["--count", "0"], "--count: must be positive"),
         (["--breach-every", "-1"], "--breach-every: must be 0 or more"),
         (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
+        # Its 64-bit end time overflowed: a traceback at the first breach.
+        (["--breach-duration", "1e300"], "--breach-duration: must be at most 3,155,760,000 s"),
         (["--duration", "1", "--count", "5"], "not allowed with argument"),
         (["--seed", "-1"], "--seed: must be 0 or more"),  # numpy's ValueError, a traceback
         (["--start", "yesterday"], "--start: is not an RFC 3339 time"),  # named 'ts'
