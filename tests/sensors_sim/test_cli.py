@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -256,19 +257,26 @@ def test_labels_that_cannot_be_written_stop_the_run_in_one_line(tmp_path, capsys
 def test_a_stopped_run_into_an_unreachable_api_ends_within_the_flush_timeout(signo, code):
     """Stopped, it sent its held late readings with a fresh --give-up each (a Ctrl-C waited
     30 s more by default, saying nothing), and a SIGTERM during a retry waited for all of
-    it. Now the retries end within --flush-timeout; here --give-up 600 would time out."""
-    api = f"http://127.0.0.1:{free_port()}"
+    it. Now the retries end within --flush-timeout; here --give-up 600 would time out.
+
+    The API is a socket that takes the first request and never answers: the signal comes
+    while that request is under way, then the socket closes and every retry is refused."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    api = f"http://127.0.0.1:{listener.getsockname()[1]}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sensors_sim", "--sensors", "100", "--sink", "http", "--api",
          api, "--late-fraction", "0.5", "--give-up", "600", "--flush-timeout", "1"],
         stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        banner = proc.stderr.readline()
-        assert f"sensors -> API {api}/v1/readings" in banner, banner
+        listener.settimeout(60)  # a guard, not a speed check
+        conn, _ = listener.accept()
         proc.send_signal(signo)
-        _, err = proc.communicate(timeout=120)  # a guard against the 600 s, not a speed check
+        conn.close()
+        listener.close()
+        _, err = proc.communicate(timeout=120)  # a guard against the 600 s
     finally:
+        listener.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
