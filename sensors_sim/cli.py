@@ -324,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err(f"sensors_sim: {exc}")
             code = code or 1
     elapsed = time.monotonic() - started
+    never_sent = run.never_sent()
     _err(
         f"sensors_sim: done in {elapsed:.1f}s: sent {sink.sent:,} readings, "
         f"{sink.acked:,} acknowledged ({sink.acked / max(elapsed, 1e-9):,.0f}/s, target "
@@ -331,7 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f", {sink.sent - sink.acked:,} never acknowledged" if sink.acked < sink.sent else "")
         + f", {len(signals.injected)} breaches injected, "
         f"{len(signals.labels)} labels"
-        + (f", {run.late.delayed:,} delivered late" if run.late.delayed else "")
+        # Readings held back count as sent late once sent: a run stopped at an
+        # unreachable API said "461 delivered late" of readings it never sent.
+        + (f", {run.late.delayed - never_sent:,} sent late"
+           if run.late.delayed > never_sent else "")
+        + (f", {never_sent:,} held back late and never sent" if never_sent else "")
         + (f"; last error: {sink.last_error}" if sink.last_error else "")
     )
     if code == 0 and (sink.errors or sink.acked < sink.sent):
@@ -432,6 +437,7 @@ class _Run:
         self.late = LateBuffer(args.late_fraction, args.seed)
         self.labels_written = 0
         self.labels_failed = False
+        self.draining = 0  # late readings of the final drain not yet sent
         self.announced = 0
         self.announced_labels = 0
 
@@ -440,7 +446,21 @@ class _Run:
             self.sink.send(batch, self.signals.bucket[rows])
 
     def drain(self) -> None:
-        self.send(self.late.drain())
+        items = self.late.drain()
+        self.draining = sum(len(batch) for batch, _ in items)
+        for batch, rows in items:
+            before = self.sink.sent
+            try:
+                self.sink.send(batch, self.signals.bucket[rows])
+            except BaseException:
+                self.draining -= self.sink.sent - before  # what it took counts as sent
+                raise
+            self.draining -= len(batch)
+
+    def never_sent(self) -> int:
+        """Late readings held back and never given to the sink: the run stopped at a sink
+        that failed (not drained then), or the drain itself failed."""
+        return self.late.held + self.draining
 
     def write_labels(self) -> None:
         """Write the labels of the injections started since; a file that cannot take them

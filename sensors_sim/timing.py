@@ -61,6 +61,11 @@ class LateBuffer:
             batch, rows = batch.take(keep), rows[keep]
         return [*out, (batch, rows)]
 
+    @property
+    def held(self) -> int:
+        """Readings held back now, not yet given out."""
+        return sum(len(batch) for items in self._held.values() for batch, _ in items)
+
     def drain(self) -> list[tuple[ReadingBatch, np.ndarray]]:
         """Everything still held, oldest first (at the end of a run)."""
         out = [item for k in sorted(self._held) for item in self._held[k]]

@@ -313,3 +313,14 @@ def test_a_run_stops_where_event_time_reaches_2100(tmp_path, capsys):
     assert main(["--sensors", "100", "--count", "300", "--sink", "file", "--out", str(out),
                  "--accelerate", "1e300"]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_late_readings_never_sent_are_not_said_to_be_delivered(capsys):
+    """A run that stopped at an unreachable API said "N delivered late" of the readings it
+    held back and, the sink unreachable, never sent."""
+    api = f"http://127.0.0.1:{free_port()}"
+    code = main(["--sensors", "100", "--count", "300", "--sink", "http", "--api", api,
+                 "--give-up", "0.5", "--late-fraction", "0.5"])
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert "held back late and never sent" in summary and "late," not in summary, summary
