@@ -8,8 +8,8 @@ to ``--labels``; ``--warm-up`` runs normal readings before the scenario, and a s
 fault that a pipeline new to the fleet cannot find yet (``sensors_sim.warmup``) is warned of.
 Readings go to Kafka (default), the HTTP API or a file (``--sink``).
 Progress goes to stderr every few seconds, and a summary at the end. Ctrl-C flushes and
-exits 130; SIGTERM flushes and exits 0. ``--registry`` writes the fleet registry and exits;
-``--bench`` measures the simulator's rate into a broker.
+exits 130; SIGTERM flushes and exits 0 (1 if readings went unacknowledged). ``--registry``
+writes the fleet registry and exits; ``--bench`` measures the simulator's rate into a broker.
 """
 
 from __future__ import annotations
