@@ -421,7 +421,14 @@ def _make_sink(args):
         from sensors_sim.sinks import HttpSink
 
         api = args.api or f"http://{settings.api_host}:{settings.api_port}"
-        return HttpSink(api, give_up_s=args.give_up, api_key=args.api_key)
+        said = [float("-inf")]
+
+        def retrying(line: str) -> None:  # at most once per progress period
+            if time.monotonic() - said[0] >= _PROGRESS_EVERY_S:
+                said[0] = time.monotonic()
+                _err(f"sensors_sim: warning: {line}")
+
+        return HttpSink(api, give_up_s=args.give_up, api_key=args.api_key, on_retry=retrying)
     from sensors_sim.producer import KafkaSink
 
     bootstrap = args.bootstrap or settings.bootstrap

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,8 @@ class HttpSink(_Counters):
     """
 
     def __init__(self, api: str, *, batch_rows: int = 1000, give_up_s: float = 30.0,
-                 api_key: str | None = None, timeout_s: float = 10.0) -> None:
+                 api_key: str | None = None, timeout_s: float = 10.0,
+                 on_retry: Callable[[str], None] | None = None) -> None:
         import httpx
 
         self.url = api.rstrip("/") + "/v1/readings"
@@ -151,6 +153,10 @@ class HttpSink(_Counters):
         self.requests = 0
         self.retries = 0
         self._stop_by: float | None = None
+        #: Told of each retry (what failed, how long it goes on), as the run's progress
+        #: line is not printed while a request is retried: an API down for --give-up (30 s)
+        #: froze the output that long, then the run either went on or gave up.
+        self.on_retry = on_retry
 
     def stopping(self, within_s: float) -> None:
         """The run was stopped (Ctrl-C, SIGTERM): retry for ``within_s`` more seconds at most,
@@ -201,6 +207,8 @@ class HttpSink(_Counters):
                     f"cannot reach the API at {self.url} within {self.give_up_s:g}s "
                     f"({problem})"
                 )
+            if self.on_retry is not None:
+                self.on_retry(f"retrying {self.url} ({problem}) for {left:.0f} s more")
             # The last wait is cut short, so that the last try comes at the deadline: giving
             # up as soon as a whole wait would pass it gave up early (--give-up 3 after
             # 1.4 s, 30 after 26 s), before an API restarting under the run was back.

@@ -95,7 +95,9 @@ def test_the_last_retry_comes_at_the_give_up_time_not_a_whole_wait_before() -> N
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=4.5)
+    said: list[str] = []
+    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=4.5,
+                    on_retry=said.append)
     reading = Reading("jn-wl-000", "water_level", 1_795_307_400_000, 117.02, 36.66,
                       {"level_m": 1.5})
     try:
@@ -105,6 +107,9 @@ def test_the_last_retry_comes_at_the_give_up_time_not_a_whole_wait_before() -> N
         httpd.shutdown()
         httpd.server_close()
     assert (Unavailable.seen, sink.acked, sink.retries, sink.errors) == (6, 1, 5, 0)
+    # Each retry is told (the progress line is not printed while a request is retried).
+    assert len(said) == 5 and all(line.startswith(f"retrying {sink.url} (HTTP 503: ")
+                                  for line in said), said
 
 
 class Scoped(BaseHTTPRequestHandler):
