@@ -206,7 +206,8 @@ def _start_ms(args: argparse.Namespace, now_ms: int,
     starts now would be ignored after its first seconds. With ``--duration`` and no
     ``--start`` it starts in the past instead, so that its event time ends near the clock."""
     if args.start is not None:
-        return args.start, None
+        return args.start, (None if args.sink == "file"
+                            else _ahead_note(args, args.start, now_ms, tolerance_ms))
     if args.accelerate <= 1 or args.sink == "file":
         return now_ms, None
     if args.duration:
@@ -220,6 +221,27 @@ def _start_ms(args: argparse.Namespace, now_ms: int,
                     f"{ahead_s:,.0f} s; the API refuses, and the worker drops, readings dated "
                     "further ahead. Give --duration (event time then ends near the clock) or a "
                     "--start in the past")
+
+
+def _ahead_note(args: argparse.Namespace, start_ms: int, now_ms: int,
+                tolerance_ms: int) -> str | None:
+    """A warning if event time from ``--start`` is, or within the run gets, more than the
+    tolerance past the clock: the worker drops such readings after Kafka acknowledged them,
+    and the run said nothing (a --start an hour ahead sent a whole run to be dropped)."""
+    lead_ms = start_ms - now_ms
+    if lead_ms > tolerance_ms:
+        return (f"warning: --start {format_ts(start_ms)} is {lead_ms / 60_000:,.1f} min past "
+                f"the clock; the API refuses, and the worker drops, readings dated more than "
+                f"{tolerance_ms / 60_000:g} min ahead: give a --start in the past")
+    if args.accelerate <= 1:
+        return None
+    after_s = (tolerance_ms - lead_ms) / 1000 / (args.accelerate - 1)
+    if args.duration is not None and after_s >= args.duration:
+        return None
+    return (f"warning: event time x{args.accelerate:g} from --start {format_ts(start_ms)} "
+            f"passes the clock by {tolerance_ms / 60_000:g} min after {after_s:,.0f} s; the "
+            "API refuses, and the worker drops, readings dated further ahead: give an earlier "
+            f"--start, or a --duration of {int(after_s):,} s or less")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

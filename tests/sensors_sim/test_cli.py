@@ -14,7 +14,7 @@ import sys
 import orjson
 import pytest
 
-from cityagent.readings import parse_reading
+from cityagent.readings import format_ts, parse_reading
 from sensors_sim.cli import main
 from tests.helpers import free_port
 
@@ -167,6 +167,30 @@ def test_an_accelerated_run_into_the_pipeline_starts_in_the_past_to_end_near_the
     assert _start_ms(parse(["--accelerate", "60", "--duration", "9", "--sink", "file"]),
                      now) == (now, None)
     assert _start_ms(parse([]), now) == (now, None)
+
+
+def test_a_start_whose_event_time_is_or_gets_ahead_of_the_clock_is_warned_of():
+    """The worker drops readings dated over 5 min past its clock after Kafka acknowledged
+    them: a --start an hour ahead sent a whole run to be dropped, and the run said nothing."""
+    from sensors_sim.cli import _start_ms, build_parser
+
+    now = 1_790_000_000_000
+    parse = build_parser().parse_args
+    hour_ahead = format_ts(now + 3_600_000)
+    start, note = _start_ms(parse(["--start", hour_ahead]), now)
+    assert start == now + 3_600_000
+    assert note.startswith(f"warning: --start {hour_ahead} is 60.0 min past the clock")
+    hour_ago = format_ts(now - 3_600_000)
+    # x10 from an hour ago: (3,600 + 300) s of event time ahead of the clock after 433 s.
+    _, note = _start_ms(parse(["--start", hour_ago, "--accelerate", "10"]), now)
+    assert "passes the clock by 5 min after 433 s" in note and "--duration of 433 s or less" in note
+    _, note = _start_ms(parse(["--start", hour_ago, "--accelerate", "10", "--duration", "600"]),
+                        now)
+    assert "after 433 s" in note
+    assert _start_ms(parse(["--start", hour_ago, "--accelerate", "10", "--duration", "400"]),
+                     now) == (now - 3_600_000, None)
+    assert _start_ms(parse(["--start", hour_ahead, "--sink", "file", "--out", "x"]),
+                     now) == (now + 3_600_000, None)  # a file is not judged by the clock
 
 
 def test_a_scenario_that_does_not_fit_the_fleet_leaves_the_output_alone(tmp_path, capsys):
