@@ -377,6 +377,10 @@ def fleet_signals(args: argparse.Namespace) -> FleetSignals:
     """The fleet's signals as parsed ``args`` choose them: the fleet (``--sensors``, ``--seed``),
     the breach schedule and the scenario with its warm-up. Raises ScenarioError for a scenario
     that cannot be read or does not fit the fleet, before anything is sent."""
+    if args.warm_up and args.scenario is None:
+        # It delays only a scenario: without one it did nothing, and the breach schedule
+        # injected from the first tick of what was meant as normal readings.
+        raise ScenarioError("--warm-up delays a --scenario: give one, or leave --warm-up out")
     scenario = None if args.scenario is None else load_scenario(args.scenario)
     breach_every = args.breach_every
     if breach_every is None:

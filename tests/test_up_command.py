@@ -118,6 +118,18 @@ def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
     assert f"sensors_sim: {says}" in capsys.readouterr().err
 
 
+def test_a_warm_up_without_a_scenario_stops_up_before_it_starts_anything(tmp_path, capsys,
+                                                                        nothing_starts):
+    """--warm-up delays only a scenario: without one it did nothing, and the breaches of the
+    demo (or of --breach-every) were injected from the first tick."""
+    says = "--warm-up delays a --scenario: give one, or leave --warm-up out"
+    assert main(["up", "--simulate", "--sensors", "100", "--warm-up", "20m"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"cityagent: {says}"]
+    assert sim_main(["--sensors", "100", "--count", "1", "--sink", "file",
+                     "--out", str(tmp_path / "o.jsonl"), "--warm-up", "20m"]) == 1
+    assert f"sensors_sim: {says}" in capsys.readouterr().err
+
+
 def test_a_scenario_that_fits_only_another_seeds_fleet_is_judged_by_the_seed(tmp_path, capsys,
                                                                              nothing_starts):
     """The check builds the fleet the simulator will send: with up's --sensors and --seed."""
