@@ -98,6 +98,16 @@ def _breach_duration(text: str) -> float:
     return value
 
 
+def _flush_timeout(text: str) -> float:
+    """``--flush-timeout``: positive, at most a day. kafka-python's flush took 1e300 as a
+    deadline past the platform's time_t: an OverflowError, and the readings it was to wait
+    for counted as never acknowledged."""
+    value = positive_float(text)
+    if value > 86_400:
+        raise argparse.ArgumentTypeError(f"must be at most 86,400 seconds (a day); got {text}")
+    return value
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "checksums)")
     parser.add_argument("--connect-timeout", type=positive_float, default=30.0,
                         help="seconds to keep trying to reach the brokers (default 30)")
-    parser.add_argument("--flush-timeout", type=positive_float, default=15.0,
+    parser.add_argument("--flush-timeout", type=_flush_timeout, default=15.0,
                         help="kafka sink: seconds to wait at the end for what was sent to "
                              "be acknowledged (default 15); the rest counts as never "
                              "acknowledged. http sink: after Ctrl-C or SIGTERM, seconds "

@@ -29,6 +29,8 @@ from tests.helpers import free_port
         (["--count", "0"], "--count: must be positive"),
         (["--breach-every", "-1"], "--breach-every: must be 0 or more"),
         (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
+        # kafka-python's flush overflowed time_t: the readings it waited for went unacknowledged.
+        (["--flush-timeout", "1e300"], "--flush-timeout: must be at most 86,400 seconds"),
         # Its 64-bit end time overflowed: a traceback at the first breach.
         (["--breach-duration", "1e300"], "--breach-duration: must be at most 3,155,760,000 s"),
         (["--duration", "1", "--count", "5"], "not allowed with argument"),
