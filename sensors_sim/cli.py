@@ -15,6 +15,7 @@ writes the fleet registry and exits; ``--bench`` measures the simulator's rate i
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -48,6 +49,7 @@ _PROGRESS_EVERY_S = 3.0
 _CLOSE_TIMEOUT_S = 5.0
 #: Progress warns once nothing was acknowledged for this long while readings wait.
 _STALL_S = 10.0
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 #: 2100-01-01: no reading may be dated from here on (``cityagent.readings``), so a run whose
 #: event time gets here stops. ``--accelerate 1e300`` ended in an OverflowError traceback,
 #: and ``1e9`` wrote readings dated 2100 and after, which replay and the API refuse.
@@ -106,6 +108,15 @@ def _flush_timeout(text: str) -> float:
     if value > 86_400:
         raise argparse.ArgumentTypeError(f"must be at most 86,400 seconds (a day); got {text}")
     return value
+
+
+def _topic(text: str) -> str:
+    """``--topic``: a name Kafka takes. kafka-python checks it only at the first send, and a
+    bad one ended the run in a ValueError traceback."""
+    if not (0 < len(text) <= 249 and _TOPIC.match(text)) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"a Kafka topic name is 1-249 ASCII letters, digits, '.', '_' or '-'; got {text!r}")
+    return text
 
 
 def _is_number(text: str) -> bool:
@@ -189,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="http sink: seconds of failed retries before exiting (default 30)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,...] "
                         "(default: from CITYAGENT_KAFKA / CITYAGENT_BROKER_PORT)")
-    parser.add_argument("--topic", help="readings topic (default: from CITYAGENT_TOPIC_PREFIX)")
+    parser.add_argument("--topic", type=_topic, help="readings topic (default: from "
+                        "CITYAGENT_TOPIC_PREFIX)")
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip",
                         help="kafka sink: message compression (default gzip: kafka-python's "
                              "pure-Python CRC is the bottleneck, and gzip shrinks what it "

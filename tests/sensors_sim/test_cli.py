@@ -29,6 +29,8 @@ from tests.helpers import free_port
         (["--count", "0"], "--count: must be positive"),
         (["--breach-every", "-1"], "--breach-every: must be 0 or more"),
         (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
+        # kafka-python checked it at the first send: a ValueError traceback.
+        (["--topic", "bad topic!"], "--topic: a Kafka topic name is 1-249 ASCII letters"),
         # kafka-python's flush overflowed time_t: the readings it waited for went unacknowledged.
         (["--flush-timeout", "1e300"], "--flush-timeout: must be at most 86,400 seconds"),
         # Its 64-bit end time overflowed: a traceback at the first breach.
