@@ -8,6 +8,7 @@ this module's ``Settings`` to read configuration on their own.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -155,6 +156,12 @@ class Settings:
             raise ConfigError(f"CITYAGENT_SITUATION_LOOKBACK_H must be at most {RETENTION_H} (the "
                               "readings topic's retention, 7 days); got "
                               f"{values['situation_lookback_h']!r}")
+        prefix = str(values.get("topic_prefix", "city"))
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", prefix):
+            # Kafka refuses such names, which a producer checks only as it sends: the
+            # simulator ended in a ValueError traceback on its first send.
+            raise ConfigError("CITYAGENT_TOPIC_PREFIX must be 1-200 ASCII letters, digits, '.', "
+                              f"'_' or '-' (it begins every topic's name); got {prefix!r}")
         if "log_level" in values and str(values["log_level"]).lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"CITYAGENT_LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}; got {values['log_level']!r}"

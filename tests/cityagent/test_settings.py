@@ -53,6 +53,9 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_ALERTS_RETENTION_DAYS": "7.5"}, "CITYAGENT_ALERTS_RETENTION_DAYS must be a whole"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "169"},
      r"CITYAGENT_SITUATION_LOOKBACK_H must be at most 168 \(the readings topic's retention"),
+    ({"CITYAGENT_TOPIC_PREFIX": "bad prefix"},
+     r"^CITYAGENT_TOPIC_PREFIX must be 1-200 ASCII letters, digits, '\.', '_' or '-' \(it "
+     r"begins every topic's name\); got 'bad prefix'$"),
     ({"CITYAGENT_FORGET_AFTER_S": "30d"}, "^CITYAGENT_FORGET_AFTER_S must be a number; got '30d'$"),
     *[({"CITYAGENT_FORGET_AFTER_S": raw}, r"^CITYAGENT_FORGET_AFTER_S must be 0 \(never forget a "
        r"sensor\) or between 86400 \(one day\) and 315360000 \(ten years\); got " f"'{raw}'$")
