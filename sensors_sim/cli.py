@@ -261,7 +261,7 @@ def _ahead_note(args: argparse.Namespace, start_ms: int, now_ms: int,
     if args.duration is not None and after_s >= args.duration:
         return None
     return (f"warning: event time x{args.accelerate:g} from --start {format_ts(start_ms)} "
-            f"passes the clock by {tolerance_ms / 60_000:g} min after {after_s:,.0f} s; the "
+            f"passes the clock by {tolerance_ms / 60_000:g} min after {int(after_s):,} s; the "
             "API refuses, and the worker drops, readings dated further ahead: give an earlier "
             f"--start, or a --duration of {int(after_s):,} s or less")
 

@@ -193,6 +193,10 @@ def test_a_start_whose_event_time_is_or_gets_ahead_of_the_clock_is_warned_of():
     assert "after 433 s" in note
     assert _start_ms(parse(["--start", hour_ago, "--accelerate", "10", "--duration", "400"]),
                      now) == (now - 3_600_000, None)
+    # Both figures are whole seconds, rounded down alike (433.6 s said "after 434 s" and
+    # "--duration of 433 s or less").
+    _, note = _start_ms(parse(["--start", format_ts(now - 3_602_400), "--accelerate", "10"]), now)
+    assert "after 433 s" in note and "--duration of 433 s or less" in note
     assert _start_ms(parse(["--start", hour_ahead, "--sink", "file", "--out", "x"]),
                      now) == (now + 3_600_000, None)  # a file is not judged by the clock
 
