@@ -119,6 +119,13 @@ def _topic(text: str) -> str:
     return text
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -272,6 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.sink == "file" and args.out is None and not (args.registry or args.bench):
         parser.error("--sink file needs --out PATH")
+    if (args.sink == "file" and args.out is not None and args.labels is not None
+            and not (args.registry or args.bench) and _same_file(args.out, args.labels)):
+        # Both were opened for writing, each from its own offset: the labels overwrote the
+        # first readings, and the run said every reading was written.
+        parser.error(f"--out and --labels name the same file ({args.out}): give two")
     if args.bench:
         from sensors_sim.bench import run_bench
 

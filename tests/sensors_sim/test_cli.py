@@ -356,3 +356,16 @@ def test_late_readings_never_sent_are_not_said_to_be_delivered(capsys):
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1
     assert "held back late and never sent" in summary and "late," not in summary, summary
+
+
+def test_out_and_labels_of_the_same_file_are_refused(tmp_path, capsys):
+    """Both were opened for writing: the labels overwrote the first readings, and the run
+    said all 3,000 readings were written."""
+    same = tmp_path / "run.jsonl"
+    with pytest.raises(SystemExit) as exc:
+        main(["--sink", "file", "--out", str(same), "--labels",
+              str(tmp_path / "." / "run.jsonl"), "--count", "10"])
+    assert exc.value.code == 2
+    assert f"--out and --labels name the same file ({same}): give two" in (
+        capsys.readouterr().err)
+    assert not same.exists()
