@@ -36,6 +36,7 @@ _PLACE = re.compile(r"^\d{6}$")
 #: longer means nothing, and a window of 1e300 s ended the run in a traceback (its labels'
 #: end times do not fit in 64 bits).
 _MAX_DURATION_S = 36_525 * 86_400.0
+_SCENARIO_KEYS = {"name", "description", "anomalies"}
 _SPEC_KEYS = {"type", "place", "sensors", "start", "duration", "magnitude", "count", "kinds"}
 
 
@@ -116,6 +117,11 @@ def load_scenario(name_or_path: str) -> Scenario:
 def parse_scenario(doc: Any, where: str = "scenario") -> Scenario:
     if not isinstance(doc, dict) or not isinstance(doc.get("anomalies", []), list):
         raise ScenarioError(f"{where}: expected an object with an 'anomalies' list")
+    unknown = set(doc) - _SCENARIO_KEYS
+    if unknown:
+        # A misspelt "anomalies" made a quiet scenario: nothing injected, nothing said.
+        raise ScenarioError(f"{where}: unknown key {sorted(unknown)[0]!r}; a scenario has "
+                            "'name', 'description' and 'anomalies'")
     specs = []
     for i, raw in enumerate(doc.get("anomalies", [])):
         at = f"{where}: anomalies[{i}]"

@@ -74,6 +74,10 @@ def test_scenario_file_and_errors(tmp_path):
         ({"anomalies": [{"type": "leak", "place": "370100", "magnitude": float("inf")}]},
          "'magnitude' must be a positive number; got inf"),
         ({"anomalies": [{"type": "leak", "place": "370100", "colour": 1}]}, "unknown key"),
+        # Misspelt, it made a quiet scenario: nothing injected, nothing said.
+        ({"anomalys": [{"type": "leak", "place": "370100"}]},
+         "scenario: unknown key 'anomalys'; a scenario has 'name', 'description' and "
+         "'anomalies'"),
         # Its labels' end time did not fit in 64 bits: a TypeError traceback as they were written.
         ({"anomalies": [{"type": "leak", "place": "370100", "duration": 1e300}]},
          r"anomalies\[0\].duration: a duration must be at most 36525d \(100 years"),
