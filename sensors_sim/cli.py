@@ -583,6 +583,7 @@ class _Run:
         next_tick = started
         next_progress = started + _PROGRESS_EVERY_S
         acked, acked_at, stall_said = sink.acked, started, False
+        errors_seen, error_said = sink.errors, None
         k = 0
         n = len(signals)
         while not stop.is_set():
@@ -620,6 +621,12 @@ class _Run:
                     + (f" ack {latency:.0f} ms" if latency is not None else "")
                 )
                 next_progress = now + _PROGRESS_EVERY_S
+                # Progress counted errors but never said which: a wrong --api-key ran a whole
+                # --duration at "errors N", the 401 and its reason only in the summary.
+                if sink.errors > errors_seen and sink.last_error != error_said:
+                    _err(f"sensors_sim: warning: {sink.last_error}")
+                    error_said = sink.last_error
+                errors_seen = sink.errors
                 # A broker that died mid-run fails no send for a while (the producer buffers
                 # and retries): progress said "errors 0" with "acked" frozen. Say so.
                 if sink.acked != acked or sink.sent == sink.acked:

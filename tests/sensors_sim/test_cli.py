@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -369,3 +371,33 @@ def test_out_and_labels_of_the_same_file_are_refused(tmp_path, capsys):
     assert f"--out and --labels name the same file ({same}): give two" in (
         capsys.readouterr().err)
     assert not same.exists()
+
+
+class _Refuses(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        answer = b'{"detail": "invalid API key: it matches no configured key"}'
+        self.send_response(401)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_progress_says_what_the_errors_are(capsys):
+    """A wrong --api-key ran a whole --duration at "errors N" with no reason, the 401 only in
+    the summary at the end. Progress (every 3 s) now says a new error once."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        code = main(["--sensors", "10", "--rate", "100", "--duration", "4.5", "--sink", "http",
+                     "--api", f"http://127.0.0.1:{httpd.server_address[1]}", "--api-key", "x"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 1
+    said = [line for line in lines if line.startswith("sensors_sim: warning: HTTP 401: ")]
+    assert len(said) == 1 and "invalid API key" in said[0], lines
