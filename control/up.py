@@ -56,11 +56,14 @@ class UpOptions:
 
 
 def fleet_args(options: UpOptions) -> list[str]:
-    """The simulator's arguments that choose its fleet and report interval: the registry `up`
-    writes for the workers must describe the fleet the simulator sends."""
+    """The simulator's arguments that choose its fleet and report interval (in event time:
+    the tick times --accelerate): the registry `up` writes for the workers must describe the
+    fleet the simulator sends."""
     args = ["--sensors", str(options.sensors), "--rate", str(options.rate)]
     if options.seed is not None:
         args += ["--seed", str(options.seed)]
+    if options.accelerate is not None:
+        args += ["--accelerate", repr(options.accelerate)]
     return args
 
 
@@ -73,8 +76,6 @@ def simulator_args(options: UpOptions) -> list[str]:
         args += ["--breach-every", str(options.breach_every_s)]
     if options.warm_up_s is not None:
         args += ["--warm-up", _seconds_text(options.warm_up_s)]
-    if options.accelerate is not None:
-        args += ["--accelerate", repr(options.accelerate)]
     if options.start_ms is not None:
         args += ["--start", format_ts(options.start_ms)]
     if options.late_fraction is not None:

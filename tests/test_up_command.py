@@ -190,9 +190,11 @@ def test_a_warm_up_reaches_the_simulator_unchanged(seconds):
 def test_the_registry_describes_the_fleet_the_simulator_sends():
     """The workers judge the simulated gauges by the registry `up` writes first: it must be
     written for the same --sensors, --rate and --seed (the seed was not passed at all)."""
-    options = _up("--sensors", "300", "--rate", "3000", "--seed", "3", "--scenario", "quiet-day")
+    options = _up("--sensors", "300", "--rate", "3000", "--seed", "3", "--scenario", "quiet-day",
+                  "--accelerate", "10")
     registry = sim_parser().parse_args(fleet_args(options))
     simulator = sim_parser().parse_args(simulator_args(options))
-    for dest in ("sensors", "rate", "seed"):
+    # --accelerate: the report interval is in event time (it was left out: the wall tick).
+    for dest in ("sensors", "rate", "seed", "accelerate"):
         assert getattr(registry, dest) == getattr(simulator, dest), dest
     assert registry.seed == 3 and registry.scenario is None

@@ -401,3 +401,14 @@ def test_progress_says_what_the_errors_are(capsys):
     assert code == 1
     said = [line for line in lines if line.startswith("sensors_sim: warning: HTTP 401: ")]
     assert len(said) == 1 and "invalid API key" in said[0], lines
+
+
+def test_the_registry_gives_the_report_interval_in_event_time(tmp_path, capsys):
+    """The detectors judge by event time, in which a sensor reports every tick x --accelerate:
+    the registry said the wall tick (2 s at x10, not 20 s), so a sensor one tick late was
+    quiet for 6 of its intervals, and silent."""
+    path = tmp_path / "fleet.csv"
+    assert main(["--sensors", "2000", "--rate", "1000", "--accelerate", "10", "--registry",
+                 str(path)]) == 0
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert {row["expected_interval_s"] for row in rows} == {"20.0"}
