@@ -405,8 +405,8 @@ def test_progress_says_what_the_errors_are(capsys):
 
 def test_the_registry_gives_the_report_interval_in_event_time(tmp_path, capsys):
     """The detectors judge by event time, in which a sensor reports every tick x --accelerate:
-    the registry said the wall tick (2 s at x10, not 20 s), so a sensor one tick late was
-    quiet for 6 of its intervals, and silent."""
+    the registry said the wall tick (2 s at x10, not 20 s), so a sensor one tick late, quiet
+    for 40 s, passed the silence limit (3 intervals, at least 30 s) and was called silent."""
     path = tmp_path / "fleet.csv"
     assert main(["--sensors", "2000", "--rate", "1000", "--accelerate", "10", "--registry",
                  str(path)]) == 0
