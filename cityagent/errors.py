@@ -26,6 +26,7 @@ __all__ = (
     "BrokerError",
     "PortInUse",
     "RecordTooLarge",
+    "describe_exception",
 )
 
 
@@ -71,3 +72,13 @@ class PortInUse(BrokerError):
 class RecordTooLarge(CityAgentError):
     """Raised when Kafka refuses a record for its size (1 MB by default): unlike a BrokerError,
     a retry cannot succeed, so the API answers 413, not 503."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Name: message`` for a line that names an exception from a library, without the name
+    twice: Kafka clients' errors already start their text with their class name, so the usual
+    ``f"{type(exc).__name__}: {exc}"`` printed ``KafkaTimeoutError: KafkaTimeoutError: ...``."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if text == name or text.startswith(name + ":") else f"{name}: {text}"

@@ -65,7 +65,7 @@ import orjson
 from cityagent.batch import NUM_BUCKETS, ReadingBatch, decode_batch, encode_batch
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig
-from cityagent.errors import BrokerError, CityAgentError
+from cityagent.errors import BrokerError, CityAgentError, describe_exception
 from cityagent.pipeline import Detector
 from cityagent.readings import ALL_VALUE_FIELDS
 from cityagent.regions import default_regions
@@ -632,7 +632,7 @@ def bench_logs(prefix: str, say: Callable[[str], None]) -> Iterator[Path]:
         except ImportError:  # pragma: no cover
             AsyncKafkaError = SyncKafkaError  # noqa: N806
         if isinstance(exc, SyncKafkaError | AsyncKafkaError | OSError):
-            raise BrokerError(f"Kafka failed during the benchmark: {type(exc).__name__}: {exc}") from exc
+            raise BrokerError(f"Kafka failed during the benchmark: {describe_exception(exc)}") from exc
         raise
     finally:
         if keep_logs:

@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 import orjson
 
-from cityagent.errors import BrokerError, CityAgentError
+from cityagent.errors import BrokerError, CityAgentError, describe_exception
 from cityagent.readings import KINDS
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
@@ -113,7 +113,7 @@ def run_api_bench(settings: Settings, *, duration_s: float = 5.0, concurrency: i
             results = asyncio.run(_measure(url, key, bodies, duration_s, concurrency, runs))
         keep_logs = False
     except OSError as exc:
-        raise BrokerError(f"the API benchmark failed: {type(exc).__name__}: {exc}") from exc
+        raise BrokerError(f"the API benchmark failed: {describe_exception(exc)}") from exc
     finally:
         if keep_logs:
             _say(f"logs kept in {log_dir}")

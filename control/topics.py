@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cityagent.errors import BrokerError
+from cityagent.errors import BrokerError, describe_exception
 from cityagent.settings import RETENTION_H, Settings
 
 __all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME",
@@ -143,7 +143,7 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float =
     except (KafkaError, OSError) as exc:
         raise BrokerError(
             f"cannot reach the Kafka brokers at {bootstrap} to create topics: "
-            f"{type(exc).__name__}: {exc}"
+            f"{describe_exception(exc)}"
         ) from exc
     try:
         existing = _partition_counts(admin, list(by_name))
@@ -188,7 +188,7 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float =
     except KafkaError as exc:
         raise BrokerError(
             f"topic administration on the brokers at {bootstrap} failed: "
-            f"{type(exc).__name__}: {exc}"
+            f"{describe_exception(exc)}"
         ) from exc
     finally:
         with contextlib.suppress(Exception):

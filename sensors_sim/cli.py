@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from cityagent.detectors.config import DetectionConfig
-from cityagent.errors import CityAgentError
+from cityagent.errors import CityAgentError, describe_exception
 from cityagent.readings import FUTURE_TOLERANCE_MS, format_ts, parse_ts
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             code = 130
         except Exception as exc:  # noqa: BLE001 - report, never a traceback on exit
-            _err(f"sensors_sim: closing the sink failed: {type(exc).__name__}: {exc}")
+            _err(f"sensors_sim: closing the sink failed: {describe_exception(exc)}")
             code = code or 1
         try:
             run.close_labels()

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from cityagent.batch import NUM_BUCKETS, ReadingBatch, bucket_key, encode_batch
-from cityagent.errors import BrokerError
+from cityagent.errors import BrokerError, describe_exception
 
 __all__ = ("KafkaSink", "concat_batches")
 
@@ -111,7 +111,7 @@ class KafkaSink:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:  # KafkaTimeoutError: undelivered messages stay uncounted
             with self._lock:
-                self.last_error = f"flush: {type(exc).__name__}: {exc}"
+                self.last_error = f"flush: {describe_exception(exc)}"
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and close the producer."""
@@ -127,7 +127,7 @@ class KafkaSink:
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
             self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = f"{describe_exception(exc)}"
 
 
 def _slice(batch: ReadingBatch, lo: int, hi: int) -> ReadingBatch:

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from cityagent.batch import ReadingBatch
-from cityagent.errors import CityAgentError
+from cityagent.errors import CityAgentError, describe_exception
 from cityagent.readings import ALL_VALUE_FIELDS, VALUE_FIELDS, format_ts
 
 __all__ = ("FileSink", "HttpSink", "SinkUnreachable", "reading_dicts")
@@ -191,7 +191,7 @@ class HttpSink(_Counters):
                     self.last_error = problem
                     return
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{describe_exception(exc)}"
             self.retries += 1
             self.last_error = problem
             left = deadline - time.monotonic()
