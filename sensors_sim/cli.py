@@ -323,8 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if scenario is not None:
             for line in _early_fault_warnings(scenario, args.warm_up):
                 _err(f"sensors_sim: warning: {line}")
-        sink = _make_sink(args)
+        # The labels first: a --labels path that cannot be written must not find out only
+        # after the file sink has emptied --out.
         labels = None if args.labels is None else _open_labels(args.labels)
+        try:
+            sink = _make_sink(args)
+        except BaseException:
+            if labels is not None:
+                labels.close()
+            raise
     except CityAgentError as exc:
         _err(f"sensors_sim: {exc}")
         return 1

@@ -326,10 +326,15 @@ def test_a_registry_or_labels_file_that_cannot_be_written_is_named(tmp_path, cap
     assert (f"sensors_sim: cannot write the registry to {tmp_path}: Is a directory"
             in capsys.readouterr().err)
     missing = tmp_path / "no" / "labels.jsonl"
+    earlier = tmp_path / "o.jsonl"
+    earlier.write_text("yesterday's readings\n")
     assert main(["--sensors", "10", "--count", "10", "--sink", "file", "--out",
-                 str(tmp_path / "o.jsonl"), "--labels", str(missing)]) == 1
+                 str(earlier), "--labels", str(missing)]) == 1
     assert (f"sensors_sim: cannot write labels to {missing}: No such file or directory"
             in capsys.readouterr().err)
+    # The labels' file is opened before the sink's: a run that cannot start leaves --out as
+    # it was (it emptied it).
+    assert earlier.read_text() == "yesterday's readings\n"
 
 
 def test_a_run_stops_where_event_time_reaches_2100(tmp_path, capsys):
