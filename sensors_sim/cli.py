@@ -397,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{target:,.0f}/s), {sink.errors} errors"
         + (f", {sink.sent - sink.acked:,} never acknowledged" if sink.acked < sink.sent else "")
         + f", {len(signals.injected)} breaches injected, "
-        f"{len(signals.labels)} labels"
+        f"{len(signals.labels) - run.labels_cut} labels"
         # Readings held back count as sent late once sent: a run stopped at an
         # unreachable API said "461 delivered late" of readings it never sent.
         + (f", {run.late.delayed - never_sent:,} sent late"
@@ -513,6 +513,7 @@ class _Run:
             args, signals, sink, stop, labels)
         self.late = LateBuffer(args.late_fraction, args.seed)
         self.labels_written = 0
+        self.labels_cut = 0  # labels of sensors --count cut from the last tick: not written
         self.labels_failed = False
         self.draining = 0  # late readings of the final drain not yet sent
         self.announced = 0
@@ -539,11 +540,17 @@ class _Run:
         that failed (not drained then), or the drain itself failed."""
         return self.late.held + self.draining
 
-    def write_labels(self) -> None:
+    def write_labels(self, kept: set[str] | None = None) -> None:
         """Write the labels of the injections started since; a file that cannot take them
         (a full disk) stops the run, as labels are what a run is scored by. Raises
-        CityAgentError naming the file, once: a traceback before."""
+        CityAgentError naming the file, once: a traceback before. ``kept``: the sensors the
+        last tick sent, when ``--count`` cut it short; a sensor cut from it got no reading of
+        an injection starting there, so its label would score a miss of nothing."""
         new = self.signals.labels[self.labels_written:]
+        if kept is not None:
+            cut = [lab for lab in new if lab.sensor_id not in kept]
+            self.labels_cut += len(cut)
+            new = [lab for lab in new if lab.sensor_id in kept]
         if self.labels_file is not None and new and not self.labels_failed:
             try:
                 self.labels_file.write(
@@ -578,7 +585,7 @@ class _Run:
                      f"{format_ts(breach.start_ms)} to {format_ts(breach.end_ms)}")
         groups: dict[tuple[str, str, int, int], int] = {}
         for lab in signals.labels[self.announced_labels:]:
-            if lab.source != "breach-schedule":
+            if lab.source != "breach-schedule" and (kept is None or lab.sensor_id in kept):
                 key = (lab.source, lab.anomaly, lab.start_ms, lab.end_ms)
                 groups[key] = groups.get(key, 0) + 1
         self.announced_labels = len(signals.labels)
@@ -616,7 +623,7 @@ class _Run:
             self.send(self.late.push(batch, rows))
             sink.poll()
             self.announce(kept)
-            self.write_labels()
+            self.write_labels(kept)
             if remaining is not None:
                 remaining -= len(batch)
                 if remaining <= 0:

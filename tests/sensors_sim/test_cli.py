@@ -417,3 +417,25 @@ def test_the_registry_gives_the_report_interval_in_event_time(tmp_path, capsys):
                  str(path)]) == 0
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     assert {row["expected_interval_s"] for row in rows} == {"20.0"}
+
+
+def test_count_writes_no_label_for_a_sensor_it_cut_from_the_last_tick(tmp_path, capsys):
+    """--count ends a run inside a tick: the sensors after the cut send nothing of it, so
+    an injection starting there never reached them. Their labels were written all the same
+    (a load test scored by them counted misses of anomalies no reading carried)."""
+    scenario = tmp_path / "now.json"
+    scenario.write_text('{"anomalies": [{"type": "burst", "place": "370200"}]}')
+    out, labels = tmp_path / "o.jsonl", tmp_path / "labels.jsonl"
+    assert main(["--sensors", "1000", "--rate", "100000", "--count", "500", "--sink", "file",
+                 "--out", str(out), "--labels", str(labels), "--scenario", str(scenario)]) == 0
+    err = capsys.readouterr().err
+    sent = {orjson.loads(line)["sensor_id"] for line in out.read_text().splitlines()}
+    labelled = [orjson.loads(line)["sensor_id"] for line in labels.read_text().splitlines()]
+    assert len(sent) == 500
+    assert labelled and set(labelled) <= sent
+    # Of the whole fleet the scenario hits more sensors than the 500 sent carry.
+    assert main(["--sensors", "1000", "--rate", "100000", "--count", "1000", "--sink", "file",
+                 "--out", str(out), "--labels", str(labels), "--scenario", str(scenario)]) == 0
+    whole = labels.read_text().splitlines()
+    assert len(whole) > len(labelled)
+    assert f", {len(labelled)} labels" in err and f", {len(whole)} labels" in capsys.readouterr().err
