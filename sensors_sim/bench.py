@@ -56,9 +56,14 @@ def run_bench(args) -> int:
 
         bench = Settings(kafka=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
                          partitions=settings.partitions)
-        ensure_topics(bootstrap, pipeline_topics(bench))
-        sim = _simulator(bootstrap, bench.readings_topic, sensors, args.seed, seconds, compression)
-        raw = _raw(bootstrap, bench.readings_topic, sim["rows_per_message"], seconds, compression)
+        # An external broker that does not answer is given up after --connect-timeout, as
+        # the Kafka sink is (it was always 30 s here, saying nothing meanwhile).
+        connect_s = args.connect_timeout
+        ensure_topics(bootstrap, pipeline_topics(bench), timeout_s=connect_s)
+        sim = _simulator(bootstrap, bench.readings_topic, sensors, args.seed, seconds, compression,
+                         connect_s)
+        raw = _raw(bootstrap, bench.readings_topic, sim["rows_per_message"], seconds, compression,
+                   connect_s)
     except CityAgentError as exc:
         print(f"sensors_sim: bench failed: {exc}", file=sys.stderr)
         return 1
@@ -94,12 +99,12 @@ def run_bench(args) -> int:
 
 
 def _simulator(bootstrap: str, topic: str, sensors: int, seed: int, seconds: float,
-               compression: str | None) -> dict:
+               compression: str | None, connect_s: float) -> dict:
     began = time.perf_counter()
     fleet = make_fleet(sensors, seed, default_regions())
     fleet_s = time.perf_counter() - began
     signals = FleetSignals(fleet, seed, breach_every_s=0)
-    sink = KafkaSink(bootstrap, topic, compression=compression)
+    sink = KafkaSink(bootstrap, topic, compression=compression, connect_timeout_s=connect_s)
     rows = np.arange(sensors)
     buckets = signals.bucket[rows]
     signals.tick(_T0)  # warm up
@@ -127,14 +132,14 @@ def _settle(future) -> None:
 
 
 def _raw(bootstrap: str, topic: str, rows_per_message: float, seconds: float,
-         compression: str | None) -> dict:
+         compression: str | None, connect_s: float) -> dict:
     """kafka-python alone: the same producer settings, messages built before the clock starts."""
     rows = max(1, round(rows_per_message))
     fleet = make_fleet(rows, 1, default_regions())
     batch = FleetSignals(fleet, 1, breach_every_s=0).tick(_T0)
     value = encode_batch(batch)
     keys = [bucket_key(b).encode() for b in range(NUM_BUCKETS)]
-    producer = _connect(bootstrap, 30.0, compression)
+    producer = _connect(bootstrap, connect_s, compression)
     sent = acked = 0
     errors = []
     # At most two rounds of the 256 keys in flight: enough to keep the client's batches full,

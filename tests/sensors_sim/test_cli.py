@@ -439,3 +439,18 @@ def test_count_writes_no_label_for_a_sensor_it_cut_from_the_last_tick(tmp_path, 
     whole = labels.read_text().splitlines()
     assert len(whole) > len(labelled)
     assert f", {len(labelled)} labels" in err and f", {len(whole)} labels" in capsys.readouterr().err
+
+
+def test_bench_gives_up_on_an_unreachable_broker_after_the_connect_timeout():
+    """--bench tried an unreachable --bootstrap for 30 s whatever --connect-timeout said
+    (and said nothing meanwhile). With 1 s it ends long before the guard's 20 s."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sensors_sim", "--bench", "--bootstrap", f"127.0.0.1:{port}",
+         "--connect-timeout", "1"],
+        capture_output=True, text=True, timeout=20)  # a guard, not a speed check
+    assert proc.returncode == 1, proc.stderr
+    assert f"bench failed: cannot reach the Kafka brokers at 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
