@@ -547,16 +547,7 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
         page.wait_for_function(  # the tiles are redrawn at most every 250 ms
             "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
             timeout=2_000)
-        assert page.text_content("#scope") == "本密钥可查看：济南市"
-        assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
-        # The legend names the dark colour while the province (with the other cities) is drawn.
-        assert page.is_visible("#legend-outside")
-        assert page.text_content("#legend-outside") == "无权查看"
-        options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
-        assert options == ["", "370100"]
-        # One city's trend: one chart across the panel, not a quarter of it.
-        widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
-        assert widths == ["97%"], widths
+        _assert_the_province_drawn_for_jinan_only(page, board)
         where = page.evaluate("window.__cityagent.pixelOf('370200')")
         page.mouse.move(where["x"], where["y"] + 8)
         page.wait_for_function("document.querySelector('#map').innerText.includes('无权查看')",
@@ -630,16 +621,7 @@ def test_a_scoped_key_gets_its_scope_from_v1_me_while_the_situation_does_not_ans
             "document.querySelector('#kpi-title').textContent === '济南市态势（本密钥范围）'",
             timeout=10_000)
         assert board.state()["scope"] == ["370100"]
-        assert page.text_content("#scope") == "本密钥可查看：济南市"
-        assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
-        # The legend names the dark colour while the province (with the other cities) is drawn.
-        assert page.is_visible("#legend-outside")
-        assert page.text_content("#legend-outside") == "无权查看"
-        options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
-        assert options == ["", "370100"]
-        # One city's trend: one chart across the panel, not a quarter of it.
-        widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
-        assert widths == ["97%"], widths
+        _assert_the_province_drawn_for_jinan_only(page, board)
         page.wait_for_selector("#stale:not([hidden])", timeout=12_000)  # asked, and refused
         assert situation_calls
         assert page.text_content("#kpi-sensors .v") == "—"
@@ -866,3 +848,18 @@ def test_an_api_told_to_stop_ends_the_stream_and_the_page_says_so(
             context.close()
     finally:
         api.stop()
+
+
+def _assert_the_province_drawn_for_jinan_only(page: Any, board: Dashboard) -> None:
+    """What a Jinan-scoped key sees of the province: its scope named, the other cities dark
+    and the legend saying why, the city filter and the trends of Jinan alone."""
+    assert page.text_content("#scope") == "本密钥可查看：济南市"
+    assert board.color("370200") == OUTSIDE and board.color("370100") != OUTSIDE
+    # The legend names the dark colour while the province (with the other cities) is drawn.
+    assert page.is_visible("#legend-outside")
+    assert page.text_content("#legend-outside") == "无权查看"
+    options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
+    assert options == ["", "370100"]
+    # One city's trend: one chart across the panel, not a quarter of it.
+    widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
+    assert widths == ["97%"], widths
