@@ -49,6 +49,8 @@ _PROGRESS_EVERY_S = 3.0
 _CLOSE_TIMEOUT_S = 5.0
 #: Progress warns once nothing was acknowledged for this long while readings wait.
 _STALL_S = 10.0
+#: A fleet this large takes seconds to lay out: said before, so the run is not silent.
+_LARGE_FLEET = 250_000
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 #: 2100-01-01: no reading may be dated from here on (``cityagent.readings``), so a run whose
 #: event time gets here stops. ``--accelerate 1e300`` ended in an OverflowError traceback,
@@ -297,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{_MIN_TICK_S:g} s make {args.sensors / tick_s:,.0f} readings/s, not "
              f"{args.rate:,.0f}; give --sensors {int(args.rate * _MIN_TICK_S):,} or more for "
              "that rate")
+    if args.sensors >= _LARGE_FLEET:
+        # Seconds of silence otherwise (a million: ~5 s and ~1.7 GB before the first line).
+        _err(f"sensors_sim: laying out {args.sensors:,} sensors and their models…")
     try:
         signals = fleet_signals(args)
         scenario = signals.scenario

@@ -454,3 +454,14 @@ def test_bench_gives_up_on_an_unreachable_broker_after_the_connect_timeout():
     assert proc.returncode == 1, proc.stderr
     assert f"bench failed: cannot reach the Kafka brokers at 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_large_fleet_is_announced_before_it_is_laid_out(tmp_path, capsys):
+    """A million sensors took seconds (and gigabytes) before the run's first line."""
+    out = tmp_path / "o.jsonl"
+    assert main(["--sensors", "250000", "--count", "1", "--sink", "file", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (err.index("sensors_sim: laying out 250,000 sensors and their models")
+            < err.index("sensors_sim: 250000 sensors -> file"))
+    assert main(["--sensors", "1000", "--count", "1", "--sink", "file", "--out", str(out)]) == 0
+    assert "laying out" not in capsys.readouterr().err
