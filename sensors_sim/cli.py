@@ -603,9 +603,7 @@ class _Run:
         deadline = None if args.duration is None else started + args.duration
         remaining = args.count
         next_tick = started
-        next_progress = started + _PROGRESS_EVERY_S
-        acked, acked_at, stall_said = sink.acked, started, False
-        errors_seen, error_said = sink.errors, None
+        progress = _Progress(sink, target, started)
         k = 0
         n = len(signals)
         while not stop.is_set():
@@ -634,37 +632,57 @@ class _Run:
                 if remaining <= 0:
                     break
             now = time.monotonic()
-            if now >= next_progress:
-                elapsed = now - started
-                latency = getattr(sink, "ack_latency_ms", None)
-                _err(
-                    f"sensors_sim: {elapsed:6.1f}s sent {sink.sent:,} acked {sink.acked:,} "
-                    f"({sink.acked / elapsed:,.0f}/s of {target:,.0f}/s) errors {sink.errors}"
-                    + (f" ack {latency:.0f} ms" if latency is not None else "")
-                )
-                next_progress = now + _PROGRESS_EVERY_S
-                # Progress counted errors but never said which: a wrong --api-key ran a whole
-                # --duration at "errors N", the 401 and its reason only in the summary.
-                if sink.errors > errors_seen and sink.last_error != error_said:
-                    _err(f"sensors_sim: warning: {sink.last_error}")
-                    error_said = sink.last_error
-                errors_seen = sink.errors
-                # A broker that died mid-run fails no send for a while (the producer buffers
-                # and retries): progress said "errors 0" with "acked" frozen. Say so.
-                if sink.acked != acked or sink.sent == sink.acked:
-                    acked, acked_at, stall_said = sink.acked, now, False
-                elif now - acked_at >= _STALL_S and not stall_said:
-                    _err(f"sensors_sim: warning: nothing acknowledged for {now - acked_at:.0f} s, "
-                         f"{sink.sent - sink.acked:,} readings waiting: is {sink.target} up?")
-                    stall_said = True
+            progress.report(now)
             next_tick += tick_s
             if next_tick < now:  # behind schedule: go on at once, do not burst to catch up
                 next_tick = now
             else:
-                wait = next_tick - now
-                if deadline is not None:
-                    wait = min(wait, max(deadline - now, 0.0))
-                stop.wait(wait)
+                until = next_tick if deadline is None else min(next_tick, max(deadline, now))
+                # Ticks minutes apart (a large fleet at a low --rate) still show progress and
+                # a stalled sink between them: the wait wakes for each progress line.
+                while not stop.is_set() and now < until:
+                    stop.wait(min(until, progress.next_at) - now)
+                    now = time.monotonic()
+                    progress.report(now)
+
+
+class _Progress:
+    """The progress line every few seconds, with what it warns of: the errors it counts, said
+    once each, and a sink that stopped acknowledging."""
+
+    def __init__(self, sink, target: float, started: float) -> None:
+        self.sink, self.target, self.started = sink, target, started
+        self.next_at = started + _PROGRESS_EVERY_S
+        self.acked, self.acked_at, self.stall_said = sink.acked, started, False
+        self.errors_seen, self.error_said = sink.errors, None
+
+    def report(self, now: float) -> None:
+        """Print the line if it is due."""
+        if now < self.next_at:
+            return
+        sink = self.sink
+        elapsed = now - self.started
+        latency = getattr(sink, "ack_latency_ms", None)
+        _err(
+            f"sensors_sim: {elapsed:6.1f}s sent {sink.sent:,} acked {sink.acked:,} "
+            f"({sink.acked / elapsed:,.0f}/s of {self.target:,.0f}/s) errors {sink.errors}"
+            + (f" ack {latency:.0f} ms" if latency is not None else "")
+        )
+        self.next_at = now + _PROGRESS_EVERY_S
+        # Progress counted errors but never said which: a wrong --api-key ran a whole
+        # --duration at "errors N", the 401 and its reason only in the summary.
+        if sink.errors > self.errors_seen and sink.last_error != self.error_said:
+            _err(f"sensors_sim: warning: {sink.last_error}")
+            self.error_said = sink.last_error
+        self.errors_seen = sink.errors
+        # A broker that died mid-run fails no send for a while (the producer buffers and
+        # retries): progress said "errors 0" with "acked" frozen. Say so.
+        if sink.acked != self.acked or sink.sent == sink.acked:
+            self.acked, self.acked_at, self.stall_said = sink.acked, now, False
+        elif now - self.acked_at >= _STALL_S and not self.stall_said:
+            _err(f"sensors_sim: warning: nothing acknowledged for {now - self.acked_at:.0f} s, "
+                 f"{sink.sent - sink.acked:,} readings waiting: is {sink.target} up?")
+            self.stall_said = True
 
 
 def _install_sigterm(stopping):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -465,3 +466,17 @@ def test_a_large_fleet_is_announced_before_it_is_laid_out(tmp_path, capsys):
             < err.index("sensors_sim: 250000 sensors -> file"))
     assert main(["--sensors", "1000", "--count", "1", "--sink", "file", "--out", str(out)]) == 0
     assert "laying out" not in capsys.readouterr().err
+
+
+def test_progress_is_shown_between_ticks_far_apart(tmp_path, capsys):
+    """1,000 sensors at 100 readings/s tick every 10 s: progress came only after a tick, so
+    this 8 s run (one tick) showed none, and a large fleet at the default rate (250,000 at
+    2,000/s: a tick every 125 s) was silent for minutes. The wait between ticks now wakes
+    for each progress line (every 3 s)."""
+    out = tmp_path / "o.jsonl"
+    assert main(["--sensors", "1000", "--rate", "100", "--duration", "8", "--sink", "file",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    lines = re.findall(r"^sensors_sim: +\d+\.\ds sent 1,000 acked 1,000 ", err, re.M)
+    assert lines, err
+    assert len(out.read_text().splitlines()) == 1000  # still one tick: none sent early
