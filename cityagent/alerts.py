@@ -24,8 +24,8 @@ _KIND_NAMES_EN = {"traffic": "traffic", "water_level": "water level",
 #: Why, in words: by reason code, else by detector.
 _REASONS = {
     "water.approaching": ("水位接近警戒", "water level approaching warning level"),
-    "water.warning": ("水位超警戒", "water level over warning level (警戒)"),
-    "water.guaranteed": ("水位超保证", "water level over guaranteed level (保证)"),
+    "water.warning": ("水位超警戒", "water level over warning level"),
+    "water.guaranteed": ("水位超保证", "water level over guaranteed level"),
     "water.record": ("水位超历史最高", "water level over record high"),
     "pressure.low": ("管网压力低于服务压力", "pipe pressure below the service floor"),
     "pressure.critical": ("管网压力严重不足", "pipe pressure critically low"),

@@ -158,7 +158,7 @@ def test_open_update_acknowledge_resolve() -> None:
     assert opened.departments_zh == ("水务局", "城市管理局", "市指挥中心")
     assert "历下区" in opened.title_zh and "水位超警戒" in opened.title_zh
     assert opened.title_zh == "济南市历下区 黄色水位超警戒（jn-wl-000001）"
-    assert opened.title_en == ("yellow water level over warning level (警戒) at Lixia District "
+    assert opened.title_en == ("yellow water level over warning level at Lixia District "
                                "(Jinan), jn-wl-000001")
     # The same episode escalates: the same alert, more severe, counted.
     worse = one(eng.on_anomaly(state, make(phase="escalate", severity="orange",
