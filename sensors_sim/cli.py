@@ -102,6 +102,15 @@ def _breach_duration(text: str) -> float:
     return value
 
 
+def _breach_every(text: str) -> float:
+    """``--breach-every``: 0 (off), or at least the clock's millisecond: 0.0004 s rounded to a
+    schedule of 0 ms, which turned the breaches off without a word."""
+    value = non_negative_float(text)
+    if 0 < value < 0.001:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 0.001 seconds; got {text}")
+    return value
+
+
 def _flush_timeout(text: str) -> float:
     """``--flush-timeout``: positive, at most a day. kafka-python's flush took 1e300 as a
     deadline past the platform's time_t: an OverflowError, and the readings it was to wait
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after this many seconds (default: run until interrupted)")
     stop.add_argument("--count", type=positive_int,
                       help="stop after sending this many readings")
-    parser.add_argument("--breach-every", type=non_negative_float, default=None,
+    parser.add_argument("--breach-every", type=_breach_every, default=None,
                         help="seconds between breach injections; 0 disables them (default 10, "
                              "or 0 with --scenario)")
     parser.add_argument("--breaches", type=non_negative_int, default=3,

@@ -31,6 +31,8 @@ from tests.helpers import free_port
         (["--duration", "0"], "--duration: must be positive"),
         (["--count", "0"], "--count: must be positive"),
         (["--breach-every", "-1"], "--breach-every: must be 0 or more"),
+        # Rounded to a schedule of 0 ms: the breaches were off, without a word.
+        (["--breach-every", "0.0004"], "--breach-every: must be 0 (off) or at least 0.001 s"),
         (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
         # kafka-python checked it at the first send: a ValueError traceback.
         (["--topic", "bad topic!"], "--topic: a Kafka topic name is 1-249 ASCII letters"),
