@@ -43,6 +43,7 @@ from cityagent.settings import Settings
 from control.broker import broker_for_bench, free_port
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
+from control.up import api_argv
 
 __all__ = ("run_api_bench", "ApiBenchError")
 
@@ -203,9 +204,7 @@ def _api(settings: Settings, bootstrap: str, log_dir: Path) -> Iterator[tuple[st
     log_path = log_dir / "api.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app_from_env",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--no-access-log"],
+            [*api_argv("127.0.0.1", port), "--no-access-log"],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent)
     try:
