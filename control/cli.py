@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
-from control.args import positive_float, positive_int
+from control.args import positive_float, positive_int, seconds_between
 
 if TYPE_CHECKING:
     from control.up import UpOptions
@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score detection on the simulator's built-in scenarios")
     ev.add_argument("--sensors", type=positive_int, default=1000, help="fleet size (default 1000)")
     ev.add_argument("--seeds", type=positive_int, default=3, help="seeds per scenario (default 3)")
-    ev.add_argument("--tick", type=positive_float, default=10.0,
-                    help="seconds between a sensor's readings (default 10)")
+    # Under a millisecond it was a tick of 0 ms, a loop that never ended; 1e300 a traceback.
+    # Below a second the day of warm-up alone is 86,400 x 1,000 sensors' readings and more.
+    ev.add_argument("--tick", type=seconds_between(1, 3600), default=10.0,
+                    help="seconds between a sensor's readings, 1 to 3,600 (default 10)")
     ev.add_argument("--scenario", action="append", default=[],
                     help="only this built-in scenario (repeatable; default: all)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")

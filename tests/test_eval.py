@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from control.cli import main as cli_main
 from control.eval import EvalOptions, evaluate, format_table
 
 
@@ -27,3 +30,14 @@ def test_eval_reports_detection_and_alerting_figures() -> None:
     assert "alerts per injected incident" in table and "burst" in table
     # rainstorm-jinan did not run: the line said it was measured there.
     assert "(anomaly events per alert, every injected scenario run)" in table
+
+
+@pytest.mark.parametrize("tick", ["0.0004", "0.5", "1e300", "3601"])
+def test_a_tick_outside_a_second_to_an_hour_is_one_line_and_exit_2(tick, capsys) -> None:
+    """0.0004 s was a tick of 0 ms: the warm-up's loop never ended. 1e300 was a traceback."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["eval", "--tick", tick, "--sensors", "10", "--seeds", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--tick: must lie between 1 and 3,600 seconds; got {tick}" in err
+    assert "Traceback" not in err
