@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tick", type=seconds_between(1, 3600), default=10.0,
                     help="seconds between a sensor's readings, 1 to 3,600 (default 10)")
     ev.add_argument("--scenario", action="append", default=[],
-                    help="only this built-in scenario (repeatable; default: all)")
+                    help="only this scenario: a built-in's name or a scenario file "
+                         "(repeatable; default: every built-in)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
