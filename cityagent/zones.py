@@ -352,6 +352,9 @@ class ZoneSet:
         """Read a GeoJSON FeatureCollection file; errors name the file."""
         try:
             doc = json.loads(Path(path).read_text("utf-8"))
+        except UnicodeDecodeError as exc:  # a binary file, or GeoJSON saved as GBK or UTF-16
+            raise ZoneError(f"cannot read zones from {path}: not UTF-8 text, as GeoJSON must "
+                            f"be ({exc.reason} at byte {exc.start})") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ZoneError(f"cannot read zones from {path}: {exc}") from None
         try:

@@ -120,6 +120,15 @@ def test_an_unreadable_settings_file_is_named(tmp_path: Path) -> None:
         AlertingConfig.load(path)
 
 
+def test_a_settings_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A UnicodeDecodeError traceback before (TOML saved as GBK, its Chinese titles)."""
+    path = tmp_path / "alerting.toml"
+    path.write_bytes('[correlation.flood]\ntitle_zh = "区域性内涝"\n'.encode("gbk"))
+    with pytest.raises(ConfigError, match=f"cannot read alerting settings from {path}: "
+                                          "not UTF-8 text"):
+        AlertingConfig.load(path)
+
+
 # -- families and scopes ------------------------------------------------------------------
 
 

@@ -180,6 +180,16 @@ def test_a_collection_loads_with_its_version_and_rejects_duplicates(tmp_path: Pa
         ZoneSet.from_geojson(feature())
 
 
+def test_a_zones_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """GeoJSON saved as GBK (a Chinese zone name) ended the worker and the API in a
+    UnicodeDecodeError traceback; now it is the one-line ZoneError they print."""
+    path = tmp_path / "zones.geojson"
+    path.write_bytes(json.dumps(fc(feature("a", name="易涝区")), ensure_ascii=False)
+                     .encode("gbk"))
+    with pytest.raises(ZoneError, match=f"cannot read zones from {path}: not UTF-8 text"):
+        ZoneSet.load(path)
+
+
 def test_upsert_and_delete_make_new_versions_and_the_hash_follows_content() -> None:
     empty = ZoneSet()
     one = empty.upsert(parse_zone(feature("a")))
