@@ -350,7 +350,7 @@ def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> f
 
 def _severity(table: Mapping[str, Any], key: str, default: str, where: str) -> str:
     value = table.get(key, default)
-    if value not in _RANK:
+    if not isinstance(value, str) or value not in _RANK:  # an array is unhashable
         raise ConfigError(f"{where}: {key} must be one of {list(SEVERITIES)}; got {value!r}")
     return value
 

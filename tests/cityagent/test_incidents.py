@@ -96,6 +96,10 @@ def test_the_packaged_alerting_settings_load() -> None:
     ({"lifecycle": {"resolve_after_s": -1}}, "resolve_after_s must be a number of 0 or more"),
     ({"lifecycle": {"max_sensors_listed": 0}}, "max_sensors_listed must be a whole number"),
     ({"escalation": {"min_severity": "amber"}}, r"\[escalation\]: min_severity must be one of"),
+    # an array was a TypeError traceback (unhashable), not a message naming the key
+    ({"escalation": {"min_severity": ["red"]}}, r"\[escalation\]: min_severity must be one of"),
+    ({"correlation": {"flood": {"min_severity": ["red"], "title_zh": "x", "title_en": "x"}}},
+     r"\[correlation.flood\]: min_severity must be one of"),
     ({"scope": {"pipe": {"level": "province"}}}, r"\[scope.pipe\]: level must be"),
     ({"scope": {"sensor_fault": {}}}, r"\[scope\]: unknown key 'sensor_fault'"),
     ({"correlation": {"flood": {"sensors": 1, "title_zh": "x", "title_en": "x"}}},
