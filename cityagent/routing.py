@@ -194,7 +194,8 @@ def _rule(raw: Any, number: int, departments: Mapping[str, Department], where: s
         raise ConfigError(f"{at}: unknown key {sorted(unknown)[0]!r}; "
                           f"expected some of {sorted(_RULE_KEYS)}")
     kind = raw.get("kind", _ANY)
-    if kind != _ANY and kind not in KIND_CODES:
+    # Not text (an array or a table of the JSON PUT /v1/routing takes) is unhashable: isinstance first.
+    if not isinstance(kind, str) or (kind != _ANY and kind not in KIND_CODES):
         raise ConfigError(f"{at}: kind must be one of {[*KIND_CODES, _ANY]}; got {kind!r}")
     zone_kind = raw.get("zone_kind", _ANY)
     if not isinstance(zone_kind, str) or (zone_kind not in (_ANY, _NONE)
@@ -205,7 +206,7 @@ def _rule(raw: Any, number: int, departments: Mapping[str, Department], where: s
     if reason is not None and (not isinstance(reason, str) or not reason.strip()):
         raise ConfigError(f"{at}: reason must be a glob like 'fault.*'; got {reason!r}")
     severity = raw.get("min_severity", SEVERITIES[0])
-    if severity not in _RANK:
+    if not isinstance(severity, str) or severity not in _RANK:
         raise ConfigError(f"{at}: min_severity must be one of {list(SEVERITIES)}; "
                           f"got {severity!r}")
     codes = raw.get("departments")

@@ -97,3 +97,18 @@ def test_once_read_the_writes_go_on(app) -> None:
 def test_an_invalid_zone_is_422_at_once(app) -> None:
     bad = {**SCHOOL, "geometry": {"type": "Point", "coordinates": [120.38, 36.06]}}
     assert TestClient(app).put("/v1/zones/qd-bad", json=bad, headers=ADMIN).status_code == 422
+
+
+def test_routing_rules_of_the_wrong_type_are_422_not_500(app) -> None:
+    """A rule's kind or min_severity as an array was a TypeError inside the validation: 500."""
+    import tomllib
+    from importlib import resources
+
+    rules = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                          .read_text("utf-8"))
+    client = TestClient(app, raise_server_exceptions=False)
+    for key, value in (("min_severity", ["red"]), ("kind", ["traffic"])):
+        doc = {**rules, "rule": [{**rules["rule"][0], key: value}, *rules["rule"][1:]]}
+        answer = client.put("/v1/routing", json=doc, headers=ADMIN)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"].startswith(f"the routing document: rule #1: {key} must be")

@@ -94,6 +94,10 @@ def test_zone_kind_none_matches_only_outside_every_zone_and_reason_globs() -> No
     ({"kind": "river", "departments": ["water"]}, "rule #2: kind must be one of"),
     ({"zone_kind": "Flood Risk", "departments": ["water"]}, "rule #2: zone_kind must be"),
     ({"min_severity": "purple", "departments": ["water"]}, "rule #2: min_severity must be"),
+    # not text (PUT /v1/routing takes JSON): a TypeError (unhashable), a 500, before
+    ({"min_severity": ["red"], "departments": ["water"]}, "rule #2: min_severity must be"),
+    ({"kind": ["traffic"], "departments": ["water"]}, "rule #2: kind must be one of"),
+    ({"kind": {"traffic": 1}, "departments": ["water"]}, "rule #2: kind must be one of"),
     ({"departments": []}, "rule #2: departments must be a non-empty list"),
     ({"departments": ["police"]}, "rule #2: unknown department 'police'"),
     ({"reason": "", "departments": ["water"]}, "rule #2: reason must be a glob"),
