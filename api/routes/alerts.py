@@ -64,6 +64,8 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
                          "not yet read the alerts topic up to its end; retry after Retry-After."},
 }
 
+#: The longest command id the alerting worker takes (cityagent.incident_alert.Command).
+_MAX_COMMAND_ID = 200
 #: The alert id path parameter (its example is the alert of the schemas' examples).
 AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-5c1e0b9a2f3d4e5f6a7b"])]
 
@@ -324,7 +326,9 @@ def _command_id(principal: Principal, idempotency_key: str | None, fingerprint: 
     if not valid_key(idempotency_key):
         raise HTTPException(400, "Idempotency-Key must be 1-255 visible ASCII characters "
                                  "(a UUID is best)")
-    if len(idempotency_key) > 160:
+    # A command id has at most 200 characters (Command): a long key is its SHA-256 when the
+    # id would pass that with this key's id (a configured name has up to 64 characters).
+    if len(idempotency_key) > min(160, _MAX_COMMAND_ID - len(principal.key_id) - 14):
         idempotency_key = hashlib.sha256(idempotency_key.encode()).hexdigest()
     return f"{principal.key_id}:{idempotency_key}:{fingerprint.hex()[:12]}"
 

@@ -203,6 +203,34 @@ def test_valid_actions_need_kafka_503_when_it_is_not_there(client: TestClient, p
     assert "not connected to Kafka" in answer.json()["detail"]
 
 
+def test_a_long_idempotency_key_of_a_long_named_key_is_taken(tmp_path) -> None:
+    """A key named with 64 characters (keys file) and an Idempotency-Key of 150 (1-255 are
+    allowed) made a command id over Command's 200 characters: a 422 'command_id must be ...
+    at most 200 characters' for a valid request. The key is now hashed when the id would
+    pass 200; a short one is kept as it is."""
+    from api.auth import Principal
+    from api.routes.alerts import _command_id
+
+    name = "jinan-water-affairs-bureau-duty-desk-lixia-district-night-shift1"
+    assert len(name) == 64
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[[keys]]\nrole = "operator"\nkey = "long-op-key"\nname = "{name}"\n')
+    app = create_app(Settings(api_keys="admin:adm-key", api_keys_path=keys, kafka="127.0.0.1:9"))
+    app.state.alert_book.apply(alert_event("jn-3", last_seen_ms=T0 + 3 * MIN))
+    for length in (100, 135, 150, 160, 161, 255):
+        answer = TestClient(app).post("/v1/alerts/jn-3/ack", headers=auth(
+            "long-op-key", **{"idempotency-key": "k" * length}))
+        assert answer.status_code == 503, (length, answer.text)  # it got as far as Kafka
+        assert "not connected to Kafka" in answer.json()["detail"]
+    fingerprint = bytes(32)
+    for key_id in ("k1a2b3c4d", name):
+        for length in (1, 100, 160, 161, 255):
+            command_id = _command_id(Principal("operator", key_id), "k" * length, fingerprint)
+            assert len(command_id) <= 200, (key_id, length)
+    assert _command_id(Principal("operator", name), "k" * 100, fingerprint) == \
+        f"{name}:{'k' * 100}:{'0' * 12}"
+
+
 def test_openapi_has_an_example_for_every_alert_route(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     paths = {p: v for p, v in doc["paths"].items() if p.startswith("/v1/alerts")}
