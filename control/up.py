@@ -21,7 +21,7 @@ from control.restarts import RESTART_WINDOW_S, Restarts, first_restart_delay_s
 from control.supervisor import Child, Supervisor
 from control.topics import ensure_topics, pipeline_topics, short_retention
 
-__all__ = ("UpOptions", "run_up", "fleet_args", "simulator_args", "api_argv", "BrokerMemory",
+__all__ = ("UpOptions", "run_up", "check_settings_files", "fleet_args", "simulator_args", "api_argv", "BrokerMemory",
            "EMBEDDED_CHECKPOINT_S", "API_STOP_GRACE_S")
 
 #: How long the API, told to stop (SIGTERM), waits for open requests before it closes them.
@@ -139,6 +139,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         from sensors_sim.cli import check_run
 
         check_run(simulator_args(options))
+    check_settings_files(settings)
     port = options.port or settings.api_port
     supervisor = Supervisor()
     say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
@@ -267,6 +268,27 @@ def _restartable(name: str) -> bool:
 def _say_if(say, line: str | None) -> None:
     if line:
         say(line)
+
+
+def check_settings_files(settings: Settings) -> None:
+    """Read the detection, alerting and zones files the workers and the API read at start;
+    ConfigError naming the file if one is wrong.
+
+    Checked here, before anything starts: otherwise each child printed the error and exited,
+    was started again after its wait, and `up` gave up only after the fourth exit (~20 s,
+    the broker and topics made for nothing)."""
+    from cityagent.detectors.config import DetectionConfig
+    from cityagent.incidents import AlertingConfig
+    from cityagent.regions import default_regions
+    from cityagent.routing import Router
+    from cityagent.zones import ZoneSet
+
+    DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                         grace_s=settings.grace_s, forget_after_s=settings.forget_after_s)
+    AlertingConfig.load(settings.alerting_path)
+    if settings.zones_path:
+        ZoneSet.load(settings.zones_path, default_regions(),
+                     departments=Router.load().department_codes)
 
 
 def _api_env(env: dict[str, str], settings: Settings, url: str, say) -> dict[str, str]:

@@ -118,6 +118,27 @@ def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
     assert f"sensors_sim: {says}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variable, content, says", [
+    ("CITYAGENT_ZONES", '{"type": "FeatureCollection", "features": [{"type": "Feature"}]}',
+     "{path}: zone feature #0: expected 'properties' to be an object"),
+    ("CITYAGENT_ALERTING", "[lifecycle]\nresolve_after = 900\n",
+     "{path} [lifecycle]: unknown key 'resolve_after'"),
+    ("CITYAGENT_DETECTION", "[windows\n", "cannot read detection settings from {path}"),
+])
+def test_a_bad_settings_file_stops_up_before_it_starts_anything(
+        variable, content, says, tmp_path, monkeypatch, capsys, nothing_starts):
+    """Before, `up` started the broker, the topics, the workers and the API; each child
+    printed the error and exited, was started again after its wait, and `up` stopped with
+    exit code 1 at the fourth exit, some 20 s later."""
+    path = tmp_path / "settings-file"
+    path.write_text(content)
+    monkeypatch.setenv(variable, str(path))
+    assert main(["up"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cityagent: "), lines
+    assert says.format(path=path) in lines[0]
+
+
 def test_a_warm_up_without_a_scenario_stops_up_before_it_starts_anything(tmp_path, capsys,
                                                                         nothing_starts):
     """--warm-up delays only a scenario: without one it did nothing, and the breaches of the
