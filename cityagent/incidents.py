@@ -1059,8 +1059,10 @@ class IncidentEngine:
                                 detail=command.text)]
         if command.action == "assign":
             incident.assigned_to = command.assignee
-            return [self._event(incident, "assigned", command.actor, at,
-                                detail=str(command.assignee))]
+            # The note is kept after the assignee: the event's detail is all the audit trail
+            # has of it (before, an assign's note was dropped).
+            detail = str(command.assignee) + (f" — {command.text}" if command.text else "")
+            return [self._event(incident, "assigned", command.actor, at, detail=detail)]
         self._resolve(ix, incident, command.actor, at, now_ms)
         return [self._event(incident, "resolved", command.actor, at, detail=command.text)]
 

@@ -626,6 +626,18 @@ def test_commands_are_idempotent_by_command_id() -> None:
     assert state.find(alert.alert_id).seq == post.seq == 6
 
 
+def test_an_assigns_note_is_kept_in_the_events_detail_after_the_assignee() -> None:
+    """POST /v1/alerts/{id}/assign takes an optional note; the event's detail was the
+    assignee alone, so the note reached the commands topic and nothing after it."""
+    eng, state = engine(), ScopeState()
+    alert = one(eng.on_anomaly(state, make(), None, T0))
+    noted = cmd(alert.alert_id, "assign", "c1", assignee="二队", text="一队在别处抢险")
+    plain = cmd(alert.alert_id, "assign", "c2", assignee="一队")
+    assert [(e.type, e.detail, e.alert.assigned_to)
+            for c in (noted, plain) for e in eng.on_command(state, c, T0)] == [
+        ("assigned", "二队 — 一队在别处抢险", "二队"), ("assigned", "一队", "一队")]
+
+
 @pytest.mark.parametrize(("doc", "words"), [
     ({"alert_id": "a", "action": "ack", "actor": "x", "at_ms": 1}, "'command_id' is missing"),
     ({"command_id": "c", "alert_id": "a", "action": "close", "actor": "x", "at_ms": 1},
