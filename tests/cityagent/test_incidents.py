@@ -133,6 +133,39 @@ def test_a_settings_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Pat
         AlertingConfig.load(path)
 
 
+def test_example_1_of_docs_alerting_holds_with_the_packaged_settings() -> None:
+    """docs/alerting.md's flooding underpass, with the packaged alerting.toml, routing and
+    demo zones. The doc said the scope was the underpass zone and its name was in the title,
+    as before floods were judged per city."""
+    import numpy as np
+
+    from cityagent.regions import default_regions
+    from cityagent.zones import demo_zones
+
+    regions, zones = default_regions(), ZoneIndex(demo_zones())
+    eng = IncidentEngine(AlertingConfig.load(), default_router(), regions)
+    places = [(117.019, 36.709), (117.020, 36.709), (117.021, 36.709)]
+    state, seen = ScopeState(), []
+    for i, (lon, lat) in enumerate(places):
+        district = int(regions.district_code_numbers(
+            regions.locate(np.array([lon]), np.array([lat])))[0])
+        a = make(f"jn-wl-{i}", at=(lon, lat), district=district, since=T0 + i * MIN)
+        seen.append(eng.scope_key(a, zones))
+        alert = one(eng.on_anomaly(state, a, zones, T0 + i * MIN))
+        if i == 0:
+            opened = alert
+    assert set(seen) == {"city:370100"}
+    assert opened.severity == "orange" and opened.zone_ids == (
+        "jn-underpass-beiyuan", "jn-flood-xiaoqing")
+    assert opened.departments == ("water", "transport", "city_management", "emergency",
+                                  "city_command")
+    assert alert.severity == "red" and alert.correlated
+    doc = (Path(__file__).parents[2] / "docs" / "alerting.md").read_text("utf-8")
+    example = doc[doc.index("**Example 1"):doc.index("**Example 2")]
+    assert f"`{alert.title_zh}`" in example and "`city:370100`" in example
+    assert "`zone:jn-underpass-beiyuan`" not in example
+
+
 # -- families and scopes ------------------------------------------------------------------
 
 
