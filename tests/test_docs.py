@@ -33,3 +33,12 @@ def test_the_readme_table_of_settings_is_the_one_in_settings_py() -> None:
     assert [var for var, _ in rows] == list(ENV_VARS)
     for var, meaning in rows:
         assert meaning.replace("\\|", "|") == ENV_VARS[var][1], var
+
+
+def test_api_md_says_everywhere_that_the_alert_list_waits_for_its_topic() -> None:
+    """docs/api.md's Alerts section (and the code, api.deps.get_read_alert_book) has
+    `GET /v1/alerts` wait for the alerts topic and answer 503 after 10 s; its zones section
+    still said it did not wait, as before 2026-11-24."""
+    api_md = re.sub(r"\s+", " ", (ROOT / "docs" / "api.md").read_text("utf-8"))
+    for claim in re.findall(r"[^.]*\bdo(?:es)? not wait\b[^.]*\.", api_md):
+        assert "/v1/alerts`" not in claim.replace("/v1/alerts/stream`", ""), claim
