@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
                          departments=app.state.router.department_codes)
             if settings.zones_path else demo_zones(app.state.regions))
     app.state.zone_feed = ZoneFeed(settings.bootstrap, settings.zones_topic, base,
-                                   app.state.regions, app.state.router.department_codes)
+                                   app.state.regions)
     app.state.zone_writer = CommandPublisher(settings.bootstrap, settings.zones_topic)
     app.state.routing_feed = RoutingFeed(settings.bootstrap, settings.routing_topic,
                                          app.state.router)

@@ -38,7 +38,7 @@ from shapely.validation import explain_validity
 
 from cityagent.errors import ConfigError
 from cityagent.regions import RegionIndex, default_regions
-from cityagent.routing import default_router
+from cityagent.routing import default_router, is_department_code
 
 __all__ = (
     "ZONE_KINDS",
@@ -57,6 +57,7 @@ __all__ = (
     "inside_fraction",
     "DEMO_ZONES_FILE",
     "demo_zones",
+    "ANY_DEPARTMENT",
 )
 
 #: Known zone kinds and their display names (中文, English). Custom kinds are allowed when
@@ -79,6 +80,11 @@ MAX_AREA_M2 = 5_000e6
 MIN_INSIDE_FRACTION = 0.99
 #: The packaged demo zones (synthetic, see the file's description), under cityagent/data.
 DEMO_ZONES_FILE = "zones/shandong-demo-zones.geojson"
+#: ``departments`` that takes any department code (snake_case): for readers of the zones topic.
+#: Its records were checked against the routing rules in force when the API wrote them, which
+#: may have more departments than routing.toml (``PUT /v1/routing``); the routing topic is
+#: another feed, which a reader may not have read yet.
+ANY_DEPARTMENT: Collection[str] = frozenset({"*any department code*"})
 _ZONE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,39}\Z")
 _M_PER_DEG_LAT = 110_574.0
@@ -186,7 +192,11 @@ def parse_zone(feature: Any, regions: RegionIndex | None = None, *,
         raise fail(f"property 'name_en' must be text; got {name_en!r}", "name_en")
     kind = _zone_kind(props.get("zone_kind"), fail)
     department = props.get("department")
-    if department not in departments:
+    if departments is ANY_DEPARTMENT:
+        if not isinstance(department, str) or not is_department_code(department):
+            raise fail("property 'department' must be a department code (snake_case, of the "
+                       f"routing rules); got {department!r}", "department")
+    elif department not in departments:
         raise fail(f"property 'department' must be one of {sorted(departments)}; "
                    f"got {department!r}", "department")
     adjust = props.get("severity_adjust", 0)

@@ -59,8 +59,7 @@ def build_worker(settings: Settings) -> Worker:
     topics = declare_topics(app, settings)
     counters = WorkerCounters()
     state = register_agents(app, topics, detector, counters, settings.checkpoint_s)
-    zones = ZoneFeed(settings.bootstrap, settings.zones_topic, zoneset, regions,
-                     router.department_codes)
+    zones = ZoneFeed(settings.bootstrap, settings.zones_topic, zoneset, regions)
     maintenance = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     routing = RoutingFeed(settings.bootstrap, settings.routing_topic, router)
     feeds = WorkerFeeds(zones, maintenance, routing, counters)

@@ -11,10 +11,9 @@ compaction keeps the newest per zone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 
 from cityagent.regions import RegionIndex
-from cityagent.zones import ZoneError, ZoneIndex, ZoneSet, apply_record
+from cityagent.zones import ANY_DEPARTMENT, ZoneError, ZoneIndex, ZoneSet, apply_record
 from streams.follower import TopicFollower
 
 __all__ = ("ZoneFeed",)
@@ -25,20 +24,23 @@ log = logging.getLogger("cityagent.zones")
 class ZoneFeed:
     """The current zones (``zones``, ``index``), kept up to date from the zones topic."""
 
-    def __init__(self, bootstrap: str, topic: str, base: ZoneSet, regions: RegionIndex,
-                 departments: Collection[str]) -> None:
+    def __init__(self, bootstrap: str, topic: str, base: ZoneSet, regions: RegionIndex) -> None:
         self.zones = base
         self.index = ZoneIndex(base)
-        self.regions, self.departments = regions, tuple(departments)
+        self.regions = regions
         self.records = 0
         self.rejected = 0
         self.follower = TopicFollower(bootstrap, topic, self.apply, self._reindex)
 
     def apply(self, key: str, value: object) -> bool:
-        """Apply one record (key, JSON-decoded value); False when it is invalid (logged)."""
+        """Apply one record (key, JSON-decoded value); False when it is invalid (logged).
+
+        A zone's department is any department code: the API checked it against the routing
+        rules in force when it wrote the record (a department added with PUT /v1/routing is
+        in no packaged list, and the routing topic may not be read yet)."""
         try:
             self.zones = apply_record(self.zones, key, value, self.regions,  # type: ignore[arg-type]
-                                      departments=self.departments)
+                                      departments=ANY_DEPARTMENT)
         except ZoneError as exc:
             self.rejected += 1
             log.warning("zones topic: skipped record %r: %s", key, exc)

@@ -90,10 +90,7 @@ async def put_zone(
         if props.setdefault("zone_id", zone_id) != zone_id:
             raise HTTPException(422, f"the feature's zone_id {props['zone_id']!r} differs from "
                                      f"the path's {zone_id!r}")
-    try:
-        zone = parse_zone(feature, feed.regions, departments=feed.departments)
-    except ZoneError as exc:
-        raise HTTPException(422, str(exc)) from None
+    zone = await _parse_zone(feature, feed.regions, request.app.state.routing_feed)
     await read_up_to_start(feed, "zones")
     version = feed.zones.version + 1
     key, value = zone_record(_with_version(zone, version))
@@ -160,6 +157,22 @@ async def put_routing(
         ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),
         f"routing version {version}")
     return {"version": version, "status": "queued"}
+
+
+async def _parse_zone(feature: dict[str, Any], regions, routing) -> Any:
+    """The zone, its department one of the routing rules in force (PUT /v1/routing may have
+    added it); 422 naming what is wrong. Only an unknown department waits for the routing
+    topic to be read (503 after a bound): any other mistake is answered at once."""
+    try:
+        return parse_zone(feature, regions, departments=routing.router.department_codes)
+    except ZoneError as exc:
+        if exc.property != "department" or routing.follower.caught_up:
+            raise HTTPException(422, str(exc)) from None
+    await read_up_to_start(routing, "routing")
+    try:
+        return parse_zone(feature, regions, departments=routing.router.department_codes)
+    except ZoneError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _with_version(zone, version: int):

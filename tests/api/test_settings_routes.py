@@ -112,3 +112,42 @@ def test_routing_rules_of_the_wrong_type_are_422_not_500(app) -> None:
         answer = client.put("/v1/routing", json=doc, headers=ADMIN)
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"].startswith(f"the routing document: rule #1: {key} must be")
+
+
+def _rules_with_fire() -> dict:
+    import tomllib
+    from importlib import resources
+
+    rules = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                          .read_text("utf-8"))
+    rules["departments"]["fire"] = {"zh": "消防救援支队", "en": "Fire and Rescue"}
+    return rules
+
+
+def test_a_zone_may_belong_to_a_department_added_with_put_routing(app) -> None:
+    """Zones were checked against the packaged routing.toml's departments, by the API (PUT: a
+    422 listing them) and by every reader of the zones topic (the record skipped): a
+    department added with PUT /v1/routing could own no zone."""
+    fire = {**SCHOOL, "properties": {**SCHOOL["properties"], "department": "fire"}}
+    client = TestClient(app)
+    # Before the routing topic is read, an unknown department waits for it: a 503, not a 422.
+    for feed in (app.state.zone_feed, app.state.maintenance_feed):
+        feed.follower._mark_caught_up()
+    answer = client.put("/v1/zones/qd-fire", json=fire, headers=ADMIN)
+    assert answer.status_code == 503 and "routing topic" in answer.json()["detail"], answer.text
+    # Read: the rules in force (version 1, with 'fire') decide.
+    app.state.routing_feed.apply("rules", {"version": 1, "routing": _rules_with_fire()})
+    app.state.routing_feed.follower._mark_caught_up()
+    answer = client.put("/v1/zones/qd-fire", json=fire, headers=ADMIN)
+    assert answer.status_code == 503 and "not connected to Kafka" in answer.json()["detail"]
+    nobody = {**SCHOOL, "properties": {**SCHOOL["properties"], "department": "nobody"}}
+    answer = client.put("/v1/zones/qd-nobody", json=nobody, headers=ADMIN)
+    assert answer.status_code == 422 and "'fire'" in answer.json()["detail"], answer.text
+    # A reader of the zones topic applies the zone whatever routing it has read.
+    record = {"version": 2, "feature": {**fire, "properties": {**fire["properties"],
+                                                               "zone_id": "qd-fire"}}}
+    assert app.state.zone_feed.apply("qd-fire", record)
+    shown = client.get("/v1/zones/qd-fire", headers=VIEWER)
+    assert shown.status_code == 200 and shown.json()["properties"]["department"] == "fire"
+    assert not app.state.zone_feed.apply("qd-bad", {"version": 3, "feature": {
+        **fire, "properties": {**fire["properties"], "zone_id": "qd-bad", "department": "Fire"}}})
