@@ -61,7 +61,7 @@ from cityagent.readings import SENSOR_ID_PATTERN
 from cityagent.regions import RegionIndex, default_regions
 from cityagent.routing import PROVINCE_COMMAND, Router, is_fault
 from cityagent.settings import RETENTION_H
-from cityagent.zones import Zone, ZoneIndex
+from cityagent.zones import ZONE_KINDS, Zone, ZoneIndex, kind_typo
 
 __all__ = (
     "FAMILIES",
@@ -311,6 +311,7 @@ def _scope_rule(family: str, raw: Any, where: str) -> ScopeRule:
     if not isinstance(kinds, list) or not all(isinstance(k, str) and k for k in kinds):
         raise ConfigError(f"{where}: zone_kinds must be a list of zone kinds (or [\"*\"]); "
                           f"got {kinds!r}")
+    _no_kind_typo(kinds, "zone_kinds", ("*",), where)
     return ScopeRule(family, level, tuple(kinds), _number(raw, "join_radius_km", 0, where),
                      joins, _number(raw, "onset_s", 0, where),
                      _number(raw, "onset_radius_km", 0, where))
@@ -330,6 +331,7 @@ def _correlation_rule(family: str, raw: Any, where: str) -> CorrelationRule:
                 isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: {key} must be a non-empty list of text; got {value!r}")
         lists[key] = tuple(value)
+    _no_kind_typo(lists["scopes"], "scopes", ("*", "district", "city"), where)
     titles = {}
     for key in ("title_zh", "title_en"):
         value = raw.get(key)
@@ -338,6 +340,17 @@ def _correlation_rule(family: str, raw: Any, where: str) -> CorrelationRule:
         titles[key] = value
     return CorrelationRule(family, int(sensors), _severity(raw, "min_severity", "yellow", where),
                            lists["reasons"], lists["scopes"], **titles)
+
+
+def _no_kind_typo(kinds: Any, key: str, others: tuple[str, ...], where: str) -> None:
+    """A ConfigError for a near miss of a known zone kind (or of ``others``): custom kinds
+    are allowed, so 'undrpass' would be one, of no zone, and the setting would never apply."""
+    for kind in kinds:
+        typo = kind_typo(kind, others)
+        if typo:
+            raise ConfigError(f"{where}: {key} entry {kind!r} looks like a typo of {typo!r}; "
+                              f"expected {list(others)}, one of {list(ZONE_KINDS)} or a "
+                              "distinct custom kind")
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:

@@ -202,6 +202,13 @@ def _rule(raw: Any, number: int, departments: Mapping[str, Department], where: s
                                           and not _CODE.match(zone_kind)):
         raise ConfigError(f"{at}: zone_kind must be '*', 'none' or a snake_case zone kind; "
                           f"got {zone_kind!r}")
+    from cityagent.zones import ZONE_KINDS, kind_typo  # here: cityagent.zones imports this module
+
+    typo = kind_typo(zone_kind, (_ANY, _NONE))
+    if typo:
+        raise ConfigError(f"{at}: zone_kind {zone_kind!r} looks like a typo of {typo!r}; "
+                          f"expected '*', 'none', one of {list(ZONE_KINDS)} or a distinct "
+                          "custom kind")
     reason = raw.get("reason")
     if reason is not None and (not isinstance(reason, str) or not reason.strip()):
         raise ConfigError(f"{at}: reason must be a glob like 'fault.*'; got {reason!r}")

@@ -58,6 +58,7 @@ __all__ = (
     "DEMO_ZONES_FILE",
     "demo_zones",
     "ANY_DEPARTMENT",
+    "kind_typo",
 )
 
 #: Known zone kinds and their display names (中文, English). Custom kinds are allowed when
@@ -229,6 +230,17 @@ def _zone_id(props: Mapping[str, Any], index: int | None) -> str:
     return zone_id
 
 
+def kind_typo(kind: str, others: Collection[str] = ()) -> str | None:
+    """The known zone kind (or one of ``others``) that ``kind`` is a near miss of
+    (``flood_risks``: ``flood_risk``), else None: zones, routing rules and alerting settings
+    take custom kinds, so a misspelt known one would otherwise be a kind of its own."""
+    known = [*ZONE_KINDS, *others]
+    if kind in known:
+        return None
+    close = difflib.get_close_matches(kind, known, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def _zone_kind(kind: Any, fail) -> str:
     known = list(ZONE_KINDS)
     if kind in ZONE_KINDS:
@@ -236,9 +248,9 @@ def _zone_kind(kind: Any, fail) -> str:
     if not isinstance(kind, str) or not _SNAKE.match(kind):
         raise fail(f"property 'zone_kind' must be one of {known} or a custom snake_case kind; "
                    f"got {kind!r}", "zone_kind")
-    close = difflib.get_close_matches(kind, known, n=1, cutoff=0.8)
-    if close:
-        raise fail(f"property 'zone_kind' {kind!r} looks like a typo of {close[0]!r}; "
+    typo = kind_typo(kind)
+    if typo:
+        raise fail(f"property 'zone_kind' {kind!r} looks like a typo of {typo!r}; "
                    f"expected one of {known} or a distinct custom kind", "zone_kind")
     return kind
 

@@ -108,6 +108,12 @@ def test_the_packaged_alerting_settings_load() -> None:
     ({"correlation": {"flood": {"reasons": [], "title_zh": "x", "title_en": "x"}}},
      "reasons must be a non-empty list"),
     ({"alerts": {}}, "unknown key 'alerts'"),
+    # A near miss of a known kind was a custom kind of no zone: the setting never applied.
+    ({"scope": {"pipe": {"zone_kinds": ["key_pipe_coridor"]}}},
+     r"\[scope.pipe\]: zone_kinds entry 'key_pipe_coridor' looks like a typo of "
+     "'key_pipe_corridor'"),
+    ({"correlation": {"flood": {"scopes": ["distrct"], "title_zh": "x", "title_en": "x"}}},
+     r"\[correlation.flood\]: scopes entry 'distrct' looks like a typo of 'district'"),
     ({"lifecycle": {"restate_after_s": 0}}, "restate_after_s must be above 0 and below"),
     ({"lifecycle": {"restate_after_s": 7 * 86400}},
      r"below the 168 h of the alerts topic a starting API reads \(604800 s\)"),

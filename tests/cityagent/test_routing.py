@@ -93,6 +93,10 @@ def test_zone_kind_none_matches_only_outside_every_zone_and_reason_globs() -> No
 @pytest.mark.parametrize(("rule", "words"), [
     ({"kind": "river", "departments": ["water"]}, "rule #2: kind must be one of"),
     ({"zone_kind": "Flood Risk", "departments": ["water"]}, "rule #2: zone_kind must be"),
+    # A near miss of a known kind was taken as a custom kind of no zone: a rule never applied.
+    ({"zone_kind": "undrpass", "departments": ["water"]},
+     "rule #2: zone_kind 'undrpass' looks like a typo of 'underpass'"),
+    ({"zone_kind": "nnone", "departments": ["water"]}, "looks like a typo of 'none'"),
     ({"min_severity": "purple", "departments": ["water"]}, "rule #2: min_severity must be"),
     # not text (PUT /v1/routing takes JSON): a TypeError (unhashable), a 500, before
     ({"min_severity": ["red"], "departments": ["water"]}, "rule #2: min_severity must be"),
@@ -106,6 +110,11 @@ def test_zone_kind_none_matches_only_outside_every_zone_and_reason_globs() -> No
 def test_a_bad_rule_is_named_by_its_number(rule: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Router.from_dict(small([{"departments": ["water"]}, rule]), "routing.toml")
+
+
+def test_a_custom_zone_kind_is_taken() -> None:
+    router = Router.from_dict(small([{"zone_kind": "stadium", "departments": ["water"]}]))
+    assert router.rules[0].zone_kind == "stadium"
 
 
 def test_bad_department_tables_are_rejected() -> None:
