@@ -380,6 +380,35 @@ def test_pressure_drops_at_neighbouring_junctions_are_one_suspected_burst() -> N
     assert c.alert_id != a.alert_id and not c.correlated and c.sensor_count == 1
 
 
+def test_which_zones_adjust_severity_as_docs_alerting_says() -> None:
+    """The adjustment is the highest severity_adjust of the scope zone and of the zones the
+    anomalies lie in, so an annotating zone raises (never lowers) and a scope zone also
+    lowers. The doc said 'the scope zone's' (Lifecycle) and 'for incidents scoped to this
+    zone' (the format), while a city-wide flood touching an underpass (+1) is raised."""
+    def feature(zone_id, kind, adjust):
+        return {"type": "Feature",
+                "properties": {"zone_id": zone_id, "name": zone_id, "zone_kind": kind,
+                               "department": "water", "severity_adjust": adjust},
+                "geometry": {"type": "Polygon", "coordinates": [[
+                    [117.07, 36.64], [117.10, 36.64], [117.10, 36.67], [117.07, 36.67],
+                    [117.07, 36.64]]]}}
+    index = ZoneIndex(ZoneSet.from_geojson({"type": "FeatureCollection", "features": [
+        feature("t-low", "flood_risk", -1)]}))
+    scoped = one(engine().on_anomaly(ScopeState(), make(), index, T0))  # zone_kinds ["*"]
+    assert (scoped.scope, scoped.severity) == ("zone:t-low", "blue")  # yellow - 1
+    city = IncidentEngine(AlertingConfig.from_dict({**CONFIG, "scope": {
+        "flood": {"level": "city", "zone_kinds": []}}}), default_router())
+    annotated = one(city.on_anomaly(ScopeState(), make(), index, T0))
+    assert (annotated.scope, annotated.severity) == ("city:370100", "yellow")
+    assert annotated.zone_ids == ("t-low",)
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "alerting.md").read_text("utf-8")
+                   .split())
+    assert "+ the scope zone's `severity_adjust`, clamped" not in doc
+    assert "severity steps for incidents scoped to this zone |" not in doc
+    assert ("the highest `severity_adjust` of its scope zone and of the zones its anomalies "
+            "lie in") in doc
+
+
 def test_zone_scope_severity_adjustment_and_owner() -> None:
     def feature(zone_id, kind, dept, adjust, x0, y0, x1, y1):
         return {"type": "Feature",
