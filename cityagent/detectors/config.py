@@ -173,6 +173,9 @@ class DetectionConfig:
             text = (path.read_text("utf-8") if path else
                     resources.files("cityagent.data").joinpath("detection.toml").read_text("utf-8"))
             doc = tomllib.loads(text)
+        except UnicodeDecodeError as exc:  # a binary file, or TOML saved as GBK or UTF-16
+            raise ConfigError(f"cannot read detection settings from {where}: not UTF-8 text, "
+                              f"as TOML must be ({exc.reason} at byte {exc.start})") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read detection settings from {where}: {exc}") from None
         return cls.from_dict(doc, where, window_s=window_s, grace_s=grace_s,

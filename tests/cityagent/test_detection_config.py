@@ -129,6 +129,16 @@ def test_a_settings_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> N
         DetectionConfig.load(tmp_path / "missing.toml")
 
 
+def test_a_settings_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A UnicodeDecodeError traceback before (TOML saved as GBK, a Chinese comment), in the
+    workers, the API and, as it reads the file before it starts them, `cityagent up`."""
+    path = tmp_path / "detection.toml"
+    path.write_bytes("# 检测设置\n[windows]\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=f"cannot read detection settings from {path}: "
+                                          "not UTF-8 text"):
+        DetectionConfig.load(path)
+
+
 def test_a_settings_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "d.toml"
     path.write_text('[windows]\nsize_s = 30\ngrace_s = 5\n[kind.traffic]\nfield = "speed_kmh"\n'
