@@ -52,7 +52,7 @@ from streams.parted import PartedTable, delete_value, head_keys, read_value, wri
 from streams.partitions import partition_of_key
 from streams.topics import InvalidMessage, Topics, from_json, legacy_key, to_json
 
-__all__ = ("register_alerting", "INCIDENT_TABLE", "CHECKPOINT_S")
+__all__ = ("register_alerting", "CurrentEngine", "INCIDENT_TABLE", "CHECKPOINT_S")
 
 INCIDENT_TABLE = "incidents"
 TICK_S = 5.0
@@ -120,6 +120,28 @@ class _Scopes(CheckpointedStates):
                 self.dirty.discard(scope)
 
 
+class CurrentEngine:
+    """The engine with the maintenance windows and routing rules in force now (call it),
+    made again when either changes.
+
+    The rules are told apart by the router the routing feed holds, not by their version: a
+    second record of one version (two API replicas writing at once) replaces the rules, and
+    keyed by version the worker went on routing by the first while its feed, and every
+    reader started later, had the second."""
+
+    def __init__(self, engine: IncidentEngine, maintenance: Any, routing: Any) -> None:
+        self.engine, self.maintenance, self.routing = engine, maintenance, routing
+        self._made: IncidentEngine | None = None
+
+    def __call__(self) -> IncidentEngine:
+        windows, router = self.maintenance.windows, self.routing.router
+        made = self._made
+        if made is None or made.maintenance != windows or made.router is not router:
+            made = self._made = dataclasses.replace(self.engine, maintenance=windows,
+                                                    router=router)
+        return made
+
+
 def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
                       feeds: WorkerFeeds, counters: WorkerCounters,
                       checkpoint_s: float = CHECKPOINT_S,
@@ -134,17 +156,7 @@ def register_alerting(app: CityAgentApp, topics: Topics, engine: IncidentEngine,
     checkpoint_s = min(checkpoint_s, CHECKPOINT_S)
     zones, maintenance, routing = feeds.zones, feeds.maintenance, feeds.routing
 
-    engines: dict[tuple, IncidentEngine] = {}
-
-    def current() -> IncidentEngine:
-        """The engine with the maintenance windows and routing rules in force now."""
-        key = (maintenance.windows, routing.version)
-        found = engines.get(key)
-        if found is None:
-            engines.clear()
-            found = engines[key] = dataclasses.replace(engine, maintenance=key[0],
-                                                       router=routing.router)
-        return found
+    current = CurrentEngine(engine, maintenance, routing)
 
     async def publish(scope: str, events: list[AlertEvent]) -> None:
         for event in events:
