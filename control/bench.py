@@ -274,7 +274,8 @@ def build_workload(readings: int, sensors: int, partitions: int = PARTITIONS,
         for pos in range(len(indexes) - 1, -1, -1):
             key = batches[indexes[pos]][0]
             if batches[indexes[pos]][1] is not flushes.get(key):
-                raise BenchError(f"partition {p}: no bucket ends on a water or pipe reading")
+                raise BenchError(f"partition {p}: no bucket ends on a water or pipe reading, where the "
+                                 "bench plants the level breach that times it; use more --sensors")
             body = batches[indexes[body_of[key]]][1]
             row = _marker_row(body, int(body.ts_ms.max()))
             if row is not None:

@@ -162,6 +162,7 @@ async def _one_run(client: httpx.AsyncClient, bodies: list[bytes], duration_s: f
                    concurrency: int, run: int) -> RunResult:
     latencies: list[float] = []
     counts = {"readings": 0, "errors": 0}
+    failures: dict[str, str] = {}
     started = time.perf_counter()
     deadline = started + duration_s
 
@@ -171,17 +172,26 @@ async def _one_run(client: httpx.AsyncClient, bodies: list[bytes], duration_s: f
             body = bodies[i % len(bodies)]
             i += concurrency
             sent = time.perf_counter()
-            answer = await client.post("/v1/readings", content=body)
+            try:
+                answer = await client.post("/v1/readings", content=body)
+            except httpx.HTTPError as exc:  # counted and named, not a traceback
+                counts["errors"] += 1
+                failures.setdefault("first", describe_exception(exc))
+                continue
             latencies.append(time.perf_counter() - sent)
             if answer.status_code == 202:
                 counts["readings"] += orjson.loads(answer.content)["accepted"]
             else:
                 counts["errors"] += 1
+                failures.setdefault("first", f"HTTP {answer.status_code}: {answer.text[:200]}")
 
     await asyncio.gather(*(client_loop(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
     if counts["errors"] and not counts["readings"]:
-        raise ApiBenchError(f"every request of run {run} failed")
+        raise ApiBenchError(f"every request of run {run} failed; the first: {failures['first']}")
+    if counts["errors"]:
+        _say(f"run {run}: {counts['errors']:,} request{'s' if counts['errors'] != 1 else ''} failed; "
+             f"the first: {failures['first']}")
     ms = np.array(latencies) * 1000
     return RunResult(run, counts["readings"] / elapsed, float(np.percentile(ms, 50)),
                      float(np.percentile(ms, 99)), len(latencies), counts["readings"],

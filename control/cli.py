@@ -17,6 +17,30 @@ if TYPE_CHECKING:
 __all__ = ("main", "build_parser", "up_options")
 
 
+#: The benchmark topic's partitions (``control.bench.PARTITIONS``, not imported: the command
+#: line is parsed before numpy and Kafka are): a worker beyond them would get none.
+BENCH_PARTITIONS = 8
+#: Clients of ``bench --api``: each holds a connection, and a few thousand ran the bench's
+#: process out of file descriptors (100,000 was an httpx.ReadError traceback).
+MAX_API_CLIENTS = 1000
+
+
+def _bench_workers(text: str) -> int:
+    value = positive_int(text)
+    if value > BENCH_PARTITIONS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {BENCH_PARTITIONS}, the benchmark topic's partitions (a worker "
+            f"beyond them would get none); got {text}")
+    return value
+
+
+def _bench_clients(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_API_CLIENTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_API_CLIENTS:,}; got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cityagent", description="CityAgent 城市智能体: the stream brain of a city command platform."
@@ -59,17 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
-    bench.add_argument("--workers", type=positive_int, default=1,
-                       help="detection workers sharing the partitions (default 1; the raw "
-                            "baseline is always one consumer)")
+    bench.add_argument("--workers", type=_bench_workers, default=1,
+                       help="detection workers sharing the partitions (default 1, at most "
+                            f"{BENCH_PARTITIONS}; the raw baseline is always one consumer)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--api", action="store_true",
                        help="measure the ingest API instead: readings/s one API process accepts "
                             "and p50/p99 request latency (uses --sensors, --runs, --json)")
-    bench.add_argument("--duration", type=positive_float, default=5.0,
-                       help="--api: seconds of load per run (default 5)")
-    bench.add_argument("--concurrency", type=positive_int, default=8,
-                       help="--api: concurrent clients (default 8)")
+    bench.add_argument("--duration", type=seconds_between(0.1, 3600), default=5.0,
+                       help="--api: seconds of load per run, 0.1 to 3,600 (default 5)")
+    bench.add_argument("--concurrency", type=_bench_clients, default=8,
+                       help=f"--api: concurrent clients, at most {MAX_API_CLIENTS:,} (default 8)")
     bench.add_argument("--per-request", type=positive_int, default=1000,
                        help="--api: readings per request (default 1000)")
     bench.add_argument("--alerting", action="store_true",

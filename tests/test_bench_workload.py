@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import numpy as np
 import pytest
 
@@ -11,6 +14,10 @@ from cityagent.detectors.config import DetectionConfig
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
 from control.bench import BENCH_WINDOW_S, PARTITIONS, _print_table, build_workload
+from control.bench_api import ApiBenchError, _one_run
+from control.cli import BENCH_PARTITIONS
+from control.cli import main as cli_main
+from tests.helpers import free_port
 
 
 @pytest.mark.parametrize(("readings", "sensors", "per_message"),
@@ -82,3 +89,31 @@ def test_the_table_prints_every_run_and_the_median_with_the_consumer_columns(
     assert lines[3].split()[4:6] == ["800,000", "0.40"]
     assert lines[4].split()[0] == "median"
     assert "no Faust" in lines[5]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    # Nine workers waited for ever on 8 partitions' markers; a hundred were a hundred processes.
+    (["--workers", "9"], "--workers: must be at most 8, the benchmark topic's partitions"),
+    (["--api", "--duration", "1e300"], "--duration: must lie between 0.1 and 3,600 seconds"),
+    # 100,000 clients were an httpx.ReadError traceback.
+    (["--api", "--concurrency", "1001"], "--concurrency: must be at most 1,000"),
+])
+def test_bench_arguments_out_of_range_are_one_line_and_exit_2(argv, says, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", *argv])
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_cli_knows_the_benchmark_topics_partitions() -> None:
+    assert BENCH_PARTITIONS == PARTITIONS
+
+
+def test_a_run_whose_requests_all_fail_names_the_first_failure() -> None:
+    """Connection errors were a traceback out of the run; now they are counted and named."""
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}") as client:
+            await _one_run(client, [b"[]"], 0.2, 2, 1)
+
+    with pytest.raises(ApiBenchError, match=r"every request of run 1 failed; the first: Connect"):
+        asyncio.run(run())
