@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="only this alert's events (repeatable; default: every event, "
                              "suppressed anomalies too)")
     parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="write the JSON lines here (default: stdout)")
+                        help="write the JSON lines here (default, or -: stdout)")
     parser.add_argument("--reorder-window", metavar="DURATION",
                         help="how late an event may come in its partition, after events dated "
                              "later, and still be written in time order (30m, 1h, 1d; "
@@ -204,7 +204,7 @@ def _output(path: Path | None):
     """Stdout, or ``path`` written as a hidden ``.part`` beside it and renamed when the export
     is complete: a failed export (no broker, Ctrl-C) leaves no file, not an empty or partial
     one that looks like an answer."""
-    if path is None:
+    if path is None or str(path) == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return

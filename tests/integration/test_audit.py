@@ -115,6 +115,15 @@ def test_rfc3339_times_and_an_alert_filter_to_a_file(audited, monkeypatch, capsy
     assert len(err) == 1 and err[0].startswith("cityagent audit: 2 events of 1 alert, ")
 
 
+def test_out_dash_is_stdout(audited, monkeypatch, capsys, tmp_path: Path) -> None:
+    """`--out -` wrote a file named '-' in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    code, events, err = audit(monkeypatch, audited, capsys, "--alert", "flood-lixia", "--out", "-")
+    assert code == 0 and list(tmp_path.iterdir()) == []
+    assert [e["type"] for e in events] == ["opened", "acknowledged", "resolved"]
+    assert len(err) == 1 and err[0].startswith("cityagent audit: 3 events of 1 alert")
+
+
 def test_by_default_everything_the_retention_holds(audited, monkeypatch, capsys) -> None:
     code, events, err = audit(monkeypatch, audited, capsys)
     assert code == 0 and len(events) == len(EVENTS)
