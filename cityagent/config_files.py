@@ -40,7 +40,12 @@ def read_registry_rows(path: Path) -> list[Mapping[str, Any]]:
     """The rows of a sensor registry: a ``.csv`` file, else JSON (``{"sensors": [...]}`` or a
     list of objects). Checking the rows is the caller's business."""
     try:
-        text = Path(path).read_text("utf-8")
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which made the first
+        # column '\ufeffsensor_id' and every row "has no sensor_id".
+        text = Path(path).read_text("utf-8-sig")
+    except UnicodeDecodeError as exc:  # a CSV saved as GBK, say: it was a traceback
+        raise ConfigError(f"cannot read the sensor registry {path}: not UTF-8 text "
+                          f"({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the sensor registry {path}: {exc}") from None
     if Path(path).suffix.lower() == ".csv":

@@ -215,3 +215,20 @@ def test_profiles_load_from_csv_and_json(tmp_path: Path) -> None:
         SensorProfiles.load(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="cannot read"):
         SensorProfiles.load(tmp_path / "missing.csv")
+
+
+def test_a_registry_csv_from_excel_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: every row 'had no sensor_id'."""
+    path = tmp_path / "sensors.csv"
+    path.write_bytes(b"\xef\xbb\xbfsensor_id,kind,warning_level_m,guaranteed_level_m\n"
+                     b"jn-wl-1,water_level,3.5,4.2\n")
+    assert SensorProfiles.load(path).by_sensor == {"jn-wl-1": {"warning_m": 3.5,
+                                                               "guaranteed_m": 4.2}}
+
+
+def test_a_registry_not_in_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A CSV saved as GBK was a UnicodeDecodeError traceback in the worker and the API."""
+    path = tmp_path / "sensors.csv"
+    path.write_bytes("sensor_id,kind,name\njn-wl-1,water_level,历下\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=r"sensors\.csv: not UTF-8 text .*save it as UTF-8"):
+        SensorProfiles.load(path)
