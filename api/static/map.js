@@ -14,6 +14,9 @@ const EDGE = "#4aa8ff";
 export const SENSOR_COLORS = { ok: "#2fd47f", reporting: "#2fd47f", silent: "#7f95b8" };
 const MAX_POINTS = 600;
 const GEO_MS = 1500;
+const LABEL_PX = { province: 13, city: 12 };
+const LABEL_GAP = 2; // px kept clear around a district's label
+const RELAYOUT_MS = 150; // after the last zoom or drag step, the labels are placed again
 
 /** Boundaries are public: fetched without the key, cached by the browser. */
 async function geojson(path) {
@@ -45,8 +48,19 @@ export class ShandongMap {
     this.colors = this.labels = null;
     this.geoAt = 0;
     this.geoTimer = 0;
+    this.placed = new Map(); // district code -> {show, offset: [dx, dy]} of its label
+    this.roamTimer = 0;
+    this.measure = document.createElement("canvas").getContext("2d");
     this.chart.on("click", (params) => this.click(params));
-    new ResizeObserver(() => this.chart.resize()).observe(el);
+    // Zooming in makes room for hidden labels, zooming out takes it: place them again.
+    this.chart.on("georoam", () => {
+      clearTimeout(this.roamTimer);
+      this.roamTimer = setTimeout(() => this.relayout(), RELAYOUT_MS);
+    });
+    new ResizeObserver(() => {
+      this.chart.resize();
+      this.relayout();
+    }).observe(el);
   }
 
   async load() {
@@ -120,13 +134,89 @@ export class ShandongMap {
       }
       const sev = this.view.worst.get(code);
       const color = sev ? COLORS[sev] : NONE;
+      // In a city, placed by placeLabels(): moved within its district, or hidden until hovered.
+      const at = this.level === "city" ? this.placed.get(code) || { show: false, offset: [0, 0] } : null;
       return {
         name: code,
         itemStyle: { areaColor: color },
-        label: { color: sev ? labelColor(sev) : "#cfe3ff" },
-        emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" }, label: { color: sev ? labelColor(sev) : "#ffffff" } },
+        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...at },
+        emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" },
+          label: { color: sev ? labelColor(sev) : "#ffffff", ...(at && { show: true, offset: at.offset }) } },
       };
     });
+  }
+
+  /** A region's label: its name, and under it its open and acknowledged alerts if any. */
+  labelText(code) {
+    const c = this.view.counts.get(code);
+    const n = c ? c.open + c.acknowledged : 0;
+    return n ? `${this.name(code)}\n${n}` : this.name(code);
+  }
+
+  /**
+   * Where each district's label goes (``this.placed``), so that no two overlap: ECharts'
+   * ``labelLayout`` does not act on a geo component's labels (apache/echarts#20600).
+   *
+   * Greedy, most important first: the worse a district's alert, the earlier; among equals the
+   * smaller district, which has the least room to move. A label stays at its district's label
+   * point if it can, else it moves to the nearest free place; either way its centre is inside
+   * its own district (so it cannot be read as a neighbour's: ECharts' label point of a concave
+   * district, Qingdao's 市南区, can lie in the next one), and it is inside the chart. A label with no
+   * such place is hidden: the district keeps its colour, its hover shows the label and the
+   * tooltip names it, and zooming in places the labels again. Returns whether any label moved,
+   * appeared or went.
+   */
+  placeLabels() {
+    const before = JSON.stringify([...this.placed]);
+    this.placed = new Map();
+    const geo = this.chart.getModel()?.getComponent("geo");
+    const codes = this.districts.get(this.city);
+    if (this.level !== "city" || !geo?.coordinateSystem || !codes) return false;
+    const coord = geo.coordinateSystem;
+    const width = this.chart.getWidth();
+    const height = this.chart.getHeight();
+    this.measure.font = `${LABEL_PX.city}px sans-serif`; // ECharts' default family
+    const lineHeight = this.measure.measureText("国").width; // as zrender reckons a line
+    const taken = [];
+    const items = codes.map((code) => {
+      const region = coord.getRegion(code);
+      const lines = this.labelText(code).split("\n");
+      const box = region.getBoundingRect();
+      return {
+        code, region,
+        rank: RANK[this.view.worst.get(code)] || 0,
+        area: box.width * box.height,
+        at: this.chart.convertToPixel({ geoIndex: 0 }, region.getCenter()),
+        w: Math.max(...lines.map((line) => this.measure.measureText(line).width)) + 2 * LABEL_GAP,
+        h: lines.length * lineHeight + 2 * LABEL_GAP,
+      };
+    }).filter((it) => it.at && Number.isFinite(it.at[0]));
+    items.sort((a, b) => b.rank - a.rank || a.area - b.area);
+    for (const it of items) {
+      const inside = candidates(it.w, it.h).filter(([dx, dy]) => {
+        const x = it.at[0] + dx - it.w / 2;
+        const y = it.at[1] + dy - it.h / 2;
+        if (x < 0 || y < 0 || x + it.w > width || y + it.h > height) return false;
+        const where = this.chart.convertFromPixel({ geoIndex: 0 }, [it.at[0] + dx, it.at[1] + dy]);
+        return Boolean(where) && it.region.contain(where);
+      });
+      const box = ([dx, dy]) => ({ x: it.at[0] + dx - it.w / 2, y: it.at[1] + dy - it.h / 2, w: it.w, h: it.h });
+      const spot = inside.find((at) => {
+        const b = box(at);
+        return !taken.some((t) => b.x < t.x + t.w && t.x < b.x + b.w && b.y < t.y + t.h && t.y < b.y + b.h);
+      });
+      if (spot) taken.push(box(spot));
+      // A hidden label still shows on hover: inside its district, over whatever is there.
+      this.placed.set(it.code, { show: Boolean(spot), offset: spot || inside[0] || [0, 0] });
+    }
+    return JSON.stringify([...this.placed]) !== before;
+  }
+
+  /** Place the district labels again (the chart's size or zoom changed). */
+  relayout() {
+    if (this.level !== "city" || !this.cities) return;
+    this.placeLabels();
+    this.chart.setOption({ geo: { regions: this.regionsOption() } });
   }
 
   /**
@@ -152,7 +242,9 @@ export class ShandongMap {
     clearTimeout(this.geoTimer);
     if (full) {
       this.chart.setOption(this.fullOption(series), { notMerge: true });
-    } else if (colors !== this.colors || (labels !== this.labels && now - this.geoAt >= GEO_MS)) {
+      // The labels are placed in pixels: the new map has to be laid out first.
+      if (this.level === "city") this.relayout();
+    } else if (this.placeLabels() || colors !== this.colors || (labels !== this.labels && now - this.geoAt >= GEO_MS)) {
       this.chart.setOption({ geo: { regions: this.regionsOption() }, series });
     } else {
       this.chart.setOption({ series });
@@ -165,11 +257,8 @@ export class ShandongMap {
   }
 
   fullOption(series) {
-    const label = (p) => {
-      const c = this.view.counts.get(p.name);
-      const n = c ? c.open + c.acknowledged : 0;
-      return n ? `${this.name(p.name)}\n${n}` : this.name(p.name);
-    };
+    const label = (p) => this.labelText(p.name);
+    this.placed = new Map(); // the city's labels are shown once placed (render)
     return {
       geo: {
         map: this.level === "province" ? "shandong" : `city-${this.city}`,
@@ -179,7 +268,7 @@ export class ShandongMap {
         aspectScale: 0.85,
         selectedMode: false,
         itemStyle: { areaColor: NONE, borderColor: EDGE, borderWidth: 1, shadowColor: "rgba(54,197,255,0.5)", shadowBlur: 12 },
-        label: { show: true, formatter: label, fontSize: this.level === "province" ? 13 : 12, color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
+        label: { show: true, formatter: label, fontSize: LABEL_PX[this.level], color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
         emphasis: { label: { show: true, formatter: label }, itemStyle: { areaColor: "#24508f" } },
         regions: this.regionsOption(),
         // A component's own formatter: the global one below is not used for geo regions.
@@ -228,6 +317,19 @@ export class ShandongMap {
     const box = this.el.getBoundingClientRect();
     return { x: box.left + x, y: box.top + y };
   }
+}
+
+/**
+ * Offsets to try for a label of ``w`` x ``h`` px, nearest first: its own place, then steps of
+ * a quarter of its width and half its height, up to its width sideways and twice its height up
+ * or down.
+ */
+function candidates(w, h) {
+  const out = [];
+  for (let i = -4; i <= 4; i += 1) {
+    for (let j = -4; j <= 4; j += 1) out.push([(i * w) / 4, (j * h) / 2]);
+  }
+  return out.sort((a, b) => Math.hypot(a[0] / w, a[1] / h) - Math.hypot(b[0] / w, b[1] / h));
 }
 
 export function escapeHtml(text) {

@@ -1,0 +1,202 @@
+"""The map's labels are readable: drilled into any city, at the dashboard's two sizes and in both
+languages, no two district labels overlap, and every district is named, by its label or, where
+a label had no room, by its tooltip on hover.
+
+ECharts' ``labelLayout: {hideOverlap: true}`` does nothing for a geo component's labels
+(apache/echarts#20600): Jinan's Lixia, Huaiyin, Licheng and Shizhong ran into each other in
+English at 1366×768, and so did Qingdao's, Zibo's, Yantai's... The boxes are read back from what
+ECharts drew (its zrender display list), whoever placed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser import test_dashboard as base
+from tests.browser.test_dashboard import Dashboard, open_dashboard
+from tests.helpers import Pipeline, running_pipeline
+
+chromium = base.chromium  # the fixture: Chromium through playwright, or skip (fail in CI)
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+#: Every label ECharts drew on the map: its text and its box in the chart's pixels. A label is a
+#: zrender Text whose lines (tspans) are in the display list; a hidden one is not.
+LABELS_JS = """() => {
+  const chart = echarts.getInstanceByDom(document.querySelector('#map'));
+  const texts = new Set();
+  for (const el of chart.getZr().storage.getDisplayList(true)) {
+    if (el.type === 'tspan' && el.parent && el.parent.type === 'text') texts.add(el.parent);
+  }
+  return [...texts].map((el) => {
+    const r = el.getBoundingRect().clone();
+    const m = el.getComputedTransform();
+    if (m) r.applyTransform(m);
+    return {text: el.style.text, x: r.x, y: r.y, w: r.width, h: r.height};
+  });
+}"""
+
+#: One open alert in each of the given districts, with no position (no dot on the map, which
+#: could take the pointer's hover from its district): [[city, district, severity]].
+INGEST_JS = """(specs) => window.__cityagent.ingest(specs.map(([city, district, sev]) => {
+  const now = Date.now();
+  const alert = {
+    alert_id: `label-${district}`, scope: `district:${district}`, status: 'open', severity: sev,
+    kind: 'water_level', family: 'flood', title_zh: `标签测试 ${district}`,
+    title_en: `label test ${district}`, reason_zh: '测试', reason_en: 'test', city_code: city,
+    city_name: city, district_code: district, district_name: district, zone_ids: [],
+    departments: ['water'], departments_zh: [], sensors: [district], sensor_count: 1,
+    anomaly_count: 1, lon: null, lat: null, first_seen_ms: now, last_seen_ms: now,
+    opened_ms: now, escalation_level: 'district', acknowledged_by: null,
+    acknowledged_at_ms: null, seq: 1};
+  return {event_id: `label-${district}-1`, type: 'opened', alert_id: alert.alert_id,
+          actor: 'system', at_ms: now, alert};
+}))"""
+
+SEVERITIES = ["red", "orange", "yellow", "blue"]
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    with running_pipeline(kafka_bootstrap, tmp_path_factory.mktemp("map-labels"), "ml") as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def geo(stack: Pipeline) -> dict[str, Any]:
+    """The cities, and each city's districts: {code: {zh, en}} by city code, in map order."""
+    cities = httpx.get(f"{stack.url}/geo/cities.json", timeout=60).json()["features"]
+    out: dict[str, Any] = {}
+    for city in cities:
+        code = city["properties"]["code"]
+        features = httpx.get(f"{stack.url}/geo/{code}.json", timeout=30).json()["features"]
+        out[code] = {f["properties"]["code"]: {"zh": f["properties"]["name_zh"],
+                                               "en": f["properties"]["name_en"]}
+                     for f in features}
+    return out
+
+
+def with_alerts(districts: dict[str, Any]) -> dict[str, str]:
+    """Two districts in three have an alert (a label of two lines: the name and the count), of
+    every severity in turn; the third has none (a label of one line)."""
+    return {code: SEVERITIES[i % 4] for i, code in enumerate(districts) if i % 3 != 2}
+
+
+def overlapping(labels: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    pairs = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                    and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]):
+                pairs.append((a["text"], b["text"]))
+    return pairs
+
+
+def settled_labels(board: Dashboard, districts: dict[str, Any], alerted: dict[str, str],
+                   lang: str) -> list[dict[str, Any]]:
+    """The city's labels once the page has drawn its alerts' counts: a label drawn before them
+    is smaller, and the page draws the counts after the drill's first picture."""
+    names = {both[lang]: code for code, both in districts.items()}
+    counted = [both[lang] for code, both in districts.items() if code in alerted]
+    board.page.wait_for_function(
+        f"""(counted) => {{
+          const labels = ({LABELS_JS})();
+          return labels.length > 0 && labels.every((l) => {{
+            const lines = l.text.split('\\n');
+            return !counted.includes(lines[0]) || lines.length === 2;
+          }});
+        }}""", arg=counted, timeout=10_000)
+    labels = board.page.evaluate(LABELS_JS)
+    unknown = [label["text"] for label in labels if label["text"].split("\n")[0] not in names]
+    assert unknown == [], f"labels that name no district: {unknown}"
+    return labels
+
+
+#: Page coordinates of a point well inside a district, nearest its label point: ECharts' label
+#: point of a concave district (Qingdao's 市南区) can lie in the next one.
+INSIDE_JS = """(code) => {
+  const chart = echarts.getInstanceByDom(document.querySelector('#map'));
+  const region = chart.getModel().getComponent('geo').coordinateSystem.getRegion(code);
+  const inside = (x, y) => {
+    const c = chart.convertFromPixel({geoIndex: 0}, [x, y]);
+    return Boolean(c) && region.contain(c);
+  };
+  const r = region.getBoundingRect();
+  const [x0, y1] = chart.convertToPixel({geoIndex: 0}, [r.x, r.y]);
+  const [x1, y0] = chart.convertToPixel({geoIndex: 0}, [r.x + r.width, r.y + r.height]);
+  const [cx, cy] = chart.convertToPixel({geoIndex: 0}, region.getCenter());
+  let best = null;
+  for (let x = Math.min(x0, x1); x <= Math.max(x0, x1); x += 2) {
+    for (let y = Math.min(y0, y1); y <= Math.max(y0, y1); y += 2) {
+      if (![[0, 0], [-4, 0], [4, 0], [0, -4], [0, 4]].every(([dx, dy]) => inside(x + dx, y + dy))) continue;
+      const d = Math.hypot(x - cx, y - cy);
+      if (!best || d < best.d) best = {x, y, d};
+    }
+  }
+  const box = document.querySelector('#map').getBoundingClientRect();
+  return best && {x: box.left + best.x, y: box.top + best.y};
+}"""
+
+
+def hover_names(board: Dashboard, code: str, name: str) -> None:
+    """Hovering the district shows its name: in the tooltip, and its label."""
+    page = board.page
+    where = page.evaluate(INSIDE_JS, code)
+    assert where, f"no point inside {name} to hover"
+    page.mouse.move(where["x"], where["y"])
+    page.wait_for_function("(name) => document.querySelector('#map').innerText.includes(name)",
+                           arg=name, timeout=3_000)
+    page.wait_for_function(f"(name) => ({LABELS_JS})().some((l) => l.text.split('\\n')[0] === name)",
+                           arg=name, timeout=3_000)
+    page.mouse.move(1, 1)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (1366, 768)])
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_no_two_labels_overlap_and_every_district_is_named(
+        chromium: Any, stack: Pipeline, geo: dict[str, Any], width: int, height: int,
+        lang: str) -> None:
+    context, board = open_dashboard(chromium, stack.url, width, height)
+    try:
+        page = board.page
+        specs = [[city, code, sev] for city, districts in geo.items()
+                 for code, sev in with_alerts(districts).items()]
+        page.evaluate(INGEST_JS, specs)
+        page.wait_for_function(f"window.__cityagent.alerts().length >= {len(specs)}",
+                               timeout=5_000)
+        if lang == "en":
+            page.click("#lang")
+            page.wait_for_function("document.querySelector('#map-title').textContent"
+                                   " === 'Shandong'", timeout=2_000)
+        # The province's 16 cities: as they were, each labelled, none overlapping.
+        page.wait_for_function(f"({LABELS_JS})().length === 16"
+                               f" && ({LABELS_JS})().every((l) => l.text.includes('\\n'))",
+                               timeout=10_000)
+        province = page.evaluate(LABELS_JS)
+        assert overlapping(province) == [], (width, height, lang, "province")
+
+        problems: dict[str, Any] = {}
+        for city, districts in geo.items():
+            where = page.evaluate(f"window.__cityagent.pixelOf('{city}')")
+            page.mouse.click(where["x"], where["y"])
+            page.wait_for_function(f"window.__cityagent.mapState().city === '{city}'",
+                                   timeout=5_000)
+            page.mouse.move(1, 1)  # no district under the pointer (its hover shows its label)
+            labels = settled_labels(board, districts, with_alerts(districts), lang)
+            if bad := overlapping(labels):
+                problems[city] = bad
+            shown = {label["text"].split("\n")[0] for label in labels}
+            for code, names in districts.items():
+                if names[lang] not in shown:
+                    hover_names(board, code, names[lang])
+            page.click("#back")
+            page.wait_for_function("window.__cityagent.mapState().level === 'province'",
+                                   timeout=5_000)
+        assert not problems, f"overlapping district labels at {width}×{height} ({lang}): {problems}"
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
