@@ -70,8 +70,22 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield p
 
 
-def ingest(board: Dashboard, specs: list[dict[str, Any]]) -> None:
-    board.page.evaluate(INGEST_JS, specs)
+def ingest(board: Dashboard, specs: list[dict[str, Any]]) -> int:
+    """Queue the events; returns how often the feed had been drawn then (see wait_feed_drawn)."""
+    # In one task: the events are applied, and the feed drawn, in a later one.
+    return board.page.evaluate(f"""(specs) => {{
+      ({INGEST_JS.strip()})(specs);
+      return window.__cityagent.stats().renders.feed || 0;
+    }}""", specs)
+
+
+def wait_feed_drawn(board: Dashboard, since: int) -> None:
+    """Wait for a feed render after ``since`` (what ``ingest`` returned): every flush applies
+    all queued events before it draws, so that render shows the events ingested then; a row
+    that was to move, come or flash has done so."""
+    board.page.wait_for_function(
+        f"window.__cityagent.stats().renders.feed > {since}"
+        " && window.__cityagent.stats().pending === 0", timeout=5_000)
 
 
 def now_ms() -> int:
@@ -110,10 +124,10 @@ def test_a_new_alert_does_not_move_the_row_under_the_pointer_or_focus(
         acked = fake_ack(board)
         page.hover(f"#feed li[data-alert-id='{target}'] button.ack")
         # A red alert and a newer blue one arrive while the pointer rests on the row.
-        ingest(board, [{"id": "hold-red", "sev": "red", "city": "370200", "at": now_ms()},
-                       {"id": "hold-new", "sev": "blue", "city": "370100", "at": now_ms()}])
+        drawn = ingest(board, [{"id": "hold-red", "sev": "red", "city": "370200", "at": now_ms()},
+                               {"id": "hold-new", "sev": "blue", "city": "370100", "at": now_ms()}])
         page.wait_for_selector("#feed-new:not([hidden])", timeout=2_000)
-        time.sleep(0.5)  # several feed renders
+        wait_feed_drawn(board, drawn)
         assert board.feed_ids() == before
         assert page.text_content("#feed-new") == "2 条新告警"
         page.mouse.down()
@@ -133,10 +147,11 @@ def test_a_new_alert_does_not_move_the_row_under_the_pointer_or_focus(
         page.focus("#f-dept")
         page.keyboard.press("Tab")  # to the first row's button
         assert page.evaluate("document.activeElement.closest('li')?.dataset.alertId") == focused
-        ingest(board, [{"id": focused, "sev": "red", "city": "370200", "at": now_ms(), "seq": 5},
-                       {"id": "hold-red-2", "sev": "red", "city": "370300", "at": now_ms() + 1000}])
+        drawn = ingest(board, [
+            {"id": focused, "sev": "red", "city": "370200", "at": now_ms(), "seq": 5},
+            {"id": "hold-red-2", "sev": "red", "city": "370300", "at": now_ms() + 1000}])
         page.wait_for_selector("#feed-new:not([hidden])", timeout=2_000)
-        time.sleep(0.5)
+        wait_feed_drawn(board, drawn)
         assert page.evaluate("[document.activeElement.tagName, "
                              "document.activeElement.closest('li')?.dataset.alertId]") \
             == ["BUTTON", focused]
@@ -165,11 +180,11 @@ def test_a_restated_alert_keeps_its_place_and_time(chromium: Any, stack: Pipelin
         flashing = f"document.querySelector(\"{row}\").getAnimations().length"
         page.wait_for_function(f"{flashing} === 0", timeout=5_000)  # its arrival's flash
         before = page.text_content(row)
-        ingest(board, [{"id": "quiet", "sev": "blue", "city": "370100", "at": now_ms(), "seen": t0,
-                        "seq": 2, "type": "restated"},
-                       {"id": "later", "sev": "blue", "city": "370100", "at": t0 + 120_000}])
+        drawn = ingest(board, [{"id": "quiet", "sev": "blue", "city": "370100", "at": now_ms(),
+                                "seen": t0, "seq": 2, "type": "restated"},
+                               {"id": "later", "sev": "blue", "city": "370100", "at": t0 + 120_000}])
         wait_rows(board, 3)
-        time.sleep(0.5)  # several feed renders
+        wait_feed_drawn(board, drawn)
         assert board.feed_ids() == ["later", "busy", "quiet"]
         assert page.text_content(row) == before
         assert page.evaluate(flashing) == 0
@@ -538,6 +553,15 @@ def test_a_failing_situation_service_is_shown_as_stale(chromium: Any, stack: Pip
         context.close()
 
 
+#: Record every drill the map starts (the city's code), from the click that asks for it on.
+RECORD_DRILLS_JS = """() => {
+  const map = window.__cityagent.map;
+  const drill = map.drill.bind(map);
+  window.__drills = [];
+  map.drill = (code) => { window.__drills.push(code); return drill(code); };
+}"""
+
+
 def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipeline) -> None:
     context, board = open_dashboard(chromium, stack.url, key=JINAN_KEY)
     try:
@@ -552,12 +576,15 @@ def test_a_city_scoped_key_sees_its_scope_labelled(chromium: Any, stack: Pipelin
         page.mouse.move(where["x"], where["y"] + 8)
         page.wait_for_function("document.querySelector('#map').innerText.includes('无权查看')",
                                timeout=3_000)
+        page.evaluate(RECORD_DRILLS_JS)
         page.mouse.click(where["x"], where["y"] + 8)
-        time.sleep(0.5)
         assert board.state()["level"] == "province"
         where = page.evaluate("window.__cityagent.pixelOf('370100')")
         page.mouse.click(where["x"], where["y"])
         page.wait_for_function("window.__cityagent.mapState().city === '370100'", timeout=5_000)
+        # A drill starts in the click's own handler: Qingdao's click, handled before Jinan's,
+        # would be on the list before it.
+        assert page.evaluate("window.__drills") == ["370100"]
         assert page.is_hidden("#legend-outside")  # Jinan's districts: all in scope
         page.click("#back")
         page.wait_for_selector("#legend-outside", state="visible", timeout=2_000)
