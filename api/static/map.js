@@ -241,6 +241,9 @@ export class ShandongMap {
     const now = performance.now();
     clearTimeout(this.geoTimer);
     if (full) {
+      // A shown tooltip is re-shown by a timer after each update; a new map replaces the tooltip
+      // and the timer then wrote into the old one, gone ("Cannot set properties of null").
+      this.chart.dispatchAction({ type: "hideTip" });
       this.chart.setOption(this.fullOption(series), { notMerge: true });
       // The labels are placed in pixels: the new map has to be laid out first.
       if (this.level === "city") this.relayout();
