@@ -51,7 +51,15 @@ export class ShandongMap {
     this.placed = new Map(); // district code -> {show, offset: [dx, dy]} of its label
     this.roamTimer = 0;
     this.measure = document.createElement("canvas").getContext("2d");
-    this.chart.on("click", (params) => this.click(params));
+    // A click is a press and a release on the same region. ECharts drops a click whose press
+    // and release are on different elements, and every update draws the regions anew (every
+    // 400 ms while alerts come in): a click with an update between was lost.
+    this.pressed = null;
+    this.chart.on("mousedown", (params) => { this.pressed = params.componentType === "geo" ? params.name : null; });
+    this.chart.on("mouseup", (params) => {
+      if (params.componentType === "geo" && params.name === this.pressed) this.click(params);
+      this.pressed = null;
+    });
     // Zooming in makes room for hidden labels, zooming out takes it: place them again.
     this.chart.on("georoam", () => {
       clearTimeout(this.roamTimer);

@@ -553,6 +553,26 @@ def test_a_failing_situation_service_is_shown_as_stale(chromium: Any, stack: Pip
         context.close()
 
 
+def test_a_click_on_a_city_drills_though_the_map_is_redrawn_meanwhile(
+        chromium: Any, stack: Pipeline) -> None:
+    """ECharts drops a click whose press and release are on different elements, and every map
+    update draws the regions anew (every 400 ms while alerts come in): an operator's click on
+    a city with an update between press and release did nothing."""
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.move(where["x"], where["y"])
+        page.mouse.down()
+        page.evaluate("() => { const map = window.__cityagent.map;"
+                      " map.chart.setOption({geo: {regions: map.regionsOption()}}); }")
+        page.mouse.up()
+        page.wait_for_function("window.__cityagent.mapState().city === '370100'", timeout=5_000)
+        assert board.errors == []
+    finally:
+        context.close()
+
+
 #: Record every drill the map starts (the city's code), from the click that asks for it on.
 RECORD_DRILLS_JS = """() => {
   const map = window.__cityagent.map;
