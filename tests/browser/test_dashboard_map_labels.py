@@ -59,6 +59,14 @@ INGEST_JS = """(specs) => window.__cityagent.ingest(specs.map(([city, district, 
 
 SEVERITIES = ["red", "orange", "yellow", "blue"]
 
+#: The chart has taken its element's size: the map is a few pixels shorter drilled in (返回全省
+#: beside the title), and the chart resizes in a ResizeObserver, after the level has changed.
+SIZED_JS = """(() => {
+  const el = document.querySelector('#map');
+  const chart = echarts.getInstanceByDom(el);
+  return chart.getWidth() === el.clientWidth && chart.getHeight() === el.clientHeight;
+})()"""
+
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
@@ -183,8 +191,8 @@ def test_no_two_labels_overlap_and_every_district_is_named(
         for city, districts in geo.items():
             where = page.evaluate(f"window.__cityagent.pixelOf('{city}')")
             page.mouse.click(where["x"], where["y"])
-            page.wait_for_function(f"window.__cityagent.mapState().city === '{city}'",
-                                   timeout=5_000)
+            page.wait_for_function(f"window.__cityagent.mapState().city === '{city}'"
+                                   f" && {SIZED_JS}", timeout=5_000)
             page.mouse.move(1, 1)  # no district under the pointer (its hover shows its label)
             labels = settled_labels(board, districts, with_alerts(districts), lang)
             if bad := overlapping(labels):
@@ -194,8 +202,8 @@ def test_no_two_labels_overlap_and_every_district_is_named(
                 if names[lang] not in shown:
                     hover_names(board, code, names[lang])
             page.click("#back")
-            page.wait_for_function("window.__cityagent.mapState().level === 'province'",
-                                   timeout=5_000)
+            page.wait_for_function("window.__cityagent.mapState().level === 'province'"
+                                   f" && {SIZED_JS}", timeout=5_000)
         assert not problems, f"overlapping district labels at {width}×{height} ({lang}): {problems}"
         assert board.errors == [] and board.outside == []
     finally:
