@@ -29,6 +29,14 @@ function labelColor(sev) {
   return sev === "yellow" || sev === "orange" ? "#1a1200" : "#ffffff";
 }
 
+/** A halo around a label's letters, in its district's own colour for dark letters: a label
+ *  wider than its district spills onto neighbours and the dark background, where dark
+ *  letters without it could not be read ("Huaiyin District" lost its H at Jinan's border). */
+function labelHalo(sev) {
+  const dark = sev === "yellow" || sev === "orange";
+  return { textBorderColor: dark ? COLORS[sev] : "rgba(4,12,28,0.85)", textBorderWidth: 2.5 };
+}
+
 export class ShandongMap {
   /**
    * ``onDrill(code)`` / ``onBack()`` tell the page the level changed; ``names`` maps codes to
@@ -147,9 +155,10 @@ export class ShandongMap {
       return {
         name: code,
         itemStyle: { areaColor: color },
-        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...at },
+        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...labelHalo(sev), ...at },
         emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" },
-          label: { color: sev ? labelColor(sev) : "#ffffff", ...(at && { show: true, offset: at.offset }) } },
+          label: { color: sev ? labelColor(sev) : "#ffffff", ...labelHalo(sev),
+            ...(at && { show: true, offset: at.offset }) } },
       };
     });
   }

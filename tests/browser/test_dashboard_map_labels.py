@@ -36,7 +36,8 @@ LABELS_JS = """() => {
     const r = el.getBoundingRect().clone();
     const m = el.getComputedTransform();
     if (m) r.applyTransform(m);
-    return {text: el.style.text, x: r.x, y: r.y, w: r.width, h: r.height};
+    return {text: el.style.text, x: r.x, y: r.y, w: r.width, h: r.height,
+            fill: el.style.fill, halo: el.style.stroke, halo_px: el.style.lineWidth || 0};
   });
 }"""
 
@@ -197,6 +198,11 @@ def test_no_two_labels_overlap_and_every_district_is_named(
             labels = settled_labels(board, districts, with_alerts(districts), lang)
             if bad := overlapping(labels):
                 problems[city] = bad
+            # A label wider than its district spills onto neighbours and the dark background:
+            # its letters have a halo unlike their own colour ("Huaiyin District" lost its H).
+            if bare := [lab["text"] for lab in labels
+                        if lab["halo_px"] < 2 or lab["halo"] in (None, "none", lab["fill"])]:
+                problems[f"{city} without a halo"] = bare
             shown = {label["text"].split("\n")[0] for label in labels}
             for code, names in districts.items():
                 if names[lang] not in shown:
