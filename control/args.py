@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ("positive_int", "non_negative_int", "positive_float", "non_negative_float",
-           "seconds_between")
+__all__ = ("positive_int", "non_negative_int", "port_number", "positive_float",
+           "non_negative_float", "seconds_between")
 
 
 def positive_int(text: str) -> int:
@@ -16,6 +16,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive; got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535: `up --port 70000` ended in an OverflowError traceback from bind()."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1 to 65535; got {value}")
     return value
 
 

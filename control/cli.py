@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
-from control.args import positive_float, positive_int, seconds_between
+from control.args import port_number, positive_float, positive_int, seconds_between
 
 if TYPE_CHECKING:
     from control.up import UpOptions
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start broker, topics, workers and API (Ctrl-C stops all)")
     up.add_argument("--workers", type=positive_int, default=1, help="Faust workers (default 1)")
-    up.add_argument("--port", type=positive_int, default=None, help="API port (default 8000)")
+    up.add_argument("--port", type=port_number, default=None, help="API port (default 8000)")
     up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
     up.add_argument("--sensors", type=positive_int, default=2000, help="simulated sensors (default 2000)")
     up.add_argument("--rate", type=positive_float, default=1000.0, help="simulated readings/s (default 1000)")

@@ -219,3 +219,14 @@ def test_the_registry_describes_the_fleet_the_simulator_sends():
     for dest in ("sensors", "rate", "seed", "accelerate"):
         assert getattr(registry, dest) == getattr(simulator, dest), dest
     assert registry.seed == 3 and registry.scenario is None
+
+
+@pytest.mark.parametrize(("port", "says"), [("70000", "must be a TCP port, 1 to 65535; got 70000"),
+                                            ("0", "must be positive; got 0")])
+def test_a_port_no_socket_takes_is_an_argument_error(port, says, capsys, nothing_starts):
+    """--port 70000 ended in an OverflowError traceback from bind() (exit code 1)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["up", "--port", port])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"cityagent up: error: argument --port: {says}" in err and "Traceback" not in err
