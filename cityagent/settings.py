@@ -156,6 +156,8 @@ class Settings:
             raise ConfigError(f"CITYAGENT_SITUATION_LOOKBACK_H must be at most {RETENTION_H} (the "
                               "readings topic's retention, 7 days); got "
                               f"{values['situation_lookback_h']!r}")
+        if "kafka" in values:
+            values["kafka"] = _bootstrap_servers(str(values["kafka"]))
         prefix = str(values.get("topic_prefix", "city"))
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", prefix):
             # Kafka refuses such names, which a producer checks only as it sends: the
@@ -234,6 +236,26 @@ class Settings:
     def commands_topic(self) -> str:
         """Operators' actions on alerts, keyed by the alert's scope."""
         return f"{self.topic_prefix}.alert-commands"
+
+
+#: One bootstrap server: a host name, an IPv4 address or a bracketed IPv6 one, and a port.
+_SERVER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+
+
+def _bootstrap_servers(raw: str) -> str:
+    """``CITYAGENT_KAFKA`` checked as Kafka's ``bootstrap.servers`` is (host:port, comma-separated)
+    and without blanks around the commas. Unchecked, a port that was no number, a ``kafka://``
+    URL or a stray comma waited 30 s for brokers that could not be named, then said so
+    (``ValueError: invalid literal for int()``, ``Unable to bootstrap from ,``)."""
+    servers = [server.strip() for server in raw.split(",")]
+    for server in servers:
+        port = _SERVER.fullmatch(server)
+        if port is None or not 1 <= int(port.group(1)) <= 65535:
+            raise ConfigError(
+                "CITYAGENT_KAFKA must be the bootstrap servers as host:port, comma-separated "
+                f"(e.g. kafka-1:9092,kafka-2:9092; a port of 1 to 65535); {server!r} is not "
+                f"one; got {raw!r}")
+    return ",".join(servers)
 
 
 def _forget_after_s(var: str, raw: str, number: float) -> float:

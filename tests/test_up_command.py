@@ -230,3 +230,14 @@ def test_a_port_no_socket_takes_is_an_argument_error(port, says, capsys, nothing
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"cityagent up: error: argument --port: {says}" in err and "Traceback" not in err
+
+
+def test_bootstrap_servers_that_are_not_host_port_stop_up_before_it_starts_anything(
+        monkeypatch, capsys, nothing_starts):
+    """Unchecked, `up` waited 30 s for '127.0.0.1:abc', then failed on int('abc')."""
+    monkeypatch.setenv("CITYAGENT_KAFKA", "127.0.0.1:abc")
+    assert main(["up"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cityagent: CITYAGENT_KAFKA must be the bootstrap servers as host:port, comma-separated "
+        "(e.g. kafka-1:9092,kafka-2:9092; a port of 1 to 65535); '127.0.0.1:abc' is not one; "
+        "got '127.0.0.1:abc'"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cityagent.errors import ConfigError
@@ -18,6 +20,25 @@ def test_external_kafka_and_overrides() -> None:
                            "CITYAGENT_TOPIC_PREFIX": "jinan"})
     assert not s.embedded and s.bootstrap == "k1:9092,k2:9092"
     assert s.partitions == 16 and s.readings_topic == "jinan.readings"
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.1:abc", "k1:99999", "k1:0", "k1", ",", "k1:9092,",
+                                 "kafka://k1:9092", "k1:9092;k2:9092", "k 1:9092"])
+def test_bootstrap_servers_that_are_not_host_port_name_the_variable(raw) -> None:
+    """They waited 30 s for brokers nobody could reach, then said 'invalid literal for int()'
+    or 'Unable to bootstrap from ,'."""
+    with pytest.raises(ConfigError, match=r"^CITYAGENT_KAFKA must be the bootstrap servers as "
+                                          r"host:port, comma-separated .*; got " + re.escape(repr(raw))):
+        Settings.from_env({"CITYAGENT_KAFKA": raw})
+
+
+@pytest.mark.parametrize(("raw", "bootstrap"), [
+    ("k1:9092, k2:9092 ", "k1:9092,k2:9092"),  # blanks around the commas: dropped
+    ("10.0.0.7:19092", "10.0.0.7:19092"),
+    ("[::1]:9092,kafka_2.example.com:9093", "[::1]:9092,kafka_2.example.com:9093"),
+])
+def test_bootstrap_servers_are_host_port_pairs(raw, bootstrap) -> None:
+    assert Settings.from_env({"CITYAGENT_KAFKA": raw}).bootstrap == bootstrap
 
 
 def test_settings_files_are_paths(tmp_path) -> None:
