@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from cityagent.errors import BrokerError, PortInUse
+from cityagent.errors import BrokerError, PortInUse, describe_exception
 from control.procs import die_with_parent
 
 __all__ = ("EmbeddedBroker", "wait_for_kafka", "free_port", "broker_for_bench", "process_memory_bytes")
@@ -254,7 +254,7 @@ def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0) -> None:
                 with contextlib.suppress(Exception):
                     admin.close()
         time.sleep(0.1)
-    why = f": {type(last).__name__}: {last}" if last is not None else ""
+    why = f": {describe_exception(last)}" if last is not None else ""
     raise BrokerError(
         f"the Kafka brokers at {bootstrap} did not answer a metadata request within "
         f"{timeout_s:g}s{why}"

@@ -244,6 +244,17 @@ def test_wait_for_kafka_names_the_bootstrap_when_nobody_answers():
     assert time.monotonic() - started < 10
 
 
+def test_wait_for_kafka_names_the_client_error_once():
+    """`up` on an unreachable CITYAGENT_KAFKA said 'KafkaTimeoutError: KafkaTimeoutError: ...'
+    (kafka-python's messages start with their class name)."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerError) as info:
+        wait_for_kafka(bootstrap, timeout_s=1.0)
+    assert str(info.value) == (f"the Kafka brokers at {bootstrap} did not answer a metadata "
+                               "request within 1s: KafkaTimeoutError: Unable to bootstrap from "
+                               f"{bootstrap}")
+
+
 def test_the_broker_reports_its_memory_while_it_runs(tmp_path: Path) -> None:
     broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
     assert broker.memory_bytes() is None
