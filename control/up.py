@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cityagent.errors import CityAgentError, PortInUse
+from cityagent.errors import CityAgentError, ConfigError, PortInUse
 from cityagent.readings import format_ts
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, wait_for_kafka
@@ -193,11 +194,11 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         for i in range(1, options.workers + 1):
             supervisor.spawn(f"worker-{i}", [sys.executable, "-m", "streams"], env)
         supervisor.spawn("api", api_argv(settings.api_host, port),
-                         _api_env(env, settings, f"http://{settings.api_host}:{port}", say))
+                         _api_env(env, settings, _url(settings.api_host, port), say))
         if options.simulate:
             supervisor.spawn("simulator", [sys.executable, "-m", "sensors_sim",
                                            *simulator_args(options)], env)
-        url = f"http://{settings.api_host}:{port}"
+        url = _url(settings.api_host, port)
         say(f"API        {url}   (OpenAPI docs: {url}/docs)")
         say(f"alerts     {url}/v1/alerts   (workers take ~10 s to join; alerts follow)")
         say("press Ctrl-C to stop everything")
@@ -304,12 +305,26 @@ def _api_env(env: dict[str, str], settings: Settings, url: str, say) -> dict[str
 
 
 def _check_port_free(host: str, port: int, who: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Bind ``host``:``port`` as uvicorn will (IPv6 when the host has a colon): PortInUse when
+    it is taken, ConfigError when the host is no address of this machine. Every failure was
+    'already in use', an IPv6 host (``::1``) included, which uvicorn binds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            raise PortInUse(
-                f"port {port} on {host}, wanted by {who}, is already in use; "
-                f"stop whatever holds it or choose another with --port / CITYAGENT_API_PORT"
-            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {port} on {host}, wanted by {who}, is already in use; "
+                    f"stop whatever holds it or choose another with --port / CITYAGENT_API_PORT"
+                ) from None
+            raise ConfigError(
+                f"{who} cannot listen on {host} (CITYAGENT_API_HOST): {exc.strerror or exc}; "
+                "give an address of this machine, e.g. 127.0.0.1, 0.0.0.0 (every interface) "
+                "or ::1") from None
+
+
+def _url(host: str, port: int) -> str:
+    """The API's URL: an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

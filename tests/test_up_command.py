@@ -5,15 +5,19 @@ starts (its command line) and the registry it writes first (the same fleet)."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 
 import pytest
 
 import control.up
+from cityagent.errors import ConfigError, PortInUse
 from control.cli import build_parser, main, up_options
 from control.up import UpOptions, fleet_args, simulator_args
 from sensors_sim.cli import RUN_OPTIONS, fleet_signals
 from sensors_sim.cli import build_parser as sim_parser
 from sensors_sim.cli import main as sim_main
+from tests.helpers import free_port
 
 #: A value of each simulator option of `up`, none of them the simulator's default.
 GIVEN = {
@@ -241,3 +245,29 @@ def test_bootstrap_servers_that_are_not_host_port_stop_up_before_it_starts_anyth
         "cityagent: CITYAGENT_KAFKA must be the bootstrap servers as host:port, comma-separated "
         "(e.g. kafka-1:9092,kafka-2:9092; a port of 1 to 65535); '127.0.0.1:abc' is not one; "
         "got '127.0.0.1:abc'"]
+
+
+def test_the_api_port_is_checked_as_uvicorn_binds_it_ipv6_too():
+    """An IPv6 API host (``CITYAGENT_API_HOST=::1``, which uvicorn binds) was checked on an IPv4
+    socket, and `up` refused every port of it as 'already in use'."""
+    with socket.socket(socket.AF_INET6) as holder:
+        try:
+            holder.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        taken = holder.getsockname()[1]
+        control.up._check_port_free("::1", free_port(), "the API")  # no error: it is free
+        holder.listen()
+        with pytest.raises(PortInUse, match=f"port {taken} on ::1, wanted by the API, is "
+                                            "already in use"):
+            control.up._check_port_free("::1", taken, "the API")
+
+
+@pytest.mark.parametrize(("host", "why"), [("192.0.2.1", "Cannot assign requested address"),
+                                           ("no-such-host.invalid", "")])
+def test_an_api_host_that_is_not_this_machine_is_named_not_a_port_in_use(host, why):
+    """Any failure to bind was 'port N on HOST ... is already in use', a typo'd host too."""
+    with pytest.raises(ConfigError, match=f"^the API cannot listen on {re.escape(host)} "
+                                          rf"\(CITYAGENT_API_HOST\): {why}.*; give an address of "
+                                          "this machine, e.g. 127.0.0.1, 0.0.0.0"):
+        control.up._check_port_free(host, free_port(), "the API")
