@@ -97,6 +97,10 @@ def _seconds_text(seconds: float) -> str:
 #: more readings applied again after a crash (exactly: docs/architecture.md), and SIGTERM
 #: still checkpoints at once.
 EMBEDDED_CHECKPOINT_S = 60.0
+#: The exit code of a worker or the API that found a setting wrong as it started
+#: (``streams/__main__.py``, ``api.main.create_app_from_env``). It was started again three
+#: times, each saying the same line, before `up` stopped everything with exit code 1.
+CONFIG_EXIT_CODE = 2
 #: How often ``up`` reports the embedded broker's memory.
 MEMORY_REPORT_S = 600.0
 
@@ -230,7 +234,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
 def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMemory | None,
                *, takeover: bool) -> int:
     """Start what exits again after its wait (`control.restarts`) until something exits too
-    often (return 1); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time."""
+    often (return 1) or for a wrong setting (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a
+    wait at once, as any other time."""
     waiting: dict[str, tuple[Child, float]] = {}  # name -> (the exited child, when to start it)
     while True:
         now = time.monotonic()
@@ -239,6 +244,11 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
                 del waiting[name]
                 say(f"{name} started again (pid {supervisor.respawn(child).pid})")
         dead = supervisor.first_dead(waiting)
+        if dead is not None and dead.proc.returncode == CONFIG_EXIT_CODE:
+            say(f"{dead.name} (pid {dead.pid}) exited with code {CONFIG_EXIT_CODE}, a "
+                "configuration error (its line above names the setting): starting it again "
+                "cannot mend it; stopping everything")
+            return CONFIG_EXIT_CODE
         if dead is not None:
             delay = restarts.after_exit(dead.name, now) if _restartable(dead.name) else None
             if delay is not None:

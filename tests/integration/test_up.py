@@ -110,6 +110,26 @@ def test_a_taken_api_port_is_named_and_exits_non_zero(tmp_path: Path) -> None:
     assert "logs stay" not in out and set(child_tmpdir().glob("cityagent-*")) == before
 
 
+def test_an_api_that_finds_a_setting_wrong_stops_up_at_once_with_exit_code_2(tmp_path: Path) -> None:
+    """A wrong key setting stops the API at start (exit code 2): `up` started it again three
+    times, each saying the same line, then stopped everything with exit code 1."""
+    api_port, broker_port = free_port(), free_port()
+    done = subprocess.run([sys.executable, "-m", "control.cli", "up"],
+                          env=dict(up_env(api_port, broker_port),
+                                   CITYAGENT_API_KEYS="superuser:k1"),
+                          capture_output=True, timeout=120)
+    out = done.stdout.decode() + done.stderr.decode()
+    kept = re.search(r"the logs stay in (\S+) ", out)
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
+    assert done.returncode == 2, out[-3000:]
+    assert out.count("role must be one of integrator, viewer, operator, admin; got 'superuser'") == 1
+    assert re.search(r"api \(pid \d+\) exited with code 2, a configuration error \(its line "
+                     r"above names the setting\): starting it again cannot mend it; stopping "
+                     "everything", out), out[-3000:]
+    assert "started again" not in out and "no process left running" in out
+
+
 def worker_pids(output: str, name: str) -> list[int]:
     """The PIDs a worker's Faust log lines name (``worker-1 | [time] [PID] [INFO] ...``), in
     the order they first appear."""
