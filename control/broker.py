@@ -71,6 +71,11 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of the broker we started once it has exited on its own, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def memory_bytes(self) -> int | None:
         """The broker's resident memory, or None when it is not running or unknown.
 

@@ -208,7 +208,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         say("press Ctrl-C to stop everything")
         code = _supervise(supervisor, Restarts(
             lambda name: first_restart_delay_s(name, settings.session_timeout_s)),
-            say, memory, takeover=options.workers > 1)
+            say, memory, takeover=options.workers > 1, broker=broker)
     except _Stop as stop:
         say(f"{stop.args[0]}: stopping")
     except CityAgentError as exc:
@@ -232,13 +232,21 @@ def run_up(settings: Settings, options: UpOptions) -> int:
 
 
 def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMemory | None,
-               *, takeover: bool) -> int:
+               *, takeover: bool, broker: EmbeddedBroker | None = None) -> int:
     """Start what exits again after its wait (`control.restarts`) until something exits too
-    often (return 1) or for a wrong setting (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a
-    wait at once, as any other time."""
+    often or the embedded broker exits (return 1), or something exits for a wrong setting
+    (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time."""
     waiting: dict[str, tuple[Child, float]] = {}  # name -> (the exited child, when to start it)
     while True:
         now = time.monotonic()
+        if broker is not None and broker.returncode is not None:
+            # Killed (out of memory: it frees nothing while it runs) or crashed. Everything it
+            # held is gone with it, and a new one would be empty: the workers and the API only
+            # filled the output with connection errors, and `up` said nothing.
+            say(f"the embedded broker (pid {broker.pid}) exited with code {broker.returncode}; "
+                "every topic, reading, state and alert it held is lost (memory only); "
+                "stopping everything")
+            return 1
         for name, (child, due) in list(waiting.items()):
             if now >= due:
                 del waiting[name]

@@ -130,6 +130,42 @@ def test_an_api_that_finds_a_setting_wrong_stops_up_at_once_with_exit_code_2(tmp
     assert "started again" not in out and "no process left running" in out
 
 
+def test_an_embedded_broker_that_dies_stops_up_and_says_so(tmp_path: Path) -> None:
+    """SIGKILL the embedded broker (as the OOM killer would: it frees nothing while it runs):
+    `up` went on running and said nothing, while the worker and the API printed connection
+    errors by the hundred each second. It says the broker and what it held are gone, and stops."""
+    api_port, broker_port = free_port(), free_port()
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "control.cli", "up"],
+                          env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+
+    def output() -> str:
+        return (tmp_path / "up.log").read_text("utf-8", "replace")
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "press Ctrl-C" not in output():
+            assert up.poll() is None, output()[-3000:]
+            time.sleep(0.5)
+        spawned = children_of(up.pid)
+        broker = int(re.search(r"broker ready at \S+ \(pid (\d+)\)", output()).group(1))
+        os.kill(broker, signal.SIGKILL)
+        assert up.wait(60) == 1, output()[-3000:]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    text = output()
+    kept = re.search(r"the logs stay in (\S+) ", text)
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
+    assert (f"the embedded broker (pid {broker}) exited with code -9; every topic, reading, "
+            "state and alert it held is lost (memory only); stopping everything") in text
+    assert "no process left running" in text
+    assert [p for p in spawned if pid_alive(p)] == []
+
+
 def worker_pids(output: str, name: str) -> list[int]:
     """The PIDs a worker's Faust log lines name (``worker-1 | [time] [PID] [INFO] ...``), in
     the order they first appear."""
