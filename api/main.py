@@ -50,6 +50,7 @@ from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
 from cityagent.zones import ZoneSet, demo_zones
+from streams.log_repeats import quiet_kafka_client_repeats
 from streams.maintenance_feed import MaintenanceFeed
 from streams.routing_feed import RoutingFeed
 from streams.zone_feed import ZoneFeed
@@ -207,6 +208,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def create_app_from_env() -> FastAPI:
+    quiet_kafka_client_repeats()  # a broker that does not answer: not ~200 lines a second
     try:
         return create_app(Settings.from_env())
     except ConfigError as exc:  # one line naming the setting, not a traceback from uvicorn

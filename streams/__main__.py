@@ -10,6 +10,7 @@ import sys
 
 from cityagent.errors import ConfigError
 from cityagent.settings import Settings
+from streams.log_repeats import quiet_kafka_client_repeats
 from streams.worker import build_worker
 
 
@@ -20,6 +21,7 @@ def main() -> None:
     except ConfigError as exc:
         print(f"cityagent worker: {exc}", file=sys.stderr)
         sys.exit(2)
+    quiet_kafka_client_repeats()  # a broker that does not answer: not ~200 lines a second
     level = {"warning": "warn", "critical": "error"}.get(settings.log_level, settings.log_level)
     # Faust's command line sets the datadir again (default: in the working directory).
     sys.argv = [sys.argv[0], "--datadir", str(worker.app.conf.datadir),
