@@ -50,6 +50,7 @@ from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
 from cityagent.zones import ZoneSet, demo_zones
+from control.broker import wait_for_kafka
 from streams.log_repeats import quiet_kafka_client_repeats
 from streams.maintenance_feed import MaintenanceFeed
 from streams.routing_feed import RoutingFeed
@@ -207,10 +208,22 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+#: How long a starting API waits for the brokers to answer before it gives up (exit code 1).
+KAFKA_WAIT_S = 30.0
+
+
 def create_app_from_env() -> FastAPI:
     quiet_kafka_client_repeats()  # a broker that does not answer: not ~200 lines a second
     try:
-        return create_app(Settings.from_env())
+        settings = Settings.from_env()
+        app = create_app(settings)
     except ConfigError as exc:  # one line naming the setting, not a traceback from uvicorn
         print(f"cityagent api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        # Here, not in the lifespan: uvicorn prints a lifespan's error with its traceback.
+        wait_for_kafka(settings.bootstrap, timeout_s=KAFKA_WAIT_S)
+    except BrokerError as exc:
+        print(f"cityagent api: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return app

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from cityagent.errors import ConfigError
+from cityagent.errors import BrokerError, ConfigError
 from cityagent.settings import Settings
+from control.broker import wait_for_kafka
 from streams.log_repeats import quiet_kafka_client_repeats
 from streams.worker import build_worker
+
+#: How long a starting worker waits for the brokers to answer before it gives up (exit code 1).
+KAFKA_WAIT_S = 30.0
 
 
 def main() -> None:
@@ -21,6 +25,13 @@ def main() -> None:
     except ConfigError as exc:
         print(f"cityagent worker: {exc}", file=sys.stderr)
         sys.exit(2)
+    try:
+        # Faust would wait as long for the zones, maintenance and routing topics, then crash
+        # with a page of traceback ending in KafkaConnectionError.
+        wait_for_kafka(settings.bootstrap, timeout_s=KAFKA_WAIT_S)
+    except BrokerError as exc:
+        print(f"cityagent worker: {exc}", file=sys.stderr)
+        sys.exit(1)
     quiet_kafka_client_repeats()  # a broker that does not answer: not ~200 lines a second
     level = {"warning": "warn", "critical": "error"}.get(settings.log_level, settings.log_level)
     # Faust's command line sets the datadir again (default: in the working directory).

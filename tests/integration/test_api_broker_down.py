@@ -4,6 +4,9 @@ the readiness probe follows the broker down and back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +19,7 @@ from api.broker_probe import BrokerProbe
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import AUTH, free_port, start_api
+from tests.helpers import AUTH, child_tmpdir, free_port, start_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,3 +85,32 @@ def test_the_readiness_probe_follows_the_broker_down_and_back(tmp_path: Path) ->
         return seen
 
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_an_api_or_worker_that_cannot_reach_kafka_at_start_says_so_in_one_line() -> None:
+    """Both gave up after 30 s, the API in a traceback from uvicorn's lifespan (exit code 3),
+    the worker in one from Faust; now one line each, exit code 1 (not 2: a broker can come
+    back, and `cityagent up` starts them again)."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    env.update(CITYAGENT_KAFKA=bootstrap, CITYAGENT_API_KEYS="admin:k1", PYTHONUNBUFFERED="1",
+               TMPDIR=str(child_tmpdir()))
+    procs = {"api": subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
+                                      "api.main:create_app_from_env", "--port", str(free_port())],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+             "worker": subprocess.Popen([sys.executable, "-m", "streams"], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)}
+    try:
+        said = {name: proc.communicate(timeout=120) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for name, (out, err) in said.items():
+        assert procs[name].returncode == 1, (name, out[-2000:], err[-2000:])
+        assert err.decode().splitlines()[-1:] == [
+            f"cityagent {name}: the Kafka brokers at {bootstrap} did not answer a metadata "
+            f"request within 30s: KafkaTimeoutError: Unable to bootstrap from {bootstrap}"], (
+            name, err[-2000:])
+        assert b"Traceback" not in out + err, (name, out[-2000:], err[-2000:])

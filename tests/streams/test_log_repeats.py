@@ -7,7 +7,13 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
+import pytest
+
+from cityagent.settings import Settings
+from control.broker import EmbeddedBroker
+from control.topics import ensure_topics, pipeline_topics
 from streams.log_repeats import RepeatFilter
 from tests.helpers import child_tmpdir, free_port
 
@@ -66,26 +72,46 @@ def test_a_kind_quiet_for_an_interval_is_said_at_once_without_a_count() -> None:
     assert repeats.filter(line) and line.getMessage() == "Unable to update metadata from [1]"
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_the_api_and_the_worker_count_the_clients_repeated_lines(tmp_path) -> None:
-    """Both processes against a port nobody answers: the client's failed connections, which
-    repeat, are counted (the API's publisher retries every second for 30 s, the worker's
-    zones, maintenance and routing followers every 5 s while it waits 30 s for them)."""
+    """Both processes on a broker that then goes away: the client's errors, which repeat with
+    each retry, are counted."""
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
-    env.update(CITYAGENT_KAFKA=f"127.0.0.1:{free_port()}", CITYAGENT_API_KEYS="admin:k1",
-               PYTHONUNBUFFERED="1", TMPDIR=str(child_tmpdir()))
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
-                            "api.main:create_app_from_env", "--port", str(free_port())],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([sys.executable, "-m", "streams"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env.update(CITYAGENT_KAFKA=broker.start(), CITYAGENT_API_KEYS="admin:k1",
+               CITYAGENT_SESSION_TIMEOUT_S="6", PYTHONUNBUFFERED="1", TMPDIR=str(child_tmpdir()))
+    ensure_topics(env["CITYAGENT_KAFKA"], pipeline_topics(Settings.from_env(env)))
+    outputs = {name: open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+               for name in ("api", "worker")}
+    procs = {
+        "api": subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
+                                 "api.main:create_app_from_env", "--port", str(free_port())],
+                                env=env, stdout=outputs["api"], stderr=subprocess.STDOUT),
+        "worker": subprocess.Popen([sys.executable, "-m", "streams"], env=env,
+                                   stdout=outputs["worker"], stderr=subprocess.STDOUT),
+    }
+
+    def said(name: str) -> str:
+        return (tmp_path / f"{name}.log").read_text("utf-8", "replace")
+
     try:
-        said = {name: proc.communicate(timeout=120)[0].decode("utf-8", "replace")
-                for name, proc in (("api", api), ("worker", worker))}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "this worker now reads partitions" not in said(
+                "worker"):
+            time.sleep(0.5)
+        assert "this worker now reads partitions" in said("worker"), said("worker")[-3000:]
+        broker.stop()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(
+                "more like it in the last 1" in said(name) for name in procs):
+            time.sleep(0.5)
     finally:
-        for proc in (api, worker):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for name, output in said.items():
-        assert "Unable connect to " in output, (name, output[-3000:])
-        assert "more like it in the last 1" in output, (name, output[-3000:])
+        broker.stop()
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        for out in outputs.values():
+            out.close()
+    for name in procs:
+        assert "more like it in the last 1" in said(name), (name, said(name)[-3000:])
