@@ -36,7 +36,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Bootstrap servers of an external Kafka (host:port,...). Unset: start the embedded broker.",
     ),
     "CITYAGENT_BROKER_PORT": ("broker_port", "Port of the embedded broker on 127.0.0.1 (default 9092)."),
-    "CITYAGENT_TOPIC_PREFIX": ("topic_prefix", "Prefix of every topic name (default `city`)."),
+    "CITYAGENT_TOPIC_PREFIX": ("topic_prefix", "Prefix of every topic name (default `city`) but the two table changelogs', which `CITYAGENT_APP_ID` begins: a second pipeline on one Kafka needs both its own prefix and its own app id."),
     "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8)."),
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cityagent.settings import ENV_VARS
+from cityagent.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text("utf-8")
@@ -42,3 +42,16 @@ def test_api_md_says_everywhere_that_the_alert_list_waits_for_its_topic() -> Non
     api_md = re.sub(r"\s+", " ", (ROOT / "docs" / "api.md").read_text("utf-8"))
     for claim in re.findall(r"[^.]*\bdo(?:es)? not wait\b[^.]*\.", api_md):
         assert "/v1/alerts`" not in claim.replace("/v1/alerts/stream`", ""), claim
+
+
+def test_the_topic_prefix_row_names_the_topics_the_app_id_names() -> None:
+    """It said 'every topic name', and a second pipeline given only another prefix shared the
+    first one's consumer group and state changelogs."""
+    from control.topics import pipeline_topics
+
+    settings = Settings(topic_prefix="pfx", app_id="appid")
+    others = [t.name for t in pipeline_topics(settings) if not t.name.startswith("pfx.")]
+    assert others and all(name.startswith("appid-") and name.endswith("-changelog")
+                          for name in others)
+    meaning = ENV_VARS["CITYAGENT_TOPIC_PREFIX"][1]
+    assert "but the two table changelogs'" in meaning and "`CITYAGENT_APP_ID`" in meaning
