@@ -86,17 +86,40 @@ class Supervisor:
         return next((c for c in self.children if c.name not in skip and not c.alive()), None)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM each child, last started first; SIGKILL whatever is left after the timeout."""
-        for child in reversed(self.children):
-            if child.alive():
+        """SIGTERM the children, last started first; SIGKILL whatever is left after the timeout.
+
+        Peers (``worker-1``, ``worker-2``, ...) are stopped together: one at a time, each
+        stuck one (its broker gone) kept `up` waiting its own timeout, 15 s per worker, while
+        Ctrl-C was ignored."""
+        for wave in _waves(list(reversed(self.children))):
+            alive = [child for child in wave if child.alive()]
+            for child in alive:
                 child.proc.send_signal(signal.SIGTERM)
-                _wait(child, timeout_s)
-            if child.alive():
-                self.say("cityagent", f"{child.name} (pid {child.pid}) did not stop; killing it")
-                os.kill(child.pid, signal.SIGKILL)
-                _wait(child, 5.0)
-            if child._pump:
-                child._pump.join(timeout=2.0)
+            deadline = time.monotonic() + timeout_s
+            for child in alive:
+                _wait(child, deadline - time.monotonic())
+            for child in wave:
+                if child.alive():
+                    self.say("cityagent", f"{child.name} (pid {child.pid}) did not stop; killing it")
+                    os.kill(child.pid, signal.SIGKILL)
+                    _wait(child, 5.0)
+                if child._pump:
+                    child._pump.join(timeout=2.0)
+
+
+def _waves(children: list[Child]) -> list[list[Child]]:
+    """Runs of children of one kind (the name before its ``-N``), in the order given."""
+    waves: list[list[Child]] = []
+    for child in children:
+        if waves and _kind(waves[-1][0].name) == _kind(child.name):
+            waves[-1].append(child)
+        else:
+            waves.append([child])
+    return waves
+
+
+def _kind(name: str) -> str:
+    return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
 
 
 def _wait(child: Child, timeout_s: float) -> None:
