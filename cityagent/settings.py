@@ -28,6 +28,10 @@ RETENTION_H = 7 * 24
 #: years: longer belongs in an archive, not in a Kafka topic.
 ALERTS_RETENTION_DAYS_MIN, ALERTS_RETENTION_DAYS_MAX = RETENTION_H // 24, 3650
 
+#: The longest consumer-group session a worker may have: Faust's ``broker_request_timeout``
+#: (90 s), which it refuses a longer session than.
+SESSION_TIMEOUT_MAX_S = 90
+
 #: Environment variable → (Settings field, one-line meaning). The README's table is this, row for
 #: row and word for word (tests/test_docs.py checks it).
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -52,7 +56,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
     "CITYAGENT_SESSION_TIMEOUT_S": (
         "session_timeout_s",
-        "Kafka consumer-group session timeout of the workers in seconds (default 10): how fast a dead worker's partitions move. `cityagent up` waits half of it, less a second, before it starts a dead worker again.",
+        "Kafka consumer-group session timeout of the workers in seconds (default 10, at most 90): how fast a dead worker's partitions move. `cityagent up` waits half of it, less a second, before it starts a dead worker again.",
     ),
     "CITYAGENT_LOG_LEVEL": ("log_level", "Log level of the Faust workers (default info)."),
     "CITYAGENT_FEEDS_CATCH_UP_S": (
@@ -152,6 +156,11 @@ class Settings:
         if float(values.get("future_tolerance_s", 0)) > 86_400:  # type: ignore[arg-type]
             raise ConfigError("CITYAGENT_FUTURE_TOLERANCE_S must be at most 86400 (a day); got "
                               f"{values['future_tolerance_s']!r}")
+        if int(values.get("session_timeout_s", 0)) > SESSION_TIMEOUT_MAX_S:  # type: ignore[call-overload]
+            # Faust refuses it as the worker starts, in a traceback, and `up` started it again.
+            raise ConfigError(f"CITYAGENT_SESSION_TIMEOUT_S must be at most {SESSION_TIMEOUT_MAX_S} "
+                              "(the workers' Kafka request timeout, which Faust wants no shorter); "
+                              f"got {values['session_timeout_s']}")
         if float(values.get("situation_lookback_h", 0)) > RETENTION_H:  # type: ignore[arg-type]
             raise ConfigError(f"CITYAGENT_SITUATION_LOOKBACK_H must be at most {RETENTION_H} (the "
                               "readings topic's retention, 7 days); got "

@@ -59,6 +59,11 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "0"}, "CITYAGENT_FUTURE_TOLERANCE_S must be a positive"),
     ({"CITYAGENT_FEEDS_CATCH_UP_S": "0"}, "CITYAGENT_FEEDS_CATCH_UP_S must be a positive"),
+    # Faust refused it as the worker started, in a traceback ('cannot be greater than
+    # broker_request_timeout=90.0'), and `up` started the worker again three times.
+    ({"CITYAGENT_SESSION_TIMEOUT_S": "91"},
+     r"^CITYAGENT_SESSION_TIMEOUT_S must be at most 90 \(the workers' Kafka request timeout, "
+     r"which Faust wants no shorter\); got 91$"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "90000"}, "at most 86400"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "0"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
     ({"CITYAGENT_SITUATION_LOOKBACK_H": "-3"}, "CITYAGENT_SITUATION_LOOKBACK_H must be a positive"),
