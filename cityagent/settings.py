@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from cityagent.detectors.config import forget_after_s_error
+from cityagent.detectors.config import WINDOW_MAX_S, forget_after_s_error
 from cityagent.errors import ConfigError
 
 __all__ = ("Settings", "ENV_VARS", "RETENTION_H", "ALERTS_RETENTION_DAYS_MIN",
@@ -46,8 +46,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
     "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`)."),
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
-    "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60)."),
-    "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15)."),
+    "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60, at most a year)."),
+    "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15, at most a year)."),
     "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10; 60 for the workers `cityagent up` runs on the embedded broker)."),
     "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md)."),
@@ -145,6 +145,8 @@ class Settings:
                 if not 0 <= number < float("inf") or (number == 0 and name != "grace_s"):
                     raise ConfigError(f"{var} must be a {'' if name == 'grace_s' else 'positive '}"
                                       f"number{' of 0 or more' if name == 'grace_s' else ''}; got {raw!r}")
+                if name in ("window_s", "grace_s") and number > WINDOW_MAX_S:
+                    raise ConfigError(f"{var} must be at most {WINDOW_MAX_S} (a year); got {raw!r}")
                 values[name] = number
             elif name.endswith("_path"):
                 path = Path(raw)

@@ -35,6 +35,7 @@ __all__ = (
     "FORGET_AFTER_S",
     "FORGET_AFTER_MIN_S",
     "FORGET_AFTER_MAX_S",
+    "WINDOW_MAX_S",
     "forget_after_s_error",
 )
 
@@ -67,6 +68,10 @@ FORGET_AFTER_S = 30 * 86_400
 FORGET_AFTER_MIN_S = 86_400
 #: Ten years: longer is "never", which is 0 (and event times in ms must stay in 64 bits).
 FORGET_AFTER_MAX_S = 3650 * 86_400
+#: The longest window, and grace: a year (as `cityagent replay --window` allows). A window of
+#: 1e300 s went through as a number of milliseconds no 64-bit integer holds, and the worker
+#: ended in a numba TypingError as it compiled the detectors.
+WINDOW_MAX_S = 366 * 86_400
 
 _STAT_KEYS = {
     "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
@@ -96,8 +101,9 @@ class WindowConfig:
     end_after_windows: int = 2
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0:
-            raise ConfigError(f"windows.size_s must be above 0; got {self.size_ms / 1000:g}")
+        if not 0 < self.size_ms <= WINDOW_MAX_S * 1000:
+            raise ConfigError(f"windows.size_s must be above 0 and at most {WINDOW_MAX_S} (a "
+                              f"year); got {self.size_ms / 1000:g}")
         if not 0 <= self.grace_ms <= self.size_ms:
             raise ConfigError(
                 "windows.grace_s must be between 0 and windows.size_s "

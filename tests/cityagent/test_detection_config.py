@@ -50,6 +50,9 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("windows", "size_s", -60, "size_s must be a number of 0 or more"),
     ("windows", "grace_s", -1, "grace_s must be a number of 0 or more"),
     ("windows", "size_s", 0, "windows.size_s must be above 0"),
+    # A number of milliseconds no 64-bit integer holds: a numba TypingError in the worker.
+    ("windows", "size_s", 1e300, "windows.size_s must be above 0 and at most 31622400 (a year); "
+                                 "got 1e+300"),
     ("windows", "grace_s", 90, "windows.grace_s must be between 0 and windows.size_s"),
     ("windows", "hopping_panes", 0, "windows.hopping_panes must be 1 or more"),
     ("episodes", "end_after_windows", 0, "episodes.end_after_windows must be 1 or more"),

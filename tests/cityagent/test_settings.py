@@ -56,6 +56,11 @@ def test_settings_files_are_paths(tmp_path) -> None:
     ({"CITYAGENT_ALERTING": "/no/such/file.toml"}, "CITYAGENT_ALERTING names no readable file"),
     ({"CITYAGENT_WINDOW_S": "-1"}, "CITYAGENT_WINDOW_S must be a positive number"),
     ({"CITYAGENT_GRACE_S": "x"}, "CITYAGENT_GRACE_S must be a number"),
+    # The worker ended in a numba TypingError (milliseconds beyond 64 bits), started again
+    # three times by `up`; a grace that large was named as the settings file's.
+    ({"CITYAGENT_WINDOW_S": "1e300"}, r"^CITYAGENT_WINDOW_S must be at most 31622400 \(a year\); "
+                                      r"got '1e300'$"),
+    ({"CITYAGENT_GRACE_S": "1e300"}, r"^CITYAGENT_GRACE_S must be at most 31622400 \(a year\)"),
     ({"CITYAGENT_LOG_LEVEL": "loud"}, "CITYAGENT_LOG_LEVEL must be one of"),
     ({"CITYAGENT_FUTURE_TOLERANCE_S": "0"}, "CITYAGENT_FUTURE_TOLERANCE_S must be a positive"),
     ({"CITYAGENT_FEEDS_CATCH_UP_S": "0"}, "CITYAGENT_FEEDS_CATCH_UP_S must be a positive"),
