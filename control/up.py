@@ -146,6 +146,11 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         check_run(simulator_args(options))
     check_settings_files(settings)
     port = options.port or settings.api_port
+    if settings.embedded and port == settings.broker_port:
+        # Free when checked, the port was then the broker's, and the API failed to bind it
+        # four times before `up` gave up.
+        raise PortInUse(f"the API (--port / CITYAGENT_API_PORT) and the embedded broker "
+                        f"(CITYAGENT_BROKER_PORT) both want port {port}: give them two")
     supervisor = Supervisor()
     say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
     broker: EmbeddedBroker | None = None

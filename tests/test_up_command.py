@@ -271,3 +271,28 @@ def test_an_api_host_that_is_not_this_machine_is_named_not_a_port_in_use(host, w
                                           rf"\(CITYAGENT_API_HOST\): {why}.*; give an address of "
                                           "this machine, e.g. 127.0.0.1, 0.0.0.0"):
         control.up._check_port_free(host, free_port(), "the API")
+
+
+@pytest.mark.parametrize(("argv", "env"), [(["--port", "19555"], {"CITYAGENT_BROKER_PORT": "19555"}),
+                                           (["--port", "9092"], {}),
+                                           ([], {"CITYAGENT_API_PORT": "9092"})])
+def test_an_api_port_that_is_the_embedded_brokers_is_refused_before_anything_starts(
+        argv, env, monkeypatch, capsys, nothing_starts):
+    """Free when `up` checked it, the port was then taken by the broker, and the API failed to
+    bind it four times before `up` stopped everything (exit code 1)."""
+    for name in ("CITYAGENT_KAFKA", "CITYAGENT_API_PORT", "CITYAGENT_BROKER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = argv[1] if argv else env["CITYAGENT_API_PORT"]
+    assert main(["up", *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cityagent: the API (--port / CITYAGENT_API_PORT) and the embedded broker "
+        f"(CITYAGENT_BROKER_PORT) both want port {port}: give them two"]
+
+
+def test_an_api_port_that_is_the_default_brokers_is_fine_with_an_external_kafka(
+        monkeypatch, nothing_starts):
+    monkeypatch.setenv("CITYAGENT_KAFKA", "kafka-1:9092")
+    with pytest.raises(AssertionError, match="started the pipeline"):
+        main(["up", "--port", "9092"])
