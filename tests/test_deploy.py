@@ -121,3 +121,18 @@ def test_create_topics_help_explains_and_creates_nothing(
 
 def _never_called(*_args, **_kwargs):
     raise AssertionError("create_topics contacted Kafka")
+
+
+def test_the_health_check_named_is_what_readyz_waits_for() -> None:
+    """It named the alerts and readings topics only; /readyz also waits for the broker, the
+    idempotency records and the zones, maintenance and routing topics."""
+    from api.routes import health
+
+    text = " ".join((ROOT / "deploy" / "README.md").read_text("utf-8").split())
+    health_text = text[text.index("**Health.**"):][:700]
+    waits_for = re.findall(r'"(\w+_caught_up|broker)": ', Path(health.__file__).read_text("utf-8"))
+    assert set(waits_for) == {"broker", "readings_caught_up", "alerts_caught_up",
+                              "idempotency_caught_up", "settings_caught_up"}
+    for said in ("once the broker answers", "alerts topic", "readings topic",
+                 "idempotency records", "zones, maintenance and routing topics", "`missing`"):
+        assert said in health_text, said
