@@ -51,6 +51,7 @@ from cityagent.settings import Settings
 from cityagent.situation import SensorRegistry, SituationModel
 from cityagent.zones import ZoneSet, demo_zones
 from control.broker import wait_for_kafka
+from control.topics import check_topics, pipeline_topics
 from streams.log_repeats import quiet_kafka_client_repeats
 from streams.maintenance_feed import MaintenanceFeed
 from streams.routing_feed import RoutingFeed
@@ -223,6 +224,12 @@ def create_app_from_env() -> FastAPI:
     try:
         # Here, not in the lifespan: uvicorn prints a lifespan's error with its traceback.
         wait_for_kafka(settings.bootstrap, timeout_s=KAFKA_WAIT_S)
+        # Before its feeds ask for one: a broker that creates topics on first use would make
+        # them with its own partition count. Its own topics only (not the workers'
+        # changelogs), and whatever their counts: it reads them by assignment.
+        check_topics(settings.bootstrap, [spec for spec in pipeline_topics(settings)
+                                          if spec.name.startswith(f"{settings.topic_prefix}.")],
+                     counts=False)
     except BrokerError as exc:
         print(f"cityagent api: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from cityagent.errors import BrokerError, describe_exception
 from cityagent.settings import RETENTION_H, Settings
 
-__all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "changelog_topic", "TABLE_NAME",
-           "short_retention")
+__all__ = ("TopicSpec", "pipeline_topics", "ensure_topics", "check_topics", "changelog_topic",
+           "TABLE_NAME", "short_retention")
 
 #: Name of the Faust table holding detector state; its changelog topic is created here.
 TABLE_NAME = "detector_state"
@@ -193,6 +193,44 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float =
     finally:
         with contextlib.suppress(Exception):
             admin.close()
+
+
+def check_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 30.0, *,
+                 counts: bool = True) -> None:
+    """Raise BrokerError when a topic is missing or (``counts``) has another partition count;
+    create none.
+
+    For a worker or an API started on its own (``python -m streams``, uvicorn), before it
+    uses a topic: Tansu, and Apache Kafka with its default ``auto.create.topics.enable``,
+    create a topic on first use with their own partition count (4 on Tansu, 1 on Kafka), so a
+    worker started before ``python -m control.create_topics`` made every topic with the wrong
+    count, the one-partition zones, maintenance and routing topics included, and the topic
+    creation then failed on them. kafka-python's DescribeTopics creates nothing.
+    """
+    from kafka import KafkaAdminClient  # local import: kafka-python is slow to import
+    from kafka.errors import KafkaError
+
+    wanted = {spec.name: spec for spec in specs}
+    ms = int(max(min(timeout_s, 30.0), 1.0) * 1000)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cityagent-topics",
+                                 request_timeout_ms=ms, bootstrap_timeout_ms=ms)
+        try:
+            existing = _partition_counts(admin, list(wanted))
+        finally:
+            with contextlib.suppress(Exception):
+                admin.close()
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot check the topics on the brokers at {bootstrap}: "
+                          f"{describe_exception(exc)}") from exc
+    if counts:
+        _check_counts(wanted, existing)
+    missing = [name for name in wanted if name not in existing]
+    if missing:
+        raise BrokerError(
+            f"{len(missing)} of the {len(wanted)} topics are missing on the brokers at "
+            f"{bootstrap} ({', '.join(missing)}): create them first with `python -m "
+            "control.create_topics` (`cityagent up` creates them itself)")
 
 
 def short_retention(bootstrap: str, topic: str, want_ms: int) -> str | None:

@@ -11,6 +11,7 @@ import sys
 from cityagent.errors import BrokerError, ConfigError
 from cityagent.settings import Settings
 from control.broker import wait_for_kafka
+from control.topics import check_topics, pipeline_topics
 from streams.log_repeats import quiet_kafka_client_repeats
 from streams.worker import build_worker
 
@@ -29,6 +30,9 @@ def main() -> None:
         # Faust would wait as long for the zones, maintenance and routing topics, then crash
         # with a page of traceback ending in KafkaConnectionError.
         wait_for_kafka(settings.bootstrap, timeout_s=KAFKA_WAIT_S)
+        # Before Faust uses one: a broker that creates topics on first use would make them
+        # with its own partition count.
+        check_topics(settings.bootstrap, pipeline_topics(settings))
     except BrokerError as exc:
         print(f"cityagent worker: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +18,8 @@ from cityagent.errors import BrokerError, PortInUse
 from cityagent.settings import Settings
 from control.broker import EmbeddedBroker, process_memory_bytes, wait_for_kafka
 from control.topics import TopicSpec, ensure_topics, pipeline_topics, short_retention
-from control.up import BrokerMemory
-from tests.helpers import free_port, pid_alive
+from control.up import BrokerMemory, api_argv
+from tests.helpers import free_port, pid_alive, pipeline_env
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +122,40 @@ def test_an_existing_alerts_topic_that_keeps_less_is_named_with_the_fix(
     assert (f"kafka-configs.sh --bootstrap-server {kafka_bootstrap} --alter --entity-type topics "
             f"--entity-name {settings.alerts_topic} --add-config retention.ms=15552000000"
             ) in warning
+
+
+def test_a_worker_or_api_started_before_the_topics_names_them_and_creates_none(
+        kafka_bootstrap: str, isolated_settings: Settings):
+    """Started before `python -m control.create_topics`, the worker made every topic on first
+    use with the broker's count (4 here, 1 on Apache Kafka's default auto-creation; the zones,
+    maintenance and routing topics too, which must have one), and the topic creation then
+    failed on them."""
+    settings = isolated_settings
+    env = pipeline_env(settings)
+    procs = {name: subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, argv in (("worker", [sys.executable, "-m", "streams"]),
+                                ("api", api_argv("127.0.0.1", free_port())))}
+    try:
+        said = {name: proc.communicate(timeout=120)[1].decode() for name, proc in procs.items()}
+    except subprocess.TimeoutExpired:
+        said = {}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert said, "a worker or the API ran on without its topics"
+    for name, err in said.items():
+        assert procs[name].returncode == 1, (name, err[-2000:])
+        assert err.splitlines()[-1].startswith(f"cityagent {name}: "), (name, err[-2000:])
+        assert (f"topics are missing on the brokers at {kafka_bootstrap} ("
+                f"{settings.readings_topic}, ") in err, (name, err[-2000:])
+        assert "create them first with `python -m control.create_topics`" in err
+    with _admin(kafka_bootstrap) as admin:
+        made = [t for t in admin.list_topics()
+                if t.startswith((settings.topic_prefix, settings.app_id))]
+    assert made == []
 
 
 def test_ensure_topics_twice_is_fine(kafka_bootstrap: str, isolated_settings: Settings):
