@@ -16,8 +16,8 @@ from pathlib import Path
 from cityagent.detectors.config import WINDOW_MAX_S, forget_after_s_error
 from cityagent.errors import ConfigError
 
-__all__ = ("Settings", "ENV_VARS", "RETENTION_H", "ALERTS_RETENTION_DAYS_MIN",
-           "ALERTS_RETENTION_DAYS_MAX")
+__all__ = ("Settings", "ENV_VARS", "bootstrap_servers", "RETENTION_H",
+           "ALERTS_RETENTION_DAYS_MIN", "ALERTS_RETENTION_DAYS_MAX")
 
 #: Retention of CityAgent's plain (delete-policy) topics, the readings topic among them: 7 days.
 #: ``control.topics`` creates the topics with it; the situation's lookback may not exceed it.
@@ -168,7 +168,10 @@ class Settings:
                               "readings topic's retention, 7 days); got "
                               f"{values['situation_lookback_h']!r}")
         if "kafka" in values:
-            values["kafka"] = _bootstrap_servers(str(values["kafka"]))
+            try:
+                values["kafka"] = bootstrap_servers(str(values["kafka"]))
+            except ValueError as exc:
+                raise ConfigError(f"CITYAGENT_KAFKA {exc}") from None
         prefix = str(values.get("topic_prefix", "city"))
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", prefix):
             # Kafka refuses such names, which a producer checks only as it sends: the
@@ -253,19 +256,20 @@ class Settings:
 _SERVER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 
 
-def _bootstrap_servers(raw: str) -> str:
-    """``CITYAGENT_KAFKA`` checked as Kafka's ``bootstrap.servers`` is (host:port, comma-separated)
-    and without blanks around the commas. Unchecked, a port that was no number, a ``kafka://``
-    URL or a stray comma waited 30 s for brokers that could not be named, then said so
-    (``ValueError: invalid literal for int()``, ``Unable to bootstrap from ,``)."""
+def bootstrap_servers(raw: str) -> str:
+    """Bootstrap servers checked as Kafka's ``bootstrap.servers`` is (host:port, comma-separated)
+    and without blanks around the commas; ValueError saying what is wrong otherwise. Unchecked,
+    a port that was no number, a ``kafka://`` URL or a stray comma waited 30 s for brokers that
+    could not be named, then said so (``ValueError: invalid literal for int()``, ``Unable to
+    bootstrap from ,``)."""
     servers = [server.strip() for server in raw.split(",")]
     for server in servers:
         port = _SERVER.fullmatch(server)
         if port is None or not 1 <= int(port.group(1)) <= 65535:
-            raise ConfigError(
-                "CITYAGENT_KAFKA must be the bootstrap servers as host:port, comma-separated "
-                f"(e.g. kafka-1:9092,kafka-2:9092; a port of 1 to 65535); {server!r} is not "
-                f"one; got {raw!r}")
+            raise ValueError(
+                "must be the bootstrap servers as host:port, comma-separated (e.g. "
+                "kafka-1:9092,kafka-2:9092; a port of 1 to 65535); "
+                f"{server!r} is not one; got {raw!r}")
     return ",".join(servers)
 
 

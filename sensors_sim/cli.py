@@ -30,7 +30,7 @@ from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import CityAgentError, describe_exception
 from cityagent.readings import FUTURE_TOLERANCE_MS, format_ts, parse_ts
 from cityagent.regions import default_regions
-from cityagent.settings import Settings
+from cityagent.settings import Settings, bootstrap_servers
 from control.args import non_negative_float, non_negative_int, positive_float, positive_int
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
@@ -119,6 +119,15 @@ def _flush_timeout(text: str) -> float:
     if value > 86_400:
         raise argparse.ArgumentTypeError(f"must be at most 86,400 seconds (a day); got {text}")
     return value
+
+
+def _bootstrap(text: str) -> str:
+    """--bootstrap as CITYAGENT_KAFKA is checked: '127.0.0.1:abc' was an error only at the
+    first connection, exit code 1 ('invalid literal for int()')."""
+    try:
+        return bootstrap_servers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _topic(text: str) -> str:
@@ -216,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="http sink: integrator key, sent as Authorization: Bearer KEY")
     parser.add_argument("--give-up", type=positive_float, default=30.0,
                         help="http sink: seconds of failed retries before exiting (default 30)")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,...] "
+    parser.add_argument("--bootstrap", type=_bootstrap, help="Kafka bootstrap servers HOST:PORT[,...] "
                         "(default: from CITYAGENT_KAFKA / CITYAGENT_BROKER_PORT)")
     parser.add_argument("--topic", type=_topic, help="readings topic (default: from "
                         "CITYAGENT_TOPIC_PREFIX)")

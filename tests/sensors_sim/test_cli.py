@@ -36,6 +36,10 @@ from tests.helpers import free_port
         (["--breach-duration", "nan"], "--breach-duration: must be a finite number"),
         # kafka-python checked it at the first send: a ValueError traceback.
         (["--topic", "bad topic!"], "--topic: a Kafka topic name is 1-249 ASCII letters"),
+        # Found at the first connection: exit code 1, 'invalid literal for int()'.
+        (["--bootstrap", "127.0.0.1:abc"], "--bootstrap: must be the bootstrap servers as "
+                                           "host:port, comma-separated"),
+        (["--bootstrap", "kafka://k1:9092"], "'kafka://k1:9092' is not one"),
         # kafka-python's flush overflowed time_t: the readings it waited for went unacknowledged.
         (["--flush-timeout", "1e300"], "--flush-timeout: must be at most 86,400 seconds"),
         # Its 64-bit end time overflowed: a traceback at the first breach.
