@@ -151,11 +151,17 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         # four times before `up` gave up.
         raise PortInUse(f"the API (--port / CITYAGENT_API_PORT) and the embedded broker "
                         f"(CITYAGENT_BROKER_PORT) both want port {port}: give them two")
+    try:
+        logs = Path(tempfile.mkdtemp(prefix="cityagent-"))
+    except OSError as exc:  # a full disk, a temp directory gone: it was a traceback
+        raise CityAgentError(
+            f"cannot make a directory for the logs in {tempfile.gettempdir()} "
+            f"({exc.strerror or exc}); free some space there or set TMPDIR to a writable "
+            "directory") from None
     supervisor = Supervisor()
     say = lambda line: supervisor.say("cityagent", line)  # noqa: E731
     broker: EmbeddedBroker | None = None
     memory: BrokerMemory | None = None
-    logs = Path(tempfile.mkdtemp(prefix="cityagent-"))
 
     def on_signal(signum: int, _frame: object) -> None:
         raise _Stop(signal.Signals(signum).name)

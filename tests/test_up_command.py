@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import tempfile
 
 import pytest
 
@@ -296,3 +297,15 @@ def test_an_api_port_that_is_the_default_brokers_is_fine_with_an_external_kafka(
     monkeypatch.setenv("CITYAGENT_KAFKA", "kafka-1:9092")
     with pytest.raises(AssertionError, match="started the pipeline"):
         main(["up", "--port", "9092"])
+
+
+def test_a_temp_directory_up_cannot_write_is_one_line_before_anything_starts(
+        monkeypatch, tmp_path, capsys, nothing_starts):
+    """The directory of its logs (and the simulated fleet's registry) could not be made, on a
+    full disk or in a temp directory that was gone: a FileNotFoundError or OSError traceback."""
+    gone = tmp_path / "gone"
+    monkeypatch.setattr(tempfile, "tempdir", str(gone))
+    assert main(["up"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"cityagent: cannot make a directory for the logs in {gone} (No such file or "
+        "directory); free some space there or set TMPDIR to a writable directory"]
