@@ -525,6 +525,27 @@ def test_gzip_bodies_are_read_and_other_encodings_refused(api) -> None:
 
 
 @pytest.mark.integration
+def test_every_gzip_member_is_read_and_trailing_bytes_refused(api) -> None:
+    """A body of two gzip members (``cat a.gz b.gz``, one valid gzip stream) was read up to the
+    end of the first: 202 with its readings alone, the second member's left out unsaid."""
+    import gzip
+
+    client, settings = api
+    now = time.time()
+    lines = [orjson.dumps(level(f"jn-gm-{i}", ts=now)) + b"\n" for i in range(6)]
+    packed = gzip.compress(b"".join(lines[:3])) + gzip.compress(b"".join(lines[3:]))
+    answer = client.post("/v1/readings", content=packed, headers=auth(
+        **{"content-encoding": "gzip", "content-type": "application/x-ndjson"}))
+    assert answer.status_code == 202 and answer.json() == {"accepted": 6, "rejected": []}
+    assert sorted(stored(settings, "jn-gm-", 6)) == [f"jn-gm-{i}" for i in range(6)]
+    for tail in (b"garbage", gzip.compress(b"".join(lines))[:-9]):
+        broken = client.post("/v1/readings", content=gzip.compress(lines[0]) + tail, headers=auth(
+            **{"content-encoding": "gzip", "content-type": "application/x-ndjson"}))
+        assert broken.status_code == 400, broken.text
+        assert "gzip" in broken.json()["detail"]
+
+
+@pytest.mark.integration
 def test_a_retry_that_only_adds_a_charset_is_the_same_request(api) -> None:
     client, _ = api
     body = orjson.dumps([level("jn-cs-1", ts=time.time())])
