@@ -158,7 +158,9 @@ def thingsboard_items(items: list[Any], identity: Mapping[str, Any],
 
     An item is ``{"ts": ms, "values": {...}}`` or a flat ``{...}`` of values (event time: its
     ``ts`` if it has one, else now, as ThingsBoard does). ``values`` may carry ``sensor_id``, ``kind``, ``lon`` and ``lat``;
-    what it lacks comes from ``identity`` (the query parameters).
+    what it lacks comes from ``identity`` (the query parameters). It may carry ``ts`` too (a
+    gateway sending what it buffered): that is the event time, refused if the item's own
+    ``ts`` differs.
     """
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     base = {k: v for k, v in identity.items() if v is not None}
@@ -180,7 +182,13 @@ def thingsboard_items(items: list[Any], identity: Mapping[str, Any],
                 continue
         else:
             values = item
-        out.append({**base, **values, "ts": item.get("ts", now_ms)})
+        ts = values.get("ts", item.get("ts", now_ms))
+        if "ts" in item and "ts" in values and values["ts"] != item["ts"]:
+            out.append(None)
+            bad[i] = Rejection(i, "ts", f"'ts' is given twice, {item['ts']!r} beside 'values' "
+                                        f"and {values['ts']!r} inside it; give one")
+            continue
+        out.append({**base, **values, "ts": ts})
     return out, bad
 
 

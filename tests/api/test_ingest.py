@@ -190,6 +190,19 @@ def test_thingsboard_items_take_identity_from_query_or_values() -> None:
     assert bad[4].field == "deviceName" and "must be a JSON object" in bad[5].reason
 
 
+def test_a_thingsboard_ts_inside_values_is_the_event_time() -> None:
+    """A ts inside 'values' (a gateway sending what it buffered) was replaced by the item's
+    ts or, without one, by the time the API received it: hours-old readings stamped now."""
+    identity = {"sensor_id": "jn-tb-1", "kind": "water_level", "lon": JINAN[0], "lat": JINAN[1]}
+    items, bad = thingsboard_items([
+        {"values": {"level_m": 1.5, "ts": 1_795_307_400_000}},
+        {"ts": 1_795_307_400_000, "values": {"level_m": 1.5, "ts": 1_795_307_400_000}},
+        {"ts": 1_795_307_400_000, "values": {"level_m": 1.5, "ts": 1_795_300_000_000}},
+    ], identity, now_ms=1_800_000_000_000)
+    assert items[0]["ts"] == items[1]["ts"] == 1_795_307_400_000
+    assert sorted(bad) == [2] and bad[2].field == "ts" and "given twice" in bad[2].reason
+
+
 # -- rate limit and idempotency ------------------------------------------------------------------
 
 
