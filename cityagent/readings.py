@@ -69,6 +69,7 @@ FUTURE_TOLERANCE_MS = 300_000
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138,
 # 1e11 ms is 1973, so no timestamp we accept is ambiguous).
 _SECONDS_LIMIT = 100_000_000_000
+_LEAP_SECOND = re.compile(r"(?P<head>\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?!\d)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +162,14 @@ def parse_ts(value: Any) -> int:
             raise InvalidReading(f"'ts' must be a finite number; got {value!r}", field="ts")
         ts_ms = round(value * 1000) if abs(value) < _SECONDS_LIMIT else round(value)
     elif isinstance(value, str):
+        text = value.strip().replace("z", "Z")
+        # RFC 3339 allows a leap second (23:59:60Z, as GPS-disciplined clocks send it), which
+        # datetime does not: it is taken as the second after :59, where POSIX time puts it.
+        leap = _LEAP_SECOND.match(text)
+        if leap:
+            text = f"{leap['head']}59{text[leap.end('head') + 2:]}"
         try:
-            parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidReading(
                 f"'ts' is not an RFC 3339 time like 2026-11-22T08:30:00+08:00; got {value!r}",
@@ -173,7 +180,7 @@ def parse_ts(value: Any) -> int:
                 f"'ts' needs a UTC offset (Z or +08:00) so it is not ambiguous; got {value!r}",
                 field="ts",
             )
-        ts_ms = round(parsed.timestamp() * 1000)
+        ts_ms = round(parsed.timestamp() * 1000) + (1000 if leap else 0)
     else:
         raise InvalidReading(
             f"'ts' must be RFC 3339 text or epoch seconds/milliseconds; got {type(value).__name__}",

@@ -28,6 +28,9 @@ def test_a_valid_reading_keeps_its_values_and_canonical_time() -> None:
     (1795307400, 1795307400000),
     (1795307400.5, 1795307400500),
     (1795307400123, 1795307400123),
+    # A leap second (RFC 3339 allows :60) is the second after :59; it was refused.
+    ("2016-12-31T23:59:60Z", 1483228800000),
+    ("2017-01-01T07:59:60.250+08:00", 1483228800250),
 ])
 def test_time_is_accepted_as_rfc3339_epoch_seconds_or_milliseconds(ts: object, expected: int) -> None:
     assert parse_ts(ts) == expected
