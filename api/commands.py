@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
+from api.publisher import why_unacknowledged
 from cityagent.errors import BrokerError, RecordTooLarge
 from cityagent.incident_alert import Command
 from cityagent.settings import Settings
@@ -98,4 +99,4 @@ class CommandPublisher:
                                  "(for a zone: fewer boundary points)") from None
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
-                              f"{exc or type(exc).__name__}") from None
+                              f"{why_unacknowledged(exc, self._ack_timeout_s)}") from None

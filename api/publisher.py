@@ -27,7 +27,7 @@ from cityagent.batch import ReadingBatch, encode_batch
 from cityagent.errors import BrokerError
 from cityagent.readings import ALL_VALUE_FIELDS
 
-__all__ = ("ReadingPublisher", "concat_batches")
+__all__ = ("ReadingPublisher", "concat_batches", "why_unacknowledged")
 
 log = logging.getLogger("cityagent.api")
 
@@ -176,7 +176,7 @@ class ReadingPublisher:
         if not isinstance(exc, KafkaError | OSError | TimeoutError):
             log.exception("publishing readings failed", exc_info=exc)
         return BrokerError(f"Kafka at {self._bootstrap} did not acknowledge the readings: "
-                           f"{exc or type(exc).__name__}")
+                           f"{why_unacknowledged(exc, self._ack_timeout_s)}")
 
     @staticmethod
     def _fail(pending: list[_Pending], exc: BrokerError) -> None:
@@ -184,6 +184,16 @@ class ReadingPublisher:
             if not done.done():
                 done.set_exception(exc)
                 done.exception()  # retrieved: no "never retrieved" warning if nobody waits
+
+
+def why_unacknowledged(exc: BaseException, timeout_s: float) -> str:
+    """The reason a 503 gives: the error's message or, for a timeout (which has none), how
+    long the API waited. (``exc or ...`` was always ``exc``: the detail ended in ': '.)"""
+    if str(exc):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no acknowledgement within {timeout_s:g} s"
+    return type(exc).__name__
 
 
 def concat_batches(batches: list[ReadingBatch]) -> ReadingBatch:

@@ -203,6 +203,17 @@ def test_a_thingsboard_ts_inside_values_is_the_event_time() -> None:
     assert sorted(bad) == [2] and bad[2].field == "ts" and "given twice" in bad[2].reason
 
 
+def test_a_503_says_why_kafka_did_not_acknowledge() -> None:
+    """A timeout has no message: the detail ended in 'did not acknowledge the readings: '."""
+    from api.publisher import ReadingPublisher
+
+    publisher = ReadingPublisher("127.0.0.1:9", "t", ack_timeout_s=10.0)
+    assert str(publisher._broker_error(TimeoutError())).endswith(
+        "did not acknowledge the readings: no acknowledgement within 10 s")
+    assert str(publisher._broker_error(OSError("connection refused"))).endswith(
+        "the readings: connection refused")
+
+
 # -- rate limit and idempotency ------------------------------------------------------------------
 
 
