@@ -214,6 +214,24 @@ def test_a_503_says_why_kafka_did_not_acknowledge() -> None:
         "the readings: connection refused")
 
 
+def test_a_refusal_repeats_at_most_80_characters_of_what_it_refused(known_ids: set[str]) -> None:
+    """A 100,000-character sensor id, field name or value was repeated whole in its reason:
+    an answer as large as the request (16 MiB), too large to keep as an idempotency record."""
+    huge = "x" * 100_000
+    checked = check_items([
+        level(huge), level("jn-e-1") | {huge: 1}, level("jn-e-2", huge), level("jn-e-3", ts=huge),
+        level("jn-e-4") | {"kind": [huge]}, level("jn-e-5") | {"kind": huge},
+    ], default_regions())
+    assert [r.index for r in checked.rejected] == [0, 1, 2, 3, 4, 5]
+    for rejection in checked.rejected:
+        assert len(rejection.reason) < 400, rejection.reason[:200]
+        assert "characters)" in rejection.reason
+        assert rejection.field is None or len(rejection.field) <= 80
+    items, bad = thingsboard_items([{"ts": 1, "values": {}, huge: 1},
+                                    {"ts": huge, "values": {"ts": 1}}], {})
+    assert all(len(r.reason) < 400 and len(r.field or "") <= 80 for r in bad.values())
+
+
 # -- rate limit and idempotency ------------------------------------------------------------------
 
 
