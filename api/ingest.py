@@ -40,9 +40,9 @@ from cityagent.readings import (
     VALUE_FIELDS,
     VALUE_RANGES,
     Reading,
-    _shown,
     format_ts,
     parse_reading,
+    shown,
 )
 from cityagent.regions import RegionIndex
 
@@ -178,7 +178,7 @@ def thingsboard_items(items: list[Any], identity: Mapping[str, Any],
             if not isinstance(values, dict) or extra:
                 out.append(None)
                 bad[i] = Rejection(i, extra[0][:64] if extra else "values",
-                                   f"unknown field {_shown(extra[0])} beside ts and values" if extra
+                                   f"unknown field {shown(extra[0])} beside ts and values" if extra
                                    else "'values' must be a JSON object of telemetry keys")
                 continue
         else:
@@ -186,8 +186,8 @@ def thingsboard_items(items: list[Any], identity: Mapping[str, Any],
         ts = values.get("ts", item.get("ts", now_ms))
         if "ts" in item and "ts" in values and values["ts"] != item["ts"]:
             out.append(None)
-            bad[i] = Rejection(i, "ts", f"'ts' is given twice, {_shown(item['ts'])} beside 'values' "
-                                        f"and {_shown(values['ts'])} inside it; give one")
+            bad[i] = Rejection(i, "ts", f"'ts' is given twice, {shown(item['ts'])} beside 'values' "
+                                        f"and {shown(values['ts'])} inside it; give one")
             continue
         out.append({**base, **values, "ts": ts})
     return out, bad
@@ -364,7 +364,7 @@ def _slow(items: Sequence[Any], index: list[int], rows: _Rows) -> list[Rejection
 def _parse(item: Any) -> Reading:
     """parse_reading, with JSON it does not expect (a list as kind) refused, never raised."""
     if isinstance(item, dict) and isinstance(item.get("kind"), list | dict):
-        raise InvalidReading(f"'kind' must be one of {list(KINDS)}; got {_shown(item['kind'])}",
+        raise InvalidReading(f"'kind' must be one of {list(KINDS)}; got {shown(item['kind'])}",
                              field="kind", sensor_id=item.get("sensor_id")
                              if isinstance(item.get("sensor_id"), str) else None)
     try:

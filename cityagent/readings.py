@@ -26,6 +26,7 @@ __all__ = (
     "VALUE_RANGES",
     "Reading",
     "parse_reading",
+    "shown",
     "parse_ts",
     "format_ts",
     "FUTURE_TOLERANCE_MS",
@@ -105,7 +106,7 @@ def parse_reading(raw: Any) -> Reading:
     if not isinstance(sensor_id, str) or not _SENSOR_ID.match(sensor_id):
         raise InvalidReading(
             "'sensor_id' must be 1-64 characters of letters, digits and . _ : - "
-            f"(starting with a letter or digit); got {_shown(sensor_id)}",
+            f"(starting with a letter or digit); got {shown(sensor_id)}",
             field="sensor_id",
         )
     for name in _BASE_FIELDS:
@@ -114,12 +115,12 @@ def parse_reading(raw: Any) -> Reading:
     kind = raw["kind"]
     if kind not in VALUE_FIELDS:
         raise InvalidReading(
-            f"'kind' must be one of {list(KINDS)}; got {_shown(kind)}", field="kind", sensor_id=sensor_id
+            f"'kind' must be one of {list(KINDS)}; got {shown(kind)}", field="kind", sensor_id=sensor_id
         )
     unknown = sorted(set(raw) - _KNOWN_FIELDS)
     if unknown:
         raise InvalidReading(
-            f"unknown field {_shown(unknown[0])}; a {kind} reading has "
+            f"unknown field {shown(unknown[0])}; a {kind} reading has "
             f"{list(_BASE_FIELDS) + list(VALUE_FIELDS[kind])}",
             field=unknown[0][:_SHOWN_CHARS],
             sensor_id=sensor_id,
@@ -157,7 +158,7 @@ def parse_reading(raw: Any) -> Reading:
 def parse_ts(value: Any) -> int:
     """Event time to epoch milliseconds: RFC 3339 text with an offset, or epoch s or ms."""
     if isinstance(value, bool):
-        raise InvalidReading(f"'ts' must be RFC 3339 text or epoch seconds/milliseconds; got {_shown(value)}", field="ts")
+        raise InvalidReading(f"'ts' must be RFC 3339 text or epoch seconds/milliseconds; got {shown(value)}", field="ts")
     if isinstance(value, int | float):
         # Only floats can be infinite; math.isfinite would overflow on an int beyond a float.
         if isinstance(value, float) and not math.isfinite(value):
@@ -174,12 +175,12 @@ def parse_ts(value: Any) -> int:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidReading(
-                f"'ts' is not an RFC 3339 time like 2026-11-22T08:30:00+08:00; got {_shown(value)}",
+                f"'ts' is not an RFC 3339 time like 2026-11-22T08:30:00+08:00; got {shown(value)}",
                 field="ts",
             ) from None
         if parsed.tzinfo is None:
             raise InvalidReading(
-                f"'ts' needs a UTC offset (Z or +08:00) so it is not ambiguous; got {_shown(value)}",
+                f"'ts' needs a UTC offset (Z or +08:00) so it is not ambiguous; got {shown(value)}",
                 field="ts",
             )
         ts_ms = round(parsed.timestamp() * 1000) + (1000 if leap else 0)
@@ -201,7 +202,7 @@ def format_ts(ts_ms: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """``repr(value)`` for a message, cut to ~``_SHOWN_CHARS``: a reason echoing what it refused
     whole (a 16 MB sensor id) made an answer as big as the request, too big for Kafka to keep
     as the request's idempotency record, and a log line of megabytes."""
@@ -213,7 +214,7 @@ def _shown(value: Any) -> str:
 
 def _finite(value: Any, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidReading(f"{name!r} must be a number; got {type(value).__name__} {_shown(value)}", field=name)
+        raise InvalidReading(f"{name!r} must be a number; got {type(value).__name__} {shown(value)}", field=name)
     number = float(value)
     if not math.isfinite(number):
         raise InvalidReading(f"{name!r} must be a finite number; got {value!r}", field=name)
