@@ -458,7 +458,7 @@ class _Worker:
         env["CITYAGENT_WINDOW_S"] = str(BENCH_WINDOW_S)
         env["CITYAGENT_GRACE_S"] = "0"
         # The worker's Faust data directory (under the temp directory) goes with the logs,
-        # removed with them: every run used to leave one in /tmp/cityagent-faust.
+        # removed with them: every run used to leave one in /tmp/cityagent-faust-<uid>.
         env["TMPDIR"] = str(log_path.parent)
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(

@@ -29,6 +29,7 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -82,12 +83,21 @@ class CityAgentApp(faust.App):
         await super().on_stop()
 
 
+def faust_data_root() -> Path:
+    """The folder of the workers' Faust data directories: one per user in the temp directory.
+
+    It was one ``cityagent-faust`` for everyone, made by the first user's worker with that
+    user's permissions: a second user's worker on the machine could not make its directory
+    there (PermissionError), nor use the default app id's, which the first user owned."""
+    return Path(tempfile.gettempdir()) / f"cityagent-faust-{os.getuid()}"
+
+
 def create_app(settings: Settings) -> CityAgentApp:
     apply_faust_fixes()
     use_changelog_safe_producer()
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
-    data_root = Path(tempfile.gettempdir()) / "cityagent-faust"
-    data_root.mkdir(exist_ok=True)  # Faust creates only the last level of its datadir
+    data_root = faust_data_root()
+    data_root.mkdir(mode=0o700, exist_ok=True)  # Faust creates only its datadir's last level
     return CityAgentApp(
         settings.app_id,
         broker=brokers,

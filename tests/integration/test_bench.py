@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from cityagent.settings import Settings
 from control.bench import BenchError, run_bench
+from streams.app import faust_data_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_bench_small_load_prints_rates_as_json(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    faust_dirs = Path(tempfile.gettempdir()) / "cityagent-faust"
+    faust_dirs = faust_data_root()
     before = set(faust_dirs.glob("bench-*-data"))
     # Two workers sharing the partitions (the one-worker path is the same code with N=1;
     # one run of the bench costs a worker start, so the suite pays it once).

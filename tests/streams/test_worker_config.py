@@ -60,3 +60,12 @@ def test_a_bad_forget_after_stops_the_worker_with_one_line() -> None:
     assert done.stderr == ("cityagent worker: CITYAGENT_FORGET_AFTER_S must be 0 (never forget a "
                            "sensor) or between 86400 (one day) and 315360000 (ten years); got "
                            "'3600'\n")
+
+
+def test_the_faust_data_directory_is_in_a_folder_of_this_user_only() -> None:
+    """One /tmp/cityagent-faust for every user: the first user's worker made it, and a second
+    user's worker could not make its data directory there (PermissionError)."""
+    worker = build_worker(Settings.from_env({"CITYAGENT_KAFKA": "127.0.0.1:9"}))
+    root = Path(worker.app.conf.datadir).parent
+    assert root.name == f"cityagent-faust-{os.getuid()}"
+    assert root.stat().st_uid == os.getuid()
