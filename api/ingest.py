@@ -122,10 +122,27 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[list[Any], dict[
         hint = ("" if media in ("", "application/json") or media.endswith("+json") else
                 f" (Content-Type was {media}; send application/json, or application/x-ndjson "
                 "for one reading per line)")
+        if not hint and _looks_like_ndjson(body):
+            hint = (" (it is one JSON document per line: send it with Content-Type "
+                    "application/x-ndjson, or as one JSON array)")
         raise BadBody(400, f"request body is not valid JSON: {exc}{hint}") from None
     items = doc if isinstance(doc, list) else [doc]
     _check_count(len(items))
     return items, {}
+
+
+def _looks_like_ndjson(body: bytes) -> bool:
+    """Whether a body that is not one JSON document has two lines that each are (an NDJSON
+    body sent as application/json: the parser said only 'unexpected content after document')."""
+    lines = [line for line in body.split(b"\n", 2)[:2] if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        for line in lines:
+            orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _decode_ndjson(body: bytes) -> tuple[list[Any], dict[int, Rejection]]:

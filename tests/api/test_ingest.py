@@ -150,6 +150,17 @@ def test_json_bodies() -> None:
     with pytest.raises(BadBody) as bad:
         decode_body(b"{nope", "text/csv")
     assert bad.value.status == 400 and "Content-Type was text/csv" in bad.value.detail
+    # NDJSON sent as JSON: the parser said only "unexpected content after document".
+    ndjson = b'{"sensor_id": "a"}\n{"sensor_id": "b"}\n'
+    for media in ("application/json", None):
+        with pytest.raises(BadBody) as lines:
+            decode_body(ndjson, media)
+        assert lines.value.status == 400
+        assert "one JSON document per line" in lines.value.detail
+        assert "application/x-ndjson" in lines.value.detail
+    with pytest.raises(BadBody) as broken:  # not NDJSON either: no such hint
+        decode_body(b'{"sensor_id": "a"\n}}', "application/json")
+    assert "per line" not in broken.value.detail
     with pytest.raises(BadBody) as empty:
         decode_body(b"[]", "application/json")
     assert empty.value.status == 422
