@@ -50,7 +50,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15, at most a year)."),
     "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10; 60 for the workers `cityagent up` runs on the embedded broker)."),
-    "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md)."),
+    "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md). It replaces the packaged file whole: start from a copy of it, as what it leaves out takes the code's defaults."),
     "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
     "CITYAGENT_API_HOST": ("api_host", "Address the API binds (default 127.0.0.1)."),
     "CITYAGENT_API_PORT": ("api_port", "Port of the API (default 8000)."),
