@@ -343,7 +343,7 @@ class SituationModel:
         order = np.lexsort((ts, rows))  # by sensor, then event time, then arrival
         self._fold_latest(rows, ts, kind, values, batch, order)
         self._fold_arrivals(rows, arrived, now_ms)
-        self._fold_minutes(rows, ts, kind, values)
+        self._fold_minutes(rows, ts, kind, values, batch.district)
         self.readings_total += len(batch)
         self.version += 1
         return len(batch)
@@ -414,7 +414,11 @@ class SituationModel:
         latest[rows] = np.maximum(latest[rows], arrived)
 
     def _fold_minutes(self, rows: np.ndarray, ts: np.ndarray, kind: np.ndarray,
-                      values: np.ndarray) -> None:
+                      values: np.ndarray, district: np.ndarray) -> None:
+        """Count each reading in the minute of its event time, in the district it was taken
+        in (the sensor's, when the reading is not tagged): not the district the sensor is in
+        now, which depends on what was folded before, so a sensor that moved would put its
+        earlier minutes elsewhere after a restart than in the API that saw it move."""
         assert self.stream_ms is not None
         minute = ts // 60_000
         recent = minute > self.stream_ms // 60_000 - TREND_MINUTES
@@ -426,7 +430,9 @@ class SituationModel:
                 self._minute_of_slot[slot] = m
         slot = minute % TREND_MINUTES
         ok = recent & (self._minute_of_slot[slot] == minute)
-        area = self._cols["district"][rows].astype(np.int64)
+        area = self._district_index(district)
+        untagged = area < 0
+        area[untagged] = self._cols["district"][rows[untagged]]
         area[area < 0] = len(self.regions.districts)
         np.add.at(self._minute_count, (area[ok], slot[ok]), 1)
         traffic = np.flatnonzero(ok & (kind == _TRAFFIC))

@@ -218,6 +218,24 @@ def test_trend_has_one_point_per_minute_of_stream_time_for_the_last_thirty() -> 
     assert m.situation(NOW)["province"]["sensors"]["total"] == 6
 
 
+def test_a_sensor_that_moved_counts_each_minute_where_its_reading_was_taken() -> None:
+    # jn-tr-m reports from 历下区 (济南) in minute 0, then from 市南区 (青岛) in minute 1.
+    before = ("jn-tr-m", "traffic", T0, 30.0, LIXIA)
+    after = ("jn-tr-m", "traffic", T0 + MIN, 60.0, SHINAN)
+    live, restarted = model(), model()
+    live.update(batch(before), NOW)  # the API that saw it move
+    live.update(batch(after), NOW)
+    restarted.update(batch(before, after), NOW)  # one that read both at once, after a restart
+    for m in (live, restarted):
+        answer = m.situation(NOW)
+        jinan, qingdao = city(answer, "370100")["trend"], city(answer, "370200")["trend"]
+        assert [p["traffic_index"] for p in jinan[-2:]] == [round(10 / 0.7 * 0.5, 2), None]
+        assert [p["traffic_index"] for p in qingdao[-2:]] == [None, 0.0]
+        assert [p["readings_per_s"] for p in jinan[-2:]] == [round(1 / 60, 3), 0.0]
+        assert city(answer, "370200")["sensors"]["total"] == 1  # where it is now
+    assert live.situation(NOW) == restarted.situation(NOW)
+
+
 # -- alerts ------------------------------------------------------------------------------------
 
 
