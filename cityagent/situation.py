@@ -104,7 +104,9 @@ _COLUMNS: dict[str, tuple[Any, Any, tuple[int, ...]]] = {
     "guaranteed": (np.float64, np.nan, ()),
     "floor": (np.float64, np.nan, ()),
     "registry": (np.int32, -1, ()),
-    "seconds": (np.uint16, 0, (_SECOND_SLOTS,)),  # arrivals per wall-clock second (ring)
+    # Arrivals per wall-clock second (ring). 32 bits: one sensor's backfill of history (two
+    # 50,000-reading posts within a second) wrapped 16 bits, and readings/s fell to a fraction.
+    "seconds": (np.uint32, 0, (_SECOND_SLOTS,)),
     "written": (np.int64, 0, ()),  # readings written to the series ring
     "arrived": (np.int64, _NEVER, ()),  # when its newest reading entered the stream (~s)
 }

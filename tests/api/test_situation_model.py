@@ -140,6 +140,19 @@ def test_readings_per_second_count_arrivals_of_the_last_ten_seconds_of_wall_cloc
     assert m.situation(now + 20 * SEC)["province"]["readings_per_s"] == 0.0
 
 
+def test_readings_per_second_of_one_sensor_backfilling_its_history() -> None:
+    # 100,000 readings of one sensor entered Kafka in one second (two 50,000-reading posts
+    # of history, within the default burst): the per-second counter must not wrap at 65,535.
+    m = model()
+    now = NOW - NOW % 1000
+    history = ReadingBatch.from_readings(
+        [reading("jn-wl-h", "water_level", T0 - k * SEC, 2.0) for k in range(50_000)],
+        [LIXIA] * 50_000)
+    m.update(history, now, arrived_ms=now - 3 * SEC)
+    m.update(history, now, arrived_ms=now - 3 * SEC)
+    assert m.situation(now)["province"]["readings_per_s"] == 10_000.0  # 100,000 / 10 s
+
+
 # -- indicators --------------------------------------------------------------------------------
 
 
