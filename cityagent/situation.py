@@ -8,7 +8,8 @@ answer costs milliseconds.
 
 Why stream time: a sensor is *silent* when the stream's newest event time (``stream_ms``, the
 newest reading's ``ts`` across all sensors) is more than ``max(3 x interval, 120 s)`` past its
-own newest reading. Its interval is the one it has shown (``(newest - oldest) / (readings -
+own newest reading (stream time stops at the wall clock: a device's fast clock must not
+silence the others). Its interval is the one it has shown (``(newest - oldest) / (readings -
 1)``), or before its second reading the registry's or its kind's expected interval. Judged on
 the wall clock, a replay of yesterday would show every sensor silent; on stream time it shows
 yesterday as it was. If the whole stream stops, stream time stops with it: what shows that is
@@ -572,8 +573,15 @@ class SituationModel:
     # -- answers ------------------------------------------------------------------------------
 
     def as_of_ms(self, now_ms: int) -> int:
-        """The time the answers are for: stream time, or ``now_ms`` before any reading."""
-        return self.stream_ms if self.stream_ms is not None else now_ms
+        """The time the answers are for: stream time, but never past ``now_ms`` (the wall
+        clock), and ``now_ms`` before any reading.
+
+        Why the cap: readings up to ``future_tolerance_ms`` ahead of the clock are folded (a
+        device's clock a few minutes fast), and judged on such a reading's time every sensor
+        that reports each minute was past its 180 s limit: one fast device made the province
+        look silent. A replay of the past is behind the clock, so the cap does not touch it.
+        """
+        return min(self.stream_ms, now_ms) if self.stream_ms is not None else now_ms
 
     def situation(self, now_ms: int, scope: Scope | None = None,
                   alerts: AlertTally | None = None) -> dict[str, Any]:

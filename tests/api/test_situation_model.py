@@ -107,6 +107,20 @@ def test_readings_in_the_future_are_dropped_and_do_not_move_stream_time() -> Non
     assert m.stream_ms == T0 and m.readings_total == 1 and m.readings_future_total == 1
 
 
+def test_a_device_whose_clock_is_minutes_fast_does_not_silence_the_others() -> None:
+    m = model()
+    now = T0 + 10 * MIN  # live: the readings are from the last minute of the wall clock
+    m.update(batch(*[(f"jn-wl-{i}", "water_level", now - 60 * SEC + k * 30 * SEC, 2.0, LIXIA)
+                     for i in range(10) for k in range(3)]), now)
+    m.update(batch(("jn-wl-fast", "water_level", now + 4 * MIN, 2.0, LIXIA)), now)  # folded
+    answer = m.situation(now)
+    assert answer["as_of_ms"] == now  # stream time, but not past the clock
+    assert answer["province"]["sensors"] == {"total": 11, "reporting": 11, "silent": 0}
+    assert m.sensor("jn-wl-fast", now)["status"] == "reporting"
+    # Once the clock has passed it, stream time is that reading's time again.
+    assert m.situation(now + 5 * MIN)["as_of_ms"] == now + 4 * MIN
+
+
 def test_a_sensor_keeps_its_kind_and_readings_of_another_are_dropped() -> None:
     """Two devices given one id: the second's readings are not its (detection drops them
     too), so the sensor keeps its first kind and value; a registry's kind binds from the start."""
