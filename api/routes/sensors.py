@@ -22,7 +22,7 @@ from api.params import time_param
 from api.routes.situation import json_response
 from api.schemas import SensorPublic, SensorReadings, SensorsPublic
 from api.situation import find_city, scope_of
-from cityagent.readings import KINDS
+from cityagent.readings import KINDS, shown
 from cityagent.situation import SituationModel
 
 __all__ = ("router",)
@@ -66,7 +66,7 @@ def _visible(model: SituationModel, sensor_id: str, principal: Principal, now_ms
              ) -> dict[str, Any]:
     item = model.sensor(sensor_id, now_ms)
     if item is None or not principal.may_see(item["city_code"] or "", sensor_id):
-        raise HTTPException(404, f"no sensor {sensor_id!r}" + (
+        raise HTTPException(404, f"no sensor {shown(sensor_id)}" + (
             " in this key's scope" if item is not None else ""))
     return item
 

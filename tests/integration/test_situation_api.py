@@ -220,6 +220,9 @@ def test_scope_and_errors(world: World) -> None:
     assert httpx.get(f"{url}/v1/situation", headers=auth("sit-int")).status_code == 403
     assert httpx.get(f"{url}/v1/situation/atlantis", headers=auth()).status_code == 404
     assert httpx.get(f"{url}/v1/sensors/nope", headers=auth()).status_code == 404
+    # A 5,000-character id was repeated whole in the 404's detail (ingest cuts them to 80).
+    long_id = httpx.get(f"{url}/v1/sensors/{'x' * 5000}", headers=auth())
+    assert long_id.status_code == 404 and len(long_id.text) < 300, long_id.text[:300]
     for params in ({"kind": "air"}, {"city": "atlantis"}, {"district": "999999"},
                    {"cursor": "***"}, {"status": "asleep"}, {"limit": 0}):
         answer = httpx.get(f"{url}/v1/sensors", params=params, headers=auth())
