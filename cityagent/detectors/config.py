@@ -288,6 +288,21 @@ def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> f
     return float(value)
 
 
+#: Registry columns (KindConfig fields) that must rise in this order where a row gives both:
+#: a 保证 below 警戒 made every level past the lower one red (record) from the first rung.
+_PROFILE_ORDER = (("warning_m", "guaranteed_m"), ("guaranteed_m", "record_m"),
+                  ("warning_m", "record_m"), ("floor_mpa", "high_mpa"))
+_COLUMN_OF = {name: column for column, name in PROFILE_COLUMNS.items()}
+
+
+def _check_order(values: Mapping[str, float], where: str) -> None:
+    """A ConfigError when a registry row's levels are not in rising order."""
+    for low, high in _PROFILE_ORDER:
+        if low in values and high in values and not values[low] < values[high]:
+            raise ConfigError(f"{where}: {_COLUMN_OF[high]} ({values[high]:g}) must be above "
+                              f"{_COLUMN_OF[low]} ({values[low]:g})")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -335,6 +350,7 @@ class SensorProfiles:
                         f"{where}: sensor {row['sensor_id']!r}: {column} must be 0 or more; "
                         f"got {raw!r}")
                 values[name] = number
+            _check_order(values, f"{where}: sensor {row['sensor_id']!r}")
             if values:
                 out[str(row["sensor_id"])] = values
         return cls(out)

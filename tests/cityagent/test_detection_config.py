@@ -193,6 +193,17 @@ def test_profile_values_override_the_kind_defaults() -> None:
     ({"sensor_id": "a", "warning_level_m": "high"}, "'a': warning_level_m must be a number"),
     ({"sensor_id": "a", "free_flow_kmh": -60}, "'a': free_flow_kmh must be 0 or more"),
     ({"sensor_id": "a", "free_flow_kmh": "nan"}, "'a': free_flow_kmh must be 0 or more"),
+    # levels in the wrong order: a 保证 below 警戒 made 2.4 m red at a 警戒 of 3.0
+    ({"sensor_id": "a", "warning_level_m": "3.0", "guaranteed_level_m": "2.5"},
+     "'a': guaranteed_level_m (2.5) must be above warning_level_m (3)"),
+    ({"sensor_id": "a", "warning_level_m": 3, "guaranteed_level_m": 3},
+     "'a': guaranteed_level_m (3) must be above warning_level_m (3)"),
+    ({"sensor_id": "a", "guaranteed_level_m": 3.6, "record_level_m": 3.5},
+     "'a': record_level_m (3.5) must be above guaranteed_level_m (3.6)"),
+    ({"sensor_id": "a", "warning_level_m": 3.6, "record_level_m": 3.5},
+     "'a': record_level_m (3.5) must be above warning_level_m (3.6)"),
+    ({"sensor_id": "a", "min_pressure_mpa": 0.5, "max_pressure_mpa": 0.3},
+     "'a': max_pressure_mpa (0.3) must be above min_pressure_mpa (0.5)"),
 ])
 def test_a_wrong_profile_is_a_config_error_naming_sensor_and_column(row: dict, words: str
                                                                     ) -> None:
