@@ -261,7 +261,23 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
             values[key] = typ(value)
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
-    return KindConfig(kind=kind, **values)
+    config = KindConfig(kind=kind, **values)
+    for low, high in _KIND_ORDER:
+        a, b = getattr(config, low), getattr(config, high)
+        if math.isfinite(a) and math.isfinite(b) and not a < b:
+            raise ConfigError(f"{where}: {high} ({b:g}) must be above {low} ({a:g})")
+    tpi = config.congestion_tpi
+    if "congestion_tpi" in values and not tpi[0] < tpi[1] < tpi[2]:
+        raise ConfigError(f"{where}: congestion_tpi must rise (yellow, orange, red); "
+                          f"got {list(tpi)}")
+    return config
+
+
+#: Levels of a kind that must rise in this order where both are set: a yellow (警戒) above
+#: the orange (保证), or a red pressure limit above the orange floor, made a ladder whose
+#: lower rungs were never seen.
+_KIND_ORDER = (("warning_m", "guaranteed_m"), ("guaranteed_m", "record_m"),
+               ("critical_mpa", "floor_mpa"), ("floor_mpa", "high_mpa"))
 
 
 def forget_after_s_error(value: float) -> str | None:

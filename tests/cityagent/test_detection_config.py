@@ -63,6 +63,17 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.traffic", "field", 3, "field must be text"),
     ("defaults", "spike_z", "15", "spike_z must be a number of 0 or more"),
     ("defaults", "spike_z", math.inf, "spike_z must be a number of 0 or more"),
+    # thresholds in the wrong order: each was taken, and the ladder skipped its lower rungs
+    ("kind.water_level", "warning_m", 6.0,
+     "[kind.water_level]: guaranteed_m (5) must be above warning_m (6)"),
+    ("kind.water_level", "record_m", 4.5,
+     "[kind.water_level]: record_m (4.5) must be above guaranteed_m (5)"),
+    ("kind.pipe_pressure", "critical_mpa", 0.2,
+     "[kind.pipe_pressure]: floor_mpa (0.14) must be above critical_mpa (0.2)"),
+    ("kind.pipe_pressure", "high_mpa", 0.1,
+     "[kind.pipe_pressure]: high_mpa (0.1) must be above floor_mpa (0.14)"),
+    ("kind.traffic", "congestion_tpi", [9.9, 9.7, 9.5],
+     "[kind.traffic]: congestion_tpi must rise (yellow, orange, red); got [9.9, 9.7, 9.5]"),
 ])
 def test_a_wrong_setting_is_a_config_error_naming_it(section: str, key: str, value: object,
                                                      words: str) -> None:
