@@ -209,10 +209,10 @@ class DetectionConfig:
                 size_ms=round(size_s * 1000),
                 grace_ms=round(min(grace, size_s) * 1000)
                 if window_s is not None and grace_s is None else round(grace * 1000),
-                hopping_panes=int(_number(win, "hopping_panes", 5, where)),
+                hopping_panes=_whole(win, "hopping_panes", 5, where),
                 idle_ms=round(min(_number(win, "idle_s", 5.0, where),
                                   size_s if window_s is not None else float("inf")) * 1000),
-                end_after_windows=int(_number(eps, "end_after_windows", 2, where)),
+                end_after_windows=_whole(eps, "end_after_windows", 2, where),
             )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
@@ -258,6 +258,8 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
                 unbounded = ", or inf" if key in _UNBOUNDED_KEYS else ""
                 raise ConfigError(f"{where}: {key} must be a number of 0 or more{unbounded}; "
                                   f"got {value!r}")
+            if typ is int and value != int(value):  # int() made 4.7 readings 4, silently
+                raise ConfigError(f"{where}: {key} must be a whole number; got {value!r}")
             values[key] = typ(value)
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
@@ -317,6 +319,13 @@ def _check_order(values: Mapping[str, float], where: str) -> None:
         if low in values and high in values and not values[low] < values[high]:
             raise ConfigError(f"{where}: {_COLUMN_OF[high]} ({values[high]:g}) must be above "
                               f"{_COLUMN_OF[low]} ({values[low]:g})")
+
+
+def _whole(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = _number(table, key, default, where)
+    if value != int(value):
+        raise ConfigError(f"{where}: {key} must be a whole number; got {table.get(key)!r}")
+    return int(value)
 
 
 def _is_number(value: Any) -> bool:

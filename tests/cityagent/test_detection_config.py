@@ -63,6 +63,12 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.traffic", "field", 3, "field must be text"),
     ("defaults", "spike_z", "15", "spike_z must be a number of 0 or more"),
     ("defaults", "spike_z", math.inf, "spike_z must be a number of 0 or more"),
+    # a count given a fraction: int() took 2.5 panes as 2 and 4.7 readings as 4, silently
+    ("windows", "hopping_panes", 2.5, "hopping_panes must be a whole number; got 2.5"),
+    ("episodes", "end_after_windows", 1.5, "end_after_windows must be a whole number; got 1.5"),
+    ("defaults", "flat_min_readings", 4.7, "flat_min_readings must be a whole number; got 4.7"),
+    ("kind.generic", "deviation_warmup", 20.5,
+     "[kind.generic]: deviation_warmup must be a whole number; got 20.5"),
     # thresholds in the wrong order: each was taken, and the ladder skipped its lower rungs
     ("kind.water_level", "warning_m", 6.0,
      "[kind.water_level]: guaranteed_m (5) must be above warning_m (6)"),
