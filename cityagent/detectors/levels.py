@@ -103,12 +103,16 @@ def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Ver
         return Verdict(sev >= 0, sev, score, f.high, passed, reason, F_LEVEL_M)
     if kind == _PRESSURE:
         floor, crit, high = p[FLOOR_MPA], p[CRITICAL_MPA], p[HIGH_MPA]
-        # Low side: a ladder on the pressure's depth below the floor.
+        # Low side: a ladder on the pressure's depth below the floor. The limits are strict
+        # (below the floor, above the high limit: a pressure of exactly 0.14 MPa meets the
+        # service floor), and the ladder's rungs are reached at them, so each rung is the
+        # nearest number past its limit.
         lo = f.low
-        s_lo, sc_lo, _ = _ladder(-lo, (-floor, -crit), (2, 3), (0.85, 0.95))
+        s_lo, sc_lo, _ = _ladder(-lo, (-np.nextafter(floor, -np.inf), -np.nextafter(crit, -np.inf)),
+                                 (2, 3), (0.85, 0.95))
         if s_lo < 0:
             sc_lo = fmin(score_one(floor / lo), 0.499)
-        s_hi, sc_hi, _ = _ladder(f.high, (high,), (1,), (0.7,))
+        s_hi, sc_hi, _ = _ladder(f.high, (np.nextafter(high, np.inf),), (1,), (0.7,))
         if sc_hi > sc_lo:
             return Verdict(s_hi >= 0, s_hi, sc_hi, f.high, high, R_PRESSURE_HIGH, F_PRESSURE_MPA)
         reason = R_PRESSURE_CRITICAL if s_lo == 3 else R_PRESSURE_LOW

@@ -140,6 +140,22 @@ def test_pressure_above_the_high_limit_is_yellow() -> None:
         ("pressure.high", "yellow")]
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.14, []),  # at the service floor: the network meets it (it was orange)
+    (0.1399, [("pressure.low", "orange")]),
+    (0.07, [("pressure.low", "orange")]),  # at the critical level: orange, not red
+    (0.0699, [("pressure.critical", "red")]),
+    (0.80, []),  # at the high limit (it was yellow)
+    (0.8001, [("pressure.high", "yellow")]),
+])
+def test_pressure_limits_fire_below_the_floor_and_above_the_high_limit_not_at_them(
+        value: float, expected: list[tuple[str, str]]) -> None:
+    engine, state = engine_with(SensorProfiles())
+    found = feed(engine, state, "jn-pp-3", "pipe_pressure", [[0.3] * 6, [value] * 6,
+                                                             [value] * 6, [value] * 6])
+    assert [(a.reason, a.severity) for a in found if a.detector == "level"] == expected
+
+
 def test_traffic_congestion_uses_the_roads_free_flow_speed() -> None:
     profiles = SensorProfiles.from_rows([{"sensor_id": "jn-tr-1", "free_flow_kmh": 80}])
     engine = DetectionEngine(SMALL, profiles)
