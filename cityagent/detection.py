@@ -312,7 +312,7 @@ class DetectionEngine:
             state.columns(), self.param_matrix(state), rows, kinds, columns, ts, lon, lat,
             district, order, watermark, ceiling, windows.size_ms, windows.grace_ms, state.panes,
             windows.end_after_windows, scratch.keep, scratch.x, scratch.run_rows,
-            scratch.run_since, *scratch.closed, events.ints, events.floats, events.count)
+            scratch.run_since, scratch.run_x, *scratch.closed, events.ints, events.floats, events.count)
         state.late_total += late
         state.watermark = int(watermark)
         result = DetectionResult(late=late, windows=closed)

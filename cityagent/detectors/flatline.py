@@ -36,14 +36,14 @@ def _same(a: float, b: float) -> bool:
 
 
 @njit
-def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since) -> int:
+def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since, out_x) -> int:
     """Extend each sensor's run of identical readings with a batch (before its windows).
 
     ``order`` visits the readings per sensor in time order (``np.lexsort((ts, rows))``).
     Readings that are NaN or not newer than the sensor's latest reading (``last_ts``) are
     ignored. Writes, for each sensor with a newer reading, its row and the start of the
-    first run that reached ``flat_min_readings`` in this batch (NO_TS when none did) to
-    ``out_rows`` / ``out_since``; returns how many.
+    first run that reached ``flat_min_readings`` in this batch (NO_TS when none did) and
+    that run's value to ``out_rows`` / ``out_since`` / ``out_x``; returns how many.
     """
     run_x, run_n, run_since, run_hit, last_ts = c.run_x, c.run_n, c.run_since, c.run_hit, c.last_ts
     m = len(order)
@@ -57,6 +57,7 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since)
         need = params[row, FLAT_MIN_READINGS]
         prev, n, since = run_x[row], run_n[row], run_since[row]
         hit_since = NO_TS
+        hit_x = np.nan
         seen = False
         for q in range(j, end):
             i = order[q]
@@ -72,10 +73,10 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since)
                 k = ts[i] // size_ms
                 run_hit[row, k % 2] = k
                 if hit_since == NO_TS or since < hit_since:
-                    hit_since = since
+                    hit_since, hit_x = since, prev
         if seen:
             run_x[row], run_n[row], run_since[row] = prev, n, since
-            out_rows[out], out_since[out] = row, hit_since
+            out_rows[out], out_since[out], out_x[out] = row, hit_since, hit_x
             out += 1
         j = end
     return out
@@ -83,7 +84,7 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since)
 
 @njit
 def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarray, row: int,
-                     hit_since: int, p: np.ndarray, ongoing: bool) -> Verdict:
+                     hit_since: int, hit_x: float, p: np.ndarray, ongoing: bool) -> Verdict:
     """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?
 
     Whether the sensor normally varies (``flat_frac``) decides whether a run *starts* an
@@ -91,12 +92,17 @@ def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarra
     ``flat_frac`` only after ``flat_learn_after_s``, ten times slower (``baseline.learn``);
     before 2026-11-24 they taught it from the first, and the episode ended once it passed
     ``flat_max_fraction``, ~10 windows into a fault that had not ended.
+
+    ``observed`` is the stuck value (``hit_x``) when a run reached the limit in the batch, else
+    the sensor's latest reading: a batch whose run ended before its last reading (a whole
+    window of a replay) reported that later reading as the stuck value.
     """
     run = hit_since != NO_TS
     fire = run and (ongoing or (flat_frac[row] <= p[FLAT_MAX_FRACTION]
                                 and flat_n[row] >= p[FLAT_WARMUP]))
     score = 0.9 if fire else (0.3 if run else 0.0)
-    return Verdict(fire, 0 if fire else -1, score, run_x[row], run_x[row], R_FLATLINE, F_VALUE)
+    x = hit_x if run else run_x[row]
+    return Verdict(fire, 0 if fire else -1, score, x, x, R_FLATLINE, F_VALUE)
 
 
 @njit

@@ -34,6 +34,7 @@ class Scratch:
         self.x = np.zeros(0)
         self.run_rows = np.zeros(0, dtype=np.int64)
         self.run_since = np.zeros(0, dtype=np.int64)
+        self.run_x = np.zeros(0)
         self.closed: tuple[np.ndarray, ...] = ()
         self._closed_capacity = -1
 
@@ -48,6 +49,7 @@ class Scratch:
             size = max(sensors, 2 * len(self.run_rows), 64)
             self.run_rows = np.zeros(size, dtype=np.int64)
             self.run_since = np.zeros(size, dtype=np.int64)
+            self.run_x = np.zeros(size)
         need = readings + 2 * sensors
         if self._closed_capacity < need:
             size = max(need, 2 * self._closed_capacity, 64)
@@ -68,7 +70,7 @@ def watched_values(kinds, columns, x, m: int) -> None:
 @njit
 def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, watermark: int,
                ceiling: int, size_ms: int, grace_ms: int, panes: int, end_after: int, keep, x,
-               run_rows, run_since, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop, ints,
+               run_rows, run_since, run_x, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop, ints,
                floats, count):
     """Fold a batch into state ``c`` and judge what it closes; (late, windows closed, watermark).
 
@@ -90,7 +92,7 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
         keep[i] = False
     watched_values(kinds, columns, x, m)
     xs = x[:m]
-    runs = track_runs(c, params, rows, ts, xs, order, size_ms, run_rows, run_since)
+    runs = track_runs(c, params, rows, ts, xs, order, size_ms, run_rows, run_since, run_x)
     late, closed, newest = _fold(c, params, rows, ts, xs, order, keep, watermark, size_ms,
                                  grace_ms, panes, o_rows, o_k, o_n, o_total, o_min, o_max,
                                  o_hop)
@@ -102,5 +104,6 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
                   o_min[:closed], o_max[:closed], o_hop[:closed], size_ms, end_after, ints,
                   floats, count)
     judge_silence(c, params, watermark, ints, floats, count)
-    judge_flatline(c, params, run_rows[:runs], run_since[:runs], watermark, ints, floats, count)
+    judge_flatline(c, params, run_rows[:runs], run_since[:runs], run_x[:runs], watermark, ints,
+                   floats, count)
     return late, closed, watermark

@@ -291,6 +291,18 @@ def test_flatline_fires_when_a_noisy_sensor_becomes_exactly_constant(stuck_windo
     assert events(found, "deviation") == events(found, "change") == []
 
 
+def test_a_flatline_reports_the_stuck_value_when_the_run_ends_within_the_batch() -> None:
+    # One batch per window, as a replay feeds it: the run of 2.123 ends before the window's
+    # last readings. The start reported the batch's last reading (1.95) as the stuck value.
+    engine, state = engine_with()
+    rng = np.random.default_rng(4)
+    found = feed(engine, state, "jn-wl-6", "water_level",
+                 noisy(rng, 2.0, 0.01, 15, n=6) + [[2.123] * 4 + [2.01, 1.95]]
+                 + noisy(rng, 2.0, 0.01, 3, n=6))
+    start = [a for a in found if a.detector == "flatline" and a.phase == "start"]
+    assert [(a.observed, a.expected) for a in start] == [(2.123, 2.123)]
+
+
 def test_a_sensor_stuck_again_soon_after_a_fault_is_found_again() -> None:
     """A flaky sensor stuck for 30 windows, varying for 5, then stuck again. The stuck
     windows taught the flat fraction (ten times slower) to 0.058, past flat_max_fraction

@@ -45,9 +45,11 @@ def reference_process(engine: DetectionEngine, state: BucketState, batch: Readin
     order = np.lexsort((ts, rows))
     run_rows = np.empty(len(state), dtype=np.int64)
     run_since = np.empty(len(state), dtype=np.int64)
+    run_x = np.empty(len(state))
     matrix = engine.param_matrix(state)
     size = engine.config.windows.size_ms
-    runs = track_runs(state.columns(), matrix, rows, ts, x, order, size, run_rows, run_since)
+    runs = track_runs(state.columns(), matrix, rows, ts, x, order, size, run_rows, run_since,
+                      run_x)
     late, closed = add_readings(state, rows, ts, x, engine.config.windows, order, matrix)
     events = Events()
     events.reserve(len(DETECTORS) * len(closed) + 2 * len(state))
@@ -56,7 +58,7 @@ def reference_process(engine: DetectionEngine, state: BucketState, batch: Readin
                   closed.vmax, closed.hop_mean, size, engine.config.windows.end_after_windows,
                   events.ints, events.floats, events.count)
     judge_silence(cols, matrix, state.watermark, events.ints, events.floats, events.count)
-    judge_flatline(cols, matrix, run_rows[:runs], run_since[:runs], state.watermark,
+    judge_flatline(cols, matrix, run_rows[:runs], run_since[:runs], run_x[:runs], state.watermark,
                    events.ints, events.floats, events.count)
     count = int(events.count[0])
     anomalies = engine._anomalies(state, events.ints[:count].tolist(),
