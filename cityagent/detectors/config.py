@@ -22,6 +22,7 @@ from typing import Any
 
 from cityagent.config_files import only, read_registry_rows, table
 from cityagent.errors import ConfigError
+from cityagent.readings import VALUE_FIELDS
 
 __all__ = (
     "DETECTORS",
@@ -263,6 +264,12 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
             values[key] = typ(value)
     if "field" not in values:
         raise ConfigError(f"{where}: field is missing (the value the detectors watch)")
+    # A field no reading of the kind has left its detectors nothing to watch: not a window
+    # judged, nothing raised, and no word of it.
+    fields = VALUE_FIELDS.get(kind, ("value",))
+    if values["field"] not in fields:
+        raise ConfigError(f"{where}: field must be one of {list(fields)} (the value of a "
+                          f"{kind} reading the detectors watch); got {values['field']!r}")
     config = KindConfig(kind=kind, **values)
     for low, high in _KIND_ORDER:
         a, b = getattr(config, low), getattr(config, high)

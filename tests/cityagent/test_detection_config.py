@@ -61,6 +61,10 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.traffic", "congestion_tpi", [9.5, 9.7], "congestion_tpi must be a list of 3 numbers"),
     ("kind.traffic", "time_of_day", 1, "time_of_day must be true or false"),
     ("kind.traffic", "field", 3, "field must be text"),
+    # a field the kind's readings lack: nothing was judged, and nothing said so
+    ("kind.generic", "field", "valu", "[kind.generic]: field must be one of ['value'] (the value "
+                                      "of a generic reading the detectors watch); got 'valu'"),
+    ("kind.water_level", "field", "level", "[kind.water_level]: field must be one of ['level_m']"),
     ("defaults", "spike_z", "15", "spike_z must be a number of 0 or more"),
     ("defaults", "spike_z", math.inf, "spike_z must be a number of 0 or more"),
     # a count given a fraction: int() took 2.5 panes as 2 and 4.7 readings as 4, silently
