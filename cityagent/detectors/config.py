@@ -270,6 +270,11 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
     if values["field"] not in fields:
         raise ConfigError(f"{where}: field must be one of {list(fields)} (the value of a "
                           f"{kind} reading the detectors watch); got {values['field']!r}")
+    for key, value in values.items():
+        if key in _FRACTIONS and not (value <= 1 and (value > 0 or key not in _RATES)):
+            low = "above 0" if key in _RATES else "0 or more"
+            raise ConfigError(f"{where}: {key} must be {low} and at most 1 (a fraction); "
+                              f"got {value:g}")
     config = KindConfig(kind=kind, **values)
     for low, high in _KIND_ORDER:
         a, b = getattr(config, low), getattr(config, high)
@@ -280,6 +285,14 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
         raise ConfigError(f"{where}: congestion_tpi must rise (yellow, orange, red); "
                           f"got {list(tpi)}")
     return config
+
+
+#: Fractions: a baseline_rate of 5 moved each baseline five times past every window (a
+#: 0.3 MPa junction expected at 30 MPa), a flat_max_fraction of 2 can never be passed. The
+#: rates must also be above 0: a baseline that never learns stays at its first window.
+_FRACTIONS = {"baseline_rate", "cusum_rate", "anomaly_rate_factor", "flat_max_fraction",
+              "quantum_max_fraction"}
+_RATES = {"baseline_rate", "cusum_rate"}
 
 
 #: Levels of a kind that must rise in this order where both are set: a yellow (警戒) above

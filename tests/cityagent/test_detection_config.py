@@ -73,6 +73,15 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("defaults", "flat_min_readings", 4.7, "flat_min_readings must be a whole number; got 4.7"),
     ("kind.generic", "deviation_warmup", 20.5,
      "[kind.generic]: deviation_warmup must be a whole number; got 20.5"),
+    # fractions above 1 (and rates of 0) were taken: a baseline_rate of 5 diverged
+    ("defaults", "baseline_rate", 5, "[kind.traffic]: baseline_rate must be above 0 and at most 1 "
+                                     "(a fraction); got 5"),
+    ("defaults", "cusum_rate", 0, "cusum_rate must be above 0 and at most 1 (a fraction); got 0"),
+    ("kind.generic", "anomaly_rate_factor", 1.5, "[kind.generic]: anomaly_rate_factor must be 0 "
+                                                 "or more and at most 1 (a fraction); got 1.5"),
+    ("defaults", "flat_max_fraction", 2, "flat_max_fraction must be 0 or more and at most 1"),
+    ("kind.generic", "quantum_max_fraction", 1.05, "quantum_max_fraction must be 0 or more and "
+                                                   "at most 1"),
     # thresholds in the wrong order: each was taken, and the ladder skipped its lower rungs
     ("kind.water_level", "warning_m", 6.0,
      "[kind.water_level]: guaranteed_m (5) must be above warning_m (6)"),
