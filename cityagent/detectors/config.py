@@ -275,6 +275,8 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
             low = "above 0" if key in _RATES else "0 or more"
             raise ConfigError(f"{where}: {key} must be {low} and at most 1 (a fraction); "
                               f"got {value:g}")
+        if key in _POSITIVE and value == 0:
+            raise ConfigError(f"{where}: {key} must be above 0; got 0")
     config = KindConfig(kind=kind, **values)
     for low, high in _KIND_ORDER:
         a, b = getattr(config, low), getattr(config, high)
@@ -293,6 +295,12 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
 _FRACTIONS = {"baseline_rate", "cusum_rate", "anomaly_rate_factor", "flat_max_fraction",
               "quantum_max_fraction"}
 _RATES = {"baseline_rate", "cusum_rate"}
+
+
+#: Thresholds that 0 does not switch off but breaks: a cusum_h of 0 raised no change at all,
+#: a deviation_z of 0 divided scores by zero, a silence_factor of 0 made a series read every
+#: 5 min silent between every two readings (598 episodes in 600 rows).
+_POSITIVE = {"deviation_z", "cusum_h", "spike_z", "trend_h", "silence_factor"}
 
 
 #: Levels of a kind that must rise in this order where both are set: a yellow (警戒) above

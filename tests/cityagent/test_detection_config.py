@@ -82,6 +82,12 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("defaults", "flat_max_fraction", 2, "flat_max_fraction must be 0 or more and at most 1"),
     ("kind.generic", "quantum_max_fraction", 1.05, "quantum_max_fraction must be 0 or more and "
                                                    "at most 1"),
+    # thresholds of 0: taken, they disabled (cusum_h) or flooded (silence_factor) a detector
+    ("defaults", "cusum_h", 0, "[kind.traffic]: cusum_h must be above 0; got 0"),
+    ("defaults", "deviation_z", 0.0, "deviation_z must be above 0; got 0"),
+    ("kind.generic", "silence_factor", 0, "[kind.generic]: silence_factor must be above 0; got 0"),
+    ("kind.water_level", "trend_h", 0, "[kind.water_level]: trend_h must be above 0; got 0"),
+    ("defaults", "spike_z", 0, "spike_z must be above 0; got 0"),
     # thresholds in the wrong order: each was taken, and the ladder skipped its lower rungs
     ("kind.water_level", "warning_m", 6.0,
      "[kind.water_level]: guaranteed_m (5) must be above warning_m (6)"),
