@@ -219,6 +219,9 @@ class DetectionConfig:
             raise ConfigError(f"{where}: {exc}") from None
         defaults = table(doc, "defaults", where)
         only(defaults, set(_STAT_KEYS), f"{where} [defaults]")
+        # Checked in its own name first: a wrong value written in [defaults] was reported in
+        # the first kind it reached ([kind.traffic]), where the operator would not find it.
+        _kind_config(GENERIC, {**defaults, "field": "value"}, f"{where} [defaults]")
         kinds_doc = table(doc, "kind", where)
         unknown = set(kinds_doc) - set(KIND_CODES)
         if unknown:

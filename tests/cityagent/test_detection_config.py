@@ -65,16 +65,18 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.generic", "field", "valu", "[kind.generic]: field must be one of ['value'] (the value "
                                       "of a generic reading the detectors watch); got 'valu'"),
     ("kind.water_level", "field", "level", "[kind.water_level]: field must be one of ['level_m']"),
-    ("defaults", "spike_z", "15", "spike_z must be a number of 0 or more"),
+    # named in [defaults], where it is written (it said [kind.traffic])
+    ("defaults", "spike_z", "15", "[defaults]: spike_z must be a number of 0 or more"),
     ("defaults", "spike_z", math.inf, "spike_z must be a number of 0 or more"),
     # a count given a fraction: int() took 2.5 panes as 2 and 4.7 readings as 4, silently
     ("windows", "hopping_panes", 2.5, "hopping_panes must be a whole number; got 2.5"),
     ("episodes", "end_after_windows", 1.5, "end_after_windows must be a whole number; got 1.5"),
-    ("defaults", "flat_min_readings", 4.7, "flat_min_readings must be a whole number; got 4.7"),
+    ("defaults", "flat_min_readings", 4.7,
+     "[defaults]: flat_min_readings must be a whole number; got 4.7"),
     ("kind.generic", "deviation_warmup", 20.5,
      "[kind.generic]: deviation_warmup must be a whole number; got 20.5"),
     # fractions above 1 (and rates of 0) were taken: a baseline_rate of 5 diverged
-    ("defaults", "baseline_rate", 5, "[kind.traffic]: baseline_rate must be above 0 and at most 1 "
+    ("defaults", "baseline_rate", 5, "[defaults]: baseline_rate must be above 0 and at most 1 "
                                      "(a fraction); got 5"),
     ("defaults", "cusum_rate", 0, "cusum_rate must be above 0 and at most 1 (a fraction); got 0"),
     ("kind.generic", "anomaly_rate_factor", 1.5, "[kind.generic]: anomaly_rate_factor must be 0 "
@@ -83,7 +85,7 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.generic", "quantum_max_fraction", 1.05, "quantum_max_fraction must be 0 or more and "
                                                    "at most 1"),
     # thresholds of 0: taken, they disabled (cusum_h) or flooded (silence_factor) a detector
-    ("defaults", "cusum_h", 0, "[kind.traffic]: cusum_h must be above 0; got 0"),
+    ("defaults", "cusum_h", 0, "[defaults]: cusum_h must be above 0; got 0"),
     ("defaults", "deviation_z", 0.0, "deviation_z must be above 0; got 0"),
     ("kind.generic", "silence_factor", 0, "[kind.generic]: silence_factor must be above 0; got 0"),
     ("kind.water_level", "trend_h", 0, "[kind.water_level]: trend_h must be above 0; got 0"),
