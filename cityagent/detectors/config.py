@@ -203,7 +203,10 @@ class DetectionConfig:
             forget_after_s = in_file
         elif wrong := forget_after_s_error(forget_after_s):
             raise ConfigError(f"forget_after_s {wrong}; got {forget_after_s:g}")
-        size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where)
+        # Any number here: WindowConfig says what a window must be (above 0); "0 or more" told
+        # the operator of a negative window that 0 would do, and 0 is refused too.
+        size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where,
+                                                               least=-math.inf)
         grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
         try:
             windows = WindowConfig(
@@ -330,9 +333,10 @@ def _forget_after_s(kept: Mapping[str, Any], where: str) -> float:
     return value
 
 
-def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+def _number(table: Mapping[str, Any], key: str, default: float, where: str,
+            least: float = 0.0) -> float:
     value = table.get(key, default)
-    if not _is_number(value) or value < 0:
+    if not _is_number(value) or value < least:
         raise ConfigError(f"{where}: {key} must be a number of 0 or more; got {value!r}")
     return float(value)
 

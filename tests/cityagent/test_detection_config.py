@@ -47,7 +47,10 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("episodes", "end_after", 2, "unknown key 'end_after'"),
     ("defaults", "deviation_zz", 6.0, "unknown key 'deviation_zz'"),
     ("kind.water_level", "warning", 4.0, "unknown key 'warning'"),
-    ("windows", "size_s", -60, "size_s must be a number of 0 or more"),
+    # it said "0 or more", and 0 is refused too
+    ("windows", "size_s", -60, "windows.size_s must be above 0 and at most 31622400 (a year); "
+                               "got -60"),
+    ("windows", "size_s", "60", "size_s must be a number"),
     ("windows", "grace_s", -1, "grace_s must be a number of 0 or more"),
     ("windows", "size_s", 0, "windows.size_s must be above 0"),
     # A number of milliseconds no 64-bit integer holds: a numba TypingError in the worker.
