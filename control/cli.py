@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ("main", "build_parser", "up_options")
 
 
-#: The benchmark topic's partitions (``control.bench.PARTITIONS``, not imported: the command
+#: The benchmark topic's partitions (``control.bench_workload.PARTITIONS``, not imported: the command
 #: line is parsed before numpy and Kafka are): a worker beyond them would get none.
 BENCH_PARTITIONS = 8
 #: Clients of ``bench --api``: each holds a connection, and a few thousand ran the bench's

@@ -13,8 +13,9 @@ from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions
-from control.bench import BENCH_WINDOW_S, PARTITIONS, _print_table, build_workload
+from control.bench import _print_table
 from control.bench_api import ApiBenchError, _one_run
+from control.bench_workload import BENCH_WINDOW_S, PARTITIONS, build_workload
 from control.cli import BENCH_PARTITIONS
 from control.cli import main as cli_main
 from tests.helpers import free_port
