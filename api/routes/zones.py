@@ -26,7 +26,7 @@ from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
-from cityagent.zones import ZoneError, delete_record, parse_zone, zone_record
+from cityagent.zones import ZoneError, ZoneSet, delete_record, parse_zone, zone_record
 from streams.routing_feed import ROUTING_KEY
 
 __all__ = ("router",)
@@ -138,6 +138,8 @@ async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, An
 
 @router.put("/v1/routing", status_code=202, responses={
     202: {"content": {"application/json": {"example": {"version": 1, "status": "queued"}}}},
+    409: {"description": "The rules drop a department that zones still name: the message "
+                         "names each such department and its zones."},
     422: {"description": "The rules are invalid: the message names the rule and the key."},
     **_NOT_READ})
 async def put_routing(
@@ -147,16 +149,46 @@ async def put_routing(
     """Replace the routing rules everywhere: the document of routing.toml, as JSON
     (``departments`` and ``rule``); validated first, then a new version on the routing topic."""
     try:
-        Router.from_dict(document, "the routing document")
+        rules = Router.from_dict(document, "the routing document")
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     feed = request.app.state.routing_feed
     await read_up_to_start(feed, "routing")
+    zones = _feed(request)
+    await read_up_to_start(zones, "zones")
+    _refuse_orphaned_zones(zones.zones, rules)
     version = feed.version + 1
     await request.app.state.routing_writer.send_value(
         ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),
         f"routing version {version}")
     return {"version": version, "status": "queued"}
+
+
+def _refuse_orphaned_zones(zones: ZoneSet, rules: Router) -> None:
+    """409 when the new rules drop a department that zones still name: those zones would
+    route their alerts to a department no rule knows. Checked against the zones this API has
+    read (all of the topic up to its start, and what came since); the detail names every
+    such department and its zones, so the admin can move or delete them first."""
+    known = set(rules.department_codes)
+    orphans: dict[str, list[str]] = {}
+    for zone_id, zone in zones.zones.items():
+        if zone.department not in known:
+            orphans.setdefault(zone.department, []).append(zone_id)
+    if not orphans:
+        return
+    named = "; ".join(f"{code!r} (named by {_listed(ids)})"
+                      for code, ids in sorted(orphans.items()))
+    raise HTTPException(409, "the routing document drops department(s) that zones still name: "
+                             f"{named}. Give those zones another department "
+                             "(PUT /v1/zones/{zone_id}) or delete them first, or keep the "
+                             "department(s) in 'departments'")
+
+
+def _listed(zone_ids: list[str], most: int = 20) -> str:
+    """``zone 'a'``, ``zones 'a', 'b'``, or the first ``most`` and how many more."""
+    shown = ", ".join(repr(z) for z in zone_ids[:most])
+    more = f" and {len(zone_ids) - most} more" if len(zone_ids) > most else ""
+    return f"zone {shown}" if len(zone_ids) == 1 else f"zones {shown}{more}"
 
 
 async def _parse_zone(feature: dict[str, Any], regions, routing) -> Any:

@@ -151,3 +151,34 @@ def test_a_zone_may_belong_to_a_department_added_with_put_routing(app) -> None:
     assert shown.status_code == 200 and shown.json()["properties"]["department"] == "fire"
     assert not app.state.zone_feed.apply("qd-bad", {"version": 3, "feature": {
         **fire, "properties": {**fire["properties"], "zone_id": "qd-bad", "department": "Fire"}}})
+
+
+def test_put_routing_that_drops_a_department_zones_name_is_409_naming_them(app) -> None:
+    """PUT /v1/routing took rules without a department that zones still named: their alerts
+    then went to a department no rule knew. Now a 409 names the department and its zones."""
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    fire = _rules_with_fire()
+    app.state.routing_feed.apply("rules", {"version": 1, "routing": fire})
+    for zone_id in ("qd-fire-a", "qd-fire-b"):
+        app.state.zone_feed.apply(zone_id, {"version": 2, "feature": {**SCHOOL, "properties": {
+            **SCHOOL["properties"], "zone_id": zone_id, "department": "fire"}}})
+    client = TestClient(app)
+    without_fire = {**fire, "departments": {k: v for k, v in fire["departments"].items()
+                                            if k != "fire"}}
+    answer = client.put("/v1/routing", json=without_fire, headers=ADMIN)
+    assert answer.status_code == 409, answer.text
+    detail = answer.json()["detail"]
+    assert "'fire' (named by zones 'qd-fire-a', 'qd-fire-b')" in detail, detail
+    # Dropping the packaged 'education' too: both departments are named, each with its zones.
+    schools = [z for z, zone in app.state.zone_feed.zones.zones.items()
+               if zone.department == "education"]
+    del without_fire["departments"]["education"]
+    without_fire["rule"] = [r for r in without_fire["rule"]
+                            if "education" not in r["departments"]]
+    detail = client.put("/v1/routing", json=without_fire, headers=ADMIN).json()["detail"]
+    assert "'education' (named by zone" in detail and "'fire' (named by" in detail, detail
+    assert all(repr(z) in detail for z in schools)
+    # Keeping every department that zones name passes the check (then: no Kafka here, 503).
+    answer = client.put("/v1/routing", json=fire, headers=ADMIN)
+    assert answer.status_code == 503 and "not connected to Kafka" in answer.json()["detail"]
