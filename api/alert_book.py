@@ -87,15 +87,19 @@ def encode_cursor(last_seen_ms: int, alert_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The sort key a ``next_cursor`` holds; :class:`InvalidCursor` unless it is exactly what
+    :func:`encode_cursor` gives (strict base64, and nothing before or after: a cursor with
+    bytes appended was taken as the one before them)."""
+    refused = InvalidCursor(f"cursor {cursor[:40]!r} is not one this API gave out; pass "
+                            "the next_cursor of the previous page unchanged")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         last_seen_ms, alert_id = orjson.loads(raw)
     except (binascii.Error, ValueError, TypeError):
-        raise InvalidCursor(f"cursor {cursor[:40]!r} is not one this API gave out; "
-                            "pass the next_cursor of the previous page unchanged") from None
+        raise refused from None
     if isinstance(last_seen_ms, bool) or not isinstance(last_seen_ms, int) \
-            or not isinstance(alert_id, str):
-        raise InvalidCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
+            or not isinstance(alert_id, str) or encode_cursor(last_seen_ms, alert_id) != cursor:
+        raise refused
     return last_seen_ms, alert_id
 
 

@@ -436,7 +436,7 @@ class SensorsPublic(BaseModel):
     """A page of sensors in id order; ``next_cursor`` is null on the last page."""
 
     model_config = _example({"count": 1, "total": 1250, "sensors": [SENSOR_EXAMPLE],
-                             "next_cursor": "am4td2wtMDAwMDQy"})
+                             "next_cursor": "WyJzZW5zb3IiLCJqbi13bC0wMDAwNDIiXQ"})
 
     count: int = Field(description="Sensors on this page")
     total: int = Field(description="Sensors matching the filters, all pages")

@@ -13,6 +13,7 @@ import binascii
 import time
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
@@ -45,19 +46,24 @@ def _now_ms() -> int:
 
 
 def _cursor(sensor_id: str) -> str:
-    return base64.urlsafe_b64encode(sensor_id.encode()).rstrip(b"=").decode()
+    """An opaque page cursor: the last sensor id of the page, tagged so that a string that
+    merely decodes (``AA`` is a NUL byte; ``YQ`` is ``a``) is not taken for one."""
+    return base64.urlsafe_b64encode(orjson.dumps(["sensor", sensor_id])).rstrip(b"=").decode()
 
 
 def _after(cursor: str | None) -> str | None:
+    """The sensor id a ``next_cursor`` holds; 422 unless it is exactly what :func:`_cursor`
+    gives: before, any base64 text was taken as a sensor id (``AA``: a NUL byte, sorting
+    before every id), and the client silently got page 1 again."""
     if cursor is None:
         return None
     try:
-        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
-                                 validate=True).decode()
-        if not after:
-            raise ValueError("empty")
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        tag, after = orjson.loads(raw)
+        if tag != "sensor" or not isinstance(after, str) or _cursor(after) != cursor:
+            raise ValueError("not a cursor of this API")
         return after
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, TypeError):
         raise HTTPException(422, f"cursor {cursor[:40]!r} is not one this API gave out; pass "
                                  "the next_cursor of the previous page unchanged") from None
 
