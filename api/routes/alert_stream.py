@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.alert_book import (
@@ -47,6 +47,8 @@ router = APIRouter(tags=["alerts"])
 #: How long browsers wait before reconnecting (the stream's ``retry:``).
 RETRY_MS = 3000
 HEARTBEAT = b": heartbeat\n\n"
+#: The list's paging parameters, which mean nothing to a stream (422).
+PAGING = frozenset({"limit", "cursor"})
 
 _WIRE_EXAMPLE = (
     f"retry: {RETRY_MS}\nid: 12-0-7-3\n\n"
@@ -70,13 +72,15 @@ _WIRE_EXAMPLE = (
                                                 "example": _WIRE_EXAMPLE}}},
         401: {"description": "No API key, or an unknown one."},
         403: {"description": "The key may not read (an integrator key)."},
-        422: {"description": "A filter or the Last-Event-ID is invalid."},
+        422: {"description": "A filter or the Last-Event-ID is invalid, or `limit` or `cursor` "
+                             "(the list's paging) was given."},
         503: {"description": "With a Last-Event-ID: this API, just started, does not know yet "
                              "where its read of the alerts topic begins; retry after "
                              "Retry-After."},
     },
 )
 async def stream_alerts(
+    request: Request,
     book: AlertBookDep,
     hub: AlertHubDep,
     query: AlertQueryDep,
@@ -87,7 +91,16 @@ async def stream_alerts(
         examples=["12-0-7-3"])] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """Alert changes as they happen (Server-Sent Events), with the filters of GET /v1/alerts."""
+    """Alert changes as they happen (Server-Sent Events), with the filters of GET /v1/alerts
+    (not ``limit`` or ``cursor``: a 422 says to resume with Last-Event-ID)."""
+    paging = sorted(PAGING & set(request.query_params))
+    if paging:
+        # They were ignored, silently: a client asking for 'limit=10' got every change, and
+        # one passing a list's next_cursor got live changes only, not those after that page.
+        raise HTTPException(422, f"{' and '.join(paging)} page GET /v1/alerts; the stream "
+                                 "takes neither: it sends every change of the matching alerts "
+                                 "from now on, or after Last-Event-ID (header, or "
+                                 "?last_event_id=) to resume")
     token = last_event_id_header or last_event_id
     try:
         seen = decode_event_id(token) if token else None

@@ -338,6 +338,22 @@ def test_a_resumed_stream_waits_until_the_feed_knows_where_it_began_then_503(
         assert "cannot tell whether your Last-Event-ID is older" in answer.read().decode()
 
 
+@pytest.mark.parametrize("params, named", [({"limit": 10}, "limit"),
+                                           ({"cursor": "WzEsImEiXQ"}, "cursor"),
+                                           ({"limit": 5, "cursor": "x", "city": "370100"},
+                                            "cursor and limit")])
+def test_the_stream_refuses_the_lists_paging(client: TestClient, params: dict[str, Any],
+                                             named: str) -> None:
+    """limit and cursor were taken and ignored: 'limit=10' streamed every change, and a
+    list's next_cursor did not resume anything."""
+    # Streamed, so that a 200 (the stream, which never ends) fails rather than hangs.
+    with client.stream("GET", "/v1/alerts/stream", params=params, headers=auth()) as answer:
+        assert answer.status_code == 422
+        detail = orjson.loads(answer.read())["detail"]
+    assert detail.startswith(f"{named} page GET /v1/alerts; the stream takes neither"), detail
+    assert "Last-Event-ID" in detail
+
+
 def test_stream_says_reset_when_the_id_is_past_the_end_then_goes_live() -> None:
     """The tester's id after the broker restarted empty: reset, a fresh id, then live events."""
     async def scenario() -> list[bytes]:
