@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from api.auth import Principal
+from api.duplicate_keys import duplicate_keys
 from cityagent.batch import ReadingBatch
 from cityagent.errors import InvalidReading
 from cityagent.readings import (
@@ -48,10 +49,12 @@ from cityagent.regions import RegionIndex
 
 __all__ = (
     "MAX_ITEMS",
+    "JSON_TYPES",
     "NDJSON_TYPES",
     "BadBody",
     "Rejection",
     "Checked",
+    "check_media_type",
     "decode_body",
     "thingsboard_items",
     "check_items",
@@ -59,6 +62,9 @@ __all__ = (
 
 #: Most items one request may carry (413 beyond).
 MAX_ITEMS = 50_000
+#: Content types read as one JSON document (besides application/*+json); "" is none given,
+#: text/plain what some gateways send for any body.
+JSON_TYPES = frozenset({"", "application/json", "text/plain"})
 #: Content types read as one JSON document per line.
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
@@ -115,7 +121,9 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[list[Any], dict[
     """The items of a JSON or NDJSON body, and the NDJSON lines that are not JSON (by index)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media in NDJSON_TYPES:
-        return _decode_ndjson(body)
+        items, bad = _decode_ndjson(body)
+        twice = duplicate_keys(body, items, lines=True)
+        return items, {**_given_twice(items, twice), **bad}
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -128,7 +136,39 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[list[Any], dict[
         raise BadBody(400, f"request body is not valid JSON: {exc}{hint}") from None
     items = doc if isinstance(doc, list) else [doc]
     _check_count(len(items))
-    return items, {}
+    return items, _given_twice(items, duplicate_keys(body, items))
+
+
+def check_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared JSON or NDJSON (or not declared): XML, CSV or a form
+    was read as JSON, and refused as 'not valid JSON' at best."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in JSON_TYPES or media in NDJSON_TYPES or (
+            media.startswith("application/") and media.endswith("+json")):
+        return
+    hint = (" (curl -d sends that: add -H 'Content-Type: application/json')"
+            if media == "application/x-www-form-urlencoded" else "")
+    raise BadBody(415, f"Content-Type {shown(media)} is not taken here{hint}; send readings as "
+                       "JSON (application/json, another application/*+json, text/plain, or no "
+                       "Content-Type), or one per line (application/x-ndjson, "
+                       "application/ndjson, application/jsonl, application/jsonlines, "
+                       "application/x-jsonlines)")
+
+
+def _given_twice(items: Sequence[Any], twice: Mapping[int, str]) -> dict[int, Rejection]:
+    """Refusals of the items whose object (or its ``values``) gave a key twice."""
+    out = {}
+    for i, key in twice.items():
+        item = items[i]
+        if type(item) is not dict:  # an NDJSON line orjson refused (NaN): refused as such
+            continue
+        where = ("its 'values' object" if isinstance(item.get("values"), dict)
+                 and key in item["values"] else "this reading")
+        sid = item.get("sensor_id")
+        out[i] = Rejection(i, key[:64], f"key {shown(key)} is given more than once in {where}; "
+                                        "parsers keep one or the other, so it is refused: give "
+                                        "each key once", sid if isinstance(sid, str) else None)
+    return out
 
 
 def _looks_like_ndjson(body: bytes) -> bool:

@@ -1,9 +1,9 @@
 """POST /v1/readings: integrators push readings; 202 only once Kafka has stored them.
 
-The order of the checks: the key (401/403), the body's size (413), the Idempotency-Key
-(503 while a starting API reads the other processes' records, then replay, 409, 422), the
-body's shape (400, 413), the key's rate (429), then every item
-(accepted, or rejected with its index, field and reason). docs/api.md describes it all.
+The order of the checks: the key (401/403), the body's type (415), the body's size (413), the
+Idempotency-Key (503 while a starting API reads the other processes' records, then replay,
+409, 422), the body's shape (400, 413), the key's rate (429), then every item (accepted, or
+rejected with its index, field and reason). docs/api.md describes it all.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from api.ingest import (
     BadBody,
     Rejection,
     check_items,
+    check_media_type,
     decode_body,
     thingsboard_items,
 )
@@ -60,7 +61,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "A request with this Idempotency-Key is still being processed."},
     413: {"description": f"Too large: over {MAX_BODY_BYTES >> 20} MiB (also once gunzipped) "
                          f"or {MAX_ITEMS:,} readings."},
-    415: {"description": "A Content-Encoding other than gzip or identity."},
+    415: {"description": "A Content-Type other than JSON (application/json, text/plain, "
+                         "application/*+json, or none) or NDJSON (application/x-ndjson ...), "
+                         "or a Content-Encoding other than gzip or identity."},
     422: {"model": ReadingsRejected,
           "description": "Every reading is invalid (none was accepted), or the Idempotency-Key "
                          "was used before with another body."},
@@ -125,6 +128,7 @@ async def _ingest(request: Request, principal: Principal, publisher: ReadingPubl
                   regions: RegionIndex, limiter: RateLimiter, idempotency: IdempotencyCache,
                   identity: dict[str, Any] | None) -> Response:
     try:
+        check_media_type(request.headers.get("content-type"))
         body = await _read_body(request)
     except BadBody as exc:
         return _error(exc.status, exc.detail)

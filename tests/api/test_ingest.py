@@ -186,6 +186,53 @@ def test_ndjson_lines_broken_in_two_are_two_bad_lines_not_one_reading() -> None:
     assert len(items) == 3 and items[2] == {"c": 3}
 
 
+DUPLICATE = "is given more than once in"
+
+
+@pytest.mark.parametrize("body, media, index, key", [
+    # The last one won, silently: this reading was stored at 9.9.
+    (orjson.dumps([level("jn-1"), level("jn-2")])[:-2] + b',"level_m":9.9}]', None, 1, "level_m"),
+    (b'{"sensor_id": "jn-1", "ts": 1, "ts": 2}', "application/json", 0, "ts"),
+    (b'{"sensor_id": "jn-1", "ts": 1, "ts" : 2}', "text/plain", 0, "ts"),  # counted apart
+    (b'{"sensor_id": "jn-1", "kind": 1, "\\u006bind": 2}', None, 0, "kind"),  # an escaped key
+    (b'{"a": 1}\n{"kind": 1, "kind": 2}\n', "application/x-ndjson", 1, "kind"),
+    (b'[{"ts": 1, "values": {"level_m": 1, "level_m": 2}}]', None, 0, "level_m"),  # ThingsBoard
+])
+def test_a_key_given_twice_refuses_the_item_naming_the_key(body: bytes, media: str | None,
+                                                           index: int, key: str) -> None:
+    items, preset = decode_body(body, media)
+    assert list(preset) == [index] and preset[index].field == key
+    assert f"key '{key}' {DUPLICATE}" in preset[index].reason
+    checked = check_items(items, default_regions(), preset=preset)
+    assert [(r.index, r.field) for r in checked.rejected if DUPLICATE in r.reason] == [(index, key)]
+
+
+@pytest.mark.parametrize("body", [
+    orjson.dumps([level(f"jn-{i}", ts="2026-11-22T08:30:00+08:00") for i in range(50)]),
+    orjson.dumps(level("jn-1"), option=orjson.OPT_INDENT_2),
+    b'{"sensor_id": ":colon", "note": "a \\" quote", "x" : 1}',  # counted apart, found none
+    b'[{"ts": 1, "values": {"level_m": 1, "ts": 2}}]',
+])
+def test_bodies_without_a_key_given_twice_refuse_nothing_for_it(body: bytes) -> None:
+    assert decode_body(body, "application/json")[1] == {}
+
+
+@pytest.mark.parametrize("media", ["application/xml", "text/xml", "text/csv",
+                                   "application/x-www-form-urlencoded", "multipart/form-data",
+                                   "application/octet-stream"])
+def test_a_body_that_is_not_declared_json_is_415_naming_the_types_taken(media: str) -> None:
+    """application/xml (any type) was read as JSON: a JSON body sent as XML was stored."""
+    with pytest.raises(BadBody) as refused:
+        ingest.check_media_type(f"{media}; charset=utf-8")
+    assert refused.value.status == 415
+    assert refused.value.detail.startswith(f"Content-Type '{media}' is not taken here")
+    assert "application/json" in refused.value.detail
+    assert "application/x-ndjson" in refused.value.detail
+    for taken in (None, "", "application/json", "Application/JSON; charset=utf-8", "text/plain",
+                  "application/geo+json", "application/x-ndjson", "application/jsonl"):
+        ingest.check_media_type(taken)
+
+
 def test_thingsboard_items_take_identity_from_query_or_values() -> None:
     identity = {"sensor_id": "jn-tb-1", "kind": "water_level", "lon": JINAN[0], "lat": JINAN[1]}
     items, bad = thingsboard_items([
@@ -397,6 +444,34 @@ def test_all_invalid_is_422_and_nothing_is_stored(api) -> None:
     one = client.post("/v1/readings", content=b'"text"', headers=auth())
     assert one.status_code == 422 and "must be a JSON object" in one.json()["detail"]
     assert stored(settings, "jn-x-", 0) == []
+
+
+@pytest.mark.integration
+def test_a_reading_giving_a_key_twice_is_refused_and_the_others_stored(api) -> None:
+    client, settings = api
+    now = time.time()
+    body = orjson.dumps([level("jn-dk-0", ts=now), level("jn-dk-1", 2.4, ts=now)])
+    body = body[:-2] + b',"level_m":9.9}]'  # jn-dk-1 says level_m twice
+    answer = client.post("/v1/readings", content=body, headers=auth())
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == 1
+    [refused] = answer.json()["rejected"]
+    assert (refused["index"], refused["field"], refused["sensor_id"]) == (1, "level_m", "jn-dk-1")
+    assert "key 'level_m' is given more than once in this reading" in refused["reason"]
+    assert stored(settings, "jn-dk-", 1) == ["jn-dk-0"]
+
+
+@pytest.mark.integration
+def test_the_routes_answer_415_to_a_body_not_declared_json(api) -> None:
+    client, settings = api
+    answer = client.post("/v1/readings", content=orjson.dumps(level("jn-xml-1", ts=time.time())),
+                         headers=auth(**{"content-type": "application/xml"}))
+    assert answer.status_code == 415, answer.text
+    assert "'application/xml' is not taken here" in answer.json()["detail"]
+    form = client.post("/v1/readings/thingsboard", content=b"level_m=2.4",
+                       headers=auth(**{"content-type": "application/x-www-form-urlencoded"}))
+    assert form.status_code == 415 and "curl -d sends that" in form.json()["detail"]
+    assert stored(settings, "jn-xml-", 0) == []
 
 
 @pytest.mark.integration
