@@ -387,15 +387,56 @@ class SituationModel:
 
     def _fold_series(self, by_sensor: np.ndarray, by_ts: np.ndarray, values: np.ndarray,
                      starts: np.ndarray, sizes: np.ndarray) -> None:
-        group = np.repeat(np.arange(len(starts)), sizes)
-        rank = np.arange(len(by_sensor)) - starts[group]
-        keep = rank >= sizes[group] - self._depth  # more than a ring's worth: only the newest
+        """Keep each sensor's newest readings by event time, at most a ring's worth.
+
+        Each ring is kept in event-time order from its next slot on, so a reading no older than
+        a sensor's newest held one is appended, overwriting the oldest. A sensor with an older
+        reading in the batch (a late one) has its ring merged instead: appended, a late reading
+        pushed out a newer one (with the ring full, the newest 360 lost one of theirs to it).
+        """
         written = self._cols["written"]
+        sensors = by_sensor[starts]
+        held = written[sensors]
+        newest = np.where(held > 0, self._series_ts[sensors, (held - 1) % self._depth], _NEVER)
+        late = by_ts[starts] < newest  # the batch is sorted: its first is its oldest
+        group = np.repeat(np.arange(len(starts)), sizes)
+        if late.any():
+            self._merge_series(by_sensor, by_ts, values, group, late)
+        rank = np.arange(len(by_sensor)) - starts[group]
+        keep = ~late[group] & (rank >= sizes[group] - self._depth)  # only the newest fit
         sensor = by_sensor[keep]
         slot = (written[sensor] + rank[keep]) % self._depth
         self._series_ts[sensor, slot] = by_ts[keep]
         self._series_val[sensor, slot] = values[keep]
-        written[by_sensor[starts]] += sizes
+        written[sensors[~late]] += sizes[~late]
+
+    def _merge_series(self, by_sensor: np.ndarray, by_ts: np.ndarray, values: np.ndarray,
+                      group: np.ndarray, late: np.ndarray) -> None:
+        """The rings of the sensors with a late reading: what they hold and the batch's
+        readings, the newest ``depth`` by event time, rewritten in order from slot 0."""
+        depth, written = self._depth, self._cols["written"]
+        new = late[group]
+        sensors = np.unique(by_sensor[new])  # the late groups' sensors, in order
+        held = np.minimum(written[sensors], depth)
+        owner = np.repeat(np.arange(len(sensors)), held)
+        first = np.repeat(written[sensors] - held, held)
+        slots = (first + np.arange(len(owner)) - np.repeat(np.cumsum(held) - held, held)) % depth
+        rows = sensors[owner]
+        gid = np.r_[owner, np.searchsorted(sensors, by_sensor[new])]
+        ts = np.r_[self._series_ts[rows, slots], by_ts[new]]
+        vals = np.concatenate([self._series_val[rows, slots], values[new].astype(np.float32)])
+        source = np.r_[np.zeros(len(owner)), np.ones(int(new.sum()))]  # held first at one time
+        order = np.lexsort((source, ts, gid))
+        gid, ts, vals = gid[order], ts[order], vals[order]
+        total = np.bincount(gid, minlength=len(sensors))
+        begin = np.cumsum(total) - total
+        rank = np.arange(len(gid)) - begin[gid]
+        drop = np.maximum(total - depth, 0)
+        keep = rank >= drop[gid]
+        slot = (rank - drop[gid])[keep]
+        self._series_ts[sensors[gid[keep]], slot] = ts[keep]
+        self._series_val[sensors[gid[keep]], slot] = vals[keep]
+        written[sensors] = np.minimum(total, depth)
 
     def _fold_arrivals(self, rows: np.ndarray, arrived: np.ndarray, now_ms: int) -> None:
         now_s = now_ms // 1000

@@ -484,6 +484,47 @@ def test_series_keep_the_newest_readings_oldest_first_within_a_global_budget() -
     assert m.readings("x0001") == [{"ts_ms": T0, "ts": "2026-11-22T00:30:00.000Z", "level_m": 1.0}]
 
 
+def test_a_late_reading_never_pushes_a_newer_one_out_of_the_series() -> None:
+    """The ring was written in arrival order: a reading older than the 5 it held overwrote
+    the oldest of them, and the series lost a newer reading to it (docs: always the newest)."""
+    m = model(series_depth=5, series_budget=5 * 1024)
+    m.update(batch(*[("jn-tr-1", "traffic", T0 + k * SEC, 40.0 + k, LIXIA) for k in range(10, 15)]),
+             NOW)
+    m.update(batch(("jn-tr-1", "traffic", T0 + SEC, 1.0, LIXIA)), NOW)  # older than all 5
+    assert [r["ts_ms"] for r in m.readings("jn-tr-1") or []] == [T0 + k * SEC for k in range(10, 15)]
+    # One late reading among the held ones, and a new one: the oldest held ones make room.
+    m.update(batch(("jn-tr-1", "traffic", T0 + 12_500, 1.5, LIXIA),
+                   ("jn-tr-1", "traffic", T0 + 20 * SEC, 2.0, LIXIA)), NOW)
+    series = m.readings("jn-tr-1") or []
+    assert [(r["ts_ms"] - T0, r["speed_kmh"]) for r in series] == [
+        (12_000, 52.0), (12_500, 1.5), (13_000, 53.0), (14_000, 54.0), (20_000, 2.0)]
+    m.update(batch(("jn-tr-1", "traffic", T0 + 21 * SEC, 3.0, LIXIA)), NOW)  # in order again
+    assert [r["ts_ms"] - T0 for r in m.readings("jn-tr-1") or []] == [
+        12_500, 13_000, 14_000, 20_000, 21_000]
+
+
+def test_series_hold_the_newest_by_event_time_whatever_order_readings_come_in() -> None:
+    rng = random.Random(7)
+    m = model(series_depth=8, series_budget=8 * 1024)
+    sent: dict[str, list[int]] = {"jn-tr-a": [], "jn-tr-b": [], "jn-tr-c": []}
+    for _ in range(60):
+        rows = []
+        for sensor in sent:
+            for _ in range(rng.randrange(0, 6)):
+                ts = T0 + rng.randrange(0, 600) * SEC  # late ones, out of order, some equal
+                sent[sensor].append(ts)
+                rows.append((sensor, "traffic", ts, 40.0, LIXIA))
+        if rows:
+            m.update(batch(*rows), NOW)
+        for sensor, times in sent.items():
+            if times:
+                assert [r["ts_ms"] for r in m.readings(sensor) or []] == sorted(times)[-8:]
+    # Growing past the budget keeps each sensor's newest (4 each for 2,048 rows).
+    m.update(batch(*[(f"x{i:04d}", "water_level", T0, 1.0, LIXIA) for i in range(1100)]), NOW)
+    for sensor, times in sent.items():
+        assert [r["ts_ms"] for r in m.readings(sensor) or []] == sorted(times)[-4:]
+
+
 def test_a_reading_without_a_district_counts_for_the_province_only() -> None:
     m = model()
     m.update(batch(("xx-1", "traffic", T0, 40.0, 0)), NOW)
