@@ -291,7 +291,7 @@ class Health(BaseModel):
 # -- situation and sensors (issue #6 parts 4-5) ---------------------------------------------
 
 _TREND_EXAMPLE: dict[str, Any] = {"t_ms": 1795307940000, "readings_per_s": 41.2,
-                                  "open_alerts": 3, "traffic_index": 3.15}
+                                  "open_alerts": 3, "traffic_index": 3.15, "complete": True}
 _SUMMARY_EXAMPLE: dict[str, Any] = {
     "code": "370100", "name": "济南市", "name_en": "Jinan",
     "sensors": {"total": 1250, "reporting": 1243, "silent": 7},
@@ -347,15 +347,17 @@ class Indicators(BaseModel):
 
 
 class TrendPoint(BaseModel):
-    """One minute of stream time: its readings/s, open alerts at its end, mean traffic index."""
+    """One minute of stream time: its readings/s (complete minutes only), open alerts at its
+    end (the current minute: at stream time), mean traffic index."""
 
     model_config = _example(_TREND_EXAMPLE)
 
     t_ms: int = Field(description="Start of the minute, epoch ms")
-    readings_per_s: float | None = Field(description="Readings of the minute / 60 (the "
-                                                     "current minute: / seconds so far)")
+    readings_per_s: float | None = Field(description="Readings of the minute / 60; null for "
+                                                     "the current minute (not complete)")
     open_alerts: int
     traffic_index: float | None
+    complete: bool = Field(description="False for the last point: the minute stream time is in")
 
 
 class AreaSummary(BaseModel):

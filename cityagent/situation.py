@@ -817,7 +817,16 @@ class SituationModel:
         return out
 
     def _trend(self, v: _View, city: int | None) -> list[dict[str, Any]]:
-        """One point per minute of stream time, the last 30 minutes (province if city None)."""
+        """One point per minute of stream time, the last 30 minutes (province if city None).
+
+        The last point is the minute stream time is in: ``complete`` False, and no
+        ``readings_per_s``. Rated over its seconds so far, it spiked: readings come at instants
+        (a simulator round, a sensor's 60 s beat), so the span from the minute's start to the
+        newest reading, which holds the readings *at* both ends, counted one beat more than
+        its length (a fleet reporting every 10 s at 10 readings/s showed 100 readings/s at the
+        minute's first round, 20 at its second); and the rest of the minute's readings from
+        other partitions and late senders were still to come. Its open alerts (at stream time)
+        and mean traffic index (a mean, not a rate) stand as they are."""
         newest = v.as_of // 60_000
         minutes = np.arange(newest - TREND_MINUTES + 1, newest + 1)
         slots = minutes % TREND_MINUTES
@@ -829,19 +838,17 @@ class SituationModel:
         counts = np.where(held, self._minute_count[rows][:, slots].sum(axis=0), 0)
         tpi = np.where(held, self._minute_tpi[rows][:, slots].sum(axis=0), 0.0)
         tpi_n = np.where(held, self._minute_tpi_n[rows][:, slots].sum(axis=0), 0)
-        seconds = np.full(TREND_MINUTES, 60.0)
-        seconds[-1] = max((v.as_of - newest * 60_000) / 1000, 1.0)  # the minute so far
         a = v.alerts
         mine = a.city == city if city is not None else np.ones(len(a.city), dtype=bool)
         ends = np.minimum((minutes + 1) * 60_000 - 1, v.as_of)
         open_at = ((a.start_ms[mine, None] <= ends) & (a.end_ms[mine, None] > ends)).sum(axis=0)
         return [{"t_ms": int(m) * 60_000,
-                 "readings_per_s": round(float(k / s), 3) if whole else None,
+                 "readings_per_s": round(k / 60, 3) if whole and m < newest else None,
                  "open_alerts": int(o),
-                 "traffic_index": round(float(t / n), 2) if whole and n else None}
-                for m, k, s, o, t, n in zip(minutes.tolist(), counts.tolist(), seconds.tolist(),
-                                            open_at.tolist(), tpi.tolist(), tpi_n.tolist(),
-                                            strict=True)]
+                 "traffic_index": round(float(t / n), 2) if whole and n else None,
+                 "complete": m < newest}
+                for m, k, o, t, n in zip(minutes.tolist(), counts.tolist(), open_at.tolist(),
+                                         tpi.tolist(), tpi_n.tolist(), strict=True)]
 
     def _trend_rows(self, scope: Scope, city: int | None) -> np.ndarray:
         """The minute counters' rows (districts, and the untagged row) an area's trend sums."""

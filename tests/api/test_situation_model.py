@@ -227,22 +227,40 @@ def test_trend_has_one_point_per_minute_of_stream_time_for_the_last_thirty() -> 
     assert len(trend) == 30 and trend[-1]["t_ms"] == T0 + 2 * MIN
     assert [p["t_ms"] for p in trend] == [T0 + (k - 27) * MIN for k in range(30)]
     assert trend[0] == {"t_ms": T0 - 27 * MIN, "readings_per_s": 0.0, "open_alerts": 0,
-                        "traffic_index": None}
+                        "traffic_index": None, "complete": True}
     minute0, minute1, minute2 = trend[-3:]
     assert minute0 == {"t_ms": T0, "readings_per_s": 2.0, "open_alerts": 1,
-                       "traffic_index": round(10 / 0.7 * 0.5, 2)}
+                       "traffic_index": round(10 / 0.7 * 0.5, 2), "complete": True}
     assert minute1 == {"t_ms": T0 + MIN, "readings_per_s": 1.0, "open_alerts": 1,
-                       "traffic_index": 0.0}
-    # The current minute: 1 reading in the 15 s of it so far; jn-2 still open.
-    assert minute2 == {"t_ms": T0 + 2 * MIN, "readings_per_s": round(1 / 15, 3),
-                       "open_alerts": 1, "traffic_index": round(10 / 0.7 * 0.25, 2)}
+                       "traffic_index": 0.0, "complete": True}
+    # The current minute (15 s of it so far) is not complete: no rate; jn-2 still open.
+    assert minute2 == {"t_ms": T0 + 2 * MIN, "readings_per_s": None,
+                       "open_alerts": 1, "traffic_index": round(10 / 0.7 * 0.25, 2),
+                       "complete": False}
     jinan = city(answer, "370100")["trend"]
-    assert [p["readings_per_s"] for p in jinan[-3:]] == [2.0, 0.0, round(1 / 15, 3)]
+    assert [p["readings_per_s"] for p in jinan[-3:]] == [2.0, 0.0, None]
     assert [p["open_alerts"] for p in jinan[-3:]] == [1, 1, 1]
     # Readings older than the window are left out of the trend, not of the latest state.
     m.update(batch(("jn-tr-9", "traffic", T0 - 40 * MIN, 30.0, LIXIA)), NOW)
     assert m.situation(NOW, alerts=tally)["province"]["trend"] == trend
     assert m.situation(NOW)["province"]["sensors"]["total"] == 6
+
+
+def test_the_current_minute_of_the_trend_has_no_rate_so_it_does_not_spike() -> None:
+    """100 sensors reporting together every 10 s: 10 readings/s. The current minute was rated
+    over its seconds so far, and its first round (100 readings at its start, 1 s floor) showed
+    100 readings/s, its second 20: a spike at the end of every chart, every minute."""
+    m = model()
+    for k in range(13):  # T0 .. T0 + 120 s
+        m.update(batch(*[(f"jn-tr-{i}", "traffic", T0 + k * 10 * SEC, 40.0, LIXIA)
+                         for i in range(100)]), NOW)
+        trend = m.situation(NOW)["province"]["trend"]
+        assert trend[-1]["readings_per_s"] is None and trend[-1]["complete"] is False
+        assert trend[-1]["traffic_index"] is not None  # a mean of the readings so far
+        assert all(p["complete"] for p in trend[:-1])
+        rates = [p["readings_per_s"] for p in trend[:-1]]
+        assert max(rates) <= 10.0, (k, rates)
+    assert [p["readings_per_s"] for p in trend[-3:-1]] == [10.0, 10.0]
 
 
 def test_a_sensor_that_moved_counts_each_minute_where_its_reading_was_taken() -> None:
@@ -258,7 +276,7 @@ def test_a_sensor_that_moved_counts_each_minute_where_its_reading_was_taken() ->
         jinan, qingdao = city(answer, "370100")["trend"], city(answer, "370200")["trend"]
         assert [p["traffic_index"] for p in jinan[-2:]] == [round(10 / 0.7 * 0.5, 2), None]
         assert [p["traffic_index"] for p in qingdao[-2:]] == [None, 0.0]
-        assert [p["readings_per_s"] for p in jinan[-2:]] == [round(1 / 60, 3), 0.0]
+        assert [p["readings_per_s"] for p in jinan[-2:]] == [round(1 / 60, 3), None]
         assert city(answer, "370200")["sensors"]["total"] == 1  # where it is now
     assert live.situation(NOW) == restarted.situation(NOW)
 
@@ -315,7 +333,11 @@ def test_a_key_scoped_to_a_city_sees_that_city_and_a_province_of_it_alone() -> N
     assert answer["province"]["sensors"]["total"] == 2
     assert answer["province"]["alerts"]["open"] == 1
     assert answer["province"]["indicators"]["gauges_over_warning"] == 1
-    assert answer["province"]["trend"][-1]["readings_per_s"] == 2.0  # its city's counters
+    assert answer["province"]["trend"][-1]["readings_per_s"] is None  # the minute so far
+    # A reading a minute on completes that minute: its 2 readings of 青岛 (not 济南's 2), / 60 s.
+    m.update(batch(("qd-tr-1", "traffic", T0 + MIN, 30.0, SHINAN)), NOW)
+    answer = m.situation(NOW, scope_of(key, m), AlertCounter(book, default_regions()).tally(key))
+    assert answer["province"]["trend"][-2]["readings_per_s"] == round(2 / 60, 3)
 
 
 def test_a_key_scoped_by_sensor_prefix_sees_its_sensors_and_no_partial_trend() -> None:
