@@ -23,7 +23,7 @@ import base64
 import binascii
 import heapq
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from api.auth import Principal
 from api.json_bytes import right_sized
 from cityagent.incident_alert import EVENT_TYPES, RESOLVED, AlertEvent
 from cityagent.readings import format_ts
+from cityagent.regions import RegionIndex
 from cityagent.settings import RETENTION_H
 
 __all__ = (
@@ -175,11 +176,29 @@ class AlertQuery:
 
     def matches_entry(self, entry: FeedEntry) -> bool:
         """For the stream: the alert after the change matches, or did before it (it left)."""
-        if entry.alert is None:  # suppressed: no alert fields to filter on, only a sensor
-            p = self.principal
-            return not self.filters_alerts and (p is None or p.may_see_sensor(entry.sensor_id))
+        if entry.alert is None:
+            return self._matches_suppressed(entry)
         return self.matches(entry.alert) or (entry.previous is not None
                                              and self.matches(entry.previous))
+
+    def _matches_suppressed(self, entry: FeedEntry) -> bool:
+        """A suppressed event has no alert, only a sensor and a place (its city and district,
+        when known): the city and district filters and a key's cities apply to that place, any
+        other filter (on an alert's status, severity ...) excludes it. Before, a key scoped to
+        cities, or a ``city=`` stream, never got one, not even of its own city."""
+        if any(v is not None for k, v in vars(self).items() if k not in _PLACE_FILTERS):
+            return False
+        if self.city_code is not None and entry.city_code != self.city_code:
+            return False
+        if self.district_code is not None and entry.district_code != self.district_code:
+            return False
+        p = self.principal
+        return p is None or p.may_see_sensor(entry.sensor_id) or (
+            entry.city_code is not None and p.may_see_city(entry.city_code))
+
+
+#: The query fields a suppressed event is judged on: the key's scope and the place filters.
+_PLACE_FILTERS = frozenset({"principal", "city_code", "district_code"})
 
 
 @dataclass(frozen=True)
@@ -196,6 +215,8 @@ class FeedEntry:
     previous: dict[str, Any] | None  # public snapshot before it (None: new, or suppressed)
     sensor_id: str
     data: bytes  # the public event as JSON: encoded once, sent to every client
+    city_code: str | None = None  # suppressed events: where the anomaly was, when known
+    district_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,8 +248,14 @@ class AlertBook:
 
     def __init__(self, *, history_size: int = 200, feed_size: int = 10_000,
                  suppressed_size: int = 1_000,
-                 resolved_for_ms: int = RETENTION_H * 3_600_000) -> None:
+                 resolved_for_ms: int = RETENTION_H * 3_600_000,
+                 regions: RegionIndex | None = None,
+                 sensor_place: Callable[[str], tuple[str | None, str | None]] | None = None,
+                 ) -> None:
         self.history_size = history_size
+        self.regions = regions
+        #: Where a sensor is (city, district codes), for a suppressed event scoped by zone.
+        self.sensor_place = sensor_place
         self.feed_size = feed_size
         self.suppressed_size = suppressed_size
         self.resolved_for_ms = resolved_for_ms
@@ -326,7 +353,7 @@ class AlertBook:
                 self.ignored += 1
                 return None
             self._keep_suppressed(event)
-            return self._to_feed(event, None, None, partition, offset)
+            return self._to_feed(event, None, None, partition, offset, self._place(event))
         record = self._alerts.get(alert["alert_id"])
         if record is not None and alert["seq"] <= record.alert["seq"]:
             self.ignored += 1
@@ -365,14 +392,34 @@ class AlertBook:
         self._suppressed.append(event)
         self._suppressed_ids.add(event["event_id"])
 
+    def _place(self, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """A suppressed event's city and district codes: from its scope (``district:`` or
+        ``city:``), else (a zone) from where its sensor is, when that is known."""
+        kind, _, code = str(event["scope"]).partition(":")
+        if kind == "district":
+            try:
+                city = (self.regions.district(code).city_code if self.regions is not None
+                        else f"{code[:4]}00" if len(code) == 6 and code.isdigit() else None)
+            except KeyError:
+                city = None
+            return city, code
+        if kind == "city":
+            return code, None
+        if self.sensor_place is not None and event.get("sensor_id"):
+            return self.sensor_place(event["sensor_id"])
+        return None, None
+
     def _to_feed(self, event: dict[str, Any], public: dict[str, Any] | None,
-                 previous: dict[str, Any] | None, partition: int, offset: int) -> FeedEntry:
+                 previous: dict[str, Any] | None, partition: int, offset: int,
+                 place: tuple[str | None, str | None] = (None, None)) -> FeedEntry:
         self.applied += 1
+        where = {} if public is not None else {"city_code": place[0], "district_code": place[1]}
         data = right_sized(orjson.dumps({**event, "at": format_ts(event["at_ms"]),
-                                         "alert": public}))
+                                         "alert": public, **where}))
         offsets = tuple(self._next.get(p, 0) for p in range(max(self._next) + 1))
         entry = FeedEntry(self.applied, partition, offset, offsets, event["event_id"],
-                          event["type"], public, previous, event["sensor_id"] or "", data)
+                          event["type"], public, previous, event["sensor_id"] or "", data,
+                          *place)
         if len(self._feed) >= self.feed_size:
             dropped = self._feed.popleft()
             self._evicted[dropped.partition] = max(self._evicted.get(dropped.partition, 0),

@@ -139,7 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.idempotency = IdempotencyCache()
     # The alert read model lives as long as the app; the lifespan connects it to Kafka.
     app.state.regions = default_regions()
-    app.state.alert_book = AlertBook()
+    # A suppressed event scoped by zone is placed where its sensor is (the situation model).
+    app.state.alert_book = AlertBook(regions=app.state.regions,
+                                     sensor_place=lambda s: app.state.situation.place_of(s))
     app.state.alert_hub = AlertHub()
     app.state.commands = CommandPublisher(settings.bootstrap, command_topic(settings))
     # Operational zones: the file (or demo) set, then the zones topic's records on top.

@@ -211,6 +211,10 @@ class AlertEventPublic(BaseModel):
     anomaly_id: str | None
     sensor_id: str | None
     detail: str
+    city_code: str | None = Field(None, description="Suppressed events only: the city of the "
+                                                    "anomaly (null when not known)")
+    district_code: str | None = Field(None, description="Suppressed events only: its district "
+                                                        "(null when not known)")
 
 
 class AlertNote(BaseModel):

@@ -737,6 +737,17 @@ class SituationModel:
         codes[codes == _GENERIC] = -1
         return codes
 
+    def place_of(self, sensor_id: str) -> tuple[str | None, str | None]:
+        """The sensor's city and district codes as its readings put it; Nones when unknown."""
+        row = self._index.get(sensor_id)
+        if row is None:
+            return None, None
+        district = int(self._cols["district"][row])
+        if district < 0:
+            return None, None
+        return (str(self._city_codes[self._district_city[district]]),
+                str(self._district_codes[district]))
+
     def kind_of(self, sensor_id: str) -> str | None:
         row = self._index.get(sensor_id)
         return None if row is None else _KIND_NAMES[int(self._cols["kind"][row])]

@@ -25,6 +25,7 @@ from api.alert_book import (
 )
 from api.auth import Principal
 from cityagent.incident_alert import Alert, AlertEvent
+from cityagent.regions import default_regions
 
 T0 = 1_795_307_400_000  # 2026-11-22T00:30:00Z
 MIN = 60_000
@@ -297,14 +298,43 @@ def test_a_stream_filter_also_sees_an_alert_leave_it() -> None:
     assert not AlertQuery(city_code="370200").matches_entry(resolved)
 
 
-def test_suppressed_events_reach_only_unfiltered_streams_that_may_see_the_sensor() -> None:
-    entry = AlertBook().apply(suppressed_event(1, sensor="jn-wl-9"))
+def test_suppressed_events_reach_streams_that_may_see_their_sensor_or_city() -> None:
+    """A key scoped to cities, and a city= stream, got no suppressed event, not even of its
+    own city, while an unscoped, unfiltered stream got them all."""
+    entry = AlertBook().apply(suppressed_event(1, sensor="jn-wl-9"))  # scope district:370102
     assert entry is not None and entry.alert is None
+    assert (entry.city_code, entry.district_code) == ("370100", "370102")
+    data = orjson.loads(entry.data)
+    assert (data["city_code"], data["district_code"]) == ("370100", "370102")
     assert AlertQuery().matches_entry(entry)
     assert not AlertQuery(severities=frozenset({"red"})).matches_entry(entry)
     assert AlertQuery(principal=Principal("operator", "k", prefixes=("jn-",))).matches_entry(entry)
-    assert not AlertQuery(principal=Principal("operator", "k", frozenset({"370100"}))
+    jinan = Principal("operator", "k", frozenset({"370100"}))
+    assert AlertQuery(principal=jinan).matches_entry(entry)
+    assert AlertQuery(principal=jinan, city_code="370100",
+                      district_code="370102").matches_entry(entry)
+    assert AlertQuery(city_code="370100").matches_entry(entry)
+    assert not AlertQuery(city_code="370200").matches_entry(entry)
+    assert not AlertQuery(district_code="370103").matches_entry(entry)
+    assert not AlertQuery(principal=Principal("operator", "k", frozenset({"370200"}))
                           ).matches_entry(entry)
+    assert not AlertQuery(principal=jinan, statuses=frozenset({"open"})).matches_entry(entry)
+
+
+def test_a_suppressed_event_is_placed_by_its_scope_or_where_its_sensor_is() -> None:
+    places = {"qd-wl-1": ("370200", "370202")}
+    book = AlertBook(regions=default_regions(), sensor_place=lambda s: places.get(s, (None, None)))
+    for n, (scope, sensor, place) in enumerate((
+            ("district:370202", "x-1", ("370200", "370202")),
+            ("city:370300", "x-2", ("370300", None)),
+            ("zone:qd-flood-1", "qd-wl-1", ("370200", "370202")),   # where its sensor is
+            ("zone:qd-flood-1", "qd-unknown", (None, None)))):       # not known: unscoped only
+        doc = {**suppressed_event(n, sensor=sensor), "scope": scope}
+        entry = book.apply(doc)
+        assert entry is not None and (entry.city_code, entry.district_code) == place, scope
+        qingdao = AlertQuery(principal=Principal("viewer", "k", frozenset({"370200"})))
+        assert qingdao.matches_entry(entry) == (place[0] == "370200"), scope
+        assert AlertQuery().matches_entry(entry)
 
 
 def test_feed_positions_increase_and_data_is_the_public_event() -> None:
