@@ -20,11 +20,15 @@ from cityagent.batch import ReadingBatch
 from cityagent.errors import CityAgentError, describe_exception
 from cityagent.readings import ALL_VALUE_FIELDS, VALUE_FIELDS, format_ts
 
-__all__ = ("FileSink", "HttpSink", "SinkUnreachable", "reading_dicts")
+__all__ = ("FileSink", "HttpSink", "SinkRefused", "SinkUnreachable", "reading_dicts")
 
 
 class SinkUnreachable(CityAgentError):
     """The sink's destination did not answer within the allowed time."""
+
+
+class SinkRefused(CityAgentError):
+    """The API refused the run's key (HTTP 401 or 403): every request would be refused."""
 
 
 def reading_dicts(batch: ReadingBatch) -> list[dict[str, object]]:
@@ -129,8 +133,12 @@ class HttpSink(_Counters):
 
     A request that fails (connection refused, timeout, 5xx, 429) is retried with exponential
     backoff; once ``give_up_s`` passes without a successful request, :meth:`send` raises
-    :class:`SinkUnreachable` naming the URL. A 4xx other than 429 counts as an error and is
-    not retried (retrying the same readings would fail the same way).
+    :class:`SinkUnreachable` naming the URL. A 401, or a 403 of a key that may not post
+    readings, raises :class:`SinkRefused` at once: every later request would be refused
+    alike, and the run went on sending into it, counting errors. Another 4xx but 429 (a 403
+    whose readings were all outside a scoped key's cities or prefixes, which the next
+    request's may not be, included) counts as an error and is not retried (retrying the
+    same readings would fail the same way).
 
     Every body carries an ``Idempotency-Key`` of its own, the same on each of its retries, as
     docs/api.md asks of integrators: a timeout whose request was in fact stored, or an API
@@ -186,6 +194,10 @@ class HttpSink(_Counters):
                     self._stored(response, rows)
                     return
                 problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                if _key_refused(response):
+                    self.errors += 1
+                    self.last_error = problem
+                    raise SinkRefused(_refusal(self.url, response))
                 if response.status_code < 500 and response.status_code != 429:
                     self.errors += 1  # the readings were refused: retrying would not help
                     self.last_error = problem
@@ -238,3 +250,30 @@ class HttpSink(_Counters):
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._client.close()
+
+
+def _key_refused(response) -> bool:
+    """A 401, or a 403 refusing the key's role. The API's other 403, every reading outside
+    the key's scope, lists them under ``rejected``: a refusal of those readings only."""
+    if response.status_code == 401:
+        return True
+    if response.status_code != 403:
+        return False
+    try:
+        return "rejected" not in orjson.loads(response.content)
+    except (orjson.JSONDecodeError, TypeError):
+        return True
+
+
+def _refusal(url: str, response) -> str:
+    """One line on a 401 or 403: what the API said (its ``detail``) and what to give."""
+    try:
+        detail = str(orjson.loads(response.content)["detail"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        detail = response.text
+    detail = " ".join(detail.split())[:200]
+    fix = ("give an integrator or admin key with --api-key" if response.status_code == 401
+           else "give an integrator or admin key with --api-key (a viewer or operator key "
+                "may not post readings)")
+    return (f"the API at {url} refused the key: HTTP {response.status_code}"
+            + (f" ({detail})" if detail else "") + f"; stopping: {fix}, see docs/api.md")

@@ -158,6 +158,58 @@ def test_http_sink_unreachable_exits_naming_the_api(capsys):
     assert "Traceback" not in err
 
 
+class Refusing(BaseHTTPRequestHandler):
+    """The API to a request without a valid key (401), or with a key whose role may not post
+    readings (403 without ``rejected``), as api/auth.py answers."""
+
+    status = 401
+    seen = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        type(self).seen += 1
+        detail = ("invalid API key: it matches no configured key" if self.status == 401 else
+                  "this viewer key may only read; POST /v1/readings needs an integrator or "
+                  "admin key")
+        answer = orjson.dumps({"detail": detail})
+        self.send_response(self.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (401, "(invalid API key: it matches no configured key); stopping: give an integrator or "
+          "admin key with --api-key, see docs/api.md"),
+    (403, "(this viewer key may only read; POST /v1/readings needs an integrator or admin "
+          "key); stopping: give an integrator or admin key with --api-key (a viewer or "
+          "operator key may not post readings), see docs/api.md"),
+])
+def test_a_refused_key_stops_the_http_run_at_its_first_request(status, says, capsys):
+    """A wrong or missing --api-key was counted as an error per request and the run went on
+    sending into the wall: 20 refused requests here, the whole --count or --duration."""
+    Refusing.status, Refusing.seen = status, 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        code = main(["--sensors", "1000", "--rate", "100000", "--count", "20000", "--sink",
+                     "http", "--api", api, "--api-key", "wrong"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert Refusing.seen == 1
+    assert (f"sensors_sim: the API at {api}/v1/readings refused the key: HTTP {status} {says}"
+            in err.splitlines()), err
+    assert "Traceback" not in err
+
+
 def test_file_sink_needs_out(capsys):
     with pytest.raises(SystemExit):
         main(["--sink", "file"])
@@ -386,10 +438,13 @@ def test_out_and_labels_of_the_same_file_are_refused(tmp_path, capsys):
 
 
 class _Refuses(BaseHTTPRequestHandler):
+    """Every reading invalid (422): counted as an error, and the run goes on (a 401 or 403
+    of the key stops it at once: test_a_refused_key_stops_the_http_run_at_its_first_request)."""
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers["content-length"]))
-        answer = b'{"detail": "invalid API key: it matches no configured key"}'
-        self.send_response(401)
+        answer = b'{"detail": "all 10 readings are invalid; none was accepted", "accepted": 0}'
+        self.send_response(422)
         self.send_header("content-length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
@@ -399,7 +454,7 @@ class _Refuses(BaseHTTPRequestHandler):
 
 
 def test_progress_says_what_the_errors_are(capsys):
-    """A wrong --api-key ran a whole --duration at "errors N" with no reason, the 401 only in
+    """Refused readings ran a whole --duration at "errors N" with no reason, the 422 only in
     the summary at the end. Progress (every 3 s) now says a new error once."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -411,8 +466,8 @@ def test_progress_says_what_the_errors_are(capsys):
         httpd.server_close()
     lines = capsys.readouterr().err.splitlines()
     assert code == 1
-    said = [line for line in lines if line.startswith("sensors_sim: warning: HTTP 401: ")]
-    assert len(said) == 1 and "invalid API key" in said[0], lines
+    said = [line for line in lines if line.startswith("sensors_sim: warning: HTTP 422: ")]
+    assert len(said) == 1 and "readings are invalid" in said[0], lines
 
 
 def test_the_registry_gives_the_report_interval_in_event_time(tmp_path, capsys):

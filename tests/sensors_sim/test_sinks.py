@@ -148,3 +148,42 @@ def test_readings_a_202_rejects_are_not_counted_as_acknowledged() -> None:
     assert (sink.sent, sink.acked, sink.errors) == (3, 1, 1)
     assert sink.last_error == ("HTTP 202: 2 of 3 readings rejected, e.g. outside this key's "
                                "scope (jn-)")
+
+
+class OutOfScope(BaseHTTPRequestHandler):
+    """The API's other 403: every reading of the request outside a scoped key's cities."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        docs = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+        answer = orjson.dumps({
+            "detail": "every reading is outside the scope of this integrator key; none was "
+                      "accepted", "accepted": 0,
+            "rejected": [{"index": i, "field": "sensor_id", "sensor_id": d["sensor_id"],
+                          "reason": "outside this key's scope (jn-)"} for i, d in enumerate(docs)]})
+        self.send_response(403)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_403_of_readings_outside_the_keys_scope_does_not_stop_the_run() -> None:
+    """A 401, or a 403 of the key's role, stops the run (SinkRefused); a 403 listing the
+    readings it refused is of those readings only: the next request's may be in scope."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), OutOfScope)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=10)
+    reading = Reading("qd-wl-001", "water_level", 1_795_307_400_000, 120.38, 36.07,
+                      {"level_m": 1.5})
+    try:
+        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+    finally:
+        sink.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert (sink.sent, sink.acked, sink.errors, sink.retries) == (2, 0, 2, 0)
+    assert sink.last_error.startswith("HTTP 403: ")
