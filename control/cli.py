@@ -51,9 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=positive_int, default=1, help="Faust workers (default 1)")
     up.add_argument("--port", type=port_number, default=None, help="API port (default 8000)")
     up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
-    up.add_argument("--sensors", type=positive_int, default=2000, help="simulated sensors (default 2000)")
+    from sensors_sim.cli import MAX_SENSORS, add_run_arguments, fleet_size
+
+    up.add_argument("--sensors", type=fleet_size, default=2000,
+                    help=f"simulated sensors, at most {MAX_SENSORS:,} (default 2000)")
     up.add_argument("--rate", type=positive_float, default=1000.0, help="simulated readings/s (default 1000)")
-    from sensors_sim.cli import add_run_arguments
 
     add_run_arguments(up.add_argument_group(
         "with --simulate", "options of the simulator it starts, checked and passed on as "

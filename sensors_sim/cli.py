@@ -39,7 +39,7 @@ from sensors_sim.timing import EventClock, LateBuffer
 from sensors_sim.warmup import early_faults
 
 __all__ = ("main", "build_parser", "add_run_arguments", "RUN_OPTIONS", "fleet_signals",
-           "check_run")
+           "check_run", "fleet_size", "MAX_SENSORS")
 
 _MIN_TICK_S = 0.1
 _DEFAULT_SENSORS = 1000
@@ -51,11 +51,25 @@ _CLOSE_TIMEOUT_S = 5.0
 _STALL_S = 10.0
 #: A fleet this large takes seconds to lay out: said before, so the run is not silent.
 _LARGE_FLEET = 250_000
+#: The largest ``--sensors``. A sensor costs the simulator ~1.6 KB (its models' state and its
+#: share of a tick's readings): 1,000,000 peaked at 1.6 GB resident (2026-11-24). There was no
+#: bound, and a mistyped count (1e8) ran the machine out of memory laying out the fleet.
+MAX_SENSORS = 1_000_000
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 #: 2100-01-01: no reading may be dated from here on (``cityagent.readings``), so a run whose
 #: event time gets here stops. ``--accelerate 1e300`` ended in an OverflowError traceback,
 #: and ``1e9`` wrote readings dated 2100 and after, which replay and the API refuse.
 _END_OF_EVENT_TIME_MS = 4_102_444_800_000
+
+
+def fleet_size(text: str) -> int:
+    """``--sensors``: 1 to :data:`MAX_SENSORS` (``cityagent up`` takes it too)."""
+    value = positive_int(text)
+    if value > MAX_SENSORS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_SENSORS:,} (~1.6 KB of memory each: {MAX_SENSORS:,} take "
+            f"~1.6 GB, {value:,} would take ~{value * 1.6e3 / 1e9:,.0f} GB); got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -195,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cityagent sim",
         description="Stream simulated Shandong sensor readings into the CityAgent pipeline.",
     )
-    parser.add_argument("--sensors", type=positive_int, default=None,
-                        help="number of sensors in the fleet (default 1000; 100,000 for --bench)")
+    parser.add_argument("--sensors", type=fleet_size, default=None,
+                        help=f"number of sensors in the fleet, at most {MAX_SENSORS:,} (default "
+                             "1000; 100,000 for --bench)")
     parser.add_argument("--rate", type=positive_float, default=None,
                         help="target readings per second (default 2000); every sensor reports "
                              "once per tick of max(0.1, sensors/rate) s")

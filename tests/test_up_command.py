@@ -56,6 +56,8 @@ def test_every_option_of_the_simulator_that_up_takes_is_in_the_table():
         (["--start", "yesterday"], "--start: is not an RFC 3339 time"),
         (["--start", "1"], "--start: must lie between 2000 and 2100"),
         (["--late-fraction", "1.5"], "--late-fraction: must lie between 0 and 1"),
+        # No bound: the simulator `up` started ran the machine out of memory laying it out.
+        (["--sensors", "50000000"], "--sensors: must be at most 1,000,000 (~1.6 KB of memory"),
     ],
 )
 def test_bad_values_are_refused_as_sim_refuses_them(argv, says, capsys):

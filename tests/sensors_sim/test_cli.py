@@ -27,6 +27,10 @@ from tests.helpers import free_port
     [
         (["--sensors", "0"], "--sensors: must be positive"),
         (["--sensors", "ten"], "--sensors: must be a whole number"),
+        # No bound: 1e8 sensors (~160 GB at ~1.6 KB each) ran the machine out of memory.
+        (["--sensors", "1000001"], "--sensors: must be at most 1,000,000 (~1.6 KB of memory "
+                                   "each: 1,000,000 take ~1.6 GB, 1,000,001 would take ~2 GB)"),
+        (["--bench", "--sensors", "100000000"], "--sensors: must be at most 1,000,000"),
         (["--rate", "-5"], "--rate: must be positive"),
         (["--duration", "0"], "--duration: must be positive"),
         (["--count", "0"], "--count: must be positive"),
