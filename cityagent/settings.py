@@ -16,7 +16,7 @@ from pathlib import Path
 from cityagent.detectors.config import WINDOW_MAX_S, forget_after_s_error
 from cityagent.errors import ConfigError
 
-__all__ = ("Settings", "ENV_VARS", "bootstrap_servers", "RETENTION_H",
+__all__ = ("Settings", "ENV_VARS", "bootstrap_servers", "forget_after_s_from_env", "RETENTION_H",
            "ALERTS_RETENTION_DAYS_MIN", "ALERTS_RETENTION_DAYS_MAX")
 
 #: Retention of CityAgent's plain (delete-policy) topics, the readings topic among them: 7 days.
@@ -271,6 +271,16 @@ def bootstrap_servers(raw: str) -> str:
                 "kafka-1:9092,kafka-2:9092; a port of 1 to 65535); "
                 f"{server!r} is not one; got {raw!r}")
     return ",".join(servers)
+
+
+def forget_after_s_from_env(environ: Mapping[str, str] | None = None) -> float | None:
+    """``CITYAGENT_FORGET_AFTER_S`` alone, checked as :meth:`Settings.from_env` checks it
+    (ConfigError naming it), or None when unset. For `cityagent replay`, which forgets a
+    silent sensor as the workers do but needs none of their other settings: a wrong
+    ``CITYAGENT_KAFKA`` must not stop an offline replay."""
+    env = os.environ if environ is None else environ
+    var = "CITYAGENT_FORGET_AFTER_S"
+    return Settings.from_env({var: env[var]} if var in env else {}).forget_after_s
 
 
 def _forget_after_s(var: str, raw: str, number: float) -> float:

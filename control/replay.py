@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="grace after a window's end before it is judged (default 0: the "
                              "rows are replayed in time order, so nothing is late)")
     parser.add_argument("--config", type=Path, metavar="TOML",
-                        help="detection settings (default: the packaged detection.toml)")
+                        help="detection settings (default: the packaged detection.toml); "
+                             "CITYAGENT_FORGET_AFTER_S overrides its [state] forget_after_s, "
+                             "as in the workers")
     parser.add_argument("--registry", type=Path, metavar="FILE",
                         help="sensor registry (.csv or .json) with per-sensor levels/intervals")
     parser.add_argument("--json", action="store_true",
@@ -73,6 +75,7 @@ def run_replay(args: argparse.Namespace) -> int:
         write_anomalies,
         write_scores,
     )
+    from cityagent.settings import forget_after_s_from_env
 
     targets = {flag: path for flag, path in (("--scores", args.scores),
                                              ("--anomalies", args.anomalies)) if path}
@@ -82,7 +85,9 @@ def run_replay(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     try:
-        config = DetectionConfig.load(args.config)
+        # The workers' override of when a silent sensor is forgotten: replay ignored it, and
+        # a history replayed with it set found what the workers had not.
+        config = DetectionConfig.load(args.config, forget_after_s=forget_after_s_from_env())
         profiles = SensorProfiles.load(args.registry) if args.registry else None
         load_kernels(config, _fail, row_scores=True)  # compiling is not detecting: not in "took ... to detect"
         started = time.perf_counter()
@@ -107,6 +112,7 @@ def run_replay(args: argparse.Namespace) -> int:
         outputs.discard()
     summary = summarize(inp, result)
     summary["read_s"] = round(read_s, 3)
+    summary["forget_after_s"] = config.forget_after_ms / 1000
     if args.scores:
         summary["scores_file"] = str(args.scores)
     if args.anomalies:

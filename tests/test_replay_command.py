@@ -171,3 +171,55 @@ def test_the_summary_says_one_row_not_one_rows(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "1 row, 1 sensor (generic 1)" in out and "0 episodes, 0 events" in out
     assert "1 row before their sensor's baseline was learned" in out
+
+
+def _gap_csv(path: Path) -> Path:
+    """Two gauges every 10 min for 4 days; the second silent for 2 days from hour 6."""
+    from cityagent.readings import format_ts
+
+    t0, step = 1_790_000_000_000, 600_000
+    lines = ["sensor_id,kind,timestamp,level_m"]
+    for k in range(4 * 144):
+        ts = t0 + k * step
+        lines.append(f"jn-wl-000001,water_level,{format_ts(ts)},{1.5 + 0.01 * (k % 7):.2f}")
+        if not 6 * 3_600_000 <= ts - t0 < 6 * 3_600_000 + 2 * 86_400_000:
+            lines.append(f"jn-wl-000002,water_level,{format_ts(ts)},{1.2 + 0.01 * (k % 5):.2f}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_replay_forgets_a_silent_sensor_after_cityagent_forget_after_s_as_the_workers_do(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """The workers take CITYAGENT_FORGET_AFTER_S over the settings file's [state]
+    forget_after_s; replay read only the file, so a history replayed with it set kept a
+    sensor the workers had forgotten (and learned afresh when it came back)."""
+    import json
+
+    source = _gap_csv(tmp_path / "gap.csv")
+    monkeypatch.delenv("CITYAGENT_FORGET_AFTER_S", raising=False)
+    assert cli_main(["replay", str(source), "--json"]) == 0
+    kept = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("CITYAGENT_FORGET_AFTER_S", "86400")
+    assert cli_main(["replay", str(source), "--json"]) == 0
+    forgot = json.loads(capsys.readouterr().out)
+    assert (kept["forget_after_s"], forgot["forget_after_s"]) == (2_592_000, 86_400)
+    # Forgotten after its day of silence, the second gauge is learned afresh when it comes
+    # back: its first readings back are cold again, and its open silence episode never ends.
+    assert forgot["rows_before_warm"] > kept["rows_before_warm"]
+    assert forgot["anomalies"] == kept["anomalies"] - 1
+
+
+def test_a_bad_cityagent_forget_after_s_stops_replay_naming_it(tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    monkeypatch.setenv("CITYAGENT_FORGET_AFTER_S", "3600")
+    assert cli_main(["replay", str(LEVEL_CSV)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cityagent: CITYAGENT_FORGET_AFTER_S must be 0 (never forget a sensor) "
+                          "or between 86400 (one day) and 315360000 (ten years); got '3600'"), err
+
+
+def test_replay_needs_no_other_setting_of_the_workers(capsys, monkeypatch) -> None:
+    """Only CITYAGENT_FORGET_AFTER_S is read: a wrong Kafka address is nothing to an offline
+    replay."""
+    monkeypatch.setenv("CITYAGENT_KAFKA", "not a host list")
+    assert cli_main(["replay", str(LEVEL_CSV), "--json"]) == 0
