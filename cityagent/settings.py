@@ -41,7 +41,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "CITYAGENT_BROKER_PORT": ("broker_port", "Port of the embedded broker on 127.0.0.1 (default 9092)."),
     "CITYAGENT_TOPIC_PREFIX": ("topic_prefix", "Prefix of every topic name (default `city`) but the two table changelogs', which `CITYAGENT_APP_ID` begins: a second pipeline on one Kafka needs both its own prefix and its own app id."),
-    "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8)."),
+    "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8); `cityagent up --workers` is at most this."),
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
     "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`)."),

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start broker, topics, workers and API (Ctrl-C stops all)")
-    up.add_argument("--workers", type=positive_int, default=1, help="Faust workers (default 1)")
+    up.add_argument("--workers", type=positive_int, default=1,
+                    help="Faust workers (default 1), at most the topics' partitions "
+                         "(CITYAGENT_PARTITIONS, default 8)")
     up.add_argument("--port", type=port_number, default=None, help="API port (default 8000)")
     up.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
     from sensors_sim.cli import MAX_SENSORS, add_run_arguments, fleet_size

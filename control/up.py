@@ -22,8 +22,9 @@ from control.restarts import RESTART_WINDOW_S, Restarts, first_restart_delay_s
 from control.supervisor import Child, Supervisor
 from control.topics import ensure_topics, pipeline_topics, short_retention
 
-__all__ = ("UpOptions", "run_up", "check_settings_files", "fleet_args", "simulator_args", "api_argv", "BrokerMemory",
-           "EMBEDDED_CHECKPOINT_S", "API_STOP_GRACE_S")
+__all__ = ("UpOptions", "run_up", "check_settings_files", "check_workers", "fleet_args",
+           "simulator_args", "api_argv", "BrokerMemory", "EMBEDDED_CHECKPOINT_S",
+           "API_STOP_GRACE_S")
 
 #: How long the API, told to stop (SIGTERM), waits for open requests before it closes them.
 #: uvicorn waits for ever by default, and a dashboard's alert stream never ends by itself: the
@@ -140,6 +141,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
 
     With ``simulate``, the simulator's scenario is first checked as `cityagent sim` checks it
     (it can be read and fits the fleet): CityAgentError before anything is started if not."""
+    check_workers(options.workers, settings.partitions)
     if options.simulate:
         from sensors_sim.cli import check_run
 
@@ -288,6 +290,18 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
         if memory is not None and memory.due(time.monotonic()):
             _say_if(say, memory.line(time.monotonic()))
         time.sleep(0.2)
+
+
+def check_workers(workers: int, partitions: int) -> None:
+    """ConfigError when there are more workers than partitions: Kafka gives each partition
+    to one worker of the group, so the others got none and sat idle (memory, heartbeats,
+    rebalances) without a word."""
+    if workers > partitions:
+        raise ConfigError(
+            f"--workers {workers} is more than the {partitions} partitions of the topics "
+            f"the workers share (CITYAGENT_PARTITIONS): {workers - partitions} of them would "
+            f"get none and sit idle; give --workers {partitions} or fewer, or raise "
+            "CITYAGENT_PARTITIONS (new topics only: an existing topic keeps its count)")
 
 
 def _restartable(name: str) -> bool:

@@ -311,3 +311,18 @@ def test_a_temp_directory_up_cannot_write_is_one_line_before_anything_starts(
     assert capsys.readouterr().err.strip().splitlines() == [
         f"cityagent: cannot make a directory for the logs in {gone} (No such file or "
         "directory); free some space there or set TMPDIR to a writable directory"]
+
+
+def test_more_workers_than_partitions_is_refused_before_anything_starts(capsys, monkeypatch,
+                                                                         nothing_starts):
+    """A worker beyond the partitions gets none: 9 workers on 8 partitions started one
+    that sat idle, without a word."""
+    monkeypatch.delenv("CITYAGENT_PARTITIONS", raising=False)
+    assert main(["up", "--workers", "9"]) == 2
+    assert capsys.readouterr().err == (
+        "cityagent: --workers 9 is more than the 8 partitions of the topics the workers share "
+        "(CITYAGENT_PARTITIONS): 1 of them would get none and sit idle; give --workers 8 or "
+        "fewer, or raise CITYAGENT_PARTITIONS (new topics only: an existing topic keeps its "
+        "count)\n")
+    control.up.check_workers(16, 16)  # as many as partitions: each gets one
+
