@@ -171,6 +171,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
+    ended: dict[str, int] = {}  # a child that ended for good (the simulator): its exit code
     try:
         _check_port_free(settings.api_host, port, "the API")
         if settings.embedded:
@@ -221,9 +222,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         say("press Ctrl-C to stop everything")
         code = _supervise(supervisor, Restarts(
             lambda name: first_restart_delay_s(name, settings.session_timeout_s)),
-            say, memory, takeover=options.workers > 1, broker=broker)
+            say, memory, takeover=options.workers > 1, broker=broker, ended=ended, url=url)
     except _Stop as stop:
         say(f"{stop.args[0]}: stopping")
+        if ended.get("simulator"):
+            say(f"exit code 1: the simulator failed earlier ({_how_ended(ended['simulator'])})")
+            code = 1
     except CityAgentError as exc:
         say(f"error: {exc}")
         code = 2
@@ -245,11 +249,14 @@ def run_up(settings: Settings, options: UpOptions) -> int:
 
 
 def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMemory | None,
-               *, takeover: bool, broker: EmbeddedBroker | None = None) -> int:
+               *, takeover: bool, broker: EmbeddedBroker | None = None,
+               ended: dict[str, int] | None = None, url: str = "") -> int:
     """Start what exits again after its wait (`control.restarts`) until something exits too
     often or the embedded broker exits (return 1), or something exits for a wrong setting
-    (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time."""
+    (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time. The simulator is not started again: its exit
+    is said, its code put in ``ended``, and the rest runs on."""
     waiting: dict[str, tuple[Child, float]] = {}  # name -> (the exited child, when to start it)
+    ended = {} if ended is None else ended
     while True:
         now = time.monotonic()
         if broker is not None and broker.returncode is not None:
@@ -264,7 +271,11 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
             if now >= due:
                 del waiting[name]
                 say(f"{name} started again (pid {supervisor.respawn(child).pid})")
-        dead = supervisor.first_dead(waiting)
+        dead = supervisor.first_dead({*waiting, *ended})
+        if dead is not None and dead.name == "simulator":
+            ended[dead.name] = dead.proc.returncode
+            say(_simulator_ended(dead, url))
+            continue
         if dead is not None and dead.proc.returncode == CONFIG_EXIT_CODE:
             say(f"{dead.name} (pid {dead.pid}) exited with code {CONFIG_EXIT_CODE}, a "
                 "configuration error (its line above names the setting): starting it again "
@@ -290,6 +301,31 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
         if memory is not None and memory.due(time.monotonic()):
             _say_if(say, memory.line(time.monotonic()))
         time.sleep(0.2)
+
+
+def _simulator_ended(child: Child, url: str) -> str:
+    """What `up` says when its simulator exits. It stopped everything before, the embedded
+    broker too, and with it every reading, state and alert of the run (memory only): a
+    finished run could not be looked at, a failed one not looked into."""
+    code = child.proc.returncode
+    running = (f"no more simulated readings; the broker, workers, API and dashboard keep "
+               f"running{' (' + url + ')' if url else ''} with what they hold; press Ctrl-C "
+               "to stop them")
+    if code == 0:
+        return f"simulator (pid {child.pid}) finished (exit code 0): {running}"
+    why = "" if code < 0 else "; its last lines above say why"  # a signal leaves no line
+    return (f"simulator (pid {child.pid}) failed ({_how_ended(code)}{why}): {running} "
+            "(`up` then exits with code 1)")
+
+
+def _how_ended(code: int) -> str:
+    """``exit code 1``, or ``killed by SIGKILL`` for a negative return code."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def check_workers(workers: int, partitions: int) -> None:

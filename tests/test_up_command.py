@@ -326,3 +326,57 @@ def test_more_workers_than_partitions_is_refused_before_anything_starts(capsys, 
         "count)\n")
     control.up.check_workers(16, 16)  # as many as partitions: each gets one
 
+
+class _Exited:
+    def __init__(self, name: str, pid: int, code: int) -> None:
+        self.name, self.pid = name, pid
+        self.proc = type("Proc", (), {"returncode": code})()
+
+
+class _Children:
+    """The supervisor `_supervise` watches, with children that have exited; after a few
+    rounds of the loop, Ctrl-C (``_Stop``)."""
+
+    def __init__(self, *dead: _Exited, rounds: int = 3) -> None:
+        self.dead, self.rounds, self.output_lost = list(dead), rounds, False
+
+    def first_dead(self, skip=()):
+        self.rounds -= 1
+        if self.rounds < 0:
+            raise control.up._Stop("SIGINT")
+        return next((c for c in self.dead if c.name not in skip), None)
+
+
+def _supervise(children: _Children, ended: dict[str, int]) -> list[str]:
+    said: list[str] = []
+    with pytest.raises(control.up._Stop):
+        control.up._supervise(children, control.up.Restarts(lambda _name: 1.0), said.append,
+                              None, takeover=False, ended=ended, url="http://127.0.0.1:8000")
+    return said
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    (0, "simulator (pid 41) finished (exit code 0): no more simulated readings; the broker, "
+        "workers, API and dashboard keep running (http://127.0.0.1:8000) with what they hold; "
+        "press Ctrl-C to stop them"),
+    (1, "simulator (pid 41) failed (exit code 1; its last lines above say why): no more "
+        "simulated readings; the broker, workers, API and dashboard keep running "
+        "(http://127.0.0.1:8000) with what they hold; press Ctrl-C to stop them (`up` then "
+        "exits with code 1)"),
+    (-9, "simulator (pid 41) failed (killed by SIGKILL): no more simulated readings;"),
+])
+def test_a_simulator_that_exits_leaves_the_pipeline_running_and_says_so(code, says):
+    """The simulator's exit stopped everything, the embedded broker too, and with it every
+    reading, state and alert of the run (memory only): nothing left to look at."""
+    ended: dict[str, int] = {}
+    said = _supervise(_Children(_Exited("simulator", 41, code)), ended)
+    assert len(said) == 1 and said[0].startswith(says), said  # said once, not again each round
+    assert ended == {"simulator": code}
+
+
+def test_a_worker_that_exits_is_still_started_again_next_to_an_ended_simulator():
+    children = _Children(_Exited("simulator", 41, 0), _Exited("worker-1", 42, 1), rounds=2)
+    said = _supervise(children, {})
+    assert said[0].startswith("simulator (pid 41) finished")
+    assert said[1].startswith("worker-1 (pid 42) exited with code 1; starting it again in 1 s")
+
