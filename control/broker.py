@@ -152,22 +152,37 @@ class EmbeddedBroker:
         SIGINT, not SIGTERM: Tansu 0.6 on SIGTERM waits ~5 s for connected clients to hang up,
         on SIGINT it exits at once; memory storage has nothing to flush either way.
         """
-        proc, self._proc = self._proc, None
+        proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.info("embedded broker pid %d still up after SIGINT; killing it", proc.pid)
+        try:  # self._proc kept meanwhile: kill() (a second Ctrl-C) may cut the wait short
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-        else:
-            proc.wait()  # reap it
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.info("embedded broker pid %d still up after SIGINT; killing it", proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait()
+            else:
+                proc.wait()  # reap it
+        finally:
+            self._proc = None
         log.info("embedded broker pid %d stopped (exit %s)", proc.pid, proc.returncode)
+
+    def kill(self) -> int | None:
+        """SIGKILL the broker we started, by its PID, unless it was reaped already (its PID
+        may be another process's then); the PID killed, or None. Safe in a signal handler
+        (no wait): `cityagent up` calls it on a second Ctrl-C, also during :meth:`stop`."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+            return proc.pid
+        return None
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

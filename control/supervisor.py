@@ -3,10 +3,16 @@
 Only the PIDs started here are ever signalled. Children run in their own sessions so that
 Ctrl-C reaches this supervisor alone, which then stops them in order: producers first, the
 broker last, so nothing accepted is left unsent.
+
+The output may be a pipe whose reader goes away (``cityagent up | tee log``: Ctrl-C stops
+``tee`` too). Then nothing more is written, the children's output is still read (a child
+blocked on a full pipe would not stop), and :attr:`Supervisor.output_lost` says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -44,6 +50,10 @@ class Supervisor:
         self.children: list[Child] = []
         self._out = out or sys.stdout
         self._lock = threading.Lock()
+        #: The output's reader went away (a broken pipe): nothing more is written.
+        self.output_lost = False
+        #: Set (from a signal handler) to stop waiting: :meth:`stop_all` then kills at once.
+        self.forced = False
 
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
         proc = subprocess.Popen(
@@ -73,7 +83,48 @@ class Supervisor:
 
     def say(self, name: str, line: str) -> None:
         with self._lock:
-            print(f"{name:>9} | {line}", file=self._out, flush=True)
+            if self.output_lost:
+                return
+            try:
+                print(f"{name:>9} | {line}", file=self._out, flush=True)
+            except OSError as exc:
+                if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+                    raise
+                self._lose_output()
+
+    def _lose_output(self) -> None:
+        """The reader of the output is gone: write no more. A BrokenPipeError here ended
+        `up | tee log` stopped with Ctrl-C (which stops tee too) in exit code 141, and in
+        the pump threads in tracebacks. Standard output is pointed at /dev/null, so that
+        what is left in its buffer and the interpreter's last flush do not raise again."""
+        self.output_lost = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self._out.fileno()  # type: ignore[attr-defined]
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+    def say_at_once(self, name: str, line: str) -> None:
+        """Write a line with one ``os.write``, from a signal handler: ``print`` there could
+        wait for the lock the interrupted code holds, or re-enter its buffered writer."""
+        if self.output_lost:
+            return
+        try:
+            os.write(self._out.fileno(), f"{name:>9} | {line}\n".encode())  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            pass  # a lost output is found by the next say
+
+    def kill_remaining(self) -> list[Child]:
+        """SIGKILL, by PID, every child not yet reaped; the children killed. Safe in a signal
+        handler: no wait, no lock. A reaped child's PID may be another process's by now,
+        so it is left alone."""
+        killed = []
+        for child in self.children:
+            if child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child)
+        return killed
 
     def _pump(self, child: Child) -> None:
         assert child.proc.stdout is not None
@@ -86,7 +137,8 @@ class Supervisor:
         return next((c for c in self.children if c.name not in skip and not c.alive()), None)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM the children, last started first; SIGKILL whatever is left after the timeout.
+        """SIGTERM the children, last started first; SIGKILL whatever is left after the timeout,
+        or at once once :attr:`forced` is set (a second Ctrl-C, which kills them itself).
 
         Peers (``worker-1``, ``worker-2``, ...) are stopped together: one at a time, each
         stuck one (its broker gone) kept `up` waiting its own timeout, 15 s per worker, while
@@ -97,14 +149,22 @@ class Supervisor:
                 child.proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
             for child in alive:
-                _wait(child, deadline - time.monotonic())
+                self._wait(child, deadline - time.monotonic())
             for child in wave:
+                if child.alive() and self.forced:  # killed by the second Ctrl-C: dying
+                    _wait(child, 5.0)
                 if child.alive():
                     self.say("cityagent", f"{child.name} (pid {child.pid}) did not stop; killing it")
                     os.kill(child.pid, signal.SIGKILL)
                     _wait(child, 5.0)
                 if child._pump:
                     child._pump.join(timeout=2.0)
+
+
+    def _wait(self, child: Child, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while child.alive() and time.monotonic() < deadline and not self.forced:
+            time.sleep(0.05)
 
 
 def _waves(children: list[Child]) -> list[list[Child]]:

@@ -24,7 +24,7 @@ from control.topics import ensure_topics, pipeline_topics, short_retention
 
 __all__ = ("UpOptions", "run_up", "check_settings_files", "check_workers", "fleet_args",
            "simulator_args", "api_argv", "BrokerMemory", "EMBEDDED_CHECKPOINT_S",
-           "API_STOP_GRACE_S")
+           "API_STOP_GRACE_S", "OUTPUT_LOST_CODE")
 
 #: How long the API, told to stop (SIGTERM), waits for open requests before it closes them.
 #: uvicorn waits for ever by default, and a dashboard's alert stream never ends by itself: the
@@ -104,6 +104,12 @@ EMBEDDED_CHECKPOINT_S = 60.0
 CONFIG_EXIT_CODE = 2
 #: How often ``up`` reports the embedded broker's memory.
 MEMORY_REPORT_S = 600.0
+#: The exit code of an `up` whose output's reader went away while it ran (``up | head``):
+#: 128 + SIGPIPE, what a shell reports for a tool cut off by its reader.
+OUTPUT_LOST_CODE = 141
+#: How long `up` waits, once its output's reader is gone, for the Ctrl-C that went to the
+#: reader too (``up | tee log`` in a terminal): that is a stop asked for, exit code 0.
+OUTPUT_LOST_GRACE_S = 1.0
 
 
 class _Stop(Exception):
@@ -168,6 +174,19 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         raise _Stop(signal.Signals(signum).name)
 
+    def on_second_signal(signum: int, _frame: object) -> None:
+        # While stopping: kill what is left, by PID (stop_all then stops waiting). It was
+        # ignored, and a stuck worker kept `up` waiting its whole 15 s.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.forced = True
+        killed = [f"{c.name} (pid {c.pid})" for c in supervisor.kill_remaining()]
+        if broker is not None and (pid := broker.kill()) is not None:
+            killed.append(f"the embedded broker (pid {pid})")
+        supervisor.say_at_once("cityagent", f"{signal.Signals(signum).name} again: " + (
+            f"killing what is still running: {', '.join(killed)}" if killed
+            else "nothing is left running to kill"))
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
@@ -224,7 +243,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             lambda name: first_restart_delay_s(name, settings.session_timeout_s)),
             say, memory, takeover=options.workers > 1, broker=broker, ended=ended, url=url)
     except _Stop as stop:
-        say(f"{stop.args[0]}: stopping")
+        say(f"{stop.args[0]}: stopping (press Ctrl-C again to kill what is left at once)")
         if ended.get("simulator"):
             say(f"exit code 1: the simulator failed earlier ({_how_ended(ended['simulator'])})")
             code = 1
@@ -232,8 +251,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         say(f"error: {exc}")
         code = 2
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, on_second_signal)
+        signal.signal(signal.SIGTERM, on_second_signal)
         supervisor.stop_all()
         if broker is not None:
             if memory is not None:
@@ -253,11 +272,17 @@ def _supervise(supervisor: Supervisor, restarts: Restarts, say, memory: BrokerMe
                ended: dict[str, int] | None = None, url: str = "") -> int:
     """Start what exits again after its wait (`control.restarts`) until something exits too
     often or the embedded broker exits (return 1), or something exits for a wrong setting
-    (return 2); Ctrl-C or SIGTERM (`_Stop`) ends a wait at once, as any other time. The simulator is not started again: its exit
+    (return 2), or the output's reader goes away (return 141); Ctrl-C or SIGTERM (`_Stop`)
+    ends a wait at once, as any other time. The simulator is not started again: its exit
     is said, its code put in ``ended``, and the rest runs on."""
     waiting: dict[str, tuple[Child, float]] = {}  # name -> (the exited child, when to start it)
     ended = {} if ended is None else ended
     while True:
+        if supervisor.output_lost:
+            # Nobody reads what we say any more. A Ctrl-C that stopped the reader too
+            # (`up | tee log`) reaches us in a moment (`_Stop`): wait for it first.
+            time.sleep(OUTPUT_LOST_GRACE_S)
+            return OUTPUT_LOST_CODE
         now = time.monotonic()
         if broker is not None and broker.returncode is not None:
             # Killed (out of memory: it frees nothing while it runs) or crashed. Everything it

@@ -380,3 +380,12 @@ def test_a_worker_that_exits_is_still_started_again_next_to_an_ended_simulator()
     assert said[0].startswith("simulator (pid 41) finished")
     assert said[1].startswith("worker-1 (pid 42) exited with code 1; starting it again in 1 s")
 
+
+def test_output_whose_reader_went_away_stops_up_with_141(monkeypatch):
+    """`up | head`: the reader is gone, nobody sees what `up` says; it stops as SIGPIPE would
+    have stopped it (after waiting a moment for a Ctrl-C that may have gone to both)."""
+    monkeypatch.setattr(control.up, "OUTPUT_LOST_GRACE_S", 0.0)
+    children = _Children()
+    children.output_lost = True
+    assert control.up._supervise(children, control.up.Restarts(lambda _name: 1.0), print,
+                                 None, takeover=False) == control.up.OUTPUT_LOST_CODE == 141
