@@ -98,3 +98,51 @@ def test_the_api_docs_load_nothing_from_other_hosts(client: TestClient, path: st
     src = re.search(rf'"([^"]*/{re.escape(asset)})"', page.text).group(1)
     script = client.get(src)
     assert script.status_code == 200 and len(script.content) > 100_000
+
+
+@pytest.mark.parametrize(("path", "query", "hint"), [
+    ("/v1/alerts", "stauts=open", "did you mean 'status'?"),
+    ("/v1/alerts/stream", "citty=370100", "did you mean 'city'?"),
+    ("/v1/situation", "city=370100", "it takes format"),
+])
+def test_a_query_parameter_the_route_does_not_take_is_422_naming_it(
+        client: TestClient, path: str, query: str, hint: str) -> None:
+    # FastAPI ignores them: ?stauts=open listed every alert, resolved ones too, and the
+    # stream with ?citty= sent the whole province.
+    answer = client.get(f"{path}?{query}", headers={"Authorization": "Bearer adm-key"})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    unknown = query.split("=")[0]
+    assert detail.startswith(f"unknown query parameter {unknown!r}"), detail
+    assert hint in detail and path in detail
+
+
+def test_a_route_without_query_parameters_says_it_takes_none(client: TestClient) -> None:
+    answer = client.get("/healthz?verbose=1")
+    assert answer.status_code == 422
+    assert "/healthz does not take it; it takes no query parameters" in answer.json()["detail"]
+
+
+def test_several_unknown_query_parameters_are_named_together(client: TestClient) -> None:
+    answer = client.get("/v1/situation?status=open&city=370100&format=json",
+                        headers={"Authorization": "Bearer adm-key"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == ("unknown query parameters 'status', 'city': GET "
+                                       "/v1/situation takes none of them; it takes format")
+
+
+def test_query_parameters_a_route_takes_pass_the_check(client: TestClient) -> None:
+    # No key: the route's own 401 answers, not the query check's 422.
+    answer = client.get("/v1/alerts?status=open&status=acknowledged&limit=5&city=370100")
+    assert answer.status_code == 401, answer.text
+    # A dependency's parameters (the alert filters) count as the stream's own.
+    answer = client.get("/v1/alerts/stream?severity=red&heartbeat_s=5")
+    assert answer.status_code == 401, answer.text
+
+
+def test_parameters_taken_only_to_be_refused_are_not_offered(client: TestClient) -> None:
+    # The stream takes limit and cursor only to refuse them with their own reason.
+    answer = client.get("/v1/alerts/stream?citty=370100", headers={"Authorization": "Bearer adm-key"})
+    assert "cursor" not in answer.json()["detail"] and "limit" not in answer.json()["detail"]
+    answer = client.get("/v1/alerts/stream?limit=10", headers={"Authorization": "Bearer adm-key"})
+    assert answer.status_code == 422 and "Last-Event-ID" in answer.json()["detail"]
