@@ -23,6 +23,13 @@ BENCH_PARTITIONS = 8
 #: Clients of ``bench --api``: each holds a connection, and a few thousand ran the bench's
 #: process out of file descriptors (100,000 was an httpx.ReadError traceback).
 MAX_API_CLIENTS = 1000
+#: ``eval --sensors`` at most: ~4 ms and ~4 KB per sensor for each scenario and seed (8,000
+#: sensors: 34 s and 245 MB for quiet-day), so 100,000 take ~7 min for each, over an hour
+#: for the default three seeds of every scenario; the figures per type need far fewer.
+MAX_EVAL_SENSORS = 100_000
+#: ``bench --readings`` at most: the workload is built in memory before any timing, ~350
+#: bytes a reading at its peak (1M readings: 353 MB), so 20M take ~7 GB.
+MAX_BENCH_READINGS = 20_000_000
 
 
 def _bench_workers(text: str) -> int:
@@ -38,6 +45,24 @@ def _bench_clients(text: str) -> int:
     value = positive_int(text)
     if value > MAX_API_CLIENTS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_API_CLIENTS:,}; got {text}")
+    return value
+
+
+def eval_fleet_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_EVAL_SENSORS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_EVAL_SENSORS:,} (each takes ~4 ms for every scenario and "
+            f"seed: {value:,} would take ~{value * 4e-3 / 60:,.0f} min each); got {text}")
+    return value
+
+
+def _bench_readings(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BENCH_READINGS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_BENCH_READINGS:,} (built in memory before the timing, ~350 "
+            f"bytes each: {value:,} would take ~{value * 350 / 1e9:,.0f} GB); got {text}")
     return value
 
 
@@ -68,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sim", help="run the sensor simulator (see `cityagent sim --help`)", add_help=False)
 
     ev = sub.add_parser("eval", help="score detection on the simulator's built-in scenarios")
-    ev.add_argument("--sensors", type=positive_int, default=1000, help="fleet size (default 1000)")
+    ev.add_argument("--sensors", type=eval_fleet_size, default=1000,
+                    help=f"fleet size, at most {MAX_EVAL_SENSORS:,} (default 1000)")
     ev.add_argument("--seeds", type=positive_int, default=3, help="seeds per scenario (default 3)")
     # Under a millisecond it was a tick of 0 ms, a loop that never ended; 1e300 a traceback.
     # Below a second the day of warm-up alone is 86,400 x 1,000 sensors' readings and more.
@@ -80,10 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     bench = sub.add_parser("bench", help="measure readings/s through the detection agent")
-    bench.add_argument("--readings", type=positive_int, default=2_000_000,
-                       help="readings produced (default 2M; the first of each sensor is not timed)")
-    bench.add_argument("--sensors", type=positive_int, default=250_000,
-                       help="sensors (a bucket's message then holds about one round of them)")
+    bench.set_defaults(bench_error=bench.error)
+    bench.add_argument("--readings", type=_bench_readings, default=2_000_000,
+                       help="readings produced (default 2M, at most "
+                            f"{MAX_BENCH_READINGS // 1_000_000}M; the first of each sensor is "
+                            "not timed)")
+    bench.add_argument("--sensors", type=fleet_size, default=250_000,
+                       help=f"sensors, at most {MAX_SENSORS:,} and at most --readings (default "
+                            "250,000: a bucket's message then holds about one round of them)")
     bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
@@ -138,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "up":
         _check_up_arguments(args)
+    if args.command == "bench" and not (args.api or args.alerting or args.situation) \
+            and args.sensors > args.readings:
+        # A table of the sensors is built before the readings: 10^9 of them ran out of memory.
+        args.bench_error(f"argument --sensors: must be at most --readings ({args.readings:,}): "
+                         f"every sensor needs readings; got {args.sensors:,}")
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -34,6 +34,9 @@ from sensors_sim.scenario import builtin_names, load_scenario
 
 __all__ = ("EvalOptions", "run_eval", "evaluate", "format_table")
 
+#: Seconds between progress lines within a scenario's run.
+PROGRESS_EVERY_S = 5.0
+
 _DAY_MS = 86_400_000
 #: Event time of the warm-up's first tick: a Monday 00:00 China Standard Time (2026-06-01).
 _T0_MS = 1_780_243_200_000
@@ -76,9 +79,15 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
             state = engine.new_state()
             t = _T0_MS
             warm_end = _T0_MS + round(options.warmup_hours * 3_600_000)
+            shown_at = time.monotonic()
             while t < warm_end:
                 engine.process(state, signals.tick(t), 0)
                 t += tick_ms
+                if progress and time.monotonic() - shown_at >= PROGRESS_EVERY_S:
+                    shown_at = time.monotonic()
+                    progress(f"eval: {name} seed {seed}: quiet day before it "
+                             f"{(t - _T0_MS) / (warm_end - _T0_MS):.0%} "
+                             f"({shown_at - started:.0f} s)")
             # Real events do not start on a window boundary: start the scenario at a random
             # tick within a window (the same one for a seed).
             window_ticks = max(1, config.windows.size_ms // tick_ms)
@@ -95,6 +104,10 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
                 detections += [_detection(a) for a in result.anomalies if a.phase == "start"]
                 emitted += result.anomalies
                 t += tick_ms
+                if progress and time.monotonic() - shown_at >= PROGRESS_EVERY_S:
+                    shown_at = time.monotonic()
+                    progress(f"eval: {name} seed {seed}: scenario {(t - start) / (end - start):.0%}"
+                             f", {len(detections)} detections so far ({shown_at - started:.0f} s)")
             anomalies_total += len(emitted)
             labels = [TruthLabel(lab.sensor_id, lab.kind, lab.anomaly, lab.start_ms, lab.end_ms)
                       for lab in signals.labels]

@@ -98,6 +98,12 @@ def test_the_table_prints_every_run_and_the_median_with_the_consumer_columns(
     (["--api", "--duration", "1e300"], "--duration: must lie between 0.1 and 3,600 seconds"),
     # 100,000 clients were an httpx.ReadError traceback.
     (["--api", "--concurrency", "1001"], "--concurrency: must be at most 1,000"),
+    # The workload is built in memory first: 10^8 readings would take ~35 GB.
+    (["--readings", "20000001"], "--readings: must be at most 20,000,000"),
+    # A table of 10^9 sensors ran out of memory before anything was said.
+    (["--sensors", "1000001"], "--sensors: must be at most 1,000,000"),
+    (["--api", "--sensors", "1000001"], "--sensors: must be at most 1,000,000"),
+    (["--readings", "1000", "--sensors", "1001"], "--sensors: must be at most --readings (1,000)"),
 ])
 def test_bench_arguments_out_of_range_are_one_line_and_exit_2(argv, says, capsys) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -41,3 +41,23 @@ def test_a_tick_outside_a_second_to_an_hour_is_one_line_and_exit_2(tick, capsys)
     err = capsys.readouterr().err
     assert f"--tick: must lie between 1 and 3,600 seconds; got {tick}" in err
     assert "Traceback" not in err
+
+
+def test_more_sensors_than_an_evaluation_needs_is_one_line_and_exit_2(capsys) -> None:
+    """A million sensors would have run over an hour per scenario and seed, saying nothing."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["eval", "--sensors", "100001"])
+    assert exc.value.code == 2
+    assert "--sensors: must be at most 100,000" in capsys.readouterr().err
+
+
+def test_a_long_scenario_run_shows_progress_within_it(monkeypatch) -> None:
+    """Progress came once per scenario and seed: 8,000 sensors ran 33 s without a line."""
+    monkeypatch.setattr("control.eval.PROGRESS_EVERY_S", 0.0)  # a line every tick
+    lines: list[str] = []
+    evaluate(EvalOptions(sensors=5, seeds=(1,), scenarios=("quiet-day",), warmup_hours=0.05,
+                         quiet_hours=0.05),
+             progress=lines.append)
+    assert any("quiet-day seed 1: quiet day before it" in line for line in lines), lines[:3]
+    assert any("quiet-day seed 1: scenario" in line and "detections so far" in line
+               for line in lines), lines[-3:]
