@@ -10,7 +10,13 @@
   against the road's free-flow speed, ``(1 - speed / free_flow) / 0.7 x 10``; yellow,
   orange and red from the ``congestion_tpi`` thresholds.
 
-Scores climb a ladder: 0.5 at the first threshold, 0.7, 0.85, 0.95 at the next ones.
+Scores climb a ladder: 0.5 at the first threshold, 0.7, 0.85, 0.95 at the next ones; a rung's
+score climbs towards the next rung's over the gap to the next threshold, the top rung's
+towards 1.0 over the gap below it. So a score is in [0, 1] and never lower at a higher
+severity (red ≥ orange ≥ yellow ≥ blue), which is how alerts of a scope are ordered.
+Pressure above the high limit is a rung of its own (yellow) with no threshold above it: its
+score climbs from 0.7 at the limit towards orange's 0.85 over one step of the pressure
+ladder (floor − critical, 0.07 MPa by default) and stays there, below any red.
 """
 
 from __future__ import annotations
@@ -93,6 +99,21 @@ def _ladder(value: float, steps, severities, scores):
 
 
 @njit
+def _above_high(value: float, high: float, step: float):
+    """(severity, score) of pressure ``value`` against the high limit: yellow above it, the
+    score from 0.7 at the limit to 0.85 (orange's first) ``step`` above it, then flat.
+
+    A one-rung ladder has no gap to climb over: before 2026-11-24 the score jumped to 1.0 just
+    above the limit, so a yellow high pressure outranked a red (critical) one (0.95-1.0).
+    """
+    if value > high:
+        rise = clip((value - high) / step, 0.0, 1.0) if step > 0 else 1.0
+        return 1, LADDER[1] + (LADDER[2] - LADDER[1]) * rise
+    score = clip(0.5 * value / high, 0.0, 0.499)
+    return -1, score if np.isfinite(score) else 0.0
+
+
+@njit
 def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Verdict:
     """Domain levels of one window; ``hop_mean`` is its hopping-window mean (traffic)."""
     if kind == _WATER:
@@ -112,7 +133,7 @@ def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Ver
                                  (2, 3), (0.85, 0.95))
         if s_lo < 0:
             sc_lo = fmin(score_one(floor / lo), 0.499)
-        s_hi, sc_hi, _ = _ladder(f.high, (np.nextafter(high, np.inf),), (1,), (0.7,))
+        s_hi, sc_hi = _above_high(f.high, high, floor - crit)
         if sc_hi > sc_lo:
             return Verdict(s_hi >= 0, s_hi, sc_hi, f.high, high, R_PRESSURE_HIGH, F_PRESSURE_MPA)
         reason = R_PRESSURE_CRITICAL if s_lo == 3 else R_PRESSURE_LOW

@@ -140,6 +140,26 @@ def test_pressure_above_the_high_limit_is_yellow() -> None:
         ("pressure.high", "yellow")]
 
 
+def _level_start(sensor: str, value: float):
+    engine, state = engine_with(SensorProfiles())
+    found = feed(engine, state, sensor, "pipe_pressure", [[0.3] * 6, [value] * 6, [value] * 6])
+    (a,) = [x for x in found if x.detector == "level" and x.phase == "start"]
+    return a.severity, a.score
+
+
+def test_pressure_scores_rise_with_severity_and_high_pressure_never_outranks_red() -> None:
+    """Above the high limit the score jumped to 1.0 (a one-rung ladder has no gap to climb
+    over): a yellow 0.81 MPa outranked a red 0.05 MPa (0.96) in score order."""
+    high = [_level_start("jn-pp-h", v) for v in (0.81, 0.85, 1.2, 5.0)]
+    assert [sev for sev, _ in high] == ["yellow"] * 4
+    scores = [score for _, score in high]
+    assert 0.7 < scores[0] < scores[1] < scores[2] == scores[3] == 0.85  # 0.07 MPa above: flat
+    orange = _level_start("jn-pp-o", 0.10)
+    red = _level_start("jn-pp-r", 0.05)
+    assert (orange[0], red[0]) == ("orange", "red")
+    assert max(scores) <= orange[1] < red[1] <= 1.0
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (0.14, []),  # at the service floor: the network meets it (it was orange)
     (0.1399, [("pressure.low", "orange")]),
