@@ -110,6 +110,11 @@ class WindowConfig:
                 "windows.grace_s must be between 0 and windows.size_s "
                 f"({self.size_ms / 1000:g}); got {self.grace_ms / 1000:g}"
             )
+        # 0 made the worker's timer move every bucket's event time with the wall clock at each
+        # tick, also a bucket whose readings are flowing or whose partition is still being
+        # worked through (that guard waits STALLED_IDLES idle periods: 0 s).
+        if not self.idle_ms > 0:
+            raise ConfigError(f"windows.idle_s must be above 0; got {self.idle_ms / 1000:g}")
         if self.hopping_panes < 1:
             raise ConfigError(f"windows.hopping_panes must be 1 or more; got {self.hopping_panes}")
         if self.end_after_windows < 1:
@@ -276,9 +281,14 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
     if values["field"] not in fields:
         raise ConfigError(f"{where}: field must be one of {list(fields)} (the value of a "
                           f"{kind} reading the detectors watch); got {values['field']!r}")
+    # The traffic level detector's index is the speed's shortfall against free flow. Another
+    # field was taken for a speed in km/h, and a quiet night's 5 vehicles an hour was a red jam.
+    if kind == "traffic" and values["field"] != _TRAFFIC_FIELD:
+        raise ConfigError(f"{where}: field must be {_TRAFFIC_FIELD!r} (the traffic index is "
+                          f"computed from speed against free flow); got {values['field']!r}")
     for key, value in values.items():
-        if key in _FRACTIONS and not (value <= 1 and (value > 0 or key not in _RATES)):
-            low = "above 0" if key in _RATES else "0 or more"
+        if key in _FRACTIONS and not (value <= 1 and (value > 0 or key not in _ABOVE_ZERO)):
+            low = "above 0" if key in _ABOVE_ZERO else "0 or more"
             raise ConfigError(f"{where}: {key} must be {low} and at most 1 (a fraction); "
                               f"got {value:g}")
         if key in _POSITIVE and value == 0:
@@ -296,11 +306,15 @@ def _kind_config(kind: str, raw: Mapping[str, Any], where: str) -> KindConfig:
 
 
 #: Fractions: a baseline_rate of 5 moved each baseline five times past every window (a
-#: 0.3 MPa junction expected at 30 MPa), a flat_max_fraction of 2 can never be passed. The
-#: rates must also be above 0: a baseline that never learns stays at its first window.
+#: 0.3 MPa junction expected at 30 MPa), a flat_max_fraction of 2 can never be passed, a
+#: blue_fraction of 3 started blue three 警戒-保证 steps below 警戒 (1 m for 4 m / 5 m).
 _FRACTIONS = {"baseline_rate", "cusum_rate", "anomaly_rate_factor", "flat_max_fraction",
-              "quantum_max_fraction"}
-_RATES = {"baseline_rate", "cusum_rate"}
+              "quantum_max_fraction", "blue_fraction"}
+#: Fractions that 0 breaks: a baseline that never learns stays at its first window, and a
+#: blue_fraction of 0 put blue at 警戒 itself, where yellow starts (blue was never raised).
+_ABOVE_ZERO = {"baseline_rate", "cusum_rate", "blue_fraction"}
+#: The only field the traffic level detector can judge (``levels.traffic_index``).
+_TRAFFIC_FIELD = "speed_kmh"
 
 
 #: Thresholds that 0 does not switch off but breaks: a cusum_h of 0 raised no change at all,

@@ -104,6 +104,18 @@ def test_window_and_grace_can_be_overridden() -> None:
      "[kind.pipe_pressure]: high_mpa (0.1) must be above floor_mpa (0.14)"),
     ("kind.traffic", "congestion_tpi", [9.9, 9.7, 9.5],
      "[kind.traffic]: congestion_tpi must rise (yellow, orange, red); got [9.9, 9.7, 9.5]"),
+    # taken: 0 moved every bucket's clock at each tick, also while its readings flowed
+    ("windows", "idle_s", 0, "detection.toml: windows.idle_s must be above 0; got 0"),
+    # taken: 0 put blue at 警戒 (never raised), 3 started it at 1 m for a 4 m / 5 m gauge
+    ("kind.water_level", "blue_fraction", 0, "[kind.water_level]: blue_fraction must be above 0 "
+                                             "and at most 1 (a fraction); got 0"),
+    ("kind.water_level", "blue_fraction", 3, "[kind.water_level]: blue_fraction must be above 0 "
+                                             "and at most 1 (a fraction); got 3"),
+    # taken: the traffic index took vehicles an hour for km/h (5 vph at night: a red jam)
+    ("kind.traffic", "field", "flow_vph",
+     "detection.toml [kind.traffic]: field must be 'speed_kmh' (the traffic index is computed "
+     "from speed against free flow); got 'flow_vph'"),
+    ("kind.traffic", "field", "occupancy_pct", "field must be 'speed_kmh'"),
 ])
 def test_a_wrong_setting_is_a_config_error_naming_it(section: str, key: str, value: object,
                                                      words: str) -> None:
