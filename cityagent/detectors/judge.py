@@ -23,7 +23,7 @@ from cityagent.detectors.levels import detect_levels
 from cityagent.detectors.params import EXPECTED_INTERVAL_S, SILENCE_FACTOR, SILENCE_MIN_S
 from cityagent.detectors.spike import detect_spike
 from cityagent.detectors.trend import detect_trend
-from cityagent.detectors.verdict import F_QUIET_S, R_SILENCE, Verdict
+from cityagent.detectors.verdict import F_QUIET_S, R_NONE, R_SILENCE, Verdict
 from cityagent.state import NO_TS
 
 __all__ = ("judge_windows", "judge_flatline", "judge_silence")
@@ -40,6 +40,12 @@ WINDOW_DETECTORS = (D_LEVEL, D_DEVIATION, D_CHANGE, D_SPIKE, D_TREND)
 
 
 @njit
+def _open_reason(ep: EpisodeColumns, row: int, d: int) -> int:
+    """The reason of ``row``'s open episode of detector ``d``; R_NONE when none is open."""
+    return np.int64(ep.ep_reason[row, d]) if ep.ep_since[row, d] != NO_TS else R_NONE
+
+
+@njit
 def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: int,
                   end_after: int, ints, floats, count) -> None:
     """Judge closed windows (parallel arrays, one entry per window) against state ``c``."""
@@ -52,10 +58,12 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
         row = rows[i]
         p = params[row]
         f = window_features(base, p, row, k[i], n[i], total[i], vmin[i], vmax[i], size_ms)
-        level = detect_levels(f, p, kind[row], hop_mean[i])
+        # Which side an open episode is on, so that a window that ends it reports that side
+        # (a low-pressure episode ended with the high limit as its expected value).
+        level = detect_levels(f, p, kind[row], hop_mean[i], _open_reason(ep, row, D_LEVEL))
         deviation = detect_deviation(f, p)
         change = detect_change(cus_pos, cus_neg, row, f, p)
-        spike = detect_spike(f, p)
+        spike = detect_spike(f, p, _open_reason(ep, row, D_SPIKE))
         trend = detect_trend(tr_pos, tr_neg, row, f, p)
         start, end = f.start_ms, f.end_ms
         step_episodes(ep, row, WINDOW_DETECTORS, (level, deviation, change, spike, trend),
@@ -83,8 +91,10 @@ def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
         quiet = np.float64(watermark - last) if last != NO_TS else 0.0
         silent = last != NO_TS and np.isfinite(limit) and quiet > limit
         if silent or was:
+            # expected: the interval judged against, the learned one where the kind has none
+            # (it was the kind's 0, for a start and an end alike)
             v = Verdict(silent, 0 if silent else -1, 0.9 if silent else 0.0, quiet / 1000.0,
-                        nan_to_num(p[EXPECTED_INTERVAL_S]), R_SILENCE, F_QUIET_S)
+                        nan_to_num(interval / 1000.0), R_SILENCE, F_QUIET_S)
             step_episodes(ep, row, (D_SILENCE,), (v,), last, last, watermark, 1, ints, floats,
                           count)
 

@@ -114,14 +114,24 @@ def _above_high(value: float, high: float, step: float):
 
 
 @njit
-def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Verdict:
-    """Domain levels of one window; ``hop_mean`` is its hopping-window mean (traffic)."""
+def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float,
+                  open_reason: int) -> Verdict:
+    """Domain levels of one window; ``hop_mean`` is its hopping-window mean (traffic).
+
+    A window that does not fire is what ends an episode, so it reports the limit the value is
+    back within (the first rung: blue for water, yellow for traffic, the floor or the high
+    limit for pressure) and, for pressure, the side of the open episode (``open_reason``;
+    R_NONE when none). Before 2026-11-24 such a window's expected was NaN (0.0 in the end
+    event) for water and traffic, and for pressure that of whichever side scored higher: a
+    low-pressure episode ended with the 0.80 MPa high limit as its expected value.
+    """
     if kind == _WATER:
         warn, guar = p[WARNING_M], p[GUARANTEED_M]
         blue = warn - p[BLUE_FRACTION] * (guar - warn)
         sev, score, passed = _ladder(f.high, (blue, warn, guar, p[RECORD_M]), (0, 1, 2, 3), LADDER)
         reason = R_WATER_APPROACHING + sev if sev >= 0 else R_NONE
-        return Verdict(sev >= 0, sev, score, f.high, passed, reason, F_LEVEL_M)
+        return Verdict(sev >= 0, sev, score, f.high, passed if sev >= 0 else blue, reason,
+                       F_LEVEL_M)
     if kind == _PRESSURE:
         floor, crit, high = p[FLOOR_MPA], p[CRITICAL_MPA], p[HIGH_MPA]
         # Low side: a ladder on the pressure's depth below the floor. The limits are strict
@@ -134,7 +144,10 @@ def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Ver
         if s_lo < 0:
             sc_lo = fmin(score_one(floor / lo), 0.499)
         s_hi, sc_hi = _above_high(f.high, high, floor - crit)
-        if sc_hi > sc_lo:
+        high_side = sc_hi > sc_lo
+        if s_lo < 0 and s_hi < 0 and open_reason != R_NONE:  # the open episode's side
+            high_side = open_reason == R_PRESSURE_HIGH
+        if high_side:
             return Verdict(s_hi >= 0, s_hi, sc_hi, f.high, high, R_PRESSURE_HIGH, F_PRESSURE_MPA)
         reason = R_PRESSURE_CRITICAL if s_lo == 3 else R_PRESSURE_LOW
         return Verdict(s_lo >= 0, s_lo, sc_lo, lo, crit if lo < crit else floor, reason,
@@ -145,5 +158,6 @@ def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float) -> Ver
             sev, score, passed = _ladder(tpi, (p[TPI_YELLOW], p[TPI_ORANGE], p[TPI_RED]),
                                          (1, 2, 3), _TRAFFIC_LADDER)
             reason = R_TRAFFIC_CONGESTION if sev >= 0 else R_NONE
-            return Verdict(sev >= 0, sev, score, tpi, passed, reason, F_TRAFFIC_INDEX)
+            return Verdict(sev >= 0, sev, score, tpi, passed if sev >= 0 else p[TPI_YELLOW],
+                           reason, F_TRAFFIC_INDEX)
     return Verdict(False, -1, 0.0, math.nan, math.nan, R_NONE, F_NONE)

@@ -58,6 +58,28 @@ def test_a_gauge_without_a_profile_uses_the_kind_defaults() -> None:
         ("escalate", "orange", T0 + 3 * SIZE), ("escalate", "red", T0 + 4 * SIZE)]
 
 
+@pytest.mark.parametrize(("sensor", "kind", "peak", "normal", "reason", "observed", "expected"), [
+    # the high side's 0.80 MPa limit and the window's high end (0.29875) were reported
+    ("jn-pp-3", "pipe_pressure", 0.10, 0.30, "pressure.low", 0.30075, 0.14),
+    ("jn-pp-3", "pipe_pressure", 0.05, 0.30, "pressure.critical", 0.30075, 0.14),
+    ("jn-pp-3", "pipe_pressure", 0.90, 0.30, "pressure.high", 0.29875, 0.8),
+    # expected was NaN, so 0.0 in the event: now the blue rung (警戒 4 - ½ x 1) and TPI 9.5
+    ("jn-wl-2", "water_level", 4.5, 2.0, "water.warning", 1.99875, 3.5),
+    ("jn-tr-3", "traffic", 2.0, 60.0, "traffic.congestion", None, 9.5),
+])
+def test_a_level_episode_ends_with_its_own_side_and_the_limit_it_is_back_within(
+        sensor: str, kind: str, peak: float, normal: float, reason: str,
+        observed: float | None, expected: float) -> None:
+    engine, state = engine_with(SensorProfiles())
+    found = feed(engine, state, sensor, kind,
+                 [level(normal)] * 2 + [level(peak)] * 6 + [level(normal)] * 8)
+    (end,) = [a for a in found if a.detector == "level" and a.phase == "end"]
+    assert (end.reason, end.expected) == (reason, expected)
+    if observed is not None:  # traffic: the hopping mean still holds the jam's windows
+        assert end.observed == pytest.approx(observed)
+    assert 0.0 <= end.score < 0.5
+
+
 @pytest.mark.parametrize("end_after", [1, 3])
 def test_an_episode_ends_after_end_after_windows_normal_windows(end_after: int) -> None:
     doc = packaged_doc()
@@ -86,6 +108,22 @@ def test_one_spike_is_not_a_flood_but_a_spike_once_the_baseline_is_warm() -> Non
     assert events(found) == [("spike", "start", "fault.spike_up", "blue", 11)]
     (a,) = [x for x in found if x.phase == "start"]
     assert a.observed == 4.5 and 1.9 < a.expected < 2.1 and a.field == "level_m"
+
+
+def test_a_spike_episode_ends_reporting_its_own_side() -> None:
+    """The end of an upward spike reported the window's lowest reading when it was further
+    from the baseline than its highest (the downward side)."""
+    engine, state = engine_with()
+    rng = np.random.default_rng(11)
+    feed(engine, state, "jn-wl-1", "water_level", noisy(rng, 2.0, 0.005, 11))
+    dip = [2.0, 2.001, 1.95, 1.999, 2.0]  # 5 cm down: no spike (the 2 cm floor x 15)
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 [[2.0, 2.003, 4.5, 1.998, 2.001], level(2.0), dip, level(2.0), level(2.0)],
+                 first=11)
+    assert events(found, "spike") == [("spike", "start", "fault.spike_up", "blue", 11),
+                                      ("spike", "end", "fault.spike_up", "blue", 13)]
+    (end,) = [a for a in found if a.detector == "spike" and a.phase == "end"]
+    assert end.observed == 2.001 and 1.9 < end.expected < 2.1
 
 
 def _dense_day(kind: str, mean: float, sd: float, seed: int, spike_at: int = -1,
@@ -430,6 +468,21 @@ def test_silence_is_found_by_other_sensors_event_time_and_ends_on_the_next_readi
     back = engine.process(state, series("quiet", "water_level", [(last + 91_000, 1.0)]), 0)
     assert [(a.phase, a.anomaly_id) for a in back.anomalies if a.detector == "silence"] == [
         ("end", start.anomaly_id)]
+
+
+def test_silence_of_a_learned_interval_reports_that_interval_as_expected() -> None:
+    """A generic series has no configured interval (0): its start and end events said
+    expected 0.0; they now carry the learned interval the silence was judged against."""
+    engine, state = engine_with(SensorProfiles())
+    for t in range(T0, T0 + 100_000, 10_000):
+        engine.process(state, series("pump-1", "generic", [(t, 1.0 + t % 7)]), 0)
+    last = T0 + 90_000
+    (start,) = engine.advance(state, last + 30_001, 0).anomalies  # 3 x 10 s, at least 30 s
+    back = engine.process(state, series("pump-1", "generic", [(last + 40_000, 2.0)]), 0)
+    (end,) = [a for a in back.anomalies if a.detector == "silence"]
+    # the end's: the 40 s gap that ended the silence was learned too (10 + 0.1 x 30)
+    assert [(a.phase, a.field, a.expected) for a in (start, end)] == [
+        ("start", "quiet_s", 10.0), ("end", "quiet_s", 13.0)]
 
 
 def test_without_a_profile_silence_waits_for_three_expected_intervals() -> None:
