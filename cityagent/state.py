@@ -60,6 +60,7 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
         "district": ("i8", (), 0),
         "last_ts": ("i8", (), NO_TS),
         "gap_ms": ("f8", (), np.nan),  # learned report interval
+        "last_gap_ms": ("f8", (), np.nan),  # the gap of the batch before (windows._fold)
         # The two open tumbling windows of a sensor, at slot k % 2.
         "win_k": ("i8", (2,), -1),
         "win_n": ("f8", (2,), 0.0),

@@ -151,6 +151,28 @@ def _may_be_quantum(step: float, prev: float, varied: bool, p: np.ndarray) -> bo
 
 
 @njit
+def _learn_interval(gap_ms: np.ndarray, last_gap_ms: np.ndarray, row: int, gap: float) -> None:
+    """Learn a sensor's report interval (``gap_ms``) from the gap of a batch's newer readings.
+
+    The learned interval follows the median of three (this gap, the batch before's and the
+    interval learned), so one odd gap moves it not at all: a reading hours older than the
+    sensor's others (a buffered reading sent first), or an outage, made a gap of hours, and
+    taken whole as the first interval it kept the silence timer ~29 h from calling the
+    sensor silent (then decaying 10 % a batch). The first gap alone is not learned; the
+    second starts the interval at the smaller of the two.
+    """
+    learned, last = gap_ms[row], last_gap_ms[row]
+    last_gap_ms[row] = gap
+    if np.isnan(last):  # a sensor's first gap, or a checkpoint from before this column
+        return
+    if np.isnan(learned):
+        gap_ms[row] = min(last, gap)
+        return
+    typical = max(min(gap, last), min(max(gap, last), learned))  # the median of the three
+    gap_ms[row] = learned + 0.1 * (typical - learned)
+
+
+@njit
 def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace: int,
           panes: int, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
     """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts).
@@ -176,27 +198,26 @@ def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace:
         end = j
         while end < m and rows[order[end]] == row:
             end += 1
-        count = 0
+        newer = 0
         latest = NO_TS
         prev = c.last_x[row]
+        before = c.last_ts[row]
         for q in range(j, end):
             i = order[q]
             if not keep[i]:
                 continue
-            count += 1
+            if ts[i] > before:  # an older reading (within grace) is no interval
+                newer += 1
             latest = max(latest, ts[i])
             step = abs(x[i] - prev)
             if np.isfinite(step) and 0 < step < c.quantum[row] and _may_be_quantum(
                     step, prev, c.rec_d[row] > 0, params[row]):
                 c.quantum[row] = step
             prev = x[i]
-        if count:
+        if latest != NO_TS:
             c.last_x[row] = prev
-            before = c.last_ts[row]
             if before != NO_TS and latest > before:
-                gap = (latest - before) / count
-                old = c.gap_ms[row]
-                c.gap_ms[row] = gap if np.isnan(old) else old + 0.1 * (gap - old)
+                _learn_interval(c.gap_ms, c.last_gap_ms, row, (latest - before) / newer)
             c.last_ts[row] = max(before, latest)
         j = end
     # Fold; a reading of a newer window whose slot holds an older one closes that one first.

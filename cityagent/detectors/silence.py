@@ -3,7 +3,8 @@
 Checked whenever the bucket's watermark moves (a batch, or the idle timer), not on the
 sensor's own readings — it has none. The expected interval comes from the registry, else
 from the kind's ``expected_interval_s`` (60 s for the three city kinds), and only where that
-is 0 (the generic profile) from the sensor's learned report interval; silent after
+is 0 (the generic profile) from the sensor's learned report interval (``windows._learn_interval``:
+one odd gap, an outage or a very old reading, does not move it); silent after
 ``silence_factor`` intervals and at least ``silence_min_s``. Severity blue: a maintenance matter (or a power or network cut).
 """
 

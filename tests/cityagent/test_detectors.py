@@ -480,9 +480,58 @@ def test_silence_of_a_learned_interval_reports_that_interval_as_expected() -> No
     (start,) = engine.advance(state, last + 30_001, 0).anomalies  # 3 x 10 s, at least 30 s
     back = engine.process(state, series("pump-1", "generic", [(last + 40_000, 2.0)]), 0)
     (end,) = [a for a in back.anomalies if a.detector == "silence"]
-    # the end's: the 40 s gap that ended the silence was learned too (10 + 0.1 x 30)
+    # the end's too: the 40 s gap that ended the silence is not learned as an interval
     assert [(a.phase, a.field, a.expected) for a in (start, end)] == [
-        ("start", "quiet_s", 10.0), ("end", "quiet_s", 13.0)]
+        ("start", "quiet_s", 10.0), ("end", "quiet_s", 10.0)]
+
+
+def _interval_s(state, sensor: str) -> float:
+    return float(state.cols["gap_ms"][state.index[sensor]]) / 1000.0
+
+
+def _every_10_s(engine, state, sensor: str, first: int, count: int) -> int:
+    """``count`` readings of a generic ``sensor`` 10 s apart from ``first``, one a batch (as
+    the API sends a lone request); the last one's time."""
+    for i in range(count):
+        t = first + i * 10_000
+        engine.process(state, series(sensor, "generic", [(t, 1.0 + i % 3)]), 0)
+    return t
+
+
+def test_one_reading_hours_older_than_the_others_does_not_stretch_the_silence_limit() -> None:
+    """A sensor's first reading came 9.7 h old (a buffered reading, accepted in a fresh
+    bucket's first batch): its first gap, 9.7 h, was taken whole as the learned interval, and
+    the silence timer waited 29 h (3 intervals), decaying 10 % a reading."""
+    engine, state = engine_with(SensorProfiles())
+    engine.process(state, readings([("other", "generic", T0, 1.0),
+                                    ("pump-1", "generic", T0 - 34_920_000, 1.0)]), 0)
+    last = _every_10_s(engine, state, "pump-1", T0 + 10_000, 6)
+    assert _interval_s(state, "pump-1") == 10.0
+    assert engine.advance(state, last + 30_000, 0).anomalies == []
+    assert [a.reason for a in engine.advance(state, last + 30_001, 0).anomalies] == [
+        "fault.silence"]
+
+
+def test_an_outage_or_an_older_reading_is_not_learned_as_the_report_interval() -> None:
+    engine, state = engine_with(SensorProfiles())
+    last = _every_10_s(engine, state, "pump-1", T0, 10)
+    # An hour without readings, then every 10 s again: the hour was a silence, not an interval
+    # (it was learned at 10 %: 369 s, and the sensor was silent only after 18 min).
+    last = _every_10_s(engine, state, "pump-1", last + 3_600_000, 3)
+    assert _interval_s(state, "pump-1") == 10.0
+    # A reading older than the sensor's latest (its window is open still, within grace) sent
+    # with the next one: the gap was shared between the two (5 s).
+    engine.process(state, series("pump-1", "generic", [(last - 1_000, 7.0),
+                                                       (last + 10_000, 2.0)]), 0)
+    assert state.late_total == 0 and _interval_s(state, "pump-1") == 10.0
+
+
+def test_a_sensor_that_reports_less_often_is_learned_at_its_new_interval() -> None:
+    engine, state = engine_with(SensorProfiles())
+    last = _every_10_s(engine, state, "pump-1", T0, 10)
+    for i in range(1, 31):
+        engine.process(state, series("pump-1", "generic", [(last + i * 60_000, 1.0 + i % 3)]), 0)
+    assert 55.0 < _interval_s(state, "pump-1") < 60.0
 
 
 def test_without_a_profile_silence_waits_for_three_expected_intervals() -> None:
