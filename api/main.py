@@ -163,9 +163,11 @@ def create_app(settings: Settings) -> FastAPI:
                                                     settings.maintenance_topic)
     # The situation read model (readings topic → per-sensor state), and open-alert counts.
     app.state.future_tolerance_ms = settings.future_tolerance_ms
+    detection = DetectionConfig.load(settings.detection_path)
     app.state.situation = SituationModel(
-        app.state.regions, DetectionConfig.load(settings.detection_path),
-        SensorRegistry.load(settings.registry_path) if settings.registry_path else None,
+        app.state.regions, detection,
+        SensorRegistry.load(settings.registry_path, detection) if settings.registry_path
+        else None,
         future_tolerance_ms=settings.future_tolerance_ms)
     app.state.alert_counter = AlertCounter(app.state.alert_book, app.state.regions)
     app.state.request_counts = Counter()

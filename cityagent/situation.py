@@ -129,14 +129,17 @@ class SensorRegistry:
     profiles: SensorProfiles
 
     @classmethod
-    def load(cls, path: Path) -> SensorRegistry:
-        """Read a ``.csv`` registry, else JSON (``{"sensors": [...]}`` or a list of objects)."""
+    def load(cls, path: Path, config: DetectionConfig | None = None) -> SensorRegistry:
+        """Read a ``.csv`` registry, else JSON (``{"sensors": [...]}`` or a list of objects);
+        its levels are checked against ``config``'s kinds (``SensorProfiles.load``)."""
         rows = read_registry_rows(path)
-        return cls.from_rows(rows, str(path))
+        return cls.from_rows(rows, str(path), config)
 
     @classmethod
-    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry") -> SensorRegistry:
-        profiles = SensorProfiles.from_rows(rows, where)  # checks ids and threshold columns
+    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry",
+                  config: DetectionConfig | None = None) -> SensorRegistry:
+        # checks ids and threshold columns, with the kind settings a row leaves in place
+        profiles = SensorProfiles.from_rows(rows, where, config)
         ids = tuple(str(row["sensor_id"]) for row in rows)
         if len(set(ids)) != len(ids):
             raise ConfigError(f"{where}: some sensor_id is listed twice")

@@ -74,7 +74,7 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
             fleet = make_fleet(options.sensors, seed, regions)
             signals = FleetSignals(fleet, seed, breaches=0)
             profiles = SensorProfiles.from_rows(
-                registry_rows(signals, options.tick_s, regions, config))
+                registry_rows(signals, options.tick_s, regions, config), config=config)
             engine = DetectionEngine(config, profiles)
             state = engine.new_state()
             t = _T0_MS

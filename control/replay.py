@@ -88,7 +88,7 @@ def run_replay(args: argparse.Namespace) -> int:
         # The workers' override of when a silent sensor is forgotten: replay ignored it, and
         # a history replayed with it set found what the workers had not.
         config = DetectionConfig.load(args.config, forget_after_s=forget_after_s_from_env())
-        profiles = SensorProfiles.load(args.registry) if args.registry else None
+        profiles = SensorProfiles.load(args.registry, config) if args.registry else None
         load_kernels(config, _fail, row_scores=True)  # compiling is not detecting: not in "took ... to detect"
         started = time.perf_counter()
         inp = read_replay_file(args.file, config, progress=_progress)

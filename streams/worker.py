@@ -44,7 +44,7 @@ def build_worker(settings: Settings) -> Worker:
     """The Faust app with its topics, agents and state table; raises ConfigError on bad config."""
     config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
                                   grace_s=settings.grace_s, forget_after_s=settings.forget_after_s)
-    profiles = (SensorProfiles.load(settings.registry_path) if settings.registry_path
+    profiles = (SensorProfiles.load(settings.registry_path, config) if settings.registry_path
                 else SensorProfiles())
     regions = default_regions()
     detector = Detector(DetectionEngine(config, profiles), regions, settings.future_tolerance_ms)

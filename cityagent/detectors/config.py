@@ -370,6 +370,63 @@ def _check_order(values: Mapping[str, float], where: str) -> None:
                               f"{_COLUMN_OF[low]} ({values[low]:g})")
 
 
+#: The kind whose detectors read each registry column (expected_interval_s: any kind).
+_COLUMN_KIND = {"free_flow_kmh": "traffic", "warning_level_m": "water_level",
+                "guaranteed_level_m": "water_level", "record_level_m": "water_level",
+                "min_pressure_mpa": "pipe_pressure", "max_pressure_mpa": "pipe_pressure"}
+
+
+def _row_kind(row: Mapping[str, Any], values: Mapping[str, float], where: str) -> str | None:
+    """The kind a registry row's level columns are for; a ConfigError when they are of two
+    kinds, or of another kind than the row's ``kind`` (its levels would be taken as given by
+    a sensor whose detectors never read them)."""
+    kinds: dict[str, str] = {}  # kind → the first of its columns the row gives
+    for name in values:
+        column = _COLUMN_OF[name]
+        if column in _COLUMN_KIND:
+            kinds.setdefault(_COLUMN_KIND[column], column)
+    if len(kinds) > 1:
+        (k1, c1), (k2, c2) = sorted(kinds.items())[:2]
+        raise ConfigError(f"{where}: {c1} is a {k1} column and {c2} a {k2} one; a sensor is "
+                          f"of one kind")
+    stated = row.get("kind")
+    if kinds and isinstance(stated, str) and stated in KIND_CODES and stated not in kinds:
+        ((kind, column),) = kinds.items()
+        raise ConfigError(f"{where}: kind is {stated!r}, but {column} is a {kind} column")
+    return next(iter(kinds), None)
+
+
+def _check_against_kind(values: Mapping[str, float], kind: KindConfig, where: str) -> None:
+    """A ConfigError when a row's levels and the kind's defaults it leaves in place are not in
+    rising order: a row giving only 警戒, above the default 保证, made an inverted pair (the
+    gauge went orange, 保证, before it went yellow, 警戒)."""
+    merged = {name: float(getattr(kind, name)) for name in _LEVELS}
+    merged.update((name, value) for name, value in values.items() if name in _LEVELS)
+    if math.isnan(merged["record_m"]):  # as param_matrix derives it: above 保证 when 警戒 is
+        merged["record_m"] = 2 * merged["guaranteed_m"] - merged["warning_m"]
+    for low, high in _LEVEL_ORDER:
+        a, b = merged[low], merged[high]
+        given = low in values or high in values
+        if given and math.isfinite(a) and math.isfinite(b) and not a < b:
+            raise ConfigError(f"{where}: {_named(high, b, values, kind.kind)} must be above "
+                              f"{_named(low, a, values, kind.kind)}")
+
+
+def _named(name: str, value: float, values: Mapping[str, float], kind: str) -> str:
+    """A level in an error: the row's column, or the kind's setting the row left in place."""
+    if name in values:
+        return f"{_COLUMN_OF[name]} ({value:g})"
+    column = _COLUMN_OF.get(name)
+    if column is None:
+        return f"[kind.{kind}] {name} ({value:g}; no registry column sets it)"
+    return f"[kind.{kind}] {name} ({value:g}: the row gives no {column})"
+
+
+#: The levels a registry row may leave to its kind's settings, and their order.
+_LEVELS = ("warning_m", "guaranteed_m", "record_m", "critical_mpa", "floor_mpa", "high_mpa")
+_LEVEL_ORDER = (*_PROFILE_ORDER, ("critical_mpa", "floor_mpa"))
+
+
 def _whole(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
     value = _number(table, key, default, where)
     if value != int(value):
@@ -394,16 +451,20 @@ class SensorProfiles:
         return self.by_sensor.get(sensor_id, {})
 
     @classmethod
-    def load(cls, path: Path) -> SensorProfiles:
+    def load(cls, path: Path, config: DetectionConfig | None = None) -> SensorProfiles:
         """Read a registry (``.csv``, else JSON ``{"sensors": [...]}`` or a list of objects).
 
-        Only the columns of :data:`PROFILE_COLUMNS` are used; empty cells are ignored.
+        Only the columns of :data:`PROFILE_COLUMNS` are used; empty cells are ignored. Each
+        row's levels, with the ``config`` kind settings it leaves in place (default: the
+        packaged settings), must rise: 警戒 < 保证 < record, critical < floor < high.
         """
         rows = read_registry_rows(path)
-        return cls.from_rows(rows, str(path))
+        return cls.from_rows(rows, str(path), config)
 
     @classmethod
-    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry") -> SensorProfiles:
+    def from_rows(cls, rows: list[Mapping[str, Any]], where: str = "registry",
+                  config: DetectionConfig | None = None) -> SensorProfiles:
+        config = config or DetectionConfig.load()
         out: dict[str, dict[str, float]] = {}
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping) or not row.get("sensor_id"):
@@ -424,7 +485,11 @@ class SensorProfiles:
                         f"{where}: sensor {row['sensor_id']!r}: {column} must be 0 or more; "
                         f"got {raw!r}")
                 values[name] = number
-            _check_order(values, f"{where}: sensor {row['sensor_id']!r}")
+            at = f"{where}: sensor {row['sensor_id']!r}"
+            _check_order(values, at)
+            kind = _row_kind(row, values, at)
+            if kind is not None:
+                _check_against_kind(values, config.kinds[kind], at)
             if values:
                 out[str(row["sensor_id"])] = values
         return cls(out)

@@ -257,12 +257,52 @@ def test_profile_values_override_the_kind_defaults() -> None:
      "'a': record_level_m (3.5) must be above warning_level_m (3.6)"),
     ({"sensor_id": "a", "min_pressure_mpa": 0.5, "max_pressure_mpa": 0.3},
      "'a': max_pressure_mpa (0.3) must be above min_pressure_mpa (0.5)"),
+    # a partial row against the kind settings it leaves in place (警戒 4, 保证 5, critical
+    # 0.07, floor 0.14): each was taken, and 警戒 5.5 alone made a gauge red at 4.6 m
+    ({"sensor_id": "a", "warning_level_m": 5.5},
+     "'a': [kind.water_level] guaranteed_m (5: the row gives no guaranteed_level_m) must be "
+     "above warning_level_m (5.5)"),
+    ({"sensor_id": "a", "guaranteed_level_m": 3.5},
+     "'a': guaranteed_level_m (3.5) must be above [kind.water_level] warning_m (4: the row "
+     "gives no warning_level_m)"),
+    ({"sensor_id": "a", "warning_level_m": 3.0, "record_level_m": 4.5},
+     "'a': record_level_m (4.5) must be above [kind.water_level] guaranteed_m (5"),
+    ({"sensor_id": "a", "min_pressure_mpa": 0.05},
+     "'a': min_pressure_mpa (0.05) must be above [kind.pipe_pressure] critical_mpa (0.07; no "
+     "registry column sets it)"),
+    ({"sensor_id": "a", "max_pressure_mpa": "0.1"},
+     "'a': max_pressure_mpa (0.1) must be above [kind.pipe_pressure] floor_mpa (0.14: the row "
+     "gives no min_pressure_mpa)"),
+    # values that contradict each other: levels of two kinds, or of another kind than the row's
+    ({"sensor_id": "a", "warning_level_m": 3.0, "guaranteed_level_m": 3.6,
+      "min_pressure_mpa": 0.2},
+     "'a': min_pressure_mpa is a pipe_pressure column and warning_level_m a water_level one; "
+     "a sensor is of one kind"),
+    ({"sensor_id": "a", "kind": "traffic", "warning_level_m": 3.0, "guaranteed_level_m": 3.6},
+     "'a': kind is 'traffic', but warning_level_m is a water_level column"),
 ])
 def test_a_wrong_profile_is_a_config_error_naming_sensor_and_column(row: dict, words: str
                                                                     ) -> None:
     with pytest.raises(ConfigError) as caught:
         SensorProfiles.from_rows([row], "sensors.csv")
     assert words in str(caught.value) and "sensors.csv" in str(caught.value)
+
+
+def test_a_partial_profile_is_checked_against_the_settings_in_use(tmp_path: Path) -> None:
+    """警戒 5.5 alone is above the packaged 保证 (5), not above one of 6 in the settings the
+    worker runs with; the registry is checked against those (and a kind's row keeps its
+    other levels: 警戒 4.5 alone, below 保证 5, loads)."""
+    doc = packaged_doc()
+    doc["kind"]["water_level"]["guaranteed_m"] = 6.0
+    config = DetectionConfig.from_dict(doc, "detection.toml")
+    path = tmp_path / "sensors.csv"
+    path.write_text("sensor_id,kind,warning_level_m\njn-wl-9,water_level,5.5\n", "utf-8")
+    assert SensorProfiles.load(path, config).by_sensor == {"jn-wl-9": {"warning_m": 5.5}}
+    with pytest.raises(ConfigError, match="sensors.csv: sensor 'jn-wl-9'"):
+        SensorProfiles.load(path)
+    ok = SensorProfiles.from_rows([{"sensor_id": "b", "kind": "water_level",
+                                    "warning_level_m": "4.5", "min_pressure_mpa": ""}])
+    assert ok.by_sensor == {"b": {"warning_m": 4.5}}
 
 
 def test_profiles_load_from_csv_and_json(tmp_path: Path) -> None:
