@@ -434,7 +434,9 @@ def test_buckets_without_readings_after_a_restart_still_close_their_windows(
     first = start_worker(replace(settings, detection_path=_with_idle(tmp_path, 600, limit_s)),
                          tmp_path / "worker-1.log")
     try:
-        # Two readings each, in two messages: a report interval is learned between batches.
+        # Three readings each, in three messages: a report interval is learned between
+        # batches, from two gaps at least (one gap alone may be a very old reading's).
+        send(producer, settings.readings_topic, readings(quiet, 2.0, t0 - 4))
         send(producer, settings.readings_topic, readings(quiet, 2.0, t0 - 2))
         send(producer, settings.readings_topic, readings(quiet, 5.5, t0))
         checkpointed = consume_records(
