@@ -12,6 +12,15 @@ are not UTF-8, against the documented 400 "not JSON"). The ingest routes
 (``/v1/readings...``) are skipped: they parse their bodies themselves with orjson, which is
 strict already, and a 16 MiB body is not read twice.
 
+A body is JSON when its ``Content-Type`` is one ingest reads as JSON (``api.ingest.JSON_TYPES``:
+``application/json``, another ``application/*+json``, ``text/plain`` or none); any other
+declared type (XML, a form: what ``curl -d`` sends without ``-H``) is answered 415 naming
+those, as ingest does. FastAPI itself parses only ``application/json`` and ``*+json`` bodies:
+it handed the routes a form, an XML body, a ``text/plain`` one and one without
+``Content-Type`` as bytes, which its validation refused with a 422 "Input should be a valid
+dictionary" echoing the body. A JSON body sent as ``text/plain`` or without a type is
+therefore passed on labelled ``application/json``.
+
 Every other body is limited to ``MAX_BODY_BYTES`` (1 MiB), whatever its type and before any
 route or key check sees it: each of those routes writes one Kafka record, which Kafka refuses
 over 1 MB anyway, and without a limit anyone, without a key, could make the API read and parse
@@ -25,7 +34,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ("MAX_BODY_BYTES", "StrictJson", "json_problem")
+from api.ingest import JSON_TYPES
+from cityagent.readings import shown
+
+__all__ = ("MAX_BODY_BYTES", "StrictJson", "json_problem", "not_json_type")
 
 #: Largest body of a route other than ingest: one Kafka record (1 MB by default) holds it.
 MAX_BODY_BYTES = 1 << 20
@@ -65,10 +77,25 @@ def json_problem(body: bytes) -> str | None:
     return None
 
 
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type in ("", "application/json") or (
+#: The Content-Type a JSON body reaches the routes with (FastAPI parses only JSON types).
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type in JSON_TYPES or (
         media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def not_json_type(media_type: str) -> str:
+    """The 415 detail for a body of ``media_type``, naming the types taken (as ingest does)."""
+    hint = (" (curl -d sends that: add -H 'Content-Type: application/json')"
+            if media_type == "application/x-www-form-urlencoded" else "")
+    return (f"Content-Type {shown(media_type)} is not taken here{hint}; send the body as JSON "
+            "(application/json, another application/*+json, text/plain, or no Content-Type)")
 
 
 async def _answer(send: Any, status: int, problem: str) -> None:
@@ -86,7 +113,8 @@ def _too_large(size: int | None) -> str:
 
 
 class StrictJson:
-    """ASGI middleware: a body over 1 MiB is answered 413, one that is JSON but not strict 400."""
+    """ASGI middleware: a body over 1 MiB is answered 413, one not declared JSON 415, one
+    that is not strict JSON 400."""
 
     def __init__(self, app: Any, skip_prefixes: tuple[str, ...] = ("/v1/readings",)) -> None:
         self.app = app
@@ -117,11 +145,18 @@ class StrictJson:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        is_json = _is_json(headers.get(b"content-type", b"").decode("latin-1"))
-        problem = json_problem(body) if is_json and body.strip() else None
-        if problem is not None:
-            await _answer(send, 400, problem)
-            return
+        media_type = _media_type(headers.get(b"content-type", b"").decode("latin-1"))
+        if body.strip():
+            if not _is_json(media_type):
+                await _answer(send, 415, not_json_type(media_type))
+                return
+            problem = json_problem(body)
+            if problem is not None:
+                await _answer(send, 400, problem)
+                return
+            if media_type in ("", "text/plain"):
+                scope = {**scope, "headers": [
+                    *(h for h in scope["headers"] if h[0] != b"content-type"), _JSON_HEADER]}
         replayed = False
 
         async def replay() -> dict[str, Any]:
