@@ -51,40 +51,42 @@ class ReadingsRejected(BaseModel):
     rejected: list[ItemError]
 
 
-#: One alert as the examples of the OpenAPI document show it.
+#: One alert as the examples of the OpenAPI document (and docs/api.md) show it: the alert the
+#: incident engine makes, with the packaged settings, of three gauges over 警戒 in 历下区 and
+#: an acknowledgement (tests/api/test_schema_examples.py builds it and compares).
 ALERT_EXAMPLE: dict[str, Any] = {
-    "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "scope": "zone:jn-flood-old-city",
-    "incident_key": "flood@zone:jn-flood-old-city", "status": "acknowledged",
+    "alert_id": "inc-8179774cb767c89d67a0", "scope": "city:370100",
+    "incident_key": "flood@city:370100", "status": "acknowledged",
     "severity": "orange", "kind": "water_level", "family": "flood",
-    "reason": "water.guaranteed",
-    "title_zh": "济南市历下区·济南老城区低洼易涝区 橙色区域内涝（3个传感器）",
-    "title_en": "orange area flooding at Jinan old town low-lying area (Jinan), 3 sensors",
-    "reason_zh": "水位超过保证水位", "reason_en": "water level above the guaranteed level",
+    "reason": "water.warning",
+    "title_zh": "济南市历下区 橙色区域性内涝/洪水（3个传感器）",
+    "title_en": "orange area flooding at Lixia District (Jinan), 3 sensors",
+    "reason_zh": "水位超警戒", "reason_en": "water level over warning level",
     "province_code": "370000", "city_code": "370100", "city_name": "济南市",
     "district_code": "370102", "district_name": "历下区",
     "zone_ids": ["jn-flood-old-city"], "zone_kinds": ["flood_risk"],
-    "departments": ["city_management", "emergency", "city_command"],
-    "departments_zh": ["城市管理局", "应急管理局", "市指挥中心"],
+    "departments": ["water", "city_management", "emergency", "city_command"],
+    "departments_zh": ["水务局", "城市管理局", "应急管理局", "市指挥中心"],
     "sensors": ["jn-wl-000042", "jn-wl-000043", "jn-wl-000051"], "sensor_count": 3,
-    "active_sensor_count": 3, "anomaly_count": 5, "peak_score": 3.2, "correlated": True,
+    "active_sensor_count": 3, "anomaly_count": 3, "peak_score": 3.2, "correlated": True,
     "lon": 117.0197, "lat": 36.6614,
     "first_seen_ms": 1795307400000, "last_seen_ms": 1795307700000, "opened_ms": 1795307405120,
     "acknowledged_by": "zhang.san@kops1234", "acknowledged_at_ms": 1795307760000,
     "assigned_to": None, "resolved_by": None, "resolved_at_ms": None,
-    "escalation_level": "district", "comments": 0, "seq": 6,
+    "escalation_level": "district", "comments": 0, "seq": 4,
     "first_seen_at": "2026-11-22T00:30:00.000Z", "last_seen_at": "2026-11-22T00:35:00.000Z",
     "opened_at": "2026-11-22T00:30:05.120Z", "acknowledged_at": "2026-11-22T00:36:00.000Z",
     "resolved_at": None,
 }
 _HISTORY_EXAMPLE: dict[str, Any] = {
-    "event_id": "9f2c4e1a7b3d5e6f8a0b1c2d", "type": "acknowledged", "actor": "zhang.san@kops1234",
+    "event_id": "5ca99a3df61932e4d60e8d72", "type": "acknowledged", "actor": "zhang.san@kops1234",
     "at_ms": 1795307760000, "at": "2026-11-22T00:36:00.000Z", "detail": "crew on the way",
-    "seq": 6, "status": "acknowledged", "severity": "orange", "escalation_level": "district",
+    "seq": 4, "status": "acknowledged", "severity": "orange", "escalation_level": "district",
     "assigned_to": None, "anomaly_id": None, "sensor_id": None,
 }
 EVENT_EXAMPLE: dict[str, Any] = {
-    "event_id": "9f2c4e1a7b3d5e6f8a0b1c2d", "type": "acknowledged",
-    "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "scope": "zone:jn-flood-old-city",
+    "event_id": "5ca99a3df61932e4d60e8d72", "type": "acknowledged",
+    "alert_id": "inc-8179774cb767c89d67a0", "scope": "city:370100",
     "actor": "zhang.san@kops1234", "at_ms": 1795307760000,
     "at": "2026-11-22T00:36:00.000Z", "alert": ALERT_EXAMPLE, "anomaly_id": None,
     "sensor_id": None, "detail": "crew on the way",
@@ -156,7 +158,7 @@ class AlertsPublic(BaseModel):
     """A page of alerts, newest ``last_seen`` first; ``next_cursor`` is null on the last page."""
 
     model_config = _example({"count": 1, "alerts": [ALERT_EXAMPLE],
-                             "next_cursor": "WzE3OTUzMDc3MDAwMDAsImluYy01YzFlMGI5YTJmM2Q0ZTVmNmE3YiJd"})
+                             "next_cursor": "WzE3OTUzMDc3MDAwMDAsImluYy04MTc5Nzc0Y2I3NjdjODlkNjdhMCJd"})
 
     count: int
     alerts: list[AlertPublic]
@@ -249,7 +251,7 @@ class CommandQueued(BaseModel):
     """202: the command is stored on the commands topic; the alert changes once it is applied."""
 
     model_config = _example({"command_id": "kops1234:7d0c6a4e-5b1f-4f3e-9a51-0c2d9e6b7a10:3f9a0c1d2e4b",
-                             "alert_id": "inc-5c1e0b9a2f3d4e5f6a7b", "action": "ack",
+                             "alert_id": "inc-8179774cb767c89d67a0", "action": "ack",
                              "status": "queued"})
 
     command_id: str

@@ -67,7 +67,7 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 #: The longest command id the alerting worker takes (cityagent.incident_alert.Command).
 _MAX_COMMAND_ID = 200
 #: The alert id path parameter (its example is the alert of the schemas' examples).
-AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-5c1e0b9a2f3d4e5f6a7b"])]
+AlertId = Annotated[str, Path(description="The alert's id, as listed", examples=["inc-8179774cb767c89d67a0"])]
 
 
 def _multi(values: list[str] | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
