@@ -23,8 +23,8 @@ import base64
 import binascii
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -142,13 +142,18 @@ class AlertQuery:
         """True when some filter is on the alert's fields (suppressed events have none)."""
         return any(v is not None for k, v in vars(self).items() if k != "principal")
 
-    def may_see(self, alert: Mapping[str, Any]) -> bool:
-        """Scope: a scoped key sees an alert of its cities, or with a sensor of its prefixes."""
+    def may_see(self, alert: Mapping[str, Any], members: Collection[str] = ()) -> bool:
+        """Scope: a scoped key sees an alert of its cities, or with a sensor of its prefixes.
+
+        ``members`` are the alert's sensors the book has read of (:attr:`_Record.members`):
+        ``sensors`` lists only the first 20, so an alert of 50 gauges whose 30th was the
+        key's was invisible to a key scoped by sensor-id prefix."""
         p = self.principal
         return p is None or not p.scoped or p.may_see_city(alert["city_code"]) or any(
-            p.may_see_sensor(s) for s in alert["sensors"])
+            p.may_see_sensor(s) for s in alert["sensors"]) or any(
+            p.may_see_sensor(s) for s in members)
 
-    def matches(self, alert: Mapping[str, Any]) -> bool:
+    def matches(self, alert: Mapping[str, Any], members: Collection[str] = ()) -> bool:
         if self.statuses is not None and alert["status"] not in self.statuses:
             return False
         if self.severities is not None and alert["severity"] not in self.severities:
@@ -172,14 +177,14 @@ class AlertQuery:
             return False
         if self.until_ms is not None and last_seen >= self.until_ms:
             return False
-        return self.may_see(alert)
+        return self.may_see(alert, members)
 
     def matches_entry(self, entry: FeedEntry) -> bool:
         """For the stream: the alert after the change matches, or did before it (it left)."""
         if entry.alert is None:
             return self._matches_suppressed(entry)
-        return self.matches(entry.alert) or (entry.previous is not None
-                                             and self.matches(entry.previous))
+        return self.matches(entry.alert, entry.members) or (
+            entry.previous is not None and self.matches(entry.previous, entry.members))
 
     def _matches_suppressed(self, entry: FeedEntry) -> bool:
         """A suppressed event has no alert, only a sensor and a place (its city and district,
@@ -217,6 +222,7 @@ class FeedEntry:
     data: bytes  # the public event as JSON: encoded once, sent to every client
     city_code: str | None = None  # suppressed events: where the anomaly was, when known
     district_code: str | None = None
+    members: Collection[str] = ()  # the alert's sensors read of so far (its record's set)
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,10 @@ class _Record:
     history: deque[dict[str, Any]]
     events: int = 0
     changed_ms: int = 0  # event time of the change that resolved it (while resolved)
+    #: Every sensor of the alert the book has read of: those its snapshots list (the first
+    #: 20) and the sensor of each of its events (an anomaly of a member: its episode's start,
+    #: escalation or end). What a key scoped by sensor-id prefix is judged on.
+    members: set[str] = field(default_factory=set)
 
 
 class AlertBook:
@@ -356,6 +366,7 @@ class AlertBook:
             return self._to_feed(event, None, None, partition, offset, self._place(event))
         record = self._alerts.get(alert["alert_id"])
         if record is not None and alert["seq"] <= record.alert["seq"]:
+            _add_members(record.members, event)  # read out of order: still its sensors
             self.ignored += 1
             return None
         previous = record.alert if record is not None else None
@@ -364,9 +375,11 @@ class AlertBook:
             record = self._alerts[alert["alert_id"]] = _Record(
                 public, deque(maxlen=self.history_size))
         record.alert = public
+        _add_members(record.members, event)
         record.events += 1
         record.history.append(_history_item(event))
-        entry = self._to_feed(event, public, previous, partition, offset)
+        entry = self._to_feed(event, public, previous, partition, offset,
+                              members=record.members)
         if public["status"] == RESOLVED:
             record.changed_ms = event["at_ms"]
             heapq.heappush(self._resolved, (event["at_ms"], alert["alert_id"]))
@@ -411,7 +424,8 @@ class AlertBook:
 
     def _to_feed(self, event: dict[str, Any], public: dict[str, Any] | None,
                  previous: dict[str, Any] | None, partition: int, offset: int,
-                 place: tuple[str | None, str | None] = (None, None)) -> FeedEntry:
+                 place: tuple[str | None, str | None] = (None, None), *,
+                 members: Collection[str] = ()) -> FeedEntry:
         self.applied += 1
         where = {} if public is not None else {"city_code": place[0], "district_code": place[1]}
         data = right_sized(orjson.dumps({**event, "at": format_ts(event["at_ms"]),
@@ -419,7 +433,7 @@ class AlertBook:
         offsets = tuple(self._next.get(p, 0) for p in range(max(self._next) + 1))
         entry = FeedEntry(self.applied, partition, offset, offsets, event["event_id"],
                           event["type"], public, previous, event["sensor_id"] or "", data,
-                          *place)
+                          *place, members)
         if len(self._feed) >= self.feed_size:
             dropped = self._feed.popleft()
             self._evicted[dropped.partition] = max(self._evicted.get(dropped.partition, 0),
@@ -432,7 +446,8 @@ class AlertBook:
     def get(self, alert_id: str, principal: Principal | None = None) -> dict[str, Any] | None:
         """The alert, or None when unknown or outside the principal's scope."""
         record = self._alerts.get(alert_id)
-        if record is None or not AlertQuery(principal=principal).may_see(record.alert):
+        if record is None or not AlertQuery(principal=principal).may_see(record.alert,
+                                                                        record.members):
             return None
         return record.alert
 
@@ -452,7 +467,7 @@ class AlertBook:
         (or updated since) belongs to the first pages.
         """
         found: Iterable[dict[str, Any]] = (
-            r.alert for r in self._alerts.values() if query.matches(r.alert))
+            r.alert for r in self._alerts.values() if query.matches(r.alert, r.members))
         if cursor is not None:
             after = decode_cursor(cursor)
             found = (a for a in found if _order(a) < after)
@@ -483,6 +498,12 @@ class AlertBook:
 
 def _order(alert: Mapping[str, Any]) -> tuple[int, str]:
     return alert["last_seen_ms"], alert["alert_id"]
+
+
+def _add_members(members: set[str], event: Mapping[str, Any]) -> None:
+    members.update(event["alert"]["sensors"])
+    if isinstance(event["sensor_id"], str) and event["sensor_id"]:
+        members.add(event["sensor_id"])
 
 
 def _history_item(event: Mapping[str, Any]) -> dict[str, Any]:

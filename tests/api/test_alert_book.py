@@ -433,3 +433,46 @@ def test_an_api_started_after_a_week_still_shows_an_alert_open_that_long(restate
         assert shown["title_zh"] == events[0].alert.title_zh and shown["seq"] == 10
     else:
         assert kept == [] and shown is None
+
+
+def test_a_prefix_scoped_key_sees_an_alert_through_any_of_its_sensors_not_only_the_listed() -> None:
+    """An alert lists its first 20 sensors (``max_sensors_listed``); a key scoped by sensor-id
+    prefix was judged on that list only, so a 50-gauge flood whose 30th gauge was the key's
+    was invisible to it: not listed, 404, not counted, not streamed. The book now keeps every
+    sensor its events named. The alert is made by the incident engine."""
+    from cityagent.detection import Anomaly, anomaly_id
+    from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
+    from cityagent.routing import default_router
+
+    engine = IncidentEngine(AlertingConfig.load(), default_router())
+    assert engine.config.max_sensors_listed == 20
+    state, events = ScopeState(), []
+    sensors = [f"jn-wl-{i:06d}" for i in range(50)]
+    sensors[29] = "lx-pump-000030"  # the water company's own gauge, the 30th to join
+    for i, sensor in enumerate(sensors):
+        ts = T0 + i * 10_000
+        anomaly = Anomaly(
+            anomaly_id=anomaly_id(sensor, "level", ts), phase="start", sensor_id=sensor,
+            kind="water_level", detector="level", reason="water.warning", score=0.8,
+            peak_score=1.0, severity="yellow", field="level_m", observed=4.3, expected=4.0,
+            window_start_ms=ts - MIN, window_end_ms=ts, since_ms=ts, ts_ms=ts,
+            detected_at_ms=ts, lon=117.02 + i * 1e-4, lat=36.66, district_code=370102,
+            city_code=370100)
+        events += engine.on_anomaly(state, anomaly, None, ts)
+    assert len({e.alert_id for e in events}) == 1
+    last = events[-1].alert
+    assert last.sensor_count == 50 and len(last.sensors) == 20
+    assert "lx-pump-000030" not in last.sensors
+
+    book = AlertBook()
+    entries = [book.apply(e.to_dict()) for e in events]
+    water_co = Principal("operator", "water-co", prefixes=("lx-pump-",))
+    other = Principal("operator", "other-co", prefixes=("wf-",))
+    alert_id = last.alert_id
+    assert book.get(alert_id, water_co) is not None
+    assert ids(book.query(AlertQuery(principal=water_co)).alerts) == [alert_id]
+    assert entries[-1] is not None and AlertQuery(principal=water_co).matches_entry(entries[-1])
+    # ... and a key of other prefixes (and not of 济南) still does not.
+    assert book.get(alert_id, other) is None
+    assert book.query(AlertQuery(principal=other)).alerts == []
+    assert not AlertQuery(principal=other).matches_entry(entries[-1])
