@@ -56,6 +56,7 @@ __all__ = (
     "area_m2",
     "inside_fraction",
     "DEMO_ZONES_FILE",
+    "MAX_VERSION",
     "demo_zones",
     "ANY_DEPARTMENT",
     "kind_typo",
@@ -86,6 +87,12 @@ DEMO_ZONES_FILE = "zones/shandong-demo-zones.geojson"
 #: may have more departments than routing.toml (``PUT /v1/routing``); the routing topic is
 #: another feed, which a reader may not have read yet.
 ANY_DEPARTMENT: Collection[str] = frozenset({"*any department code*"})
+#: Largest version of a zone set or routing document: 2**53 - 1, the largest whole number every
+#: JSON reader keeps exact (JavaScript's, the dashboard's, reads numbers as doubles: 2**53 + 1
+#: reads as 2**53, so two versions looked equal). A version counts changes, one at a time, so
+#: only a file or record written by hand gets near it; past 2**64 - 1 orjson cannot write it,
+#: and the API's next version (one above) was a 500.
+MAX_VERSION = 2**53 - 1
 _ZONE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,39}\Z")
 _M_PER_DEG_LAT = 110_574.0
@@ -357,8 +364,9 @@ class ZoneSet:
         if not isinstance(features, list):
             raise ZoneError("expected 'features' to be a list of GeoJSON Features")
         version = collection.get("version", 1 if features else 0)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise ZoneError(f"'version' must be a whole number of 0 or more; got {version!r}")
+        if not _is_version(version):
+            raise ZoneError(f"'version' must be a whole number from 0 to {MAX_VERSION} "
+                            f"(2**53 - 1); got {_short(version)}")
         zones: dict[str, Zone] = {}
         for i, feature in enumerate(features):
             zone = parse_zone(feature, regions, departments=departments, index=i)
@@ -430,9 +438,9 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
         raise ZoneError("a zone-topic record must be null or {'version': int, 'feature': "
                         f"Feature or null}}; got {_short(value)}", zone_id=key)
     version = value["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ZoneError(f"record 'version' must be a whole number of 0 or more; got {version!r}",
-                        zone_id=key, property="version")
+    if not _is_version(version):
+        raise ZoneError(f"record 'version' must be a whole number from 0 to {MAX_VERSION} "
+                        f"(2**53 - 1); got {_short(version)}", zone_id=key, property="version")
     current = zones.zones.get(key)
     if current is not None and version < current.version:
         return zones  # stale
@@ -446,6 +454,11 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
                         "equal (the key is what compaction keeps)", zone_id=zone.zone_id,
                         property="zone_id")
     return zones._with({**zones.zones, key: replace(zone, version=version)}, top)
+
+
+def _is_version(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int)
+            and 0 <= value <= MAX_VERSION)
 
 
 def _short(value: Any) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
+from cityagent.zones import MAX_VERSION
 from streams.follower import TopicFollower
 
 __all__ = ("RoutingFeed", "ROUTING_KEY")
@@ -40,6 +41,10 @@ class RoutingFeed:
         # the same next version, and the later record is the one that stands (compaction
         # keeps it; ignoring it left readers that saw both disagreeing with later ones).
         if isinstance(version, bool) or not isinstance(version, int) or version < self.version:
+            return False
+        if version > MAX_VERSION:
+            log.warning("routing topic: ignored version %s: above the largest version, %d "
+                        "(2**53 - 1)", version, MAX_VERSION)
             return False
         try:
             router = Router.from_dict(value.get("routing") or {}, f"routing topic v{version}")

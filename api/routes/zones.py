@@ -26,7 +26,14 @@ from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
-from cityagent.zones import ZoneError, ZoneSet, delete_record, parse_zone, zone_record
+from cityagent.zones import (
+    MAX_VERSION,
+    ZoneError,
+    ZoneSet,
+    delete_record,
+    parse_zone,
+    zone_record,
+)
 from streams.routing_feed import ROUTING_KEY
 
 __all__ = ("router",)
@@ -77,7 +84,8 @@ async def get_zone(zone_id: str, request: Request, _principal: ViewerDep) -> dic
 
 @router.put("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
-    422: {"description": "The zone is invalid: the message names the property and why."},
+    422: {"description": "The zone is invalid: the message names the property and why; or "
+                         "the zones are at the largest version (2**53 - 1)."},
     **_NOT_READ})
 async def put_zone(
     zone_id: str, request: Request, _principal: AdminDep,
@@ -92,7 +100,7 @@ async def put_zone(
                                      f"the path's {zone_id!r}")
     zone = await _parse_zone(feature, feed.regions, request.app.state.routing_feed)
     await read_up_to_start(feed, "zones")
-    version = feed.zones.version + 1
+    version = _next_version(feed.zones.version, "zones")
     key, value = zone_record(_with_version(zone, version))
     await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
     return {"zone_id": key, "version": version, "status": "queued"}
@@ -107,7 +115,7 @@ async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> d
     await read_up_to_start(feed, "zones")
     if zone_id not in feed.zones:
         raise HTTPException(404, f"no zone {zone_id!r}")
-    version = feed.zones.version + 1
+    version = _next_version(feed.zones.version, "zones")
     key, value = delete_record(zone_id, version)
     await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
     return {"zone_id": key, "version": version, "status": "queued"}
@@ -140,7 +148,8 @@ async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, An
     202: {"content": {"application/json": {"example": {"version": 1, "status": "queued"}}}},
     409: {"description": "The rules drop a department that zones still name: the message "
                          "names each such department and its zones."},
-    422: {"description": "The rules are invalid: the message names the rule and the key."},
+    422: {"description": "The rules are invalid: the message names the rule and the key; or "
+                         "they are at the largest version (2**53 - 1)."},
     **_NOT_READ})
 async def put_routing(
     request: Request, _principal: AdminDep,
@@ -157,11 +166,23 @@ async def put_routing(
     zones = _feed(request)
     await read_up_to_start(zones, "zones")
     _refuse_orphaned_zones(zones.zones, rules)
-    version = feed.version + 1
+    version = _next_version(feed.version, "routing")
     await request.app.state.routing_writer.send_value(
         ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),
         f"routing version {version}")
     return {"version": version, "status": "queued"}
+
+
+def _next_version(current: int, topic: str) -> int:
+    """One above ``current``; 422 at the bound: a version past it was a 500 (orjson cannot
+    write one past 2**64 - 1) or read inexactly by JavaScript (past 2**53 - 1)."""
+    if current >= MAX_VERSION:
+        raise HTTPException(422, f"the {topic} are at version {current}, the largest a version "
+                                 f"may be ({MAX_VERSION}, 2**53 - 1: the largest whole number "
+                                 "every JSON reader keeps exact), so no further change can be "
+                                 f"versioned; start the {topic} topic afresh, with versions "
+                                 "below that bound")
+    return current + 1
 
 
 def _refuse_orphaned_zones(zones: ZoneSet, rules: Router) -> None:

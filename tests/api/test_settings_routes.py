@@ -182,3 +182,35 @@ def test_put_routing_that_drops_a_department_zones_name_is_409_naming_them(app) 
     # Keeping every department that zones name passes the check (then: no Kafka here, 503).
     answer = client.put("/v1/routing", json=fire, headers=ADMIN)
     assert answer.status_code == 503 and "not connected to Kafka" in answer.json()["detail"]
+
+
+def test_a_version_at_the_bound_is_422_naming_it_not_500(app) -> None:
+    """The next zones or routing version is one above the newest read: past 2**64 - 1 orjson
+    could not write it and PUT/DELETE were 500s (a zones file or record of such a version was
+    taken then; they are refused now, so the feed stops at the bound, 2**53 - 1)."""
+    import dataclasses
+    import tomllib
+    from importlib import resources
+
+    from cityagent.zones import MAX_VERSION
+
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    rules = tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                          .read_text("utf-8"))
+    client = TestClient(app, raise_server_exceptions=False)
+    zones = app.state.zone_feed.zones
+    for version in (MAX_VERSION, 2**64 - 1):
+        app.state.zone_feed.zones = dataclasses.replace(zones, version=version)
+        app.state.routing_feed.version = version
+        for method, path, body, topic in (
+                ("PUT", "/v1/zones/qd-test-school", SCHOOL, "zones"),
+                ("DELETE", "/v1/zones/jn-flood-old-city", None, "zones"),
+                ("PUT", "/v1/routing", rules, "routing")):
+            answer = client.request(method, path, json=body, headers=ADMIN)
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json()["detail"] == (
+                f"the {topic} are at version {version}, the largest a version may be "
+                "(9007199254740991, 2**53 - 1: the largest whole number every JSON reader "
+                f"keeps exact), so no further change can be versioned; start the {topic} "
+                "topic afresh, with versions below that bound"), path

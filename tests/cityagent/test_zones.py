@@ -17,6 +17,7 @@ from cityagent.errors import ConfigError
 from cityagent.regions import default_regions
 from cityagent.zones import (
     DEMO_ZONES_FILE,
+    MAX_VERSION,
     ZONE_KINDS,
     ZoneError,
     ZoneIndex,
@@ -307,3 +308,16 @@ def test_zone_agreement_notices_a_wrong_index() -> None:
     broken = copy.copy(index)
     broken.zones_at = lambda x, y: [()] * len(x)  # type: ignore[method-assign]
     assert zone_agreement(broken, n=20_000) < 1.0
+
+
+@pytest.mark.parametrize("version", [MAX_VERSION + 1, 2**64, 2**64 + 1, 10**30])
+def test_a_version_past_the_bound_is_refused_naming_it(version: int) -> None:
+    """A version past 2**64 - 1 was taken, and the API's next version, one above, could not
+    be written (orjson): PUT and DELETE were 500s. Past 2**53 - 1, JavaScript reads it
+    inexactly. A file or a record of such a version is refused, naming the bound."""
+    with pytest.raises(ZoneError, match=r"from 0 to 9007199254740991 \(2\*\*53 - 1\)"):
+        ZoneSet.from_geojson(fc(feature("a"), version=version))
+    with pytest.raises(ZoneError, match=r"from 0 to 9007199254740991 \(2\*\*53 - 1\)"):
+        apply_record(ZoneSet(), *delete_record("a", version))
+    assert ZoneSet.from_geojson(fc(feature("a"), version=MAX_VERSION)).version == MAX_VERSION
+    assert apply_record(ZoneSet(), *delete_record("a", MAX_VERSION)).version == MAX_VERSION

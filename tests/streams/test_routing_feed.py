@@ -51,3 +51,14 @@ def test_the_worker_routes_by_the_later_record_of_one_version_too() -> None:
     assert maintenance.apply("w1", {"sensor": "jn-*", "start_ms": 0, "end_ms": 1})
     maintenance._refresh()
     assert [w.sensor for w in current().maintenance] == ["jn-*"]
+
+
+def test_a_record_past_the_largest_version_is_ignored() -> None:
+    """It was taken: the API's next version, one above, was a 500 past 2**64 - 1."""
+    from cityagent.zones import MAX_VERSION
+
+    feed = RoutingFeed("127.0.0.1:1", "city.routing", default_router())
+    assert not feed.apply(ROUTING_KEY, {"version": MAX_VERSION + 1, "routing": packaged()})
+    assert not feed.apply(ROUTING_KEY, {"version": 2**64, "routing": packaged()})
+    assert feed.version == 0
+    assert feed.apply(ROUTING_KEY, {"version": MAX_VERSION, "routing": packaged()})
