@@ -93,6 +93,8 @@ ANY_DEPARTMENT: Collection[str] = frozenset({"*any department code*"})
 #: only a file or record written by hand gets near it; past 2**64 - 1 orjson cannot write it,
 #: and the API's next version (one above) was a 500.
 MAX_VERSION = 2**53 - 1
+#: How a zone error names a FeatureCollection (its file, when read from one, comes first).
+_COLLECTION = "the zone collection"
 _ZONE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,39}\Z")
 _M_PER_DEG_LAT = 110_574.0
@@ -104,18 +106,38 @@ class ZoneError(ConfigError):
 
     ``feature`` is the feature's index in its collection (None for a single feature),
     ``zone_id`` its id when known and ``property`` the offending property or ``"geometry"``.
+
+    The message is one sentence naming the field and the zone: ``reason`` is what is wrong
+    with them, ``field`` says what of the zone it is about (``property 'name'``, ``the area``)
+    and ``subject`` overrides the zone's name (a collection, a topic record; ``""``: the reason
+    is the whole sentence). So ``property 'name' of zone 'jn-1' (feature #3) must be non-empty
+    text``, not ``zone feature #3 ('jn-1'): property 'name' must be ...``, and never
+    ``zone: ...`` with no zone named.
     """
 
     def __init__(self, reason: str, *, feature: int | None = None, zone_id: str | None = None,
-                 property: str | None = None, source: str | None = None) -> None:
+                 property: str | None = None, source: str | None = None,
+                 field: str | None = None, subject: str | None = None) -> None:
         self.reason = reason
         self.feature = feature
         self.zone_id = zone_id
         self.property = property
-        where = "zone" if feature is None else f"zone feature #{feature}"
-        if zone_id:
-            where += f" ({zone_id!r})"
-        super().__init__(f"{source + ': ' if source else ''}{where}: {reason}")
+        self.field = field
+        self.subject = subject
+        self.source = source
+        if subject is None:
+            subject = f"zone {zone_id!r}" if zone_id else "the zone"
+            if feature is not None:
+                subject = f"{subject} (feature #{feature})" if zone_id else f"feature #{feature}"
+        sentence = " ".join(p for p in (f"{field} of {subject}" if field else subject, reason)
+                            if p)
+        super().__init__(f"{source + ': ' if source else ''}{sentence}")
+
+    def at(self, source: str) -> ZoneError:
+        """The same error, said of ``source`` (the file it was read from)."""
+        return ZoneError(self.reason, feature=self.feature, zone_id=self.zone_id,
+                         property=self.property, source=source, field=self.field,
+                         subject=self.subject)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,45 +203,48 @@ def parse_zone(feature: Any, regions: RegionIndex | None = None, *,
     regions = regions or default_regions()
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         got = feature.get("type") if isinstance(feature, Mapping) else type(feature).__name__
-        raise ZoneError(f"expected a GeoJSON Feature; got {got!r}", feature=index)
+        raise ZoneError(f"must be a GeoJSON Feature; got {got!r}", feature=index)
     props = feature.get("properties")
     if not isinstance(props, Mapping):
-        raise ZoneError("expected 'properties' to be an object with zone_id, name, zone_kind "
-                        f"and department; got {props!r}", feature=index, property="properties")
+        raise ZoneError("must be an object with zone_id, name, zone_kind and department; "
+                        f"got {_short(props)}", feature=index, property="properties",
+                        field="'properties'")
     zone_id = _zone_id(props, index)
 
-    def fail(reason: str, prop: str) -> ZoneError:
-        return ZoneError(reason, feature=index, zone_id=zone_id, property=prop)
+    def fail(reason: str, prop: str, field: str | None = None) -> ZoneError:
+        """``field`` of the zone ``reason``: by default the property ``prop``."""
+        return ZoneError(reason, feature=index, zone_id=zone_id, property=prop,
+                         field=f"property {prop!r}" if field is None else field or None)
 
     name = props.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise fail(f"property 'name' must be non-empty text (the display name); got {name!r}",
+        raise fail(f"must be non-empty text (the display name); got {name!r}",
                    "name")
     name_en = props.get("name_en", name)
     if not isinstance(name_en, str):
-        raise fail(f"property 'name_en' must be text; got {name_en!r}", "name_en")
+        raise fail(f"must be text; got {_short(name_en)}", "name_en")
     kind = _zone_kind(props.get("zone_kind"), fail)
     department = props.get("department")
     if departments is ANY_DEPARTMENT:
         if not isinstance(department, str) or not is_department_code(department):
-            raise fail("property 'department' must be a department code (snake_case, of the "
+            raise fail("must be a department code (snake_case, of the "
                        f"routing rules); got {department!r}", "department")
     elif department not in departments:
-        raise fail(f"property 'department' must be one of {sorted(departments)}; "
-                   f"got {department!r}", "department")
+        raise fail(f"must be one of {sorted(departments)}; got {_short(department)}",
+                   "department")
     adjust = props.get("severity_adjust", 0)
     if isinstance(adjust, bool) or not isinstance(adjust, int) or not -2 <= adjust <= 2:
-        raise fail(f"property 'severity_adjust' must be a whole number of severity steps "
+        raise fail(f"must be a whole number of severity steps "
                    f"from -2 to 2; got {adjust!r}", "severity_adjust")
     geometry = _geometry(feature.get("geometry"), fail)
     size = area_m2(geometry)
     if not MIN_AREA_M2 <= size <= MAX_AREA_M2:
-        raise fail(f"area must be between {MIN_AREA_M2:g} m² and {MAX_AREA_M2 / 1e6:g} km²; "
-                   f"got {size:,.0f} m² ({size / 1e6:.4g} km²)", "geometry")
+        raise fail(f"must be between {MIN_AREA_M2:g} m² and {MAX_AREA_M2 / 1e6:g} km²; "
+                   f"got {size:,.0f} m² ({size / 1e6:.4g} km²)", "geometry", "the area")
     inside = inside_fraction(geometry, regions)
     if inside < MIN_INSIDE_FRACTION:
         raise fail(f"must lie inside Shandong: at least {MIN_INSIDE_FRACTION:.0%} of its area "
-                   f"within the province's districts; got {inside:.1%}", "geometry")
+                   f"within the province's districts; got {inside:.1%}", "geometry", "")
     known = {"zone_id", "name", "name_en", "zone_kind", "department", "severity_adjust"}
     return Zone(zone_id, name.strip(), name_en.strip() or name.strip(), kind, str(department),
                 adjust, geometry, size, {k: v for k, v in props.items() if k not in known})
@@ -228,12 +253,12 @@ def parse_zone(feature: Any, regions: RegionIndex | None = None, *,
 def _zone_id(props: Mapping[str, Any], index: int | None) -> str:
     zone_id = props.get("zone_id")
     if zone_id is None:
-        raise ZoneError("property 'zone_id' is missing; expected an id like 'jn-flood-01'",
-                        feature=index, property="zone_id")
+        raise ZoneError("is missing; expected an id like 'jn-flood-01'",
+                        feature=index, property="zone_id", field="property 'zone_id'")
     if not isinstance(zone_id, str) or not _ZONE_ID.match(zone_id):
-        raise ZoneError("property 'zone_id' must be 1-64 letters, digits or _.:- "
-                        f"(starting with a letter or digit); got {zone_id!r}",
-                        feature=index, property="zone_id")
+        raise ZoneError("must be 1-64 letters, digits or _.:- (starting with a letter or "
+                        f"digit); got {_short(zone_id)}", feature=index, property="zone_id",
+                        field="property 'zone_id'")
     return zone_id
 
 
@@ -253,11 +278,11 @@ def _zone_kind(kind: Any, fail) -> str:
     if kind in ZONE_KINDS:
         return kind
     if not isinstance(kind, str) or not _SNAKE.match(kind):
-        raise fail(f"property 'zone_kind' must be one of {known} or a custom snake_case kind; "
-                   f"got {kind!r}", "zone_kind")
+        raise fail(f"must be one of {known} or a custom snake_case kind; got {_short(kind)}",
+                   "zone_kind")
     typo = kind_typo(kind)
     if typo:
-        raise fail(f"property 'zone_kind' {kind!r} looks like a typo of {typo!r}; "
+        raise fail(f"is {kind!r}, which looks like a typo of {typo!r}; "
                    f"expected one of {known} or a distinct custom kind", "zone_kind")
     return kind
 
@@ -265,28 +290,33 @@ def _zone_kind(kind: Any, fail) -> str:
 def _geometry(raw: Any, fail) -> BaseGeometry:
     if not isinstance(raw, Mapping) or raw.get("type") not in ("Polygon", "MultiPolygon"):
         got = raw.get("type") if isinstance(raw, Mapping) else raw
-        raise fail(f"geometry must be a Polygon or MultiPolygon; got {got!r}", "geometry")
+        raise fail(f"must be a Polygon or MultiPolygon; got {_short(got)}", "geometry",
+                   "the geometry")
     try:
         geometry = shape(raw)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError,
             shapely.errors.GEOSException) as exc:
-        raise fail(f"geometry cannot be built from its coordinates: {exc}", "geometry") from None
+        raise fail(f"cannot be built from its coordinates: {exc}", "geometry",
+                   "the geometry") from None
     if geometry.is_empty:
-        raise fail("geometry is empty; expected at least one ring of 4 or more positions",
-                   "geometry")
+        raise fail("is empty; expected at least one ring of 4 or more positions",
+                   "geometry", "the geometry")
     xy = shapely.get_coordinates(geometry)
     if not np.isfinite(xy).all():
-        raise fail("geometry has a coordinate that is not a finite number", "geometry")
+        raise fail("has a coordinate that is not a finite number", "geometry",
+                   "the geometry")
     x, y = xy[:, 0], xy[:, 1]
     if ((x >= 34) & (x <= 39) & (y >= 114) & (y <= 123)).mean() > 0.5:
-        raise fail("coordinates look like lat/lon (x 34-39, y 114-123); GeoJSON wants "
-                   "lon, lat (Shandong is about lon 114.8-122.7, lat 34.4-38.4)", "geometry")
+        raise fail("look like lat/lon (x 34-39, y 114-123); GeoJSON wants "
+                   "lon, lat (Shandong is about lon 114.8-122.7, lat 34.4-38.4)", "geometry",
+                   "the coordinates")
     if (np.abs(y) > 90).any() or (np.abs(x) > 180).any():
-        raise fail("coordinates out of range: GeoJSON wants lon (-180..180), lat (-90..90); "
-                   f"got x {x.min():g}..{x.max():g}, y {y.min():g}..{y.max():g}", "geometry")
+        raise fail("are out of range: GeoJSON wants lon (-180..180), lat (-90..90); "
+                   f"got x {x.min():g}..{x.max():g}, y {y.min():g}..{y.max():g}", "geometry",
+                   "the coordinates")
     if not geometry.is_valid:
-        raise fail(f"geometry is not valid: {explain_validity(geometry)} (rings must not cross "
-                   "themselves or each other)", "geometry")
+        raise fail(f"is not valid: {explain_validity(geometry)} (rings must not cross "
+                   "themselves or each other)", "geometry", "the geometry")
     return geometry
 
 
@@ -359,20 +389,25 @@ class ZoneSet:
         """Every feature of a FeatureCollection, validated; version from ``collection``'s
         ``version`` member if it has one, else 1 (0 when empty)."""
         if not isinstance(collection, Mapping) or collection.get("type") != "FeatureCollection":
-            raise ZoneError("expected a GeoJSON FeatureCollection")
+            got = (collection.get("type") if isinstance(collection, Mapping)
+                   else type(collection).__name__)
+            raise ZoneError(f"must be a GeoJSON FeatureCollection; got {_short(got)}",
+                            subject=_COLLECTION)
         features = collection.get("features")
         if not isinstance(features, list):
-            raise ZoneError("expected 'features' to be a list of GeoJSON Features")
+            raise ZoneError("must be a list of GeoJSON Features; got "
+                            f"{_short(features)}", field="'features'", subject=_COLLECTION)
         version = collection.get("version", 1 if features else 0)
         if not _is_version(version):
-            raise ZoneError(f"'version' must be a whole number from 0 to {MAX_VERSION} "
-                            f"(2**53 - 1); got {_short(version)}")
+            raise ZoneError(f"must be a whole number from 0 to {MAX_VERSION} (2**53 - 1); "
+                            f"got {_short(version)}", field="'version'", subject=_COLLECTION)
         zones: dict[str, Zone] = {}
         for i, feature in enumerate(features):
             zone = parse_zone(feature, regions, departments=departments, index=i)
             if zone.zone_id in zones:
-                raise ZoneError("duplicate zone_id; each zone needs its own id",
-                                feature=i, zone_id=zone.zone_id, property="zone_id")
+                raise ZoneError("is that of an earlier feature too; each zone needs its own id",
+                                feature=i, zone_id=zone.zone_id, property="zone_id",
+                                field="property 'zone_id'")
             zones[zone.zone_id] = replace(zone, version=version)
         return cls({k: zones[k] for k in sorted(zones)}, version)
 
@@ -384,14 +419,13 @@ class ZoneSet:
             doc = json.loads(Path(path).read_text("utf-8"))
         except UnicodeDecodeError as exc:  # a binary file, or GeoJSON saved as GBK or UTF-16
             raise ZoneError(f"cannot read zones from {path}: not UTF-8 text, as GeoJSON must "
-                            f"be ({exc.reason} at byte {exc.start})") from None
+                            f"be ({exc.reason} at byte {exc.start})", subject="") from None
         except (OSError, json.JSONDecodeError) as exc:
-            raise ZoneError(f"cannot read zones from {path}: {exc}") from None
+            raise ZoneError(f"cannot read zones from {path}: {exc}", subject="") from None
         try:
             return cls.from_geojson(doc, regions, departments=departments)
         except ZoneError as exc:
-            raise ZoneError(exc.reason, feature=exc.feature, zone_id=exc.zone_id,
-                            property=exc.property, source=str(path)) from None
+            raise exc.at(str(path)) from None
 
     def to_feature_collection(self) -> dict[str, Any]:
         return {"type": "FeatureCollection", "version": self.version,
@@ -405,8 +439,7 @@ def demo_zones(regions: RegionIndex | None = None) -> ZoneSet:
     try:
         return ZoneSet.from_geojson(json.loads(text), regions)
     except ZoneError as exc:
-        raise ZoneError(exc.reason, feature=exc.feature, zone_id=exc.zone_id,
-                        property=exc.property, source=DEMO_ZONES_FILE) from None
+        raise exc.at(DEMO_ZONES_FILE) from None
 
 
 def zone_record(zone: Zone) -> tuple[str, dict[str, Any]]:
@@ -435,12 +468,13 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
     if value is None:
         return zones.delete(key) if key in zones else zones
     if not isinstance(value, Mapping) or "version" not in value or "feature" not in value:
-        raise ZoneError("a zone-topic record must be null or {'version': int, 'feature': "
-                        f"Feature or null}}; got {_short(value)}", zone_id=key)
+        raise ZoneError("must be null or {'version': int, 'feature': Feature or null}; "
+                        f"got {_short(value)}", zone_id=key, subject=f"zones-topic record {key!r}")
     version = value["version"]
     if not _is_version(version):
-        raise ZoneError(f"record 'version' must be a whole number from 0 to {MAX_VERSION} "
-                        f"(2**53 - 1); got {_short(version)}", zone_id=key, property="version")
+        raise ZoneError(f"must be a whole number from 0 to {MAX_VERSION} (2**53 - 1); got "
+                        f"{_short(version)}", zone_id=key, property="version",
+                        field="'version'", subject=f"zones-topic record {key!r}")
     current = zones.zones.get(key)
     if current is not None and version < current.version:
         return zones  # stale
@@ -450,9 +484,9 @@ def apply_record(zones: ZoneSet, key: str, value: Mapping[str, Any] | None,
         return zones._with(rest, top) if current is not None or top != zones.version else zones
     zone = parse_zone(value["feature"], regions, departments=departments)
     if zone.zone_id != key:
-        raise ZoneError(f"record key {key!r} differs from the feature's zone_id; they must be "
-                        "equal (the key is what compaction keeps)", zone_id=zone.zone_id,
-                        property="zone_id")
+        raise ZoneError(f"holds zone {zone.zone_id!r}; a record's key must be its feature's "
+                        "zone_id (the key is what compaction keeps)", zone_id=zone.zone_id,
+                        property="zone_id", subject=f"zones-topic record {key!r}")
     return zones._with({**zones.zones, key: replace(zone, version=version)}, top)
 
 

@@ -127,7 +127,7 @@ def test_a_scenario_sim_cannot_use_stops_up_before_it_starts_anything(
 
 @pytest.mark.parametrize("variable, content, says", [
     ("CITYAGENT_ZONES", '{"type": "FeatureCollection", "features": [{"type": "Feature"}]}',
-     "{path}: zone feature #0: expected 'properties' to be an object"),
+     "{path}: 'properties' of feature #0 must be an object"),
     ("CITYAGENT_ALERTING", "[lifecycle]\nresolve_after = 900\n",
      "{path} [lifecycle]: unknown key 'resolve_after'"),
     ("CITYAGENT_DETECTION", "[windows\n", "cannot read detection settings from {path}"),

@@ -214,3 +214,23 @@ def test_a_version_at_the_bound_is_422_naming_it_not_500(app) -> None:
                 "(9007199254740991, 2**53 - 1: the largest whole number every JSON reader "
                 f"keeps exact), so no further change can be versioned; start the {topic} "
                 "topic afresh, with versions below that bound"), path
+
+
+def test_a_zone_422_is_one_sentence_naming_the_field_and_the_zone(app) -> None:
+    """They began "zone ('qd-test-school'): property 'name' must ...", or "zone: ..." when
+    the zone had no id yet."""
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    client = TestClient(app)
+    nameless = {**SCHOOL, "properties": {**SCHOOL["properties"], "name": ""}}
+    point = {**SCHOOL, "geometry": {"type": "Point", "coordinates": [120.38, 36.06]}}
+    for body, detail in (
+            (nameless, "property 'name' of zone 'qd-test-school' must be non-empty text (the "
+                       "display name); got ''"),
+            (point, "the geometry of zone 'qd-test-school' must be a Polygon or MultiPolygon; "
+                    "got 'Point'"),
+            ({"type": "FeatureCollection", "features": []},
+             "the zone must be a GeoJSON Feature; got 'FeatureCollection'")):
+        answer = client.put("/v1/zones/qd-test-school", json=body, headers=ADMIN)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"] == detail

@@ -93,9 +93,9 @@ BOWTIE = {"type": "Polygon", "coordinates": [[[117.05, 36.64], [117.06, 36.65],
     (feature(geometry=box(36.64, 117.05, 36.65, 117.06)), "geometry",
      ["look like lat/lon", "GeoJSON wants lon, lat"]),
     (feature(geometry=box(117.05, 36.64, 117.05005, 36.64005)), "geometry",
-     ["area must be between 100 m²", "got 25 m²"]),
+     ["the area of zone 't-flood' (feature #4) must be between 100 m²", "got 25 m²"]),
     (feature(geometry=box(116.0, 35.5, 119.0, 37.5)), "geometry",
-     ["area must be between", "5000 km²"]),
+     ["area of zone 't-flood' (feature #4) must be between", "5000 km²"]),
     (feature(geometry={"type": "Point", "coordinates": [117.05, 36.64]}), "geometry",
      ["Polygon or MultiPolygon", "'Point'"]),
     (feature(geometry={"type": "Polygon", "coordinates": [[[117.05, 36.64], [117.06, 36.64],
@@ -107,10 +107,10 @@ BOWTIE = {"type": "Polygon", "coordinates": [[[117.05, 36.64], [117.06, 36.65],
      "geometry", ["cannot be built"]),
     (feature(geometry={"type": "Polygon", "coordinates": []}), "geometry", ["empty"]),
     (feature(geometry=box(117.05, 36.64, 200.0, 36.65)), "geometry", ["out of range"]),
-    (feature(zone_id=None), "zone_id", ["'zone_id' is missing"]),
-    (feature(zone_id="bad id!"), "zone_id", ["'zone_id' must be", "'bad id!'"]),
-    (feature(name=""), "name", ["'name' must be non-empty"]),
-    (feature(department="waterworks"), "department", ["'department' must be one of",
+    (feature(zone_id=None), "zone_id", ["property 'zone_id' of feature #4 is missing"]),
+    (feature(zone_id="bad id!"), "zone_id", ["property 'zone_id' of feature #4 must be", "'bad id!'"]),
+    (feature(name=""), "name", ["property 'name' of zone 't-flood' (feature #4) must be non-empty"]),
+    (feature(department="waterworks"), "department", ["property 'department' of zone 't-flood' (feature #4) must be one of",
                                                       "got 'waterworks'"]),
     (feature(department=None), "department", ["'department'", "got None"]),
     (feature(zone_kind="flood_risks"), "zone_kind", ["typo of 'flood_risk'"]),
@@ -127,17 +127,23 @@ def test_each_invalid_zone_is_rejected_naming_the_property(feat: dict, prop: str
     assert isinstance(error, ConfigError)
     assert error.property == prop
     message = str(error)
-    assert message.startswith("zone feature #4")
+    # One sentence naming the field and the zone: "property 'name' of zone 't-flood'
+    # (feature #4) must be ...", not "zone feature #4 ('t-flood'): property 'name' must be".
+    assert not message.startswith(("zone:", "zone feature", "zone (")), message
+    assert "(feature #4)" in message if prop != "zone_id" else "of feature #4 " in message
     for word in words:
         assert word in message, message
     if prop != "zone_id":
-        assert "'t-flood'" in message  # the zone is named when its id is known
+        assert "zone 't-flood' (feature #4)" in message  # named when its id is known
+    if prop not in ("geometry",):
+        assert message.startswith(f"property {prop!r} of "), message
 
 
 def test_not_a_feature_is_rejected() -> None:
-    with pytest.raises(ZoneError, match="expected a GeoJSON Feature; got 'FeatureCollection'"):
+    with pytest.raises(ZoneError, match="^the zone must be a GeoJSON Feature; got "
+                                        "'FeatureCollection'$"):
         parse_zone(fc())
-    with pytest.raises(ZoneError, match="'properties' to be an object"):
+    with pytest.raises(ZoneError, match="^'properties' of the zone must be an object"):
         parse_zone({"type": "Feature", "geometry": box(117.05, 36.64, 117.06, 36.65)})
 
 
@@ -168,13 +174,15 @@ def test_a_collection_loads_with_its_version_and_rejects_duplicates(tmp_path: Pa
                                     version=7))
     assert list(zones.zones) == ["a", "b"]
     assert zones.version == 7 and {z.version for z in zones.zones.values()} == {7}
-    with pytest.raises(ZoneError, match=r"zone feature #1 \('a'\): duplicate zone_id"):
+    with pytest.raises(ZoneError, match=r"^property 'zone_id' of zone 'a' \(feature #1\) is "
+                                        "that of an earlier feature too"):
         ZoneSet.from_geojson(fc(feature("a"), feature("a")))
     path = tmp_path / "zones.geojson"
     path.write_text(json.dumps(fc(feature("a"), feature("b", department="nobody"))))
     with pytest.raises(ZoneError) as caught:
         ZoneSet.load(path)
-    assert str(caught.value).startswith(f"{path}: zone feature #1 ('b'): property 'department'")
+    assert str(caught.value).startswith(
+        f"{path}: property 'department' of zone 'b' (feature #1) must be one of")
     with pytest.raises(ZoneError, match="cannot read zones from"):
         ZoneSet.load(tmp_path / "missing.geojson")
     with pytest.raises(ZoneError, match="FeatureCollection"):
@@ -244,8 +252,8 @@ def test_of_two_records_of_one_version_the_later_stands_as_after_compaction() ->
 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("x", {"feature": feature("a")}, "must be null or"),
-    ("a", {"version": -1, "feature": feature("a")}, "whole number"),
-    ("x", {"version": 1, "feature": feature("a")}, "record key 'x' differs"),
+    ("a", {"version": -1, "feature": feature("a")}, "^'version' of zones-topic record 'a' must be a whole number"),
+    ("x", {"version": 1, "feature": feature("a")}, "^zones-topic record 'x' holds zone 'a'; a record's key must be"),
     ("a", {"version": 1, "feature": feature("a", department="nobody")}, "'department'"),
 ])
 def test_bad_zone_records_are_rejected(key: str, value: dict, words: str) -> None:
