@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 __all__ = ("positive_int", "non_negative_int", "port_number", "positive_float",
-           "non_negative_float", "seconds_between")
+           "non_negative_float", "seconds_between", "positive_int_at_most")
 
 
 def positive_int(text: str) -> int:
@@ -70,4 +71,20 @@ def seconds_between(low: float, high: float):
         return value
 
     parse.__name__ = "seconds"  # argparse names the type in its messages
+    return parse
+
+
+def positive_int_at_most(most: int, why: Callable[[int], str] | None = None,
+                         name: str = "count") -> Callable[[str], int]:
+    """A whole number from 1 to ``most``; beyond, ``why(value)`` (what so many would cost,
+    or why there is no use for more) is said in brackets. Counts without a bound ran
+    machines out of memory (10^9 bench sensors) or for hours without a word."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > most:
+            reason = f" ({why(value)})" if why else ""
+            raise argparse.ArgumentTypeError(f"must be at most {most:,}{reason}; got {text}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its messages
     return parse

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 from cityagent.errors import CityAgentError
 from cityagent.settings import Settings
-from control.args import port_number, positive_float, positive_int, seconds_between
+from control.args import (
+    port_number,
+    positive_float,
+    positive_int,
+    positive_int_at_most,
+    seconds_between,
+)
 
 if TYPE_CHECKING:
     from control.up import UpOptions
@@ -32,38 +38,16 @@ MAX_EVAL_SENSORS = 100_000
 MAX_BENCH_READINGS = 20_000_000
 
 
-def _bench_workers(text: str) -> int:
-    value = positive_int(text)
-    if value > BENCH_PARTITIONS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {BENCH_PARTITIONS}, the benchmark topic's partitions (a worker "
-            f"beyond them would get none); got {text}")
-    return value
-
-
-def _bench_clients(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_API_CLIENTS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_API_CLIENTS:,}; got {text}")
-    return value
-
-
-def eval_fleet_size(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_EVAL_SENSORS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_EVAL_SENSORS:,} (each takes ~4 ms for every scenario and "
-            f"seed: {value:,} would take ~{value * 4e-3 / 60:,.0f} min each); got {text}")
-    return value
-
-
-def _bench_readings(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_BENCH_READINGS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_BENCH_READINGS:,} (built in memory before the timing, ~350 "
-            f"bytes each: {value:,} would take ~{value * 350 / 1e9:,.0f} GB); got {text}")
-    return value
+_bench_workers = positive_int_at_most(
+    BENCH_PARTITIONS, lambda _: "the benchmark topic's partitions: a worker beyond them would "
+                                "get none", "workers")
+_bench_clients = positive_int_at_most(MAX_API_CLIENTS, name="clients")
+eval_fleet_size = positive_int_at_most(
+    MAX_EVAL_SENSORS, lambda n: f"each takes ~4 ms for every scenario and seed: {n:,} would "
+                                f"take ~{n * 4e-3 / 60:,.0f} min each", "sensors")
+_bench_readings = positive_int_at_most(
+    MAX_BENCH_READINGS, lambda n: f"built in memory before the timing, ~350 bytes each: {n:,} "
+                                  f"would take ~{n * 350 / 1e9:,.0f} GB", "readings")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,13 @@ from cityagent.errors import CityAgentError, describe_exception
 from cityagent.readings import FUTURE_TOLERANCE_MS, format_ts, parse_ts
 from cityagent.regions import default_regions
 from cityagent.settings import Settings, bootstrap_servers
-from control.args import non_negative_float, non_negative_int, positive_float, positive_int
+from control.args import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_at_most,
+)
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.scenario import ScenarioError, builtin_names, load_scenario, parse_duration_s
@@ -62,14 +68,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 _END_OF_EVENT_TIME_MS = 4_102_444_800_000
 
 
-def fleet_size(text: str) -> int:
-    """``--sensors``: 1 to :data:`MAX_SENSORS` (``cityagent up`` takes it too)."""
-    value = positive_int(text)
-    if value > MAX_SENSORS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_SENSORS:,} (~1.6 KB of memory each: {MAX_SENSORS:,} take "
-            f"~1.6 GB, {value:,} would take ~{value * 1.6e3 / 1e9:,.0f} GB); got {text}")
-    return value
+#: ``--sensors``: 1 to :data:`MAX_SENSORS` (``cityagent up`` takes it too).
+fleet_size = positive_int_at_most(
+    MAX_SENSORS, lambda n: f"~1.6 KB of memory each: {MAX_SENSORS:,} take ~1.6 GB, {n:,} "
+                           f"would take ~{n * 1.6e3 / 1e9:,.0f} GB", "sensors")
 
 
 def _fraction(text: str) -> float:

@@ -94,7 +94,7 @@ def test_the_table_prints_every_run_and_the_median_with_the_consumer_columns(
 
 @pytest.mark.parametrize(("argv", "says"), [
     # A ninth worker gets no partition of 8; a hundred were a hundred processes on 2 cores.
-    (["--workers", "9"], "--workers: must be at most 8, the benchmark topic's partitions"),
+    (["--workers", "9"], "--workers: must be at most 8 (the benchmark topic's partitions"),
     (["--api", "--duration", "1e300"], "--duration: must lie between 0.1 and 3,600 seconds"),
     # 100,000 clients were an httpx.ReadError traceback.
     (["--api", "--concurrency", "1001"], "--concurrency: must be at most 1,000"),
