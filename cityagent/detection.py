@@ -57,6 +57,7 @@ from cityagent.detectors.episodes import (
     Events,
 )
 from cityagent.detectors.features import scale_of, tod_slot
+from cityagent.detectors.levels import reading_level_score
 from cityagent.detectors.params import param_arrays, param_matrix
 from cityagent.detectors.step import Scratch, step_batch
 from cityagent.detectors.step import watched_values as _watched_kernel
@@ -70,6 +71,8 @@ __all__ = ("Anomaly", "DetectionEngine", "DetectionResult", "ReadingScores", "SE
 
 _KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
 _NO_VALUES = np.zeros(0)
+#: Kinds whose single readings have a place on the domain ladder (``reading_scores``).
+_LEVEL_KINDS = (KIND_CODES["water_level"], KIND_CODES["pipe_pressure"])
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_LIMIT = int(np.iinfo(np.int64).max)
 #: How often, in a bucket's event time, sensors to forget are looked for: a scan of one
@@ -374,12 +377,13 @@ class DetectionEngine:
             ratio = np.abs(x - expected) / scale / p["deviation_z"]
         warm = c["rec_n"][rows] >= p["deviation_warmup"]
         s = np.where(warm & np.isfinite(ratio), score_of(ratio), 0.0)
+        # The domain ladder: the level detector's score of each reading as a window of its
+        # own, both sides of pressure (before 2026-11-24 only the floor's: a pressure above
+        # the high limit scored nothing here, though its window raised pressure.high).
         kind = c["kind"][rows]
-        water = kind == KIND_CODES["water_level"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s = np.where(water, np.maximum(s, np.clip(0.7 * x / p["warning_m"], 0, 1)), s)
-            low = kind == KIND_CODES["pipe_pressure"]
-            s = np.where(low, np.maximum(s, np.clip(0.85 * p["floor_mpa"] / x, 0, 1)), s)
+        matrix = self.param_matrix(state)
+        for i in np.flatnonzero(np.isin(kind, _LEVEL_KINDS)).tolist():
+            s[i] = max(s[i], reading_level_score(int(kind[i]), float(x[i]), matrix[rows[i]]))
         scores[ok] = np.nan_to_num(s)
         expected_out[ok] = expected
         scale_out[ok] = np.where(warm & np.isfinite(expected), scale, np.nan)

@@ -50,16 +50,14 @@ import numpy as np
 
 from cityagent.batch import ReadingBatch
 from cityagent.detectors._jit import clip, fmax, fmin, nan_to_num, njit
-from cityagent.detectors.config import KIND_CODES
 from cityagent.detectors.features import MAD_TO_SD, scale_one, tod_slot_one
+from cityagent.detectors.levels import reading_level_score
 from cityagent.detectors.params import (
     DEVIATION_WARMUP,
     DEVIATION_Z,
-    FLOOR_MPA,
     RELATIVE_FLOOR,
     SCALE_FLOOR,
     TIME_OF_DAY,
-    WARNING_M,
 )
 from cityagent.detectors.verdict import score_of, score_one
 
@@ -338,9 +336,6 @@ _D, _PREV, _E, _E_SCALE, _SCALE, _Z, _SCORE = range(7)
 #: Per sensor of the slice (integers): the sensor, its last reading with a deviation.
 _SENSOR, _LAST_OK = range(2)
 
-_WATER = KIND_CODES["water_level"]
-_PIPE = KIND_CODES["pipe_pressure"]
-
 
 @njit
 def _rho_one(pairs: float, lag: float, var: float) -> float:
@@ -381,10 +376,7 @@ def _deviation_one(row: int, x: float, ts: int, own: float, kind: np.ndarray,
     ratio = abs(x - expected) / scale / p[DEVIATION_Z]
     warm = rec_n[row] >= p[DEVIATION_WARMUP]
     s = score_one(ratio) if warm and np.isfinite(ratio) else 0.0
-    if kind[row] == _WATER:
-        s = fmax(s, clip(0.7 * x / p[WARNING_M], 0.0, 1.0))
-    elif kind[row] == _PIPE:
-        s = fmax(s, clip(0.85 * p[FLOOR_MPA] / x, 0.0, 1.0))
+    s = fmax(s, reading_level_score(kind[row], x, p))
     scale_out = scale if warm and np.isfinite(expected) else math.nan
     floor = fmax(fmax(p[SCALE_FLOOR], p[RELATIVE_FLOOR] * abs(nan_to_num(expected))),
                  q if np.isfinite(q) else 0.0)

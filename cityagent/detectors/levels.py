@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from cityagent.detectors._jit import clip, fmax, fmin, njit
+from cityagent.detectors._jit import clip, fmax, fmin, nan_to_num, njit
 from cityagent.detectors.config import KIND_CODES
 from cityagent.detectors.features import Features
 from cityagent.detectors.params import (
@@ -56,7 +56,7 @@ from cityagent.detectors.verdict import (
     score_one,
 )
 
-__all__ = ("detect_levels", "traffic_index", "traffic_index_one", "LADDER")
+__all__ = ("detect_levels", "reading_level_score", "traffic_index", "traffic_index_one", "LADDER")
 
 #: Score at each rung of a ladder of thresholds.
 LADDER = (0.5, 0.7, 0.85, 0.95)
@@ -114,6 +114,51 @@ def _above_high(value: float, high: float, step: float):
 
 
 @njit
+def _water_ladder(value: float, p: np.ndarray):
+    """(severity, score, passed threshold, blue level) of a water level ``value``."""
+    warn, guar = p[WARNING_M], p[GUARANTEED_M]
+    blue = warn - p[BLUE_FRACTION] * (guar - warn)
+    sev, score, passed = _ladder(value, (blue, warn, guar, p[RECORD_M]), (0, 1, 2, 3), LADDER)
+    return sev, score, passed, blue
+
+
+@njit
+def _below_floor(value: float, p: np.ndarray):
+    """(severity, score) of pressure ``value`` against the floor: orange below it, red below
+    the critical level.
+
+    A ladder on the pressure's depth below the floor. The limits are strict (below the floor,
+    above the high limit: a pressure of exactly 0.14 MPa meets the service floor), and the
+    ladder's rungs are reached at them, so each rung is the nearest number past its limit.
+    """
+    floor, crit = p[FLOOR_MPA], p[CRITICAL_MPA]
+    sev, score, _ = _ladder(-value, (-np.nextafter(floor, -np.inf), -np.nextafter(crit, -np.inf)),
+                            (2, 3), (0.85, 0.95))
+    if sev < 0:
+        score = fmin(score_one(floor / value), 0.499)
+    return sev, score
+
+
+@njit
+def reading_level_score(kind: int, x: float, p: np.ndarray) -> float:
+    """The level detector's score of one reading ``x``, judged as a window of that one value
+    (its low and high end alike): the per-row domain score of ``cityagent replay --scores``.
+
+    Water climbs the gauge's ladder (blue 0.5 ... red 0.95); pressure scores the worse of its
+    two sides, the floor's (orange 0.85, red 0.95) and the high limit's (yellow 0.7 to 0.85),
+    so a row scores what its window would, at least 0.5 where the detector fires. Traffic is
+    judged on the hopping window's mean speed, not on a reading: 0, as for generic series.
+    """
+    if kind == _WATER:
+        return nan_to_num(_water_ladder(x, p)[1])
+    if kind == _PRESSURE:
+        low = _below_floor(x, p)[1]
+        high = _above_high(x, p[HIGH_MPA], p[FLOOR_MPA] - p[CRITICAL_MPA])[1]
+        return nan_to_num(fmax(low, high))
+    return 0.0
+
+
+@njit
 def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float,
                   open_reason: int) -> Verdict:
     """Domain levels of one window; ``hop_mean`` is its hopping-window mean (traffic).
@@ -126,23 +171,14 @@ def detect_levels(f: Features, p: np.ndarray, kind: int, hop_mean: float,
     low-pressure episode ended with the 0.80 MPa high limit as its expected value.
     """
     if kind == _WATER:
-        warn, guar = p[WARNING_M], p[GUARANTEED_M]
-        blue = warn - p[BLUE_FRACTION] * (guar - warn)
-        sev, score, passed = _ladder(f.high, (blue, warn, guar, p[RECORD_M]), (0, 1, 2, 3), LADDER)
+        sev, score, passed, blue = _water_ladder(f.high, p)
         reason = R_WATER_APPROACHING + sev if sev >= 0 else R_NONE
         return Verdict(sev >= 0, sev, score, f.high, passed if sev >= 0 else blue, reason,
                        F_LEVEL_M)
     if kind == _PRESSURE:
         floor, crit, high = p[FLOOR_MPA], p[CRITICAL_MPA], p[HIGH_MPA]
-        # Low side: a ladder on the pressure's depth below the floor. The limits are strict
-        # (below the floor, above the high limit: a pressure of exactly 0.14 MPa meets the
-        # service floor), and the ladder's rungs are reached at them, so each rung is the
-        # nearest number past its limit.
         lo = f.low
-        s_lo, sc_lo, _ = _ladder(-lo, (-np.nextafter(floor, -np.inf), -np.nextafter(crit, -np.inf)),
-                                 (2, 3), (0.85, 0.95))
-        if s_lo < 0:
-            sc_lo = fmin(score_one(floor / lo), 0.499)
+        s_lo, sc_lo = _below_floor(lo, p)
         s_hi, sc_hi = _above_high(f.high, high, floor - crit)
         high_side = sc_hi > sc_lo
         if s_lo < 0 and s_hi < 0 and open_reason != R_NONE:  # the open episode's side

@@ -284,13 +284,53 @@ def test_a_slow_wave_with_one_reading_a_window_scores_low_and_its_shift_high(
     assert first <= 3002 and (s[first:first + 10] >= 0.5).all()
 
 
+def domain_scores(tmp_path: Path, kind: str, field: str, values: list[float]) -> np.ndarray:
+    """Per-row scores of one sensor of ``kind`` reading ``values`` an hour apart: every row
+    comes before its baseline is warm, so only the domain ladder scores it."""
+    lines = [f"sensor_id,kind,timestamp,{field}"]
+    lines += [f"s,{kind},{T0 + timedelta(hours=i):%Y-%m-%dT%H:%M:%SZ},{v!r}"
+              for i, v in enumerate(values)]
+    path = tmp_path / f"{kind}.csv"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    result = replay(read_replay_file(path))
+    assert result.cold == len(values)
+    return result.scores
+
+
+def test_pipe_pressure_scores_both_sides_of_its_ladder_as_the_level_detector_does(
+        tmp_path: Path) -> None:
+    # Floor 0.14, critical 0.07, high 0.80 MPa. A pressure above the high limit scored
+    # 0.85 x 0.14 / x (0.13 at 0.9 MPa): only the low side had a per-row score, though the
+    # level detector raised pressure.high (yellow) for its windows.
+    values = [0.35, 0.80, 0.82, 0.9, 0.35, 0.35, 0.14, 0.13, 0.06, 0.03]
+    s = domain_scores(tmp_path, "pipe_pressure", "pressure_mpa", values)
+    assert s[0] < 0.5 and s[1] < 0.5 and s[6] < 0.5  # normal, and the limits themselves
+    assert 0.7 <= s[2] < s[3] == pytest.approx(0.85)  # yellow: 0.7 at the limit, 0.85 a step on
+    assert s[3] <= s[7] < 0.95 <= s[8] <= s[9] < 1.0  # orange below the floor, red below 0.07
+    events = replay(read_replay_file(tmp_path / "pipe_pressure.csv")).anomalies
+    assert [(a.phase, a.reason, a.severity) for a in events if a.detector == "level"][:2] == [
+        ("start", "pressure.high", "yellow"), ("end", "pressure.high", "yellow")]
+
+
+def test_water_levels_score_the_gauges_ladder_not_a_share_of_its_warning_level(
+        tmp_path: Path) -> None:
+    # 警戒 4.0, 保证 5.0 (the kind's defaults): blue from 3.5, red (record) at 6.0. The row
+    # score was 0.7 x level / 警戒: 0.5 already at 2.86 m, where no level is raised, and a
+    # red 6.2 m scored 1.0 next to the level detector's 0.95-1.0.
+    values = [2.0, 3.0, 3.5, 4.0, 5.0, 6.0, 6.5]
+    s = domain_scores(tmp_path, "water_level", "level_m", values)
+    assert s[0] < s[1] < 0.5  # under blue: below the detector's threshold
+    assert s[2:6].tolist() == pytest.approx([0.5, 0.7, 0.85, 0.95])  # each rung where it starts
+    assert 0.95 < s[6] <= 1.0
+
+
 # -- the compiled slice scorer ----------------------------------------------------------------
 
 
 def mixed_fleet(path: Path) -> Path:
     """Sensors of every kind at 10 s, 60 s and 300 s, interleaved: daily cycles, shifts,
     spikes, a quantised and a constant series, a gauge over its 警戒 level, a main under the
-    pressure floor. Every branch of the per-row score runs."""
+    pressure floor and one over its high limit. Every branch of the per-row score runs."""
     rng = np.random.default_rng(7)
     fields = {"generic": "value", "water_level": "level_m", "pipe_pressure": "pressure_mpa",
               "traffic": "speed_kmh"}
@@ -314,6 +354,8 @@ def mixed_fleet(path: Path) -> Path:
             v[2 * len(t) // 3:] += 2.5  # over 警戒 (4.0 m)
         if s == 2:
             v[2 * len(t) // 3:] -= 0.3  # under the 0.14 MPa floor
+        if s == 6:
+            v[2 * len(t) // 3:] += 0.5  # over the 0.80 MPa high limit
         rows += [(int(ti), f"s{s}", kind, fields[kind], max(float(vi), 0.01))
                  for ti, vi in zip(t.tolist(), v.tolist(), strict=True)]
     rows.sort()
