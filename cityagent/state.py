@@ -100,6 +100,9 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
         "run_since": ("i8", (), NO_TS),
         "run_n": ("f8", (), 0.0),
         "run_hit": ("i8", (2,), -1),
+        # Flatline: the stuck value of the open episode (NaN: none, or a checkpoint from
+        # before this column), which its end event reports as expected.
+        "flat_x": ("f8", (), np.nan),
         # One episode per detector: start (window start, NO_TS = none), severity rank, peak
         # score, normal windows in a row since the last anomalous one, last observed value.
         "ep_since": ("i8", (detectors,), NO_TS),

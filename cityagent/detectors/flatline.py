@@ -6,7 +6,9 @@ first reading) and ``run_n`` (its length). The detector fires as soon as a run r
 ``flat_min_readings`` readings — judged on every batch, like silence, not at a window's
 close — so a sensor that freezes mid-window is found ``flat_min_readings - 1`` report
 intervals after it froze (30 s at one reading every 10 s), not after the next whole window.
-The episode begins at the run's first reading and ends at the first reading that differs.
+The episode begins at the run's first reading and ends at the first reading that differs;
+``flat_x`` keeps the stuck value while it is open, so that the end event can say what it was
+(``expected``) next to what the sensor reads now (``observed``).
 
 Only for sensors that normally vary: ``run_hit`` marks, per open window slot (``k % 2``),
 the windows in which a run reached ``flat_min_readings``; the baselines learn from it how
@@ -83,8 +85,9 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since,
 
 
 @njit
-def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarray, row: int,
-                     hit_since: int, hit_x: float, p: np.ndarray, ongoing: bool) -> Verdict:
+def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarray,
+                     flat_x: np.ndarray, row: int, hit_since: int, hit_x: float, p: np.ndarray,
+                     ongoing: bool) -> Verdict:
     """Flatline of a sensor after a batch: did a run reach ``flat_min_readings``?
 
     Whether the sensor normally varies (``flat_frac``) decides whether a run *starts* an
@@ -95,14 +98,18 @@ def flatline_verdict(flat_frac: np.ndarray, flat_n: np.ndarray, run_x: np.ndarra
 
     ``observed`` is the stuck value (``hit_x``) when a run reached the limit in the batch, else
     the sensor's latest reading: a batch whose run ended before its last reading (a whole
-    window of a replay) reported that later reading as the stuck value.
+    window of a replay) reported that later reading as the stuck value. ``expected`` is the
+    stuck value too, but in the batch that ends an episode, the value it was stuck at
+    (``flat_x``, kept while the episode is open; ``judge_flatline``): before 2026-11-24 the
+    end event said expected = observed = the latest reading, and the stuck value was lost.
     """
     run = hit_since != NO_TS
     fire = run and (ongoing or (flat_frac[row] <= p[FLAT_MAX_FRACTION]
                                 and flat_n[row] >= p[FLAT_WARMUP]))
     score = 0.9 if fire else (0.3 if run else 0.0)
     x = hit_x if run else run_x[row]
-    return Verdict(fire, 0 if fire else -1, score, x, x, R_FLATLINE, F_VALUE)
+    stuck = flat_x[row] if ongoing and not fire and np.isfinite(flat_x[row]) else x
+    return Verdict(fire, 0 if fire else -1, score, x, stuck, R_FLATLINE, F_VALUE)
 
 
 @njit

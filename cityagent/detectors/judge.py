@@ -103,13 +103,18 @@ def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
 def judge_flatline(c, params, rows, hit_since, hit_x, watermark: int, ints, floats, count
                    ) -> None:
     """Flatline after a batch, for the sensors it had newer readings of (``track_runs``): an
-    episode starts at the run's first reading and ends with the first batch without one."""
+    episode starts at the run's first reading and ends with the first batch without one.
+    While it is open, ``flat_x`` keeps the stuck value for its end event."""
     ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
-    flat_frac, flat_n, run_x = c.flat_frac, c.flat_n, c.run_x
+    flat_frac, flat_n, run_x, flat_x = c.flat_frac, c.flat_n, c.run_x, c.flat_x
     for i in range(len(rows)):
         row = rows[i]
-        v = flatline_verdict(flat_frac, flat_n, run_x, row, hit_since[i], hit_x[i], params[row],
-                             ep.ep_since[row, D_FLATLINE] != NO_TS)
+        v = flatline_verdict(flat_frac, flat_n, run_x, flat_x, row, hit_since[i], hit_x[i],
+                             params[row], ep.ep_since[row, D_FLATLINE] != NO_TS)
         since = hit_since[i] if v.fire else ep.ep_since[row, D_FLATLINE]
         step_episodes(ep, row, (D_FLATLINE,), (v,), since, since, watermark, 1, ints, floats,
                       count)
+        if v.fire:
+            flat_x[row] = v.observed
+        elif ep.ep_since[row, D_FLATLINE] == NO_TS:
+            flat_x[row] = np.nan

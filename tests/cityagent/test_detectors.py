@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from cityagent.detection import DetectionEngine
 from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.state import BucketState
 from tests.cityagent.test_detection import (
     PROFILES,
     SIZE,
@@ -359,6 +361,44 @@ def test_a_flatline_reports_the_stuck_value_when_the_run_ends_within_the_batch()
                  + noisy(rng, 2.0, 0.01, 3, n=6))
     start = [a for a in found if a.detector == "flatline" and a.phase == "start"]
     assert [(a.observed, a.expected) for a in start] == [(2.123, 2.123)]
+
+
+def _stuck_then_back(engine, state, stuck: float = 2.3) -> list:
+    """A noisy gauge stuck at ``stuck`` for 6 windows; then 2.05 and varying readings."""
+    rng = np.random.default_rng(4)
+    return feed(engine, state, "jn-wl-6", "water_level",
+                noisy(rng, 2.0, 0.01, 15) + [[stuck] * 5] * 6
+                + [[2.05, 2.01, 1.99, 2.02, 1.98]] + noisy(rng, 2.0, 0.01, 2))
+
+
+def test_a_flatline_end_says_the_stuck_value_and_what_the_sensor_reads_now() -> None:
+    # Before, the end event's expected was its observed, the batch's latest reading: the
+    # value the sensor had been stuck at was lost once the run ended.
+    engine, state = engine_with()
+    start, end = [a for a in _stuck_then_back(engine, state) if a.detector == "flatline"]
+    assert (start.phase, start.observed, start.expected) == ("start", 2.3, 2.3)
+    assert (end.phase, end.anomaly_id, end.field) == ("end", start.anomaly_id, "level_m")
+    assert (end.expected, end.observed) == (2.3, 1.98)  # stuck at; reads now (the batch's last)
+    assert np.isnan(state.cols["flat_x"][state.index["jn-wl-6"]])  # kept only while open
+
+
+def test_a_flatline_restored_from_a_checkpoint_without_its_stuck_value_still_ends() -> None:
+    # A checkpoint written before the flat_x column restores it as NaN: the end event then
+    # reports the latest reading as expected, as it did before.
+    engine, state = engine_with()
+    rng = np.random.default_rng(4)
+    feed(engine, state, "jn-wl-6", "water_level", noisy(rng, 2.0, 0.01, 15) + [[2.3] * 5] * 6)
+    head_size = int.from_bytes(state.to_bytes()[:4], "little")
+    head = orjson.loads(state.to_bytes()[4:4 + head_size])
+    head["columns"].remove("flat_x")
+    body = b"".join(np.ascontiguousarray(state.cols[n]).tobytes() for n in head["columns"])
+    raw = orjson.dumps(head)
+    restored = BucketState.from_bytes(len(raw).to_bytes(4, "little") + raw + body)
+    assert np.isnan(restored.cols["flat_x"]).all()
+    found = feed(engine, restored, "jn-wl-6", "water_level", [[2.05, 2.01, 1.99, 2.02, 1.98]],
+                 first=21)
+    (end,) = [a for a in found if a.detector == "flatline"]
+    assert (end.phase, end.expected, end.observed) == ("end", 1.98, 1.98)
 
 
 def test_a_sensor_stuck_again_soon_after_a_fault_is_found_again() -> None:

@@ -187,10 +187,12 @@ def test_parts_of_two_checkpoints_restore_and_replay_to_the_newer_state() -> Non
     # window closed), and died while the parts of its next checkpoint were being sent: only
     # the first part arrived. Replaying 3-5 onto the restored state must give exactly the
     # state the worker had: each message applied once to every row.
-    engine, old = fleet_state(400, 3)
+    # (360 and 440 gauges: 6 and 7 parts, each away from a part's edge; 400 and 420 were
+    # 6 and 7 parts until a column made 400 rows 7 parts too.)
+    engine, old = fleet_state(360, 3)
     older_parts = old.to_parts(max_bytes=60_000)
-    messages = {3: fleet_batch(420, 3, 2.01), 4: fleet_batch(420, 3, 2.02),
-                5: fleet_batch(420, 4, 2.03)}
+    messages = {3: fleet_batch(440, 3, 2.01), 4: fleet_batch(440, 3, 2.02),
+                5: fleet_batch(440, 4, 2.03)}
     for offset, batch in messages.items():
         engine.process(old, batch, now_ms=0)
         old.applied(offset)
