@@ -91,9 +91,17 @@ def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
         quiet = np.float64(watermark - last) if last != NO_TS else 0.0
         silent = last != NO_TS and np.isfinite(limit) and quiet > limit
         if silent or was:
+            # observed: quiet so far; for the end, how long the silence lasted, from the last
+            # reading before it (the episode's since) to the reading that ended it (the
+            # sensor's latest): before 2026-11-24 it was the quiet time at that reading, ~0 s.
+            # Ended with no new reading (a longer limit after a restart): quiet until now.
+            since = ep.ep_since[row, D_SILENCE]
+            length = quiet
+            if was and not silent and last != NO_TS and last > since:
+                length = np.float64(last - since)
             # expected: the interval judged against, the learned one where the kind has none
             # (it was the kind's 0, for a start and an end alike)
-            v = Verdict(silent, 0 if silent else -1, 0.9 if silent else 0.0, quiet / 1000.0,
+            v = Verdict(silent, 0 if silent else -1, 0.9 if silent else 0.0, length / 1000.0,
                         nan_to_num(interval / 1000.0), R_SILENCE, F_QUIET_S)
             step_episodes(ep, row, (D_SILENCE,), (v,), last, last, watermark, 1, ints, floats,
                           count)

@@ -508,6 +508,26 @@ def test_silence_is_found_by_other_sensors_event_time_and_ends_on_the_next_readi
     back = engine.process(state, series("quiet", "water_level", [(last + 91_000, 1.0)]), 0)
     assert [(a.phase, a.anomaly_id) for a in back.anomalies if a.detector == "silence"] == [
         ("end", start.anomaly_id)]
+    # The end says how long the silence lasted, from the last reading before it to the one
+    # that ended it; it said how long the sensor had been quiet at that reading (0.0 s).
+    (end,) = [a for a in back.anomalies if a.detector == "silence"]
+    assert (end.since_ms, end.field, end.observed, end.expected) == (last, "quiet_s", 91.0, 10.0)
+
+
+def test_a_silence_ended_by_a_batch_of_readings_lasted_until_its_newest() -> None:
+    profiles = SensorProfiles.from_rows([{"sensor_id": "quiet", "expected_interval_s": 10}])
+    engine, state = engine_with(profiles)
+    engine.process(state, series("quiet", "water_level", [(T0, 1.0)]), 0)
+    (start,) = engine.advance(state, T0 + 40_000, 0).anomalies
+    assert (start.phase, start.observed) == ("start", 40.0)
+    # Two readings in one batch (the first 112 s after the last one): the silence lasted
+    # until the newest, the sensor's latest reading when it ended; the quiet time then, by
+    # the other sensor's clock, was 1 s.
+    engine.process(state, series("busy", "water_level", [(T0 + 121_000, 1.0)]), 0)
+    back = engine.process(state, series("quiet", "water_level",
+                                        [(T0 + 112_000, 1.1), (T0 + 120_000, 1.2)]), 0)
+    (end,) = [a for a in back.anomalies if a.detector == "silence"]
+    assert (end.phase, end.anomaly_id, end.observed) == ("end", start.anomaly_id, 120.0)
 
 
 def test_silence_of_a_learned_interval_reports_that_interval_as_expected() -> None:
