@@ -218,6 +218,18 @@ def test_a_bad_cityagent_forget_after_s_stops_replay_naming_it(tmp_path: Path, c
                           "or between 86400 (one day) and 315360000 (ten years); got '3600'"), err
 
 
+def test_an_idle_wait_past_an_hour_stops_replay_with_one_line_naming_it(tmp_path: Path,
+                                                                        capsys) -> None:
+    # 1e306 s ended in an OverflowError traceback as it was made milliseconds.
+    text = (ROOT / "cityagent" / "data" / "detection.toml").read_text("utf-8")
+    config = tmp_path / "idle.toml"
+    config.write_text(text.replace("\nidle_s = 5 ", "\nidle_s = 1e306 ", 1), "utf-8")
+    assert cli_main(["replay", str(LEVEL_CSV), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cityagent: {config}: windows.idle_s must be above 0 and at most 3600 (an "
+                   "hour); got 1e+306\n")
+
+
 def test_replay_needs_no_other_setting_of_the_workers(capsys, monkeypatch) -> None:
     """Only CITYAGENT_FORGET_AFTER_S is read: a wrong Kafka address is nothing to an offline
     replay."""

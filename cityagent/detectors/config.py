@@ -37,6 +37,7 @@ __all__ = (
     "FORGET_AFTER_MIN_S",
     "FORGET_AFTER_MAX_S",
     "WINDOW_MAX_S",
+    "IDLE_MAX_S",
     "forget_after_s_error",
 )
 
@@ -73,6 +74,11 @@ FORGET_AFTER_MAX_S = 3650 * 86_400
 #: 1e300 s went through as a number of milliseconds no 64-bit integer holds, and the worker
 #: ended in a numba TypingError as it compiled the detectors.
 WINDOW_MAX_S = 366 * 86_400
+#: The longest idle wait (``[windows] idle_s``, wall clock): an hour. A bucket that gets
+#: nothing (its sensors all cut off) has its windows closed and its silence found only after
+#: it; a longer wait switches silence off for such a bucket rather than delaying it, and
+#: 1e306 s stopped the process with an OverflowError traceback (1e20 s was taken).
+IDLE_MAX_S = 3600
 
 _STAT_KEYS = {
     "deviation_z": float, "deviation_warmup": int, "cusum_k": float, "cusum_h": float,
@@ -113,14 +119,18 @@ class WindowConfig:
         # 0 made the worker's timer move every bucket's event time with the wall clock at each
         # tick, also a bucket whose readings are flowing or whose partition is still being
         # worked through (that guard waits STALLED_IDLES idle periods: 0 s).
-        if not self.idle_ms > 0:
-            raise ConfigError(f"windows.idle_s must be above 0; got {self.idle_ms / 1000:g}")
+        if not 0 < self.idle_ms <= IDLE_MAX_S * 1000:
+            raise ConfigError(_idle_error(self.idle_ms / 1000))
         if self.hopping_panes < 1:
             raise ConfigError(f"windows.hopping_panes must be 1 or more; got {self.hopping_panes}")
         if self.end_after_windows < 1:
             raise ConfigError(
                 f"episodes.end_after_windows must be 1 or more; got {self.end_after_windows}"
             )
+
+
+def _idle_error(seconds: float) -> str:
+    return f"windows.idle_s must be above 0 and at most {IDLE_MAX_S} (an hour); got {seconds:g}"
 
 
 @dataclass(frozen=True)
@@ -213,14 +223,17 @@ class DetectionConfig:
         size_s = window_s if window_s is not None else _number(win, "size_s", 60.0, where,
                                                                least=-math.inf)
         grace = grace_s if grace_s is not None else _number(win, "grace_s", 15.0, where)
+        idle_s = _number(win, "idle_s", 5.0, where)
         try:
+            if idle_s > IDLE_MAX_S:  # before it is made milliseconds: 1e306 s overflowed
+                raise ConfigError(_idle_error(idle_s))
             windows = WindowConfig(
                 size_ms=round(size_s * 1000),
                 grace_ms=round(min(grace, size_s) * 1000)
                 if window_s is not None and grace_s is None else round(grace * 1000),
                 hopping_panes=_whole(win, "hopping_panes", 5, where),
-                idle_ms=round(min(_number(win, "idle_s", 5.0, where),
-                                  size_s if window_s is not None else float("inf")) * 1000),
+                idle_ms=round(min(idle_s, size_s if window_s is not None else IDLE_MAX_S)
+                              * 1000),
                 end_after_windows=_whole(eps, "end_after_windows", 2, where),
             )
         except ConfigError as exc:

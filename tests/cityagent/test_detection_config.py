@@ -41,6 +41,12 @@ def test_window_and_grace_can_be_overridden() -> None:
     assert (short.windows.size_ms, short.windows.grace_ms) == (5_000, 5_000)
 
 
+def test_an_idle_wait_of_up_to_an_hour_is_taken() -> None:
+    doc = packaged_doc()
+    doc["windows"]["idle_s"] = 3600
+    assert DetectionConfig.from_dict(doc).windows.idle_ms == 3_600_000
+
+
 @pytest.mark.parametrize("section, key, value, words", [
     ("windows", "sise_s", 60, "unknown key 'sise_s'; expected some of ['grace_s', 'hopping_panes', "
                               "'idle_s', 'size_s']"),
@@ -105,7 +111,16 @@ def test_window_and_grace_can_be_overridden() -> None:
     ("kind.traffic", "congestion_tpi", [9.9, 9.7, 9.5],
      "[kind.traffic]: congestion_tpi must rise (yellow, orange, red); got [9.9, 9.7, 9.5]"),
     # taken: 0 moved every bucket's clock at each tick, also while its readings flowed
-    ("windows", "idle_s", 0, "detection.toml: windows.idle_s must be above 0; got 0"),
+    ("windows", "idle_s", 0, "detection.toml: windows.idle_s must be above 0 and at most 3600 "
+                             "(an hour); got 0"),
+    # taken (1e20: a quiet bucket's clock never moved, so its silence was never found), or
+    # an OverflowError traceback as it was made milliseconds (1e306)
+    ("windows", "idle_s", 3600.5, "detection.toml: windows.idle_s must be above 0 and at most "
+                                  "3600 (an hour); got 3600.5"),
+    ("windows", "idle_s", 1e20, "windows.idle_s must be above 0 and at most 3600 (an hour); "
+                                "got 1e+20"),
+    ("windows", "idle_s", 1e306, "windows.idle_s must be above 0 and at most 3600 (an hour); "
+                                 "got 1e+306"),
     # taken: 0 put blue at 警戒 (never raised), 3 started it at 1 m for a 4 m / 5 m gauge
     ("kind.water_level", "blue_fraction", 0, "[kind.water_level]: blue_fraction must be above 0 "
                                              "and at most 1 (a fraction); got 0"),
