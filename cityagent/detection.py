@@ -37,7 +37,6 @@ from cityagent.detectors.config import (
     GENERIC,
     KIND_CODES,
     DetectionConfig,
-    SensorProfiles,
 )
 from cityagent.detectors.episodes import (
     E_DETECTOR,
@@ -59,6 +58,7 @@ from cityagent.detectors.episodes import (
 from cityagent.detectors.features import scale_of, tod_slot
 from cityagent.detectors.levels import reading_level_score
 from cityagent.detectors.params import param_arrays, param_matrix
+from cityagent.detectors.registry_profiles import SensorProfiles
 from cityagent.detectors.step import Scratch, step_batch
 from cityagent.detectors.step import watched_values as _watched_kernel
 from cityagent.detectors.verdict import FIELDS, REASONS, SEVERITIES, score_of

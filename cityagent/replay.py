@@ -43,7 +43,8 @@ import orjson
 
 from cityagent.batch import ReadingBatch
 from cityagent.detection import Anomaly, DetectionEngine
-from cityagent.detectors.config import GENERIC, DetectionConfig, SensorProfiles
+from cityagent.detectors.config import GENERIC, DetectionConfig
+from cityagent.detectors.registry_profiles import SensorProfiles
 from cityagent.errors import CityAgentError, ConfigError, InvalidReading
 from cityagent.readings import (
     ALL_VALUE_FIELDS,

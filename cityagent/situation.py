@@ -51,8 +51,9 @@ import numpy as np
 
 from cityagent.batch import ReadingBatch
 from cityagent.config_files import read_registry_rows
-from cityagent.detectors.config import PROFILE_COLUMNS, DetectionConfig, SensorProfiles
+from cityagent.detectors.config import DetectionConfig
 from cityagent.detectors.levels import traffic_index
+from cityagent.detectors.registry_profiles import PROFILE_COLUMNS, SensorProfiles
 from cityagent.detectors.verdict import SEVERITIES
 from cityagent.errors import ConfigError
 from cityagent.incident_alert import PROVINCE_CODE, RESOLVED

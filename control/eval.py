@@ -20,7 +20,8 @@ import numpy as np
 
 from cityagent.alerting_eval import evaluate_alerting, zone_agreement
 from cityagent.detection import DetectionEngine
-from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.detectors.config import DetectionConfig
+from cityagent.detectors.registry_profiles import SensorProfiles
 from cityagent.incidents import AlertingConfig, IncidentEngine
 from cityagent.quality import Detection, TruthLabel, TypeQuality, score_detections
 from cityagent.regions import default_regions

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from cityagent import rowscore
 from cityagent.detection import DetectionEngine
-from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.detectors.config import DetectionConfig
+from cityagent.detectors.registry_profiles import SensorProfiles
 
 __all__ = ("load_kernels",)
 

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Run ``cityagent replay`` with parsed arguments; CityAgentError on bad input."""
-    from cityagent.detectors.config import DetectionConfig, SensorProfiles
+    from cityagent.detectors.config import DetectionConfig
+    from cityagent.detectors.registry_profiles import SensorProfiles
     from cityagent.replay import (
         read_replay_file,
         replay,

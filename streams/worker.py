@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import faust
 
 from cityagent.detection import DetectionEngine
-from cityagent.detectors.config import DetectionConfig, SensorProfiles
+from cityagent.detectors.config import DetectionConfig
+from cityagent.detectors.registry_profiles import SensorProfiles
 from cityagent.incidents import AlertingConfig, IncidentEngine
 from cityagent.pipeline import Detector
 from cityagent.regions import default_regions

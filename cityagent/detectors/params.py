@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cityagent.detectors.config import KIND_CODES, DetectionConfig, KindConfig, SensorProfiles
+from cityagent.detectors.config import KIND_CODES, DetectionConfig, KindConfig
+from cityagent.detectors.registry_profiles import SensorProfiles
 
 __all__ = ("PARAM_NAMES", "param_matrix", "param_arrays")
 

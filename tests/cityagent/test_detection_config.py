@@ -19,6 +19,18 @@ from cityagent.errors import ConfigError
 from tests.cityagent.test_detection import packaged_doc
 
 
+def test_the_registry_profiles_are_still_importable_from_config() -> None:
+    # They moved to registry_profiles; code that imports them from config keeps working.
+    from cityagent.detectors import config, registry_profiles
+    from cityagent.detectors.config import PROFILE_COLUMNS as columns
+    from cityagent.detectors.config import SensorProfiles as profiles
+
+    assert profiles is registry_profiles.SensorProfiles is config.SensorProfiles
+    assert columns is registry_profiles.PROFILE_COLUMNS
+    with pytest.raises(AttributeError):
+        config.NoSuchName  # noqa: B018
+
+
 def test_the_packaged_defaults() -> None:
     config = DetectionConfig.load()
     w = config.windows
