@@ -469,6 +469,21 @@ def test_a_constant_series_never_flatlines_and_a_short_repeat_is_not_a_run() -> 
     assert state.cols["run_n"][row] == 1 and state.cols["flat_frac"][row] == 0.0
 
 
+@pytest.mark.parametrize(("varying_windows", "found"), [(60, False), (250, True)])
+def test_a_sensor_stuck_from_birth_is_learned_as_flat_until_it_has_varied_for_hours(
+        varying_windows: int, found: bool) -> None:
+    """Documented, not a fault: stuck from its first reading, a sensor cannot be told from a
+    dry or quantised one (flat_frac learns 1.0 and it never flatlines); once it varies,
+    flat_frac decays and a new fault is found only ~150 windows later (docs/detection.md)."""
+    engine, state = engine_with()
+    rng = np.random.default_rng(11)
+    anomalies = feed(engine, state, "jn-wl-12", "water_level",
+                     [[2.0] * 5] * 10 + noisy(rng, 2.0, 0.01, varying_windows)
+                     + [[2.3] * 5] * 10 + noisy(rng, 2.0, 0.01, 3))
+    starts = [window_of(a) for a in anomalies if a.detector == "flatline" and a.phase == "start"]
+    assert starts == ([10 + varying_windows] if found else [])
+
+
 def test_a_run_inside_one_batch_is_found_even_when_it_ends_in_that_batch() -> None:
     # A replay slice holds a whole window: a stuck spell of 4 readings inside it starts an
     # episode (at the run) and the next batch, normal again, ends it.
