@@ -75,8 +75,13 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
 
 @njit
 def judge_silence(c, params, watermark: int, ints, floats, count) -> None:
-    """A sensor is silent when quiet for ``silence_factor`` expected intervals (at least
-    ``silence_min_s``); the interval is the registry's, else the learned one."""
+    """Silence: a sensor quiet for ``silence_factor`` expected intervals (at least
+    ``silence_min_s``), found by event time whenever the bucket's watermark moves (a batch, or
+    the idle timer), not on the sensor's own readings: it has none. The interval is the
+    registry's, else the kind's ``expected_interval_s`` (60 s for the three city kinds), and
+    only where that is 0 (the generic profile) the sensor's learned report interval
+    (``windows._learn_interval``: one odd gap, an outage or a very old reading, does not move
+    it). Severity blue: a maintenance matter (or a power or network cut)."""
     ep = EpisodeColumns(c.ep_since, c.ep_sev, c.ep_peak, c.ep_clear, c.ep_reason)
     last_ts, gap_ms = c.last_ts, c.gap_ms
     for row in range(len(last_ts)):
