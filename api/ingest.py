@@ -55,6 +55,8 @@ __all__ = (
     "Rejection",
     "Checked",
     "check_media_type",
+    "is_json_type",
+    "media_type_refused",
     "decode_body",
     "thingsboard_items",
     "check_items",
@@ -65,9 +67,10 @@ MAX_ITEMS = 50_000
 #: Content types read as one JSON document (besides application/*+json); "" is none given,
 #: text/plain what some gateways send for any body.
 JSON_TYPES = frozenset({"", "application/json", "text/plain"})
-#: Content types read as one JSON document per line.
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
-                          "application/x-jsonlines", "application/jsonlines"})
+#: Content types read as one JSON document per line, in the order a 415 names them.
+_NDJSON_NAMED = ("application/x-ndjson", "application/ndjson", "application/jsonl",
+                 "application/jsonlines", "application/x-jsonlines")
+NDJSON_TYPES = frozenset(_NDJSON_NAMED)
 #: Identity fields a ThingsBoard item may take from the query string.
 TB_IDENTITY = ("sensor_id", "kind", "lon", "lat")
 
@@ -143,16 +146,26 @@ def check_media_type(content_type: str | None) -> None:
     """415 unless the body is declared JSON or NDJSON (or not declared): XML, CSV or a form
     was read as JSON, and refused as 'not valid JSON' at best."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media in JSON_TYPES or media in NDJSON_TYPES or (
-            media.startswith("application/") and media.endswith("+json")):
+    if is_json_type(media) or media in NDJSON_TYPES:
         return
+    raise BadBody(415, media_type_refused(media, send="readings", ndjson=True))
+
+
+def is_json_type(media: str) -> bool:
+    """Whether a body of ``media`` (lower case, no parameters) is read as one JSON document."""
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def media_type_refused(media: str, *, send: str, ndjson: bool) -> str:
+    """The 415 detail for a body of ``media``, naming the types taken: the ingest routes
+    (``ndjson``) take NDJSON too, the other routes (``api.strict_json``) JSON only. ``send``
+    names what the client sends ("readings", "the body")."""
     hint = (" (curl -d sends that: add -H 'Content-Type: application/json')"
             if media == "application/x-www-form-urlencoded" else "")
-    raise BadBody(415, f"Content-Type {shown(media)} is not taken here{hint}; send readings as "
-                       "JSON (application/json, another application/*+json, text/plain, or no "
-                       "Content-Type), or one per line (application/x-ndjson, "
-                       "application/ndjson, application/jsonl, application/jsonlines, "
-                       "application/x-jsonlines)")
+    lines = f", or one per line ({', '.join(_NDJSON_NAMED)})" if ndjson else ""
+    return (f"Content-Type {shown(media)} is not taken here{hint}; send {send} as JSON "
+            f"(application/json, another application/*+json, text/plain, or no "
+            f"Content-Type){lines}")
 
 
 def _given_twice(items: Sequence[Any], twice: Mapping[int, str]) -> dict[int, Rejection]:

@@ -12,9 +12,9 @@ are not UTF-8, against the documented 400 "not JSON"). The ingest routes
 (``/v1/readings...``) are skipped: they parse their bodies themselves with orjson, which is
 strict already, and a 16 MiB body is not read twice.
 
-A body is JSON when its ``Content-Type`` is one ingest reads as JSON (``api.ingest.JSON_TYPES``:
-``application/json``, another ``application/*+json``, ``text/plain`` or none); any other
-declared type (XML, a form: what ``curl -d`` sends without ``-H``) is answered 415 naming
+A body is JSON when its ``Content-Type`` is one ingest reads as JSON
+(``api.ingest.is_json_type``: ``application/json``, another ``application/*+json``,
+``text/plain`` or none); any other declared type (XML, a form: what ``curl -d`` sends without ``-H``) is answered 415 naming
 those, as ingest does. FastAPI itself parses only ``application/json`` and ``*+json`` bodies:
 it handed the routes a form, an XML body, a ``text/plain`` one and one without
 ``Content-Type`` as bytes, which its validation refused with a 422 "Input should be a valid
@@ -34,8 +34,7 @@ from typing import Any
 
 import orjson
 
-from api.ingest import JSON_TYPES
-from cityagent.readings import shown
+from api.ingest import is_json_type, media_type_refused
 
 __all__ = ("MAX_BODY_BYTES", "StrictJson", "json_problem", "not_json_type")
 
@@ -85,17 +84,10 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _is_json(media_type: str) -> bool:
-    return media_type in JSON_TYPES or (
-        media_type.startswith("application/") and media_type.endswith("+json"))
-
-
 def not_json_type(media_type: str) -> str:
-    """The 415 detail for a body of ``media_type``, naming the types taken (as ingest does)."""
-    hint = (" (curl -d sends that: add -H 'Content-Type: application/json')"
-            if media_type == "application/x-www-form-urlencoded" else "")
-    return (f"Content-Type {shown(media_type)} is not taken here{hint}; send the body as JSON "
-            "(application/json, another application/*+json, text/plain, or no Content-Type)")
+    """The 415 detail for a body of ``media_type``, naming the types taken (JSON only: the
+    routes this guards take no NDJSON, unlike ingest)."""
+    return media_type_refused(media_type, send="the body", ndjson=False)
 
 
 async def _answer(send: Any, status: int, problem: str) -> None:
@@ -147,7 +139,7 @@ class StrictJson:
         body = b"".join(chunks)
         media_type = _media_type(headers.get(b"content-type", b"").decode("latin-1"))
         if body.strip():
-            if not _is_json(media_type):
+            if not is_json_type(media_type):
                 await _answer(send, 415, not_json_type(media_type))
                 return
             problem = json_problem(body)
