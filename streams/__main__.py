@@ -26,6 +26,9 @@ def main() -> None:
     except ConfigError as exc:
         print(f"cityagent worker: {exc}", file=sys.stderr)
         sys.exit(2)
+    # Printed, not logged: Faust sets up logging only as the app starts, below.
+    for note in worker.detector.engine.config.notes:  # a file's value the environment capped
+        print(f"cityagent worker: {note}", file=sys.stderr)
     try:
         # Faust would wait as long for the zones, maintenance and routing topics, then crash
         # with a page of traceback ending in KafkaConnectionError.

@@ -117,6 +117,30 @@ class WindowConfig:
             )
 
 
+def _capped_by_window(win: Mapping[str, Any], where: str, window_s: float | None,
+                      grace_s: float | None, grace: float, idle_s: float) -> tuple[str, ...]:
+    """What a window set over the file's (``window_s``) capped at one window: the file's grace,
+    unless ``grace_s`` is set too, and its idle wait (a window in the file caps neither)."""
+    if window_s is None:
+        return ()
+    notes = []
+    if grace_s is None and grace > window_s:
+        notes.append(f"{_said(win, 'grace_s', grace, where)} is taken as {window_s:g} s, "
+                     f"the detection window CITYAGENT_WINDOW_S sets: a window set over the "
+                     f"file's caps its grace at one window (set CITYAGENT_GRACE_S to choose it)")
+    if idle_s > window_s:
+        notes.append(f"{_said(win, 'idle_s', idle_s, where)} is taken as {window_s:g} s, "
+                     f"the detection window CITYAGENT_WINDOW_S sets: a window set over the "
+                     f"file's caps the idle wait at one window")
+    return tuple(notes)
+
+
+def _said(win: Mapping[str, Any], key: str, value: float, where: str) -> str:
+    if key in win:
+        return f"[windows] {key} = {value:g} of {where}"
+    return f"the default [windows] {key} ({value:g} s; {where} sets none)"
+
+
 def _idle_error(seconds: float) -> str:
     return f"windows.idle_s must be above 0 and at most {IDLE_MAX_S} (an hour); got {seconds:g}"
 
@@ -163,11 +187,17 @@ class KindConfig:
 @dataclass(frozen=True)
 class DetectionConfig:
     """Windows plus one KindConfig per kind (traffic, water_level, pipe_pressure, generic),
-    and how long a silent sensor's state is kept (``forget_after_ms``; 0: for ever)."""
+    and how long a silent sensor's state is kept (``forget_after_ms``; 0: for ever).
+
+    ``notes`` says, one sentence each, which of the file's values a ``window_s`` override
+    (CITYAGENT_WINDOW_S) capped, so that the worker can say so at start rather than run with
+    another value than the file's without a word.
+    """
 
     windows: WindowConfig
     kinds: Mapping[str, KindConfig]
     forget_after_ms: int = FORGET_AFTER_S * 1000
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path | None = None, *, window_s: float | None = None,
@@ -240,7 +270,8 @@ class DetectionConfig:
         for kind in KIND_CODES:
             raw = {**defaults, **table(kinds_doc, kind, where)}
             kinds[kind] = _kind_config(kind, raw, f"{where} [kind.{kind}]")
-        return cls(windows, kinds, round(forget_after_s * 1000))
+        notes = _capped_by_window(win, where, window_s, grace_s, grace, idle_s)
+        return cls(windows, kinds, round(forget_after_s * 1000), notes)
 
     def kind(self, name: str) -> KindConfig:
         return self.kinds[name]

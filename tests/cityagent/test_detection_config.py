@@ -53,6 +53,25 @@ def test_window_and_grace_can_be_overridden() -> None:
     assert (short.windows.size_ms, short.windows.grace_ms) == (5_000, 5_000)
 
 
+def test_a_window_set_over_the_file_caps_its_idle_wait_and_grace_and_says_so() -> None:
+    doc = packaged_doc()
+    doc["windows"]["idle_s"] = 600
+    own = DetectionConfig.from_dict(doc, "d.toml")  # a window in the file caps nothing
+    assert (own.windows.idle_ms, own.notes) == (600_000, ())
+    capped = DetectionConfig.from_dict(doc, "d.toml", window_s=60)
+    assert capped.windows.idle_ms == 60_000
+    assert capped.notes == (
+        "[windows] idle_s = 600 of d.toml is taken as 60 s, the detection window "
+        "CITYAGENT_WINDOW_S sets: a window set over the file's caps the idle wait at one window",)
+    short = DetectionConfig.from_dict(doc, "d.toml", window_s=10)
+    assert (short.windows.grace_ms, short.windows.idle_ms) == (10_000, 10_000)
+    assert [note.split(" = ")[0] for note in short.notes] == [
+        "[windows] grace_s", "[windows] idle_s"]
+    assert DetectionConfig.from_dict(doc, "d.toml", window_s=10, grace_s=2).notes == (
+        short.notes[1],)  # a grace of its own is not capped
+    assert DetectionConfig.from_dict(doc, "d.toml", window_s=600).notes == ()
+
+
 def test_an_idle_wait_of_up_to_an_hour_is_taken() -> None:
     doc = packaged_doc()
     doc["windows"]["idle_s"] = 3600

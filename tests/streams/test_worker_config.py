@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import streams.__main__ as streams_main
+from cityagent.errors import BrokerError
 from cityagent.settings import Settings
 from control.cli import main as cli_main
 from streams.worker import build_worker
@@ -69,3 +71,33 @@ def test_the_faust_data_directory_is_in_a_folder_of_this_user_only() -> None:
     root = Path(worker.app.conf.datadir).parent
     assert root.name == f"cityagent-faust-{os.getuid()}"
     assert root.stat().st_uid == os.getuid()
+
+
+def test_the_worker_says_once_at_start_which_file_values_the_window_caps(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """CITYAGENT_WINDOW_S caps the file's idle_s (and its grace) at one window: an idle_s of
+    600 under a 60 s window ran as 60 without a word."""
+    from cityagent.detectors.config import DetectionConfig
+
+    text = Path(__file__).parents[2].joinpath("cityagent/data/detection.toml").read_text("utf-8")
+    assert "idle_s = 5 " in text
+    detection = tmp_path / "detection.toml"
+    detection.write_text(text.replace("idle_s = 5 ", "idle_s = 600 "), "utf-8")
+    assert DetectionConfig.load(detection).windows.idle_ms == 600_000  # the file's own
+    for key in [k for k in os.environ if k.startswith("CITYAGENT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CITYAGENT_DETECTION", str(detection))
+    monkeypatch.setenv("CITYAGENT_WINDOW_S", "60")
+    monkeypatch.setenv("CITYAGENT_KAFKA", "127.0.0.1:9")
+
+    def no_broker(bootstrap: str, timeout_s: float) -> None:
+        raise BrokerError("no broker answered (test)")
+
+    monkeypatch.setattr(streams_main, "wait_for_kafka", no_broker)
+    with pytest.raises(SystemExit):
+        streams_main.main()
+    err = capsys.readouterr().err
+    assert err.count("idle_s") == 1, err
+    assert (f"cityagent worker: [windows] idle_s = 600 of {detection} is taken as 60 s, the "
+            "detection window CITYAGENT_WINDOW_S sets") in err
+    assert "grace_s" not in err  # the file's 15 s fits in the window
