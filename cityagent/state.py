@@ -4,8 +4,8 @@ Why columns: every detector steps all the sensors whose window closed at once, s
 laid out as arrays indexed by a sensor's row (``index[sensor_id]``), not as a dict per
 sensor. Why bytes: the Faust worker checkpoints a bucket's state to the changelog as a few
 records (``to_parts``/``from_parts``): each a small JSON header plus the raw arrays of up to
-~512 KB of rows (~0.84 KB per sensor), because Kafka refuses records over 1 MB and a bucket
-of a large fleet holds more. They round-trip exactly (tested), also when a worker died
+~512 KB of rows (~0.85 KB per sensor: ``ROW_COLUMN_BYTES`` and its id), because Kafka
+refuses records over 1 MB and a bucket of a large fleet holds more. They round-trip exactly (tested), also when a worker died
 while a checkpoint's parts were being sent.
 
 Per-sensor *parameters* (levels, free-flow speed, ...) are not state: they are rebuilt from
@@ -31,7 +31,7 @@ import orjson
 
 from cityagent.detectors.config import DETECTORS
 
-__all__ = ("BucketState", "Columns", "COLUMNS", "NO_TS", "TOD_SLOTS")
+__all__ = ("BucketState", "Columns", "COLUMNS", "NO_TS", "ROW_COLUMN_BYTES", "TOD_SLOTS")
 
 #: Event time meaning "never".
 NO_TS = np.iinfo(np.int64).min
@@ -41,7 +41,7 @@ _D = len(DETECTORS)
 _FORMAT = 1
 #: A checkpoint record's size limit: a bucket's state is written in parts of about this many
 #: bytes. Kafka (``message.max.bytes``) and Faust's producer (``max_request_size``) refuse a
-#: record over 1 MB by default, and a bucket holds ~0.84 KB per sensor: one record per
+#: record over 1 MB by default, and a bucket holds ~0.85 KB per sensor: one record per
 #: bucket crashed the worker at its first checkpoint once the fleet passed ~300k sensors.
 PART_BYTES = 512 * 1024
 #: A sensor id in a part's JSON header: at most 64 characters (readings.parse_reading),
@@ -114,6 +114,11 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
 
 
 COLUMNS = _columns(5)
+#: Bytes of one sensor's columns (default 5 panes): 836 in memory; a checkpoint adds its id,
+#: ~15 bytes for ids such as ``jn-wl-000001`` and at most 67 (``row_bytes``). Each pane more
+#: adds 24, each detector 21. The docs quote it (``tests/test_docs.py`` checks that they do).
+ROW_COLUMN_BYTES = sum(np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
+                       for dtype, shape, _ in COLUMNS.values())
 #: The columns as one value the compiled kernels take (``BucketState.columns()``).
 Columns = namedtuple("Columns", tuple(COLUMNS))
 

@@ -55,3 +55,28 @@ def test_the_topic_prefix_row_names_the_topics_the_app_id_names() -> None:
                           for name in others)
     meaning = ENV_VARS["CITYAGENT_TOPIC_PREFIX"][1]
     assert "but the two table changelogs'" in meaning and "`CITYAGENT_APP_ID`" in meaning
+
+
+def test_the_docs_quote_the_state_row_size_the_columns_make() -> None:
+    """The docs said ~0.84 KB per sensor after two 8-byte columns (last_gap_ms, flat_x) had
+    been added; the size they quote is now the one the state's columns add up to."""
+    from cityagent.state import ROW_COLUMN_BYTES, BucketState
+
+    state = BucketState()
+    state.rows_of([f"jn-wl-{i:06d}" for i in range(4000)])
+    per_sensor = sum(map(len, state.to_parts())) / len(state)  # the simulator's ids
+    quoted = f"~{per_sensor / 1000:.2f} KB per sensor"
+    detection = _words(ROOT / "docs" / "detection.md")
+    assert f"{ROW_COLUMN_BYTES} bytes of numpy columns in memory" in detection
+    assert f"The {ROW_COLUMN_BYTES} are `cityagent.state.ROW_COLUMN_BYTES`" in detection
+    assert f"{round(per_sensor)} bytes a sensor in a bucket of 4,000" in detection
+    assert f"{ROW_COLUMN_BYTES} bytes per sensor" in _words(ROOT / "docs" / "architecture.md")
+    for name in ("docs/detection.md", "docs/architecture.md", "cityagent/state.py",
+                 "cityagent/detectors/config.py"):
+        for said in re.findall(r"~\d\.\d+ KB per sensor", _words(ROOT / name)):
+            assert said == quoted, (name, said)
+
+
+def _words(path: Path) -> str:
+    """The text with every run of white space one space (as Markdown reads it)."""
+    return re.sub(r"\s+", " ", path.read_text("utf-8"))
