@@ -11,7 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -48,21 +52,55 @@ def up_env(api_port: int, broker_port: int) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Up:
+    """A `cityagent up` under test and the file its output goes to."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text("utf-8", "replace")
+
+
+@contextmanager
+def running_up(tmp_path: Path, args: list[str], env: dict[str, str]) -> Iterator[Up]:
+    """`cityagent up ARGS` in its own process group (as in a terminal, so that ``os.killpg``
+    is Ctrl-C), its output in ``tmp_path/up.log``; killed on leaving if it still runs (a
+    failed assertion), and its log closed."""
+    log: IO[bytes] = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "up", *args], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield Up(proc, tmp_path / "up.log")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def remove_logs(output: str) -> None:
+    """Delete the folder of logs `up` said it keeps ("the logs stay in DIR"), if it said so."""
+    kept = re.search(r"the logs stay in (\S+) ", output)
+    if kept:
+        shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def assert_nothing_left(output: str, spawned: set[int]) -> None:
+    """`up` said it left no process running, and none of those it had started runs."""
+    assert "no process left running" in output, output[-3000:]
+    assert [p for p in spawned if pid_alive(p)] == []
+
+
 def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     api_port, broker_port = free_port(), free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "control.cli", "up", "--simulate", "--rate", "2000"],
-        env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as in a terminal
-    )
-    try:
+    with running_up(tmp_path, ["--simulate", "--rate", "2000"],
+                    up_env(api_port, broker_port)) as up:
         deadline, alerts, key = time.monotonic() + 60, [], None
         while time.monotonic() < deadline and not alerts:
             time.sleep(1)
             if key is None:  # `up` without CITYAGENT_API_KEYS prints a dev admin key
-                found = re.search(r"dev admin key: (\S+)",
-                                  (tmp_path / "up.log").read_text("utf-8", "replace"))
+                found = re.search(r"dev admin key: (\S+)", up.output())
                 key = found and found.group(1)
                 continue
             try:
@@ -70,23 +108,17 @@ def test_up_simulate_serves_alerts_and_ctrl_c_stops_every_process(tmp_path: Path
                                    headers={"authorization": f"Bearer {key}"}).json()["alerts"]
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
-        output = (tmp_path / "up.log").read_text("utf-8", "replace")
-        assert alerts, f"no alert within 60 s:\n{output[-3000:]}"
+        assert alerts, f"no alert within 60 s:\n{up.output()[-3000:]}"
         assert alerts[0]["city_code"].startswith("37") and alerts[0]["district_name"]
-        spawned = children_of(up.pid)
+        spawned = children_of(up.proc.pid)
         assert len(spawned) >= 4, spawned  # broker, worker, API, simulator
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert up.wait(60) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
-    output = (tmp_path / "up.log").read_text("utf-8", "replace")
-    assert "no process left running" in output
+        os.killpg(up.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert up.proc.wait(60) == 0
+    output = up.output()
     kept = re.search(r"the logs stay in (\S+) ", output)  # said, so nobody wonders what it is
     assert kept and (Path(kept.group(1)) / "broker.log").exists()
-    shutil.rmtree(kept.group(1))
-    assert [p for p in spawned if pid_alive(p)] == []
+    remove_logs(output)
+    assert_nothing_left(output, spawned)
     # The embedded broker keeps everything: the workers checkpoint less often on it, and its
     # memory is reported when everything stops (and every ten minutes while it runs).
     assert "workers checkpoint detection state every 60 s" in output
@@ -119,9 +151,7 @@ def test_an_api_that_finds_a_setting_wrong_stops_up_at_once_with_exit_code_2(tmp
                                    CITYAGENT_API_KEYS="superuser:k1"),
                           capture_output=True, timeout=120)
     out = done.stdout.decode() + done.stderr.decode()
-    kept = re.search(r"the logs stay in (\S+) ", out)
-    if kept:
-        shutil.rmtree(kept.group(1), ignore_errors=True)
+    remove_logs(out)
     assert done.returncode == 2, out[-3000:]
     assert out.count("role must be one of integrator, viewer, operator, admin; got 'superuser'") == 1
     assert re.search(r"api \(pid \d+\) exited with code 2, a configuration error \(its line "
@@ -135,35 +165,20 @@ def test_an_embedded_broker_that_dies_stops_up_and_says_so(tmp_path: Path) -> No
     `up` went on running and said nothing, while the worker and the API printed connection
     errors by the hundred each second. It says the broker and what it held are gone, and stops."""
     api_port, broker_port = free_port(), free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "control.cli", "up"],
-                          env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
-
-    def output() -> str:
-        return (tmp_path / "up.log").read_text("utf-8", "replace")
-
-    try:
+    with running_up(tmp_path, [], up_env(api_port, broker_port)) as up:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "press Ctrl-C" not in output():
-            assert up.poll() is None, output()[-3000:]
+        while time.monotonic() < deadline and "press Ctrl-C" not in up.output():
+            assert up.proc.poll() is None, up.output()[-3000:]
             time.sleep(0.5)
-        spawned = children_of(up.pid)
-        broker = int(re.search(r"broker ready at \S+ \(pid (\d+)\)", output()).group(1))
+        spawned = children_of(up.proc.pid)
+        broker = int(re.search(r"broker ready at \S+ \(pid (\d+)\)", up.output()).group(1))
         os.kill(broker, signal.SIGKILL)
-        assert up.wait(60) == 1, output()[-3000:]
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
-    text = output()
-    kept = re.search(r"the logs stay in (\S+) ", text)
-    if kept:
-        shutil.rmtree(kept.group(1), ignore_errors=True)
+        assert up.proc.wait(60) == 1, up.output()[-3000:]
+    text = up.output()
+    remove_logs(text)
     assert (f"the embedded broker (pid {broker}) exited with code -9; every topic, reading, "
             "state and alert it held is lost (memory only); stopping everything") in text
-    assert "no process left running" in text
-    assert [p for p in spawned if pid_alive(p)] == []
+    assert_nothing_left(text, spawned)
 
 
 def worker_pids(output: str, name: str) -> list[int]:
@@ -181,17 +196,7 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
     every topic in memory, so stopping it loses every reading and alert accepted so far); it
     starts the worker again and the API goes on serving the alerts it had."""
     api_port, broker_port = free_port(), free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "control.cli", "up", "--workers", "2", "--simulate",
-         "--sensors", "500", "--rate", "500"],
-        env=up_env(api_port, broker_port), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{api_port}/v1/alerts"
-
-    def output() -> str:
-        return (tmp_path / "up.log").read_text("utf-8", "replace")
 
     def alert_ids(key: str) -> set[str]:
         try:
@@ -200,7 +205,9 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
         except (httpx.HTTPError, ValueError, KeyError):
             return set()
 
-    try:
+    args = ["--workers", "2", "--simulate", "--sensors", "500", "--rate", "500"]
+    with running_up(tmp_path, args, up_env(api_port, broker_port)) as up:
+        output = up.output
         deadline, before, key = time.monotonic() + 90, set(), None
         while time.monotonic() < deadline and not (before and worker_pids(output(), "worker-1")):
             time.sleep(1)
@@ -212,10 +219,10 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
         os.kill(doomed, signal.SIGKILL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(worker_pids(output(), "worker-1")) < 2:
-            assert up.poll() is None, output()[-3000:]
+            assert up.proc.poll() is None, output()[-3000:]
             time.sleep(1)
         assert len(worker_pids(output(), "worker-1")) == 2, output()[-3000:]
-        assert up.poll() is None, output()[-3000:]
+        assert up.proc.poll() is None, output()[-3000:]
         # So that it joins half the 6 s session timeout after the kill (control/restarts.py):
         # 2 s later, as it joins 1 s after its start or later; and it says when.
         assert re.search(rf"worker-1 \(pid {doomed}\) exited with code -9; starting it again "
@@ -228,7 +235,7 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
                            r"reads partitions \[\d", re.M)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not reads.search(output()):
-            assert up.poll() is None, output()[-3000:]
+            assert up.proc.poll() is None, output()[-3000:]
             time.sleep(0.5)
         assert reads.search(output()), output()[-3000:]
         # The broker was not restarted: every alert from before is still served.
@@ -237,57 +244,36 @@ def test_a_worker_that_dies_is_started_again_and_nothing_accepted_is_lost(tmp_pa
             after = alert_ids(key)
             time.sleep(1)
         assert before <= after, (before - after, output()[-3000:])
-        os.killpg(up.pid, signal.SIGINT)
-        assert up.wait(60) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
-    kept = re.search(r"the logs stay in (\S+) ", output())
-    if kept:
-        shutil.rmtree(kept.group(1), ignore_errors=True)
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(60) == 0
+    remove_logs(output())
 
 
 def test_ctrl_c_while_a_worker_waits_to_be_started_again_stops_everything(tmp_path: Path) -> None:
     """SIGKILL the worker, then Ctrl-C during the wait before its restart (14 s, with 30 s
     sessions): `up` stops everything at once and does not start the worker again."""
     api_port, broker_port = free_port(), free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "control.cli", "up"],
-        env=dict(up_env(api_port, broker_port), CITYAGENT_SESSION_TIMEOUT_S="30"),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-    def output() -> str:
-        return (tmp_path / "up.log").read_text("utf-8", "replace")
-
-    try:
+    env = dict(up_env(api_port, broker_port), CITYAGENT_SESSION_TIMEOUT_S="30")
+    with running_up(tmp_path, [], env) as up:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not worker_pids(output(), "worker-1"):
-            assert up.poll() is None, output()[-3000:]
+        while time.monotonic() < deadline and not worker_pids(up.output(), "worker-1"):
+            assert up.proc.poll() is None, up.output()[-3000:]
             time.sleep(0.5)
-        [doomed] = worker_pids(output(), "worker-1")
-        spawned = children_of(up.pid)
+        [doomed] = worker_pids(up.output(), "worker-1")
+        spawned = children_of(up.proc.pid)
         os.kill(doomed, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "starting it again in" not in output():
+        while time.monotonic() < deadline and "starting it again in" not in up.output():
             time.sleep(0.2)
         assert f"worker-1 (pid {doomed}) exited with code -9; starting it again in 14 s, at " in (
-            output()), output()[-3000:]
-        os.killpg(up.pid, signal.SIGINT)
-        assert up.wait(60) == 0, output()[-3000:]
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
-    text = output()
-    kept = re.search(r"the logs stay in (\S+) ", text)
-    if kept:
-        shutil.rmtree(kept.group(1), ignore_errors=True)
-    assert "SIGINT: stopping" in text and "no process left running" in text, text[-3000:]
+            up.output()), up.output()[-3000:]
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(60) == 0, up.output()[-3000:]
+    text = up.output()
+    remove_logs(text)
+    assert "SIGINT: stopping" in text, text[-3000:]
     assert "started again" not in text and worker_pids(text, "worker-1") == [doomed], text[-3000:]
-    assert [p for p in spawned if pid_alive(p)] == []
+    assert_nothing_left(text, spawned)
 
 
 def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_path: Path) -> None:
@@ -302,39 +288,23 @@ def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_pat
     # (with up_env's 5 s ones, 10 windows of flatline warm-up end before the first fault).
     env = {k: v for k, v in up_env(api_port, broker_port).items()
            if k not in ("CITYAGENT_WINDOW_S", "CITYAGENT_GRACE_S")}
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "control.cli", "up", "--simulate", "--sensors", "300", "--rate",
-         "3000", "--scenario", "sensor-faults", "--warm-up", "5m", "--accelerate", "10",
-         "--start", start, "--seed", "3"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def output() -> str:
-        return (tmp_path / "up.log").read_text("utf-8", "replace")
-
-    try:
+    args = ["--simulate", "--sensors", "300", "--rate", "3000", "--scenario", "sensor-faults",
+            "--warm-up", "5m", "--accelerate", "10", "--start", start, "--seed", "3"]
+    with running_up(tmp_path, args, env) as up:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "simulator | sensors_sim:    " not in output():
-            assert up.poll() is None, output()[-3000:]  # a progress line: it is sending
+        while time.monotonic() < deadline and "simulator | sensors_sim:    " not in up.output():
+            assert up.proc.poll() is None, up.output()[-3000:]  # a progress line: it is sending
             time.sleep(0.5)
-        os.killpg(up.pid, signal.SIGINT)
-        assert up.wait(60) == 0, output()[-3000:]
-    finally:
-        if up.poll() is None:
-            up.kill()
-        log.close()
-    text = output()
-    kept = re.search(r"the logs stay in (\S+) ", text)
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(60) == 0, up.output()[-3000:]
+    text = up.output()
     registry = re.search(r"sensor registry of the simulated fleet: (\S+)", text)
     try:
         assert registry, text[-3000:]
         doc = json.loads(Path(registry.group(1)).read_text("utf-8"))
         assert (doc["seed"], doc["count"]) == (3, 300)
     finally:
-        if kept:
-            shutil.rmtree(kept.group(1), ignore_errors=True)
+        remove_logs(text)  # the registry is among them
     assert ("simulator | sensors_sim: 300 sensors -> Kafka" in text
             and "event time x10, scenario sensor-faults after a 5 min warm-up" in text), text[-3000:]
     warnings = re.findall(r"^simulator \| sensors_sim: warning: (.*)$", text, re.M)
