@@ -176,7 +176,8 @@ export class ShandongMap {
    *
    * Greedy, most important first: the worse a district's alert, the earlier; among equals the
    * smaller district, which has the least room to move. A label stays at its district's label
-   * point if it can, else it moves to the nearest free place; either way its centre is inside
+   * point if it can, else it moves to the nearest free place, or one or two labels already
+   * placed move to other places of theirs to make room for it (makeRoom); either way its centre is inside
    * its own district (so it cannot be read as a neighbour's: ECharts' label point of a concave
    * district, Qingdao's 市南区, can lie in the next one), and it is inside the chart. A label with no
    * such place is hidden: the district keeps its colour, its hover shows the label and the
@@ -194,7 +195,6 @@ export class ShandongMap {
     const height = this.chart.getHeight();
     this.measure.font = `${LABEL_PX.city}px sans-serif`; // ECharts' default family
     const lineHeight = this.measure.measureText("国").width; // as zrender reckons a line
-    const taken = [];
     const items = codes.map((code) => {
       const region = coord.getRegion(code);
       const lines = this.labelText(code).split("\n");
@@ -209,22 +209,27 @@ export class ShandongMap {
       };
     }).filter((it) => it.at && Number.isFinite(it.at[0]));
     items.sort((a, b) => b.rank - a.rank || a.area - b.area);
+    // A place's centre must be inside its own district, and its box inside the chart. The
+    // test is the costly part (a point in a polygon): made only for a place free of others,
+    // or for all of a label's places when room has to be made.
+    const inside = (it, b) => {
+      if (b.x < 0 || b.y < 0 || b.x + b.w > width || b.y + b.h > height) return false;
+      const where = this.chart.convertFromPixel({ geoIndex: 0 }, [b.x + b.w / 2, b.y + b.h / 2]);
+      return Boolean(where) && it.region.contain(where);
+    };
+    const spotsOf = (it) => (it.spots ??= it.boxes.filter((b) => inside(it, b)));
+    const shown = [];
     for (const it of items) {
-      const inside = candidates(it.w, it.h).filter(([dx, dy]) => {
-        const x = it.at[0] + dx - it.w / 2;
-        const y = it.at[1] + dy - it.h / 2;
-        if (x < 0 || y < 0 || x + it.w > width || y + it.h > height) return false;
-        const where = this.chart.convertFromPixel({ geoIndex: 0 }, [it.at[0] + dx, it.at[1] + dy]);
-        return Boolean(where) && it.region.contain(where);
-      });
-      const box = ([dx, dy]) => ({ x: it.at[0] + dx - it.w / 2, y: it.at[1] + dy - it.h / 2, w: it.w, h: it.h });
-      const spot = inside.find((at) => {
-        const b = box(at);
-        return !taken.some((t) => b.x < t.x + t.w && t.x < b.x + b.w && b.y < t.y + t.h && t.y < b.y + b.h);
-      });
-      if (spot) taken.push(box(spot));
+      it.boxes = candidates(it.w, it.h).map(([dx, dy]) => ({
+        offset: [dx, dy], x: it.at[0] + dx - it.w / 2, y: it.at[1] + dy - it.h / 2, w: it.w, h: it.h,
+      }));
+      it.spot = it.boxes.find((b) => !shown.some((o) => overlaps(b, o.spot)) && inside(it, b))
+        || makeRoom(it, shown, spotsOf);
+      if (it.spot) shown.push(it);
+    }
+    for (const it of items) {
       // A hidden label still shows on hover: inside its district, over whatever is there.
-      this.placed.set(it.code, { show: Boolean(spot), offset: spot || inside[0] || [0, 0] });
+      this.placed.set(it.code, { show: Boolean(it.spot), offset: (it.spot || spotsOf(it)[0])?.offset || [0, 0] });
     }
     return JSON.stringify([...this.placed]) !== before;
   }
@@ -341,15 +346,46 @@ export class ShandongMap {
 
 /**
  * Offsets to try for a label of ``w`` x ``h`` px, nearest first: its own place, then steps of
- * a quarter of its width and half its height, up to its width sideways and twice its height up
- * or down.
+ * an eighth of its width and a quarter of its height, up to its width sideways and twice its
+ * height up or down (a quarter and a half missed the room in narrow districts, Yantai's 芝罘区).
  */
 function candidates(w, h) {
   const out = [];
-  for (let i = -4; i <= 4; i += 1) {
-    for (let j = -4; j <= 4; j += 1) out.push([(i * w) / 4, (j * h) / 2]);
+  for (let i = -8; i <= 8; i += 1) {
+    for (let j = -8; j <= 8; j += 1) out.push([(i * w) / 8, (j * h) / 4]);
   }
   return out.sort((a, b) => Math.hypot(a[0] / w, a[1] / h) - Math.hypot(b[0] / w, b[1] / h));
+}
+
+/** Whether two boxes ``{x, y, w, h}`` intersect. */
+function overlaps(a, b) {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/**
+ * A place for ``it``, whose places are all taken, made by moving the one or two labels shown
+ * there to other places of their own (so they stay shown, inside their districts): Yantai's
+ * 芝罘区, the city's centre, lay between 福山区's and 莱山区's labels, which had room elsewhere.
+ * Moves the labels it pushes aside (their ``spot``) and returns ``it``'s place, or null.
+ */
+function makeRoom(it, shown, spotsOf) {
+  for (const b of spotsOf(it)) {
+    const blockers = shown.filter((o) => overlaps(b, o.spot));
+    if (blockers.length > 2) continue;
+    const fixed = [b, ...shown.filter((o) => !blockers.includes(o)).map((o) => o.spot)];
+    const moves = [];
+    for (const other of blockers) {
+      const m = spotsOf(other).find((s) => !fixed.some((f) => overlaps(s, f)));
+      if (!m) break;
+      fixed.push(m);
+      moves.push(m);
+    }
+    if (moves.length === blockers.length) {
+      blockers.forEach((other, i) => { other.spot = moves[i]; });
+      return b;
+    }
+  }
+  return null;
 }
 
 export function escapeHtml(text) {

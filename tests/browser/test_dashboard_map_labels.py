@@ -214,3 +214,39 @@ def test_no_two_labels_overlap_and_every_district_is_named(
         assert board.errors == [] and board.outside == []
     finally:
         context.close()
+
+
+#: Yantai with an alert in every district, its centre 芝罘区 (Zhifu) less severe than 福山区 and
+#: 莱山区 on either side: their labels, placed first, took every place Zhifu's narrow district had
+#: in English at 1366×768, though each had room elsewhere. The city's centre must be labelled.
+YANTAI = {"370602": "yellow", "370611": "orange", "370612": "red", "370613": "red",
+          "370634": "red", "370681": "blue", "370682": "red", "370683": "orange",
+          "370684": "red", "370685": "blue", "370686": "yellow", "370687": "orange"}
+
+
+def test_a_small_central_district_is_labelled_beside_worse_neighbours(
+        chromium: Any, stack: Pipeline, geo: dict[str, Any]) -> None:
+    districts = geo["370600"]
+    assert set(YANTAI) == set(districts)
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        page.evaluate(INGEST_JS, [["370600", code, sev] for code, sev in YANTAI.items()])
+        page.wait_for_function(f"window.__cityagent.alerts().length >= {len(YANTAI)}",
+                               timeout=5_000)
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#map-title').textContent"
+                               " === 'Shandong'", timeout=2_000)
+        where = page.evaluate("window.__cityagent.pixelOf('370600')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function(f"window.__cityagent.mapState().city === '370600' && {SIZED_JS}",
+                               timeout=5_000)
+        page.mouse.move(1, 1)
+        labels = settled_labels(board, districts, YANTAI, "en")
+        shown = {label["text"].split("\n")[0] for label in labels}
+        assert "Zhifu District" in shown, sorted(shown)
+        assert shown == {names["en"] for names in districts.values()}, sorted(shown)
+        assert overlapping(labels) == []
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
