@@ -296,13 +296,42 @@ def test_a_breach_reaches_the_feed_recolours_its_city_and_is_acknowledged(
         else:
             assert page.is_visible("#kpi-note")  # says the figures are alerts only
 
-        time.sleep(1.0)  # let the trends and labels settle for the picture
+        # The picture once it has settled: the map coloured and labelled with the alerts held,
+        # a trend in each city's chart, no events waiting and no animation running.
+        page.wait_for_function(SETTLED_JS, arg=SEVERITY_COLORS, timeout=10_000)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
         assert SCREENSHOT.stat().st_size > 50_000
         assert board.errors == [] and board.outside == []
     finally:
         context.close()
+
+
+#: The page has drawn the alerts it holds: each city's colour is its worst alert's and its label
+#: names it with its count (the map is drawn at most every 400 ms and its labels every 1.5 s,
+#: app.js MAP_MS, map.js GEO_MS: just after 返回全省 it is the bare province), each city's
+#: trend chart has its points, no event waits to be applied and neither chart is animating.
+SETTLED_JS = """(colors) => {
+  const app = window.__cityagent;
+  const rank = {blue: 1, yellow: 2, orange: 3, red: 4};
+  const held = new Map();
+  for (const a of app.alerts()) {
+    const c = held.get(a.city_code) || {n: 0, worst: 'blue'};
+    held.set(a.city_code, {n: c.n + 1, worst: rank[a.severity] > rank[c.worst] ? a.severity : c.worst});
+  }
+  const map = echarts.getInstanceByDom(document.querySelector('#map'));
+  const drawn = new Set();
+  for (const el of map.getZr().storage.getDisplayList(true)) {
+    if (el.type === 'tspan' && el.parent && el.parent.type === 'text') drawn.add(el.parent.style.text);
+  }
+  const want = app.map.cities.map((code) => app.map.name(code) + (held.has(code) ? `\n${held.get(code).n}` : ''));
+  const coloured = app.mapState().regions.every((r) => !held.has(r.code) || r.color === colors[held.get(r.code).worst]);
+  const trends = app.trends.chart.getOption().series || [];
+  return held.size > 0 && coloured && want.length === drawn.size && want.every((text) => drawn.has(text))
+    && trends.length === app.map.cities.length && trends.every((s) => s.data && s.data.length > 0)
+    && app.stats().pending === 0
+    && map.getZr().animation.isFinished() && app.trends.chart.getZr().animation.isFinished();
+}"""
 
 
 # Synthetic alert events in the shape of the stream's, for the load test: 1000 open alerts at
@@ -363,6 +392,7 @@ async () => {
       batch.push(event({...gone, seq: gone.seq + 100, status: 'resolved'}, 'resolved'));
       app.ingest(batch);
       ticks += 1;
+      window.__stormTicks = ticks;
       if (ticks === 50) { clearInterval(timer); done(); }
     }, 100);
   });
@@ -398,8 +428,11 @@ def test_stays_responsive_with_1000_open_alerts_and_100_new_per_second(
             requestAnimationFrame(check);
           }, {capture: true});
         }""")
-        page.evaluate(f"window.__storm = ({STORM_JS})(); 0")
-        time.sleep(2.0)  # the storm is under way
+        page.evaluate(f"window.__stormTicks = 0; window.__storm = ({STORM_JS})(); 0")
+        # The storm is under way: its 1,000 alerts are in, and 20 of its 50 batches of new ones
+        # have come (2 s of the 5), so the filter is chosen while events still arrive.
+        page.wait_for_function("window.__stormTicks >= 20"
+                               " && window.__cityagent.stats().alerts >= 1000", timeout=30_000)
         page.select_option("#f-dept", "transport")
         page.wait_for_function("window.__filterDelay !== null", timeout=5_000)
         filter_delay_ms = page.evaluate("window.__filterDelay")
