@@ -908,6 +908,8 @@ def _assert_the_province_drawn_for_jinan_only(page: Any, board: Dashboard) -> No
     assert page.text_content("#legend-outside") == "无权查看"
     options = page.eval_on_selector_all("#f-city option", "os => os.map(o => o.value)")
     assert options == ["", "370100"]
-    # One city's trend: one chart across the panel, not a quarter of it.
-    widths = page.evaluate("window.__cityagent.trends.chart.getOption().grid.map(g => g.width)")
-    assert widths == ["97%"], widths
+    # One city's trend: one chart across the panel, not a quarter of it. The trends are drawn
+    # at most every 2 s (TRENDS_MS), so the scope reaches them up to 2 s after the tiles: wait.
+    grids = "window.__cityagent.trends.chart.getOption().grid.map(g => g.width)"
+    wait_until(page, lambda: page.evaluate(grids) == ["97%"],
+               "one trend chart across the panel (grid width 97%)", timeout_s=5.0)
