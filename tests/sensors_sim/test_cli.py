@@ -11,8 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from cityagent.readings import format_ts, parse_reading
 from sensors_sim.cli import main
 from tests.helpers import free_port
+from tests.sensors_sim.fake_api import FakeApi, serving
 
 
 @pytest.mark.parametrize(
@@ -162,7 +161,7 @@ def test_http_sink_unreachable_exits_naming_the_api(capsys):
     assert "Traceback" not in err
 
 
-class Refusing(BaseHTTPRequestHandler):
+class Refusing(FakeApi):
     """The API to a request without a valid key (401), or with a key whose role may not post
     readings (403 without ``rejected``), as api/auth.py answers."""
 
@@ -170,20 +169,12 @@ class Refusing(BaseHTTPRequestHandler):
     seen = 0
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers["content-length"]))
+        self.read_body()
         type(self).seen += 1
         detail = ("invalid API key: it matches no configured key" if self.status == 401 else
                   "this viewer key may only read; POST /v1/readings needs an integrator or "
                   "admin key")
-        answer = orjson.dumps({"detail": detail})
-        self.send_response(self.status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(self.status, {"detail": detail})
 
 
 @pytest.mark.parametrize(("status", "says"), [
@@ -197,15 +188,9 @@ def test_a_refused_key_stops_the_http_run_at_its_first_request(status, says, cap
     """A wrong or missing --api-key was counted as an error per request and the run went on
     sending into the wall: 20 refused requests here, the whole --count or --duration."""
     Refusing.status, Refusing.seen = status, 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    api = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving(Refusing) as api:
         code = main(["--sensors", "1000", "--rate", "100000", "--count", "20000", "--sink",
                      "http", "--api", api, "--api-key", "wrong"])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     err = capsys.readouterr().err
     assert code == 1
     assert Refusing.seen == 1
@@ -441,33 +426,22 @@ def test_out_and_labels_of_the_same_file_are_refused(tmp_path, capsys):
     assert not same.exists()
 
 
-class _Refuses(BaseHTTPRequestHandler):
+class _Refuses(FakeApi):
     """Every reading invalid (422): counted as an error, and the run goes on (a 401 or 403
     of the key stops it at once: test_a_refused_key_stops_the_http_run_at_its_first_request)."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers["content-length"]))
-        answer = b'{"detail": "all 10 readings are invalid; none was accepted", "accepted": 0}'
-        self.send_response(422)
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.read_body()
+        self.answer(422, {"detail": "all 10 readings are invalid; none was accepted",
+                          "accepted": 0})
 
 
 def test_progress_says_what_the_errors_are(capsys):
     """Refused readings ran a whole --duration at "errors N" with no reason, the 422 only in
     the summary at the end. Progress (every 3 s) now says a new error once."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(_Refuses) as api:
         code = main(["--sensors", "10", "--rate", "100", "--duration", "4.5", "--sink", "http",
-                     "--api", f"http://127.0.0.1:{httpd.server_address[1]}", "--api-key", "x"])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+                     "--api", api, "--api-key", "x"])
     lines = capsys.readouterr().err.splitlines()
     assert code == 1
     said = [line for line in lines if line.startswith("sensors_sim: warning: HTTP 422: ")]

@@ -7,9 +7,7 @@ A small HTTP server on loopback records what it was sent and fails the first req
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import orjson
@@ -18,40 +16,26 @@ import pytest
 from cityagent.batch import ReadingBatch
 from cityagent.readings import Reading
 from sensors_sim.sinks import HttpSink
+from tests.sensors_sim.fake_api import FakeApi, serving
 
 
-class Recorder(BaseHTTPRequestHandler):
+class Recorder(FakeApi):
     seen: list[tuple[str | None, int]] = []  # (Idempotency-Key, readings in the body)
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["content-length"]))
+        body = self.read_body()
         self.seen.append((self.headers.get("idempotency-key"), len(orjson.loads(body))))
-        status = 503 if len(self.seen) == 1 else 202
-        answer = (b'{"detail": "starting"}' if status == 503
-                  else orjson.dumps({"accepted": self.seen[-1][1], "rejected": []}))
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        if status == 503:
-            self.send_header("retry-after", "1")
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        if len(self.seen) == 1:
+            self.answer(503, {"detail": "starting"}, {"retry-after": "1"})
+        else:
+            self.answer(202, {"accepted": self.seen[-1][1], "rejected": []})
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
     Recorder.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Recorder) as url:
+        yield url
 
 
 def test_a_retried_body_keeps_its_idempotency_key_and_another_body_gets_its_own(
@@ -69,22 +53,16 @@ def test_a_retried_body_keeps_its_idempotency_key_and_another_body_gets_its_own(
     assert (sink.acked, sink.retries, sink.errors) == (3, 1, 0)
 
 
-class Unavailable(BaseHTTPRequestHandler):
+class Unavailable(FakeApi):
     """503 to the first ``fails`` requests (an API restarting), then 202."""
 
     fails = 0
     seen = 0
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers["content-length"]))
+        self.read_body()
         type(self).seen += 1
-        status = 503 if type(self).seen <= self.fails else 202
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(503 if type(self).seen <= self.fails else 202, b"")
 
 
 def test_the_last_retry_comes_at_the_give_up_time_not_a_whole_wait_before() -> None:
@@ -92,98 +70,71 @@ def test_the_last_retry_comes_at_the_give_up_time_not_a_whole_wait_before() -> N
     (its next wait, 3.2 s, would pass 4.5), though 1.5 s were left. Now the 6th try is at
     4.5 s, and an API back by then takes the readings."""
     Unavailable.fails, Unavailable.seen = 5, 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     said: list[str] = []
-    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=4.5,
-                    on_retry=said.append)
     reading = Reading("jn-wl-000", "water_level", 1_795_307_400_000, 117.02, 36.66,
                       {"level_m": 1.5})
-    try:
-        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
-    finally:
-        sink.close()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Unavailable) as url:
+        sink = HttpSink(url, give_up_s=4.5, on_retry=said.append)
+        try:
+            sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+        finally:
+            sink.close()
     assert (Unavailable.seen, sink.acked, sink.retries, sink.errors) == (6, 1, 5, 0)
     # Each retry is told (the progress line is not printed while a request is retried).
     assert len(said) == 5 and all(line.startswith(f"retrying {sink.url} (HTTP 503: ")
                                   for line in said), said
 
 
-class Scoped(BaseHTTPRequestHandler):
+class Scoped(FakeApi):
     """The API to a key scoped to 济南 (jn-): 202, storing only the jn- readings."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        docs = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+        docs = orjson.loads(self.read_body())
         rejected = [{"index": i, "field": "sensor_id", "sensor_id": d["sensor_id"],
                      "reason": "outside this key's scope (jn-)"}
                     for i, d in enumerate(docs) if not d["sensor_id"].startswith("jn-")]
-        answer = orjson.dumps({"accepted": len(docs) - len(rejected), "rejected": rejected})
-        self.send_response(202)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(202, {"accepted": len(docs) - len(rejected), "rejected": rejected})
 
 
 def test_readings_a_202_rejects_are_not_counted_as_acknowledged() -> None:
     """Every row of a 2xx counted as acknowledged: into a key scoped to one city, 91 % of a
     run was refused and the run said all acknowledged, 0 errors, exit 0."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scoped)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=10)
     readings = [Reading(sid, "water_level", 1_795_307_400_000, 117.02, 36.66, {"level_m": 1.5})
                 for sid in ("jn-wl-000", "qd-wl-001", "qd-wl-002")]
-    try:
-        sink.send(ReadingBatch.from_readings(readings), np.zeros(3, dtype=np.int64))
-    finally:
-        sink.close()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Scoped) as url:
+        sink = HttpSink(url, give_up_s=10)
+        try:
+            sink.send(ReadingBatch.from_readings(readings), np.zeros(3, dtype=np.int64))
+        finally:
+            sink.close()
     assert (sink.sent, sink.acked, sink.errors) == (3, 1, 1)
     assert sink.last_error == ("HTTP 202: 2 of 3 readings rejected, e.g. outside this key's "
                                "scope (jn-)")
 
 
-class OutOfScope(BaseHTTPRequestHandler):
+class OutOfScope(FakeApi):
     """The API's other 403: every reading of the request outside a scoped key's cities."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        docs = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
-        answer = orjson.dumps({
+        docs = orjson.loads(self.read_body())
+        self.answer(403, {
             "detail": "every reading is outside the scope of this integrator key; none was "
                       "accepted", "accepted": 0,
             "rejected": [{"index": i, "field": "sensor_id", "sensor_id": d["sensor_id"],
                           "reason": "outside this key's scope (jn-)"} for i, d in enumerate(docs)]})
-        self.send_response(403)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_a_403_of_readings_outside_the_keys_scope_does_not_stop_the_run() -> None:
     """A 401, or a 403 of the key's role, stops the run (SinkRefused); a 403 listing the
     readings it refused is of those readings only: the next request's may be in scope."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), OutOfScope)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sink = HttpSink(f"http://127.0.0.1:{httpd.server_address[1]}", give_up_s=10)
     reading = Reading("qd-wl-001", "water_level", 1_795_307_400_000, 120.38, 36.07,
                       {"level_m": 1.5})
-    try:
-        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
-        sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
-    finally:
-        sink.close()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(OutOfScope) as url:
+        sink = HttpSink(url, give_up_s=10)
+        try:
+            sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+            sink.send(ReadingBatch.from_readings([reading]), np.zeros(1, dtype=np.int64))
+        finally:
+            sink.close()
     assert (sink.sent, sink.acked, sink.errors, sink.retries) == (2, 0, 2, 0)
     assert sink.last_error.startswith("HTTP 403: ")
