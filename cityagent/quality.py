@@ -9,6 +9,11 @@ episode. Matching rules (documented in docs/detection.md):
   an event outlasts it by a window or two: a river recedes, a window closes late).
 * A label is *found* when at least one detection matches it; its **delay** is the event time
   of its first matching detection minus the label's start.
+* Its **delay from onset** is the same detection's event time minus the label's *onset*, the
+  first reading whose change reached one standard deviation of the sensor's reading noise
+  (0 when the detection came earlier). It differs from the delay only for anomalies that grow
+  from nothing (a storm's rise, a leak, a drift); a label whose change never reached the noise
+  has no onset and no delay from onset.
 * A detection matching no label is a **false alarm**. It counts against the type of a label
   on the same sensor if there is one, else against the type its detector and kind look for
   (``FALSE_ALARM_TYPE``), so every false alarm lowers some type's precision.
@@ -59,11 +64,16 @@ class TruthLabel:
     anomaly: str
     start_ms: int
     end_ms: int
+    #: How long after its start its change reached the readings' noise (its *onset*): 0 for
+    #: anomalies that change the readings at once, ``None`` when it never did.
+    onset_after_ms: int | None = 0
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> TruthLabel:
+        onset = doc.get("onset_after_ms", 0)
         return cls(str(doc["sensor_id"]), str(doc["kind"]), str(doc["anomaly"]),
-                   int(doc["start_ms"]), int(doc["end_ms"]))
+                   int(doc["start_ms"]), int(doc["end_ms"]),
+                   None if onset is None else int(onset))
 
 
 @dataclass
@@ -73,6 +83,7 @@ class TypeQuality:
     detections: int = 0  # attributed to this type
     true_detections: int = 0
     delays_s: list[float] | None = None
+    onset_delays_s: list[float] | None = None
 
     @property
     def precision(self) -> float:
@@ -95,18 +106,29 @@ class TypeQuality:
     def delay_p95_s(self) -> float | None:
         return float(np.percentile(self.delays_s, 95)) if self.delays_s else None
 
+    @property
+    def onset_delay_median_s(self) -> float | None:
+        return float(np.median(self.onset_delays_s)) if self.onset_delays_s else None
+
+    @property
+    def onset_delay_p95_s(self) -> float | None:
+        return float(np.percentile(self.onset_delays_s, 95)) if self.onset_delays_s else None
+
     def merge(self, other: TypeQuality) -> None:
         self.labels += other.labels
         self.found += other.found
         self.detections += other.detections
         self.true_detections += other.true_detections
         self.delays_s = (self.delays_s or []) + (other.delays_s or [])
+        self.onset_delays_s = (self.onset_delays_s or []) + (other.onset_delays_s or [])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": round(self.precision, 4), "recall": round(self.recall, 4),
             "f1": round(self.f1, 4), "delay_median_s": _round(self.delay_median_s),
-            "delay_p95_s": _round(self.delay_p95_s), "labels": self.labels,
+            "delay_p95_s": _round(self.delay_p95_s),
+            "onset_delay_median_s": _round(self.onset_delay_median_s),
+            "onset_delay_p95_s": _round(self.onset_delay_p95_s), "labels": self.labels,
             "found": self.found, "detections": self.detections,
             "true_detections": self.true_detections,
         }
@@ -146,4 +168,7 @@ def score_detections(detections: Iterable[Detection], labels: Iterable[TruthLabe
         q = out[lab.anomaly]
         q.found += 1
         q.delays_s = (q.delays_s or []) + [(ts - lab.start_ms) / 1000.0]
+        if lab.onset_after_ms is not None:
+            onset_ms = lab.start_ms + lab.onset_after_ms
+            q.onset_delays_s = (q.onset_delays_s or []) + [max(ts - onset_ms, 0) / 1000.0]
     return dict(out)

@@ -28,6 +28,7 @@ from cityagent.regions import default_regions
 from cityagent.routing import default_router
 from cityagent.zones import ZoneIndex, demo_zones
 from control.kernels import load_kernels
+from sensors_sim.anomalies import RAMP_TYPES
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.registry import registry_rows
@@ -110,8 +111,9 @@ def evaluate(options: EvalOptions, config: DetectionConfig | None = None,
                     progress(f"eval: {name} seed {seed}: scenario {(t - start) / (end - start):.0%}"
                              f", {len(detections)} detections so far ({shown_at - started:.0f} s)")
             anomalies_total += len(emitted)
-            labels = [TruthLabel(lab.sensor_id, lab.kind, lab.anomaly, lab.start_ms, lab.end_ms)
-                      for lab in signals.labels]
+            labels = [TruthLabel(lab.sensor_id, lab.kind, lab.anomaly, lab.start_ms, lab.end_ms,
+                                 _onset_after_ms(signals, i))
+                      for i, lab in enumerate(signals.labels)]
             if not scenario.anomalies:
                 false_alarms += len(detections)
                 sensor_days += options.sensors * (end - start) / _DAY_MS
@@ -196,6 +198,15 @@ def _detection(a) -> Detection:
     return Detection(a.sensor_id, a.kind, a.detector, a.since_ms, a.ts_ms)
 
 
+def _onset_after_ms(signals: FleetSignals, index: int) -> int | None:
+    """How long after its start label ``index`` reached one noise scale (None: never)."""
+    label = signals.labels[index]
+    if label.anomaly not in RAMP_TYPES:
+        return 0
+    onset = signals.onset_ms.get(index)
+    return None if onset is None else onset - label.start_ms
+
+
 def _format_alerting(a: dict) -> list[str]:
     def fmt(value, pattern: str) -> str:
         return "n/a" if value is None else format(value, pattern)
@@ -222,13 +233,15 @@ def format_table(result: dict) -> str:
         f"a reading every {result['tick_s']:g} s",
         "",
         f"{'type':<10} {'labels':>6} {'found':>6} {'precision':>9} {'recall':>7} {'F1':>6} "
-        f"{'delay p50 s':>11} {'delay p95 s':>11}",
+        f"{'delay p50 s':>11} {'delay p95 s':>11} {'from onset p50/p95 s':>20}",
     ]
     for kind, q in result["types"].items():
         med = "-" if q["delay_median_s"] is None else f"{q['delay_median_s']:.0f}"
         p95 = "-" if q["delay_p95_s"] is None else f"{q['delay_p95_s']:.0f}"
+        onset = "-" if q["onset_delay_median_s"] is None else (
+            f"{q['onset_delay_median_s']:.0f} / {q['onset_delay_p95_s']:.0f}")
         lines.append(f"{kind:<10} {q['labels']:>6} {q['found']:>6} {q['precision']:>9.3f} "
-                     f"{q['recall']:>7.3f} {q['f1']:>6.3f} {med:>11} {p95:>11}")
+                     f"{q['recall']:>7.3f} {q['f1']:>6.3f} {med:>11} {p95:>11} {onset:>20}")
     fa = result["false_alarms_per_sensor_day"]
     if fa is not None:
         lines += ["", f"quiet-day: {result['quiet_false_alarms']} false alarms over "

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ("ANOMALY_TYPES", "FAULT_TYPES", "KINDS_OF", "Injection", "Label", "apply")
+__all__ = ("ANOMALY_TYPES", "FAULT_TYPES", "KINDS_OF", "RAMP_TYPES", "WATCHED_FIELD", "Injection",
+           "Label", "apply")
 
 #: Sensor faults: any kind of sensor can have them.
 FAULT_TYPES: tuple[str, ...] = ("stuck", "dropout", "spike", "drift")
@@ -26,6 +27,16 @@ KINDS_OF: dict[str, tuple[str, ...]] = {
     **{f: ("traffic", "water_level", "pipe_pressure") for f in FAULT_TYPES},
 }
 ANOMALY_TYPES: tuple[str, ...] = tuple(KINDS_OF)
+#: Anomalies that grow from nothing: a storm's rise, a leak's drain, a sensor's drift. At their
+#: start they change a reading by less than its noise, so besides its start a label of one has
+#: an *onset*: the first reading whose injected change reaches one standard deviation of the
+#: sensor's reading noise (``FleetSignals.onset_ms``). Every other type changes the readings
+#: at once, or stops them: its onset is its start.
+RAMP_TYPES: tuple[str, ...] = ("rainstorm", "leak", "drift")
+#: The value of each kind whose change an onset is measured on (what the detectors watch).
+WATCHED_FIELD: dict[str, str] = {
+    "traffic": "speed_kmh", "water_level": "level_m", "pipe_pressure": "pressure_mpa",
+}
 
 #: Values a sensor in a legacy breach reports (past the orange level of detection.toml).
 BREACH_VALUES: dict[str, dict[str, float]] = {
@@ -70,6 +81,8 @@ class Injection:
     end_ms: int
     magnitude: float = 1.0
     source: str = ""
+    #: Index of its first label in ``FleetSignals.labels`` (one label per row, in row order).
+    label_base: int = field(default=-1, repr=False)
     _held: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _fired: bool = field(default=False, repr=False)
 

@@ -28,7 +28,14 @@ import numpy as np
 
 from cityagent.batch import ReadingBatch, bucket_of
 from cityagent.readings import ALL_VALUE_FIELDS, VALUE_RANGES
-from sensors_sim.anomalies import BREACH_VALUES, Injection, Label, apply
+from sensors_sim.anomalies import (
+    BREACH_VALUES,
+    RAMP_TYPES,
+    WATCHED_FIELD,
+    Injection,
+    Label,
+    apply,
+)
 from sensors_sim.fleet import Sensor
 from sensors_sim.models import NORMAL_RANGES, PressureModel, TrafficModel, WaterLevelModel
 from sensors_sim.scenario import Scenario, resolve
@@ -81,6 +88,11 @@ class FleetSignals:
         self.injected: list[InjectedBreach] = []
         #: Ground truth: one label per sensor of every injection that has started.
         self.labels: list[Label] = []
+        #: Onsets of the labels of ramp anomalies (``RAMP_TYPES``), by index in ``labels``:
+        #: the event time of the first reading whose injected change reached one standard
+        #: deviation of the sensor's reading noise. A ramp label missing here never did (a
+        #: far neighbour of a storm); any other label's onset is its start.
+        self.onset_ms: dict[int, int] = {}
 
         # Separate streams: the choice of breach sensors does not depend on how many ticks
         # of noise came before it, nor the models on the scenario.
@@ -111,6 +123,13 @@ class FleetSignals:
         self._ctx["base"][self.rows["water_level"]] = self.water.base
         self._ctx["guaranteed"][self.rows["water_level"]] = self.water.guaranteed
         self._ctx["rain_peak"][self.rows["water_level"]] = self.water.rain_peak()
+        # One standard deviation of each sensor's reading noise, in its watched value (for a
+        # traffic sensor relative to its speed: the noise multiplies it).
+        self._noise = np.full(n, np.nan)
+        self._noise[self.rows["traffic"]] = self.traffic.SPEED_NOISE
+        self._noise[self.rows["water_level"]] = np.where(
+            self.water.river, self.water.NOISE_M, self.water.DRY_NOISE_M)
+        self._noise[self.rows["pipe_pressure"]] = self.pressure.NOISE_MPA
         self._injections: list[Injection] = []
         self._pending: list[Injection] = []
         self._breach_until = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
@@ -184,14 +203,20 @@ class FleetSignals:
             for inj in started:
                 self._pending.remove(inj)
                 self._injections.append(inj)
+                inj.label_base = len(self.labels)
                 self.labels.extend(inj.labels(self.sensor_id, self.kind))
         if self._injections:
+            ramps = [inj for inj in self._injections
+                     if inj.anomaly in RAMP_TYPES and inj.active(ts_ms)]
+            before = {f: values[f].copy() for f in set(WATCHED_FIELD.values())} if ramps else {}
             for inj in self._injections:
                 apply(inj, ts_ms, values, self.kind, self._ctx, dropped)
             self._injections = [inj for inj in self._injections if inj.end_ms > ts_ms]
             for name, column in values.items():
                 low, high = VALUE_RANGES[name]
                 np.clip(column, low, high, out=column)
+            for inj in ramps:
+                self._note_onsets(inj, ts_ms, before, values)
         batch = ReadingBatch(
             sensor_id=self.sensor_id,
             kind=self.kind,
@@ -206,6 +231,23 @@ class FleetSignals:
             self.last_rows = np.flatnonzero(~dropped)
             batch = batch.take(self.last_rows)
         return batch
+
+    def _note_onsets(self, inj: Injection, ts_ms: int, before: dict[str, np.ndarray],
+                     after: dict[str, np.ndarray]) -> None:
+        """Record ``ts_ms`` as the onset of the labels of ``inj`` whose sensor's watched value
+        now differs from what it would have read by one noise standard deviation or more."""
+        rows = inj.rows
+        kind = self.kind[rows]
+        change = np.zeros(rows.size)
+        scale = self._noise[rows].copy()
+        for k, name in WATCHED_FIELD.items():
+            mine = kind == k
+            if mine.any():
+                change[mine] = np.abs(after[name][rows[mine]] - before[name][rows[mine]])
+                if k == "traffic":
+                    scale[mine] *= before[name][rows[mine]]
+        for i in np.flatnonzero(change >= scale).tolist():
+            self.onset_ms.setdefault(inj.label_base + i, ts_ms)
 
     def _inject_due(self, ts_ms: int) -> None:
         if self.breaches == 0 or self.breach_every_ms == 0 or not self.fleet:

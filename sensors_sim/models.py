@@ -129,6 +129,8 @@ def congestion_band(index: float) -> str:
 class TrafficModel:
     """Road-segment detectors: speed from demand on a speed-flow curve, flow, occupancy."""
 
+    SPEED_NOISE = 0.02  # relative standard deviation of a speed reading
+
     def __init__(self, n: int, rng: np.random.Generator) -> None:
         shares = np.array([ROAD_CLASSES[c][0] for c in _ROAD_NAMES])
         self.road_class = rng.choice(len(_ROAD_NAMES), size=n, p=shares / shares.sum())
@@ -149,7 +151,7 @@ class TrafficModel:
         x = np.clip(traffic_demand(ts_ms) * self.load * (1.0 + extra_demand)
                     + rng.normal(0.0, 0.02, n), 0.0, 1.0)
         # Speed falls slowly at first, fast near capacity; never below 35 % of free flow.
-        speed = self.free_flow * (1.0 - 0.65 * x**3) * (1.0 + rng.normal(0.0, 0.02, n))
+        speed = self.free_flow * (1.0 - 0.65 * x**3) * (1.0 + rng.normal(0.0, self.SPEED_NOISE, n))
         speed = np.clip(speed, np.maximum(0.35 * self.free_flow, 13.0), self.free_flow * 1.05)
         flow_lane = self.capacity * x
         occupancy = 100.0 * flow_lane / speed * _EFFECTIVE_VEHICLE_KM
@@ -169,6 +171,7 @@ class WaterLevelModel:
 
     DRIFT_SD_M = 0.12  # stationary standard deviation of the drift
     DRIFT_TAU_H = 6.0  # its correlation time
+    NOISE_M = 0.01  # standard deviation of a river gauge's reading
     DRY_NOISE_M = 0.008  # scale of a dry street/underpass sensor's reading
 
     def __init__(self, n: int, city_codes: np.ndarray, rng: np.random.Generator) -> None:
@@ -214,14 +217,16 @@ class WaterLevelModel:
         tide = self.tide_amp * (np.sin(2 * np.pi * hours / _M2_HOURS + self.tide_phase)
                                 + 0.3 * np.sin(2 * np.pi * hours / _S2_HOURS + self.tide_phase))
         drift = np.clip(self._drift, -3 * self.DRIFT_SD_M, 3 * self.DRIFT_SD_M)
-        noise = rng.normal(0.0, 0.01, n)
+        noise = rng.normal(0.0, self.NOISE_M, n)
         level = np.where(self.river, self.base + drift + tide / 1.3 + noise,
-                         np.abs(noise) * (self.DRY_NOISE_M / 0.01))
+                         np.abs(noise) * (self.DRY_NOISE_M / self.NOISE_M))
         return {"level_m": level}
 
 
 class PressureModel:
     """Junction pressure in a metered area: high at night, 0.28-0.35 MPa at daytime demand."""
+
+    NOISE_MPA = 0.003  # standard deviation of a reading
 
     def __init__(self, n: int, rng: np.random.Generator) -> None:
         self.night = rng.uniform(0.39, 0.44, n)  # little demand, little head loss
@@ -232,7 +237,7 @@ class PressureModel:
         n = self.night.size
         d = water_demand(ts_ms)
         # Head loss follows demand (calibrated: 0.28-0.35 MPa by day, ~0.4 MPa at night).
-        pressure = self.night - (self.night - self.peak) * d + rng.normal(0.0, 0.003, n)
+        pressure = self.night - (self.night - self.peak) * d + rng.normal(0.0, self.NOISE_MPA, n)
         transient = rng.random(n) < self.transient_p
         if transient.any():
             pressure[transient] += rng.uniform(-0.03, 0.04, int(transient.sum()))

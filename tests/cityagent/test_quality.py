@@ -44,7 +44,8 @@ def test_precision_recall_f1_and_delay_per_type() -> None:
     assert (drop.precision, drop.recall, drop.f1) == (0.0, 1.0, 0.0)
     assert drop.to_dict() == {
         "precision": 0.0, "recall": 1.0, "f1": 0.0, "delay_median_s": None,
-        "delay_p95_s": None, "labels": 0, "found": 0, "detections": 1, "true_detections": 0}
+        "delay_p95_s": None, "onset_delay_median_s": None, "onset_delay_p95_s": None,
+        "labels": 0, "found": 0, "detections": 1, "true_detections": 0}
 
 
 @pytest.mark.parametrize("since_s, ts_s, matches", [
@@ -81,3 +82,31 @@ def test_a_label_reads_from_a_dict() -> None:
     doc = {"sensor_id": "jn-pp-1", "kind": "pipe_pressure", "anomaly": "burst",
            "start_ms": 5_000_000, "end_ms": "6000000"}
     assert TruthLabel.from_dict(doc) == BURST
+
+
+def test_delay_from_onset() -> None:
+    """A ramp's label measures its delay also from its onset (when its change reached the
+    readings' noise): a detection before the onset counts 0, a label that never reached the
+    noise has no delay from onset, and any other label's onset is its start."""
+    rise = TruthLabel("jn-wl-2", "water_level", "rainstorm", 1_000 * S, 2_000 * S,
+                      onset_after_ms=90 * S)
+    early = TruthLabel("jn-wl-3", "water_level", "rainstorm", 1_000 * S, 2_000 * S,
+                       onset_after_ms=300 * S)
+    faint = TruthLabel("jn-wl-4", "water_level", "rainstorm", 1_000 * S, 2_000 * S,
+                       onset_after_ms=None)
+    detections = [
+        Detection("jn-wl-2", "water_level", "trend", since_ms=1_180 * S, ts_ms=1_240 * S),
+        Detection("jn-wl-3", "water_level", "level", since_ms=1_200 * S, ts_ms=1_260 * S),
+        Detection("jn-wl-4", "water_level", "trend", since_ms=1_300 * S, ts_ms=1_360 * S),
+        Detection("jn-pp-1", "pipe_pressure", "level", since_ms=5_000 * S, ts_ms=5_030 * S),
+    ]
+    q = score_detections(detections, [rise, early, faint, BURST], TOLERANCE)
+
+    assert q["rainstorm"].delays_s == [240.0, 260.0, 360.0]
+    assert q["rainstorm"].onset_delays_s == [150.0, 0.0]
+    assert q["rainstorm"].onset_delay_median_s == 75.0
+    assert q["burst"].onset_delays_s == q["burst"].delays_s == [30.0]
+    doc = q["rainstorm"].to_dict()
+    assert (doc["onset_delay_median_s"], doc["onset_delay_p95_s"]) == (75.0, 142.5)
+    assert TruthLabel.from_dict({"sensor_id": "a", "kind": "traffic", "anomaly": "drift",
+                                 "start_ms": 5, "end_ms": 9}).onset_after_ms == 0

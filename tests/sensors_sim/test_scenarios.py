@@ -330,3 +330,42 @@ def test_rainstorm_jinan_floods_streets_and_underpasses(fleet):
     assert peak_at["underpass"] <= peak_at["street"] < peak_at["river"]
     under, street = in_jinan & (sites == "underpass"), in_jinan & (sites == "street")
     assert levels[:, under].max(axis=0).mean() > levels[:, street].max(axis=0).mean()
+
+
+@pytest.mark.parametrize("anomaly", [
+    {"type": "rainstorm", "place": "370100", "duration": "3h"},
+    {"type": "leak", "place": "370100", "duration": "1h"},
+    {"type": "drift", "place": "370100", "count": 6, "duration": "1h"},
+])
+def test_ramp_onset_is_the_first_reading_changed_by_one_noise_scale(fleet, anomaly):
+    """The onset of a ramp's label is the first tick at which the sensor's watched value
+    differs from what it reads without the anomaly by one noise sd (the same seed without a
+    scenario reads exactly the normal values: injections draw nothing from the noise RNG)."""
+    signals = _signals(fleet, [anomaly])
+    quiet = FleetSignals(fleet, 1, breach_every_s=0)
+    ticks = [T0 + k * 10_000 for k in range(180)]  # every 10 s for 30 min
+    changed, normal = [], []
+    for t in ticks:
+        changed.append(signals.tick(t).values)
+        normal.append(quiet.tick(t).values)
+    assert signals.labels and signals.onset_ms
+    field = {"traffic": "speed_kmh", "water_level": "level_m", "pipe_pressure": "pressure_mpa"}
+    ids = signals.sensor_id.tolist()
+    later = 0
+    for index, lab in enumerate(signals.labels):
+        row = ids.index(lab.sensor_id)
+        name = field[lab.kind]
+        scale = signals._noise[row]  # relative for traffic: the noise multiplies the speed
+        first = next((t for t, c, q in zip(ticks, changed, normal, strict=True)
+                      if t >= lab.start_ms and abs(c[name][row] - q[name][row])
+                      >= scale * (q[name][row] if lab.kind == "traffic" else 1.0)), None)
+        assert signals.onset_ms.get(index) == first, (lab, index)
+        later += first is not None and first > lab.start_ms
+    assert later > 0  # a ramp: some sensors cross the noise only after the start
+
+
+def test_only_ramps_get_an_onset(fleet):
+    signals = _signals(fleet, [{"type": "burst", "place": "370100"},
+                               {"type": "spike", "place": "370100", "count": 3}])
+    _run(signals, 600)
+    assert signals.labels and signals.onset_ms == {}
