@@ -84,8 +84,8 @@ async def get_zone(zone_id: str, request: Request, _principal: ViewerDep) -> dic
 
 @router.put("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
-    422: {"description": "The zone is invalid: the message names the property and why; or "
-                         "the zones are at the largest version (2**53 - 1)."},
+    409: {"description": "The zones are at the largest version (2**53 - 1)."},
+    422: {"description": "The zone is invalid: the message names the property and why."},
     **_NOT_READ})
 async def put_zone(
     zone_id: str, request: Request, _principal: AdminDep,
@@ -108,7 +108,9 @@ async def put_zone(
 
 @router.delete("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
-    404: {"description": "No such zone."}, **_NOT_READ})
+    404: {"description": "No such zone."},
+    409: {"description": "The zones are at the largest version (2**53 - 1)."},
+    **_NOT_READ})
 async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> dict[str, Any]:
     """Remove a zone everywhere (a versioned delete record on the zones topic)."""
     feed = _feed(request)
@@ -147,9 +149,9 @@ async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, An
 @router.put("/v1/routing", status_code=202, responses={
     202: {"content": {"application/json": {"example": {"version": 1, "status": "queued"}}}},
     409: {"description": "The rules drop a department that zones still name: the message "
-                         "names each such department and its zones."},
-    422: {"description": "The rules are invalid: the message names the rule and the key; or "
-                         "they are at the largest version (2**53 - 1)."},
+                         "names each such department and its zones; or they are at the "
+                         "largest version (2**53 - 1)."},
+    422: {"description": "The rules are invalid: the message names the rule and the key."},
     **_NOT_READ})
 async def put_routing(
     request: Request, _principal: AdminDep,
@@ -174,10 +176,11 @@ async def put_routing(
 
 
 def _next_version(current: int, topic: str) -> int:
-    """One above ``current``; 422 at the bound: a version past it was a 500 (orjson cannot
-    write one past 2**64 - 1) or read inexactly by JavaScript (past 2**53 - 1)."""
+    """One above ``current``; 409 at the bound (the state of the topic, not the request, is
+    what stops it): a version past it was a 500 (orjson cannot write one past 2**64 - 1) or
+    read inexactly by JavaScript (past 2**53 - 1)."""
     if current >= MAX_VERSION:
-        raise HTTPException(422, f"the {topic} are at version {current}, the largest a version "
+        raise HTTPException(409, f"the {topic} are at version {current}, the largest a version "
                                  f"may be ({MAX_VERSION}, 2**53 - 1: the largest whole number "
                                  "every JSON reader keeps exact), so no further change can be "
                                  f"versioned; start the {topic} topic afresh, with versions "

@@ -184,10 +184,11 @@ def test_put_routing_that_drops_a_department_zones_name_is_409_naming_them(app) 
     assert answer.status_code == 503 and "not connected to Kafka" in answer.json()["detail"]
 
 
-def test_a_version_at_the_bound_is_422_naming_it_not_500(app) -> None:
+def test_a_version_at_the_bound_is_409_naming_it_not_500(app) -> None:
     """The next zones or routing version is one above the newest read: past 2**64 - 1 orjson
     could not write it and PUT/DELETE were 500s (a zones file or record of such a version was
-    taken then; they are refused now, so the feed stops at the bound, 2**53 - 1)."""
+    taken then; they are refused now, so the feed stops at the bound, 2**53 - 1). A 409, not
+    the 422 it was until 2026-11-25: the topic's state stops the write, not the request."""
     import dataclasses
     import tomllib
     from importlib import resources
@@ -208,7 +209,7 @@ def test_a_version_at_the_bound_is_422_naming_it_not_500(app) -> None:
                 ("DELETE", "/v1/zones/jn-flood-old-city", None, "zones"),
                 ("PUT", "/v1/routing", rules, "routing")):
             answer = client.request(method, path, json=body, headers=ADMIN)
-            assert answer.status_code == 422, (path, answer.text)
+            assert answer.status_code == 409, (path, answer.text)
             assert answer.json()["detail"] == (
                 f"the {topic} are at version {version}, the largest a version may be "
                 "(9007199254740991, 2**53 - 1: the largest whole number every JSON reader "
