@@ -73,9 +73,10 @@ class CommandPublisher:
             await self._producer.stop()
             self._producer = None
 
-    async def send_value(self, key: str, value: bytes, what: str) -> None:
-        """Publish any JSON value keyed by ``key``; return once Kafka acknowledged it."""
-        await self._send(key, value, what)
+    async def send_value(self, key: str, value: bytes, what: str) -> tuple[int, int]:
+        """Publish any JSON value keyed by ``key``; return its (partition, offset) once Kafka
+        acknowledged it (a writer that follows the topic waits to read it back)."""
+        return await self._send(key, value, what)
 
     async def send_tombstone(self, key: str) -> None:
         """Publish a null value for ``key`` (a delete on a compacted topic)."""
@@ -85,14 +86,15 @@ class CommandPublisher:
         """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""
         await self._send(scope, command_message(command), f"command {command.command_id!r}")
 
-    async def _send(self, key: str, value: bytes | None, what: str) -> None:
+    async def _send(self, key: str, value: bytes | None, what: str) -> tuple[int, int]:
         """Raise RecordTooLarge when Kafka refuses the record for its size (a retry cannot
         help: 413), BrokerError when it does not acknowledge it in time (503)."""
         if self._producer is None:
             raise BrokerError("the API is not connected to Kafka yet")
         try:
-            await asyncio.wait_for(self._producer.send_and_wait(self._topic, value, key=key.encode()),
-                                   self._ack_timeout_s)
+            stored = await asyncio.wait_for(
+                self._producer.send_and_wait(self._topic, value, key=key.encode()),
+                self._ack_timeout_s)
         except (MessageSizeTooLargeError, RecordTooLargeError):
             raise RecordTooLarge(f"{what} is {len(value or b''):,} bytes as a Kafka record, "
                                  "more than Kafka takes (1 MB by default); make it smaller "
@@ -100,3 +102,4 @@ class CommandPublisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BrokerError(f"Kafka at {self._bootstrap} did not acknowledge {what}: "
                               f"{why_unacknowledged(exc, self._ack_timeout_s)}") from None
+        return stored.partition, stored.offset

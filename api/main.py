@@ -5,6 +5,7 @@ Run with ``uvicorn --factory api.main:create_app_from_env`` (what `cityagent up`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -44,6 +45,7 @@ from api.routes import (
 )
 from api.situation import AlertCounter
 from api.strict_json import StrictJson
+from api.write_ledger import WriteLedger
 from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import BrokerError, CityAgentError, ConfigError, RecordTooLarge
 from cityagent.regions import default_regions
@@ -158,6 +160,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.routing_feed = RoutingFeed(settings.bootstrap, settings.routing_topic,
                                          app.state.router)
     app.state.routing_writer = CommandPublisher(settings.bootstrap, settings.routing_topic)
+    # The zone and routing writes of this process, one at a time (api.routes.zones), each
+    # checked against what the process has read and its own writes not read back yet.
+    app.state.settings_writes = asyncio.Lock()
+    app.state.zone_ledger = WriteLedger(app.state.zone_feed.follower)
+    app.state.routing_ledger = WriteLedger(app.state.routing_feed.follower)
     app.state.maintenance_feed = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     app.state.maintenance_writer = CommandPublisher(settings.bootstrap,
                                                     settings.maintenance_topic)

@@ -12,6 +12,12 @@ Every route here first waits until this API has read its topic up to where it en
 API started (``api.deps.read_up_to_start``; 503 after a bound): before that it holds the
 packaged zones and rules, or part of the topic, and would answer with them as if they were
 the truth, or write a version below one already on the topic.
+
+Concurrent edits (``api.preconditions``): the reads answer with an ``ETag`` carrying the
+version, and a write that sends ``If-Match`` (or the version it read as ``"version"`` in its
+body) is a 412 when the zone or the rules changed since. This process's writes run one at a
+time, and each is checked against what the process has read with its own writes not read
+back yet laid over it (``api.write_ledger``).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 
 from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
+from api.preconditions import body_version, check_preconditions, etag
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
 from cityagent.zones import (
@@ -53,46 +60,70 @@ _QUEUED = {"zone_id": "jn-underpass-lishan", "version": 19, "status": "queued"}
 _NOT_READ = {503: {"description": "This API has not read the topic up to its end yet (it "
                                   "just started, or the broker does not answer): retry after "
                                   "Retry-After."}}
+_ETAG = {"ETag": {"description": 'The version, as a strong entity tag ("19"): send it as '
+                                 "If-Match to write only if nothing changed since.",
+                  "schema": {"type": "string"}}}
+_PRECONDITION = {
+    400: {"description": "If-Match or If-None-Match is neither * nor quoted entity tags."},
+    412: {"description": "If-Match (or the body's 'version') names a version that is not the "
+                         "current one, which the detail and the ETag header give; or "
+                         "If-None-Match: * and it exists."},
+}
 
 
 def _feed(request: Request):
     return request.app.state.zone_feed
 
 
-@router.get("/v1/zones", responses={200: {"content": {"application/json": {"example": {
-    "type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
-    "features": [_FEATURE_EXAMPLE]}}}}, **_NOT_READ})
-async def list_zones(request: Request, _principal: ViewerDep) -> dict[str, Any]:
-    """Every operational zone now, as a GeoJSON FeatureCollection with its version."""
+@router.get("/v1/zones", responses={200: {"headers": _ETAG, "content": {"application/json": {
+    "example": {"type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
+                "features": [{**_FEATURE_EXAMPLE, "version": 12}]}}}}, **_NOT_READ})
+async def list_zones(request: Request, response: Response,
+                     _principal: ViewerDep) -> dict[str, Any]:
+    """Every operational zone now, as a GeoJSON FeatureCollection with its version (also the
+    ETag); each feature carries its own ``version``, the one its ``If-Match`` names."""
     feed = _feed(request)
     await read_up_to_start(feed, "zones")
-    return feed.zones.to_feature_collection()
+    zones = feed.zones
+    response.headers["ETag"] = etag(zones.version)
+    collection = zones.to_feature_collection()
+    for feature, zone in zip(collection["features"], zones.zones.values(), strict=True):
+        feature["version"] = zone.version
+    return collection
 
 
 @router.get("/v1/zones/{zone_id}", responses={
-    200: {"content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
+    200: {"headers": _ETAG, "content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
     404: {"description": "No such zone."}, **_NOT_READ})
-async def get_zone(zone_id: str, request: Request, _principal: ViewerDep) -> dict[str, Any]:
-    """One zone as a GeoJSON Feature."""
+async def get_zone(zone_id: str, request: Request, response: Response,
+                   _principal: ViewerDep) -> dict[str, Any]:
+    """One zone as a GeoJSON Feature, with its ``version`` (also the ETag)."""
     feed = _feed(request)
     await read_up_to_start(feed, "zones")
     zones = feed.zones
     if zone_id not in zones:
         raise HTTPException(404, f"no zone {zone_id!r}")
+    response.headers["ETag"] = etag(zones[zone_id].version)
     return {**zones[zone_id].to_feature(), "version": zones[zone_id].version}
 
 
 @router.put("/v1/zones/{zone_id}", status_code=202, responses={
     202: {"content": {"application/json": {"example": _QUEUED}}},
     409: {"description": "The zones are at the largest version (2**53 - 1)."},
-    422: {"description": "The zone is invalid: the message names the property and why."},
-    **_NOT_READ})
+    422: {"description": "The zone is invalid: the message names the property and why; or "
+                         "its 'version' is not a version."},
+    **_PRECONDITION, **_NOT_READ})
 async def put_zone(
     zone_id: str, request: Request, _principal: AdminDep,
     feature: Annotated[dict[str, Any], Body(examples=[_FEATURE_EXAMPLE])],
 ) -> dict[str, Any]:
-    """Create or replace a zone (GeoJSON Feature, Polygon or MultiPolygon, lon/lat)."""
+    """Create or replace a zone (GeoJSON Feature, Polygon or MultiPolygon, lon/lat).
+
+    ``If-Match: "12"`` (or ``"version": 12`` in the body: the version you read) replaces it
+    only if it is still at that version, ``If-Match: *`` only if it exists, ``If-None-Match:
+    *`` only if it does not; 412 otherwise. Without them it is written whatever its version."""
     feed = _feed(request)
+    read_version = body_version(feature, f"zone {zone_id!r}")
     props = feature.get("properties")
     if isinstance(props, dict):
         if props.setdefault("zone_id", zone_id) != zone_id:
@@ -100,9 +131,11 @@ async def put_zone(
                                      f"the path's {zone_id!r}")
     zone = await _parse_zone(feature, feed.regions, request.app.state.routing_feed)
     await read_up_to_start(feed, "zones")
-    version = _next_version(feed.zones.version, "zones")
-    key, value = zone_record(_with_version(zone, version))
-    await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
+    async with request.app.state.settings_writes:
+        _check_zone(request, zone_id, read_version)
+        version = _next_version(request.app.state.zone_ledger.top(feed.zones.version), "zones")
+        key, value = zone_record(_with_version(zone, version))
+        await _write(request, "zone", key, value, version, f"zone {key!r}")
     return {"zone_id": key, "version": version, "status": "queued"}
 
 
@@ -110,17 +143,48 @@ async def put_zone(
     202: {"content": {"application/json": {"example": _QUEUED}}},
     404: {"description": "No such zone."},
     409: {"description": "The zones are at the largest version (2**53 - 1)."},
-    **_NOT_READ})
+    **_PRECONDITION, **_NOT_READ})
 async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> dict[str, Any]:
-    """Remove a zone everywhere (a versioned delete record on the zones topic)."""
+    """Remove a zone everywhere (a versioned delete record on the zones topic); with
+    ``If-Match``, only if it is still at that version (412 otherwise)."""
     feed = _feed(request)
     await read_up_to_start(feed, "zones")
-    if zone_id not in feed.zones:
-        raise HTTPException(404, f"no zone {zone_id!r}")
-    version = _next_version(feed.zones.version, "zones")
-    key, value = delete_record(zone_id, version)
-    await request.app.state.zone_writer.send_value(key, orjson.dumps(value), f"zone {key!r}")
+    async with request.app.state.settings_writes:
+        if _zone_version(request, zone_id) is None:
+            raise HTTPException(404, f"no zone {zone_id!r}")
+        _check_zone(request, zone_id, None)
+        version = _next_version(request.app.state.zone_ledger.top(feed.zones.version), "zones")
+        key, value = delete_record(zone_id, version)
+        await _write(request, "zone", key, value, version, f"zone {key!r}", exists=False)
     return {"zone_id": key, "version": version, "status": "queued"}
+
+
+def _zone_version(request: Request, zone_id: str) -> int | None:
+    """The zone's version (None: no such zone): what this API has read, or wrote since."""
+    zones = _feed(request).zones
+    read = zones[zone_id].version if zone_id in zones else None
+    return request.app.state.zone_ledger.current(zone_id, read)
+
+
+def _check_zone(request: Request, zone_id: str, read_version: int | None) -> None:
+    """412 unless the zone is at the version the write names (if it names one)."""
+    current = _zone_version(request, zone_id)
+    top = request.app.state.zone_ledger.top(_feed(request).zones.version)
+    hint = (f" (a zone's version is that of its own last change, the ETag of GET "
+            f"/v1/zones/{zone_id} or its feature's 'version' in GET /v1/zones; the zones' "
+            f"{top}, the ETag of GET /v1/zones, is the whole set's)" if current != top else "")
+    check_preconditions(request, current, f"zone {zone_id!r}", read_version=read_version,
+                        hint=hint)
+
+
+async def _write(request: Request, topic: str, key: str, value: Any, version: int, what: str,
+                 *, exists: bool = True) -> None:
+    """Write the record (503 when Kafka does not acknowledge it) and note it in the ledger:
+    the next write is checked against it before this API has read it back."""
+    state = request.app.state
+    writer = getattr(state, f"{topic}_writer")
+    partition, offset = await writer.send_value(key, orjson.dumps(value), what)
+    getattr(state, f"{topic}_ledger").note(key, partition, offset, version, exists=exists)
 
 
 _ROUTING_DOC = {
@@ -131,15 +195,19 @@ _ROUTING_DOC = {
 }
 
 
-@router.get("/v1/routing", responses={200: {"content": {"application/json": {"example": {
-    "version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
-    "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*", "reason": None,
-               "min_severity": "blue", "departments": ["water"]}]}}}}, **_NOT_READ})
-async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, Any]:
-    """The departments and routing rules in force, and their version (0: the packaged file)."""
+@router.get("/v1/routing", responses={200: {"headers": _ETAG, "content": {"application/json": {
+    "example": {"version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
+                "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*",
+                           "reason": None, "min_severity": "blue",
+                           "departments": ["water"]}]}}}}, **_NOT_READ})
+async def routing_rules(request: Request, response: Response,
+                        _principal: ViewerDep) -> dict[str, Any]:
+    """The departments and routing rules in force, and their version (0: the packaged file;
+    also the ETag)."""
     feed = request.app.state.routing_feed
     await read_up_to_start(feed, "routing")
     router_: Router = feed.router
+    response.headers["ETag"] = etag(feed.version)
     return {"version": feed.version,
             "departments": {code: {"zh": d.zh, "en": d.en}
                             for code, d in router_.departments.items()},
@@ -151,14 +219,18 @@ async def routing_rules(request: Request, _principal: ViewerDep) -> dict[str, An
     409: {"description": "The rules drop a department that zones still name: the message "
                          "names each such department and its zones; or they are at the "
                          "largest version (2**53 - 1)."},
-    422: {"description": "The rules are invalid: the message names the rule and the key."},
-    **_NOT_READ})
+    422: {"description": "The rules are invalid: the message names the rule and the key; or "
+                         "the 'version' is not a version."},
+    **_PRECONDITION, **_NOT_READ})
 async def put_routing(
     request: Request, _principal: AdminDep,
     document: Annotated[dict[str, Any], Body(examples=[_ROUTING_DOC])],
 ) -> dict[str, Any]:
     """Replace the routing rules everywhere: the document of routing.toml, as JSON
-    (``departments`` and ``rule``); validated first, then a new version on the routing topic."""
+    (``departments`` and ``rule``); validated first, then a new version on the routing topic.
+    ``If-Match: "3"`` (or ``"version": 3`` in the document) only if they are still at version
+    3; 412 otherwise."""
+    read_version = body_version(document, "the routing document")
     try:
         rules = Router.from_dict(document, "the routing document")
     except ConfigError as exc:
@@ -167,11 +239,14 @@ async def put_routing(
     await read_up_to_start(feed, "routing")
     zones = _feed(request)
     await read_up_to_start(zones, "zones")
-    _refuse_orphaned_zones(zones.zones, rules)
-    version = _next_version(feed.version, "routing")
-    await request.app.state.routing_writer.send_value(
-        ROUTING_KEY, orjson.dumps({"version": version, "routing": document}),
-        f"routing version {version}")
+    ledger = request.app.state.routing_ledger
+    async with request.app.state.settings_writes:
+        check_preconditions(request, ledger.current(ROUTING_KEY, feed.version),
+                            "the routing document", read_version=read_version)
+        _refuse_orphaned_zones(zones.zones, rules)
+        version = _next_version(ledger.top(feed.version), "routing")
+        await _write(request, "routing", ROUTING_KEY, {"version": version, "routing": document},
+                     version, f"routing version {version}")
     return {"version": version, "status": "queued"}
 
 

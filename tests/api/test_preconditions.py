@@ -1,0 +1,193 @@
+"""Concurrent edits of zones and routing rules: ETag on the reads, If-Match on the writes.
+
+Two admins who each read version N and each wrote their change both got 202, the later
+silently replacing the earlier; a ``version`` in a zone's body was ignored without a word.
+The app is used without its lifespan (no broker): a write whose preconditions hold reaches
+the writer, which answers 503 "not connected to Kafka"; one whose preconditions fail is a 412
+before anything is written. tests/integration/test_zones_concurrency.py writes for real."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import warnings
+from importlib import resources
+
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api.main import create_app
+from cityagent.settings import Settings
+from tests.integration.test_zones_live import SCHOOL
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+ADMIN = {"authorization": "Bearer adm-key"}
+VIEWER = {"authorization": "Bearer view-key"}
+ZONE = "/v1/zones/qd-test-school"
+WRITTEN = "not connected to Kafka"  # the preconditions held: the write reached the writer
+
+
+def _rules() -> dict:
+    return tomllib.loads(resources.files("cityagent.data").joinpath("routing.toml")
+                         .read_text("utf-8"))
+
+
+@pytest.fixture
+def client() -> TestClient:
+    """An API that has read its topics: the demo zones (version 1), the school written at
+    version 5 over them, routing rules at version 3."""
+    app = create_app(Settings(api_keys="admin:adm-key,viewer:view-key", kafka="127.0.0.1:9"))
+    for feed in (app.state.zone_feed, app.state.maintenance_feed, app.state.routing_feed):
+        feed.follower._mark_caught_up()
+    feature = copy.deepcopy(SCHOOL)
+    feature["properties"]["zone_id"] = "qd-test-school"
+    assert app.state.zone_feed.apply("qd-test-school", {"version": 5, "feature": feature})
+    assert app.state.routing_feed.apply("rules", {"version": 3, "routing": _rules()})
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def _put_zone(client: TestClient, headers: dict | None = None, **body: object):
+    return client.put(ZONE, json={**copy.deepcopy(SCHOOL), **body},
+                      headers={**ADMIN, **(headers or {})})
+
+
+def test_the_reads_carry_the_version_as_etag(client: TestClient) -> None:
+    one = client.get(ZONE, headers=VIEWER)
+    assert one.headers["etag"] == '"5"' and one.json()["version"] == 5
+    every = client.get("/v1/zones", headers=VIEWER)
+    assert every.headers["etag"] == '"5"' and every.json()["version"] == 5
+    versions = {f["properties"]["zone_id"]: f["version"] for f in every.json()["features"]}
+    assert versions["qd-test-school"] == 5 and versions["jn-flood-old-city"] == 1
+    rules = client.get("/v1/routing", headers=VIEWER)
+    assert rules.headers["etag"] == '"3"' and rules.json()["version"] == 3
+
+
+@pytest.mark.parametrize(("method", "path", "current", "what"), [
+    ("PUT", ZONE, 5, "zone 'qd-test-school'"),
+    ("DELETE", ZONE, 5, "zone 'qd-test-school'"),
+    ("PUT", "/v1/routing", 3, "the routing document"),
+])
+def test_if_match_of_an_older_version_is_412_naming_the_current_one(
+        client: TestClient, method: str, path: str, current: int, what: str) -> None:
+    body = _rules() if "routing" in path else (SCHOOL if method == "PUT" else None)
+    stale = client.request(method, path, json=body, headers={**ADMIN, "If-Match": '"2"'})
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["etag"] == f'"{current}"'
+    assert stale.json()["detail"].startswith(
+        f'{what} is at version {current}, not "2" (If-Match): it changed since you read it; '
+        f"GET it again, apply your change to what it is now, and send "
+        f'If-Match: "{current}"'), stale.json()["detail"]
+    for tags in (f'"{current}"', f'"1", "{current}"', "*"):
+        held = client.request(method, path, json=body, headers={**ADMIN, "If-Match": tags})
+        assert held.status_code == 503 and WRITTEN in held.text, (tags, held.text)
+    # Without If-Match the write goes on, as before.
+    plain = client.request(method, path, json=body, headers=ADMIN)
+    assert plain.status_code == 503 and WRITTEN in plain.text
+
+
+def test_a_weak_tag_never_matches(client: TestClient) -> None:
+    """If-Match compares strongly (RFC 9110 §13.1.1)."""
+    answer = _put_zone(client, {"If-Match": 'W/"5"'})
+    assert answer.status_code == 412
+    assert answer.json()["detail"] == (
+        "zone 'qd-test-school' is at version 5, but If-Match names it weak, W/\"5\", and a "
+        'weak tag never matches (If-Match compares strongly); send If-Match: "5"')
+    answer = _put_zone(client, {"If-Match": 'W/"4"'})
+    assert answer.status_code == 412 and 'not W/"4"' in answer.json()["detail"]
+
+
+def test_a_zone_412_says_the_collections_etag_is_not_the_zones(client: TestClient) -> None:
+    client.app.state.zone_feed.apply("qd-other", {"version": 9, "feature": {
+        **SCHOOL, "properties": {**SCHOOL["properties"], "zone_id": "qd-other"},
+        "geometry": {"type": "Polygon", "coordinates": [[[120.390, 36.060], [120.394, 36.060],
+                                                         [120.394, 36.063], [120.390, 36.063],
+                                                         [120.390, 36.060]]]}}})
+    assert client.get("/v1/zones", headers=VIEWER).headers["etag"] == '"9"'
+    answer = _put_zone(client, {"If-Match": '"9"'})
+    assert answer.status_code == 412
+    assert "the zones' 9, the ETag of GET /v1/zones, is the whole set's" in answer.text
+
+
+def test_the_bodys_version_is_honoured_as_if_match(client: TestClient) -> None:
+    """It was ignored without a word: a stale GET-modify-PUT round trip replaced the zone."""
+    stale = _put_zone(client, version=4)
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["detail"].startswith(
+        "zone 'qd-test-school' is at version 5, not 4 (the body's 'version'): it changed "
+        "since you read it; GET it again, apply your change to what it is now, and send "
+        "'version': 5"), stale.text
+    assert _put_zone(client, version=5).status_code == 503
+    assert _put_zone(client, {"If-Match": '"5"'}, version=5).status_code == 503
+    # The routing document likewise (it was a 422 "unknown table 'version'").
+    assert client.put("/v1/routing", json={**_rules(), "version": 2},
+                      headers=ADMIN).status_code == 412
+    assert client.put("/v1/routing", json={**_rules(), "version": 3},
+                      headers=ADMIN).status_code == 503
+
+
+@pytest.mark.parametrize("version", ["5", 5.0, -1, 2**53, True, None])
+def test_a_body_version_that_is_no_version_is_422(client: TestClient, version: object) -> None:
+    answer = _put_zone(client, version=version)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(
+        "'version' of zone 'qd-test-school' must be the version you read (a whole number "
+        "from 0 to 9007199254740991, as GET gives it), or left out"), answer.text
+
+
+def test_a_body_version_and_an_if_match_that_differ_are_422(client: TestClient) -> None:
+    answer = _put_zone(client, {"If-Match": '"4"'}, version=5)
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == ("the body's 'version' 5 is not the version If-Match "
+                                       'names ("4"); send the version you read in one of them')
+
+
+def test_star_and_if_none_match_on_a_zone_that_does_not_exist(client: TestClient) -> None:
+    new = "/v1/zones/qd-new-school"
+    body = {**SCHOOL, "properties": {**SCHOOL["properties"]}}
+    star = client.put(new, json=body, headers={**ADMIN, "If-Match": "*"})
+    assert star.status_code == 412 and "etag" not in star.headers
+    assert star.json()["detail"] == ("zone 'qd-new-school' does not exist now (If-Match: * "
+                                     "asks that it does); leave If-Match out to create it")
+    gone = client.put(new, json=body, headers={**ADMIN, "If-Match": '"5"'})
+    assert gone.status_code == 412 and "it was deleted since you read it" in gone.text
+    # If-None-Match: * creates, never replaces: two admins creating one zone.
+    created = client.put(new, json=body, headers={**ADMIN, "If-None-Match": "*"})
+    assert created.status_code == 503 and WRITTEN in created.text
+    taken = _put_zone(client, {"If-None-Match": "*"})
+    assert taken.status_code == 412 and taken.headers["etag"] == '"5"'
+    assert taken.json()["detail"].startswith("zone 'qd-test-school' exists, at version 5 "
+                                             "(If-None-Match: * asks that it does not exist")
+
+
+def test_a_delete_of_no_zone_is_404_whatever_if_match_says(client: TestClient) -> None:
+    """RFC 9110 §13.2.1: preconditions are ignored when the answer without them is no 2xx."""
+    answer = client.delete("/v1/zones/no-such-zone", headers={**ADMIN, "If-Match": '"5"'})
+    assert answer.status_code == 404
+
+
+@pytest.mark.parametrize("value", ["5", '"5', "", '"5";', 'W/5'])
+def test_a_malformed_if_match_is_400_saying_what_to_send(client: TestClient,
+                                                        value: str) -> None:
+    answer = _put_zone(client, {"If-Match": value})
+    assert answer.status_code == 400, answer.text
+    assert "If-Match" in answer.json()["detail"] and '"7"' in answer.json()["detail"]
+
+
+def test_the_ledger_counts_own_writes_until_they_are_read_back() -> None:
+    from types import SimpleNamespace
+
+    from api.write_ledger import WriteLedger
+
+    follower = SimpleNamespace(positions={0: 10})
+    ledger = WriteLedger(follower)
+    ledger.note("a", 0, 10, 7)
+    ledger.note("b", 0, 11, 8, exists=False)
+    assert (ledger.current("a", 5), ledger.current("b", 6), ledger.current("c", 4)) == (7, None, 4)
+    assert ledger.top(6) == 8
+    follower.positions = {0: 11}  # read "a" back: what the follower applied counts again
+    assert (ledger.current("a", 7), ledger.current("b", 6), ledger.top(7)) == (7, None, 8)
+    follower.positions = {0: 12}
+    assert (ledger.current("b", None), ledger.top(8)) == (None, 8)
