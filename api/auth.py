@@ -40,6 +40,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.request_checks import refuse_bad_request
 from cityagent.errors import ConfigError
 from cityagent.settings import Settings
 
@@ -362,6 +363,7 @@ def _dependency(admits: tuple[str, ...], name: str) -> Callable[..., Awaitable[P
                 f"this {principal.describe()} may {_MAY[principal.role]}; "
                 f"{request.method} {request.url.path} needs {article} {needs} key",
             )
+        refuse_bad_request(request)  # after the key: api.request_checks
         return principal
 
     dependency.__name__ = name

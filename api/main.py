@@ -26,11 +26,11 @@ from api.broker_probe import BrokerProbe
 from api.commands import CommandPublisher, command_topic
 from api.idempotency import IdempotencyCache
 from api.idempotency_log import IdempotencyLog
-from api.params import refuse_unknown_query
 from api.publisher import ReadingPublisher
 from api.ratelimit import RateLimiter
 from api.read_model import AlertBook, AlertFeed, AlertHub
 from api.readings_feed import ReadingsFeed
+from api.request_checks import check_request
 from api.routes import (
     alert_stream,
     alerts,
@@ -135,8 +135,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="城市智能体 — sensor ingest and alerts for Shandong's city command platform.",
         lifespan=lifespan,
-        # FastAPI ignores a query parameter a route does not take: a typo was a wrong answer.
-        dependencies=[Depends(refuse_unknown_query)],
+        # The body the middleware refused, and a query parameter the route does not take (FastAPI
+        # ignores them: a typo was a wrong answer); after the key on a route that takes one.
+        dependencies=[Depends(check_request)],
     )
     # Keys are read here, not in the lifespan, so that a bad key setting stops the process at once.
     app.state.keys = KeyRing.from_settings(settings, {c.code for c in default_regions().cities})

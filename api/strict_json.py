@@ -21,10 +21,15 @@ it handed the routes a form, an XML body, a ``text/plain`` one and one without
 dictionary" echoing the body. A JSON body sent as ``text/plain`` or without a type is
 therefore passed on labelled ``application/json``.
 
-Every other body is limited to ``MAX_BODY_BYTES`` (1 MiB), whatever its type and before any
-route or key check sees it: each of those routes writes one Kafka record, which Kafka refuses
-over 1 MB anyway, and without a limit anyone, without a key, could make the API read and parse
-a body of any size (76 MiB held it for 11 s, every other request waiting, and ~500 MB).
+Every other body is limited to ``MAX_BODY_BYTES`` (1 MiB), whatever its type, and read no
+further (not at all when ``Content-Length`` says more): each of those routes writes one Kafka
+record, which Kafka refuses over 1 MB anyway, and without a limit anyone, without a key, could
+make the API read and parse a body of any size (76 MiB held it for 11 s, every other request
+waiting, and ~500 MB).
+
+The middleware runs before the router and the key check, so it does not answer: it leaves
+its verdict (413, 415 or 400) in the request's scope and hands the route no body;
+``api.request_checks`` raises it once the path (404, 405) and the key (401, 403) are checked.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import orjson
 
 from api.ingest import is_json_type, media_type_refused
+from api.request_checks import BODY_PROBLEM
 
 __all__ = ("MAX_BODY_BYTES", "StrictJson", "json_problem", "not_json_type")
 
@@ -90,14 +96,6 @@ def not_json_type(media_type: str) -> str:
     return media_type_refused(media_type, send="the body", ndjson=False)
 
 
-async def _answer(send: Any, status: int, problem: str) -> None:
-    answer = orjson.dumps({"detail": problem})
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(answer)).encode())]})
-    await send({"type": "http.response.body", "body": answer})
-
-
 def _too_large(size: int | None) -> str:
     said = f"{size:,} bytes" if size is not None else f"over {MAX_BODY_BYTES:,} bytes"
     return (f"request body is {said}; the limit of this route is {MAX_BODY_BYTES:,} bytes "
@@ -105,8 +103,9 @@ def _too_large(size: int | None) -> str:
 
 
 class StrictJson:
-    """ASGI middleware: a body over 1 MiB is answered 413, one not declared JSON 415, one
-    that is not strict JSON 400."""
+    """ASGI middleware: judges a body (over 1 MiB: 413, not declared JSON: 415, not strict JSON:
+    400) and leaves the verdict to be raised after the route and the key are checked
+    (``api.request_checks``); the route then gets no body."""
 
     def __init__(self, app: Any, skip_prefixes: tuple[str, ...] = ("/v1/readings",)) -> None:
         self.app = app
@@ -117,38 +116,15 @@ class StrictJson:
                 or scope["path"].startswith(self.skip_prefixes)):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await _answer(send, 413, _too_large(int(length)))
+        body, problem = await _judge(scope, receive)
+        if body is None:  # the client went away
             return
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:  # chunked, or a Content-Length that lied
-                await _answer(send, 413, _too_large(None))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        media_type = _media_type(headers.get(b"content-type", b"").decode("latin-1"))
-        if body.strip():
-            if not is_json_type(media_type):
-                await _answer(send, 415, not_json_type(media_type))
-                return
-            problem = json_problem(body)
-            if problem is not None:
-                await _answer(send, 400, problem)
-                return
-            if media_type in ("", "text/plain"):
-                scope = {**scope, "headers": [
-                    *(h for h in scope["headers"] if h[0] != b"content-type"), _JSON_HEADER]}
+        if problem is not None:
+            scope = {**scope, BODY_PROBLEM: problem}
+            body = b""
+        elif body.strip() and _media_type(_content_type(scope)) in ("", "text/plain"):
+            scope = {**scope, "headers": [
+                *(h for h in scope["headers"] if h[0] != b"content-type"), _JSON_HEADER]}
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -159,3 +135,36 @@ class StrictJson:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _content_type(scope: dict[str, Any]) -> str:
+    return dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+
+
+async def _judge(scope: dict[str, Any], receive: Any) -> tuple[bytes | None, tuple[int, str] | None]:
+    """The body (None if the client went away) and what is wrong with it: (status, detail).
+    A body over the limit is not read further (not at all when Content-Length says so)."""
+    length = dict(scope["headers"]).get(b"content-length", b"")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        return b"", (413, _too_large(int(length)))
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:  # chunked, or a Content-Length that lied
+            return b"", (413, _too_large(None))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if not body.strip():
+        return body, None
+    media_type = _media_type(_content_type(scope))
+    if not is_json_type(media_type):
+        return body, (415, not_json_type(media_type))
+    problem = json_problem(body)
+    return body, (400, problem) if problem is not None else None

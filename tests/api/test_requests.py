@@ -1,6 +1,7 @@
 """What a request may be, whatever the route: a body of a route other than ingest is limited
-before any route or key check reads it, and must be JSON when it says so; keys that end in a
-line break are refused; HEAD is answered where probes use it."""
+(and one over the limit is not read), and must be JSON when it says so, both answered after the
+path and the key are checked; keys that end in a line break are refused; HEAD is answered where
+probes use it."""
 
 from __future__ import annotations
 
@@ -23,16 +24,51 @@ def client() -> TestClient:
     return TestClient(create_app(Settings(api_keys="admin:adm-key", kafka="127.0.0.1:9")))
 
 
-@pytest.mark.parametrize("path", ["/no/such/path", "/v1/alerts/x/ack", "/v1/zones/big"])
+ADMIN = {"authorization": "Bearer adm-key"}
+
+
+@pytest.mark.parametrize("path", ["/v1/alerts/x/ack", "/v1/zones/big"])
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
-def test_a_body_over_the_limit_is_413_without_a_key_and_unread(client: TestClient, path: str,
-                                                                content_type: str) -> None:
+def test_a_body_over_the_limit_is_413_after_the_key(client: TestClient, path: str,
+                                                    content_type: str) -> None:
     body = b"[" + b"1," * (MAX_BODY_BYTES // 2) + b"1]"
-    answer = client.request("PUT" if "zones" in path else "POST", path, content=body,
-                            headers={"content-type": content_type})
+    method = "PUT" if "zones" in path else "POST"
+    answer = client.request(method, path, content=body,
+                            headers={"content-type": content_type, **ADMIN})
     assert answer.status_code == 413, answer.text
     assert f"{len(body):,} bytes" in answer.json()["detail"]
     assert "1 MiB" in answer.json()["detail"]
+    # Without a key: the 401, as on every route (it was the 413, before the key).
+    answer = client.request(method, path, content=body, headers={"content-type": content_type})
+    assert answer.status_code == 401, answer.text
+    # No such path: 404 (it was the 413).
+    answer = client.request(method, "/no/such/path", content=body, headers=ADMIN)
+    assert answer.status_code == 404, answer.text
+
+
+@pytest.mark.parametrize("key", [None, "adm-key"])
+def test_a_body_declared_over_the_limit_is_not_read(client: TestClient, key: str | None) -> None:
+    """Content-Length over 1 MiB: answered without reading the body, with a key or without."""
+    import asyncio
+
+    answers: list[dict] = []
+
+    async def receive() -> dict:
+        raise AssertionError("the body was read")
+
+    async def send(message: dict) -> None:
+        answers.append(message)
+
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(MAX_BODY_BYTES + 1).encode())]
+    if key:
+        headers.append((b"authorization", f"Bearer {key}".encode()))
+    scope = {"type": "http", "method": "PUT", "path": "/v1/zones/big", "raw_path": b"/v1/zones/big",
+             "root_path": "", "scheme": "http", "query_string": b"", "headers": headers,
+             "server": ("testserver", 80), "client": ("testclient", 5000),
+             "http_version": "1.1", "asgi": {"version": "3.0"}}
+    asyncio.run(client.app(scope, receive, send))
+    assert answers[0]["status"] == (413 if key else 401)
 
 
 def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
@@ -41,7 +77,7 @@ def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
             yield b" " * 65536
 
     answer = client.post("/v1/alerts/x/ack", content=chunks(),
-                         headers={"content-type": "application/json"})
+                         headers={"content-type": "application/json", **ADMIN})
     assert answer.status_code == 413, answer.text
     assert "over 1,048,576 bytes" in answer.json()["detail"]
 
@@ -162,17 +198,19 @@ _JSON_WRITES = [("PUT", "/v1/zones/qd-test-school"), ("PUT", "/v1/routing"),
 def test_a_body_declared_not_json_is_415_naming_the_types_taken(
         client: TestClient, method: str, path: str, content_type: str) -> None:
     """As ingest answers. Before, FastAPI handed the route the bytes and its validation
-    answered 422 "Input should be a valid dictionary", echoing the body; with a key or
-    without (this is checked before the key, as the body's size is)."""
-    for headers in ({}, {"authorization": "Bearer adm-key"}):
-        answer = client.request(method, path, content=b'{"note": "x"}',
-                                headers={"content-type": content_type, **headers})
-        assert answer.status_code == 415, answer.text
-        detail = answer.json()["detail"]
-        media = content_type.split(";")[0]
-        assert detail.startswith(f"Content-Type {media!r} is not taken here"), detail
-        assert ("application/json, another application/*+json, text/plain, or no "
-                "Content-Type") in detail
+    answered 422 "Input should be a valid dictionary", echoing the body. After the key:
+    without one it is the 401 (it was this 415, checked before the key)."""
+    without = client.request(method, path, content=b'{"note": "x"}',
+                             headers={"content-type": content_type})
+    assert without.status_code == 401, without.text
+    answer = client.request(method, path, content=b'{"note": "x"}',
+                            headers={"content-type": content_type, **ADMIN})
+    assert answer.status_code == 415, answer.text
+    detail = answer.json()["detail"]
+    media = content_type.split(";")[0]
+    assert detail.startswith(f"Content-Type {media!r} is not taken here"), detail
+    assert ("application/json, another application/*+json, text/plain, or no "
+            "Content-Type") in detail
     if content_type.startswith("application/x-www"):
         assert "curl -d sends that" in detail
 
@@ -203,6 +241,6 @@ def test_an_empty_body_of_any_type_is_no_body(client: TestClient) -> None:
 
 def test_a_body_not_json_sent_as_text_is_400_saying_so(client: TestClient) -> None:
     answer = client.post("/v1/alerts/x/comment", content=b"\xff\xfe",
-                         headers={"content-type": "text/plain"})
+                         headers={"content-type": "text/plain", **ADMIN})
     assert answer.status_code == 400, answer.text
     assert "not JSON" in answer.json()["detail"]
