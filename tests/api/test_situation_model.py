@@ -547,6 +547,64 @@ def test_series_hold_the_newest_by_event_time_whatever_order_readings_come_in() 
         assert [r["ts_ms"] for r in m.readings(sensor) or []] == sorted(times)[-4:]
 
 
+def test_many_sensors_late_at_once_keep_the_newest_by_event_time() -> None:
+    """Backfills where most sensors are late, some within their rings' span, some older
+    than all of it, with equal times: the same as sorting every sensor's readings."""
+    rng = random.Random(11)
+    m = model(series_depth=6, series_budget=6 * 1024)
+    sent: dict[str, list[int]] = {f"jn-tr-{i:02d}": [] for i in range(40)}
+    for round_ in range(30):
+        rows = []
+        for sensor in sent:
+            low = max(0, round_ * 20 - (300 if rng.random() < 0.8 else 0))
+            for _ in range(rng.randrange(0, 4)):
+                ts = T0 + rng.randrange(low, round_ * 20 + 20) * SEC
+                sent[sensor].append(ts)
+                rows.append((sensor, "traffic", ts, 40.0, LIXIA))
+        if rows:
+            m.update(batch(*rows), NOW)
+        for sensor, times in sent.items():
+            assert [r["ts_ms"] for r in m.readings(sensor) or []] == sorted(times)[-6:]
+
+
+def test_a_backfill_older_than_full_rings_merges_nothing(monkeypatch) -> None:
+    """Every sensor late and older than all its ring held: each such reading was merged with
+    the whole ring (a sort of every held reading: ~0.4-0.6 s for 1.2 million held, the API's
+    event loop stalled) only to be dropped. Now it is dropped before, and the rings stay."""
+    m = model(series_depth=4, series_budget=4 * 1024)
+    ids = [f"jn-tr-{i}" for i in range(50)]
+    for k in range(10, 14):
+        m.update(batch(*[(s, "traffic", T0 + k * SEC, 40.0, LIXIA) for s in ids]), NOW)
+    merged = []
+    real = SituationModel._merge_series
+    monkeypatch.setattr(SituationModel, "_merge_series",
+                        lambda self, *a: merged.append(1) or real(self, *a))
+    m.update(batch(*[(s, "traffic", T0 + k * SEC, 1.0, LIXIA) for s in ids for k in (1, 2)]),
+             NOW)
+    assert merged == []
+    assert all([r["ts_ms"] - T0 for r in m.readings(s) or []] == [10_000, 11_000, 12_000, 13_000]
+               for s in ids)
+    assert m.readings_total == 300
+    # At the oldest held time it may enter (held before it at one time): merged, and kept.
+    m.update(batch(("jn-tr-0", "traffic", T0 + 10 * SEC, 2.0, LIXIA)), NOW)
+    assert merged == [1]
+    assert [(r["ts_ms"] - T0, r["speed_kmh"]) for r in m.readings("jn-tr-0") or []][0] == \
+        (10_000, 2.0)
+
+
+def test_the_merge_order_is_lexsorts() -> None:
+    from cityagent.situation import _merge_order
+
+    rng = np.random.default_rng(3)
+    for size, span, gids in ((0, 1, 1), (1, 1, 1), (500, 20, 7), (5000, 10**12, 900),
+                             (300, 4 * 10**12, 2**40)):  # the last: the key would not fit
+        gid = np.sort(rng.integers(0, gids, size))
+        ts = rng.integers(10**12, 10**12 + span, size)
+        held = size // 2
+        source = np.arange(size) >= held
+        assert np.array_equal(_merge_order(gid, ts, held), np.lexsort((source, ts, gid)))
+
+
 def test_a_reading_without_a_district_counts_for_the_province_only() -> None:
     m = model()
     m.update(batch(("xx-1", "traffic", T0, 40.0, 0)), NOW)
