@@ -317,3 +317,127 @@ def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_pat
     assert warnings[2].startswith("spike (sensor-faults#2) starts 8 min into the run")
     assert warnings[3].startswith("give --warm-up 17m or more")
     assert "breach injected" not in text and " 0 breaches injected" in text
+
+
+def descendant(up_pid: int, *words: str) -> int:
+    """The PID of the process `up` started whose command line has ``words`` in a row (the
+    simulator: ``-m sensors_sim``, a worker: ``-m streams``), but no ``--registry`` (the run
+    that writes the simulated fleet's registry first)."""
+    for pid in sorted(children_of(up_pid)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        runs = [argv[i:i + len(words)] for i in range(len(argv))]
+        if list(words) in runs and "--registry" not in argv:
+            return pid
+    raise AssertionError(f"no process {' '.join(words)!r} under up (pid {up_pid})")
+
+
+def wait_for(up: Up, what: str, done, timeout_s: float = 60.0, output=None) -> None:
+    """Wait until ``done()``, failing at once, with the end of the output, if `up` exits."""
+    output = output or up.output
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert up.proc.poll() is None, f"up exited ({up.proc.returncode}):\n{output()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s:\n{output()[-3000:]}"
+        time.sleep(0.2)
+
+
+def api_answers(url: str, key: str) -> bool:
+    """The API serves the alerts it holds (200), with the dev admin key `up` printed."""
+    try:
+        return httpx.get(f"{url}/v1/alerts", timeout=2,
+                         headers={"authorization": f"Bearer {key}"}).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_finished_simulator_leaves_the_pipeline_serving_and_up_piped_to_tee_exits_0(
+        tmp_path: Path) -> None:
+    """`up --simulate | tee log`, the simulator's run ending on its own (its event time reaches
+    2100, where no reading may be dated, within a second). `up` used to stop everything then,
+    the embedded broker and all it held with it; it says the simulator finished and the API
+    goes on answering. Ctrl-C in the terminal stops tee too: `up` then exits 0, not 141 with
+    BrokenPipeError tracebacks, and leaves no process running."""
+    api_port, broker_port = free_port(), free_port()
+    log, errors = tmp_path / "tee.log", tmp_path / "up.stderr"
+    args = ["--simulate", "--sensors", "50", "--rate", "500", "--start", "2099-12-31T23:59:59Z"]
+    tee = subprocess.Popen(["tee", str(log)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           process_group=0)
+    with open(errors, "wb") as stderr:
+        # In tee's process group, as a shell runs a pipeline: Ctrl-C reaches both.
+        proc = subprocess.Popen([sys.executable, "-m", "control.cli", "up", *args],
+                                env=up_env(api_port, broker_port), stdout=tee.stdin,
+                                stderr=stderr, process_group=tee.pid)
+    assert tee.stdin is not None
+    tee.stdin.close()  # up is its only writer
+    up = Up(proc, log)
+    try:
+        finished = re.compile(r"simulator \(pid (\d+)\) finished \(exit code 0\): no more "
+                              r"simulated readings; the broker, workers, API and dashboard keep "
+                              r"running \(http://127\.0\.0\.1:\d+\) with what they hold")
+        wait_for(up, "simulator finished", lambda: finished.search(up.output()))
+        simulator = int(finished.search(up.output()).group(1))
+        assert not pid_alive(simulator)
+        key = re.search(r"dev admin key: (\S+)", up.output()).group(1)
+        url = f"http://127.0.0.1:{api_port}"
+        wait_for(up, "answer of the API after the simulator finished",
+                 lambda: api_answers(url, key))
+        spawned = children_of(up.proc.pid)
+        assert len(spawned) >= 3, spawned  # broker, worker, API: still running
+        os.killpg(tee.pid, signal.SIGINT)  # Ctrl-C in the terminal: up and tee
+        assert up.proc.wait(60) == 0, up.output()[-3000:]
+        assert tee.wait(10) == -signal.SIGINT
+    finally:
+        for process in (proc, tee):
+            if process.poll() is None:
+                process.kill()
+    # Its logs' folder: where they stay was said after tee had gone, but the registry in it
+    # was named before.
+    registry = re.search(r"sensor registry of the simulated fleet: (\S+)", up.output())
+    assert registry, up.output()[-3000:]
+    shutil.rmtree(Path(registry.group(1)).parent, ignore_errors=True)
+    assert "Traceback" not in errors.read_text("utf-8", "replace"), errors.read_text()
+    assert [p for p in spawned if pid_alive(p)] == []
+
+
+def test_a_failed_simulator_is_said_ctrl_c_then_exits_1_and_a_second_kills_what_is_left(
+        tmp_path: Path) -> None:
+    """SIGKILL the simulator `up --simulate` started: `up` says it failed and how, the API goes
+    on answering, and Ctrl-C then exits 1 (a script running a load test sees it was not
+    whole). The worker is stopped (SIGSTOP) so that it cannot stop: a second Ctrl-C while `up`
+    waits for it kills, by PID, what is still running, and names them; before, it was
+    ignored and `up` waited out its 15 s for the worker."""
+    api_port, broker_port = free_port(), free_port()
+    args = ["--simulate", "--sensors", "50", "--rate", "500"]
+    with running_up(tmp_path, args, up_env(api_port, broker_port)) as up:
+        wait_for(up, "simulator", lambda: "simulator | sensors_sim: 50 sensors" in up.output())
+        simulator = descendant(up.proc.pid, "-m", "sensors_sim")
+        worker = descendant(up.proc.pid, "-m", "streams")
+        broker = int(re.search(r"broker ready at \S+ \(pid (\d+)\)", up.output()).group(1))
+        api = descendant(up.proc.pid, "-m", "uvicorn")
+        spawned = children_of(up.proc.pid)
+        os.kill(simulator, signal.SIGKILL)
+        failed = (f"simulator (pid {simulator}) failed (killed by SIGKILL): no more simulated "
+                  "readings; the broker, workers, API and dashboard keep running")
+        wait_for(up, "simulator failed", lambda: failed in up.output())
+        assert "(`up` then exits with code 1)" in up.output()
+        key = re.search(r"dev admin key: (\S+)", up.output()).group(1)
+        wait_for(up, "answer of the API after the simulator failed",
+                 lambda: api_answers(f"http://127.0.0.1:{api_port}", key))
+        os.kill(worker, signal.SIGSTOP)  # SIGTERM cannot stop it now; SIGKILL still can
+        os.killpg(up.proc.pid, signal.SIGINT)
+        # The API stops first (the last started, the simulator gone): `up` then waits for
+        # the worker.
+        wait_for(up, "API stopped", lambda: not pid_alive(api))
+        assert pid_alive(worker) and pid_alive(broker)
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(60) == 1, up.output()[-3000:]
+    text = up.output()
+    remove_logs(text)
+    assert ("exit code 1: the simulator failed earlier (killed by SIGKILL)") in text, text[-3000:]
+    assert (f"SIGINT again: killing what is still running: worker-1 (pid {worker}), the "
+            f"embedded broker (pid {broker})") in text, text[-3000:]
+    assert "did not stop; killing it" not in text, text[-3000:]
+    assert_nothing_left(text, spawned)
