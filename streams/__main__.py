@@ -19,16 +19,19 @@ from streams.worker import build_worker
 KAFKA_WAIT_S = 30.0
 
 
+def say(line: str) -> None:
+    """A line for the operator on standard error (`cityagent up` shows it as ``worker-N |``)."""
+    print(f"cityagent worker: {line}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     try:
         settings = Settings.from_env()
-        worker = build_worker(settings)
+        # Printed, not logged: Faust sets up logging only as the app starts, below.
+        worker = build_worker(settings, say)
     except ConfigError as exc:
-        print(f"cityagent worker: {exc}", file=sys.stderr)
+        say(str(exc))
         sys.exit(2)
-    # Printed, not logged: Faust sets up logging only as the app starts, below.
-    for note in worker.detector.engine.config.notes:  # a file's value the environment capped
-        print(f"cityagent worker: {note}", file=sys.stderr)
     try:
         # Faust would wait as long for the zones, maintenance and routing topics, then crash
         # with a page of traceback ending in KafkaConnectionError.
@@ -37,7 +40,7 @@ def main() -> None:
         # with its own partition count.
         check_topics(settings.bootstrap, pipeline_topics(settings))
     except BrokerError as exc:
-        print(f"cityagent worker: {exc}", file=sys.stderr)
+        say(str(exc))
         sys.exit(1)
     quiet_kafka_client_repeats()  # a broker that does not answer: not ~200 lines a second
     level = {"warning": "warn", "critical": "error"}.get(settings.log_level, settings.log_level)

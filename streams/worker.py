@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
@@ -16,6 +17,7 @@ from cityagent.regions import default_regions
 from cityagent.routing import Router
 from cityagent.settings import Settings
 from cityagent.zones import ZoneSet, demo_zones
+from control.kernels import say_config_notes, warm_kernels
 from streams.agents import register_agents
 from streams.alerting import register_alerting
 from streams.app import create_app
@@ -41,17 +43,21 @@ class Worker:
     detector: Detector
 
 
-def build_worker(settings: Settings) -> Worker:
-    """The Faust app with its topics, agents and state table; raises ConfigError on bad config."""
+def build_worker(settings: Settings, say: Callable[[str], None] = log.info) -> Worker:
+    """The Faust app with its topics, agents and state table; raises ConfigError on bad config.
+
+    ``say`` gets the lines an operator should see at start: the detection file's values the
+    environment capped, and the kernels' compile on a machine's first run (~60 s). Faust sets
+    up logging only once the app starts, so ``python -m streams`` prints them: logged, as
+    before 2026-11-25, the compile's line was never seen."""
     config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
                                   grace_s=settings.grace_s, forget_after_s=settings.forget_after_s)
+    say_config_notes(config, say)
     profiles = (SensorProfiles.load(settings.registry_path, config) if settings.registry_path
                 else SensorProfiles())
     regions = default_regions()
     detector = Detector(DetectionEngine(config, profiles), regions, settings.future_tolerance_ms)
-    seconds = detector.engine.warm_up()
-    if seconds > 2.0:
-        log.info("compiled the detection kernels in %.0f s (once per machine and version)", seconds)
+    warm_kernels(detector.engine.warm_up, say)
     router = Router.load()
     zoneset = (ZoneSet.load(settings.zones_path, regions, departments=router.department_codes)
                if settings.zones_path else demo_zones(regions))

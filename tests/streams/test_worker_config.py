@@ -101,3 +101,53 @@ def test_the_worker_says_once_at_start_which_file_values_the_window_caps(
     assert (f"cityagent worker: [windows] idle_s = 600 of {detection} is taken as 60 s, the "
             "detection window CITYAGENT_WINDOW_S sets") in err
     assert "grace_s" not in err  # the file's 15 s fits in the window
+
+
+def test_a_worker_that_compiles_the_kernels_says_so_as_it_starts_and_when_done(
+        monkeypatch) -> None:
+    """A first run compiles the detection kernels (~60 s measured on a cold cache, 2 cores):
+    the worker logged one line, before Faust had set up logging, so nobody saw it and the
+    worker sat silent. It says, through the function `python -m streams` prints with, that it
+    is compiling once that takes longer than a second, and the time when done. The compile is
+    a stand-in that waits for the first line (a real cold one would cost CI a minute)."""
+    import threading
+
+    import control.kernels
+    from cityagent.detection import DetectionEngine
+
+    told: list[str] = []
+    compiling = threading.Event()
+
+    def say(line: str) -> None:
+        told.append(line)
+        compiling.set()
+
+    def cold_warm_up(_engine) -> float:
+        assert compiling.wait(30), "no line while the kernels compiled"
+        return 31.0
+
+    monkeypatch.setattr(control.kernels, "NOTICE_AFTER_S", 0.05)
+    monkeypatch.setattr(DetectionEngine, "warm_up", cold_warm_up)
+    build_worker(Settings.from_env({"CITYAGENT_KAFKA": "127.0.0.1:9"}), say)
+    assert told == [control.kernels.COMPILING,
+                    "compiled the detection kernels in 31 s (cached for later runs)"]
+    assert "30-70 s" in told[0]
+
+
+def test_a_worker_that_loads_the_kernels_from_the_cache_says_nothing_of_them() -> None:
+    told: list[str] = []
+    build_worker(Settings.from_env({"CITYAGENT_KAFKA": "127.0.0.1:9"}), told.append)
+    assert told == []  # the session's kernels are cached (tests/conftest.py)
+
+
+def test_python_m_streams_prints_what_the_worker_says_at_start(monkeypatch, capsys) -> None:
+    """The lines reach the operator: on standard error, as `cityagent up` shows them."""
+    def says(settings, say):
+        say("compiling (test)")
+        raise SystemExit(9)
+
+    monkeypatch.setattr(streams_main, "build_worker", says)
+    monkeypatch.setenv("CITYAGENT_KAFKA", "127.0.0.1:9")
+    with pytest.raises(SystemExit):
+        streams_main.main()
+    assert capsys.readouterr().err == "cityagent worker: compiling (test)\n"
