@@ -29,6 +29,7 @@ from cityagent.routing import default_router
 from cityagent.zones import ZoneIndex, demo_zones
 from control.kernels import load_kernels
 from sensors_sim.anomalies import RAMP_TYPES
+from control.kernels import load_kernels, say_config_notes
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.registry import registry_rows
@@ -256,7 +257,9 @@ def run_eval(options: EvalOptions, *, as_json: bool, config: DetectionConfig | N
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    load_kernels(config or DetectionConfig.load(), lambda line: progress(f"eval: {line}"))
+    config = config or DetectionConfig.load()
+    say_config_notes(config, lambda line: progress(f"eval: {line}"))  # as the worker says them
+    load_kernels(config, lambda line: progress(f"eval: {line}"))
     result = evaluate(options, config, progress, alerting)
     print(json.dumps(result, ensure_ascii=False) if as_json else format_table(result))
     return 0

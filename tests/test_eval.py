@@ -61,3 +61,30 @@ def test_a_long_scenario_run_shows_progress_within_it(monkeypatch) -> None:
     assert any("quiet-day seed 1: quiet day before it" in line for line in lines), lines[:3]
     assert any("quiet-day seed 1: scenario" in line and "detections so far" in line
                for line in lines), lines[-3:]
+
+
+def test_eval_says_which_file_values_the_window_caps_as_the_worker_does(
+        tmp_path, monkeypatch, capsys) -> None:
+    """CITYAGENT_WINDOW_S caps the detection file's idle_s and grace_s at its window in eval
+    as in the worker (the same DetectionConfig.load), but only the worker said so: an eval
+    run with a 10 s window said 'window 10 s (+10 s grace)' of a file whose grace is 15."""
+    from pathlib import Path
+
+    text = Path(__file__).parents[1].joinpath("cityagent/data/detection.toml").read_text("utf-8")
+    assert "idle_s = 5 " in text and "grace_s = 15 " in text
+    detection = tmp_path / "detection.toml"
+    detection.write_text(text.replace("idle_s = 5 ", "idle_s = 600 "), "utf-8")
+    monkeypatch.setenv("CITYAGENT_DETECTION", str(detection))
+    monkeypatch.setenv("CITYAGENT_WINDOW_S", "10")
+    monkeypatch.delenv("CITYAGENT_GRACE_S", raising=False)
+    assert cli_main(["eval", "--sensors", "2", "--seeds", "1", "--tick", "3600",
+                     "--scenario", "quiet-day"]) == 0
+    out, err = capsys.readouterr()
+    capped = [line for line in err.splitlines() if "is taken as 10 s" in line]
+    assert capped == [
+        f"eval: [windows] grace_s = 15 of {detection} is taken as 10 s, the detection window "
+        "CITYAGENT_WINDOW_S sets: a window set over the file's caps its grace at one window "
+        "(set CITYAGENT_GRACE_S to choose it)",
+        f"eval: [windows] idle_s = 600 of {detection} is taken as 10 s, the detection window "
+        "CITYAGENT_WINDOW_S sets: a window set over the file's caps the idle wait at one window"]
+    assert "window 10 s (+10 s grace)" in out
