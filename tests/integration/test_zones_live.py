@@ -49,6 +49,20 @@ def anomaly(sensor: str, since_ms: int, **changes: object) -> dict:
         district_code=370202, city_code=370200), **changes).to_dict()
 
 
+def send_anomalies(settings, *anomalies: dict) -> None:
+    """Publish anomalies as the detection agent does (key: their district), acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    for value in anomalies:
+        producer.send(settings.anomalies_topic, key=b"370202", value=orjson.dumps(value))
+    producer.flush()
+    producer.close()
+
+
+def names(event: dict, sensor: str) -> bool:
+    """The alert event is about ``sensor``: its alert has it among its sensors."""
+    return bool(event["alert"]) and sensor in event["alert"]["sensors"]
+
+
 def test_a_zone_put_over_http_reaches_the_running_worker(settings_factory, tmp_path) -> None:
     settings = settings_factory(api_port=free_port())
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
@@ -194,15 +208,18 @@ def test_routing_changes_live_and_duplicates_make_one_alert(settings_factory, tm
             t.start()
         for t in threads:
             t.join()
+        # Then another gauge of the city, on the same partition after every duplicate: the
+        # worker applies a scope's anomalies in order and publishes its events in order, so
+        # once this one's event is on the alerts topic, every duplicate has been through.
+        send_anomalies(settings, anomaly("qd-wl-dup-2", int(time.time() * 1000) - 50_000))
         events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                             until=lambda v: any(e["type"] == "opened" for e in v), watch=(worker,))
-        time.sleep(3)  # let every duplicate through the worker
-        events = consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=5,
-                             until=lambda v: False, watch=(worker,))
+                             until=lambda v: any(names(e, "qd-wl-dup-2") for e in v),
+                             watch=(worker,))
     finally:
         api.stop()
         worker.stop()
-    assert [e["type"] for e in events] == ["opened"], (events, worker.log_tail())
+    assert [e["type"] for e in events] == ["opened", "updated"], (events, worker.log_tail())
+    assert events[0]["alert"]["sensors"] == ["qd-wl-dup-1"]
     assert "emergency" in events[0]["alert"]["departments"]
     assert events[0]["alert"]["severity"] == "yellow"
 
@@ -291,13 +308,25 @@ def test_a_worker_judges_its_first_anomalies_with_what_was_set_while_none_ran(
         producer.send(settings.anomalies_topic, key=b"370202", value=late)
         producer.flush()
         producer.close()
-        records = consume_records(settings.bootstrap, settings.alerts_topic, timeout_s=60,
-                                  watch=(worker,), until=lambda rs: len(rs) >= 4)
-        time.sleep(2)  # an event the worker should not have sent would come by now
-        records = consume_records(settings.bootstrap, settings.alerts_topic, timeout_s=3,
-                                  until=lambda rs: False, watch=(worker,))
+        consume_records(settings.bootstrap, settings.alerts_topic, timeout_s=60,
+                        watch=(worker,), until=lambda rs: len(rs) >= 4)
+        # Then one more gauge of each incident, on the same partition after all the rest:
+        # the worker applies a scope's anomalies in order and publishes its events in order,
+        # so once both have their event, an event the worker should not have sent for what
+        # came before is on the topic too.
+        markers = {"qd-wl-open-2": anomaly("qd-wl-open-2", now - 20_000),
+                   "qd-pp-corridor-3": anomaly("qd-pp-corridor-3", now - 20_000,
+                                               **{**pipe, "lon": 120.391})}
+        send_anomalies(settings, *markers.values())
+        records = consume_records(
+            settings.bootstrap, settings.alerts_topic, timeout_s=60, watch=(worker,),
+            until=lambda rs: all(any(names(orjson.loads(r.value), m) for r in rs)
+                                 for m in markers))
     finally:
         worker.stop()
+    marked = [r for r in records if any(names(orjson.loads(r.value), m) for m in markers)]
+    assert [orjson.loads(r.value)["type"] for r in marked] == ["updated", "updated"], marked
+    records = [r for r in records if r not in marked]
     events = [orjson.loads(r.value) for r in records]
     detail = (events, worker.log_tail())
     assert [e["sensor_id"] for e in events if e["type"] == "suppressed"] == ["qd-wl-maint-1"], \
