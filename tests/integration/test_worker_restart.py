@@ -46,10 +46,14 @@ def readings(sensors: list[str], level: float, ts: float) -> list:
                            "lat": 36.6614, "level_m": level}) for s in sensors]
 
 
-def send(producer: KafkaProducer, topic: str, rows: list) -> None:
+def send(producer: KafkaProducer, topic: str, rows: list) -> int:
+    """Send the readings a message per bucket, as producers do; the messages sent."""
+    sent = 0
     for key, part in ReadingBatch.from_readings(rows, [370102] * len(rows)).split_by_bucket():
         producer.send(topic, key=key.encode(), value=encode_batch(part))
+        sent += 1
     producer.flush()
+    return sent
 
 
 def level_events_by_sensor(values: list[dict]) -> dict[str, list[dict]]:
@@ -68,18 +72,45 @@ def silent(values: list[dict]) -> set[str]:
     return {v["sensor_id"] for v in values if v["detector"] == "silence" and v["phase"] == "start"}
 
 
-def breach(settings, producer: KafkaProducer, t0: float, watch) -> dict[str, str]:
+def breach(settings, producer: KafkaProducer, t0: float, watch) -> tuple[dict[str, str], int]:
     """Phase 1: sixty gauges spread over many buckets go over the red line; wait for their
-    episodes and the flood alert; return each gauge's anomaly id."""
-    send(producer, settings.readings_topic, readings(NORMAL + BREACHING, 2.0, t0))
-    send(producer, settings.readings_topic,
-         readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
+    episodes and the flood alert; return each gauge's anomaly id, and the readings messages
+    sent."""
+    sent = send(producer, settings.readings_topic, readings(NORMAL + BREACHING, 2.0, t0))
+    sent += send(producer, settings.readings_topic,
+                 readings(BREACHING, 5.5, t0 + 10) + readings(NORMAL, 2.1, t0 + 10))
     opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
                          until=lambda v: len(started(v)) >= len(BREACHING), watch=watch)
     assert started(opened) == set(BREACHING), "\n".join(w.log_tail() for w in watch)
     consume_all(settings.bootstrap, settings.alerts_topic, timeout_s=60,
                 until=lambda v: any(e["type"] == "opened" for e in v), watch=watch)
-    return {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
+    return {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}, sent
+
+
+def await_committed(settings, watch, **least: int) -> None:
+    """Wait until the worker's group has committed every record of the topics named (the
+    readings, anomalies or scopes topic: ``readings=120``), the first that many at least
+    (each test's topics are its own): a worker started after a kill is handed none of them
+    again. Faust commits what the agents acknowledged every 2.8 s (``broker_commit_interval``),
+    and they acknowledge what a checkpoint holds; the tests slept 4 s for it."""
+    ends: dict[TopicPartition, int] = {}
+    for name, count in least.items():
+        topic = getattr(settings, f"{name}_topic")
+        records = consume_records(settings.bootstrap, topic, timeout_s=60, watch=watch,
+                                  until=lambda rs, count=count: len(rs) >= count)
+        assert len(records) >= count, (topic, len(records), count)
+        for r in records:
+            tp = TopicPartition(topic, r.partition)
+            ends[tp] = max(ends.get(tp, 0), r.offset + 1)
+    group = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.app_id,
+                          enable_auto_commit=False)  # asks for offsets; never joins the group
+    try:
+        def behind() -> dict[TopicPartition, tuple[int | None, int]]:
+            return {tp: (done, end) for tp, end in ends.items()
+                    if (done := group.committed(tp)) is None or done < end}
+        wait_until(lambda: not behind(), 60, f"commits still behind: {behind()}", watch)
+    finally:
+        group.close()
 
 
 def recede(settings, producer: KafkaProducer, t0: float, watch) -> tuple[list, list]:
@@ -144,8 +175,10 @@ def test_state_and_alert_identity_survive_sigkill(settings_factory, tmp_path) ->
     t0 = float(int(time.time()) // 2 * 2 - 600)  # on a boundary of the tests' 2 s windows
     worker = start_worker(settings, tmp_path / "worker-1.log")
     try:
-        first_ids = breach(settings, producer, t0, watch=(worker,))  # 1. sixty gauges breach
-        time.sleep(4)  # past Faust's 2.8 s commit interval: the restart must not replay phase 1
+        first_ids, sent = breach(settings, producer, t0, watch=(worker,))  # 1. sixty gauges breach
+        # Committed: the restart must not replay phase 1.
+        await_committed(settings, (worker,), readings=sent, anomalies=len(BREACHING),
+                        scopes=len(BREACHING))
         worker.kill()
         killed_at = time.monotonic()
     finally:
@@ -241,15 +274,15 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
     changelog = f"{settings.app_id}-detector_state-changelog"
     worker = start_worker(settings, tmp_path / "worker-1.log")
     try:
-        send(producer, settings.readings_topic, readings(everyone, 2.0, t0 - 31 * 86_400))
+        sent = send(producer, settings.readings_topic, readings(everyone, 2.0, t0 - 31 * 86_400))
         consume_records(settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
                         until=lambda rs: f"{bucket}/3" in {r.key.decode() for r in rs})
         # The crowd is not silent for 30 days by then: their readings come in several
         # messages, and the first of a new hour of event time looks for sensors to forget.
-        send(producer, settings.readings_topic, readings(crowd, 2.0, t0 - 29 * 86_400))
-        send(producer, settings.readings_topic, readings(crowd, 2.0, t0))
-        send(producer, settings.readings_topic,
-             readings(rising, 5.5, t0 + 10) + readings(calm, 2.1, t0 + 10))
+        sent += send(producer, settings.readings_topic, readings(crowd, 2.0, t0 - 29 * 86_400))
+        sent += send(producer, settings.readings_topic, readings(crowd, 2.0, t0))
+        sent += send(producer, settings.readings_topic,
+                     readings(rising, 5.5, t0 + 10) + readings(calm, 2.1, t0 + 10))
         opened = consume_all(settings.bootstrap, settings.anomalies_topic, timeout_s=90,
                              until=lambda v: started(v) >= set(rising), watch=(worker,))
         first_ids = {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}
@@ -257,7 +290,8 @@ def test_a_bucket_larger_than_a_kafka_record_is_checkpointed_in_parts_and_recove
             settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
             until=lambda rs: any(r.key.decode() == f"{bucket}/3" and r.value is None
                                  for r in rs))
-        time.sleep(4)  # checkpointed and committed: the restart must not replay the breach
+        # Committed: the restart must not replay the breach.
+        await_committed(settings, (worker,), readings=sent, anomalies=len(rising))
         worker.kill()
         killed_at = time.monotonic()
     finally:
@@ -352,7 +386,8 @@ def test_an_incident_larger_than_a_kafka_record_is_checkpointed_in_parts_and_rec
 
         stored = consume_records(settings.bootstrap, changelog, timeout_s=60, watch=(worker,),
                                  until=lambda rs: any(whole(r) for r in rs))
-        time.sleep(4)  # checkpointed and committed: the restart must not replay the starts
+        # Committed: the restart must not replay the starts.
+        await_committed(settings, (worker,), anomalies=len(gauges), scopes=len(gauges))
         worker.kill()
         killed_at = time.monotonic()
     finally:
@@ -525,7 +560,7 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         wait_until(split, 120, "the two workers did not split the partitions "
                                f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})",
                    watch=(doomed, survivor))
-        first_ids = breach(settings, producer, t0, watch=(doomed, survivor))
+        first_ids, _ = breach(settings, producer, t0, watch=(doomed, survivor))
         lost = owned_partitions(doomed)
         assert lost and owned_partitions(survivor) == everything - lost  # no rebalance since
         orphans = [s for s in BREACHING
