@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from cityagent.settings import Settings
+from cityagent.settings import ENV_VARS, Settings
 from control.procs import die_with_parent
 from control.topics import ensure_topics, pipeline_topics
 from control.up import api_argv
@@ -127,29 +127,21 @@ def remove_child_tmpdir() -> None:
 
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a child process (worker, API, simulator) use these settings."""
+    """Environment that makes a child process (worker, API, simulator) use these settings:
+    every one of them (``settings.ENV_VARS``), the sensor registry, zones and alerting files
+    included, which were left out; the broker's address always, and :data:`TEST_API_KEYS`
+    unless the settings name keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYAGENT_")}
+    for var, (name, _meaning) in ENV_VARS.items():
+        value = getattr(settings, name)
+        if value is not None:
+            env[var] = str(value)
     env.update({
         "CITYAGENT_KAFKA": settings.bootstrap,
-        "CITYAGENT_TOPIC_PREFIX": settings.topic_prefix,
-        "CITYAGENT_APP_ID": settings.app_id,
-        "CITYAGENT_PARTITIONS": str(settings.partitions),
-        "CITYAGENT_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
-        "CITYAGENT_API_PORT": str(settings.api_port),
         "CITYAGENT_API_KEYS": settings.api_keys or TEST_API_KEYS,
-        "CITYAGENT_API_RATE": str(settings.api_rate),
-        "CITYAGENT_API_BURST": str(settings.api_burst),
-        "CITYAGENT_SITUATION_LOOKBACK_H": str(settings.situation_lookback_h),
         "PYTHONUNBUFFERED": "1",
         "TMPDIR": str(child_tmpdir()),
     })
-    if settings.detection_path is not None:
-        env["CITYAGENT_DETECTION"] = str(settings.detection_path)
-    for var, value in (("CITYAGENT_WINDOW_S", settings.window_s),
-                       ("CITYAGENT_GRACE_S", settings.grace_s),
-                       ("CITYAGENT_CHECKPOINT_S", settings.checkpoint_s)):
-        if value is not None:
-            env[var] = str(value)
     return env
 
 
