@@ -27,9 +27,8 @@ from cityagent.quality import Detection, TruthLabel, TypeQuality, score_detectio
 from cityagent.regions import default_regions
 from cityagent.routing import default_router
 from cityagent.zones import ZoneIndex, demo_zones
-from control.kernels import load_kernels
-from sensors_sim.anomalies import RAMP_TYPES
 from control.kernels import load_kernels, say_config_notes
+from sensors_sim.anomalies import RAMP_TYPES
 from sensors_sim.fleet import make_fleet
 from sensors_sim.generators import FleetSignals
 from sensors_sim.registry import registry_rows
