@@ -2,6 +2,7 @@
 // districts and sensors) and the small trend chart of each city.
 
 import { getLang, t } from "./i18n.js";
+import { placeLabels } from "./labels.js";
 
 const echarts = window.echarts;
 
@@ -17,6 +18,7 @@ const GEO_MS = 1500;
 const LABEL_PX = { province: 13, city: 12 };
 const LABEL_GAP = 2; // px kept clear around a district's label
 const RELAYOUT_MS = 150; // after the last zoom or drag step, the labels are placed again
+const TAG_PAD = [1, 3]; // px around a callout's name on its tag (vertical, horizontal)
 
 /** Boundaries are public: fetched without the key, cached by the browser. */
 async function geojson(path) {
@@ -150,39 +152,38 @@ export class ShandongMap {
       }
       const sev = this.view.worst.get(code);
       const color = sev ? COLORS[sev] : NONE;
-      // In a city, placed by placeLabels(): moved within its district, or hidden until hovered.
+      // In a city, placed by placeLabels(): moved within its district, or on a tag of its colour
+      // beside it (a callout), or hidden until hovered.
       const at = this.level === "city" ? this.placed.get(code) || { show: false, offset: [0, 0] } : null;
+      const tag = at?.callout ? { backgroundColor: color, borderColor: EDGE, borderWidth: 1, borderRadius: 2, padding: TAG_PAD } : {};
       return {
         name: code,
         itemStyle: { areaColor: color },
-        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...labelHalo(sev), ...at },
+        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...labelHalo(sev), ...tag,
+          ...(at && { show: at.show, offset: at.offset }) },
         emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" },
-          label: { color: sev ? labelColor(sev) : "#ffffff", ...labelHalo(sev),
+          label: { color: sev ? labelColor(sev) : "#ffffff", ...labelHalo(sev), ...tag,
             ...(at && { show: true, offset: at.offset }) } },
       };
     });
   }
 
-  /** A region's label: its name, and under it its open and acknowledged alerts if any. */
-  labelText(code) {
+  /**
+   * A region's label: its name, and under it its open and acknowledged alerts if any.
+   * ``short``: the name without its last word or character (市北 for 市北区, Shibei for Shibei
+   * District), for a district too small for its name; 莒县 and Ju County are left whole.
+   */
+  labelText(code, short = false) {
     const c = this.view.counts.get(code);
     const n = c ? c.open + c.acknowledged : 0;
-    return n ? `${this.name(code)}\n${n}` : this.name(code);
+    const name = short ? shortName(this.name(code)) : this.name(code);
+    return n ? `${name}\n${n}` : name;
   }
 
   /**
-   * Where each district's label goes (``this.placed``), so that no two overlap: ECharts'
-   * ``labelLayout`` does not act on a geo component's labels (apache/echarts#20600).
-   *
-   * Greedy, most important first: the worse a district's alert, the earlier; among equals the
-   * smaller district, which has the least room to move. A label stays at its district's label
-   * point if it can, else it moves to the nearest free place, or one or two labels already
-   * placed move to other places of theirs to make room for it (makeRoom); either way its centre is inside
-   * its own district (so it cannot be read as a neighbour's: ECharts' label point of a concave
-   * district, Qingdao's 市南区, can lie in the next one), and it is inside the chart. A label with no
-   * such place is hidden: the district keeps its colour, its hover shows the label and the
-   * tooltip names it, and zooming in places the labels again. Returns whether any label moved,
-   * appeared or went.
+   * Where each district's label goes (``this.placed``; see labels.js): in its district, at its
+   * full name or else its short one, or on a tag beside it with a line to it, so that no two
+   * overlap. Returns whether any label moved, appeared, went or changed its form.
    */
   placeLabels() {
     const before = JSON.stringify([...this.placed]);
@@ -191,54 +192,86 @@ export class ShandongMap {
     const codes = this.districts.get(this.city);
     if (this.level !== "city" || !geo?.coordinateSystem || !codes) return false;
     const coord = geo.coordinateSystem;
-    const width = this.chart.getWidth();
-    const height = this.chart.getHeight();
+    const regions = codes.map((code) => coord.getRegion(code)).filter(Boolean);
     this.measure.font = `${LABEL_PX.city}px sans-serif`; // ECharts' default family
     const lineHeight = this.measure.measureText("国").width; // as zrender reckons a line
-    const items = codes.map((code) => {
-      const region = coord.getRegion(code);
-      const lines = this.labelText(code).split("\n");
+    const size = (text, pad = [0, 0]) => {
+      const lines = text.split("\n").map((line) => this.measure.measureText(line).width);
+      return { w: Math.max(...lines) + 2 * (LABEL_GAP + pad[1]), h: lines.length * lineHeight + 2 * (LABEL_GAP + pad[0]) };
+    };
+    const items = regions.map((region) => {
+      const code = region.name;
       const box = region.getBoundingRect();
+      const short = this.labelText(code, true);
       return {
         code, region,
         rank: RANK[this.view.worst.get(code)] || 0,
         area: box.width * box.height,
         at: this.chart.convertToPixel({ geoIndex: 0 }, region.getCenter()),
-        w: Math.max(...lines.map((line) => this.measure.measureText(line).width)) + 2 * LABEL_GAP,
-        h: lines.length * lineHeight + 2 * LABEL_GAP,
+        full: size(this.labelText(code)),
+        short: short !== this.labelText(code) ? size(short) : null,
+        tag: size(this.labelText(code), TAG_PAD),
       };
     }).filter((it) => it.at && Number.isFinite(it.at[0]));
-    items.sort((a, b) => b.rank - a.rank || a.area - b.area);
-    // A place's centre must be inside its own district, and its box inside the chart. The
-    // test is the costly part (a point in a polygon): made only for a place free of others,
-    // or for all of a label's places when room has to be made.
-    const inside = (it, b) => {
-      if (b.x < 0 || b.y < 0 || b.x + b.w > width || b.y + b.h > height) return false;
-      const where = this.chart.convertFromPixel({ geoIndex: 0 }, [b.x + b.w / 2, b.y + b.h / 2]);
-      return Boolean(where) && it.region.contain(where);
-    };
-    const spotsOf = (it) => (it.spots ??= it.boxes.filter((b) => inside(it, b)));
-    const shown = [];
-    for (const it of items) {
-      it.boxes = candidates(it.w, it.h).map(([dx, dy]) => ({
-        offset: [dx, dy], x: it.at[0] + dx - it.w / 2, y: it.at[1] + dy - it.h / 2, w: it.w, h: it.h,
-      }));
-      it.spot = it.boxes.find((b) => !shown.some((o) => overlaps(b, o.spot)) && inside(it, b))
-        || makeRoom(it, shown, spotsOf);
-      if (it.spot) shown.push(it);
-    }
-    for (const it of items) {
-      // A hidden label still shows on hover: inside its district, over whatever is there.
-      this.placed.set(it.code, { show: Boolean(it.spot), offset: (it.spot || spotsOf(it)[0])?.offset || [0, 0] });
+    const lonLat = (x, y) => this.chart.convertFromPixel({ geoIndex: 0 }, [x, y]);
+    const width = this.chart.getWidth();
+    const height = this.chart.getHeight();
+    this.placed = placeLabels(items, {
+      width, height, gap: LABEL_GAP,
+      // A place's centre must be inside its own district (so it cannot be read as a neighbour's:
+      // ECharts' label point of a concave district, Qingdao's 市南区, can lie in the next one),
+      // and its box inside the chart.
+      inside: (it, b) => {
+        if (b.x < 0 || b.y < 0 || b.x + b.w > width || b.y + b.h > height) return false;
+        const where = lonLat(b.x + b.w / 2, b.y + b.h / 2);
+        return Boolean(where) && it.region.contain(where);
+      },
+      pointsIn: (it) => this.pointsIn(it.region, it.at),
+      // Whether a tag there covers some district (its centre, corners or edges' middles).
+      onLand: (b) => [0, 0.5, 1].some((fx) => [0, 0.5, 1].some((fy) => {
+        const where = lonLat(b.x + fx * b.w, b.y + fy * b.h);
+        return Boolean(where) && regions.some((r) => r.contain(where));
+      })),
+    });
+    // The lines are drawn in the map's degrees, so that they move with it when dragged.
+    for (const at of this.placed.values()) {
+      if (at.callout) at.callout = { from: lonLat(...at.callout.from), to: lonLat(...at.callout.to) };
     }
     return JSON.stringify([...this.placed]) !== before;
+  }
+
+  /**
+   * Points inside ``region``, in pixels, nearest ``at`` first, those 3 px from its border before
+   * the others: where a callout's line may start. Searched on a 2 px grid over the region's box,
+   * as its label point can be outside it (a concave district) and it can be a thin strip
+   * (市南区); lazily, as the first point under no label is the one taken.
+   */
+  *pointsIn(region, at) {
+    const toPixel = (p) => this.chart.convertToPixel({ geoIndex: 0 }, p);
+    const r = region.getBoundingRect();
+    const [x0, y1] = toPixel([r.x, r.y]);
+    const [x1, y0] = toPixel([r.x + r.width, r.y + r.height]);
+    const inside = (x, y) => {
+      const where = this.chart.convertFromPixel({ geoIndex: 0 }, [x, y]);
+      return Boolean(where) && region.contain(where);
+    };
+    const grid = [];
+    for (let x = Math.min(x0, x1); x <= Math.max(x0, x1); x += 2) {
+      for (let y = Math.min(y0, y1); y <= Math.max(y0, y1); y += 2) grid.push([x, y, Math.hypot(x - at[0], y - at[1])]);
+    }
+    grid.sort((a, b) => a[2] - b[2]);
+    const within = grid.filter(([x, y]) => inside(x, y));
+    for (const [x, y] of within) {
+      if ([[-3, 0], [3, 0], [0, -3], [0, 3]].every(([dx, dy]) => inside(x + dx, y + dy))) yield [x, y];
+    }
+    for (const [x, y] of within) yield [x, y];
   }
 
   /** Place the district labels again (the chart's size or zoom changed). */
   relayout() {
     if (this.level !== "city" || !this.cities) return;
     this.placeLabels();
-    this.chart.setOption({ geo: { regions: this.regionsOption() } });
+    this.chart.setOption({ geo: { regions: this.regionsOption() }, series: [this.calloutSeries()] });
   }
 
   /**
@@ -248,8 +281,9 @@ export class ShandongMap {
    */
   render(full) {
     const points = this.view.points.slice(0, this.level === "city" ? 5000 : MAX_POINTS);
-    const series = [{
-      type: "scatter",
+    const dots = {
+      type: "scatter", // first: state() counts its points
+      id: "points",
       coordinateSystem: "geo",
       geoIndex: 0,
       zlevel: 1,
@@ -257,7 +291,7 @@ export class ShandongMap {
       symbolSize: (_v, p) => p.data.size,
       itemStyle: { color: (p) => p.data.color, borderColor: "rgba(255,255,255,0.65)", borderWidth: 0.6 },
       data: points.map((pt) => ({ value: [pt.lon, pt.lat], color: pt.color, size: pt.size, name: pt.name, detail: pt.detail })),
-    }];
+    };
     const colors = [...this.view.worst].sort().join() + (this.allowed ? [...this.allowed].join() : "");
     const labels = [...this.view.counts].map(([code, c]) => `${code}:${c.open + c.acknowledged}`).sort().join() + getLang();
     const now = performance.now();
@@ -266,13 +300,14 @@ export class ShandongMap {
       // A shown tooltip is re-shown by a timer after each update; a new map replaces the tooltip
       // and the timer then wrote into the old one, gone ("Cannot set properties of null").
       this.chart.dispatchAction({ type: "hideTip" });
-      this.chart.setOption(this.fullOption(series), { notMerge: true });
+      this.placed = new Map(); // the city's labels are shown once placed (relayout)
+      this.chart.setOption(this.fullOption([dots, this.calloutSeries()]), { notMerge: true });
       // The labels are placed in pixels: the new map has to be laid out first.
       if (this.level === "city") this.relayout();
     } else if (this.placeLabels() || colors !== this.colors || (labels !== this.labels && now - this.geoAt >= GEO_MS)) {
-      this.chart.setOption({ geo: { regions: this.regionsOption() }, series });
+      this.chart.setOption({ geo: { regions: this.regionsOption() }, series: [dots, this.calloutSeries()] });
     } else {
-      this.chart.setOption({ series });
+      this.chart.setOption({ series: [dots] }); // merged by id: the callouts stay
       if (labels !== this.labels) this.geoTimer = setTimeout(() => this.render(false), GEO_MS);
       return;
     }
@@ -282,8 +317,7 @@ export class ShandongMap {
   }
 
   fullOption(series) {
-    const label = (p) => this.labelText(p.name);
-    this.placed = new Map(); // the city's labels are shown once placed (render)
+    const label = (p) => this.labelText(p.name, this.placed.get(p.name)?.short);
     return {
       geo: {
         map: this.level === "province" ? "shandong" : `city-${this.city}`,
@@ -301,6 +335,17 @@ export class ShandongMap {
       },
       tooltip: { trigger: "item", confine: true, backgroundColor: "rgba(6,18,40,0.92)", borderColor: EDGE, textStyle: { color: "#d8e6ff" }, formatter: (p) => this.tooltip(p) },
       series,
+    };
+  }
+
+  /** The callouts' lines: from a point in the district to its label's tag, in the map's degrees. */
+  calloutSeries() {
+    const lines = this.level === "city" ? [...this.placed.values()].filter((at) => at.callout) : [];
+    return {
+      type: "lines", id: "callouts", coordinateSystem: "geo", geoIndex: 0, silent: true, animation: false,
+      symbol: ["circle", "none"], symbolSize: 4,
+      lineStyle: { color: "#eaf3ff", width: 1.2, opacity: 1, shadowColor: "rgba(0,0,0,0.9)", shadowBlur: 2 },
+      data: lines.map((at) => ({ coords: [at.callout.from, at.callout.to] })),
     };
   }
 
@@ -344,48 +389,11 @@ export class ShandongMap {
   }
 }
 
-/**
- * Offsets to try for a label of ``w`` x ``h`` px, nearest first: its own place, then steps of
- * an eighth of its width and a quarter of its height, up to its width sideways and twice its
- * height up or down (a quarter and a half missed the room in narrow districts, Yantai's 芝罘区).
- */
-function candidates(w, h) {
-  const out = [];
-  for (let i = -8; i <= 8; i += 1) {
-    for (let j = -8; j <= 8; j += 1) out.push([(i * w) / 8, (j * h) / 4]);
-  }
-  return out.sort((a, b) => Math.hypot(a[0] / w, a[1] / h) - Math.hypot(b[0] / w, b[1] / h));
-}
-
-/** Whether two boxes ``{x, y, w, h}`` intersect. */
-function overlaps(a, b) {
-  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
-}
-
-/**
- * A place for ``it``, whose places are all taken, made by moving the one or two labels shown
- * there to other places of their own (so they stay shown, inside their districts): Yantai's
- * 芝罘区, the city's centre, lay between 福山区's and 莱山区's labels, which had room elsewhere.
- * Moves the labels it pushes aside (their ``spot``) and returns ``it``'s place, or null.
- */
-function makeRoom(it, shown, spotsOf) {
-  for (const b of spotsOf(it)) {
-    const blockers = shown.filter((o) => overlaps(b, o.spot));
-    if (blockers.length > 2) continue;
-    const fixed = [b, ...shown.filter((o) => !blockers.includes(o)).map((o) => o.spot)];
-    const moves = [];
-    for (const other of blockers) {
-      const m = spotsOf(other).find((s) => !fixed.some((f) => overlaps(s, f)));
-      if (!m) break;
-      fixed.push(m);
-      moves.push(m);
-    }
-    if (moves.length === blockers.length) {
-      blockers.forEach((other, i) => { other.spot = moves[i]; });
-      return b;
-    }
-  }
-  return null;
+/** A name without its last word (Shibei District) or, of three characters or more, its last (市北区). */
+function shortName(name) {
+  const words = name.split(" ");
+  if (words.length > 1) return words.slice(0, -1).join(" ");
+  return [...name].length > 2 ? [...name].slice(0, -1).join("") : name;
 }
 
 export function escapeHtml(text) {
