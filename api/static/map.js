@@ -27,16 +27,17 @@ async function geojson(path) {
   return res.json();
 }
 
-function labelColor(sev) {
-  return sev === "yellow" || sev === "orange" ? "#1a1200" : "#ffffff";
-}
-
-/** A halo around a label's letters, in its district's own colour for dark letters: a label
- *  wider than its district spills onto neighbours and the dark background, where dark
- *  letters without it could not be read ("Huaiyin District" lost its H at Jinan's border). */
-function labelHalo(sev) {
-  const dark = sev === "yellow" || sev === "orange";
-  return { textBorderColor: dark ? COLORS[sev] : "rgba(4,12,28,0.85)", textBorderWidth: 2.5 };
+/**
+ * A label's letters: dark on yellow and orange, white elsewhere, each with a 2.5 px halo (dark
+ * letters: in the district's colour; white ones: dark). ``overDark``: some of the letters lie
+ * over the dark background or a district without alerts, where dark letters are only their
+ * halo's outline ("Laoshan District" over the sea): then white with a dark halo, which reads
+ * over any colour. (Over red or blue, dark letters read as well as on their own colour.)
+ */
+function labelStyle(sev, overDark) {
+  const dark = (sev === "yellow" || sev === "orange") && !overDark;
+  return { color: dark ? "#1a1200" : "#ffffff", textBorderColor: dark ? COLORS[sev] : "rgba(4,12,28,0.85)",
+    textBorderWidth: 2.5 };
 }
 
 export class ShandongMap {
@@ -159,10 +160,10 @@ export class ShandongMap {
       return {
         name: code,
         itemStyle: { areaColor: color },
-        label: { color: sev ? labelColor(sev) : "#cfe3ff", ...labelHalo(sev), ...tag,
+        label: { ...labelStyle(sev, at?.overDark), ...(!sev && { color: "#cfe3ff" }), ...tag,
           ...(at && { show: at.show, offset: at.offset }) },
         emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" },
-          label: { color: sev ? labelColor(sev) : "#ffffff", ...labelHalo(sev), ...tag,
+          label: { ...labelStyle(sev, at?.overDark), ...tag,
             ...(at && { show: true, offset: at.offset }) } },
       };
     });
@@ -197,7 +198,7 @@ export class ShandongMap {
     const lineHeight = this.measure.measureText("国").width; // as zrender reckons a line
     const size = (text, pad = [0, 0]) => {
       const lines = text.split("\n").map((line) => this.measure.measureText(line).width);
-      return { w: Math.max(...lines) + 2 * (LABEL_GAP + pad[1]), h: lines.length * lineHeight + 2 * (LABEL_GAP + pad[0]) };
+      return { w: Math.max(...lines) + 2 * (LABEL_GAP + pad[1]), h: lines.length * lineHeight + 2 * (LABEL_GAP + pad[0]), lines };
     };
     const items = regions.map((region) => {
       const code = region.name;
@@ -233,11 +234,34 @@ export class ShandongMap {
         return Boolean(where) && regions.some((r) => r.contain(where));
       })),
     });
-    // The lines are drawn in the map's degrees, so that they move with it when dragged.
-    for (const at of this.placed.values()) {
+    for (const it of items) {
+      const at = this.placed.get(it.code);
+      at.overDark = !at.callout && this.overDark(it, at, lineHeight, regions);
+      // The lines are drawn in the map's degrees, so that they move with it when dragged.
       if (at.callout) at.callout = { from: lonLat(...at.callout.from), to: lonLat(...at.callout.to) };
     }
     return JSON.stringify([...this.placed]) !== before;
+  }
+
+  /**
+   * Whether some of a placed label's letters lie over the dark background or a district without
+   * alerts. Tried at each line's ends, quarters and middle, at the top and bottom of its letters;
+   * two points at least, as a district can hold a speck of another (Qingdao's 城阳区 one of
+   * 即墨区, under its label).
+   */
+  overDark(it, at, lineHeight, regions) {
+    const widths = it[at.short ? "short" : "full"].lines;
+    const x = it.at[0] + at.offset[0];
+    const top = it.at[1] + at.offset[1] - (widths.length * lineHeight) / 2;
+    let other = 0;
+    widths.forEach((w, i) => [-0.5, -0.25, 0, 0.25, 0.5].forEach((f) => [2, lineHeight - 2].forEach((dy) => {
+      const dx = f * w;
+      const where = this.chart.convertFromPixel({ geoIndex: 0 }, [x + dx, top + i * lineHeight + dy]);
+      if (where && it.region.contain(where)) return;
+      const under = where && regions.find((r) => r.contain(where));
+      if (!under || !this.view.worst.get(under.name)) other += 1;
+    })));
+    return other >= 2;
   }
 
   /**

@@ -1,7 +1,8 @@
 """The map's labels are readable: drilled into any city, at the dashboard's two sizes and in both
 languages, no two district labels overlap and every district is labelled, whatever its alerts'
 levels (in its district, by its short name there, or on a tag beside it with a line to it);
-and where a label has no room at all (a phone), the district names itself on hover.
+dark letters lie over no dark ground; and where a label has no room at all (a phone),
+the district names itself on hover.
 
 ECharts' ``labelLayout: {hideOverlap: true}`` does nothing for a geo component's labels
 (apache/echarts#20600): Jinan's Lixia, Huaiyin, Licheng and Shizhong ran into each other in
@@ -154,12 +155,15 @@ def unlabelled(labels: list[dict[str, Any]], districts: dict[str, Any], lang: st
 
 #: What a reader could misread in the labels (given them and {first line: district code}):
 #: a label whose centre is outside its district unless it is on a tag of its district's colour
-#: with a line from inside the district to within 3 px of it (a callout).
+#: with a line from inside the district to within 3 px of it (a callout); dark letters over the
+#: dark background or a district without alerts: 3 or more of 10 points along the name's top
+#: and bottom, where such letters are only their halo's outline.
 MISREAD_JS = """([labels, names]) => {
   const chart = echarts.getInstanceByDom(document.querySelector('#map'));
   const geo = chart.getModel().getComponent('geo');
   const regions = geo.coordinateSystem.regions;
   const colour = (code) => geo.getRegionModel(code).get(['itemStyle', 'areaColor']);
+  const NONE = '#16335e';  // map.js: a district without alerts
   const under = (x, y) => {
     const where = chart.convertFromPixel({geoIndex: 0}, [x, y]);
     const region = where && regions.find((r) => r.contain(where));
@@ -179,6 +183,16 @@ MISREAD_JS = """([labels, names]) => {
       continue;
     }
     if (under(l.x + l.w / 2, l.y + l.h / 2) !== code) bad.push([l.text, 'outside its district']);
+    if (l.fill !== '#1a1200') continue;
+    const row = l.h / rows.length;
+    let other = 0;
+    for (let i = 0; i < 5; i += 1) {
+      for (const y of [l.y + 3, l.y + row - 3]) {
+        const code2 = under(l.x + 2 + (i * (l.w - 4)) / 4, y);
+        if (!code2 || colour(code2) === NONE) other += 1;
+      }
+    }
+    if (other >= 3) bad.push([l.text, 'dark letters over a dark ground', other]);
   }
   return bad;
 }"""
