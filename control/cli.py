@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sensors", type=fleet_size, default=250_000,
                        help=f"sensors, at most {MAX_SENSORS:,} and at most --readings (default "
                             "250,000: a bucket's message then holds about one round of them)")
-    bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported")
+    bench.add_argument("--runs", type=positive_int, default=3, help="runs; the median is reported (default 3)")
     bench.add_argument("--per-message", type=positive_int, default=500,
                        help="readings per Kafka message (default 500)")
     bench.add_argument("--workers", type=_bench_workers, default=1,
