@@ -227,10 +227,12 @@ async def put_routing(
     document: Annotated[dict[str, Any], Body(examples=[_ROUTING_DOC])],
 ) -> dict[str, Any]:
     """Replace the routing rules everywhere: the document of routing.toml, as JSON
-    (``departments`` and ``rule``); validated first, then a new version on the routing topic.
+    (``departments`` and ``rule``), or what ``GET /v1/routing`` gives (``rules``), changed;
+    validated first, then a new version on the routing topic.
     ``If-Match: "3"`` (or ``"version": 3`` in the document) only if they are still at version
     3; 412 otherwise."""
     read_version = body_version(document, "the routing document")
+    document = routing_document(document)
     try:
         rules = Router.from_dict(document, "the routing document")
     except ConfigError as exc:
@@ -288,6 +290,26 @@ def _listed(zone_ids: list[str], most: int = 20) -> str:
     shown = ", ".join(repr(z) for z in zone_ids[:most])
     more = f" and {len(zone_ids) - most} more" if len(zone_ids) > most else ""
     return f"zone {shown}" if len(zone_ids) == 1 else f"zones {shown}{more}"
+
+
+def routing_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The routing document as ``PUT`` takes it (routing.toml's shape, ``rule``), also from the
+    shape ``GET /v1/routing`` gives: its ``rules`` carry a ``number`` (the rule's position,
+    for messages) and a null ``reason`` where the file leaves it out. What a GET gave, changed
+    and sent back, was a 422 "unknown table 'rules'"; such rules are now taken in their
+    order, their ``number`` and null members left out."""
+    if "rules" not in document:
+        return document
+    if "rule" in document:
+        raise HTTPException(422, "the routing document gives both 'rule' (routing.toml's shape) "
+                                 "and 'rules' (the shape GET /v1/routing gives); send one of them")
+    rules = document["rules"]
+    if not isinstance(rules, list):
+        raise HTTPException(422, "'rules' of the routing document must be a list of rules, as "
+                                 f"GET /v1/routing gives it; got {type(rules).__name__}")
+    taken = [{key: value for key, value in rule.items() if key != "number" and value is not None}
+             if isinstance(rule, dict) else rule for rule in rules]
+    return {**{key: value for key, value in document.items() if key != "rules"}, "rule": taken}
 
 
 async def _parse_zone(feature: dict[str, Any], regions, routing) -> Any:

@@ -191,3 +191,27 @@ def test_the_ledger_counts_own_writes_until_they_are_read_back() -> None:
     assert (ledger.current("a", 7), ledger.current("b", 6), ledger.top(7)) == (7, None, 8)
     follower.positions = {0: 12}
     assert (ledger.current("b", None), ledger.top(8)) == (None, 8)
+
+
+def test_what_get_routing_gives_can_be_sent_back(client: TestClient) -> None:
+    """GET /v1/routing lists ``rules`` with a ``number`` and null reasons; sent back to PUT
+    as it came (with its version) it was a 422 "unknown table 'rules'"."""
+    got = client.get("/v1/routing", headers=VIEWER).json()
+    assert got["rules"] and got["rules"][0]["number"] == 1
+    answer = client.put("/v1/routing", json=got, headers=ADMIN)
+    assert answer.status_code == 503 and WRITTEN in answer.json()["detail"], answer.text
+    # The same rules as the file's shape gives them.
+    from api.routes.zones import routing_document
+    from cityagent.routing import Router
+    doc = routing_document({key: value for key, value in got.items() if key != "version"})
+    assert Router.from_dict(doc) == Router.from_dict(_rules())
+    # Its version is honoured, and a changed rule is still checked.
+    stale = client.put("/v1/routing", json={**got, "version": 2}, headers=ADMIN)
+    assert stale.status_code == 412, stale.text
+    got["rules"][0]["min_severity"] = "purple"
+    bad = client.put("/v1/routing", json=got, headers=ADMIN)
+    assert bad.status_code == 422 and "rule #1" in bad.json()["detail"], bad.text
+    both = client.put("/v1/routing", json={**_rules(), "rules": got["rules"]}, headers=ADMIN)
+    assert both.status_code == 422 and "send one of them" in both.json()["detail"], both.text
+    odd = client.put("/v1/routing", json={**got, "rules": {"a": 1}}, headers=ADMIN)
+    assert odd.status_code == 422 and "must be a list" in odd.json()["detail"], odd.text
