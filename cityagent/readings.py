@@ -209,7 +209,10 @@ def shown(value: Any) -> str:
     text = repr(value)
     if len(text) <= _SHOWN_CHARS:
         return text
-    return f"{text[:_SHOWN_CHARS]}... ({len(text):,} characters)"
+    # A text's own length: its repr adds quotes (and escapes), so a 200-character id was said
+    # to have 202. Anything else is counted as shown.
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:_SHOWN_CHARS]}... ({size:,} characters)"
 
 
 def _finite(value: Any, name: str, low: float, high: float) -> float:

@@ -97,8 +97,10 @@ async def stream_alerts(
     if paging:
         # They were ignored, silently: a client asking for 'limit=10' got every change, and
         # one passing a list's next_cursor got live changes only, not those after that page.
-        raise HTTPException(422, f"{' and '.join(paging)} page GET /v1/alerts; the stream "
-                                 "takes neither: it sends every change of the matching alerts "
+        named = " and ".join(f"'{name}'" for name in paging)
+        raise HTTPException(422, f"the alert stream does not take {named}: 'limit' and "
+                                 "'cursor' page GET /v1/alerts; the stream sends every change "
+                                 "of the matching alerts "
                                  "from now on, or after Last-Event-ID (header, or "
                                  "?last_event_id=) to resume")
     token = last_event_id_header or last_event_id

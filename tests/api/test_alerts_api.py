@@ -338,10 +338,10 @@ def test_a_resumed_stream_waits_until_the_feed_knows_where_it_began_then_503(
         assert "cannot tell whether your Last-Event-ID is older" in answer.read().decode()
 
 
-@pytest.mark.parametrize("params, named", [({"limit": 10}, "limit"),
-                                           ({"cursor": "WzEsImEiXQ"}, "cursor"),
+@pytest.mark.parametrize("params, named", [({"limit": 10}, "'limit'"),
+                                           ({"cursor": "WzEsImEiXQ"}, "'cursor'"),
                                            ({"limit": 5, "cursor": "x", "city": "370100"},
-                                            "cursor and limit")])
+                                            "'cursor' and 'limit'")])
 def test_the_stream_refuses_the_lists_paging(client: TestClient, params: dict[str, Any],
                                              named: str) -> None:
     """limit and cursor were taken and ignored: 'limit=10' streamed every change, and a
@@ -350,7 +350,10 @@ def test_the_stream_refuses_the_lists_paging(client: TestClient, params: dict[st
     with client.stream("GET", "/v1/alerts/stream", params=params, headers=auth()) as answer:
         assert answer.status_code == 422
         detail = orjson.loads(answer.read())["detail"]
-    assert detail.startswith(f"{named} page GET /v1/alerts; the stream takes neither"), detail
+    # It reads as a sentence whichever was given ("limit page GET /v1/alerts; the stream
+    # takes neither" for one of them).
+    assert detail.startswith(f"the alert stream does not take {named}: 'limit' and 'cursor' "
+                             "page GET /v1/alerts"), detail
     assert "Last-Event-ID" in detail
 
 

@@ -114,3 +114,11 @@ def test_swapped_lon_and_lat_are_named_as_the_likely_cause() -> None:
     with pytest.raises(InvalidReading) as other:
         parse_reading({**GOOD, "lat": 95.0})  # not a swap: no such hint
     assert "swapped" not in other.value.reason
+
+
+def test_a_shown_value_counts_its_own_characters() -> None:
+    """A 200-character id was said to have 202 (its repr's quotes were counted)."""
+    from cityagent.readings import shown
+    assert shown("x" * 200).endswith("... (200 characters)")
+    assert shown("x" * 20) == repr("x" * 20)
+    assert shown(list(range(100))).endswith(f"({len(repr(list(range(100))))} characters)")
