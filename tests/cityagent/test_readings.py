@@ -5,7 +5,7 @@ import math
 import pytest
 
 from cityagent.errors import InvalidReading
-from cityagent.readings import format_ts, parse_reading, parse_ts
+from cityagent.readings import format_ts, parse_reading, parse_ts, shown
 
 GOOD = {"sensor_id": "jn-wl-000042", "kind": "water_level", "ts": "2026-11-22T08:30:00+08:00",
         "lon": 117.02, "lat": 36.66, "level_m": 2.41}
@@ -118,7 +118,6 @@ def test_swapped_lon_and_lat_are_named_as_the_likely_cause() -> None:
 
 def test_a_shown_value_counts_its_own_characters() -> None:
     """A 200-character id was said to have 202 (its repr's quotes were counted)."""
-    from cityagent.readings import shown
     assert shown("x" * 200).endswith("... (200 characters)")
     assert shown("x" * 20) == repr("x" * 20)
     assert shown(list(range(100))).endswith(f"({len(repr(list(range(100))))} characters)")
