@@ -8,7 +8,8 @@ window of a sensor that went silent still closes and the silence detector can fi
 
 A reading whose window has already closed is *late*: it is counted in
 ``BucketState.late_total`` and reported to the caller, never folded in silently or lost
-without trace. Because ``grace <= size``, a sensor has at most two open windows (slots
+without trace. Lateness is judged at the event time before the batch; a bucket's first batch
+has none, and takes it from its own newest reading (``_admit``). Because ``grace <= size``, a sensor has at most two open windows (slots
 ``k % 2``).
 
 *Hopping windows* (size = ``panes`` tumbling windows, hop = one window) are kept as panes:
@@ -29,6 +30,9 @@ from cityagent.detectors._jit import njit
 from cityagent.detectors.config import WindowConfig
 from cityagent.detectors.params import PARAM_NAMES, QUANTUM_MAX, QUANTUM_MAX_FRACTION
 from cityagent.state import NO_TS, BucketState
+
+#: No ceiling on a bucket's event time (history: ``cityagent replay``, eval, tests).
+NO_LIMIT = int(np.iinfo(np.int64).max)
 
 __all__ = ("ClosedWindows", "add_readings", "close_due", "hopping_mean")
 
@@ -80,9 +84,9 @@ def add_readings(state: BucketState, rows: np.ndarray, ts: np.ndarray, x: np.nda
         order = np.lexsort((ts, rows))
     out = ClosedWindows.empty(len(rows) + 2 * len(state))
     keep = np.zeros(len(rows), dtype=np.bool_)
-    late, closed, newest = _fold(state.columns(), params, rows, ts, x, order, keep,
-                                 state.watermark, cfg.size_ms, cfg.grace_ms, state.panes,
-                                 *_outputs(out))
+    late, newest = _admit(ts, x, keep, state.watermark, NO_LIMIT, cfg.size_ms, cfg.grace_ms)
+    closed = _fold(state.columns(), params, rows, ts, x, order, keep, cfg.size_ms, state.panes,
+                   *_outputs(out))
     state.late_total += late
     if newest != NO_TS:
         state.watermark = max(state.watermark, newest)
@@ -173,17 +177,29 @@ def _learn_interval(gap_ms: np.ndarray, last_gap_ms: np.ndarray, row: int, gap: 
 
 
 @njit
-def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace: int,
-          panes: int, o_rows, o_k, o_n, o_total, o_min, o_max, o_hop):
-    """Learn intervals and quanta, then fold every reading; (late, windows closed, newest ts).
+def _admit(ts, x, keep, watermark: int, ceiling: int, size: int, grace: int):
+    """Mark in ``keep`` the readings a batch takes into windows; return (late, newest ts).
 
-    ``keep``: a False array as long as ``rows``, marked for the readings folded (the kernels
-    allocate nothing: ``cityagent.detectors._jit``).
+    A reading is *late* when its window closed at the bucket's event time (``watermark``):
+    its end + grace is at or before it. NaN readings (the value their kind watches is
+    missing) are neither taken nor late. A bucket with no event time yet (its first batch,
+    with no checkpoint) takes its clock from this batch's newest reading, not past
+    ``ceiling`` (a live worker's clock), so that it is bounded as every later batch is: a
+    reading hours older than the rest of a worker's first batch used to open and close a
+    window of its own and raise level and silence alarms dated hours back, where one batch
+    later it would have been late.
     """
-    m = len(rows)
+    m = len(ts)
+    if watermark == NO_TS:
+        for i in range(m):
+            if x[i] == x[i]:
+                watermark = max(watermark, ts[i])
+        if watermark != NO_TS:
+            watermark = min(watermark, ceiling)
     late = 0
     newest = NO_TS
     for i in range(m):
+        keep[i] = False
         if x[i] != x[i]:
             continue
         if watermark != NO_TS and (ts[i] // size + 1) * size + grace <= watermark:
@@ -191,6 +207,16 @@ def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace:
             continue
         keep[i] = True
         newest = max(newest, ts[i])
+    return late, newest
+
+
+@njit
+def _fold(c, params, rows, ts, x, order, keep, size: int, panes: int, o_rows, o_k, o_n, o_total,
+          o_min, o_max, o_hop) -> int:
+    """Learn intervals and quanta, then fold the readings ``keep`` marks (``_admit``); return
+    how many windows closed (kernels allocate nothing: ``cityagent.detectors._jit``).
+    """
+    m = len(rows)
     # Per sensor, in time order: its report interval and its quantum (smallest step).
     j = 0
     while j < m:
@@ -246,7 +272,7 @@ def _fold(c, params, rows, ts, x, order, keep, watermark: int, size: int, grace:
         c.win_sum[row, slot] += x[i]
         c.win_min[row, slot] = min(c.win_min[row, slot], x[i])
         c.win_max[row, slot] = max(c.win_max[row, slot], x[i])
-    return late, closed, newest
+    return closed
 
 
 @njit

@@ -101,7 +101,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 #: columns the detectors make, one atomic call each, ~10 per window that numba's pruning
 #: leaves in branching code) is pure cost — it was 70 % of the judging time. The price: a
 #: kernel cannot allocate or return an array (it fails to compile if it tries), so buffers
-#: are passed in (``windows._fold``'s ``keep``, the ``Events`` buffer).
+#: are passed in (``windows._admit``'s ``keep``, the ``Events`` buffer).
 njit = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always", _nrt=False)
 
 

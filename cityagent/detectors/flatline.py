@@ -38,12 +38,13 @@ def _same(a: float, b: float) -> bool:
 
 
 @njit
-def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since, out_x) -> int:
+def track_runs(c, params, rows, ts, x, order, keep, size_ms: int, out_rows, out_since,
+               out_x) -> int:
     """Extend each sensor's run of identical readings with a batch (before its windows).
 
     ``order`` visits the readings per sensor in time order (``np.lexsort((ts, rows))``).
-    Readings that are NaN or not newer than the sensor's latest reading (``last_ts``) are
-    ignored. Writes, for each sensor with a newer reading, its row and the start of the
+    Readings that are NaN, late (not marked in ``keep``: ``windows._admit``) or not newer
+    than the sensor's latest reading (``last_ts``) are ignored. Writes, for each sensor with a newer reading, its row and the start of the
     first run that reached ``flat_min_readings`` in this batch (NO_TS when none did) and
     that run's value to ``out_rows`` / ``out_since`` / ``out_x``; returns how many.
     """
@@ -63,7 +64,7 @@ def track_runs(c, params, rows, ts, x, order, size_ms: int, out_rows, out_since,
         seen = False
         for q in range(j, end):
             i = order[q]
-            if not np.isfinite(x[i]) or ts[i] <= last_ts[row]:
+            if not keep[i] or not np.isfinite(x[i]) or ts[i] <= last_ts[row]:
                 continue
             seen = True
             if _same(x[i], prev):

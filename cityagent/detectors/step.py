@@ -21,7 +21,7 @@ from cityagent.detectors._jit import njit
 from cityagent.detectors.flatline import track_runs
 from cityagent.detectors.judge import judge_flatline, judge_silence, judge_windows
 from cityagent.state import NO_TS
-from cityagent.windows import _close_due, _fold
+from cityagent.windows import _admit, _close_due, _fold
 
 __all__ = ("Scratch", "step_batch", "watched_values")
 
@@ -79,23 +79,24 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
 
     Readings move the watermark to their newest time, but not past ``ceiling`` (the worker's
     clock): a sensor whose clock runs ahead then only delays its own windows, instead of
-    making every other sensor of the bucket late.
+    making every other sensor of the bucket late. Readings late at the watermark before the
+    batch (in a bucket's first batch: at the batch's own newest time) are counted and
+    take part in nothing, flatline runs included (``windows._admit``).
 
     The steps and their order are ``DetectionEngine.process``'s (its docstring and the
-    modules named): positions, runs of identical readings (before the windows move on),
-    folding and closing windows, judging the closed windows, silence, flatline.
+    modules named): positions, late readings, runs of identical readings (before the windows
+    move on), folding and closing windows, judging the closed windows, silence, flatline.
     """
     m = len(rows)
     for i in range(m):
         row = rows[i]
         c.lon[row], c.lat[row], c.district[row] = lon[i], lat[i], district[i]
-        keep[i] = False
     watched_values(kinds, columns, x, m)
     xs = x[:m]
-    runs = track_runs(c, params, rows, ts, xs, order, size_ms, run_rows, run_since, run_x)
-    late, closed, newest = _fold(c, params, rows, ts, xs, order, keep, watermark, size_ms,
-                                 grace_ms, panes, o_rows, o_k, o_n, o_total, o_min, o_max,
-                                 o_hop)
+    late, newest = _admit(ts, xs, keep, watermark, ceiling, size_ms, grace_ms)
+    runs = track_runs(c, params, rows, ts, xs, order, keep, size_ms, run_rows, run_since, run_x)
+    closed = _fold(c, params, rows, ts, xs, order, keep, size_ms, panes, o_rows, o_k, o_n,
+                   o_total, o_min, o_max, o_hop)
     if newest != NO_TS or m == 0:  # no readings: the idle timer moves the watermark
         watermark = max(watermark, newest if m == 0 else min(newest, ceiling))
         closed = _close_due(c, watermark, size_ms, grace_ms, panes, closed, o_rows, o_k, o_n,

@@ -15,6 +15,13 @@ CFG = WindowConfig(size_ms=SIZE, grace_ms=GRACE, hopping_panes=3)
 K0 = T0 // SIZE  # the window index of T0
 
 
+def running(at: int = T0) -> BucketState:
+    """A bucket whose event time an earlier batch has set to ``at``."""
+    state = BucketState(panes=3)
+    state.watermark = at
+    return state
+
+
 def fold(state: BucketState, sensor: str, points: list[tuple[int, float]]):
     rows, _ = state.rows_of(np.array([sensor] * len(points)))
     ts = np.array([t for t, _ in points], dtype=np.int64)
@@ -125,7 +132,7 @@ def test_hopping_mean_skips_panes_outside_the_hop() -> None:
 def test_hopping_means_are_right_when_several_windows_close_at_once() -> None:
     # A backlog (a sensor uploading minutes of buffered readings in one batch) closes several
     # windows of one sensor in one call; the engine judges them after all have closed.
-    state = BucketState(panes=3)
+    state = running()
     points = [(T0 + i * SIZE, v) for i, v in enumerate([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])]
     _, closed = fold(state, "a", points)
     assert (closed.k - K0).tolist() == [0, 1, 2, 3]
@@ -134,7 +141,91 @@ def test_hopping_means_are_right_when_several_windows_close_at_once() -> None:
 
 
 def test_a_sensor_has_at_most_two_open_windows() -> None:
-    state = BucketState(panes=3)
+    state = running()
     _, closed = fold(state, "a", [(T0, 1.0), (T0 + SIZE, 2.0), (T0 + 2 * SIZE + 1, 3.0)])
     assert (closed.k - K0).tolist() == [0]
     assert sorted(state.cols["win_k"][0].tolist()) == [K0 + 1, K0 + 2]
+
+
+# -- a bucket's first batch -------------------------------------------------------------------
+
+HOUR = 3_600_000
+
+
+def test_a_fresh_buckets_first_batch_is_bounded_by_its_own_newest_reading() -> None:
+    # No event time yet (a worker's first batch of the bucket, no checkpoint): the batch's own
+    # newest reading sets it, and what is late at that time is late, as in any later batch.
+    state = BucketState(panes=3)
+    late, closed = fold(state, "a", [(T0 + 5 * SIZE, 2.0), (T0, 1.0),
+                                     (T0 + 4 * SIZE + GRACE, 3.0)])
+    assert (late, len(closed)) == (1, 0)  # T0's window closed at T0 + SIZE + GRACE
+    assert state.late_total == 1
+    assert sorted(state.cols["win_k"][0].tolist()) == [K0 + 4, K0 + 5]
+    assert state.watermark == T0 + 5 * SIZE
+
+
+def level_batch(order: int):
+    """A worker's first batch: a gauge's reading 3 h old above 警戒 (4 m), another gauge's 3 h
+    old reading above it too and that gauge's fresh one; ``order`` 1 or -1."""
+    return readings([("old", "water_level", T0 - 3 * HOUR, 4.6),
+                     ("fresh", "water_level", T0 - 3 * HOUR + 1_000, 4.7),
+                     ("fresh", "water_level", T0 - 2_000, 2.0)][::order])
+
+
+def test_an_hours_old_reading_in_a_fresh_buckets_first_batch_is_late_whatever_its_place() -> None:
+    # Before: both 3 h old readings opened and closed windows of their own, each raised a
+    # yellow water.warning dated 3 h back, and "old" a silence start dated 3 h back; one
+    # batch later the same readings were late. Now they are late in the first batch too.
+    engine = DetectionEngine(SMALL)
+    for order in (1, -1):
+        state = engine.new_state()
+        result = engine.process(state, level_batch(order), T0, watermark_limit_ms=T0)
+        assert (result.late, result.windows, result.anomalies) == (2, 0, [])
+        assert state.watermark == T0 - 2_000
+        assert state.cols["last_ts"][state.index["fresh"]] == T0 - 2_000
+        assert state.cols["win_k"][state.index["fresh"]].max() == (T0 - 2_000) // SIZE
+    later = engine.new_state()
+    engine.process(later, readings([("other", "water_level", T0 - 5_000, 2.0)]), T0,
+                   watermark_limit_ms=T0)
+    result = engine.process(later, level_batch(1), T0, watermark_limit_ms=T0)
+    assert (result.late, result.windows, result.anomalies) == (2, 0, [])
+
+
+def test_a_fresh_buckets_clock_goes_no_further_than_the_worker_clock() -> None:
+    # A first batch whose newest reading is ahead of the worker's clock (within the future
+    # tolerance) is bounded by the clock, as the bucket's event time is.
+    engine = DetectionEngine(SMALL)
+    state = engine.new_state()
+    batch = series("a", "water_level", [(T0, 1.0), (T0 + SIZE + 1_000, 1.0),
+                                        (T0 + 3 * SIZE, 1.0)])
+    result = engine.process(state, batch, 0, watermark_limit_ms=T0 + SIZE + GRACE)
+    assert result.late == 1  # T0's window closed at T0 + SIZE + GRACE, the clock
+    assert state.watermark == T0 + SIZE + GRACE
+
+
+def test_a_backfill_in_time_order_into_a_fresh_bucket_loses_nothing() -> None:
+    # History sent in order, a window or less a batch (cityagent replay's slices, eval's ticks)
+    engine = DetectionEngine(SMALL)
+    state = engine.new_state()
+    late = windows = 0
+    for w in range(6):
+        result = engine.process(state, series("a", "water_level", [
+            (T0 + w * SIZE + i * 2_500, 1.0 + 0.01 * i) for i in range(4)]), 0)
+        late, windows = late + result.late, windows + result.windows
+    assert (late, windows) == (0, 5)
+
+
+def test_late_readings_do_not_extend_a_sensors_run_of_identical_readings() -> None:
+    # Late readings take part in nothing: before, four late repeats of a's value newer than
+    # its latest reading lengthened its flatline run to 5, although no window took them.
+    engine = DetectionEngine(SMALL)
+    state = engine.new_state()
+    engine.process(state, series("a", "water_level", [(T0, 1.0)]), 0)
+    engine.process(state, series("b", "water_level", [(T0 + 5 * SIZE, 1.0)]), 0)
+    row = state.index["a"]
+    assert state.cols["run_n"][row] == 1
+    result = engine.process(state, series("a", "water_level", [
+        (T0 + SIZE + i * 1_000, 1.0) for i in range(4)]), 0)
+    assert result.late == 4
+    assert state.cols["run_n"][row] == 1
+    assert state.cols["last_ts"][row] == T0
