@@ -18,7 +18,9 @@ Pure and replay-safe: no I/O and no clock (every call takes ``now_ms``, the call
 All incidents of a scope live in one :class:`ScopeState`, which the caller stores (a Faust
 table keyed by :func:`scope_key`, so one agent owns each incident). Alert ids derive from the
 incident key and the opening episode's start, and every applied anomaly is remembered, so a
-replayed or duplicated anomaly changes nothing and emits nothing. A state keeps indexes of its
+replayed or duplicated anomaly changes nothing and emits nothing. The same anomalies in
+another order can give other ids (the first to arrive opens, and names, the incident) and,
+for pipes joined by distance, another grouping: docs/alerting.md, Identity and idempotency. A state keeps indexes of its
 incidents (``_ScopeIndex``: never stored, built again from a loaded state on first use), so
 an anomaly, a command or a tick costs about the same with ten incidents in its scope or ten
 thousand.
