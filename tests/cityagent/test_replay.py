@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cityagent.detection import DetectionEngine
+from cityagent.detectors.config import DetectionConfig
 from cityagent.errors import ConfigError
 from cityagent.readings import format_ts
 from cityagent.replay import (
@@ -23,6 +25,7 @@ from cityagent.replay import (
     write_scores,
 )
 from control.cli import main as cli_main
+from tests.cityagent.test_detection import readings
 
 T0 = datetime(2014, 4, 1, tzinfo=UTC)  # written without an offset, as in NAB: read as UTC
 T0_MS = int(T0.timestamp() * 1000)
@@ -599,3 +602,79 @@ def test_an_empty_kind_cell_is_generic_and_a_sensor_still_has_one_kind(tmp_path:
     with pytest.raises(InvalidReplayFile, match="line 3: sensor 'g' is generic here but "
                                                 "water_level on line 2"):
         read_replay_file(path)
+
+
+# -- what a replay of the readings cannot reproduce: the worker's idle timer ---------------
+
+
+LIVE_T0 = 1_795_307_400_000
+CUT_MS = LIVE_T0 + 30 * 60_000  # the gateway cut begins
+
+
+def _gauge_messages(buffered: bool) -> list[tuple[int, list[tuple[str, str, int, float]]]]:
+    """(wall ms, rows) of one gauge reporting every 10 s, one message each, wall clock =
+    event time, whose input stops from minute 30 to 40 (a gateway cut); ``buffered``: the
+    gateway then sends the readings of the cut, in time order, in the first message after."""
+    cut, back, end = CUT_MS, CUT_MS + 10 * 60_000, CUT_MS + 15 * 60_000
+    out = []
+    for t in range(LIVE_T0, end, 10_000):
+        if cut <= t < back:
+            continue
+        rows = [("g", "water_level", t, 2.0 + 0.01 * (t // 10_000 % 3))]
+        if buffered and t == back:
+            rows = [("g", "water_level", u, 2.0 + 0.01 * (u // 10_000 % 3))
+                    for u in range(cut, back, 10_000)] + rows
+        out.append((t, rows))
+    return out
+
+
+def _live(messages) -> tuple[list, int]:
+    """The worker's loop over ``messages``: each batch at its wall time, and its idle timer
+    (every second: a bucket idle for idle_s advances its event time by the idle time)."""
+    engine = DetectionEngine(DetectionConfig.load())
+    idle_ms = engine.config.windows.idle_ms
+    state = engine.new_state()
+    found, late, last_input, i = [], 0, None, 0
+    for wall in range(LIVE_T0, messages[-1][0] + 1, 1000):
+        while i < len(messages) and messages[i][0] <= wall:
+            step = engine.process(state, readings(messages[i][1]), wall,
+                                  watermark_limit_ms=wall)
+            found, late, last_input, i = found + step.anomalies, late + step.late, wall, i + 1
+        if last_input is not None and wall - last_input >= idle_ms:
+            found += engine.advance(state, state.watermark + wall - last_input, wall).anomalies
+            last_input = wall
+    return found, late
+
+
+def _replayed(tmp_path: Path, messages):
+    path = tmp_path / "readings.csv"
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["sensor_id", "kind", "timestamp", "level_m"])
+        out.writerows(row for _, rows in messages for row in rows)
+    return replay(read_replay_file(path), window_s=60, grace_s=15)
+
+
+def test_a_replay_dates_timer_found_silence_otherwise_and_judges_what_the_timer_made_late(
+        tmp_path: Path) -> None:
+    """docs/detection.md (Windows): silence the idle timer found is not in the readings."""
+    back = CUT_MS + 10 * 60_000
+    # The cut alone: the same silence episode (same id: it starts at the last reading), but
+    # found 185 s into the cut live and only when the readings resume in the replay.
+    messages = _gauge_messages(buffered=False)
+    live, late = _live(messages)
+    again = _replayed(tmp_path, messages)
+    live_start = [a for a in live if a.detector == "silence" and a.phase == "start"]
+    replay_start = [a for a in again.anomalies if a.detector == "silence" and a.phase == "start"]
+    assert len(live_start) == len(replay_start) == 1 and late == again.late == 0
+    assert live_start[0].anomaly_id == replay_start[0].anomaly_id
+    assert live_start[0].ts_ms == CUT_MS - 10_000 + 185_000
+    assert replay_start[0].ts_ms == back
+    # With the buffered upload: live, the timer had moved the event time on, so most of the
+    # upload was late and the silence stands; the replay judges it all and finds no silence.
+    messages = _gauge_messages(buffered=True)
+    live, late = _live(messages)
+    again = _replayed(tmp_path, messages)
+    assert late == 54 and again.late == 0
+    assert [a.phase for a in live if a.detector == "silence"] == ["start", "end"]
+    assert [a for a in again.anomalies if a.detector == "silence"] == []
