@@ -9,7 +9,7 @@ window of a sensor that went silent still closes and the silence detector can fi
 A reading whose window has already closed is *late*: it is counted in
 ``BucketState.late_total`` and reported to the caller, never folded in silently or lost
 without trace. Lateness is judged at the event time before the batch; a bucket's first batch
-has none, and takes it from its own newest reading (``_admit``). Because ``grace <= size``, a sensor has at most two open windows (slots
+has none, and judges each reading against the readings before it (``_admit``). Because ``grace <= size``, a sensor has at most two open windows (slots
 ``k % 2``).
 
 *Hopping windows* (size = ``panes`` tumbling windows, hop = one window) are kept as panes:
@@ -183,22 +183,17 @@ def _admit(ts, x, keep, watermark: int, ceiling: int, size: int, grace: int):
     A reading is *late* when its window closed at the bucket's event time (``watermark``):
     its end + grace is at or before it. NaN readings (the value their kind watches is
     missing) are neither taken nor late. A bucket with no event time yet (its first batch,
-    with no checkpoint) takes its clock from this batch's newest reading, not past
-    ``ceiling`` (a live worker's clock), so that it is bounded as every later batch is: a
-    reading hours older than the rest of a worker's first batch used to open and close a
-    window of its own and raise level and silence alarms dated hours back, where one batch
-    later it would have been late.
+    with no checkpoint) judges its readings one by one in the order they came, each against
+    the newest reading before it (not past ``ceiling``, a live worker's clock), as if each
+    had come in a message of its own: history in time order is all taken, but a reading
+    hours older than one before it is late, as it would be one batch later. Before, such a
+    reading opened and closed a window of its own and raised level and silence alarms dated
+    hours back.
     """
-    m = len(ts)
-    if watermark == NO_TS:
-        for i in range(m):
-            if x[i] == x[i]:
-                watermark = max(watermark, ts[i])
-        if watermark != NO_TS:
-            watermark = min(watermark, ceiling)
+    first = watermark == NO_TS
     late = 0
     newest = NO_TS
-    for i in range(m):
+    for i in range(len(ts)):
         keep[i] = False
         if x[i] != x[i]:
             continue
@@ -207,6 +202,8 @@ def _admit(ts, x, keep, watermark: int, ceiling: int, size: int, grace: int):
             continue
         keep[i] = True
         newest = max(newest, ts[i])
+        if first:
+            watermark = min(newest, ceiling)
     return late, newest
 
 

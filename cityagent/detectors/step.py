@@ -80,7 +80,7 @@ def step_batch(c, params, rows, kinds, columns, ts, lon, lat, district, order, w
     Readings move the watermark to their newest time, but not past ``ceiling`` (the worker's
     clock): a sensor whose clock runs ahead then only delays its own windows, instead of
     making every other sensor of the bucket late. Readings late at the watermark before the
-    batch (in a bucket's first batch: at the batch's own newest time) are counted and
+    batch (in a bucket's first batch: at the newest reading before each) are counted and
     take part in nothing, flatline runs included (``windows._admit``).
 
     The steps and their order are ``DetectionEngine.process``'s (its docstring and the
