@@ -60,7 +60,11 @@ class Up:
     log_path: Path
 
     def output(self) -> str:
-        return self.log_path.read_text("utf-8", "replace")
+        """What it printed so far ("" before the file exists: `tee` makes it once it runs)."""
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
 
 
 @contextmanager
