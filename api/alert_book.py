@@ -428,7 +428,10 @@ class AlertBook:
                  members: Collection[str] = ()) -> FeedEntry:
         self.applied += 1
         where = {} if public is not None else {"city_code": place[0], "district_code": place[1]}
-        data = right_sized(orjson.dumps({**event, "at": format_ts(event["at_ms"]),
+        # Not ``members`` (a restated event's every sensor): up to 512 KB, once a day, for
+        # the book's scope checks; the stream's clients have the alert's listed sensors.
+        doc = {k: v for k, v in event.items() if k != "members"}
+        data = right_sized(orjson.dumps({**doc, "at": format_ts(event["at_ms"]),
                                          "alert": public, **where}))
         offsets = tuple(self._next.get(p, 0) for p in range(max(self._next) + 1))
         entry = FeedEntry(self.applied, partition, offset, offsets, event["event_id"],
@@ -502,6 +505,8 @@ def _order(alert: Mapping[str, Any]) -> tuple[int, str]:
 
 def _add_members(members: set[str], event: Mapping[str, Any]) -> None:
     members.update(event["alert"]["sensors"])
+    if event.get("members"):  # a restated event: every sensor of the alert
+        members.update(event["members"])
     if isinstance(event["sensor_id"], str) and event["sensor_id"]:
         members.add(event["sensor_id"])
 
@@ -549,6 +554,10 @@ def _parse(doc: Any) -> dict[str, Any]:
     for name in ("lon", "lat"):
         if isinstance(alert[name], bool) or not isinstance(alert[name], int | float):
             raise MalformedEvent(f"alert {alert['alert_id']!r}: {name!r} must be a number")
+    members = event.get("members")
+    if members is not None and not (isinstance(members, list)
+                                    and all(isinstance(v, str) for v in members)):
+        raise MalformedEvent(f"event {event['event_id']!r}: 'members' must be a list of text")
     if alert["alert_id"] != event["alert_id"]:
         raise MalformedEvent(f"event {event['event_id']!r} names alert {event['alert_id']!r} "
                              f"but carries {alert['alert_id']!r}")

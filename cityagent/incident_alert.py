@@ -133,6 +133,13 @@ class AlertEvent:
 
     ``alert`` is None only for ``suppressed`` events (an anomaly of a sensor in a maintenance
     window: recorded, no alert opened); those name the anomaly and the window's note.
+
+    ``members`` is set on ``restated`` events only: every sensor of the alert (its snapshot
+    lists the first ``max_sensors_listed``), up to a size bound (see
+    ``cityagent.incidents.MEMBERS_BYTES``). Why: an API started afresh reads a week of the
+    alerts topic, and a sensor whose last event in the alert is older was unknown to it, so a
+    key scoped by that sensor's id prefix no longer saw the alert. Other events leave it out
+    of their JSON (``None``), as they did before it existed.
     """
 
     event_id: str  # deterministic: re-processing the same input gives the same id
@@ -145,19 +152,23 @@ class AlertEvent:
     anomaly_id: str | None = None
     sensor_id: str | None = None
     detail: str = ""  # comment text, assignee, maintenance note, escalation target
+    members: tuple[str, ...] | None = None  # restated events: every sensor (see above)
 
     def to_dict(self) -> dict[str, Any]:
         doc = _shallow(self, _EVENT_FIELDS)
         doc["alert"] = None if self.alert is None else self.alert.to_dict()
+        if self.members is None:
+            del doc["members"]
         return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> AlertEvent:
         if not isinstance(doc, Mapping):
             raise ValueError(f"AlertEvent: expected an object; got {type(doc).__name__}")
-        alert = doc.get("alert")
+        alert, members = doc.get("alert"), doc.get("members")
         return cls(**{**{f.name: doc.get(f.name) for f in fields(cls) if f.name in doc},
-                      "alert": None if alert is None else Alert.from_dict(alert)})
+                      "alert": None if alert is None else Alert.from_dict(alert),
+                      "members": tuple(members) if isinstance(members, list) else members})
 
 
 _ALERT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Alert))

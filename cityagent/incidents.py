@@ -67,6 +67,7 @@ from cityagent.zones import ZONE_KINDS, Zone, ZoneIndex, kind_typo
 
 __all__ = (
     "FAMILIES",
+    "MEMBERS_BYTES",
     "AlertingConfig",
     "CorrelationRule",
     "ScopeRule",
@@ -89,6 +90,10 @@ _SCOPED = ("flood", "pipe", "traffic", "other")  # families with [scope.*] setti
 _RANK = {name: i for i, name in enumerate(SEVERITIES)}
 _RED = len(SEVERITIES) - 1
 _NEVER = -1
+#: How much JSON a ``restated`` event's ``members`` may take: Kafka and Faust's producer
+#: refuse a record over 1 MB, and the rest of an event is a few KB. 512 KB holds 7,825
+#: sensors of the longest ids (64 characters), 34,952 of ``jn-wl-000123``.
+MEMBERS_BYTES = 512 * 1024
 
 
 # -- where an anomaly belongs ---------------------------------------------------------------
@@ -218,8 +223,10 @@ class AlertingConfig:
     resolve_after_s: float = 900.0
     history_s: float = 86400.0
     #: An open or acknowledged alert with no event for this long gets a ``restated`` event
-    #: (its unchanged snapshot): the alerts topic keeps events for RETENTION_H only, and an
-    #: API started afresh knows only the alerts whose events the topic still holds.
+    #: (its unchanged snapshot and every sensor): an API started afresh reads RETENTION_H of
+    #: the alerts topic and knows only the alerts, and the sensors of them, its events name.
+    #: An alert with more sensors than its snapshot lists is restated this often even when
+    #: busy, so its unlisted sensors are named within that time too.
     restate_after_s: float = 86400.0
     echo_s: float = 7200.0
     fault_hold_s: float = 150.0
@@ -489,6 +496,10 @@ class Incident:
     level_since_ms: int | None = None  # engine clock of its current escalation level
     closed_ms: int | None = None  # engine clock when resolved: history is kept from then
     last_event_ms: int | None = None  # engine clock of its latest event (None: before 2026-11-24)
+    #: Engine clock of its latest event that named every member: any event while the
+    #: snapshot lists them all, else a ``restated`` one (its ``members``). None: before
+    #: 2026-11-25.
+    roster_ms: int | None = None
     comments: int = 0
     seq: int = 0
     #: Members with an episode that has not ended, kept as they change: counting them for
@@ -1129,7 +1140,7 @@ class IncidentEngine:
         ``_restate``)."""
         if incident.status == RESOLVED:
             return None
-        due = self._last_event_ms(incident) + self.config.restate_after_s * 1000
+        due = self._roster_ms(incident) + self.config.restate_after_s * 1000
         if incident.members and not incident.active_members:
             calm = max(m.normal_since_ms or 0 for m in incident.members.values())
             due = min(due, calm + self.config.resolve_after_s * 1000)
@@ -1146,17 +1157,29 @@ class IncidentEngine:
         # open alert is then restated at the first tick, which is what it may need).
         return incident.opened_ms if incident.last_event_ms is None else incident.last_event_ms
 
-    def _restate(self, incident: Incident, now_ms: int) -> list[AlertEvent]:
-        """A ``restated`` event for an open or acknowledged alert quiet for restate_after_s.
+    def _roster_ms(self, incident: Incident) -> int:
+        """When an event last named every member (never after its latest event)."""
+        if incident.roster_ms is not None:
+            return incident.roster_ms
+        if len(incident.members) <= self.config.max_sensors_listed:
+            return self._last_event_ms(incident)  # every snapshot listed them all
+        return incident.opened_ms  # state from before 2026-11-25: the safe guess, as above
 
-        Why: the alerts topic keeps events for RETENTION_H; an alert open longer than that
-        with no change would have no event left there, and an API started afresh (which
-        reads the topic) would not show it. Its unchanged snapshot, republished under the
-        next ``seq``, keeps it in the topic.
+    def _restate(self, incident: Incident, now_ms: int) -> list[AlertEvent]:
+        """A ``restated`` event for an open or acknowledged alert whose events have not
+        named every member sensor for restate_after_s: quiet that long, or, with more members
+        than its snapshot lists, not restated that long.
+
+        Why: an API started afresh reads RETENTION_H of the alerts topic (which keeps months);
+        an alert open longer than that with no change would have no event there, and the API
+        would not show it. And it would know only the members those events name: the listed
+        ones and those with an anomaly since. A key scoped by sensor-id prefix that sees the
+        alert through an unlisted member's anomaly of last week would not see it there. The
+        unchanged snapshot, republished under the next ``seq`` with every member, keeps both.
         """
         if incident.status == RESOLVED:
             return []
-        if now_ms - self._last_event_ms(incident) < self.config.restate_after_s * 1000:
+        if now_ms - self._roster_ms(incident) < self.config.restate_after_s * 1000:
             return []
         return [self._event(incident, "restated", SYSTEM, now_ms)]
 
@@ -1201,12 +1224,16 @@ class IncidentEngine:
                anomaly: Anomaly | None = None, detail: str | None = None) -> AlertEvent:
         incident.seq += 1
         incident.last_event_ms = int(at_ms)
+        members = _members(incident) if kind == "restated" else None
+        if members is not None or len(incident.members) <= self.config.max_sensors_listed:
+            incident.roster_ms = int(at_ms)
         return AlertEvent(
             event_id=_digest(f"{incident.alert_id}|{incident.seq}", 12),
             type=kind, alert_id=incident.alert_id, scope=incident.scope, actor=actor,
             at_ms=int(at_ms), alert=self.snapshot(incident),
             anomaly_id=anomaly.anomaly_id if anomaly else None,
-            sensor_id=anomaly.sensor_id if anomaly else None, detail=detail or "")
+            sensor_id=anomaly.sensor_id if anomaly else None, detail=detail or "",
+            members=members)
 
     def snapshot(self, incident: Incident) -> Alert:
         """The alert as operators see it now."""
@@ -1265,6 +1292,22 @@ def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     """Distance in km, equirectangular: exact enough within a city."""
     kx = 111.32 * math.cos(math.radians((lat1 + lat2) / 2))
     return math.hypot((lon1 - lon2) * kx, (lat1 - lat2) * 110.57)
+
+
+def _members(incident: Incident) -> tuple[str, ...]:
+    """Every member sensor, in the order they joined, up to MEMBERS_BYTES of JSON.
+
+    Past the bound the list stops: it keeps the earliest members, whose own events are the
+    oldest, and a later one is named by its own events (those of the last RETENTION_H).
+    """
+    out: list[str] = []
+    size = 0
+    for sensor_id in incident.members:
+        size += len(orjson.dumps(sensor_id)) + 1  # its quoted text and a comma
+        if size > MEMBERS_BYTES:
+            break
+        out.append(sensor_id)
+    return tuple(out)
 
 
 def _add(items: list[str], value: str) -> None:

@@ -111,6 +111,8 @@ def test_history_is_bounded_and_says_so() -> None:
      "'city_code' must be text"),
     ({**alert_event(), "alert": {**alert_event()["alert"], "zone_ids": "z1"}}, "'zone_ids' must be"),
     ({**alert_event(), "alert": {**alert_event()["alert"], "lon": None}}, "'lon' must be a number"),
+    (alert_event() | {"members": "jn-wl-1"}, "'members' must be a list of text"),
+    (alert_event() | {"members": [7]}, "'members' must be a list of text"),
     ({**alert_event(), "alert": {k: v for k, v in alert_event()["alert"].items() if k != "seq"}},
      "'seq' is missing"),
 ])
@@ -476,3 +478,83 @@ def test_a_prefix_scoped_key_sees_an_alert_through_any_of_its_sensors_not_only_t
     assert book.get(alert_id, other) is None
     assert book.query(AlertQuery(principal=other)).alerts == []
     assert not AlertQuery(principal=other).matches_entry(entries[-1])
+
+
+def _flood_of_50(engine, state, ts0: int) -> list[AlertEvent]:
+    """A 50-gauge flood whose 30th gauge (``lx-pump-000030``) is the water company's; every
+    gauge stays over the line."""
+    from cityagent.detection import Anomaly, anomaly_id
+
+    events: list[AlertEvent] = []
+    for i in range(50):
+        sensor = "lx-pump-000030" if i == 29 else f"jn-wl-{i:06d}"
+        ts = ts0 + i * 10_000
+        events += engine.on_anomaly(state, Anomaly(
+            anomaly_id=anomaly_id(sensor, "level", ts), phase="start", sensor_id=sensor,
+            kind="water_level", detector="level", reason="water.warning", score=0.8,
+            peak_score=1.0, severity="yellow", field="level_m", observed=4.3, expected=4.0,
+            window_start_ms=ts - MIN, window_end_ms=ts, since_ms=ts, ts_ms=ts,
+            detected_at_ms=ts, lon=117.02 + i * 1e-4, lat=36.66, district_code=370102,
+            city_code=370100), None, ts)
+    return events
+
+
+def _gauge_again(engine, state, ts: int) -> list[AlertEvent]:
+    """Gauge 0 (a listed one) ends its episode and starts another: two ``updated`` events."""
+    from cityagent.detection import Anomaly, anomaly_id
+
+    events: list[AlertEvent] = []
+    for phase, since in (("end", ts - 6 * 60 * MIN), ("start", ts)):
+        events += engine.on_anomaly(state, Anomaly(
+            anomaly_id=anomaly_id("jn-wl-000000", "level", since), phase=phase,
+            sensor_id="jn-wl-000000", kind="water_level", detector="level",
+            reason="water.warning", score=0.8, peak_score=1.0, severity="yellow",
+            field="level_m", observed=4.3, expected=4.0, window_start_ms=ts - MIN,
+            window_end_ms=ts, since_ms=since, ts_ms=ts, detected_at_ms=ts, lon=117.02,
+            lat=36.66, district_code=370102, city_code=370100), None, ts)
+    return events
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_prefix_scoped_key_sees_an_alert_of_its_unlisted_sensor_after_an_api_restart(
+        busy: bool) -> None:
+    """An API started nine days into a 50-gauge flood reads the last 7 days of the alerts
+    topic. The water company's gauge, the 30th (not among the 20 listed), had its only event
+    on day 0: before 2026-11-25 that API did not know it, and the company's key (``lx-pump-``)
+    did not see the flood, whether the alert had been quiet (``restated`` daily, 20 sensors
+    listed) or busy (another gauge's updates every 6 hours, never restated). A ``restated``
+    event now carries every sensor (``members``), and an alert with more sensors than it lists
+    is restated daily even when busy."""
+    from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
+    from cityagent.routing import default_router
+    from cityagent.settings import RETENTION_H
+
+    engine, state = IncidentEngine(AlertingConfig.load(), default_router()), ScopeState()
+    events = _flood_of_50(engine, state, T0)
+    for hour in range(6, 9 * 24 + 1, 6):
+        if busy:
+            events += _gauge_again(engine, state, T0 + hour * 60 * MIN)
+        events += engine.tick(state, T0 + hour * 60 * MIN)
+    now = T0 + 9 * 24 * 60 * MIN
+    kept = [e for e in events if e.at_ms > now - RETENTION_H * 60 * MIN]
+    assert kept and "lx-pump-000030" not in {e.sensor_id for e in kept}
+    fresh = AlertBook()
+    for offset, event in enumerate(kept):
+        fresh.apply(event.to_dict(), partition=0, offset=offset)
+    alert_id = events[0].alert_id
+    water_co = Principal("operator", "water-co", prefixes=("lx-pump-",))
+    assert fresh.get(alert_id, water_co) is not None
+    assert ids(fresh.query(AlertQuery(principal=water_co)).alerts) == [alert_id]
+    assert fresh.get(alert_id, Principal("operator", "other-co", prefixes=("wf-",))) is None
+
+
+def test_a_restated_events_sensors_count_for_scope_but_are_not_streamed() -> None:
+    """``members`` is for the book's scope checks; the stream sends the event without it
+    (a restatement of a 30,000-sensor flood holds ~500 KB of them, daily)."""
+    book = AlertBook()
+    book.apply(alert_event())
+    restated = alert_event(seq=2, type="restated") | {"members": ["370-wl-inc-1", "lx-9"]}
+    entry = book.apply(restated)
+    assert entry is not None and "members" not in orjson.loads(entry.data)
+    assert orjson.loads(entry.data)["type"] == "restated"
+    assert book.get("inc-1", Principal("viewer", "k", prefixes=("lx-",))) is not None

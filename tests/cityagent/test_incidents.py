@@ -6,12 +6,14 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from cityagent.detection import Anomaly, anomaly_id
 from cityagent.errors import ConfigError
 from cityagent.incident_alert import Alert, AlertEvent, Command, InvalidCommand
 from cityagent.incidents import (
+    MEMBERS_BYTES,
     AlertingConfig,
     IncidentEngine,
     MaintenanceWindow,
@@ -646,6 +648,88 @@ def test_an_alert_from_a_checkpoint_written_before_restatement_is_restated_at_on
     assert ScopeState.from_bytes(old.to_bytes()).incidents[0].last_event_ms == T0 + 3 * DAY
 
 
+def gauges(eng: IncidentEngine, state: ScopeState, n: int, *, width: int = 6) -> list[str]:
+    """``n`` gauges over the line, one a second from T0 (ids ``jn-wl-`` + ``width`` digits);
+    blue: no correlation, no escalation, so the tick's only events are restatements."""
+    ids = [f"jn-wl-{i:0{width}d}" for i in range(n)]
+    for i, sensor in enumerate(ids):
+        eng.on_anomaly(state, make(sensor, since=T0 + i * 1000, at=near(i % 50),
+                                   severity="blue"), None, T0 + i * 1000)
+    return ids
+
+
+def test_a_restated_event_names_every_sensor_of_the_alert_not_only_the_listed() -> None:
+    """The snapshot lists ``max_sensors_listed`` sensors (2 here); an API started afresh
+    knows the others only from the events it reads, a week of them, and a prefix-scoped key
+    sees the alert through any of them. The restatement names them all."""
+    eng, state = engine(), ScopeState()
+    ids = gauges(eng, state, 5)
+    assert eng.tick(state, T0 + DAY + 999) == []  # a day after the second gauge's event
+    (event,) = eng.tick(state, T0 + DAY + 1000)
+    assert event.type == "restated" and event.alert.sensors == tuple(ids[:2])
+    assert event.members == tuple(ids)
+    doc = json.loads(json.dumps(event.to_dict()))
+    assert doc["members"] == ids and AlertEvent.from_dict(doc) == event
+    # The other events leave it out, as before it existed.
+    assert all("members" not in e.to_dict() for e in eng.on_anomaly(
+        state, make("jn-wl-000009", since=T0 + DAY, at=near(9)), None, T0 + DAY))
+
+
+def test_an_alert_with_unlisted_sensors_is_restated_daily_even_while_busy() -> None:
+    """Events every 6 hours keep a quiet-alert restatement off for ever; an alert with more
+    sensors than it lists still needs one a day, or a member whose own events are a week
+    old is unknown to a starting API. One that lists every sensor does not."""
+    for n, listed in ((5, False), (2, True)):
+        eng, state = engine(), ScopeState()
+        gauges(eng, state, n)
+        restated = []
+        for hour in range(6, 4 * 24 + 1, 6):
+            now = T0 + hour * 60 * MIN
+            eng.on_command(state, cmd(state.incidents[0].alert_id, "comment", f"c{hour}",
+                                      text="巡查中", at_ms=now), now)
+            restated += [e.at_ms for e in eng.tick(state, now + 1) if e.type == "restated"]
+        if listed:
+            assert restated == [], n
+        else:  # the first at the first tick a day after the last event that listed them
+            # all (the second gauge's, T0 + 1 s), then a day after each restatement
+            assert restated == [T0 + (24 * d + 6) * 60 * MIN + 1 for d in (1, 2, 3)], restated
+
+
+def test_the_sensors_of_a_huge_alert_are_bounded_to_what_a_kafka_record_takes() -> None:
+    """Kafka and Faust's producer refuse a record over 1 MB. A 1,000-gauge flood's
+    restatement is ~15 KB (``jn-wl-000123`` ids); past MEMBERS_BYTES (512 KB, 7,825 ids of 64
+    characters) the list keeps the earliest members, whose own events are the oldest."""
+    eng, state = engine(), ScopeState()
+    ids = gauges(eng, state, 1000)
+    (event,) = eng.tick(state, T0 + DAY + 1000)
+    assert event.members == tuple(ids)
+    assert len(orjson.dumps(event.to_dict())) < 20_000
+    eng, state = engine(), ScopeState()
+    ids = gauges(eng, state, 8000, width=58)  # 64-character ids
+    (event,) = eng.tick(state, T0 + DAY + 1000)
+    size = len(orjson.dumps(event.to_dict()))
+    assert event.members == tuple(ids[:7825]) and event.alert.sensor_count == 8000
+    assert MEMBERS_BYTES < size < 1_000_000
+    # Restated daily all the same, not at every tick.
+    assert eng.tick(state, T0 + DAY + 5000) == []
+    assert [e.type for e in eng.tick(state, T0 + 2 * DAY + 1000)] == ["restated"]
+
+
+def test_a_big_alert_from_a_checkpoint_without_roster_ms_is_restated_at_once() -> None:
+    eng, state = engine(), ScopeState()
+    ids = gauges(eng, state, 5)
+    doc = state.to_dict()
+    for incident in doc["incidents"]:
+        del incident["roster_ms"]  # as written before 2026-11-25
+    old = ScopeState.from_dict(json.loads(json.dumps(doc)))
+    assert old.incidents[0].roster_ms is None
+    # Its last event was 4 s ago, but nothing says one named every sensor: its opening is
+    # the guess, a day ago.
+    (event,) = eng.tick(old, T0 + DAY)
+    assert event.type == "restated" and event.members == tuple(ids)
+    assert ScopeState.from_bytes(old.to_bytes()).incidents[0].roster_ms == T0 + DAY
+
+
 # -- idempotency and replay ------------------------------------------------------------------
 
 
@@ -793,7 +877,9 @@ def test_state_alert_and_event_round_trip_through_json() -> None:
 
 def test_an_alert_event_as_a_dict_is_the_document_asdict_gave() -> None:
     """The wire format of the alerts topic did not change when ``to_dict`` stopped deep
-    copying: the same keys and values (tuples as lists), also for an event without an alert."""
+    copying: the same keys and values (tuples as lists), also for an event without an alert.
+    ``members`` (restated events only) is left out where it is None: other events are what
+    they were before it existed."""
     eng, state = engine(), ScopeState()
     events = [*eng.on_anomaly(state, make(), None, T0),
               *eng.on_anomaly(state, make("jn-wl-000002", at=near(1)), None, T0 + MIN)]
@@ -806,7 +892,8 @@ def test_an_alert_event_as_a_dict_is_the_document_asdict_gave() -> None:
 
     for event in events:
         doc = event.to_dict()
-        assert doc == listed(asdict(event))
+        assert event.members is None and "members" not in doc
+        assert doc == {k: v for k, v in listed(asdict(event)).items() if k != "members"}
         assert json.loads(json.dumps(doc)) == doc  # lists, never tuples
     sensors = events[1].to_dict()["alert"]["sensors"]
     assert sensors == ["jn-wl-000001", "jn-wl-000002"]

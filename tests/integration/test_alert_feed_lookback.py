@@ -170,3 +170,57 @@ def test_a_started_api_resumes_an_id_within_its_read_and_resets_an_older_one(
             assert _alert_ids(before) == ["restated", "new"]
     finally:
         api.stop()
+
+
+def test_a_restarted_api_shows_a_prefix_scoped_key_the_flood_of_its_unlisted_gauge(
+        settings_factory, tmp_path) -> None:
+    """A 50-gauge flood, opened nine days ago and busy since (another gauge every 6 hours),
+    whose 30th gauge (not among the 20 listed) is the water company's and had its only event
+    on day 0. The incident engine's events go onto the alerts topic stamped with their
+    times, then an API starts: it reads their last 7 days. The company's key (``lx-pump-``)
+    must see the flood; before 2026-11-25 that API's answer to it was an empty list and a
+    404, as no event it read named that gauge."""
+    from cityagent.incidents import AlertingConfig, IncidentEngine, ScopeState
+    from cityagent.routing import default_router
+    from tests.api.test_alert_book import _flood_of_50, _gauge_again
+
+    t0 = NOW_MS - 9 * DAY_MS
+    engine, state = IncidentEngine(AlertingConfig.load(), default_router()), ScopeState()
+    events = _flood_of_50(engine, state, t0)
+    for hour in range(6, 9 * 24, 6):
+        events += _gauge_again(engine, state, t0 + hour * 3_600_000)
+        events += engine.tick(state, t0 + hour * 3_600_000)
+    alert_id = events[0].alert_id
+    settings = settings_factory(partitions=1, api_port=free_port(),
+                                api_keys="admin:adm,operator:water-co:lx-pump-,"
+                                         "operator:other-co:wf-")
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
+        await producer.start()
+        try:
+            for e in events:
+                await producer.send(settings.alerts_topic, orjson.dumps(e.to_dict()),
+                                    key=e.scope.encode(), timestamp_ms=e.at_ms)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    api = start_api(settings, tmp_path / "api.log")
+    base = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        def get(path: str, key: str) -> httpx.Response:
+            return httpx.get(f"{base}{path}", headers={"authorization": f"Bearer {key}"},
+                             timeout=15)
+
+        everything = get("/v1/alerts", "adm").json()["alerts"]
+        assert [a["alert_id"] for a in everything] == [alert_id]
+        assert "lx-pump-000030" not in everything[0]["sensors"]
+        listed = get("/v1/alerts", "water-co")
+        assert [a["alert_id"] for a in listed.json()["alerts"]] == [alert_id], listed.text
+        assert get(f"/v1/alerts/{alert_id}", "water-co").status_code == 200
+        assert get(f"/v1/alerts/{alert_id}", "other-co").status_code == 404
+    finally:
+        api.stop()
