@@ -16,7 +16,8 @@ from pathlib import Path
 from cityagent.detectors.config import WINDOW_MAX_S, forget_after_s_error
 from cityagent.errors import ConfigError
 
-__all__ = ("Settings", "ENV_VARS", "bootstrap_servers", "forget_after_s_from_env", "RETENTION_H",
+__all__ = ("Settings", "ENV_VARS", "bootstrap_servers", "detection_settings_from_env",
+           "DETECTION_VARS", "RETENTION_H",
            "ALERTS_RETENTION_DAYS_MIN", "ALERTS_RETENTION_DAYS_MAX")
 
 #: Retention of CityAgent's plain (delete-policy) topics, the readings topic among them: 7 days.
@@ -44,11 +45,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_PARTITIONS": ("partitions", "Partitions of each topic created (default 8); `cityagent up --workers` is at most this."),
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
-    "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`)."),
+    "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`). `cityagent replay` reads it too, unless given `--config` ([docs/replay.md](docs/replay.md#the-workers-settings))."),
     "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
-    "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60, at most a year). It also caps the file's `[windows] idle_s`, and its `grace_s` unless `CITYAGENT_GRACE_S` is set, at this window (`idle_s = 600` runs as 60 s under 60): a worker and `cityagent eval` say so at start, one line per value ([docs/detection.md](docs/detection.md#windows-event-time))."),
-    "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15, at most a year)."),
-    "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)."),
+    "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60, at most a year). It also caps the file's `[windows] idle_s`, and its `grace_s` unless `CITYAGENT_GRACE_S` is set, at this window (`idle_s = 600` runs as 60 s under 60): a worker, `cityagent eval` and `cityagent replay` say so at start, one line per value ([docs/detection.md](docs/detection.md#windows-event-time)). `cityagent replay` reads it unless given `--window`."),
+    "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15, at most a year). `cityagent replay` reads it unless given `--grace` (its own default is 0: it replays rows in time order)."),
+    "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten). `cityagent replay` reads it too."),
     "CITYAGENT_CHECKPOINT_S": ("checkpoint_s", "How often a worker checkpoints detection state to its changelog, seconds (default 10; 60 for the workers `cityagent up` runs on the embedded broker)."),
     "CITYAGENT_ALERTING": ("alerting_path", "TOML file of alerting settings: incident lifecycle, correlation scopes and escalation (default: the packaged `cityagent/data/alerting.toml`; format in docs/alerting.md). It replaces the packaged file whole: start from a copy of it, as what it leaves out takes the code's defaults."),
     "CITYAGENT_ZONES": ("zones_path", "Operational zones (GeoJSON FeatureCollection, format in docs/alerting.md); default: the packaged demo zones."),
@@ -273,14 +274,18 @@ def bootstrap_servers(raw: str) -> str:
     return ",".join(servers)
 
 
-def forget_after_s_from_env(environ: Mapping[str, str] | None = None) -> float | None:
-    """``CITYAGENT_FORGET_AFTER_S`` alone, checked as :meth:`Settings.from_env` checks it
-    (ConfigError naming it), or None when unset. For `cityagent replay`, which forgets a
-    silent sensor as the workers do but needs none of their other settings: a wrong
-    ``CITYAGENT_KAFKA`` must not stop an offline replay."""
+#: The workers' detection settings: what `cityagent replay` reads of the environment.
+DETECTION_VARS: tuple[str, ...] = ("CITYAGENT_DETECTION", "CITYAGENT_WINDOW_S",
+                                   "CITYAGENT_GRACE_S", "CITYAGENT_FORGET_AFTER_S")
+
+
+def detection_settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings of :data:`DETECTION_VARS` alone, checked as :meth:`Settings.from_env` checks
+    them (ConfigError naming the variable); every other field is its default. For
+    `cityagent replay`, which detects as the workers do but needs none of their other
+    settings: a wrong ``CITYAGENT_KAFKA`` must not stop an offline replay."""
     env = os.environ if environ is None else environ
-    var = "CITYAGENT_FORGET_AFTER_S"
-    return Settings.from_env({var: env[var]} if var in env else {}).forget_after_s
+    return Settings.from_env({var: env[var] for var in DETECTION_VARS if var in env})
 
 
 def _forget_after_s(var: str, raw: str, number: float) -> float:

@@ -6,6 +6,13 @@ and reports what it found: a summary (stdout; ``--json`` for one JSON object), t
 events (a table of the first few, or all of them as JSON lines with ``--anomalies``) and one
 causal anomaly score per input row (``--scores``). Progress goes to stderr on big files. Bad
 input exits 2 with one line naming the file and line; no stack trace.
+
+The detection settings are the workers' unless told otherwise: ``--config``, ``--window`` and
+``--grace`` win, else ``CITYAGENT_DETECTION``, ``CITYAGENT_WINDOW_S`` and
+``CITYAGENT_GRACE_S`` (and ``CITYAGENT_FORGET_AFTER_S``) as the workers read them, else the
+packaged file, the auto window and no grace. One line on stderr says which it used and from
+where: a replay of production history on a worker host ran with the packaged settings, not
+the workers', without a word.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from control.args import seconds_between
-from control.kernels import load_kernels
+from control.kernels import load_kernels, say_config_notes
 
-__all__ = ("add_arguments", "build_parser", "main", "run_replay")
+__all__ = ("add_arguments", "build_parser", "choose_settings", "main", "run_replay",
+           "ReplaySettings")
 
 _TABLE_ROWS = 10
 #: Longest --window or --grace: a year.
@@ -41,13 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="write every anomaly event as JSON lines (default: print the "
                              "first few)")
     parser.add_argument("--window", type=seconds_between(0.001, _YEAR_S), metavar="SECONDS",
-                        help="tumbling window size (default: detection.toml's 60 s; for "
-                             "generic series at least the median interval between readings)")
+                        help="tumbling window size (default: CITYAGENT_WINDOW_S, as the "
+                             "workers; else the settings file's 60 s, for generic series at "
+                             "least the median interval between readings)")
     parser.add_argument("--grace", type=seconds_between(0, _YEAR_S), metavar="SECONDS",
-                        help="grace after a window's end before it is judged (default 0: the "
-                             "rows are replayed in time order, so nothing is late)")
+                        help="grace after a window's end before it is judged (default: "
+                             "CITYAGENT_GRACE_S; else 0: the rows are replayed in time order, "
+                             "so nothing is late)")
     parser.add_argument("--config", type=Path, metavar="TOML",
-                        help="detection settings (default: the packaged detection.toml); "
+                        help="detection settings (default: CITYAGENT_DETECTION, as the "
+                             "workers; else the packaged detection.toml); "
                              "CITYAGENT_FORGET_AFTER_S overrides its [state] forget_after_s, "
                              "as in the workers")
     parser.add_argument("--registry", type=Path, metavar="FILE",
@@ -67,17 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Run ``cityagent replay`` with parsed arguments; CityAgentError on bad input."""
-    from cityagent.detectors.config import DetectionConfig
     from cityagent.detectors.registry_profiles import SensorProfiles
     from cityagent.replay import (
+        auto_window_s,
         read_replay_file,
         replay,
         summarize,
         write_anomalies,
         write_scores,
     )
-    from cityagent.settings import forget_after_s_from_env
-
     targets = {flag: path for flag, path in (("--scores", args.scores),
                                              ("--anomalies", args.anomalies)) if path}
     try:
@@ -86,9 +97,8 @@ def run_replay(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     try:
-        # The workers' override of when a silent sensor is forgotten: replay ignored it, and
-        # a history replayed with it set found what the workers had not.
-        config = DetectionConfig.load(args.config, forget_after_s=forget_after_s_from_env())
+        chosen = choose_settings(args)
+        config = chosen.config
         profiles = SensorProfiles.load(args.registry, config) if args.registry else None
         load_kernels(config, _fail, row_scores=True)  # compiling is not detecting: not in "took ... to detect"
         started = time.perf_counter()
@@ -97,7 +107,10 @@ def run_replay(args: argparse.Namespace) -> int:
         if len(inp) == 0:
             _fail(f"{args.file}: no data rows after the header")
             return 2
-        result = replay(inp, window_s=args.window, grace_s=args.grace, config=config,
+        window_s = chosen.window_s if chosen.window_s is not None else auto_window_s(inp, config)
+        chosen.check(window_s)
+        _fail(chosen.line(window_s))
+        result = replay(inp, window_s=window_s, grace_s=chosen.grace_s, config=config,
                         profiles=profiles, progress=_progress)
         try:
             if args.scores:
@@ -114,6 +127,7 @@ def run_replay(args: argparse.Namespace) -> int:
     summary = summarize(inp, result)
     summary["read_s"] = round(read_s, 3)
     summary["forget_after_s"] = config.forget_after_ms / 1000
+    summary["settings_from"] = chosen.sources
     if args.scores:
         summary["scores_file"] = str(args.scores)
     if args.anomalies:
@@ -126,6 +140,95 @@ def run_replay(args: argparse.Namespace) -> int:
             print()
             print(format_anomalies(result.anomalies, _TABLE_ROWS))
     return 0
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """The detection settings a replay uses, and where each came from (``sources``: a flag,
+    a ``CITYAGENT_*`` variable, ``auto``, ``default``, ``packaged`` or ``settings file``)."""
+
+    config: Any  # DetectionConfig
+    path: Path | None  # the settings file; None: the packaged one
+    window_s: float | None  # None: auto (cityagent.replay.auto_window_s)
+    grace_s: float
+    sources: dict[str, str]
+    #: Variables set in the environment that a flag overrode: variable -> its value.
+    overridden: dict[str, str]
+
+    def check(self, window_s: float) -> None:
+        """ConfigError naming where the grace and the window came from if it exceeds it."""
+        from cityagent.errors import ConfigError
+
+        if self.grace_s > window_s:
+            raise ConfigError(
+                f"the grace ({self.grace_s:g} s, {self.sources['grace_s']}) must lie between 0 "
+                f"and the window ({window_s:g} s, {self.sources['window_s']})")
+
+    def line(self, window_s: float) -> str:
+        """``settings: window 60 s (auto), grace 0 s (default), ...``: what the replay uses."""
+        def said(key: str, text: str) -> str:
+            source = self.sources[key]
+            over = _FLAG_VAR.get(source)
+            if over in self.overridden:
+                source += f" over {over}={self.overridden[over]}"
+            return f"{text} ({source})"
+
+        where = str(self.path) if self.path else "cityagent/data/detection.toml"
+        forget_s = self.config.forget_after_ms / 1000
+        return ("settings: " + ", ".join((
+            said("window_s", f"window {window_s:g} s"),
+            said("grace_s", f"grace {self.grace_s:g} s"),
+            said("forget_after_s", f"forget_after_s {forget_s:.12g} s"),
+            said("config", f"detection settings {where}"))))
+
+
+#: Each flag and the workers' variable it wins over.
+_FLAG_VAR = {"--config": "CITYAGENT_DETECTION", "--window": "CITYAGENT_WINDOW_S",
+             "--grace": "CITYAGENT_GRACE_S"}
+
+
+def choose_settings(args: argparse.Namespace,
+                    environ: Mapping[str, str] | None = None) -> ReplaySettings:
+    """The flags, else the workers' variables (checked as the workers check them), else
+    replay's defaults; the settings file loaded as the workers load it, and its notes said.
+
+    ConfigError (naming the variable, file or flag) when something is wrong.
+    """
+    from cityagent.detectors.config import DetectionConfig
+    from cityagent.settings import detection_settings_from_env
+
+    env = detection_settings_from_env(environ)
+    raw = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    overridden = {var: raw[var].strip() for flag, var in _FLAG_VAR.items()
+                  if getattr(args, flag[2:]) is not None and raw.get(var, "").strip()}
+
+    def pick(key: str, flag: str, given: Any, from_env: Any, fallback: Any, otherwise: str):
+        if given is not None:
+            sources[key] = flag
+            return given
+        if from_env is not None:
+            sources[key] = _FLAG_VAR[flag]
+            return from_env
+        sources[key] = otherwise
+        return fallback
+
+    path = pick("config", "--config", args.config, env.detection_path, None, "packaged")
+    window_s = pick("window_s", "--window", args.window, env.window_s, None, "auto")
+    grace_s = pick("grace_s", "--grace", args.grace, env.grace_s, 0.0, "default")
+    sources["forget_after_s"] = ("CITYAGENT_FORGET_AFTER_S" if env.forget_after_s is not None
+                                 else "settings file")
+    chosen = ReplaySettings(None, path, window_s, grace_s, sources, overridden)
+    if window_s is not None:
+        chosen.check(window_s)
+    # As the workers load it: a window of CITYAGENT_WINDOW_S caps the file's idle wait, and
+    # say_config_notes says so as the worker does (the grace is replay's own, capped never).
+    by_env = window_s if sources["window_s"] == "CITYAGENT_WINDOW_S" else None
+    config = DetectionConfig.load(path, window_s=by_env,
+                                  grace_s=grace_s if by_env is not None else None,
+                                  forget_after_s=env.forget_after_s)
+    say_config_notes(config, _fail)
+    return replace(chosen, config=config)
 
 
 class _BadOutput(Exception):

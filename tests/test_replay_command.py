@@ -18,6 +18,15 @@ from tests.cityagent.test_replay import LEVEL_CSV, write_series
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_settings(monkeypatch) -> None:
+    """Replay reads the workers' detection variables: none of the caller's."""
+    from cityagent.settings import DETECTION_VARS
+
+    for var in DETECTION_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
 
@@ -231,7 +240,82 @@ def test_an_idle_wait_past_an_hour_stops_replay_with_one_line_naming_it(tmp_path
 
 
 def test_replay_needs_no_other_setting_of_the_workers(capsys, monkeypatch) -> None:
-    """Only CITYAGENT_FORGET_AFTER_S is read: a wrong Kafka address is nothing to an offline
-    replay."""
+    """Only the detection variables are read (CITYAGENT_DETECTION, _WINDOW_S, _GRACE_S,
+    _FORGET_AFTER_S): a wrong Kafka address is nothing to an offline replay."""
     monkeypatch.setenv("CITYAGENT_KAFKA", "not a host list")
     assert cli_main(["replay", str(LEVEL_CSV), "--json"]) == 0
+
+
+def _replayed(capsys, *args: str) -> tuple[dict, list[str]]:
+    """The --json summary of a replay of LEVEL_CSV and its stderr lines."""
+    import json
+
+    assert cli_main(["replay", str(LEVEL_CSV), "--json", *args]) == 0
+    out, err = capsys.readouterr()
+    return json.loads(out), err.strip().splitlines()
+
+
+def test_replay_takes_the_workers_detection_settings_from_the_environment(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """On a worker host, replay detected with the packaged settings and its own window and
+    grace whatever CITYAGENT_DETECTION, CITYAGENT_WINDOW_S and CITYAGENT_GRACE_S said: a
+    backtest of production history ran with other settings than production, without a word.
+    Now it takes them when its flags are not given, and one line says what it used."""
+    plain, said = _replayed(capsys)
+    assert (plain["window_s"], plain["grace_s"]) == (300.0, 0.0)  # auto: the 5-min step
+    assert said == ["cityagent replay: settings: window 300 s (auto), grace 0 s (default), "
+                    "forget_after_s 2592000 s (settings file), detection settings "
+                    "cityagent/data/detection.toml (packaged)"]
+    text = (ROOT / "cityagent" / "data" / "detection.toml").read_text("utf-8")
+    workers = tmp_path / "workers.toml"
+    workers.write_text(text.replace("\nidle_s = 5 ", "\nidle_s = 900 ", 1), "utf-8")
+    monkeypatch.setenv("CITYAGENT_DETECTION", str(workers))
+    monkeypatch.setenv("CITYAGENT_WINDOW_S", "600")
+    monkeypatch.setenv("CITYAGENT_GRACE_S", "30")
+    theirs, said = _replayed(capsys)
+    assert (theirs["window_s"], theirs["grace_s"]) == (600.0, 30.0)
+    assert theirs["windows"] < plain["windows"]
+    assert theirs["settings_from"] == {"config": "CITYAGENT_DETECTION",
+                                       "window_s": "CITYAGENT_WINDOW_S",
+                                       "grace_s": "CITYAGENT_GRACE_S",
+                                       "forget_after_s": "settings file"}
+    # The worker's notice of a file value the window caps, then the settings line.
+    assert said == [
+        f"cityagent replay: [windows] idle_s = 900 of {workers} is taken as 600 s, the "
+        "detection window CITYAGENT_WINDOW_S sets: a window set over the file's caps the idle "
+        "wait at one window",
+        "cityagent replay: settings: window 600 s (CITYAGENT_WINDOW_S), grace 30 s "
+        "(CITYAGENT_GRACE_S), forget_after_s 2592000 s (settings file), detection settings "
+        f"{workers} (CITYAGENT_DETECTION)"]
+    # The flags win, and the line says over what.
+    mine, said = _replayed(capsys, "--window", "300", "--grace", "0", "--config",
+                           str(ROOT / "cityagent" / "data" / "detection.toml"))
+    assert {k: mine[k] for k in plain if k not in ("elapsed_s", "read_s")} == {
+        **{k: plain[k] for k in plain if k not in ("elapsed_s", "read_s")},
+        "settings_from": {"config": "--config", "window_s": "--window", "grace_s": "--grace",
+                          "forget_after_s": "settings file"}}
+    assert said[-1].startswith(
+        "cityagent replay: settings: window 300 s (--window over CITYAGENT_WINDOW_S=600), "
+        "grace 0 s (--grace over CITYAGENT_GRACE_S=30), ")
+    assert said[-1].endswith(f"(--config over CITYAGENT_DETECTION={workers})")
+
+
+@pytest.mark.parametrize("env, args, words", [
+    ({"CITYAGENT_WINDOW_S": "abc"}, [], "cityagent: CITYAGENT_WINDOW_S must be a number; "
+                                        "got 'abc'"),
+    ({"CITYAGENT_DETECTION": "/no/such.toml"}, [],
+     "cityagent: CITYAGENT_DETECTION names no readable file; got '/no/such.toml'"),
+    ({"CITYAGENT_GRACE_S": "90"}, ["--window", "60"],
+     "cityagent: the grace (90 s, CITYAGENT_GRACE_S) must lie between 0 and the window "
+     "(60 s, --window)"),
+    ({"CITYAGENT_GRACE_S": "900"}, [],
+     "cityagent: the grace (900 s, CITYAGENT_GRACE_S) must lie between 0 and the window "
+     "(300 s, auto)"),
+])
+def test_a_wrong_worker_setting_stops_replay_with_one_line_naming_it(
+        env: dict[str, str], args: list[str], words: str, capsys, monkeypatch) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert cli_main(["replay", str(LEVEL_CSV), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [words]

@@ -53,6 +53,15 @@ def write_series(path: Path, values, step_s: float = 300.0) -> Path:
 LEVEL_CSV = Path(__file__).resolve().parent.parent / "data" / "replay_level.csv"
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_settings(monkeypatch) -> None:
+    """`cityagent replay` reads the workers' detection variables: none of the caller's."""
+    from cityagent.settings import DETECTION_VARS
+
+    for var in DETECTION_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="module")
 def shifted():
     inp = read_replay_file(LEVEL_CSV)
