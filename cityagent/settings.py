@@ -46,7 +46,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CITYAGENT_REPLICATION": ("replication", "Replication factor of topics created (default 1)."),
     "CITYAGENT_APP_ID": ("app_id", "Faust application id: consumer group and changelog names (default `cityagent`)."),
     "CITYAGENT_DETECTION": ("detection_path", "TOML file of detection settings: windows, detectors per kind, and after how long a silent sensor is forgotten (`[state] forget_after_s`, 30 days: [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten)) (default: the packaged `cityagent/data/detection.toml`). `cityagent replay` reads it too, unless given `--config` ([docs/replay.md](docs/replay.md#the-workers-settings))."),
-    "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals."),
+    "CITYAGENT_SENSOR_REGISTRY": ("registry_path", "Sensor registry (JSON or CSV, as `cityagent sim --registry` writes): per-sensor 警戒/保证 levels, free-flow speeds, report intervals. `cityagent replay` reads it too, unless given `--registry`."),
     "CITYAGENT_WINDOW_S": ("window_s", "Detection window in seconds (overrides the settings file; default 60, at most a year). It also caps the file's `[windows] idle_s`, and its `grace_s` unless `CITYAGENT_GRACE_S` is set, at this window (`idle_s = 600` runs as 60 s under 60): a worker, `cityagent eval` and `cityagent replay` say so at start, one line per value ([docs/detection.md](docs/detection.md#windows-event-time)). `cityagent replay` reads it unless given `--window`."),
     "CITYAGENT_GRACE_S": ("grace_s", "Grace period for late readings in seconds (overrides the settings file; default 15, at most a year). `cityagent replay` reads it unless given `--grace` (its own default is 0: it replays rows in time order)."),
     "CITYAGENT_FORGET_AFTER_S": ("forget_after_s", "Seconds after which a sensor not heard from (by its bucket's event time) is forgotten, its detection state removed (overrides `[state] forget_after_s` of the settings file; default 2592000, 30 days; 0 never, else 86400 to 315360000). See [docs/detection.md](docs/detection.md#state-sensors-not-heard-from-are-forgotten). `cityagent replay` reads it too."),
@@ -276,7 +276,8 @@ def bootstrap_servers(raw: str) -> str:
 
 #: The workers' detection settings: what `cityagent replay` reads of the environment.
 DETECTION_VARS: tuple[str, ...] = ("CITYAGENT_DETECTION", "CITYAGENT_WINDOW_S",
-                                   "CITYAGENT_GRACE_S", "CITYAGENT_FORGET_AFTER_S")
+                                   "CITYAGENT_GRACE_S", "CITYAGENT_FORGET_AFTER_S",
+                                   "CITYAGENT_SENSOR_REGISTRY")
 
 
 def detection_settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

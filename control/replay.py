@@ -99,7 +99,7 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         chosen = choose_settings(args)
         config = chosen.config
-        profiles = SensorProfiles.load(args.registry, config) if args.registry else None
+        profiles = SensorProfiles.load(chosen.registry, config) if chosen.registry else None
         load_kernels(config, _fail, row_scores=True)  # compiling is not detecting: not in "took ... to detect"
         started = time.perf_counter()
         inp = read_replay_file(args.file, config, progress=_progress)
@@ -154,6 +154,8 @@ class ReplaySettings:
     sources: dict[str, str]
     #: Variables set in the environment that a flag overrode: variable -> its value.
     overridden: dict[str, str]
+    #: The sensor registry (per-sensor levels and intervals); None: none.
+    registry: Path | None = None
 
     def check(self, window_s: float) -> None:
         """ConfigError naming where the grace and the window came from if it exceeds it."""
@@ -179,12 +181,13 @@ class ReplaySettings:
             said("window_s", f"window {window_s:g} s"),
             said("grace_s", f"grace {self.grace_s:g} s"),
             said("forget_after_s", f"forget_after_s {forget_s:.12g} s"),
-            said("config", f"detection settings {where}"))))
+            said("config", f"detection settings {where}"),
+            *([said("registry", f"sensor registry {self.registry}")] if self.registry else []))))
 
 
 #: Each flag and the workers' variable it wins over.
 _FLAG_VAR = {"--config": "CITYAGENT_DETECTION", "--window": "CITYAGENT_WINDOW_S",
-             "--grace": "CITYAGENT_GRACE_S"}
+             "--grace": "CITYAGENT_GRACE_S", "--registry": "CITYAGENT_SENSOR_REGISTRY"}
 
 
 def choose_settings(args: argparse.Namespace,
@@ -216,9 +219,10 @@ def choose_settings(args: argparse.Namespace,
     path = pick("config", "--config", args.config, env.detection_path, None, "packaged")
     window_s = pick("window_s", "--window", args.window, env.window_s, None, "auto")
     grace_s = pick("grace_s", "--grace", args.grace, env.grace_s, 0.0, "default")
+    registry = pick("registry", "--registry", args.registry, env.registry_path, None, "none")
     sources["forget_after_s"] = ("CITYAGENT_FORGET_AFTER_S" if env.forget_after_s is not None
                                  else "settings file")
-    chosen = ReplaySettings(None, path, window_s, grace_s, sources, overridden)
+    chosen = ReplaySettings(None, path, window_s, grace_s, sources, overridden, registry)
     if window_s is not None:
         chosen.check(window_s)
     # As the workers load it: a window of CITYAGENT_WINDOW_S caps the file's idle wait, and

@@ -278,7 +278,7 @@ def test_replay_takes_the_workers_detection_settings_from_the_environment(
     assert theirs["settings_from"] == {"config": "CITYAGENT_DETECTION",
                                        "window_s": "CITYAGENT_WINDOW_S",
                                        "grace_s": "CITYAGENT_GRACE_S",
-                                       "forget_after_s": "settings file"}
+                                       "forget_after_s": "settings file", "registry": "none"}
     # The worker's notice of a file value the window caps, then the settings line.
     assert said == [
         f"cityagent replay: [windows] idle_s = 900 of {workers} is taken as 600 s, the "
@@ -293,7 +293,7 @@ def test_replay_takes_the_workers_detection_settings_from_the_environment(
     assert {k: mine[k] for k in plain if k not in ("elapsed_s", "read_s")} == {
         **{k: plain[k] for k in plain if k not in ("elapsed_s", "read_s")},
         "settings_from": {"config": "--config", "window_s": "--window", "grace_s": "--grace",
-                          "forget_after_s": "settings file"}}
+                          "forget_after_s": "settings file", "registry": "none"}}
     assert said[-1].startswith(
         "cityagent replay: settings: window 300 s (--window over CITYAGENT_WINDOW_S=600), "
         "grace 0 s (--grace over CITYAGENT_GRACE_S=30), ")
@@ -319,3 +319,40 @@ def test_a_wrong_worker_setting_stops_replay_with_one_line_naming_it(
     assert cli_main(["replay", str(LEVEL_CSV), *args]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [words]
+
+
+def test_replay_takes_the_workers_sensor_registry_unless_given_one(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """A gauge at 3.2 m is below the packaged 警戒 level; its registry row puts 警戒 at 3.0 m.
+    Replay read the registry only from --registry, so on a worker host (where
+    CITYAGENT_SENSOR_REGISTRY names it) a backtest missed the alarms production raised."""
+    rows = ["sensor_id,kind,timestamp,lon,lat,level_m"]
+    rows += [f"gauge-1,water_level,2026-06-01T00:{m:02d}:00Z,117.02,36.66,"
+             f"{2.2 if m < 30 else 3.2}" for m in range(60)]
+    data = tmp_path / "levels.csv"
+    data.write_text("\n".join(rows) + "\n", "utf-8")
+    registry = tmp_path / "registry.csv"
+    registry.write_text("sensor_id,kind,warning_level_m,guaranteed_level_m\n"
+                        "gauge-1,water_level,3.0,3.5\n", "utf-8")
+
+    def replayed(*args: str) -> tuple[dict, list[str]]:
+        import json
+        assert cli_main(["replay", str(data), "--json", *args]) == 0
+        out, err = capsys.readouterr()
+        return json.loads(out), err.strip().splitlines()
+
+    plain, said = replayed()
+    assert plain["settings_from"]["registry"] == "none"
+    assert "sensor registry" not in said[-1]
+    monkeypatch.setenv("CITYAGENT_SENSOR_REGISTRY", str(registry))
+    theirs, said = replayed()
+    assert theirs["anomalies"] > plain["anomalies"], (plain, theirs)
+    assert theirs["settings_from"]["registry"] == "CITYAGENT_SENSOR_REGISTRY"
+    assert said[-1].endswith(f"sensor registry {registry} (CITYAGENT_SENSOR_REGISTRY)")
+    flag, said = replayed("--registry", str(registry))
+    assert flag["anomalies"] == theirs["anomalies"]
+    assert said[-1].endswith(f"sensor registry {registry} (--registry over "
+                             f"CITYAGENT_SENSOR_REGISTRY={registry})")
+    monkeypatch.setenv("CITYAGENT_SENSOR_REGISTRY", str(tmp_path / "missing.csv"))
+    assert cli_main(["replay", str(data), "--json"]) == 2
+    assert "missing.csv" in capsys.readouterr().err
