@@ -6,7 +6,9 @@ first (with the embedded broker, only as long as the broker runs). It reads the 
 it (``RETENTION_H``, by Kafka record time), not its beginning: the topic is the audit trail and
 keeps months (``CITYAGENT_ALERTS_RETENTION_DAYS``), but the book needs no more than 7 days, as
 it forgets resolved alerts after that and open ones are restated every day
-(docs/alerting.md); reading months would make every start slower with the topic's age. :class:`AlertFeed` does
+(docs/alerting.md). The 7 days end at the topic's newest record when that is older than now
+(every worker stopped that long): the book forgets by its newest event's time, not the clock,
+so that is what an API running since holds. Reading months would make every start slower with the topic's age. :class:`AlertFeed` does
 the reading; :class:`AlertHub` hands each applied event to the live-stream clients that want
 it, each through its own bounded queue, so a slow client never holds back the feed or the
 other clients: when its queue is full it is cut off (and told so) and may resume with its
@@ -32,7 +34,8 @@ __all__ = ("AlertBook", "AlertFeed", "AlertHub", "Subscription", "RECREATED", "T
 log = logging.getLogger("cityagent.api")
 
 #: How far back a starting feed reads the alerts topic, by Kafka record time: 7 days, the
-#: book's ``resolved_for_ms``. Every open alert has an event in it (the daily ``restated``).
+#: book's ``resolved_for_ms``, before now or the topic's newest record, whichever is sooner.
+#: Every open alert has an event in it (the daily ``restated``).
 LOOKBACK_MS = RETENTION_H * 3_600_000
 
 
@@ -119,7 +122,8 @@ class AlertFeed(TopicFeed):
         self._topic = topic
         self._book = book
         self._hub = hub
-        self._lookback = Lookback(lookback_ms, self.name)
+        # From the newest record: the book forgets by its events' time, not the clock.
+        self._lookback = Lookback(lookback_ms, self.name, from_newest=True)
         self.caught_up = False
         self.malformed = 0
         self._watch = RecreatedTopicWatch()

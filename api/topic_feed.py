@@ -18,13 +18,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
-__all__ = ("TopicFeed", "topic_partitions", "Lookback", "RecreatedTopicWatch")
+__all__ = ("TopicFeed", "topic_partitions", "newest_record_ms", "Lookback", "RecreatedTopicWatch")
 
 log = logging.getLogger("cityagent.api")
 
 RETRY_S = 2.0
 #: How long a partition must end below what a feed read before the topic counts as recreated.
 GRACE_S = 10.0
+#: How long :func:`newest_record_ms` may take to read the partitions' last batches.
+TAIL_READ_S = 10.0
 
 
 class TopicFeed:
@@ -76,6 +78,34 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     raise KafkaError(f"topic {topic!r} does not exist; start the pipeline with `cityagent up`")
 
 
+async def newest_record_ms(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                           timeout_s: float = TAIL_READ_S) -> int | None:
+    """The newest Kafka record time (epoch ms) among the partitions' last batches; None when
+    they hold no record (or none could be read within ``timeout_s``). Moves their positions.
+
+    Each partition is read from one before its end offset to that end. On Apache Kafka that
+    is its last record. The embedded broker (Tansu 0.6) reports as end offset the *last
+    batch's* base offset + 1 (MEASURED.md), so one before it is that batch's first record; a
+    fetch serves whole batches, and reading to where the position passes the end offset takes
+    in the whole batch, its last record too. The maximum is taken, not the last record's
+    time: a producer may stamp records out of order.
+    """
+    firsts = await consumer.beginning_offsets(partitions)
+    ends = await consumer.end_offsets(partitions)
+    todo = [tp for tp in partitions if ends[tp] > firsts[tp]]
+    for tp in todo:
+        consumer.seek(tp, ends[tp] - 1)
+    stamps: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while todo and time.monotonic() < deadline:
+        polled = await consumer.getmany(*todo, timeout_ms=500)
+        stamps.extend(r.timestamp for records in polled.values() for r in records)
+        todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+    if todo:
+        log.warning("could not read the last records of %s within %g s", todo, timeout_s)
+    return max(stamps, default=None)
+
+
 class Lookback:
     """Where a feed starts on the partitions it has not read: ``lookback_ms`` ago, by Kafka
     record time (None: the topic's beginning).
@@ -85,15 +115,23 @@ class Lookback:
     only the recent part. The cutoff (now - lookback) is fixed at the first :meth:`seek`, so a
     feed that lost the broker resumes against the same one; :meth:`restart` forgets it.
 
+    With ``from_newest`` the cutoff is ``lookback_ms`` before the topic's newest record
+    (:func:`newest_record_ms`) when that is older than now: for a read model that, running,
+    forgets by its stream's time rather than the clock (the alert book), so that a topic whose
+    writers have all been stopped for longer than the lookback still gives a starting API what
+    a running one holds, not nothing.
+
     ``start`` holds where each partition's read began; ``skipped`` counts the records read but
     dropped by :meth:`recent` as older than the cutoff; ``read_from`` holds where each
     partition's taken records begin: ``start``, moved past the records dropped, and final once
     :meth:`dropping` is False (or the partition is read to its end).
     """
 
-    def __init__(self, lookback_ms: int | None, feed_name: str = "feed") -> None:
+    def __init__(self, lookback_ms: int | None, feed_name: str = "feed", *,
+                 from_newest: bool = False) -> None:
         self.lookback_ms = lookback_ms
         self.feed_name = feed_name
+        self.from_newest = from_newest
         self.cutoff_ms: int | None = None
         self.start: dict[TopicPartition, int] = {}
         self.read_from: dict[TopicPartition, int] = {}
@@ -116,8 +154,10 @@ class Lookback:
 
     async def seek(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
         """Seek partitions the feed has not read from: to their first record at or after the
-        cutoff (now - lookback), to their end when none is that recent, to their beginning
-        when the broker cannot say (or there is no lookback).
+        cutoff, to their end when none is that recent, to their beginning when the broker
+        cannot say (or there is no lookback). The cutoff is now - lookback; with
+        ``from_newest``, min(now, the newest record of ``fresh``) - lookback (on a first seek,
+        ``fresh`` is every partition of the topic).
 
         The embedded broker (Tansu 0.6) answers a time lookup by the time *it* appended each
         batch, not by the records' own timestamps, and answers "no record that recent" with
@@ -135,7 +175,8 @@ class Lookback:
         cutoff = self.cutoff_ms
         if self.lookback_ms is not None:
             if cutoff is None:
-                cutoff = self.cutoff_ms = max(int(time.time() * 1000) - self.lookback_ms, 0)
+                cutoff = self.cutoff_ms = max(await self._until_ms(consumer, fresh)
+                                              - self.lookback_ms, 0)
             try:
                 answers = await consumer.offsets_for_times(dict.fromkeys(fresh, cutoff))
             except UnsupportedVersionError as exc:
@@ -154,6 +195,17 @@ class Lookback:
             self.start[tp] = self.read_from[tp] = offset
             if cutoff is not None:
                 self._before_cutoff.add(tp)
+
+    async def _until_ms(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> int:
+        """Where the lookback ends: now, or with ``from_newest`` the newest record if older."""
+        now_ms = int(time.time() * 1000)
+        newest = await newest_record_ms(consumer, fresh) if self.from_newest else None
+        if newest is None or newest >= now_ms:
+            return now_ms
+        if self.lookback_ms is not None and now_ms - newest > self.lookback_ms:
+            log.info("the %s reads up to the topic's newest record, %.1f days old",
+                     self.feed_name, (now_ms - newest) / 86_400_000)
+        return newest
 
     def recent(self, polled: Mapping[TopicPartition, list[ConsumerRecord]]
                ) -> tuple[list[ConsumerRecord], int]:

@@ -1,10 +1,12 @@
-"""A starting API reads only the last 7 days of the alerts topic, by Kafka record time.
+"""A starting API reads only 7 days of the alerts topic, by Kafka record time: the 7 days
+before its newest record, or before now if that is sooner.
 
 The alerts topic keeps months (the audit trail, ``CITYAGENT_ALERTS_RETENTION_DAYS``), and the
 alert book needs only 7 days of it: resolved alerts are forgotten after that and open ones are
 restated every day. Events go onto the topic with explicit Kafka timestamps, some ten days old;
 a fresh feed must know only the alerts with an event in the last 7 days, and catch up although
-one partition holds old events only.
+one partition holds old events only. When every worker has been stopped for longer than that
+(the newest event is 10 days old), a fresh feed must show what a running one does.
 
 On the embedded broker (Tansu 0.6) the time lookup answers by the broker's own append time, so
 these events, all appended now, are all read and the old ones skipped by their timestamps; on
@@ -22,10 +24,11 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from api.alert_book import AlertBook
 from api.read_model import LOOKBACK_MS, AlertFeed
+from api.topic_feed import newest_record_ms
 from control.topics import TopicSpec, ensure_topics, pipeline_topics
 from tests.api.test_alert_book import alert_event
 from tests.helpers import AUTH, free_port, start_api
@@ -54,13 +57,18 @@ EVENTS = [
 ]
 
 
-async def _publish(bootstrap: str, topic: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+async def _publish(bootstrap: str, topic: str, events: list | None = None,
+                   batch: list | None = None) -> None:
+    """Send ``events`` one record a batch, then ``batch`` as one batch (partition, time, doc)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=200)
     await producer.start()
     try:
-        for partition, ts_ms, doc in EVENTS:
+        for partition, ts_ms, doc in EVENTS if events is None else events:
             await producer.send_and_wait(topic, orjson.dumps(doc), partition=partition,
                                          timestamp_ms=ts_ms)
+        sent = [await producer.send(topic, orjson.dumps(doc), partition=partition,
+                                    timestamp_ms=ts_ms) for partition, ts_ms, doc in batch or ()]
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 
@@ -82,16 +90,17 @@ def _read(bootstrap: str, topic: str, **kwargs) -> tuple[AlertBook, AlertFeed]:
     return asyncio.run(scenario())
 
 
-def _published(settings_factory):
+def _published(settings_factory, events: list | None = None, batch: list | None = None):
     """Settings of their own, and their alerts topic of two partitions holding EVENTS."""
     settings = settings_factory(partitions=2)
     topic = settings.alerts_topic
     ensure_topics(settings.bootstrap, [TopicSpec(topic, 2)])
-    asyncio.run(_publish(settings.bootstrap, topic))
+    asyncio.run(_publish(settings.bootstrap, topic, events, batch))
     return settings, topic
 
 
-def test_a_fresh_alert_feed_reads_the_last_7_days_only(settings_factory) -> None:
+def test_a_fresh_alert_feed_reads_the_last_7_days_of_a_topic_written_today(
+        settings_factory) -> None:
     settings, topic = _published(settings_factory)
 
     book, feed = _read(settings.bootstrap, topic)
@@ -108,6 +117,75 @@ def test_a_fresh_alert_feed_reads_the_last_7_days_only(settings_factory) -> None
     everything, _ = _read(settings.bootstrap, topic, lookback_ms=None)
     assert set(everything._alerts) == {"old-open", "restated", "old-acked", "new",
                                        "old-elsewhere"}
+
+
+#: Every worker stopped 10 days ago (STOPPED_MS, the newest event). "long-open" was opened 12
+#: days ago and restated 11 days ago; "resolved-late" resolved 10 days ago, "resolved-early" 18
+#: days ago (more than 7 days before the newest event: a running API forgot it). Partition 1
+#: ends with one batch of three records, the newest stamped last.
+STOPPED_MS = NOW_MS - 10 * DAY_MS
+STOPPED_EVENTS = [
+    (0, NOW_MS - 20 * DAY_MS, event("resolved-early", NOW_MS - 20 * DAY_MS)),
+    (0, NOW_MS - 18 * DAY_MS, event("resolved-early", NOW_MS - 18 * DAY_MS, seq=2,
+                                    type="resolved")),
+    (0, NOW_MS - 12 * DAY_MS, event("long-open", NOW_MS - 12 * DAY_MS)),
+    (0, NOW_MS - 11 * DAY_MS, event("long-open", NOW_MS - 11 * DAY_MS, seq=2,
+                                    type="restated")),
+]
+STOPPED_BATCH = [
+    (1, STOPPED_MS - 3_600_000, event("resolved-late", STOPPED_MS - 3_600_000)),
+    (1, STOPPED_MS - 1_800_000, event("quiet", STOPPED_MS - 1_800_000)),
+    (1, STOPPED_MS, event("resolved-late", STOPPED_MS, seq=2, type="resolved")),
+]
+
+
+def _resolved(doc: dict) -> dict:
+    if doc["type"] == "resolved":
+        doc["alert"].update(status="resolved", resolved_by="system",
+                            resolved_at_ms=doc["at_ms"])
+    return doc
+
+
+def test_a_fresh_alert_feed_shows_what_a_running_one_does_after_every_worker_stopped(
+        settings_factory) -> None:
+    """Before 2026-11-25 a feed started 10 days after every worker stopped read the 7 days
+    before now, none of the topic: it showed no alert, while an API running since showed
+    "long-open" (open) and "quiet"."""
+    settings, topic = _published(
+        settings_factory, [(p, t, _resolved(d)) for p, t, d in STOPPED_EVENTS],
+        [(p, t, _resolved(d)) for p, t, d in STOPPED_BATCH])
+
+    book, feed = _read(settings.bootstrap, topic)
+    running, _ = _read(settings.bootstrap, topic, lookback_ms=None)  # read all, as it applied
+    assert set(running._alerts) == {"long-open", "resolved-late", "quiet"}
+    assert set(book._alerts) == set(running._alerts)
+    for alert_id in running._alerts:
+        assert book.get(alert_id) == running.get(alert_id), alert_id
+    assert book.get("long-open")["status"] == "open"
+    assert book.get("resolved-late")["status"] == "resolved"
+    assert feed._lookback.cutoff_ms == STOPPED_MS - LOOKBACK_MS
+    # The read begins at long-open's first event (offset 2) and at partition 1's beginning.
+    assert book.resumable and book.next_offsets == {0: 4, 1: 3}
+    assert not book.replay({0: 2, 1: 0})[1]
+    assert book.replay({0: 1, 1: 3})[1]
+
+
+def test_the_newest_record_time_is_read_from_the_whole_last_batch(settings_factory) -> None:
+    """Partition 1 ends with a batch of three records: its newest time is the third's, also
+    on the embedded broker, whose end offset is the last batch's base offset + 1 (here 1)."""
+    settings, topic = _published(settings_factory, [], STOPPED_BATCH)
+
+    async def newest() -> int | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+            consumer.assign(partitions)
+            return await newest_record_ms(consumer, partitions)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(newest()) == STOPPED_MS
 
 
 #: Where a fresh feed's read of EVENTS begins: partition 0 at its first recent event (offset
