@@ -100,19 +100,19 @@ class TypeQuality:
 
     @property
     def delay_median_s(self) -> float | None:
-        return float(np.median(self.delays_s)) if self.delays_s else None
+        return _median(self.delays_s)
 
     @property
     def delay_p95_s(self) -> float | None:
-        return float(np.percentile(self.delays_s, 95)) if self.delays_s else None
+        return _p95(self.delays_s)
 
     @property
     def onset_delay_median_s(self) -> float | None:
-        return float(np.median(self.onset_delays_s)) if self.onset_delays_s else None
+        return _median(self.onset_delays_s)
 
     @property
     def onset_delay_p95_s(self) -> float | None:
-        return float(np.percentile(self.onset_delays_s, 95)) if self.onset_delays_s else None
+        return _p95(self.onset_delays_s)
 
     def merge(self, other: TypeQuality) -> None:
         self.labels += other.labels
@@ -132,6 +132,14 @@ class TypeQuality:
             "found": self.found, "detections": self.detections,
             "true_detections": self.true_detections,
         }
+
+
+def _median(values: list[float] | None) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _p95(values: list[float] | None) -> float | None:
+    return float(np.percentile(values, 95)) if values else None
 
 
 def _round(value: float | None) -> float | None:
