@@ -51,6 +51,9 @@ __all__ = (
     "public_alert",
 )
 
+#: A member sensor's episode (its start, escalation or end) in an alert's history: kept apart
+#: from the other events there (see ``_Record``), as a storm makes hundreds of them.
+_UPDATED = "updated"
 #: Epoch-millisecond fields of an alert and the RFC 3339 field added next to each.
 _TIMES = {"first_seen_ms": "first_seen_at", "last_seen_ms": "last_seen_at",
           "opened_ms": "opened_at", "acknowledged_at_ms": "acknowledged_at",
@@ -234,7 +237,13 @@ class AlertPage:
 @dataclass
 class _Record:
     alert: dict[str, Any]
+    #: Its events but sensor updates (opened, escalated, acknowledged, assigned, commented,
+    #: resolved, restated), and its sensor updates, each bounded on its own: a storm's
+    #: incident gets hundreds of ``updated`` events (one per member episode), which pushed the
+    #: operators' acknowledgement, assignment and comments (their text is nowhere else) out
+    #: of one shared bound of 200 within minutes.
     history: deque[dict[str, Any]]
+    updates: deque[dict[str, Any]]
     events: int = 0
     changed_ms: int = 0  # event time of the change that resolved it (while resolved)
     #: Every sensor of the alert the book has read of: those its snapshots list (the first
@@ -246,7 +255,8 @@ class _Record:
 class AlertBook:
     """Alerts by id, newest ``seq`` wins; each alert's history; a bounded feed for the stream.
 
-    Keeps ``history_size`` events per alert, the last ``feed_size`` applied events for
+    Keeps ``history_size`` sensor updates and ``history_size`` other events per alert (see
+    ``_Record``), the last ``feed_size`` applied events for
     replay to reconnecting stream clients, and the last ``suppressed_size`` suppressed events.
 
     A resolved alert is forgotten once the stream's time (its newest event's ``at_ms``) is
@@ -373,11 +383,12 @@ class AlertBook:
         public = public_alert(alert)
         if record is None:
             record = self._alerts[alert["alert_id"]] = _Record(
-                public, deque(maxlen=self.history_size))
+                public, deque(maxlen=self.history_size), deque(maxlen=self.history_size))
         record.alert = public
         _add_members(record.members, event)
         record.events += 1
-        record.history.append(_history_item(event))
+        (record.updates if event["type"] == _UPDATED else record.history).append(
+            _history_item(event))
         entry = self._to_feed(event, public, previous, partition, offset,
                               members=record.members)
         if public["status"] == RESOLVED:
@@ -455,11 +466,13 @@ class AlertBook:
         return record.alert
 
     def history(self, alert_id: str) -> tuple[list[dict[str, Any]], bool]:
-        """The alert's events, oldest first, and whether that is all of them."""
+        """The alert's events, oldest first (by ``seq``), and whether that is all of them: the
+        last ``history_size`` sensor updates and the last ``history_size`` other events."""
         record = self._alerts.get(alert_id)
         if record is None:
             return [], True
-        return list(record.history), record.events <= len(record.history)
+        kept = list(heapq.merge(record.history, record.updates, key=lambda h: h["seq"]))
+        return kept, record.events <= len(kept)
 
     def query(self, query: AlertQuery, *, limit: int = 100,
               cursor: str | None = None) -> AlertPage:

@@ -187,7 +187,8 @@ class AlertHistoryItem(BaseModel):
 
 
 class AlertDetail(BaseModel):
-    """One alert and its recent history (oldest first, at most 200 events)."""
+    """One alert and its recent history (oldest first: its last 200 sensor updates and its last
+    200 other events)."""
 
     model_config = _example({"alert": ALERT_EXAMPLE, "history": [_HISTORY_EXAMPLE],
                              "history_complete": False})

@@ -198,7 +198,8 @@ async def list_alerts(
             responses={**_ERRORS, 404: {"description": "No such alert (or not in the key's "
                                                        "cities)."}})
 async def get_alert(alert_id: AlertId, principal: ViewerDep, book: ReadAlertBookDep) -> Any:
-    """One alert and its history: every change, oldest first (the last 200)."""
+    """One alert and its history, oldest first: its last 200 sensor updates and its last 200
+    other events (opened, escalated, the operators' acknowledgement, assignment, comments...)."""
     alert = _visible(book, alert_id, principal)
     history, complete = book.history(alert_id)
     return {"alert": alert, "history": history, "history_complete": complete}
