@@ -205,6 +205,7 @@ function renderFeed() {
     items.push(alert);
   }
   items.sort(byUrgency);
+  feed.listed = state.listed;
   feed.render(items, state.fresh);
   state.fresh = new Set();
 }
@@ -304,8 +305,9 @@ function renderKpis() {
       acknowledged += g.acknowledged;
     }
   }
-  for (const sev of Object.keys(open)) $(`#kpi-alerts [data-n="${sev}"]`).textContent = open[sev];
-  $("#kpi-alerts .acked").textContent = acknowledged;
+  // Until the alerts are listed, their counts are unknown, not 0.
+  for (const sev of Object.keys(open)) setText(`#kpi-alerts [data-n="${sev}"]`, state.listed ? String(open[sev]) : "—");
+  setText("#kpi-alerts .acked", state.listed ? String(acknowledged) : "—");
 
   const sum = situationSummary(city);
   const sensors = sum?.sensors;

@@ -60,6 +60,9 @@ export class Feed {
     this.regionName = regionName; // city or district code -> its name in the current language
     this.isResolved = isResolved;
     this.onCommand = onCommand;
+    // Until the alerts are listed the feed says it is loading: "no alerts" then would be a
+    // claim the page cannot make (an API slow to list, or not answering).
+    this.listed = false;
     this.rows = new Map(); // alert id -> {li, stamp, alert}
     this.shown = []; // alert ids in the order of the list's rows
     // alert id -> {action, body, key, pending} | {action, body, key, status, detail, timeoutMs}
@@ -301,7 +304,7 @@ export class Feed {
     if (!nodes.length) {
       const empty = document.createElement("li");
       empty.className = "empty";
-      empty.textContent = t("feed.empty");
+      empty.textContent = t(this.listed ? "feed.empty" : "feed.loading");
       this.list.replaceChildren(empty);
     } else if (!sameChildren(this.list, nodes)) {
       this.list.replaceChildren(...nodes);

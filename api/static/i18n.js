@@ -123,6 +123,7 @@ const WORDS = {
     "sev.orange": "橙",
     "sev.red": "红",
     "sev.none": "无",
+    "feed.loading": "正在加载告警…",
   },
   en: {
     "app.title": "Shandong City Operations",
@@ -244,6 +245,7 @@ const WORDS = {
     "sev.orange": "Orange",
     "sev.red": "Red",
     "sev.none": "none",
+    "feed.loading": "Loading alerts…",
   },
 };
 

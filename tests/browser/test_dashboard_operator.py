@@ -913,3 +913,36 @@ def _assert_the_province_drawn_for_jinan_only(page: Any, board: Dashboard) -> No
     grids = "window.__cityagent.trends.chart.getOption().grid.map(g => g.width)"
     wait_until(page, lambda: page.evaluate(grids) == ["97%"],
                "one trend chart across the panel (grid width 97%)", timeout_s=5.0)
+
+
+def test_the_feed_says_loading_not_no_alerts_until_the_alerts_are_listed(
+        chromium: Any, stack: Pipeline) -> None:
+    """An API slow to list its alerts (or not answering): the feed said 暂无告警 and the tiles
+    0 0 0 0 meanwhile, an all-clear the page could not know; now 正在加载告警… and —."""
+    listing: list[Any] = []  # held, never answered
+
+    def hold(route: Any) -> None:
+        listing.append(route)
+
+    context = chromium.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN",
+                                   timezone_id="Asia/Shanghai")
+    try:
+        context.route(lambda url: "/v1/alerts?" in url and "status=open" in url, hold)
+        page = context.new_page()
+        page.goto(stack.url + "/")
+        page.wait_for_selector("#key-dialog[open]")
+        page.fill("#key-input", OPERATOR_KEY)
+        page.click("#key-form button[type=submit]")
+        wait_until(page, lambda: bool(listing), "the page lists the alerts")
+        page.wait_for_function("document.querySelector('#live').dataset.state === 'live'"
+                               " && window.__cityagent.stats().renders.feed > 0"
+                               " && window.__cityagent.stats().renders.kpi > 0", timeout=10_000)
+        assert page.text_content("#feed") == "正在加载告警…"
+        assert page.text_content("#kpi-alerts [data-n='red']") == "—"
+        assert page.text_content("#kpi-alerts .acked") == "—"
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#feed').textContent === 'Loading alerts…'",
+                               timeout=2_000)
+    finally:
+        context.close()
+
