@@ -7,6 +7,7 @@
 import {
   EventStream, api, clearKey, getKey, getOperator, newRequestKey, onUnauthorized, setKey, setOperator,
 } from "./api.js";
+import { AlertDetail } from "./detail.js";
 import { Feed, shanghaiTime } from "./feed.js";
 import { DEPARTMENTS, deptName, getLang, onLangChange, setLang, t } from "./i18n.js";
 import { COLORS, RANK, SENSOR_COLORS, ShandongMap, Trends, formatNumber } from "./map.js";
@@ -62,6 +63,7 @@ let stream = null;
 let map = null;
 let trends = null;
 let feed = null;
+let detail = null;
 
 // -- applying events ----------------------------------------------------------------------------
 
@@ -78,6 +80,7 @@ function applyEvent(event) {
   const goneSeq = state.gone.get(id);
   if ((known && known.seq > alert.seq) || (goneSeq !== undefined && goneSeq >= alert.seq)) return;
   feed.settle(event.type, alert);
+  detail.changed(id);
   if (alert.status === "resolved") {
     remember(id, alert.seq);
     if (known) {
@@ -666,6 +669,7 @@ function startLive() {
 }
 
 function stopLive() {
+  detail?.close(); // the next key may not see it
   stream?.stop();
   stream = null;
   listing += 1;
@@ -859,7 +863,9 @@ async function main() {
   setInterval(tick, 1000);
   feed = new Feed($("#feed"), $("#feed-more"), $("#feed-count"), $("#feed-new"),
     { onCommand: command, onRelease: releaseFeed, regionName: cityName,
-      isResolved: (id) => state.gone.has(id) });
+      isResolved: (id) => state.gone.has(id),
+      onDetail: (id) => detail.open(id, state.alerts.get(id)) });
+  detail = new AlertDetail($("#alert-detail"), { regionName: cityName });
   map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
   trends = new Trends($("#trends"));
   window.__cityagent = {
@@ -889,7 +895,7 @@ async function main() {
   });
   $("#back").addEventListener("click", back);
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && !$("#key-dialog").open) back();
+    if (event.key === "Escape" && !$("#key-dialog").open && !$("#alert-detail").open) back();
   });
   $("#f-city").addEventListener("change", (event) => {
     state.filters.city = event.target.value;
@@ -918,6 +924,7 @@ async function main() {
     setLive($("#live").dataset.state);
     if (map.level === "city") $("#map-title").textContent = cityName(map.city);
     renderScope();
+    if (detail.openId) detail.render();
     markAll();
     state.last.feed = state.last.map = state.last.kpi = 0;
     schedule();

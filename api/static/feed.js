@@ -13,7 +13,7 @@
 // (202) whose event has not come back in time (the alerting worker may be busy or down).
 // A read-only key (a viewer: GET /v1/me says it may not act) gets rows without buttons.
 
-import { DEPARTMENTS, deptName, getLang, t } from "./i18n.js";
+import { DEPARTMENTS, deptName, getLang, t, tn } from "./i18n.js";
 
 export const MAX_ROWS = 200;
 
@@ -50,9 +50,10 @@ export class Feed {
   /**
    * ``onCommand(alertId, action, body)`` is called when an operator acts on a row (ack,
    * resolve, assign, comment), ``onRelease()`` when a held feed may show what is waiting,
-   * ``isResolved(alertId)`` tells a resolved alert from one filtered away.
+   * ``isResolved(alertId)`` tells a resolved alert from one filtered away, ``onDetail(alertId)``
+   * opens an alert's details (its title is a button).
    */
-  constructor(list, more, count, waiting, { onCommand, onRelease, regionName, isResolved }) {
+  constructor(list, more, count, waiting, { onCommand, onRelease, regionName, isResolved, onDetail }) {
     this.list = list;
     this.more = more;
     this.count = count;
@@ -60,6 +61,7 @@ export class Feed {
     this.regionName = regionName; // city or district code -> its name in the current language
     this.isResolved = isResolved;
     this.onCommand = onCommand;
+    this.onDetail = onDetail;
     // Until the alerts are listed the feed says it is loading: "no alerts" then would be a
     // claim the page cannot make (an API slow to list, or not answering).
     this.listed = false;
@@ -138,7 +140,9 @@ export class Feed {
     const id = li.dataset.alertId;
     const act = button.dataset.act;
     const failed = this.failed(id);
-    if (act === "more") {
+    if (act === "detail") {
+      this.onDetail(id);
+    } else if (act === "more") {
       this.toggleTools(id);
     } else if (act === "cancel") {
       this.closeEditor(true);
@@ -333,7 +337,7 @@ export class Feed {
     const added = shown.reduce((n, a) => n + (onList.has(a.alert_id) ? 0 : 1), 0);
     const moved = !added && shown.some((a, i) => a.alert_id !== this.shown[i]);
     this.waiting.hidden = !added && !moved;
-    if (added || moved) this.waiting.textContent = added ? t("feed.waiting", { n: added }) : t("feed.reordered");
+    if (added || moved) this.waiting.textContent = added ? tn("feed.waiting", added) : t("feed.reordered");
     this.counts(items, shown);
   }
 
@@ -436,9 +440,14 @@ export class Feed {
       ? [a.city_code && this.regionName(a.city_code), a.district_code && this.regionName(a.district_code)]
       : [a.city_name, a.district_name]).filter(Boolean).join(" · ");
     const depts = (a.departments || []).map(deptName).join(lang === "en" ? ", " : "、");
-    const sensors = a.sensor_count > 1 ? t("feed.sensors", { n: a.sensor_count }) : (a.sensors || [])[0] || "";
+    const active = a.active_sensor_count; // still in an episode (absent from older snapshots)
+    const sensors = a.sensor_count <= 1 ? (a.sensors || [])[0] || ""
+      : active > 0 && active < a.sensor_count ? t("feed.sensorsActive", { n: a.sensor_count, active })
+        : t("feed.sensors", { n: a.sensor_count });
     const badge = el("span", "badge", t(`sev.${a.severity}`));
-    const ttl = el("span", "ttl", title);
+    // The title opens the alert's details: the whole title, the reason, its history.
+    const ttl = this.button("detail", title, title, { className: "ttl" });
+    ttl.setAttribute("aria-label", `${t("feed.detail")}: ${title}`);
     ttl.title = `${title}\n${lang === "en" ? a.reason_en : a.reason_zh}`;
     const act = el("span", "act");
     const time = el("time", "", when(a._at));
@@ -467,6 +476,11 @@ export class Feed {
     act.append(time, btns);
     const meta = el("span", "meta", [place, depts, sensors].filter(Boolean).join(" · "));
     const nodes = [badge, ttl, act, meta];
+    if (active === 0 && a.status !== "resolved") { // the storm is over here: say so
+      const calm = el("span", "calm", t("feed.recovered"));
+      calm.title = t("feed.recoveredTitle");
+      nodes.push(calm);
+    }
     const info = this.info(a, lang);
     if (info) nodes.push(info);
     if (failed && !(failed.action === "ack" && a.status !== "open")) { // acked meanwhile: moot
@@ -510,7 +524,7 @@ export class Feed {
       parts.push(t("feed.note", { text: a._comment.text })
         + (a.comments > 1 ? t("feed.notesAll", { n: a.comments }) : ""));
     } else if (a.comments > 0) {
-      parts.push(t("feed.notes", { n: a.comments }));
+      parts.push(tn("feed.notes", a.comments));
     }
     if (!parts.length) return null;
     const info = el("span", "info", parts.join(lang === "en" ? " · " : "　"));

@@ -124,6 +124,35 @@ const WORDS = {
     "sev.red": "红",
     "sev.none": "无",
     "feed.loading": "正在加载告警…",
+    "feed.sensorsActive": "{n} 个传感器（{active} 个仍异常）",
+    "feed.recovered": "传感器均已恢复正常，待自动解除",
+    "feed.recoveredTitle": "所有传感器已恢复正常；持续正常 15 分钟后告警自动解除，也可手动解决",
+    "feed.detail": "查看详情",
+    "detail.close": "关闭",
+    "detail.loading": "正在加载详情…",
+    "detail.failed": "无法加载详情：{msg}",
+    "detail.reason": "原因",
+    "detail.place": "地点",
+    "detail.depts": "处置部门",
+    "detail.sensors": "传感器",
+    "detail.sensorsMore": "等，共 {n} 个",
+    "detail.status": "状态",
+    "detail.assigned": "指派给",
+    "detail.firstSeen": "首次异常",
+    "detail.opened": "生成告警",
+    "detail.lastSeen": "最近异常",
+    "detail.history": "处置记录",
+    "detail.incomplete": "更早的记录已省略，仅显示最近的",
+    "detail.updates": "{n} 次传感器状态变化",
+    "detail.system": "系统",
+    "ev.opened": "生成告警",
+    "ev.updated": "传感器状态变化",
+    "ev.escalated": "升级",
+    "ev.acknowledged": "确认",
+    "ev.assigned": "指派",
+    "ev.commented": "备注",
+    "ev.resolved": "解除",
+    "ev.restated": "重申（无变化）",
   },
   en: {
     "app.title": "Shandong City Operations",
@@ -246,6 +275,38 @@ const WORDS = {
     "sev.red": "Red",
     "sev.none": "none",
     "feed.loading": "Loading alerts…",
+    "feed.sensorsActive": "{n} sensors ({active} still abnormal)",
+    "feed.recovered": "All sensors back to normal; resolves by itself",
+    "feed.recoveredTitle": "Every sensor is back to normal: the alert resolves by itself after 15 min of normal readings, or resolve it now",
+    "feed.detail": "Details",
+    "detail.close": "Close",
+    "detail.loading": "Loading details…",
+    "detail.failed": "Details could not be loaded: {msg}",
+    "detail.reason": "Reason",
+    "detail.place": "Where",
+    "detail.depts": "Departments",
+    "detail.sensors": "Sensors",
+    "detail.sensorsMore": "and others, {n} in all",
+    "detail.status": "Status",
+    "detail.assigned": "Assigned to",
+    "detail.firstSeen": "First anomaly",
+    "detail.opened": "Alert raised",
+    "detail.lastSeen": "Latest anomaly",
+    "detail.history": "History",
+    "detail.incomplete": "Older entries are left out: the latest are shown",
+    "detail.updates": "{n} sensor changes",
+    "detail.updates.one": "{n} sensor change",
+    "detail.system": "system",
+    "ev.opened": "Raised",
+    "ev.updated": "Sensor change",
+    "ev.escalated": "Escalated",
+    "ev.acknowledged": "Acknowledged",
+    "ev.assigned": "Assigned",
+    "ev.commented": "Comment",
+    "ev.resolved": "Resolved",
+    "ev.restated": "Restated (unchanged)",
+    "feed.notes.one": "{n} note",
+    "feed.waiting.one": "{n} new alert",
   },
 };
 
@@ -294,6 +355,13 @@ export function t(key, vars) {
   let text = WORDS[lang][key] ?? WORDS.zh[key] ?? key;
   if (vars) for (const [k, v] of Object.entries(vars)) text = text.replace(`{${k}}`, String(v));
   return text;
+}
+
+/** ``t`` for a count ``n``: the key's ``.one`` form when ``n`` is 1 and the language has one
+ * (English: "1 note", not "1 notes"; Chinese needs none). */
+export function tn(key, n, vars) {
+  const one = `${key}.one`;
+  return t(n === 1 && WORDS[lang][one] ? one : key, { n, ...vars });
 }
 
 export function deptName(code) {

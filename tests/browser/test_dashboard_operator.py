@@ -816,7 +816,7 @@ def test_a_viewer_key_gets_the_feed_without_buttons_and_says_it_is_read_only(
                   "status": "acknowledged"}]
         ingest(board, specs)
         wait_rows(board, 2)
-        assert page.locator("#feed button").count() == 0
+        assert page.locator("#feed button:not(.ttl)").count() == 0  # the title opens details
         statuses = "[...document.querySelectorAll('#feed li[data-alert-id] .st')].map(s => s.textContent)"
         assert page.evaluate(statuses) == ["未处理", "已确认"]
         assert page.text_content("#readonly") == "只读"
@@ -827,7 +827,7 @@ def test_a_viewer_key_gets_the_feed_without_buttons_and_says_it_is_read_only(
         assert page.get_attribute("#readonly", "title").startswith("This key may view only")
         page.wait_for_function(f"JSON.stringify({statuses}) === '[\"open\",\"acknowledged\"]'",
                                timeout=2_000)
-        assert page.locator("#feed button").count() == 0
+        assert page.locator("#feed button:not(.ttl)").count() == 0  # the title opens details
         page.click("#lang")
         # The alerts stay live for a viewer: an ack made elsewhere shows in the row.
         ingest(board, [{**specs[0], "status": "acknowledged", "type": "acknowledged", "seq": 2,
@@ -946,3 +946,83 @@ def test_the_feed_says_loading_not_no_alerts_until_the_alerts_are_listed(
     finally:
         context.close()
 
+
+DETAIL = {"alert_id": "det-1", "scope": "city:370100", "status": "acknowledged",
+          "severity": "red", "kind": "water_level", "family": "flood",
+          "title_zh": "济南市槐荫区 红色区域性内涝/洪水（123个传感器）",
+          "title_en": "red area flooding at Huaiyin District (Jinan), 123 sensors",
+          "reason_zh": "水位超过保证水位", "reason_en": "water level above the guaranteed level",
+          "city_code": "370100", "city_name": "济南市", "district_code": "370104",
+          "district_name": "槐荫区", "zone_ids": [], "departments": ["water", "emergency"],
+          "departments_zh": ["水务局", "应急管理局"], "sensors": ["jn-wl-000880", "jn-wl-001105"],
+          "sensor_count": 123, "active_sensor_count": 0, "anomaly_count": 300,
+          "lon": 116.89, "lat": 36.65, "escalation_level": "district",
+          "acknowledged_by": "张三@prov-duty", "assigned_to": "槐荫排水一队", "comments": 1}
+
+
+def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal(
+        chromium: Any, stack: Pipeline) -> None:
+    """The feed's row cuts a storm's title, departments and comments short, and a comment made
+    before the page opened showed only as 备注 1 条: the title now opens the alert's details
+    (GET /v1/alerts/{id}), the comment's text and who made it among them, the sensor changes
+    folded into one line. A row whose sensors are all back to normal says so, before the
+    auto-resolve."""
+    t0 = now_ms() - 600_000
+    alert = {**DETAIL, "first_seen_ms": t0, "last_seen_ms": t0 + 60_000, "opened_ms": t0,
+             "acknowledged_at_ms": t0 + 120_000, "seq": 6}
+    item = {"event_id": "", "detail": "", "escalation_level": "district", "anomaly_id": None,
+            "sensor_id": None, "severity": "red", "assigned_to": None}
+    history = [
+        {**item, "type": "opened", "actor": "system", "at_ms": t0, "seq": 1, "status": "open"},
+        *({**item, "type": "updated", "actor": "system", "at_ms": t0 + 1000 * i, "seq": 1 + i,
+           "status": "open", "sensor_id": f"jn-wl-00{i}"} for i in (1, 2, 3)),
+        {**item, "type": "acknowledged", "actor": "张三@prov-duty", "at_ms": t0 + 120_000,
+         "seq": 5, "status": "acknowledged"},
+        {**item, "type": "commented", "actor": "张三@prov-duty", "at_ms": t0 + 130_000,
+         "seq": 6, "status": "acknowledged", "detail": "泵车已到达现场"}]
+    asked: list[str] = []
+
+    def answer(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(
+            {"alert": alert, "history": history, "history_complete": True}))
+
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        page.route("**/v1/alerts/det-1", answer)
+        since = board.page.evaluate("window.__cityagent.stats().renders.feed || 0")
+        page.evaluate("(a) => window.__cityagent.ingest([{event_id: 'det-1-6', type: 'acknowledged',"
+                      " alert_id: a.alert_id, actor: 'system', at_ms: a.acknowledged_at_ms,"
+                      " alert: a}])", alert)
+        wait_feed_drawn(board, since)
+        row = "#feed li[data-alert-id='det-1']"
+        assert page.text_content(f"{row} .calm") == "传感器均已恢复正常，待自动解除"
+        assert page.text_content(f"{row} .info").endswith("备注 1 条")  # no text in the row
+        page.click(f"{row} button.ttl")
+        page.wait_for_selector("#alert-detail[open] .history li", timeout=5_000)
+        assert asked and asked[-1].endswith("/v1/alerts/det-1")
+        assert page.text_content("#detail-title") == DETAIL["title_zh"]
+        lines = page.eval_on_selector_all(  # newest first; each line but its time
+            "#alert-detail .history li",
+            "lis => lis.map(li => [...li.children].slice(1).map(c => c.textContent).join(' '))")
+        assert lines == ["备注 张三（prov-duty） 泵车已到达现场", "确认 张三（prov-duty）",
+                         "3 次传感器状态变化", "生成告警 系统"]
+        facts = page.inner_text("#alert-detail .facts")
+        assert "水务局、应急管理局" in facts and "槐荫排水一队" in facts and "共 123 个" in facts
+        # Esc closes the details only (the map stays where it was), focus back on the title.
+        page.keyboard.press("Escape")
+        page.wait_for_function("!document.querySelector('#alert-detail').open", timeout=2_000)
+        assert board.state()["level"] == "province"
+        assert page.evaluate("document.activeElement.matches(\"li[data-alert-id='det-1'] button.ttl\")")
+        page.click("#lang")
+        page.wait_for_function(f"document.querySelector(\"{row} .info\")?.textContent.endsWith('1 note')",
+                               timeout=2_000)
+        page.click(f"{row} button.ttl")
+        page.wait_for_selector("#alert-detail[open] .history li", timeout=5_000)
+        assert page.text_content("#detail-title") == DETAIL["title_en"]
+        assert "3 sensor changes" in page.inner_text("#alert-detail .history")
+        page.click("#alert-detail .detail-close")
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
