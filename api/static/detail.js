@@ -53,6 +53,17 @@ export function historyLines(history) {
   return lines;
 }
 
+/** The engine's own words in an event's detail, in the page's language (an operator's text
+ * stays as written). */
+function systemDetail(line) {
+  if (line.actor !== "system" || !line.detail) return line.detail;
+  if (line.type === "resolved" && line.detail === "sensors normal") return t("detail.autoResolved");
+  if (line.type === "escalated" && ["city", "province"].includes(line.detail)) {
+    return t(`detail.escalatedTo.${line.detail}`);
+  }
+  return line.detail;
+}
+
 export class AlertDetail {
   /** ``regionName(code)``: a city's or district's name in the current language. */
   constructor(dialog, { regionName }) {
@@ -207,7 +218,7 @@ export class AlertDetail {
       const what = line.count > 1 ? tn("detail.updates", line.count) : t(`ev.${line.type}`);
       li.append(el("time", "", when), el("b", "", what));
       if (line.type !== "updated" || line.count === 1) li.append(el("span", "who", actorName(line.actor)));
-      const detail = line.type === "updated" && line.count === 1 ? line.sensor_id : line.detail;
+      const detail = line.type === "updated" && line.count === 1 ? line.sensor_id : systemDetail(line);
       if (detail && line.count === 1) li.append(el("q", "", detail));
       list.append(li);
     }

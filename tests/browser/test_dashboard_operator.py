@@ -969,7 +969,7 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
     auto-resolve."""
     t0 = now_ms() - 600_000
     alert = {**DETAIL, "first_seen_ms": t0, "last_seen_ms": t0 + 60_000, "opened_ms": t0,
-             "acknowledged_at_ms": t0 + 120_000, "seq": 6}
+             "acknowledged_at_ms": t0 + 120_000, "seq": 7}
     item = {"event_id": "", "detail": "", "escalation_level": "district", "anomaly_id": None,
             "sensor_id": None, "severity": "red", "assigned_to": None}
     history = [
@@ -978,8 +978,10 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
            "status": "open", "sensor_id": f"jn-wl-00{i}"} for i in (1, 2, 3)),
         {**item, "type": "acknowledged", "actor": "张三@prov-duty", "at_ms": t0 + 120_000,
          "seq": 5, "status": "acknowledged"},
+        {**item, "type": "escalated", "actor": "system", "at_ms": t0 + 125_000, "seq": 6,
+         "status": "acknowledged", "detail": "city"},  # the engine's word: shown in words
         {**item, "type": "commented", "actor": "张三@prov-duty", "at_ms": t0 + 130_000,
-         "seq": 6, "status": "acknowledged", "detail": "泵车已到达现场"}]
+         "seq": 7, "status": "acknowledged", "detail": "泵车已到达现场"}]
     asked: list[str] = []
 
     def answer(route: Any) -> None:
@@ -992,7 +994,7 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
         page = board.page
         page.route("**/v1/alerts/det-1", answer)
         since = board.page.evaluate("window.__cityagent.stats().renders.feed || 0")
-        page.evaluate("(a) => window.__cityagent.ingest([{event_id: 'det-1-6', type: 'acknowledged',"
+        page.evaluate("(a) => window.__cityagent.ingest([{event_id: 'det-1-7', type: 'acknowledged',"
                       " alert_id: a.alert_id, actor: 'system', at_ms: a.acknowledged_at_ms,"
                       " alert: a}])", alert)
         wait_feed_drawn(board, since)
@@ -1006,7 +1008,8 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
         lines = page.eval_on_selector_all(  # newest first; each line but its time
             "#alert-detail .history li",
             "lis => lis.map(li => [...li.children].slice(1).map(c => c.textContent).join(' '))")
-        assert lines == ["备注 张三（prov-duty） 泵车已到达现场", "确认 张三（prov-duty）",
+        assert lines == ["备注 张三（prov-duty） 泵车已到达现场", "升级 系统 升级至市级",
+                         "确认 张三（prov-duty）",
                          "3 次传感器状态变化", "生成告警 系统"]
         facts = page.inner_text("#alert-detail .facts")
         assert "水务局、应急管理局" in facts and "槐荫排水一队" in facts and "共 123 个" in facts
@@ -1022,6 +1025,7 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
         page.wait_for_selector("#alert-detail[open] .history li", timeout=5_000)
         assert page.text_content("#detail-title") == DETAIL["title_en"]
         assert "3 sensor changes" in page.inner_text("#alert-detail .history")
+        assert "escalated to the city" in page.inner_text("#alert-detail .history")
         page.click("#alert-detail .detail-close")
         assert board.errors == [] and board.outside == []
     finally:
