@@ -37,7 +37,7 @@ const state = {
   fresh: new Set(), // ids changed since the last feed render
   dirty: { feed: true, map: true, kpi: true, trends: true },
   last: { feed: 0, map: 0, kpi: 0, trends: 0 },
-  filters: { city: "", dept: "" },
+  filters: { city: "", dept: "", sev: "" }, // sev: the least severity shown
   drillFilter: false, // the city filter was set by drilling down (and goes with it)
   listed: false,
   hasSituation: false,
@@ -200,15 +200,18 @@ function summary() {
 }
 
 function renderFeed() {
-  const { city, dept } = state.filters;
+  const { city, dept, sev } = state.filters;
+  const least = sev ? RANK[sev] : 0;
   const items = [];
   for (const alert of state.alerts.values()) {
     if (city && alert.city_code !== city) continue;
     if (dept && !(alert.departments || []).includes(dept)) continue;
+    if (RANK[alert.severity] < least) continue;
     items.push(alert);
   }
   items.sort(byUrgency);
   feed.listed = state.listed;
+  feed.total = state.alerts.size;
   feed.render(items, state.fresh);
   state.fresh = new Set();
 }
@@ -847,6 +850,10 @@ function fillFilters() {
   deptSelect.replaceChildren(new Option(t("feed.allDepts"), ""),
     ...Object.keys(DEPARTMENTS).map((code) => new Option(deptName(code), code)));
   deptSelect.value = state.filters.dept;
+  const sevSelect = $("#f-sev");
+  sevSelect.replaceChildren(new Option(t("feed.allSevs"), ""),
+    ...["red", "orange", "yellow"].map((sev) => new Option(t(`feed.sev.${sev}`), sev)));
+  sevSelect.value = state.filters.sev;
 }
 
 const DATE = new Intl.DateTimeFormat("zh-CN", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
@@ -904,12 +911,14 @@ async function main() {
     state.last.feed = 0;
     schedule();
   });
-  $("#f-dept").addEventListener("change", (event) => {
-    state.filters.dept = event.target.value;
-    state.dirty.feed = true;
-    state.last.feed = 0;
-    schedule();
-  });
+  for (const [select, filter] of [["#f-dept", "dept"], ["#f-sev", "sev"]]) {
+    $(select).addEventListener("change", (event) => {
+      state.filters[filter] = event.target.value;
+      state.dirty.feed = true;
+      state.last.feed = 0;
+      schedule();
+    });
+  }
   for (const tab of document.querySelectorAll(".tabs button")) {
     tab.addEventListener("click", () => {
       state.metric = tab.dataset.metric;

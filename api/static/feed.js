@@ -65,6 +65,7 @@ export class Feed {
     // Until the alerts are listed the feed says it is loading: "no alerts" then would be a
     // claim the page cannot make (an API slow to list, or not answering).
     this.listed = false;
+    this.total = 0; // the alerts held, whatever the filters
     this.rows = new Map(); // alert id -> {li, stamp, alert}
     this.shown = []; // alert ids in the order of the list's rows
     // alert id -> {action, body, key, pending} | {action, body, key, status, detail, timeoutMs}
@@ -308,7 +309,9 @@ export class Feed {
     if (!nodes.length) {
       const empty = document.createElement("li");
       empty.className = "empty";
-      empty.textContent = t(this.listed ? "feed.empty" : "feed.loading");
+      // Filtered to nothing: say the others exist, not that there are none.
+      empty.textContent = !this.listed ? t("feed.loading")
+        : this.total ? t("feed.emptyFiltered", { n: this.total }) : t("feed.empty");
       this.list.replaceChildren(empty);
     } else if (!sameChildren(this.list, nodes)) {
       this.list.replaceChildren(...nodes);

@@ -144,8 +144,8 @@ def test_a_new_alert_does_not_move_the_row_under_the_pointer_or_focus(
 
         # Keyboard: focus stays on the same alert's button while rows change and arrive.
         focused = "hold-red"
-        page.focus("#f-dept")
-        page.keyboard.press("Tab")  # to the first row's button
+        page.focus("#f-sev")  # the last filter
+        page.keyboard.press("Tab")  # to the first row's first button (its title)
         assert page.evaluate("document.activeElement.closest('li')?.dataset.alertId") == focused
         drawn = ingest(board, [
             {"id": focused, "sev": "red", "city": "370200", "at": now_ms(), "seq": 5},
@@ -1028,5 +1028,48 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
         assert "escalated to the city" in page.inner_text("#alert-detail .history")
         page.click("#alert-detail .detail-close")
         assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
+
+
+def test_the_feed_filters_by_least_severity(chromium: Any, stack: Pipeline) -> None:
+    """After the storm 22 blue pipe-pressure alerts filled the feed under the one that
+    mattered: 橙色及以上 (orange and red) and 黄色及以上 leave the rest out, with the city and
+    department filters."""
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        t0 = now_ms() - 60_000
+        specs = [{"id": f"lvl-{sev}-{i}", "sev": sev, "city": "370100", "at": t0 + i}
+                 for sev in ("red", "orange", "yellow", "blue") for i in range(2)]
+        ingest(board, specs)
+        wait_rows(board, 8)
+
+        def shown() -> set[str]:
+            return {i.split("-")[1] for i in board.feed_ids() if i.startswith("lvl-")}
+
+        page.select_option("#f-sev", "orange")
+        page.wait_for_function("document.querySelectorAll('#feed li[data-severity=yellow]').length === 0",
+                               timeout=2_000)
+        assert shown() == {"red", "orange"}
+        page.select_option("#f-sev", "yellow")
+        page.wait_for_function("document.querySelectorAll('#feed li[data-severity=yellow]').length > 0",
+                               timeout=2_000)
+        assert shown() == {"red", "orange", "yellow"}
+        # Filtered to nothing, the feed says the other alerts exist (not 暂无告警).
+        page.select_option("#f-dept", "education")
+        page.wait_for_function("!document.querySelector('#feed li[data-alert-id]')", timeout=2_000)
+        total = board.stats()["alerts"]
+        assert page.text_content("#feed") == f"当前筛选下暂无告警（全部共 {total} 条）"
+        page.select_option("#f-dept", "")
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#f-sev').selectedOptions[0].text === 'Yellow and up'",
+                               timeout=2_000)
+        assert page.get_attribute("#f-sev", "aria-label") == "Filter alerts by severity"
+        page.select_option("#f-sev", "")
+        page.wait_for_function("document.querySelectorAll('#feed li[data-severity=blue]').length > 0",
+                               timeout=2_000)
+        assert shown() == {"red", "orange", "yellow", "blue"}
+        assert board.errors == []
     finally:
         context.close()
