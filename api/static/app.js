@@ -333,6 +333,7 @@ function renderKpis() {
   renderKpiTitle();
   renderAsOf();
   renderStale();
+  renderLegend(); // the sensors' legend waits for the situation service's probe
 }
 
 /**
@@ -409,6 +410,8 @@ function setScope(scope) {
 /** The legend names the dark colour of the cities outside a scoped key's, where they are drawn. */
 function renderLegend() {
   $("#legend-outside").hidden = !state.scope || map.level !== "province";
+  // Drilled in, the sensors are drawn (from the situation) in the alert colours: say what they mean.
+  $("#sensor-legend").hidden = map.level !== "city" || !state.hasSituation;
 }
 
 function renderScope() {

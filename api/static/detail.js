@@ -198,7 +198,7 @@ export class AlertDetail {
     let sensors = listed.join(sep);
     if (a.sensor_count > listed.length) sensors += ` ${t("detail.sensorsMore", { n: a.sensor_count })}`;
     if (a.active_sensor_count === 0 && a.status !== "resolved") sensors += ` — ${t("feed.recovered")}`;
-    else if (a.active_sensor_count > 0 && a.sensor_count > 1) {
+    else if (a.active_sensor_count > 0 && a.active_sensor_count < a.sensor_count) { // as the row
       sensors += ` — ${t("feed.sensorsActive", { n: a.sensor_count, active: a.active_sensor_count })}`;
     }
     add("detail.sensors", sensors);

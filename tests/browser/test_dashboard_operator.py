@@ -1073,3 +1073,31 @@ def test_the_feed_filters_by_least_severity(chromium: Any, stack: Pipeline) -> N
         assert board.errors == []
     finally:
         context.close()
+
+
+def test_a_drilled_city_says_what_its_sensor_dots_mean(chromium: Any, stack: Pipeline) -> None:
+    """Drilled into Jinan during the storm, orange and yellow sensor dots (gauges over 保证 and
+    警戒) lay all over the city under a legend of alert colours, beside a tile of 0 orange
+    alerts: the map now says which dots are sensors and what their colours mean."""
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        page.wait_for_function("window.__cityagent.stats().situation", timeout=10_000)
+        assert page.is_hidden("#sensor-legend")  # the province draws no sensors
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function("window.__cityagent.mapState().level === 'city'", timeout=5_000)
+        page.wait_for_selector("#sensor-legend:not([hidden])", timeout=2_000)
+        assert page.inner_text("#sensor-legend").split() == [
+            "传感器（小圆点）：", "超保证水位", "超警戒水位", "正常", "静默", "告警（大圆点）"]
+        box = page.locator("#sensor-legend").bounding_box()
+        panel = page.locator(".map-panel").bounding_box()
+        assert box["height"] < 24 and box["y"] + box["height"] <= panel["y"] + panel["height"]
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#sensor-legend').innerText"
+                               ".startsWith('Sensor dots:')", timeout=2_000)
+        assert page.locator("#sensor-legend").bounding_box()["height"] < 24  # one line
+        page.click("#back")
+        page.wait_for_selector("#sensor-legend[hidden]", state="attached", timeout=2_000)
+    finally:
+        context.close()
