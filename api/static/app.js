@@ -859,6 +859,26 @@ function fillFilters() {
   sevSelect.value = state.filters.sev;
 }
 
+const FILTERS_STORE = "cityagent.filters";
+
+/**
+ * The department and severity filters outlive a reload (a department's dispatcher sets 水务局
+ * once per console, not after every reload); the city filter follows the map, which starts on
+ * the province.
+ */
+function loadFilters() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(FILTERS_STORE) || "{}");
+    if (Object.hasOwn(DEPARTMENTS, saved.dept)) state.filters.dept = saved.dept;
+    if (["red", "orange", "yellow"].includes(saved.sev)) state.filters.sev = saved.sev;
+  } catch { /* storage blocked or not JSON: no filter */ }
+}
+
+function saveFilters() {
+  const { dept, sev } = state.filters;
+  try { localStorage.setItem(FILTERS_STORE, JSON.stringify({ dept, sev })); } catch { /* blocked */ }
+}
+
 const DATE = new Intl.DateTimeFormat("zh-CN", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
 
 function tick() {
@@ -917,6 +937,7 @@ async function main() {
   for (const [select, filter] of [["#f-dept", "dept"], ["#f-sev", "sev"]]) {
     $(select).addEventListener("change", (event) => {
       state.filters[filter] = event.target.value;
+      saveFilters();
       state.dirty.feed = true;
       state.last.feed = 0;
       schedule();
@@ -948,6 +969,7 @@ async function main() {
   });
 
   await map.load();
+  loadFilters();
   fillFilters();
   renderTrends();
   schedule();

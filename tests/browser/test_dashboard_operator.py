@@ -1101,3 +1101,27 @@ def test_a_drilled_city_says_what_its_sensor_dots_mean(chromium: Any, stack: Pip
         page.wait_for_selector("#sensor-legend[hidden]", state="attached", timeout=2_000)
     finally:
         context.close()
+
+
+def test_the_department_and_severity_filters_outlive_a_reload(chromium: Any, stack: Pipeline) -> None:
+    """A water-affairs dispatcher filters the feed to 水务局; a reload (a stuck page, a wall PC
+    restarting its browser) put it back to 全部部门 and 全部级别 before."""
+    context, board = open_dashboard(chromium, stack.url, 1366, 768)
+    try:
+        page = board.page
+        page.select_option("#f-dept", "water")
+        page.select_option("#f-sev", "orange")
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        assert page.input_value("#f-dept") == "water" and page.input_value("#f-sev") == "orange"
+        ingest(board, [{"id": "keep-red", "sev": "red", "city": "370100", "at": now_ms()},
+                       {"id": "keep-blue", "sev": "blue", "city": "370100", "at": now_ms()}])
+        page.wait_for_selector("#feed li[data-alert-id='keep-red']", timeout=5_000)
+        assert "keep-blue" not in board.feed_ids()  # drawn in the same render as keep-red
+        page.select_option("#f-dept", "")
+        page.select_option("#f-sev", "")
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        assert page.input_value("#f-dept") == "" and page.input_value("#f-sev") == ""
+    finally:
+        context.close()
