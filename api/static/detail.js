@@ -27,11 +27,14 @@ function el(tag, className, text) {
   return node;
 }
 
-/** An actor in words: 系统 for the engine, 张三（prov-duty） for NAME@KEY_ID, else the key id. */
+/** An actor in words: 系统 for the engine, 张三（prov-duty） (English: 张三 (prov-duty)) for
+ * NAME@KEY_ID, else the key id. */
 function actorName(actor) {
   if (!actor || actor === "system") return t("detail.system");
   const at = actor.lastIndexOf("@");
-  return at > 0 ? `${actor.slice(0, at)}（${actor.slice(at + 1)}）` : actor;
+  if (at <= 0) return actor;
+  const [name, key] = [actor.slice(0, at), actor.slice(at + 1)];
+  return getLang() === "en" ? `${name} (${key})` : `${name}（${key}）`;
 }
 
 /**

@@ -1026,6 +1026,7 @@ def test_an_alert_opens_with_its_history_and_says_its_sensors_are_back_to_normal
         assert page.text_content("#detail-title") == DETAIL["title_en"]
         assert "3 sensor changes" in page.inner_text("#alert-detail .history")
         assert "escalated to the city" in page.inner_text("#alert-detail .history")
+        assert "张三 (prov-duty)" in page.inner_text("#alert-detail .history")
         page.click("#alert-detail .detail-close")
         assert board.errors == [] and board.outside == []
     finally:
