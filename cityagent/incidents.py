@@ -990,7 +990,9 @@ class IncidentEngine:
         incident.peak_score = max(incident.peak_score, float(anomaly.peak_score))
         incident.first_seen_ms = min(incident.first_seen_ms, int(anomaly.since_ms))
         incident.last_seen_ms = max(incident.last_seen_ms, int(anomaly.ts_ms))
-        if rank > incident.headline_rank:
+        if rank > incident.headline_rank and family_of(anomaly) == incident.family:
+            # The headline is the worst anomaly of the incident's own family: a flood that
+            # absorbed a red jam (joins_open) or a member's fault still reads as a flood.
             incident.headline_rank = rank
             incident.reason = anomaly.reason
             incident.reason_zh, incident.reason_en = _reason_zh(anomaly), _reason_en(anomaly)

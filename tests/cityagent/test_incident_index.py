@@ -10,6 +10,8 @@ are not stored; a state read from its checkpoint rebuilds them.
 anomalies, replays, operator commands, ticks, checkpoint round trips and mass faults,
 recorded with the engine before it had indexes (2026-11-24). Regenerate it only for an
 intended change of behaviour: ``python -m tests.cityagent.test_incident_index --write``.
+Regenerated 2026-11-25: a flood's reason no longer comes from absorbed congestion (10 of the
+3,782 events changed, only in their reason and title fields).
 """
 
 from __future__ import annotations

@@ -474,6 +474,29 @@ def test_zone_scope_severity_adjustment_and_owner() -> None:
                                                      ("water", "city_command"))
 
 
+def test_a_flood_keeps_a_water_reason_when_worse_congestion_joins_it() -> None:
+    # Seen in `up --scenario rainstorm-jinan`: the city-wide red flood alert said 交通严重拥堵
+    # (severe traffic congestion), the reason of its most severe member, a road sensor.
+    config = {**CONFIG, "scope": {**CONFIG["scope"], "traffic": {
+        "level": "district", "joins_open": "flood"}}}
+    eng, state = IncidentEngine(AlertingConfig.from_dict(config), default_router()), ScopeState()
+    one(eng.on_anomaly(state, make(severity="orange", reason="water.guaranteed"), None, T0))
+    jam = make("jn-tr-000003", kind="traffic", detector="traffic", reason="traffic.congestion",
+               severity="red", at=near(1), ts=T0 + MIN)
+    alert = one(eng.on_anomaly(state, jam, None, T0 + MIN))
+    assert alert.family == "flood" and alert.sensor_count == 2
+    assert alert.severity == "red"  # the jam still counts for how severe the incident is
+    assert alert.reason == "water.guaranteed" and "拥堵" not in alert.reason_zh
+    assert "transport" in alert.departments  # and transport is still told
+    # A worse water level still becomes the headline; a fault never does.
+    worse = one(eng.on_anomaly(state, make("jn-wl-000002", severity="red", reason="water.record",
+                                           at=near(2), ts=T0 + 2 * MIN), None, T0 + 2 * MIN))
+    assert worse.reason == "water.record"
+    stuck = make("jn-wl-000002", detector="flatline", reason="fault.flatline", severity="red",
+                 at=near(2), ts=T0 + 3 * MIN)
+    assert one(eng.on_anomaly(state, stuck, None, T0 + 3 * MIN)).reason == "water.record"
+
+
 def test_a_fault_of_a_sensor_already_in_an_incident_joins_it() -> None:
     eng, state = engine(), ScopeState()
     flood = one(eng.on_anomaly(state, make(), None, T0))
