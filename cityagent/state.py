@@ -88,6 +88,10 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
         # Trend: two-sided CUSUM of the deviation z-score (detectors.trend).
         "tr_pos": ("f8", (), 0.0),
         "tr_neg": ("f8", (), 0.0),
+        # Deviation: the side (+1 above, -1 below, 0 within) the sensor's last judged window
+        # deviated on, which a window of one or two readings needs for confirmation
+        # (detectors.deviation); 0 after a checkpoint from before this column.
+        "dev_side": ("i1", (), 0),
         # Flatline: how often this sensor's windows are flat; its smallest non-zero range.
         "flat_frac": ("f8", (), 0.0),
         "flat_n": ("f8", (), 0.0),
@@ -114,7 +118,7 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
 
 
 COLUMNS = _columns(5)
-#: Bytes of one sensor's columns (default 5 panes): 836 in memory; a checkpoint adds its id,
+#: Bytes of one sensor's columns (default 5 panes): 837 in memory; a checkpoint adds its id,
 #: ~15 bytes for ids such as ``jn-wl-000001`` and at most 67 (``row_bytes``). Each pane more
 #: adds 24, each detector 21. The docs quote it (``tests/test_docs.py`` checks that they do).
 ROW_COLUMN_BYTES = sum(np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))

@@ -61,7 +61,7 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
         # Which side an open episode is on, so that a window that ends it reports that side
         # (a low-pressure episode ended with the high limit as its expected value).
         level = detect_levels(f, p, kind[row], hop_mean[i], _open_reason(ep, row, D_LEVEL))
-        deviation = detect_deviation(f, p)
+        deviation = detect_deviation(f, p, c.dev_side, row, _open_reason(ep, row, D_DEVIATION))
         change = detect_change(cus_pos, cus_neg, row, f, p)
         spike = detect_spike(f, p, _open_reason(ep, row, D_SPIKE))
         trend = detect_trend(tr_pos, tr_neg, row, f, p)

@@ -27,6 +27,7 @@ STAT_KEYS = {
     "flat_learn_after_s": float, "quantum_max": float, "quantum_max_fraction": float,
     "silence_factor": float, "silence_min_s": float, "baseline_rate": float,
     "anomaly_rate_factor": float, "cusum_rate": float, "trend_k": float, "trend_h": float,
+    "deviation_confirm": bool,
 }
 #: Keys that may be ``inf`` (no limit): the packaged ``[defaults]`` sets ``quantum_max = inf``.
 _UNBOUNDED_KEYS = {"quantum_max"}
@@ -47,6 +48,8 @@ class KindConfig:
     scale_floor: float = 0.0
     relative_floor: float = 0.0
     time_of_day: bool = False
+    #: A deviation in a window of one or two readings needs the next window (detectors.deviation).
+    deviation_confirm: bool = True
     expected_interval_s: float = 60.0
     free_flow_kmh: float = math.nan
     congestion_tpi: tuple[float, float, float] = (math.inf, math.inf, math.inf)

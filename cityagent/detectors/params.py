@@ -25,6 +25,7 @@ _COLUMN = {name: i for i, name in enumerate(PARAM_NAMES)}
 SCALE_FLOOR = _COLUMN["scale_floor"]
 RELATIVE_FLOOR = _COLUMN["relative_floor"]
 TIME_OF_DAY = _COLUMN["time_of_day"]
+DEVIATION_CONFIRM = _COLUMN["deviation_confirm"]
 EXPECTED_INTERVAL_S = _COLUMN["expected_interval_s"]
 FREE_FLOW_KMH = _COLUMN["free_flow_kmh"]
 WARNING_M = _COLUMN["warning_m"]

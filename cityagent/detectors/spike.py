@@ -1,8 +1,15 @@
 """Spike: one reading far outside the baseline while the rest of its window is normal.
 
 A sensor fault (a glitch, an electrical spike), not an event: the body of the window (its
-robust value) stays within the deviation threshold. Needs three readings in the window to
-tell a spike from a level change. Severity blue: a maintenance matter.
+robust value) stays within the deviation threshold. Severity blue: a maintenance matter.
+
+A window of two readings has no robust value, but its other reading is its body: one
+reading out, the other normal (judged as one reading, in ``reading_scale``) is a spike too.
+Before 2026-11-25 such a window could hold no spike, and only the deviation detector found
+a traffic speed of 2 km/h there, as a deviation of the window's mean; a window of one or two
+readings now needs confirmation to raise a deviation (``detectors.deviation``), and
+``cityagent eval --tick 30`` missed one spike in 15. A window of one reading cannot tell a
+spike from a level change.
 
 The extreme is measured in the baseline's scale *for one reading* (``reading_scale``), not
 in the scale of window values: a window's value averages its readings, so with many readings
@@ -31,10 +38,17 @@ __all__ = ("detect_spike",)
 
 
 @njit
-def _ratio(f: Features, p: np.ndarray, extreme: float, body: float) -> float:
+def _ratio(f: Features, p: np.ndarray, extreme: float, upward: bool) -> float:
     """The extreme's ratio to ``spike_z``; 0 when the window cannot hold a spike (cold
-    baseline, under three readings, or its body is itself a deviation)."""
-    ok = f.warm and f.n >= 3 and np.isfinite(extreme) and body < p[DEVIATION_Z]
+    baseline, a single reading, or its body is itself a deviation). The body is the robust
+    value from three readings on, and in a window of two the other reading."""
+    if f.n >= 3:
+        body = abs(f.robust - f.expected) / f.scale
+    elif f.n == 2:
+        body = abs((f.vmin if upward else f.vmax) - f.expected) / f.reading_scale
+    else:
+        return 0.0
+    ok = f.warm and np.isfinite(extreme) and body < p[DEVIATION_Z]
     return extreme / p[SPIKE_Z] if ok else 0.0
 
 
@@ -45,12 +59,11 @@ def detect_spike(f: Features, p: np.ndarray, open_reason: int) -> Verdict:
     of an upward spike says how high the window went, not how low."""
     up = (f.vmax - f.expected) / f.reading_scale
     down = (f.expected - f.vmin) / f.reading_scale
-    body = abs(f.robust - f.expected) / f.scale
     upward = up >= down
-    ratio = _ratio(f, p, up if upward else down, body)
+    ratio = _ratio(f, p, up if upward else down, upward)
     fire = ratio >= 1.0
     if not fire and open_reason != R_NONE:
         upward = open_reason == R_SPIKE_UP
-        ratio = _ratio(f, p, up if upward else down, body)
+        ratio = _ratio(f, p, up if upward else down, upward)
     return Verdict(fire, 0 if fire else -1, score_one(ratio), f.vmax if upward else f.vmin,
                    f.expected, R_SPIKE_UP if upward else R_SPIKE_DOWN, F_VALUE)

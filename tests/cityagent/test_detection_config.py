@@ -130,6 +130,10 @@ def test_an_idle_wait_of_up_to_an_hour_is_taken() -> None:
     ("kind.generic", "silence_factor", 0, "[kind.generic]: silence_factor must be above 0; got 0"),
     ("kind.water_level", "trend_h", 0, "[kind.water_level]: trend_h must be above 0; got 0"),
     ("defaults", "spike_z", 0, "spike_z must be above 0; got 0"),
+    ("defaults", "deviation_confirm", 1, "[defaults]: deviation_confirm must be true or false; "
+                                         "got 1"),
+    ("kind.generic", "deviation_confirm", "yes",
+     "[kind.generic]: deviation_confirm must be true or false; got 'yes'"),
     # thresholds in the wrong order: each was taken, and the ladder skipped its lower rungs
     ("kind.water_level", "warning_m", 6.0,
      "[kind.water_level]: guaranteed_m (5) must be above warning_m (6)"),
