@@ -93,8 +93,11 @@ class Alert:
     province_code: str
     city_code: str
     city_name: str
-    district_code: str
+    district_code: str  # the district of the sensor that opened it (district_codes[0])
     district_name: str
+    #: Every district of its member sensors, the opener's first, then in the order the first
+    #: member of each joined (a listed one never moves); at most 137 (``MAX_DISTRICTS``).
+    district_codes: tuple[str, ...]
     zone_ids: tuple[str, ...]
     zone_kinds: tuple[str, ...]
     departments: tuple[str, ...]  # codes (routing.toml); city_command always
@@ -124,6 +127,10 @@ class Alert:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Alert:
+        """An alert snapshot from JSON; one written before 2026-11-26 has no
+        ``district_codes``, and its ``district_code`` is taken as the only one."""
+        if isinstance(doc, Mapping) and "district_codes" not in doc and "district_code" in doc:
+            doc = {**doc, "district_codes": [doc["district_code"]]}
         return _from(cls, doc)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from cityagent.alert_places import add_district, districts_at, place
 from cityagent.alerts import SEVERITY_NAMES_ZH, _reason_en, _reason_zh
 from cityagent.config_files import only, table
 from cityagent.detection import Anomaly
@@ -506,6 +507,10 @@ class Incident:
     #: every alert event cost O(members) per event, ~0.4 ms at 3,500 members.
     active_members: int = 0
     commands: list[str] = field(default_factory=list)
+    #: Every district of its members, the opener's first (``cityagent.alert_places``). Empty
+    #: in a state checkpointed before 2026-11-26: the engine then finds them by the members'
+    #: positions (``IncidentEngine._districts``).
+    district_codes: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -956,7 +961,7 @@ class IncidentEngine:
             members={}, episodes={}, applied=set(), anomaly_count=0, peak_score=0.0,
             base_rank=0, severity_rank=0, correlated=False, departments=[],
             first_seen_ms=int(anomaly.since_ms), last_seen_ms=int(anomaly.ts_ms),
-            opened_ms=int(now_ms),
+            opened_ms=int(now_ms), district_codes=[int(anomaly.district_code)],
         )
         state.incidents.append(incident)
         ix.add(incident)
@@ -990,6 +995,7 @@ class IncidentEngine:
         incident.peak_score = max(incident.peak_score, float(anomaly.peak_score))
         incident.first_seen_ms = min(incident.first_seen_ms, int(anomaly.since_ms))
         incident.last_seen_ms = max(incident.last_seen_ms, int(anomaly.ts_ms))
+        add_district(self._districts(incident), int(anomaly.district_code))
         if rank > incident.headline_rank and family_of(anomaly) == incident.family:
             # The headline is the worst anomaly of the incident's own family: a flood that
             # absorbed a red jam (joins_open) or a member's fault still reads as a flood.
@@ -1247,9 +1253,15 @@ class IncidentEngine:
         head_en = rule.title_en if area else incident.reason_en
         n = len(incident.members)
         sensors = list(itertools.islice(incident.members, self.config.max_sensors_listed))
+        codes = self._districts(incident)
         where_zh = city_name + district_name + (f"·{incident.zone_name}"
                                                 if incident.zone_name else "")
-        where_en = incident.zone_name_en or district_en
+        where_en, at_en = incident.zone_name_en or district_en, "at"
+        if len(codes) > 1:  # a city-wide flood: name its districts, or count them
+            where = place(self.regions, city_name, codes, incident.zone_name,
+                          incident.zone_name_en)
+            where_zh, where_en = where.zh, where.en
+            at_en = "at" if incident.zone_name_en else "across"
         count_zh = f"（{n}个传感器）" if n > 1 else f"（{sensors[0]}）" if sensors else ""
         count_en = f", {n} sensors" if n > 1 else f", {sensors[0]}" if sensors else ""
         return Alert(
@@ -1257,10 +1269,11 @@ class IncidentEngine:
             status=incident.status, severity=severity, kind=incident.kind,
             family=incident.family, reason=incident.reason,
             title_zh=f"{where_zh} {SEVERITY_NAMES_ZH[severity]}{head_zh}{count_zh}",
-            title_en=f"{severity} {head_en} at {where_en} ({city_en}){count_en}",
+            title_en=f"{severity} {head_en} {at_en} {where_en} ({city_en}){count_en}",
             reason_zh=incident.reason_zh, reason_en=incident.reason_en,
             province_code=PROVINCE_CODE, city_code=str(incident.city_code), city_name=city_name,
             district_code=str(incident.district_code), district_name=district_name,
+            district_codes=tuple(str(c) for c in codes),
             zone_ids=tuple(incident.zone_ids), zone_kinds=tuple(incident.zone_kinds),
             departments=tuple(incident.departments),
             departments_zh=self.router.names_zh(incident.departments),
@@ -1275,6 +1288,16 @@ class IncidentEngine:
             escalation_level=incident.escalation_level, comments=incident.comments,
             seq=incident.seq,
         )
+
+    def _districts(self, incident: Incident) -> list[int]:
+        """The incident's ``district_codes``; for one checkpointed before they existed, first
+        found from its opener's district and its members' positions."""
+        if not incident.district_codes:
+            members = incident.members.values()
+            incident.district_codes = districts_at(
+                self.regions, incident.district_code, [m.lon for m in members],
+                [m.lat for m in members])
+        return incident.district_codes
 
     def _names(self, incident: Incident) -> tuple[str, str, str, str]:
         """District name, its English name, city name, its English name (codes if unknown)."""
