@@ -60,7 +60,7 @@ _TIMES = {"first_seen_ms": "first_seen_at", "last_seen_ms": "last_seen_at",
           "resolved_at_ms": "resolved_at"}
 _INTS = ("seq", "last_seen_ms", "first_seen_ms", "opened_ms")
 _TEXTS = ("alert_id", "scope", "status", "severity", "kind", "city_code", "district_code")
-_LISTS = ("zone_ids", "departments", "sensors")
+_LISTS = ("zone_ids", "departments", "sensors", "district_codes")
 _MAX_PARTITIONS = 4096
 
 
@@ -165,7 +165,9 @@ class AlertQuery:
             return False
         if self.city_code is not None and alert["city_code"] != self.city_code:
             return False
-        if self.district_code is not None and alert["district_code"] != self.district_code:
+        # Any district of its sensors: a city-wide flood is found by each district it reaches
+        # (before 2026-11-26 only by its opener's).
+        if self.district_code is not None and self.district_code not in alert["district_codes"]:
             return False
         if self.zone_id is not None and self.zone_id not in alert["zone_ids"]:
             return False

@@ -63,7 +63,7 @@ ALERT_EXAMPLE: dict[str, Any] = {
     "title_en": "orange area flooding at Lixia District (Jinan), 3 sensors",
     "reason_zh": "水位超警戒", "reason_en": "water level over warning level",
     "province_code": "370000", "city_code": "370100", "city_name": "济南市",
-    "district_code": "370102", "district_name": "历下区",
+    "district_code": "370102", "district_name": "历下区", "district_codes": ["370102"],
     "zone_ids": ["jn-flood-old-city"], "zone_kinds": ["flood_risk"],
     "departments": ["water", "city_management", "emergency", "city_command"],
     "departments_zh": ["水务局", "城市管理局", "应急管理局", "市指挥中心"],
@@ -122,8 +122,12 @@ class AlertPublic(BaseModel):
     province_code: str
     city_code: str
     city_name: str
-    district_code: str
-    district_name: str
+    district_code: str = Field(description="The district of the sensor that opened it "
+                                           "(district_codes[0])")
+    district_name: str = Field(description="The name of district_code")
+    district_codes: list[str] = Field(description=(
+        "Every district of its sensors: the opener's first, then in the order the first "
+        "sensor of each joined (a city-wide flood lists many); at most 137"))
     zone_ids: list[str]
     zone_kinds: list[str]
     departments: list[str] = Field(description="Department codes the alert is routed to")

@@ -182,15 +182,21 @@ class AlertTally:
 
     ``start_ms`` is the event time the alert's first anomaly began, ``end_ms`` the time it was
     resolved (the largest int64 while it is not). Built from the alerts' public snapshots.
+
+    An alert counts in every district of its sensors (``district_codes``): ``area_alert[i]``
+    (a row of the other columns) is in district ``area_district[i]``. Until 2026-11-26 an alert
+    counted in its opener's district only, and a city-wide flood over 12 of Jinan's districts
+    showed as an open alert in one of them.
     """
 
     city: np.ndarray  # index into regions.cities, -1 when none
-    district: np.ndarray  # index into regions.districts, -1 when none
     severity: np.ndarray  # index into SEVERITIES
     kind: np.ndarray  # index into ALERT_KINDS
     open: np.ndarray  # bool: not resolved (open or acknowledged)
     start_ms: np.ndarray
     end_ms: np.ndarray
+    area_alert: np.ndarray  # a row of the columns above
+    area_district: np.ndarray  # index into regions.districts
 
     @classmethod
     def from_alerts(cls, alerts: Iterable[Mapping[str, Any]],
@@ -199,16 +205,21 @@ class AlertTally:
         districts = {d.code: i for i, d in enumerate(regions.districts)} if regions else {}
         severity = {s: i for i, s in enumerate(SEVERITIES)}
         kind = {k: i for i, k in enumerate(ALERT_KINDS)}
-        rows = []
-        for a in alerts:
+        rows, areas = [], []
+        for n, a in enumerate(alerts):
             resolved = a["status"] == RESOLVED
             end = (a.get("resolved_at_ms") or a["last_seen_ms"]) if resolved else _INT64_MAX
-            rows.append((cities.get(a["city_code"], -1), districts.get(a["district_code"], -1),
-                         severity.get(a["severity"], 0), kind.get(a["kind"], len(ALERT_KINDS) - 1),
-                         int(not resolved), int(a["first_seen_ms"]), int(end)))
+            rows.append((cities.get(a["city_code"], -1), severity.get(a["severity"], 0),
+                         kind.get(a["kind"], len(ALERT_KINDS) - 1), int(not resolved),
+                         int(a["first_seen_ms"]), int(end)))
+            # Before 2026-11-26 an event had only its opener's district_code.
+            for code in dict.fromkeys(a.get("district_codes") or (a["district_code"],)):
+                if code in districts:
+                    areas.append((n, districts[code]))
         cols = [np.array(c, dtype=np.int64) for c in zip(*rows, strict=True)] if rows else \
-            [np.zeros(0, dtype=np.int64)] * 7
-        return cls(*cols[:4], cols[4].astype(bool), cols[5], cols[6])
+            [np.zeros(0, dtype=np.int64)] * 6
+        pairs = np.array(areas, dtype=np.int64).reshape(-1, 2)
+        return cls(*cols[:3], cols[3].astype(bool), cols[4], cols[5], pairs[:, 0], pairs[:, 1])
 
 
 @dataclass(frozen=True)
@@ -697,7 +708,7 @@ class SituationModel:
         summary.update(code=c.code, name=c.name, name_en=c.name_en, trend=self._trend(view, index))
         mine = [i for i, d in enumerate(self.regions.districts) if d.city_code == city_code]
         districts = self._summaries(view, district, len(self.regions.districts),
-                                    view.alerts.district)
+                                    view.alerts.area_district, view.alerts.area_alert)
         for i in mine:
             d = self.regions.districts[i]
             districts[i].update(code=d.code, name=d.name, name_en=d.name_en)
@@ -824,8 +835,10 @@ class SituationModel:
             pressure_seen=pressure, pressure_ok=pressure & (latest[:, 0] >= c["floor"][:n]),
             alerts=alerts if alerts is not None else AlertTally.from_alerts(()), scope=scope)
 
-    def _summaries(self, v: _View, group: np.ndarray, size: int,
-                   alert_group: np.ndarray) -> list[dict[str, Any]]:
+    def _summaries(self, v: _View, group: np.ndarray, size: int, alert_group: np.ndarray,
+                   alert_rows: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Each group's figures; alert ``alert_rows[i]`` (default: row i) counts in group
+        ``alert_group[i]`` (-1: none), so an alert may count in several groups."""
         s = v.sel & (group >= 0)
         g = group[s]
 
@@ -840,11 +853,12 @@ class SituationModel:
         warning, guaranteed = count(v.over_warning), count(v.over_guaranteed)
         p_ok, p_n = count(v.pressure_ok), count(v.pressure_seen)
         a = v.alerts
-        live = a.open & (alert_group >= 0)
-        ag = alert_group[live]
-        by_sev = np.bincount(ag * len(SEVERITIES) + a.severity[live],
+        rows = np.arange(len(a.open)) if alert_rows is None else alert_rows
+        live = a.open[rows] & (alert_group >= 0)
+        ag, live_rows = alert_group[live], rows[live]
+        by_sev = np.bincount(ag * len(SEVERITIES) + a.severity[live_rows],
                              minlength=size * len(SEVERITIES)).reshape(size, -1)
-        by_kind = np.bincount(ag * len(ALERT_KINDS) + a.kind[live],
+        by_kind = np.bincount(ag * len(ALERT_KINDS) + a.kind[live_rows],
                               minlength=size * len(ALERT_KINDS)).reshape(size, -1)
         out = []
         for i in range(size):

@@ -53,6 +53,7 @@ def alert_event(alert_id: str = "inc-1", *, seq: int = 1, type: str = "opened",
         opened_ms=T0 + 500, acknowledged_by=None, acknowledged_at_ms=None, assigned_to=None,
         resolved_by=None, resolved_at_ms=None, escalation_level="district", comments=0, seq=seq)
     values.update(fields)
+    values.setdefault("district_codes", (values["district_code"],))
     alert = Alert(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     return AlertEvent(event_id=f"{alert_id}-{seq}", type=type, alert_id=alert_id,
                       scope=alert.scope, actor=actor, at_ms=alert.last_seen_ms, alert=alert,
@@ -140,6 +141,8 @@ def test_a_storm_of_sensor_updates_keeps_the_operators_events_in_the_history() -
      "'city_code' must be text"),
     ({**alert_event(), "alert": {**alert_event()["alert"], "zone_ids": "z1"}}, "'zone_ids' must be"),
     ({**alert_event(), "alert": {**alert_event()["alert"], "lon": None}}, "'lon' must be a number"),
+    ({**alert_event(), "alert": {**alert_event()["alert"], "district_codes": "370102"}},
+     "'district_codes' must be a list of text"),
     (alert_event() | {"members": "jn-wl-1"}, "'members' must be a list of text"),
     (alert_event() | {"members": [7]}, "'members' must be a list of text"),
     ({**alert_event(), "alert": {k: v for k, v in alert_event()["alert"].items() if k != "seq"}},
@@ -317,6 +320,34 @@ def test_an_id_from_before_where_the_feed_began_reading_asks_for_a_reset() -> No
     assert book.replay(dict(enumerate(entries[0].offsets))) == ([], False)
     book.skip_to(1, 1)  # the start never moves back
     assert book.replay({0: 3, 1: 1})[1]
+
+
+def test_a_city_wide_alert_is_found_by_every_district_of_its_sensors() -> None:
+    """The district filter (list and stream) matched the opener's district only: a flood over
+    槐荫区, 历下区 and 天桥区 opened in 槐荫区 was not found with ?district=370102 (历下区)."""
+    book = AlertBook()
+    entry = book.apply(alert_event("jn-flood", district_code="370104", district_name="槐荫区",
+                                   district_codes=["370104", "370102", "370105"]))
+    book.apply(alert_event("jn-one", district_code="370103", district_name="市中区"))
+    for code in ("370104", "370102", "370105"):
+        assert ids(book.query(AlertQuery(district_code=code)).alerts) == ["jn-flood"]
+        assert entry is not None and AlertQuery(district_code=code).matches_entry(entry)
+    assert ids(book.query(AlertQuery(district_code="370103")).alerts) == ["jn-one"]
+    alert = book.get("jn-flood")
+    assert alert is not None and alert["district_codes"] == ["370104", "370102", "370105"]
+    assert alert["district_code"] == "370104"  # the opener's, as before
+
+
+def test_an_event_written_before_district_codes_is_read_with_its_one_district() -> None:
+    """What a starting API reads of the week before the field existed."""
+    old = alert_event("jn-old", district_code="370103", district_name="市中区")
+    del old["alert"]["district_codes"]
+    book = AlertBook()
+    assert book.apply(old) is not None
+    alert = book.get("jn-old")
+    assert alert is not None and alert["district_codes"] == ["370103"]
+    assert ids(book.query(AlertQuery(district_code="370103")).alerts) == ["jn-old"]
+    assert orjson.loads(book.replay({})[0][0].data)["alert"]["district_codes"] == ["370103"]
 
 
 def test_a_stream_filter_also_sees_an_alert_leave_it() -> None:

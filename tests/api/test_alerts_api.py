@@ -126,6 +126,30 @@ def test_one_alert_with_its_history(client: TestClient) -> None:
     assert client.get("/v1/alerts/nope", headers=auth()).status_code == 404
 
 
+def test_a_city_wide_flood_is_answered_with_every_district_and_found_by_each() -> None:
+    """The engine's flood over 槐荫区, 历下区 and 天桥区 (packaged settings: one alert for the
+    city), as an API started two days later reads it: only the restatement is in its
+    lookback. Before, it carried 槐荫区 alone and ``district=370102`` did not find it."""
+    from cityagent.incidents import ScopeState
+    from tests.cityagent.test_alert_places import gauge, packaged
+
+    engine, state = packaged(), ScopeState()
+    for i, district in enumerate((370104, 370102, 370105)):
+        engine.on_anomaly(state, gauge(i, district), None, T0 + i * MIN)
+    restated = [e for e in engine.tick(state, T0 + 2 * 1440 * MIN) if e.type == "restated"]
+    app = create_app(Settings(api_keys=KEYS, kafka="127.0.0.1:9"))  # never connected
+    app.state.alert_book.apply(restated[0].to_dict())
+    client = TestClient(app)
+    alert_id = restated[0].alert_id
+    for district in ("370104", "370102", "370105"):
+        assert alert_ids(client, district=district) == [alert_id]
+    assert alert_ids(client, district="370103") == []
+    doc = AlertDetail.model_validate(client.get(f"/v1/alerts/{alert_id}", headers=auth()).json())
+    assert doc.alert.district_codes == ["370104", "370102", "370105"]
+    assert (doc.alert.district_code, doc.alert.district_name) == ("370104", "槐荫区")
+    assert doc.alert.title_zh.startswith("济南市槐荫区、历下区、天桥区 橙色区域性内涝/洪水")
+
+
 def test_alert_routes_wait_until_the_api_has_read_the_alerts_topic(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Right after a start the book holds part of the topic: a list lacked alerts and an alert

@@ -311,6 +311,30 @@ def test_open_alerts_by_severity_and_kind_from_the_alert_book() -> None:
     assert counter.open_by_severity()["orange"] == 2
 
 
+def test_a_city_wide_alert_counts_in_every_district_of_its_sensors_and_once_in_its_city() -> None:
+    """A red flood over 槐荫区, 历下区 and 天桥区, opened in 槐荫区, counted as an open alert of
+    槐荫区 alone: the drilled city's other districts said 0 open alerts."""
+    book = AlertBook()
+    book.apply(alert_event("jn-flood", severity="red", district_code="370104",
+                           district_name="槐荫区",
+                           district_codes=["370104", "370102", "370105"]))
+    book.apply(alert_event("jn-old", severity="blue", district_code="370103",
+                           district_name="市中区"))
+    old = alert_event("jn-older", severity="yellow", district_code="370112",
+                      district_name="历城区")
+    del old["alert"]["district_codes"]  # an event from before the field: its one district
+    book.apply(old)
+    tally = AlertCounter(book, default_regions()).tally(None)
+    answer = model().city_situation("370100", NOW, alerts=tally)
+    open_by_district = {d["code"]: (d["alerts"]["open"], d["alerts"]["worst"])
+                        for d in answer["districts"] if d["alerts"]["open"]}
+    assert open_by_district == {"370104": (1, "red"), "370102": (1, "red"),
+                                "370105": (1, "red"), "370103": (1, "blue"),
+                                "370112": (1, "yellow")}
+    assert answer["city"]["alerts"]["open"] == 3
+    assert model().situation(NOW, alerts=tally)["province"]["alerts"]["open"] == 3
+
+
 # -- scope ------------------------------------------------------------------------------------
 
 
