@@ -8,7 +8,7 @@ import {
   EventStream, api, clearKey, getKey, getOperator, newRequestKey, onUnauthorized, setKey, setOperator,
 } from "./api.js";
 import { AlertDetail } from "./detail.js";
-import { Feed, shanghaiTime } from "./feed.js";
+import { alertDistricts, Feed, shanghaiTime } from "./feed.js";
 import { DEPARTMENTS, deptName, getLang, onLangChange, setLang, t } from "./i18n.js";
 import { COLORS, RANK, SENSOR_COLORS, ShandongMap, Trends, formatNumber } from "./map.js";
 
@@ -193,7 +193,8 @@ function summary() {
   };
   for (const alert of state.alerts.values()) {
     add(byCity, alert.city_code, alert);
-    if (alert.district_code) add(byDistrict, alert.district_code, alert);
+    // In every district of its sensors: a city-wide flood colours each district it reaches.
+    for (const code of alertDistricts(alert)) add(byDistrict, code, alert);
   }
   summaryCache = { version: state.version, byCity, byDistrict, total };
   return summaryCache;

@@ -9,7 +9,7 @@
 // REFRESH_MS), so it follows the alert live.
 
 import { api } from "./api.js";
-import { shanghaiTime } from "./feed.js";
+import { alertPlace, shanghaiTime } from "./feed.js";
 import { deptName, getLang, t, tn } from "./i18n.js";
 
 const REFRESH_MS = 1500;
@@ -191,10 +191,7 @@ export class AlertDetail {
     }
     add("detail.status", status);
     add("detail.reason", lang === "en" ? a.reason_en : a.reason_zh);
-    const place = lang === "en"
-      ? [a.city_code && this.regionName(a.city_code), a.district_code && this.regionName(a.district_code)]
-      : [a.city_name, a.district_name];
-    add("detail.place", place.filter(Boolean).join(" · "));
+    add("detail.place", alertPlace(a, lang, this.regionName, Infinity)); // every district
     add("detail.depts", (a.departments || []).map(deptName).join(sep));
     if (a.assigned_to) add("detail.assigned", a.assigned_to);
     const listed = a.sensors || [];

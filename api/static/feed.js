@@ -16,11 +16,39 @@
 import { DEPARTMENTS, deptName, getLang, t, tn } from "./i18n.js";
 
 export const MAX_ROWS = 200;
+/** A row names up to this many districts of an alert; more are counted (济南市 · 12 个区县). */
+export const PLACE_DISTRICTS = 3;
 
 const TIME = new Intl.DateTimeFormat("zh-CN", {
   timeZone: "Asia/Shanghai", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
 });
 const DAY = new Intl.DateTimeFormat("zh-CN", { timeZone: "Asia/Shanghai", month: "2-digit", day: "2-digit" });
+
+/**
+ * Every district of an alert's sensors: ``district_codes`` (the opener's first), or its one
+ * ``district_code`` in an event written before the list existed.
+ */
+export function alertDistricts(a) {
+  const codes = Array.isArray(a.district_codes) && a.district_codes.length
+    ? a.district_codes : [a.district_code];
+  return codes.filter(Boolean);
+}
+
+/**
+ * Where an alert is, in ``lang``: its city, then its district, or its districts (up to
+ * ``most`` named, more counted). ``regionName(code)`` names a city or district in the page's
+ * language. A city-wide flood's row said only its opening sensor's district (济南市 · 莱芜区
+ * for a flood over all 12 of Jinan's districts).
+ */
+export function alertPlace(a, lang, regionName, most = PLACE_DISTRICTS) {
+  const codes = alertDistricts(a);
+  const city = lang === "en" ? a.city_code && regionName(a.city_code) : a.city_name;
+  let where;
+  if (codes.length > most) where = t("feed.districts", { n: codes.length });
+  else if (codes.length > 1) where = codes.map(regionName).join(lang === "en" ? ", " : "、");
+  else where = lang === "en" ? a.district_code && regionName(a.district_code) : a.district_name;
+  return [city, where].filter(Boolean).join(" · ");
+}
 
 export function shanghaiTime(ms) {
   return TIME.format(ms);
@@ -439,9 +467,7 @@ export class Feed {
     li.dataset.status = a.status;
     li.dataset.city = a.city_code;
     const title = this.title(a, lang);
-    const place = (lang === "en"
-      ? [a.city_code && this.regionName(a.city_code), a.district_code && this.regionName(a.district_code)]
-      : [a.city_name, a.district_name]).filter(Boolean).join(" · ");
+    const place = alertPlace(a, lang, this.regionName);
     const depts = (a.departments || []).map(deptName).join(lang === "en" ? ", " : "、");
     const active = a.active_sensor_count; // still in an episode (absent from older snapshots)
     const sensors = a.sensor_count <= 1 ? (a.sensors || [])[0] || ""

@@ -1126,3 +1126,66 @@ def test_the_department_and_severity_filters_outlive_a_reload(chromium: Any, sta
         assert page.input_value("#f-dept") == "" and page.input_value("#f-sev") == ""
     finally:
         context.close()
+
+
+#: A city-wide flood as the alerting worker publishes it since 2026-11-26: opened in 槐荫区,
+#: with sensors in 历下区 and 天桥区 too; ``codes`` is its district_codes (null: an event
+#: from before the field, with its one district_code).
+CITY_WIDE_JS = """([id, codes, opener, name]) => window.__cityagent.ingest([{
+  event_id: `${id}-1`, type: 'opened', alert_id: id, actor: 'system', at_ms: Date.now(),
+  alert: {alert_id: id, scope: 'city:370100', status: 'open', severity: 'red',
+    kind: 'water_level', family: 'flood', title_zh: `济南市 测试 ${id}`, title_en: `test ${id}`,
+    reason_zh: '测试', reason_en: 'test', city_code: '370100', city_name: '济南市',
+    district_code: opener, district_name: name,
+    ...(codes ? {district_codes: codes} : {}), zone_ids: [], departments: ['water'],
+    departments_zh: [], sensors: ['jn-wl-1', 'jn-wl-2', 'jn-wl-3'], sensor_count: 3,
+    anomaly_count: 3, lon: null, lat: null, first_seen_ms: Date.now(), last_seen_ms: Date.now(),
+    opened_ms: Date.now(), escalation_level: 'district', acknowledged_by: null,
+    acknowledged_at_ms: null, seq: 1}}])"""
+
+
+def test_a_city_wide_alert_colours_every_district_it_reaches_and_its_row_names_them(
+        chromium: Any, stack: Pipeline) -> None:
+    """Drilled into Jinan, a red flood over 槐荫区, 历下区 and 天桥区 painted 槐荫区 alone (its
+    opener's district) and its row said 济南市 · 槐荫区. A row names up to three districts and
+    counts more; the opened alert names them all."""
+    context, board = open_dashboard(chromium, stack.url)
+    try:
+        page = board.page
+        page.evaluate(CITY_WIDE_JS, ["cw-flood", ["370104", "370102", "370105"], "370104", "槐荫区"])
+        page.evaluate(CITY_WIDE_JS, ["cw-old", None, "370112", "历城区"])  # no district_codes
+        five = ["370104", "370102", "370105", "370103", "370112"]
+        page.evaluate(CITY_WIDE_JS, ["cw-wide", five, "370104", "槐荫区"])
+        wait_rows(board, 3)
+        wide = "#feed li[data-alert-id='cw-wide']"
+        assert "济南市 · 5 个区县" in page.inner_text(wide)  # more than 3: counted in the row
+        alert = next(a for a in page.evaluate("window.__cityagent.alerts()")
+                     if a["alert_id"] == "cw-wide")
+        page.route("**/v1/alerts/cw-wide", lambda route: route.fulfill(
+            status=200, content_type="application/json",
+            body=json.dumps({"alert": alert, "history": [], "history_complete": True})))
+        page.click(f"{wide} button.ttl")
+        page.wait_for_selector("#alert-detail[open]", timeout=5_000)
+        page.wait_for_function("document.querySelector('#alert-detail .facts')?.innerText"
+                               ".includes('槐荫区、历下区、天桥区、市中区、历城区')", timeout=3_000)
+        page.keyboard.press("Escape")
+        page.wait_for_function("!document.querySelector('#alert-detail').open", timeout=2_000)
+        where = page.evaluate("window.__cityagent.pixelOf('370100')")
+        page.mouse.click(where["x"], where["y"])
+        page.wait_for_function("window.__cityagent.mapState().city === '370100'", timeout=5_000)
+        red = base.SEVERITY_COLORS["red"]
+        page.wait_for_function(f"window.__cityagent.mapState().regions"
+                               f".find(r => r.code === '370102').color === '{red}'", timeout=5_000)
+        colours = {r["code"]: r["color"] for r in board.state()["regions"]}
+        assert {c for c, colour in colours.items() if colour == red} == {
+            "370104", "370102", "370105", "370103", "370112"}
+        row = page.inner_text("#feed li[data-alert-id='cw-flood']")
+        assert "济南市 · 槐荫区、历下区、天桥区" in row, row
+        assert "济南市 · 历城区" in page.inner_text("#feed li[data-alert-id='cw-old']")
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('#feed li[data-alert-id=\"cw-flood\"]')"
+                               ".innerText.includes('Huaiyin District, Lixia District')",
+                               timeout=3_000)
+        assert not board.errors, board.errors
+    finally:
+        context.close()
