@@ -166,7 +166,7 @@ class AlertQuery:
         if self.city_code is not None and alert["city_code"] != self.city_code:
             return False
         # Any district of its sensors: a city-wide flood is found by each district it reaches
-        # (before 2026-11-26 only by its opener's).
+        # (before 2026-11-25 only by its opener's).
         if self.district_code is not None and self.district_code not in alert["district_codes"]:
             return False
         if self.zone_id is not None and self.zone_id not in alert["zone_ids"]:

@@ -1,7 +1,7 @@
 """Where an incident is: every district its member sensors are in, and how a title says it.
 
 A flood or traffic incident is scoped per city (a rainstorm over Jinan is one alert), so its
-sensors lie in many districts. Until 2026-11-26 an alert carried only the district of the
+sensors lie in many districts. Until 2026-11-25 an alert carried only the district of the
 sensor that opened it: the rainstorm-jinan scenario's red flood alert of 55 gauges in 11 of
 Jinan's districts was placed, titled and filtered as ``济南市莱芜区`` alone, and a dashboard
 drilled into Jinan painted only 莱芜区. An incident now keeps ``district_codes``: the district of

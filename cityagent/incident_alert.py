@@ -127,7 +127,7 @@ class Alert:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Alert:
-        """An alert snapshot from JSON; one written before 2026-11-26 has no
+        """An alert snapshot from JSON; one written before 2026-11-25 has no
         ``district_codes``, and its ``district_code`` is taken as the only one."""
         if isinstance(doc, Mapping) and "district_codes" not in doc and "district_code" in doc:
             doc = {**doc, "district_codes": [doc["district_code"]]}

@@ -508,7 +508,7 @@ class Incident:
     active_members: int = 0
     commands: list[str] = field(default_factory=list)
     #: Every district of its members, the opener's first (``cityagent.alert_places``). Empty
-    #: in a state checkpointed before 2026-11-26: the engine then finds them by the members'
+    #: in a state checkpointed before 2026-11-25: the engine then finds them by the members'
     #: positions (``IncidentEngine._districts``).
     district_codes: list[int] = field(default_factory=list)
 

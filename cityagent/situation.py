@@ -184,7 +184,7 @@ class AlertTally:
     resolved (the largest int64 while it is not). Built from the alerts' public snapshots.
 
     An alert counts in every district of its sensors (``district_codes``): ``area_alert[i]``
-    (a row of the other columns) is in district ``area_district[i]``. Until 2026-11-26 an alert
+    (a row of the other columns) is in district ``area_district[i]``. Until 2026-11-25 an alert
     counted in its opener's district only, and a city-wide flood over 12 of Jinan's districts
     showed as an open alert in one of them.
     """
@@ -212,7 +212,7 @@ class AlertTally:
             rows.append((cities.get(a["city_code"], -1), severity.get(a["severity"], 0),
                          kind.get(a["kind"], len(ALERT_KINDS) - 1), int(not resolved),
                          int(a["first_seen_ms"]), int(end)))
-            # Before 2026-11-26 an event had only its opener's district_code.
+            # Before 2026-11-25 an event had only its opener's district_code.
             for code in dict.fromkeys(a.get("district_codes") or (a["district_code"],)):
                 if code in districts:
                     areas.append((n, districts[code]))

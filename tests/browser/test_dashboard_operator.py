@@ -1128,7 +1128,7 @@ def test_the_department_and_severity_filters_outlive_a_reload(chromium: Any, sta
         context.close()
 
 
-#: A city-wide flood as the alerting worker publishes it since 2026-11-26: opened in 槐荫区,
+#: A city-wide flood as the alerting worker publishes it since 2026-11-25: opened in 槐荫区,
 #: with sensors in 历下区 and 天桥区 too; ``codes`` is its district_codes (null: an event
 #: from before the field, with its one district_code).
 CITY_WIDE_JS = """([id, codes, opener, name]) => window.__cityagent.ingest([{

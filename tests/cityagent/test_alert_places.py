@@ -101,7 +101,7 @@ def test_an_event_written_before_district_codes_loads_with_its_district() -> Non
     doc = AlertEvent(event_id="e1", type="opened", alert_id=alerts[1].alert_id,
                      scope=alerts[1].scope, actor="system", at_ms=T0,
                      alert=alerts[1]).to_dict()
-    del doc["alert"]["district_codes"]  # as written before 2026-11-26
+    del doc["alert"]["district_codes"]  # as written before 2026-11-25
     old = AlertEvent.from_dict(json.loads(json.dumps(doc)))
     assert old.alert is not None and old.alert.district_codes == ("370104",)
 
@@ -120,7 +120,7 @@ def test_a_state_checkpointed_before_district_codes_finds_them_by_member_positio
     eng, state, alerts = flood([370104, 370102, 370105])
     doc = state.to_dict()
     for incident in doc["incidents"]:
-        del incident["district_codes"]  # as checkpointed before 2026-11-26
+        del incident["district_codes"]  # as checkpointed before 2026-11-25
     old = ScopeState.from_dict(json.loads(json.dumps(doc)))
     assert old.incidents[0].district_codes == []
     # The next member (历城区) joins an incident whose districts were found from its members.

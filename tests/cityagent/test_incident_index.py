@@ -11,7 +11,7 @@ anomalies, replays, operator commands, ticks, checkpoint round trips and mass fa
 recorded with the engine before it had indexes (2026-11-24). Regenerate it only for an
 intended change of behaviour: ``python -m tests.cityagent.test_incident_index --write``.
 Regenerated 2026-11-25: a flood's reason no longer comes from absorbed congestion (10 of the
-3,782 events changed, only in their reason and title fields). Regenerated 2026-11-26: every
+3,782 events changed, only in their reason and title fields). Regenerated 2026-11-25: every
 snapshot carries ``district_codes``, and the 504 events of pipe bursts over two districts
 name both in their titles (``济南市历下区、市中区 红色疑似爆管``); no other field of any event
 changed, and the states are the same but for their incidents' ``district_codes``.
