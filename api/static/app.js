@@ -250,12 +250,14 @@ function renderMap() {
       counts.set(district, g);
     }
   }
+  const alertOf = sensorAlerts(code);
   for (const sensor of state.citySituation?.sensors || []) {
     if (!Number.isFinite(sensor.lon)) continue;
     const level = sensorLevel(sensor);
     const color = level ? COLORS[level] : SENSOR_COLORS[sensor.status] || SENSOR_COLORS.ok;
+    const alert = alertOf.get(sensor.sensor_id);
     points.push({ lon: sensor.lon, lat: sensor.lat, color, size: level ? 7 : 4, name: sensor.sensor_id,
-      detail: [sensor.kind, sensor.status, latestText(sensor.latest)].filter(Boolean).join(" · ") });
+      detail: sensorLines(sensor, level, alert), alertId: alert?.alert_id });
   }
   for (const a of state.alerts.values()) {
     if (a.city_code === code && Number.isFinite(a.lon)) points.push(alertPoint(a, 9));
@@ -268,8 +270,70 @@ function alertPoint(a, base) {
   const en = getLang() === "en";
   return { lon: a.lon, lat: a.lat, color: COLORS[a.severity] || COLORS.blue,
     size: base + RANK[a.severity] * (base > 5 ? 2 : 1.5),
-    name: (en ? a.title_en : a.title_zh) || a.alert_id,
-    detail: `${t(`status.${a.status}`)} · ${(en ? a.reason_en : a.reason_zh) || ""}` };
+    name: alertTitle(a),
+    // Drilled in, a click opens it (on the province, a click on a dot drills into its city).
+    detail: [`${t(`status.${a.status}`)} · ${(en ? a.reason_en : a.reason_zh) || ""}`, ...(base > 5 ? [t("map.openAlert")] : [])],
+    alertId: a.alert_id, city: a.city_code };
+}
+
+function alertTitle(a) {
+  return (getLang() === "en" ? a.title_en : a.title_zh) || a.alert_id;
+}
+
+/**
+ * The unresolved alerts of a city by the sensors they list, the worst (then the latest) when a
+ * sensor is in several. An alert lists its first 20 sensors (``max_sensors_listed``): a storm's
+ * other members are not known here, and show as sensors.
+ */
+function sensorAlerts(city) {
+  const out = new Map();
+  for (const a of state.alerts.values()) {
+    if (a.city_code !== city) continue;
+    for (const id of a.sensors || []) {
+      const other = out.get(id);
+      if (!other || RANK[a.severity] > RANK[other.severity]
+          || (RANK[a.severity] === RANK[other.severity] && a._at > other._at)) out.set(id, a);
+    }
+  }
+  return out;
+}
+
+/**
+ * A sensor dot's tooltip, a line each: kind and district; latest reading and its time; state
+ * (reporting or silent, over 警戒 or 保证); and the alert it is in, which a click opens.
+ */
+function sensorLines(sensor, level, alert) {
+  const kind = word(`sensor.kind.${sensor.kind}`, sensor.kind);
+  const place = sensor.district_code ? cityName(sensor.district_code) : "";
+  const reading = readingText(sensor.kind, sensor.latest);
+  const status = [word(`sensor.status.${sensor.status}`, sensor.status)];
+  if (level === "orange") status.push(t("legend.overGuaranteed"));
+  else if (level === "yellow") status.push(t("legend.overWarning"));
+  const lines = [[kind, place].filter(Boolean).join(" · "),
+    reading ? t("sensor.latest", { v: reading + (sensor.ts_ms ? ` · ${shanghaiTime(sensor.ts_ms)}` : "") }) : t("sensor.noReading"),
+    t("sensor.state", { v: status.join(" · ") })];
+  if (alert) lines.push(t("sensor.alert", { v: alertTitle(alert) }), t("sensor.open"));
+  return lines;
+}
+
+/** A word of i18n.js, or ``raw`` when it has none (a kind or status the page does not know). */
+function word(key, raw) {
+  const text = t(key);
+  return text === key ? raw : text;
+}
+
+const UNITS = { level_m: "m", pressure_mpa: "MPa", speed_kmh: "km/h", flow_vph: "veh/h", occupancy_pct: "%" };
+const DIGITS = { level_m: 2, pressure_mpa: 3, speed_kmh: 0, flow_vph: 0, occupancy_pct: 0 };
+
+/** A reading's values with their units: 水位 5.60 m; 42 km/h · 1,200 veh/h · 35 %. */
+function readingText(kind, latest) {
+  if (!latest || typeof latest !== "object") return "";
+  return Object.entries(latest).filter(([, v]) => v != null).slice(0, 3).map(([k, v]) => {
+    if (typeof v !== "number") return `${k} ${v}`;
+    const digits = DIGITS[k] ?? 2;
+    const text = v.toLocaleString(getLang() === "zh" ? "zh-CN" : "en", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    return UNITS[k] ? `${text} ${UNITS[k]}` : `${k} ${text}`;
+  }).join(" · ");
 }
 
 /** A gauge over 保证 is orange, over 警戒 yellow (when the registry gives its levels). */
@@ -279,11 +343,6 @@ function sensorLevel(sensor) {
   if (sensor.guaranteed_level_m != null && level >= sensor.guaranteed_level_m) return "orange";
   if (sensor.warning_level_m != null && level >= sensor.warning_level_m) return "yellow";
   return null;
-}
-
-function latestText(latest) {
-  if (!latest || typeof latest !== "object") return "";
-  return Object.entries(latest).slice(0, 3).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(2) : v}`).join(", ");
 }
 
 /** The cities on the map the key may see: all 16, or its scope's. */
@@ -897,7 +956,8 @@ async function main() {
       isResolved: (id) => state.gone.has(id),
       onDetail: (id) => detail.open(id, state.alerts.get(id)) });
   detail = new AlertDetail($("#alert-detail"), { regionName: cityName });
-  map = new ShandongMap($("#map"), { onDrill: drill, onBack: back });
+  map = new ShandongMap($("#map"), { onDrill: drill, onBack: back,
+    onAlert: (id) => state.alerts.has(id) && detail.open(id, state.alerts.get(id), { fromMap: true }) });
   trends = new Trends($("#trends"));
   window.__cityagent = {
     /** Apply alert events as if they came from the stream (tests, demos). */

@@ -77,6 +77,7 @@ export class AlertDetail {
     this.doc = null; // the last GET /v1/alerts/{id} answer
     this.error = null;
     this.opener = null; // the element to give focus back to
+    this.fromMap = false; // opened from the map: focus does not go to its row
     this.timer = 0;
     this.loading = 0; // bumps with every fetch: a late answer for another alert is dropped
     dialog.querySelector(".detail-close").addEventListener("click", () => this.close());
@@ -90,8 +91,13 @@ export class AlertDetail {
     return this.dialog.open ? this.id : null;
   }
 
-  open(id, alert) {
+  /**
+   * ``fromMap``: opened by a dot on the map; closing it does not put focus on the alert's row in
+   * the feed (a focused row holds the feed).
+   */
+  open(id, alert, { fromMap = false } = {}) {
     this.opener = document.activeElement;
+    this.fromMap = fromMap;
     this.id = id;
     this.doc = alert ? { alert, history: null, history_complete: true } : null;
     this.error = null;
@@ -112,7 +118,7 @@ export class AlertDetail {
     const id = this.id;
     this.id = null;
     // Back to the row's title (the row may have been redrawn meanwhile: find it again).
-    const row = id && document.querySelector(`#feed li[data-alert-id="${CSS.escape(id)}"] button.ttl`);
+    const row = id && !this.fromMap && document.querySelector(`#feed li[data-alert-id="${CSS.escape(id)}"] button.ttl`);
     const target = row || (this.opener?.isConnected ? this.opener : null);
     target?.focus({ preventScroll: true });
   }

@@ -45,11 +45,12 @@ export class ShandongMap {
    * ``onDrill(code)`` / ``onBack()`` tell the page the level changed; ``names`` maps codes to
    * ``{zh, en}`` and is filled from the boundaries.
    */
-  constructor(el, { onDrill, onBack }) {
+  constructor(el, { onDrill, onBack, onAlert }) {
     this.el = el;
     this.chart = echarts.init(el, null, { renderer: "canvas" });
     this.onDrill = onDrill;
     this.onBack = onBack;
+    this.onAlert = onAlert;
     this.level = "province";
     this.city = null;
     this.names = new Map();
@@ -65,10 +66,11 @@ export class ShandongMap {
     // A click is a press and a release on the same region. ECharts drops a click whose press
     // and release are on different elements, and every update draws the regions anew (every
     // 400 ms while alerts come in): a click with an update between was lost.
+    // The same for a dot: matched by what it stands for, not by its element.
     this.pressed = null;
-    this.chart.on("mousedown", (params) => { this.pressed = params.componentType === "geo" ? params.name : null; });
+    this.chart.on("mousedown", (params) => { this.pressed = pressKey(params); });
     this.chart.on("mouseup", (params) => {
-      if (params.componentType === "geo" && params.name === this.pressed) this.click(params);
+      if (this.pressed && pressKey(params) === this.pressed) this.click(params);
       this.pressed = null;
     });
     // Zooming in makes room for hidden labels, zooming out takes it: place them again.
@@ -100,9 +102,23 @@ export class ShandongMap {
     return n ? n[getLang()] : code;
   }
 
+  /**
+   * A city drills down. Drilled in, an alert's dot, or a sensor's dot of an alert (one of the
+   * sensors it lists), opens that alert; another sensor's dot only shows its tooltip (ECharts
+   * shows it on a click too: a tap on a phone). On the province, an alert's dot drills into its
+   * city, as a click beside it.
+   */
   click(params) {
-    if (params.componentType !== "geo") return;
-    if (this.level === "province" && this.names.has(params.name) && this.mayDrill(params.name)) this.onDrill(params.name);
+    const city = params.componentType === "geo" ? params.name : params.data?.city;
+    if (this.level === "province") {
+      if (this.names.has(city) && this.mayDrill(city)) this.onDrill(city);
+      return;
+    }
+    if (params.componentType !== "series" || params.seriesId !== "points") return;
+    if (params.data?.alertId) {
+      this.chart.dispatchAction({ type: "hideTip" });
+      this.onAlert(params.data.alertId);
+    }
   }
 
   mayDrill(code) {
@@ -314,7 +330,8 @@ export class ShandongMap {
       large: points.length > 2000,
       symbolSize: (_v, p) => p.data.size,
       itemStyle: { color: (p) => p.data.color, borderColor: "rgba(255,255,255,0.65)", borderWidth: 0.6 },
-      data: points.map((pt) => ({ value: [pt.lon, pt.lat], color: pt.color, size: pt.size, name: pt.name, detail: pt.detail })),
+      data: points.map((pt) => ({ value: [pt.lon, pt.lat], color: pt.color, size: pt.size, name: pt.name, detail: pt.detail,
+        alertId: pt.alertId, city: pt.city })),
     };
     const colors = [...this.view.worst].sort().join() + (this.allowed ? [...this.allowed].join() : "");
     const labels = [...this.view.counts].map(([code, c]) => `${code}:${c.open + c.acknowledged}`).sort().join() + getLang();
@@ -354,8 +371,10 @@ export class ShandongMap {
         label: { show: true, formatter: label, fontSize: LABEL_PX[this.level], color: "#cfe3ff", textShadowColor: "rgba(0,0,0,0.5)", textShadowBlur: 2 },
         emphasis: { label: { show: true, formatter: label }, itemStyle: { areaColor: "#24508f" } },
         regions: this.regionsOption(),
-        // A component's own formatter: the global one below is not used for geo regions.
-        tooltip: { show: true, formatter: (p) => this.tooltip({ componentType: "geo", name: p.name }) },
+        // A component's own formatter: the global one below is not used for geo regions. The
+        // dots drawn on the map take it too (ECharts asks a series' coordinate system before the
+        // global tooltip): a sensor's dot said 最高级别: 无 as if it were a district.
+        tooltip: { show: true, formatter: (p) => this.tooltip(p) },
       },
       tooltip: { trigger: "item", confine: true, backgroundColor: "rgba(6,18,40,0.92)", borderColor: EDGE, textStyle: { color: "#d8e6ff" }, formatter: (p) => this.tooltip(p) },
       series,
@@ -386,7 +405,7 @@ export class ShandongMap {
       return `<b>${this.name(p.name)}</b><br>${t("map.worst")}: ${sev ? t(`sev.${sev}`) : t("sev.none")}`
         + `<br>${t("map.open")} ${c.open} · ${t("map.acked")} ${c.acknowledged}${sensors}`;
     }
-    if (p.data) return `<b>${escapeHtml(p.data.name)}</b>${p.data.detail ? `<br>${escapeHtml(p.data.detail)}` : ""}`;
+    if (p.data) return [`<b>${escapeHtml(p.data.name)}</b>`, ...(p.data.detail || []).map(escapeHtml)].join("<br>");
     return "";
   }
 
@@ -411,6 +430,13 @@ export class ShandongMap {
     const box = this.el.getBoundingClientRect();
     return { x: box.left + x, y: box.top + y };
   }
+}
+
+/** What a press is on, to match it with its release: a region, an alert's dot or a sensor's. */
+function pressKey(params) {
+  if (params.componentType === "geo") return `geo:${params.name}`;
+  if (params.seriesId === "points" && params.data) return `dot:${params.data.alertId || ""}:${params.data.name}`;
+  return null;
 }
 
 /** A name without its last word (Shibei District) or, of three characters or more, its last (市北区). */
