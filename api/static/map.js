@@ -170,16 +170,17 @@ export class ShandongMap {
       const sev = this.view.worst.get(code);
       const color = sev ? COLORS[sev] : NONE;
       // In a city, placed by placeLabels(): moved within its district, or on a tag of its colour
-      // beside it (a callout), or hidden until hovered.
+      // beside it (a callout), or hidden until hovered. On the province, where ECharts puts it.
       const at = this.level === "city" ? this.placed.get(code) || { show: false, offset: [0, 0] } : null;
+      const overDark = (at || this.placed.get(code))?.overDark;
       const tag = at?.callout ? { backgroundColor: color, borderColor: EDGE, borderWidth: 1, borderRadius: 2, padding: TAG_PAD } : {};
       return {
         name: code,
         itemStyle: { areaColor: color },
-        label: { ...labelStyle(sev, at?.overDark), ...(!sev && { color: "#cfe3ff" }), ...tag,
+        label: { ...labelStyle(sev, overDark), ...(!sev && { color: "#cfe3ff" }), ...tag,
           ...(at && { show: at.show, offset: at.offset }) },
         emphasis: { itemStyle: { areaColor: sev ? color : "#24508f" },
-          label: { ...labelStyle(sev, at?.overDark), ...tag,
+          label: { ...labelStyle(sev, overDark), ...tag,
             ...(at && { show: true, offset: at.offset }) } },
       };
     });
@@ -204,8 +205,9 @@ export class ShandongMap {
    */
   placeLabels() {
     const before = JSON.stringify([...this.placed]);
-    this.placed = new Map();
     const geo = this.chart.getModel()?.getComponent("geo");
+    if (this.level === "province") return geo?.coordinateSystem ? this.cityLabels(geo.coordinateSystem, before) : false;
+    this.placed = new Map();
     const codes = this.districts.get(this.city);
     if (this.level !== "city" || !geo?.coordinateSystem || !codes) return false;
     const coord = geo.coordinateSystem;
@@ -260,6 +262,33 @@ export class ShandongMap {
   }
 
   /**
+   * The province's city labels stay where ECharts puts them (they do not overlap at the
+   * supported sizes); only their letters follow the districts' rule: on a yellow or orange city,
+   * white with a dark halo when some of them lie over the dark background or a city without
+   * alerts (日照市 and Weihai over the sea, Dongying over Binzhou on a phone), else dark.
+   * Worked out again only when a label's text or colour, or the map's size, changed.
+   */
+  cityLabels(coord, before) {
+    const key = [...this.cities.map((code) => `${this.labelText(code)}:${this.view.worst.get(code) || ""}`),
+      this.chart.getWidth(), this.chart.getHeight(), this.allowed && [...this.allowed].join()].join("|");
+    if (key === this.cityLabelsKey) return false;
+    this.cityLabelsKey = key;
+    this.placed = new Map();
+    const regions = this.cities.map((code) => coord.getRegion(code)).filter(Boolean);
+    this.measure.font = `${LABEL_PX.province}px sans-serif`;
+    const lineHeight = this.measure.measureText("国").width;
+    for (const region of regions) {
+      const sev = this.view.worst.get(region.name);
+      if (sev !== "yellow" && sev !== "orange") continue; // white letters already
+      const at = this.chart.convertToPixel({ geoIndex: 0 }, region.getCenter());
+      const lines = this.labelText(region.name).split("\n").map((line) => this.measure.measureText(line).width);
+      const it = { region, at, full: { lines } };
+      this.placed.set(region.name, { overDark: this.overDark(it, { offset: [0, 0] }, lineHeight, regions) });
+    }
+    return JSON.stringify([...this.placed]) !== before;
+  }
+
+  /**
    * Whether some of a placed label's letters lie over the dark background or a district without
    * alerts. Tried at each line's ends, quarters and middle, at the top and bottom of its letters;
    * two points at least, as a district can hold a speck of another (Qingdao's 城阳区 one of
@@ -309,8 +338,9 @@ export class ShandongMap {
 
   /** Place the district labels again (the chart's size or zoom changed). */
   relayout() {
-    if (this.level !== "city" || !this.cities) return;
-    this.placeLabels();
+    if (!this.cities) return;
+    this.cityLabelsKey = null;
+    if (!this.placeLabels() && this.level === "province") return;
     this.chart.setOption({ geo: { regions: this.regionsOption() }, series: [this.calloutSeries()] });
   }
 
@@ -344,7 +374,7 @@ export class ShandongMap {
       this.placed = new Map(); // the city's labels are shown once placed (relayout)
       this.chart.setOption(this.fullOption([dots, this.calloutSeries()]), { notMerge: true });
       // The labels are placed in pixels: the new map has to be laid out first.
-      if (this.level === "city") this.relayout();
+      this.relayout();
     } else if (this.placeLabels() || colors !== this.colors || (labels !== this.labels && now - this.geoAt >= GEO_MS)) {
       this.chart.setOption({ geo: { regions: this.regionsOption() }, series: [dots, this.calloutSeries()] });
     } else {

@@ -13,6 +13,7 @@ ECharts drew (its zrender display list), whoever placed them.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,6 +65,7 @@ INGEST_JS = """(specs) => window.__cityagent.ingest(specs.map(([city, district, 
 }))"""
 
 SEVERITIES = ["red", "orange", "yellow", "blue"]
+QUIET = "#16335e"  # map.js: a region without alerts
 
 #: The chart has taken its element's size: the map is a few pixels shorter drilled in (返回全省
 #: beside the title), and the chart resizes in a ResizeObserver, after the level has changed.
@@ -396,3 +398,74 @@ def test_a_district_without_room_for_its_label_names_itself_on_hover(
         assert board.errors == [] and board.outside == []
     finally:
         context.close()
+
+
+#: The province's cities in patterns of yellow, orange and none: {code: severity} from the
+#: cities in map order (quiet neighbours put dark ground next to the labels).
+CITY_PATTERNS = [
+    lambda i: ("yellow", "orange")[i % 2] if i % 4 != 3 else None,
+    lambda i: ("orange", "yellow")[i % 2] if i % 3 != 1 else None,
+    lambda i: "yellow",
+    lambda i: "orange" if i % 2 else None,
+]
+
+
+@pytest.mark.parametrize(("width", "height", "lang"),
+                         [(1366, 768, "zh"), (1366, 768, "en"), (1920, 1080, "en"),
+                          (390, 844, "zh"), (390, 844, "en")])
+def test_city_labels_on_yellow_and_orange_read_over_the_dark_ground(
+        chromium: Any, stack: Pipeline, geo: dict[str, Any], width: int, height: int,
+        lang: str) -> None:
+    """The province's city labels keep their places, but their letters follow the districts'
+    rule: on a yellow or orange city, dark letters only where none of them lie over the dark
+    background or a city without alerts. They were dark on every yellow and orange city, and
+    a name spilling over the sea or a quiet neighbour was only its outline."""
+    context, board = open_dashboard(chromium, stack.url, width, height)
+    try:
+        page = board.page
+        cities = list(geo)
+        if lang == "en":
+            page.click("#lang")
+            page.wait_for_function("document.querySelector('#map-title').textContent"
+                                   " === 'Shandong'", timeout=2_000)
+        names = {page.evaluate(f"window.__cityagent.map.name('{code}')"): code for code in cities}
+        problems, dark = {}, 0
+        for seq, pattern in enumerate(CITY_PATTERNS, start=1):
+            levels = {code: pattern(i) for i, code in enumerate(cities)}
+            # One alert per city, in its first district, raised or lowered (seq) to the level; a
+            # quiet city's is resolved.
+            page.evaluate("""(events) => window.__cityagent.ingest(events)""", [
+                city_event(code, next(iter(geo[code])), sev, seq) for code, sev in levels.items()])
+            page.wait_for_function(DRAWN_JS, arg={code: base.SEVERITY_COLORS[sev] if sev else QUIET
+                                                   for code, sev in levels.items()},
+                                   timeout=5_000)
+            alerted = sum(1 for sev in levels.values() if sev)
+            page.wait_for_function(f"({LABELS_JS})().filter((l) => l.text.includes('\\n')).length"
+                                   f" === {alerted}", timeout=10_000)
+            labels = page.evaluate(LABELS_JS)
+            if bad := page.evaluate(MISREAD_JS, [labels, names]):
+                problems[seq] = bad
+            dark += sum(1 for label in labels if label["fill"] == "#1a1200")
+        assert not problems, f"city labels at {width}×{height} ({lang}): {problems}"
+        assert dark > 0  # dark letters are still used where they read: on their own colour
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
+
+
+def city_event(city: str, district: str, sev: str | None, seq: int) -> dict[str, Any]:
+    """An alert of ``city`` at ``sev`` (its ``seq``-th event), or its resolution (``sev`` None)."""
+    now = int(time.time() * 1000)
+    alert = {
+        "alert_id": f"city-{city}", "scope": f"city:{city}",
+        "status": "resolved" if sev is None else "open", "severity": sev or "blue",
+        "kind": "water_level", "family": "flood", "title_zh": f"城市标签 {city}",
+        "title_en": f"city label {city}", "reason_zh": "测试", "reason_en": "test",
+        "city_code": city, "city_name": city, "district_code": district,
+        "district_name": district, "zone_ids": [], "departments": ["water"],
+        "departments_zh": [], "sensors": [], "sensor_count": 1, "anomaly_count": 1,
+        "lon": None, "lat": None, "first_seen_ms": now, "last_seen_ms": now, "opened_ms": now,
+        "escalation_level": "city", "acknowledged_by": None, "acknowledged_at_ms": None,
+        "seq": seq}
+    return {"event_id": f"city-{city}-{seq}", "type": "resolved" if sev is None else "updated",
+            "alert_id": alert["alert_id"], "actor": "system", "at_ms": now, "alert": alert}
