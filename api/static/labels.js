@@ -3,9 +3,9 @@
 // geometry in the chart's pixels; map.js measures the labels and draws what is decided here.
 
 /**
- * Place the labels of ``items`` ``[{code, rank, area, at: [x, y], full, short, tag}]``: ``at`` is
- * the district's label point; ``full``, ``short`` (or null) and ``tag`` (the full name on its
- * tag) are ``{w, h}``, with the gap kept around a label.
+ * Place the labels of ``items`` ``[{code, rank, area, at: [x, y], full, short, tag, shortTag}]``:
+ * ``at`` is the district's label point; ``full``, ``short`` (or null), ``tag`` and ``shortTag``
+ * (or null: the full and the short name on a tag) are ``{w, h}``, with the gap kept around a label.
  * ``geo.inside(it, box)``: the box's centre is in ``it``'s district and the box in the chart;
  * ``geo.onLand(box)``: the box covers some district; ``geo.pointsIn(it)``: points in ``it``'s
  * district, best first, for a callout's line; ``geo.width``, ``geo.height``: the chart's;
@@ -15,7 +15,8 @@
  * turn, is tried at its full name in its district, moving one or two labels in the way if they
  * have room elsewhere; the ones left without room then get their short name (市北 for 市北区,
  * Shibei for Shibei District) in the same way, and the ones still left a callout: the full name
- * on a tag of the district's colour, at the nearest free place outside, with a line to it.
+ * on a tag of the district's colour, at the nearest free place outside, with a line to it, or
+ * else (a phone has room for fewer tags) the short name on the tag.
  * Returns a Map code -> ``{show, offset, short, callout: {from, to} | null}``; ``show`` is false
  * only when there is no free place at all (the district then names itself on hover).
  */
@@ -34,8 +35,17 @@ export function placeLabels(items, geo) {
   place(left.filter((it) => it.short), "short");
   for (const it of order.filter((o) => !o.spot)) {
     setSize(it, "full"); // if hidden, its hover shows its full name in its district
-    it.callout = callout(it, shown, geo);
+    it.callout = callout(it, it.tag, shown, geo);
     if (it.callout) {
+      it.spot = it.callout.box;
+      shown.push(it);
+    }
+  }
+  // A phone has room for fewer tags: the ones left try their short name on the tag.
+  for (const it of order.filter((o) => !o.spot && o.shortTag)) {
+    it.callout = callout(it, it.shortTag, shown, geo);
+    if (it.callout) {
+      it.size = "short";
       it.spot = it.callout.box;
       shown.push(it);
     }
@@ -125,7 +135,7 @@ const CALLOUT_LAND_PX = 30; // a place over the background beats one this much n
  * district (the sea, the background) is preferred, as the tag then covers no one's colour.
  * Returns ``{box, from, to}`` or null.
  */
-function callout(it, shown, geo) {
+function callout(it, tag, shown, geo) {
   // The line starts inside the district, under no label.
   let from = null;
   for (const p of geo.pointsIn(it)) {
@@ -135,7 +145,7 @@ function callout(it, shown, geo) {
     }
   }
   if (!from) return null;
-  const { w, h } = it.tag;
+  const { w, h } = tag;
   let best = null;
   for (const gap of CALLOUT_PX) {
     if (best && gap >= best.score) break; // nothing further can beat it

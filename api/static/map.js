@@ -230,6 +230,7 @@ export class ShandongMap {
         full: size(this.labelText(code)),
         short: short !== this.labelText(code) ? size(short) : null,
         tag: size(this.labelText(code), TAG_PAD),
+        shortTag: short !== this.labelText(code) ? size(short, TAG_PAD) : null,
       };
     }).filter((it) => it.at && Number.isFinite(it.at[0]));
     const lonLat = (x, y) => this.chart.convertFromPixel({ geoIndex: 0 }, [x, y]);

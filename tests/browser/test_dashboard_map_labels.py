@@ -469,3 +469,22 @@ def city_event(city: str, district: str, sev: str | None, seq: int) -> dict[str,
         "seq": seq}
     return {"event_id": f"city-{city}-{seq}", "type": "resolved" if sev is None else "updated",
             "alert_id": alert["alert_id"], "actor": "system", "at_ms": now, "alert": alert}
+
+
+def test_a_phone_gives_a_tag_its_short_name_when_the_full_one_has_no_room(
+        chromium: Any, stack: Pipeline, geo: dict[str, Any]) -> None:
+    """On a phone (390×844), Yantai in English with alerts in two districts of three: 莱山区
+    (Laishan District) had no room for its name, its short name, or a tag of its full name
+    beside it, and went unlabelled; a tag of its short name (Laishan) fits over the sea."""
+    districts = geo["370600"]
+    alerted = with_alerts(districts)
+    context, board = open_city(chromium, stack.url, (390, 844), "en", "370600", alerted)
+    try:
+        labels = settled_labels(board, districts, alerted, "en")
+        assert unlabelled(labels, districts, "en") == []
+        assert "Laishan\n1" in [label["text"] for label in labels if label["tag"]], labels
+        assert overlapping(labels) == []
+        assert misread(board, labels, districts, "en") == []
+        assert board.errors == [] and board.outside == []
+    finally:
+        context.close()
