@@ -4,7 +4,7 @@ Why columns: every detector steps all the sensors whose window closed at once, s
 laid out as arrays indexed by a sensor's row (``index[sensor_id]``), not as a dict per
 sensor. Why bytes: the Faust worker checkpoints a bucket's state to the changelog as a few
 records (``to_parts``/``from_parts``): each a small JSON header plus the raw arrays of up to
-~512 KB of rows (~0.85 KB per sensor: ``ROW_COLUMN_BYTES`` and its id), because Kafka
+~512 KB of rows (~0.86 KB per sensor: ``ROW_COLUMN_BYTES`` and its id), because Kafka
 refuses records over 1 MB and a bucket of a large fleet holds more. They round-trip exactly (tested), also when a worker died
 while a checkpoint's parts were being sent.
 
@@ -41,7 +41,7 @@ _D = len(DETECTORS)
 _FORMAT = 1
 #: A checkpoint record's size limit: a bucket's state is written in parts of about this many
 #: bytes. Kafka (``message.max.bytes``) and Faust's producer (``max_request_size``) refuse a
-#: record over 1 MB by default, and a bucket holds ~0.85 KB per sensor: one record per
+#: record over 1 MB by default, and a bucket holds ~0.86 KB per sensor: one record per
 #: bucket crashed the worker at its first checkpoint once the fleet passed ~300k sensors.
 PART_BYTES = 512 * 1024
 #: A sensor id in a part's JSON header: at most 64 characters (readings.parse_reading),
@@ -88,10 +88,11 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
         # Trend: two-sided CUSUM of the deviation z-score (detectors.trend).
         "tr_pos": ("f8", (), 0.0),
         "tr_neg": ("f8", (), 0.0),
-        # Deviation: the side (+1 above, -1 below, 0 within) the sensor's last judged window
-        # deviated on, which a window of one or two readings needs for confirmation
-        # (detectors.deviation); 0 after a checkpoint from before this column.
-        "dev_side": ("i1", (), 0),
+        # Deviation: the value of the sensor's last judged window when it was of one or two
+        # readings and deviated without confirmation (NaN: it was not), which the next window
+        # confirms or, if it is back, may report as a spike (detectors.deviation, .spike);
+        # NaN after a checkpoint from before this column.
+        "dev_pend": ("f8", (), np.nan),
         # Flatline: how often this sensor's windows are flat; its smallest non-zero range.
         "flat_frac": ("f8", (), 0.0),
         "flat_n": ("f8", (), 0.0),
@@ -118,7 +119,7 @@ def _columns(panes: int, detectors: int = _D) -> dict[str, tuple[str, tuple[int,
 
 
 COLUMNS = _columns(5)
-#: Bytes of one sensor's columns (default 5 panes): 837 in memory; a checkpoint adds its id,
+#: Bytes of one sensor's columns (default 5 panes): 844 in memory; a checkpoint adds its id,
 #: ~15 bytes for ids such as ``jn-wl-000001`` and at most 67 (``row_bytes``). Each pane more
 #: adds 24, each detector 21. The docs quote it (``tests/test_docs.py`` checks that they do).
 ROW_COLUMN_BYTES = sum(np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))

@@ -43,11 +43,23 @@ def cusum_step(sum_pos: np.ndarray, sum_neg: np.ndarray, row: int, u: float, k: 
 
 @njit
 def detect_change(cus_pos: np.ndarray, cus_neg: np.ndarray, row: int, f: Features,
-                  p: np.ndarray) -> Verdict:
-    """Advance the sensor's CUSUM by its window and judge it (writes the sums to state)."""
+                  p: np.ndarray, held: bool) -> Verdict:
+    """Advance the sensor's CUSUM by its window and judge it (writes the sums to state).
+    A held window (one or two readings that jumped alone, ``detectors.deviation``) does not
+    advance it: one reading far out was a whole window's excess, and at a reading a minute a
+    gauge's glitch was a `change.rise`; if the next window confirms the jump, it counts."""
     u = (f.robust - f.fast_m) / f.fast_scale
     if not (f.warm and np.isfinite(u)):
         u = 0.0
-    fire, sev, score, falling = cusum_step(cus_pos, cus_neg, row, u, p[CUSUM_K], p[CUSUM_H])
+    h = p[CUSUM_H]
+    if held:
+        pos, neg = cus_pos[row], cus_neg[row]
+        ratio = max(pos, neg) / h if h > 0 else 0.0
+        score = score_one(ratio)
+        fire = ratio >= 1.0
+        reason = R_CHANGE_DROP if neg > pos else R_CHANGE_RISE
+        return Verdict(fire, severity_of_score(score) if fire else -1, score, f.robust,
+                       f.fast_m, reason, F_VALUE)
+    fire, sev, score, falling = cusum_step(cus_pos, cus_neg, row, u, p[CUSUM_K], h)
     reason = R_CHANGE_DROP if falling else R_CHANGE_RISE
     return Verdict(fire, sev, score, f.robust, f.fast_m, reason, F_VALUE)

@@ -51,7 +51,7 @@ KIND_CODES: dict[str, int] = {"traffic": 0, "water_level": 1, "pipe_pressure": 2
 
 #: A sensor not heard from for this long (event time) is forgotten: its state row is removed
 #: (``[state] forget_after_s``; 0 keeps every sensor for ever). Sensor ids churn (replaced,
-#: re-registered, decommissioned, test devices) and a row is 837 bytes in memory and ~0.85 KB
+#: re-registered, decommissioned, test devices) and a row is 844 bytes in memory and ~0.86 KB
 #: in every checkpoint (``state.ROW_COLUMN_BYTES``), so without it a bucket's state grows for as long as the deployment runs.
 FORGET_AFTER_S = 30 * 86_400
 #: Shorter would forget a sensor during an ordinary outage (a power cut, a network repair)

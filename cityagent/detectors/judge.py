@@ -3,8 +3,11 @@
 For each closed window, in the order the windows closed (a sensor's windows in time order):
 its features, the verdicts of levels, deviation, change, spike and trend, each verdict's
 episode transition, and then learning (the baselines move only after the window was judged
-against them). Flatline is judged per batch from each sensor's run of identical readings
-(``detectors.flatline``); silence over every sensor of the state at the bucket's watermark.
+against them). A window of one or two readings that jumped alone is held
+(``detectors.deviation``): its levels and its change sum wait for the next window, which
+confirms it or leaves the held reading to the spike detector. Flatline is judged per batch
+from each sensor's run of identical readings (``detectors.flatline``); silence over every
+sensor of the state at the bucket's watermark.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from cityagent.detectors.levels import detect_levels
 from cityagent.detectors.params import EXPECTED_INTERVAL_S, SILENCE_FACTOR, SILENCE_MIN_S
 from cityagent.detectors.spike import detect_spike
 from cityagent.detectors.trend import detect_trend
-from cityagent.detectors.verdict import F_QUIET_S, R_NONE, R_SILENCE, Verdict
+from cityagent.detectors.verdict import F_QUIET_S, R_DEVIATION_HIGH, R_NONE, R_SILENCE, Verdict
 from cityagent.state import NO_TS
 
 __all__ = ("judge_windows", "judge_flatline", "judge_silence")
@@ -61,9 +64,16 @@ def judge_windows(c, params, rows, k, n, total, vmin, vmax, hop_mean, size_ms: i
         # Which side an open episode is on, so that a window that ends it reports that side
         # (a low-pressure episode ended with the high limit as its expected value).
         level = detect_levels(f, p, kind[row], hop_mean[i], _open_reason(ep, row, D_LEVEL))
-        deviation = detect_deviation(f, p, c.dev_side, row, _open_reason(ep, row, D_DEVIATION))
-        change = detect_change(cus_pos, cus_neg, row, f, p)
-        spike = detect_spike(f, p, _open_reason(ep, row, D_SPIKE))
+        before = c.dev_pend[row]
+        deviation, held = detect_deviation(f, p, c.dev_pend, row,
+                                           _open_reason(ep, row, D_DEVIATION))
+        if held and level.fire:  # one or two readings that jumped: the next window decides
+            level = Verdict(False, -1, level.score, level.observed, level.expected,
+                            level.reason, level.field)
+        confirmed = deviation.fire and (before > f.expected) == (
+            deviation.reason == R_DEVIATION_HIGH)
+        change = detect_change(cus_pos, cus_neg, row, f, p, held)
+        spike = detect_spike(f, p, _open_reason(ep, row, D_SPIKE), before, confirmed)
         trend = detect_trend(tr_pos, tr_neg, row, f, p)
         start, end = f.start_ms, f.end_ms
         step_episodes(ep, row, WINDOW_DETECTORS, (level, deviation, change, spike, trend),

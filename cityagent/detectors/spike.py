@@ -9,7 +9,9 @@ Before 2026-11-25 such a window could hold no spike, and only the deviation dete
 a traffic speed of 2 km/h there, as a deviation of the window's mean; a window of one or two
 readings now needs confirmation to raise a deviation (``detectors.deviation``), and
 ``cityagent eval --tick 30`` missed one spike in 15. A window of one reading cannot tell a
-spike from a level change.
+spike from a level change by itself: it is held (``detectors.deviation``), and when the next
+window does not confirm it, the held reading is judged as a spike then, against the same
+``spike_z`` reading scales (a pump transient of 0.04 MPa, 10 scales, is neither).
 
 The extreme is measured in the baseline's scale *for one reading* (``reading_scale``), not
 in the scale of window values: a window's value averages its readings, so with many readings
@@ -53,10 +55,27 @@ def _ratio(f: Features, p: np.ndarray, extreme: float, upward: bool) -> float:
 
 
 @njit
-def detect_spike(f: Features, p: np.ndarray, open_reason: int) -> Verdict:
+def _held_spike(f: Features, p: np.ndarray, held: float) -> Verdict:
+    """The previous window's held value (one or two readings, not confirmed) as a spike."""
+    ratio = 0.0
+    if f.warm and np.isfinite(held):
+        ratio = abs(held - f.expected) / f.reading_scale / p[SPIKE_Z]
+    fire = ratio >= 1.0
+    return Verdict(fire, 0 if fire else -1, score_one(ratio), held, f.expected,
+                   R_SPIKE_UP if held > f.expected else R_SPIKE_DOWN, F_VALUE)
+
+
+@njit
+def detect_spike(f: Features, p: np.ndarray, open_reason: int, held: float,
+                 confirmed: bool) -> Verdict:
     """Judge the window's extreme; ``open_reason`` is the sensor's open spike episode's
     (R_NONE when none): a window that does not fire reports that episode's side, so an end
-    of an upward spike says how high the window went, not how low."""
+    of an upward spike says how high the window went, not how low. ``held``: the previous
+    window's value if it was held (NaN: it was not); ``confirmed``: this window confirmed it."""
+    if np.isfinite(held) and not confirmed:
+        previous = _held_spike(f, p, held)
+        if previous.fire:
+            return previous
     up = (f.vmax - f.expected) / f.reading_scale
     down = (f.expected - f.vmin) / f.reading_scale
     upward = up >= down

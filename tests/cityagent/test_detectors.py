@@ -271,14 +271,14 @@ def test_a_one_reading_transient_raises_no_deviation_but_a_lasting_change_does()
     row = state.index["jn-pp-7"]
     transient = feed(engine, state, "jn-pp-7", "pipe_pressure",
                      [[0.34]] + _one_reading_windows(rng, 5), first=40)
-    assert events(transient) == []
-    assert state.cols["dev_side"][row] == 0
+    assert events(transient) == []  # 10 scales: no spike either (15 reading scales)
+    assert np.isnan(state.cols["dev_pend"][row])
     shift = feed(engine, state, "jn-pp-7", "pipe_pressure", [[0.34 + rng.normal(0.0, 0.003)]
                                                              for _ in range(4)], first=46)
     # The first window of the shift is not enough; the second confirms it, and one window
     # of the shift on its own side then keeps the episode open without more confirmation.
     assert events(shift, "deviation") == [("deviation", "start", "deviation.high", "blue", 47)]
-    assert state.cols["dev_side"][row] == 1
+    assert np.isnan(state.cols["dev_pend"][row])  # confirmed, nothing held
 
 
 def test_a_generic_series_is_not_confirmed_a_point_anomaly_is_one_reading() -> None:
@@ -289,6 +289,34 @@ def test_a_generic_series_is_not_confirmed_a_point_anomaly_is_one_reading() -> N
     windows = [[10.0 + rng.normal(0.0, 1.0)] for _ in range(40)] + [[22.0], [10.1], [9.9]]
     found = feed(engine, state, "series", "generic", windows)
     assert [(e[1], e[4]) for e in events(found, "deviation")] == [("start", 40)]
+
+
+def test_one_reading_of_a_gauge_far_up_is_a_spike_not_a_flood() -> None:
+    # At a reading a minute a gauge's glitch of +4 m was the whole window: it raised the red
+    # `water.record` level (and a city-wide flood alert routed to emergency) in `cityagent
+    # eval --tick 60`. Its window is held; the next reading is back, so it is a spike then.
+    engine, state = engine_with()
+    rng = np.random.default_rng(24)
+    gauge = [[2.0 + rng.normal(0.0, 0.01)] for _ in range(30)]
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 gauge + [[6.0]] + [[2.0 + rng.normal(0.0, 0.01)] for _ in range(4)])
+    assert [e for e in events(found) if e[1] == "start"] == [
+        ("spike", "start", "fault.spike_up", "blue", 31)]
+    (start,) = [a for a in found if a.phase == "start"]
+    assert start.observed == 6.0 and 1.9 < start.expected < 2.1
+
+
+def test_a_gauge_that_jumps_and_stays_is_a_level_one_window_later() -> None:
+    # The same jump, lasting: the second window confirms it and the levels fire then.
+    engine, state = engine_with()
+    rng = np.random.default_rng(24)
+    gauge = [[2.0 + rng.normal(0.0, 0.01)] for _ in range(30)]
+    found = feed(engine, state, "jn-wl-1", "water_level",
+                 gauge + [[6.0 + rng.normal(0.0, 0.01)] for _ in range(4)])
+    starts = [e for e in events(found) if e[1] == "start"]
+    assert ("level", "start", "water.record", "red", 31) in starts
+    assert ("deviation", "start", "deviation.high", "orange", 31) in starts
+    assert [e for e in starts if e[0] in ("spike", "level", "deviation") and e[4] == 30] == []
 
 
 def test_a_window_of_three_readings_is_judged_alone() -> None:
@@ -309,14 +337,14 @@ def test_a_checkpoint_from_before_the_confirmation_column_restores_it_as_unconfi
     feed(engine, state, "jn-pp-7", "pipe_pressure",
          _one_reading_windows(rng, 40) + [[0.340], [0.342], [0.341]])
     row = state.index["jn-pp-7"]
-    assert state.cols["dev_side"][row] == 1  # the unconfirmed window's side, kept
+    assert state.cols["dev_pend"][row] == 0.340  # the held window's value, kept
     head_size = int.from_bytes(state.to_bytes()[:4], "little")
     head = orjson.loads(state.to_bytes()[4:4 + head_size])
-    head["columns"].remove("dev_side")
+    head["columns"].remove("dev_pend")
     body = b"".join(np.ascontiguousarray(state.cols[n]).tobytes() for n in head["columns"])
     raw = orjson.dumps(head)
     restored = BucketState.from_bytes(len(raw).to_bytes(4, "little") + raw + body)
-    assert (restored.cols["dev_side"] == 0).all()
+    assert np.isnan(restored.cols["dev_pend"]).all()
     # Restored without it, window 41 is a first one again: it waits for window 42, where
     # the state that kept the column is confirmed by window 41.
     more = [[0.343], [0.339]]
