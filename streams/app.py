@@ -24,10 +24,14 @@ Settings chosen knowingly (docs/architecture.md has the measurements):
   agent acknowledges messages only when it checkpoints them, and Faust's shutdown waits for
   every message a stream took to be acknowledged while its timers, which checkpoint, are
   already stopped; without a final checkpoint first a SIGTERM'd worker waited until killed.
+  The agents take no message from the moment the worker begins to stop, before the hooks
+  run: one taken after the final checkpoint was never acknowledged, and Faust waited for it
+  for ever. That wait is bounded anyway (``STOP_WAIT_S``), and the worker says so if it ends it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -41,9 +45,15 @@ from cityagent.settings import Settings
 from streams.changelog_batches import use_changelog_safe_producer
 from streams.faust_fixes import apply_faust_fixes
 
-__all__ = ("CityAgentApp", "create_app")
+__all__ = ("CityAgentApp", "create_app", "STOP_WAIT_S")
 
 log = logging.getLogger("cityagent.streams")
+
+#: How long a stopping worker waits for the messages its agents took to be acknowledged
+#: before it exits without them. They are acknowledged at once (the final checkpoint); the
+#: bound is for an agent stuck in an await, and leaves the flush and the close within
+#: Docker's 10 s and `cityagent up`'s 15 s before SIGKILL.
+STOP_WAIT_S = 5.0
 
 
 class CityAgentApp(faust.App):
@@ -56,14 +66,21 @@ class CityAgentApp(faust.App):
 
     Faust's ``App.on_stop`` stops the consumer's flow and then waits, without a time limit,
     until every message a stream has taken is acknowledged (``stream_wait_empty``). A
-    ``before_stop`` hook runs before that, while the agents and the producer still work, so an agent that
+    ``before_stop`` hook runs before that, while the producer still works, so an agent that
     acknowledges late (after a checkpoint) can write its state and acknowledge now.
+
+    The flow stops first, before the hooks: a hook that awaits (the feeds' stop) let the
+    detection agent take more messages after its final checkpoint, which nothing would
+    acknowledge, and Faust's wait for them never ended (4 SIGTERMs in 6 under a backlog, each
+    worker killed after 30 s). The wait is bounded by ``stop_wait_s`` too.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.before_start: list[Callable[[], Awaitable[None]]] = []
         self.before_stop: list[Callable[[], Awaitable[None]]] = []
+        self.stop_wait_s = STOP_WAIT_S
+        self._stopping = False
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -75,12 +92,41 @@ class CityAgentApp(faust.App):
                 log.exception("a before-start hook failed; starting anyway")
 
     async def on_stop(self) -> None:
+        self._stopping = True
+        self._hold_streams()
         for hook in self.before_stop:
             try:
                 await hook()
             except Exception:  # noqa: BLE001 - stopping must go on; the log says what failed
                 log.exception("a before-stop hook failed; stopping anyway")
         await super().on_stop()
+
+    def _hold_streams(self) -> None:
+        """Let the agents take no more messages (what Faust's ``_stop_consumer`` does after
+        the hooks): the fetcher fetches nothing more, and a stream drops what it still has
+        queued, unacknowledged and uncommitted, for the next worker to be handed again. A
+        message an agent is processing now was taken before: the final checkpoint has it."""
+        if self._consumer is None:  # stopped before it started: nothing was taken
+            return
+        self._consumer.stop_flow()
+        self.flow_control.suspend()
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        """Faust's wait for every message the streams took to be acknowledged; when the
+        worker stops, for at most ``stop_wait_s``, then it commits what was acknowledged and
+        says how many it leaves (in a rebalance, Faust's own wait, unchanged)."""
+        if not self._stopping:
+            await super()._consumer_wait_empty(consumer, logger)
+            return
+        try:
+            await asyncio.wait_for(super()._consumer_wait_empty(consumer, logger),
+                                   self.stop_wait_s)
+        except TimeoutError:
+            left = len(consumer.unacked)
+            log.warning("stopping: %d messages the agents took are still not acknowledged "
+                        "after %g s; exiting without them: their offsets are not committed, "
+                        "so the next worker is handed them again", left, self.stop_wait_s)
+            await consumer.commit()
 
 
 def faust_data_root() -> Path:
