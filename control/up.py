@@ -220,11 +220,16 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             # speeds and report intervals: the simulator writes its fleet's registry first.
             registry = logs / "registry.json"
             try:
-                subprocess.run([sys.executable, "-m", "sensors_sim", *fleet_args(options),
-                                "--registry", str(registry)], env=env, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+                done = subprocess.run([sys.executable, "-m", "sensors_sim",
+                                       *fleet_args(options), "--registry", str(registry)],
+                                      env=env, check=True, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, timeout=120)
                 env["CITYAGENT_SENSOR_REGISTRY"] = str(registry)
-                say(f"sensor registry of the simulated fleet: {registry}")
+                # The simulator's line ends with the settings it wrote the registry by.
+                wrote = done.stderr.decode("utf-8", "replace").strip().splitlines()
+                note = wrote[-1].partition(f"{registry}: ")[2] if wrote else ""
+                say(f"sensor registry of the simulated fleet: {registry}"
+                    + (f" ({note})" if note else ""))
             except (subprocess.SubprocessError, OSError) as exc:
                 say(f"warning: could not write the simulated fleet's registry ({exc}); "
                     "the workers judge it by the kind defaults")

@@ -341,19 +341,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals = fleet_signals(args)
         scenario = signals.scenario
         if args.registry is not None:
-            from sensors_sim.registry import write_registry
+            from sensors_sim.registry import (
+                detection_config_from_env,
+                settings_note,
+                write_registry,
+            )
 
+            try:  # the workers' detection settings, checked as they check them
+                config, where = detection_config_from_env()
+            except CityAgentError as exc:
+                _err(f"sensors_sim: {exc}")
+                return 2
+            # A sensor's readings are a tick of wall time apart, --accelerate times that of
+            # event time, which the detectors judge by: the registry said the wall tick, so
+            # at x10 a sensor one tick late was quiet 6x its interval.
+            interval_s = tick_s * args.accelerate
             try:
-                # A sensor's readings are a tick of wall time apart, --accelerate times
-                # that of event time, which the detectors judge by: the registry said the
-                # wall tick, so at x10 a sensor one tick late was quiet 6x its interval.
-                count = write_registry(args.registry, signals, tick_s * args.accelerate,
-                                       default_regions(), args.seed)
+                count = write_registry(args.registry, signals, interval_s, default_regions(),
+                                       args.seed, config)
             except OSError as exc:  # said "[Errno 5] Input/output error", of no file or option
                 _err(f"sensors_sim: cannot write the registry to {args.registry}: "
                      f"{exc.strerror or exc}")
                 return 1
-            _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}")
+            _err(f"sensors_sim: wrote the registry of {count:,} sensors to {args.registry}: "
+                 f"{settings_note(config, where, interval_s)}")
             return 0
         tolerance_ms = (FUTURE_TOLERANCE_MS if args.sink == "file"
                         else Settings.from_env().future_tolerance_ms)

@@ -1,8 +1,14 @@
 """The fleet registry: every sensor's id, kind, place, thresholds and report interval.
 
 Written as JSON (an object with a ``sensors`` list) or CSV (one row per sensor), chosen by
-the file's extension. Nothing in it depends on the clock, so the same ``--sensors`` and
-``--seed`` always give a byte-identical file.
+the file's extension. Nothing in it depends on the clock, so the same ``--sensors``,
+``--seed`` and detection settings always give a byte-identical file.
+
+The pipes' pressure limits are the detection settings' ``floor_mpa`` and ``high_mpa``, read
+as the workers and `cityagent replay` read them (:func:`detection_config_from_env`): with the
+packaged file only, a registry written on a host with ``CITYAGENT_DETECTION`` gave every
+simulated pipe the packaged limits, which then overrode that file's in the workers of
+`cityagent up --simulate`.
 """
 
 from __future__ import annotations
@@ -10,14 +16,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from cityagent.detectors.config import DetectionConfig
+from cityagent.settings import detection_settings_from_env
 from sensors_sim.generators import FleetSignals
 
-__all__ = ("registry_rows", "write_registry", "COLUMNS")
+__all__ = ("registry_rows", "write_registry", "detection_config_from_env", "settings_note",
+           "COLUMNS")
+
+#: The workers' detection variables the registry is written by (not the registry's own).
+_DETECTION_VARS = ("CITYAGENT_DETECTION", "CITYAGENT_WINDOW_S", "CITYAGENT_GRACE_S",
+                   "CITYAGENT_FORGET_AFTER_S")
 
 COLUMNS: tuple[str, ...] = (
     "sensor_id", "kind", "lon", "lat", "city_code", "city_name", "district_code",
@@ -31,6 +45,31 @@ def _limits(config: DetectionConfig) -> dict[str, float]:
     """The per-kind limits every sensor of a kind starts from (detection.toml)."""
     pressure = config.kind("pipe_pressure")
     return {"min_pressure_mpa": pressure.floor_mpa, "max_pressure_mpa": pressure.high_mpa}
+
+
+def detection_config_from_env(
+        environ: Mapping[str, str] | None = None) -> tuple[DetectionConfig, str]:
+    """The detection settings as the workers load them (``CITYAGENT_DETECTION``, else the
+    packaged file; ``CITYAGENT_WINDOW_S``, ``_GRACE_S`` and ``_FORGET_AFTER_S`` checked as
+    they check them), and the file's name with where it came from. ConfigError naming the
+    variable or the file that is wrong. ``CITYAGENT_SENSOR_REGISTRY`` is not read: it may
+    name the very file being written."""
+    env = os.environ if environ is None else environ
+    settings = detection_settings_from_env({v: env[v] for v in _DETECTION_VARS if v in env})
+    config = DetectionConfig.load(settings.detection_path, window_s=settings.window_s,
+                                  grace_s=settings.grace_s,
+                                  forget_after_s=settings.forget_after_s)
+    where = (f"{settings.detection_path} (CITYAGENT_DETECTION)" if settings.detection_path
+             else "cityagent/data/detection.toml (packaged)")
+    return config, where
+
+
+def settings_note(config: DetectionConfig, where: str, interval_s: float) -> str:
+    """What the registry's values came from, for the line that says it was written."""
+    limits = _limits(config)
+    return (f"pipe pressure limits {limits['min_pressure_mpa']:g}-"
+            f"{limits['max_pressure_mpa']:g} MPa from {where}, report interval "
+            f"{interval_s:g} s (the tick times --accelerate)")
 
 
 def registry_rows(signals: FleetSignals, interval_s: float, regions,
@@ -71,9 +110,10 @@ def registry_rows(signals: FleetSignals, interval_s: float, regions,
 
 
 def write_registry(path: Path, signals: FleetSignals, interval_s: float, regions,
-                   seed: int) -> int:
-    """Write the registry to ``path`` (``.csv`` → CSV, anything else → JSON); return rows."""
-    rows = registry_rows(signals, interval_s, regions)
+                   seed: int, config: DetectionConfig | None = None) -> int:
+    """Write the registry to ``path`` (``.csv`` → CSV, anything else → JSON); return rows.
+    ``config``: the detection settings the pipes' limits come from (default: packaged)."""
+    rows = registry_rows(signals, interval_s, regions, config)
     if Path(path).suffix.lower() == ".csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

@@ -307,6 +307,9 @@ def test_up_simulate_runs_the_scenario_given_and_shows_what_sim_warns_of(tmp_pat
         assert registry, text[-3000:]
         doc = json.loads(Path(registry.group(1)).read_text("utf-8"))
         assert (doc["seed"], doc["count"]) == (3, 300)
+        # Which settings it was written by: 300 sensors at 3,000/s, a 0.1 s tick, x10.
+        assert (f"{registry.group(1)} (pipe pressure limits 0.14-0.8 MPa from "
+                "cityagent/data/detection.toml (packaged), report interval 1 s") in text
     finally:
         remove_logs(text)  # the registry is among them
     assert ("simulator | sensors_sim: 300 sensors -> Kafka" in text

@@ -102,6 +102,46 @@ def test_registry_json_and_csv_identical_for_a_seed(tmp_path, capsys):
     assert "wrote the registry of 60 sensors" in capsys.readouterr().err
 
 
+def test_the_registry_takes_the_pipe_limits_of_the_workers_detection_settings(
+        tmp_path, capsys, monkeypatch):
+    """The registry gives every pipe ``floor_mpa`` and ``high_mpa``, and a registry row wins
+    over the detection file in the workers: written from the packaged file alone, it undid an
+    operator's ``CITYAGENT_DETECTION`` for every simulated pipe of `cityagent up --simulate`
+    (0.14/0.80 MPa instead of the file's 0.20/0.70). Read as the workers read it now, and
+    the line that says it was written names where from."""
+    from importlib import resources
+
+    from cityagent.detectors.config import DetectionConfig
+
+    for var in ("CITYAGENT_DETECTION", "CITYAGENT_WINDOW_S", "CITYAGENT_GRACE_S",
+                "CITYAGENT_FORGET_AFTER_S", "CITYAGENT_SENSOR_REGISTRY"):
+        monkeypatch.delenv(var, raising=False)
+    packaged = DetectionConfig.load().kind("pipe_pressure")
+    text = tmp_path / "detection.toml"
+    body = resources.files("cityagent.data").joinpath("detection.toml").read_text("utf-8")
+    body = body.replace(f"floor_mpa = {packaged.floor_mpa:g}", "floor_mpa = 0.20")
+    body = body.replace(f"high_mpa = {packaged.high_mpa:.2f}", "high_mpa = 0.70")
+    text.write_text(body, "utf-8")
+    assert DetectionConfig.load(text).kind("pipe_pressure").floor_mpa == 0.20  # edited
+    monkeypatch.setenv("CITYAGENT_DETECTION", str(text))
+    monkeypatch.setenv("CITYAGENT_SENSOR_REGISTRY", str(tmp_path / "not-yet.json"))  # not read
+    out = tmp_path / "fleet.json"
+    assert main(["--sensors", "60", "--seed", "3", "--registry", str(out)]) == 0
+    pipes = [s for s in json.loads(out.read_text("utf-8"))["sensors"]
+             if s["kind"] == "pipe_pressure"]
+    assert pipes and {(p["min_pressure_mpa"], p["max_pressure_mpa"]) for p in pipes} == {
+        (0.20, 0.70)}
+    err = capsys.readouterr().err
+    assert (f"wrote the registry of 60 sensors to {out}: pipe pressure limits 0.2-0.7 MPa "
+            f"from {text} (CITYAGENT_DETECTION), report interval 0.1 s") in err
+
+    monkeypatch.setenv("CITYAGENT_WINDOW_S", "-5")  # refused as the workers refuse it
+    assert main(["--sensors", "60", "--registry", str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err
+    assert "CITYAGENT_WINDOW_S" in err and "Traceback" not in err
+    assert not (tmp_path / "other.json").exists()
+
+
 def _file_run(tmp_path, *extra, name="out.jsonl"):
     out, labels = tmp_path / name, tmp_path / "labels.jsonl"
     code = main(["--sensors", "160", "--rate", "100000", "--count", "3200", "--sink", "file",
