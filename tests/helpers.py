@@ -187,6 +187,31 @@ def consume_records(bootstrap: str, topic: str, until, timeout_s: float = 60.0,
     return records
 
 
+def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
+    """Every record of a topic, from its start to its end as it is now: what a producer had
+    stored when Kafka acknowledged it (the API answers 202 only then) is all there, so a
+    count of it needs no wait "for any late one to arrive"."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        assert parts, f"no topic {topic!r}"
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while behind := {tp: end for tp, end in ends.items() if consumer.position(tp) < end}:
+            assert time.monotonic() < deadline, f"{topic}: not read to its end {behind}"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
 def consume_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0,
                 watch: Iterable[ChildProcess] = ()) -> list[dict]:
     """JSON values of a topic from its start until ``until(values)`` is true or time runs out

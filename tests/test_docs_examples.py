@@ -155,6 +155,56 @@ def test_every_curl_example_asks_for_a_route_the_api_has(path: Path) -> None:
     assert wrong == []
 
 
+#: An ``Idempotency-Key`` header of a shell example, its value a ``$(command)`` or a variable.
+KEY_HEADER = re.compile(r"Idempotency-Key: (?:\$\((?P<command>.*?)\)\"|\$(?P<var>\w+))")
+
+
+def key_commands(text: str) -> list[tuple[int, str]]:
+    """(line, command) that makes each Idempotency-Key of the Markdown's fenced blocks: the
+    header's own ``$(...)``, or the one assigned to the variable it sends."""
+    found, assigned, fenced = [], {}, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced, assigned = not fenced, {}
+            continue
+        if not fenced:
+            continue
+        if match := re.match(r"\s*(\w+)=\$\((.*)\)(?:\s+#.*)?$", line):
+            assigned[match.group(1)] = match.group(2)
+        for header in KEY_HEADER.finditer(line):
+            command = header.group("command") or assigned.get(header.group("var"))
+            assert command is not None, f"{number}: ${header.group('var')} is assigned nowhere"
+            found.append((number, command))
+    return found
+
+
+def test_the_key_parser_reads_inline_commands_and_variables() -> None:
+    text = ("```sh\nK=$(python3 -c 'print(1)')  # once\ncurl -H \"Idempotency-Key: $K\" \\\n"
+            "  -H \"Idempotency-Key: $(python3 -c 'print(f(2))')\"\n"
+            "curl -H \"Idempotency-Key: $(uuidgen)\"\n```\n")
+    assert key_commands(text) == [(3, "python3 -c 'print(1)'"),
+                                  (4, "python3 -c 'print(f(2))'"), (5, "uuidgen")]
+
+
+def test_every_idempotency_key_the_docs_make_is_a_key_wherever_cityagent_runs() -> None:
+    """``$(uuidgen)`` printed nothing where uuidgen is not installed (Debian without
+    uuid-runtime, this machine): curl then left the header out, and the request went unkeyed
+    without a word. The docs' commands must print a key with what CityAgent needs anyway."""
+    import subprocess
+    import sys
+
+    from api.idempotency import valid_key
+
+    made = [(path.name, number, command) for path in DOCS
+            for number, command in key_commands(path.read_text("utf-8"))]
+    assert made, "no example sends an Idempotency-Key any more"
+    for name, number, command in made:
+        assert command.startswith("python3 -c "), f"{name}:{number}: {command}"
+        printed = subprocess.run([sys.executable, "-c", command.split(" ", 2)[2].strip("'")],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        assert valid_key(printed), f"{name}:{number}: {command} printed {printed!r}"
+
+
 #: docs/readings.md's table of refusals: the start of each row's input cell, and the reading
 #: (the water_level sensor '1001' in 历下区) changed as that row says.
 READING = {"sensor_id": "1001", "kind": "water_level", "ts": "2026-11-22T08:30:00+08:00",

@@ -206,6 +206,8 @@ def test_keys_roles_and_scope(client: TestClient) -> None:
     ("/v1/alerts/jn-3/ack", {"nota": "typo"}, {}, 422, "Extra inputs are not permitted"),
     ("/v1/alerts/jn-3/ack", {"note": "x" * 2001}, {}, 422, "at most 2000 characters"),
     ("/v1/alerts/jn-3/ack", None, {"idempotency-key": "a b"}, 400, "Idempotency-Key must be"),
+    ("/v1/alerts/jn-3/ack", None, {"idempotency-key": ""}, 400, "Idempotency-Key must be"),
+    ("/v1/alerts/jn-3/ack", None, {"idempotency-key": "  "}, 400, "Idempotency-Key must be"),
     ("/v1/alerts/jn-3/ack", None, {"x-operator": "%0A"}, 400, "X-Operator must be"),
     ("/v1/alerts/jn-3/ack", None, {"x-operator": "%E5%BC"}, 400, "X-Operator must be"),
 ])

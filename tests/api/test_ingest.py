@@ -29,7 +29,7 @@ from cityagent.readings import _MAX_TS_MS, parse_reading
 from cityagent.regions import default_regions
 from cityagent.settings import Settings
 from control.topics import ensure_topics, pipeline_topics
-from tests.helpers import consume_records
+from tests.helpers import consume_records, consume_to_end
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which is not in our dependencies
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -511,6 +511,24 @@ def test_an_idempotent_retry_is_replayed_not_stored_twice(api) -> None:
     bad = client.post("/v1/readings", json=body, headers=auth(**{"idempotency-key": "a b"}))
     assert bad.status_code == 400
     assert stored(settings, "jn-idem-1", 2) == ["jn-idem-1"]  # waited for a second: none came
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_idempotency_key_is_400_not_taken_as_no_key(api, key: str) -> None:
+    """A header sent empty (``curl -H 'Idempotency-Key;'``, a client that sends a failed
+    ``$(uuidgen)`` as is) asks for idempotency and gives no key: 400, and nothing stored; an
+    unkeyed request would be stored again on every retry. (curl drops ``-H "Idempotency-Key:
+    "``: that request has no header at all, which the API cannot tell; docs/api.md says so.)"""
+    client, settings = api
+    sensor = f"jn-nokey-{len(key)}"
+    answer = client.post("/v1/readings", json=[level(sensor, ts=time.time())],
+                         headers=auth(**{"idempotency-key": key}))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == ("Idempotency-Key must be 1-255 visible ASCII characters "
+                                       "(a UUID is best)")
+    assert not any(sensor in decode_batch(r.value).sensor_id.tolist()
+                   for r in consume_to_end(settings.bootstrap, settings.readings_topic))
 
 
 @pytest.mark.integration
