@@ -88,12 +88,13 @@ def breach(settings, producer: KafkaProducer, t0: float, watch) -> tuple[dict[st
     return {a["sensor_id"]: a["anomaly_id"] for a in opened if a["detector"] == "level"}, sent
 
 
-def await_committed(settings, watch, **least: int) -> None:
+def await_committed(settings, watch, partitions: set[int] | None = None, **least: int) -> None:
     """Wait until the worker's group has committed every record of the topics named (the
     readings, anomalies or scopes topic: ``readings=120``), the first that many at least
-    (each test's topics are its own): a worker started after a kill is handed none of them
-    again. Faust commits what the agents acknowledged every 2.8 s (``broker_commit_interval``),
-    and they acknowledge what a checkpoint holds; the tests slept 4 s for it."""
+    (each test's topics are its own), of every partition or of ``partitions`` only (those of
+    one of two workers): a worker started after a kill is handed none of them again. Faust
+    commits what the agents acknowledged every 2.8 s (``broker_commit_interval``), and they
+    acknowledge what a checkpoint holds; the tests slept 4 s for it."""
     ends: dict[TopicPartition, int] = {}
     for name, count in least.items():
         topic = getattr(settings, f"{name}_topic")
@@ -101,6 +102,8 @@ def await_committed(settings, watch, **least: int) -> None:
                                   until=lambda rs, count=count: len(rs) >= count)
         assert len(records) >= count, (topic, len(records), count)
         for r in records:
+            if partitions is not None and r.partition not in partitions:
+                continue
             tp = TopicPartition(topic, r.partition)
             ends[tp] = max(ends.get(tp, 0), r.offset + 1)
     group = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.app_id,
@@ -636,13 +639,17 @@ def test_a_surviving_worker_takes_over_a_dead_workers_sensors_with_their_state(
         wait_until(split, 120, "the two workers did not split the partitions "
                                f"(a: {owned_partitions(doomed)}, b: {owned_partitions(survivor)})",
                    watch=(doomed, survivor))
-        first_ids, _ = breach(settings, producer, t0, watch=(doomed, survivor))
+        first_ids, sent = breach(settings, producer, t0, watch=(doomed, survivor))
         lost = owned_partitions(doomed)
         assert lost and owned_partitions(survivor) == everything - lost  # no rebalance since
         orphans = [s for s in BREACHING
                    if partition_of_key(bucket_key(bucket_of(s)), settings.partitions) in lost]
         assert orphans, "no breaching gauge on the doomed worker's partitions: nothing to test"
-        time.sleep(2)  # a few checkpoint intervals (0.5 s)
+        # The doomed worker has checkpointed what it applied of its partitions (it commits
+        # only what a checkpoint holds): its state is in the changelogs when it dies. (The
+        # test slept 2 s for "a few checkpoint intervals".)
+        await_committed(settings, (doomed, survivor), partitions=lost, readings=sent,
+                        anomalies=len(BREACHING), scopes=len(BREACHING))
         doomed.kill()
 
         # The breaches go on while the survivor notices (session timeout 6 s) and takes over.
