@@ -1,4 +1,4 @@
-"""Optimistic concurrency for the admin writes: ``ETag``, ``If-Match``, ``If-None-Match``.
+"""Conditional requests: ``ETag`` on reads, ``If-None-Match`` (304) on them, ``If-Match`` on writes.
 
 Two admins who each read a zone (or the routing rules) at version 7 and each write their
 change both got 202, and the later silently replaced the earlier. The reads answer with an
@@ -10,26 +10,69 @@ The check is against what this API process has read of the compacted topic, with
 writes not read back yet laid over it (``api.write_ledger``); the writes of one process run
 one at a time (``api.routes.zones``), so within one process two writes from the same version
 cannot both pass. Two API replicas each check against their own read: see docs/api.md.
+
+A read sent again with the ``ETag`` it gave as ``If-None-Match`` is a bodyless 304 while that
+is still the answer (:func:`conditional_get`): a client polling the zones (or a browser's
+cache) got the whole body every time, though it had it already.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
-from fastapi import HTTPException, Request
+import orjson
+from fastapi import HTTPException, Request, Response
 
 from cityagent.zones import MAX_VERSION
 
-__all__ = ("etag", "check_preconditions", "body_version")
+__all__ = ("etag", "digest_etag", "conditional_get", "not_modified", "check_preconditions",
+           "body_version")
 
 #: One entity tag of a list (RFC 9110 §8.8.3): optional W/, then a quoted string of etagc.
 _TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
 
 
+#: Beside an ``ETag``: a client (a browser) may keep the answer, but asks again with
+#: ``If-None-Match`` before it uses it, and a 304 says it is still the answer.
+REVALIDATE = {"Cache-Control": "no-cache"}
+
+
+def not_modified(etag_description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answers :func:`conditional_get` adds to a GET: its 304 and 400."""
+    header = {"ETag": {"description": etag_description, "schema": {"type": "string"}}}
+    return {304: {"description": "Not Modified: If-None-Match names the ETag (W/ or not), or "
+                                 "is *: the answer has not changed since it was given; no "
+                                 "body.", "headers": header},
+            400: {"description": "If-None-Match is neither * nor quoted entity tags."}}
+
+
 def etag(version: int) -> str:
     """The strong entity tag of a version: ``"7"``."""
     return f'"{version}"'
+
+
+def digest_etag(content: Any) -> str:
+    """The strong entity tag of an answer with no version of its own: 20 hex digits of the
+    SHA-256 of its JSON, so any change to what is answered changes it."""
+    return f'"{hashlib.sha256(orjson.dumps(content)).hexdigest()[:20]}"'
+
+
+def conditional_get(request: Request, response: Response, tag: str) -> Response | None:
+    """Give a GET's answer ``tag`` as its ETag; return the 304 Not Modified to answer instead
+    when its ``If-None-Match`` names ``tag`` or is ``*`` (RFC 9110 §13.1.2: weak comparison,
+    so ``W/"7"`` names ``"7"``), None when the whole answer is due.
+
+    Call it once the answer would be a 200 (a 404 or 503 ignores the header, §13.2.1). The
+    304 carries the ETag and no body. A malformed ``If-None-Match`` is a 400, as on writes.
+    ``If-Modified-Since`` is not supported (no answer has a ``Last-Modified``): ignored."""
+    tags = _tags(request, "If-None-Match")
+    headers = {"ETag": tag, **REVALIDATE}
+    if tags is not None and (tags == [] or any(f'"{opaque}"' == tag for _weak, opaque in tags)):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return None
 
 
 def _tags(request: Request, header: str) -> list[tuple[bool, str]] | None:
@@ -45,8 +88,7 @@ def _tags(request: Request, header: str) -> list[tuple[bool, str]] | None:
         found = _TAG.match(value, at)
         if found is None or found.end() == at:
             raise HTTPException(400, f"{header} must be * or entity tags in double quotes, "
-                                     f'such as "7" (the ETag of the GET, which carries the '
-                                     f"version); got {value[:80]!r}")
+                                     f'such as "7" (an ETag a GET gave); got {value[:80]!r}')
         tags.append((found.group(1) is not None, found.group(2)))
         at = found.end()
     if not tags:

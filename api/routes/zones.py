@@ -30,7 +30,13 @@ from fastapi import APIRouter, Body, HTTPException, Request, Response
 
 from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
-from api.preconditions import body_version, check_preconditions, etag
+from api.preconditions import (
+    body_version,
+    check_preconditions,
+    conditional_get,
+    etag,
+    not_modified,
+)
 from cityagent.errors import ConfigError
 from cityagent.routing import Router
 from cityagent.zones import (
@@ -60,9 +66,13 @@ _QUEUED = {"zone_id": "jn-underpass-lishan", "version": 19, "status": "queued"}
 _NOT_READ = {503: {"description": "This API has not read the topic up to its end yet (it "
                                   "just started, or the broker does not answer): retry after "
                                   "Retry-After."}}
-_ETAG = {"ETag": {"description": 'The version, as a strong entity tag ("19"): send it as '
-                                 "If-Match to write only if nothing changed since.",
-                  "schema": {"type": "string"}}}
+_ETAG_SAYS = ('The version, as a strong entity tag ("19"): send it as If-Match to write only '
+              "if nothing changed since, or as If-None-Match to get a 304 while it has not.")
+_ETAG = {"ETag": {"description": _ETAG_SAYS, "schema": {"type": "string"}},
+         "Cache-Control": {"description": "no-cache: keep the answer if you like, but ask "
+                                          "again with If-None-Match before you use it.",
+                           "schema": {"type": "string"}}}
+_READ = {**not_modified(_ETAG_SAYS), **_NOT_READ}
 _PRECONDITION = {
     400: {"description": "If-Match or If-None-Match is neither * nor quoted entity tags."},
     412: {"description": "If-Match (or the body's 'version') names a version that is not the "
@@ -75,36 +85,40 @@ def _feed(request: Request):
     return request.app.state.zone_feed
 
 
-@router.get("/v1/zones", responses={200: {"headers": _ETAG, "content": {"application/json": {
-    "example": {"type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
-                "features": [{**_FEATURE_EXAMPLE, "version": 12}]}}}}, **_NOT_READ})
+@router.get("/v1/zones", response_model=dict[str, Any], responses={
+    200: {"headers": _ETAG, "content": {"application/json": {"example": {
+        "type": "FeatureCollection", "version": 18, "content_hash": "3f2a9c0d1b7e4a55",
+        "features": [{**_FEATURE_EXAMPLE, "version": 12}]}}}}, **_READ})
 async def list_zones(request: Request, response: Response,
-                     _principal: ViewerDep) -> dict[str, Any]:
+                     _principal: ViewerDep) -> dict[str, Any] | Response:
     """Every operational zone now, as a GeoJSON FeatureCollection with its version (also the
     ETag); each feature carries its own ``version``, the one its ``If-Match`` names."""
     feed = _feed(request)
     await read_up_to_start(feed, "zones")
     zones = feed.zones
-    response.headers["ETag"] = etag(zones.version)
+    if (unchanged := conditional_get(request, response, etag(zones.version))) is not None:
+        return unchanged
     collection = zones.to_feature_collection()
     for feature, zone in zip(collection["features"], zones.zones.values(), strict=True):
         feature["version"] = zone.version
     return collection
 
 
-@router.get("/v1/zones/{zone_id}", responses={
+@router.get("/v1/zones/{zone_id}", response_model=dict[str, Any], responses={
     200: {"headers": _ETAG, "content": {"application/json": {"example": _FEATURE_EXAMPLE}}},
-    404: {"description": "No such zone."}, **_NOT_READ})
+    404: {"description": "No such zone."}, **_READ})
 async def get_zone(zone_id: str, request: Request, response: Response,
-                   _principal: ViewerDep) -> dict[str, Any]:
+                   _principal: ViewerDep) -> dict[str, Any] | Response:
     """One zone as a GeoJSON Feature, with its ``version`` (also the ETag)."""
     feed = _feed(request)
     await read_up_to_start(feed, "zones")
     zones = feed.zones
     if zone_id not in zones:
         raise HTTPException(404, f"no zone {zone_id!r}")
-    response.headers["ETag"] = etag(zones[zone_id].version)
-    return {**zones[zone_id].to_feature(), "version": zones[zone_id].version}
+    zone = zones[zone_id]
+    if (unchanged := conditional_get(request, response, etag(zone.version))) is not None:
+        return unchanged
+    return {**zone.to_feature(), "version": zone.version}
 
 
 @router.put("/v1/zones/{zone_id}", status_code=202, responses={
@@ -195,19 +209,21 @@ _ROUTING_DOC = {
 }
 
 
-@router.get("/v1/routing", responses={200: {"headers": _ETAG, "content": {"application/json": {
-    "example": {"version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
+@router.get("/v1/routing", response_model=dict[str, Any], responses={
+    200: {"headers": _ETAG, "content": {"application/json": {"example": {
+                "version": 0, "departments": {"water": {"zh": "水务", "en": "water affairs"}},
                 "rules": [{"number": 1, "kind": "water_level", "zone_kind": "*",
                            "reason": None, "min_severity": "blue",
-                           "departments": ["water"]}]}}}}, **_NOT_READ})
+                           "departments": ["water"]}]}}}}, **_READ})
 async def routing_rules(request: Request, response: Response,
-                        _principal: ViewerDep) -> dict[str, Any]:
+                        _principal: ViewerDep) -> dict[str, Any] | Response:
     """The departments and routing rules in force, and their version (0: the packaged file;
     also the ETag)."""
     feed = request.app.state.routing_feed
     await read_up_to_start(feed, "routing")
     router_: Router = feed.router
-    response.headers["ETag"] = etag(feed.version)
+    if (unchanged := conditional_get(request, response, etag(feed.version))) is not None:
+        return unchanged
     return {"version": feed.version,
             "departments": {code: {"zh": d.zh, "en": d.en}
                             for code, d in router_.departments.items()},

@@ -65,6 +65,67 @@ def test_the_reads_carry_the_version_as_etag(client: TestClient) -> None:
     assert rules.headers["etag"] == '"3"' and rules.json()["version"] == 3
 
 
+READS = (("/v1/zones/qd-test-school", "5"), ("/v1/zones", "5"), ("/v1/routing", "3"))
+
+
+@pytest.mark.parametrize(("path", "current"), READS)
+@pytest.mark.parametrize("sent", ['"{v}"', 'W/"{v}"', '"1", "{v}"', 'W/"2" , W/"{v}"', "*"])
+def test_a_read_whose_if_none_match_names_its_etag_is_304_without_a_body(
+        client: TestClient, path: str, current: str, sent: str) -> None:
+    """It was a 200 with the whole body every time (If-None-Match was ignored on reads)."""
+    answer = client.get(path, headers={**VIEWER, "If-None-Match": sent.format(v=current)})
+    assert answer.status_code == 304, answer.text
+    assert answer.content == b"" and "content-type" not in answer.headers
+    assert answer.headers["etag"] == f'"{current}"'
+    assert answer.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize(("path", "current"), READS)
+def test_a_read_whose_if_none_match_names_another_etag_is_answered_whole(
+        client: TestClient, path: str, current: str) -> None:
+    """A version other than the current one (or a list of them), and If-Modified-Since,
+    which nothing here supports (no answer has a Last-Modified), are a 200 with the body."""
+    for headers in ({"If-None-Match": '"2", W/"4"'}, {"If-None-Match": '"52"'},
+                    {"If-Modified-Since": "Sun, 01 Nov 2099 00:00:00 GMT"}, {}):
+        answer = client.get(path, headers={**VIEWER, **headers})
+        assert answer.status_code == 200 and answer.json()["version"] == int(current), headers
+        assert answer.headers["etag"] == f'"{current}"'
+        assert answer.headers["cache-control"] == "no-cache"
+
+
+def test_a_changed_zone_is_answered_whole_to_the_etag_it_had(client: TestClient) -> None:
+    before = client.get(ZONE, headers=VIEWER)
+    feature = copy.deepcopy(SCHOOL)
+    feature["properties"].update(zone_id="qd-test-school", name="青岛某中学（新）")
+    assert client.app.state.zone_feed.apply("qd-test-school", {"version": 6, "feature": feature})
+    for path in (ZONE, "/v1/zones"):
+        after = client.get(path, headers={**VIEWER, "If-None-Match": before.headers["etag"]})
+        assert after.status_code == 200 and after.headers["etag"] == '"6"', path
+    assert after.json()["version"] == 6
+    assert client.get(ZONE, headers={**VIEWER, "If-None-Match": '"6"'}).status_code == 304
+
+
+def test_if_none_match_on_a_zone_that_does_not_exist_is_404(client: TestClient) -> None:
+    """RFC 9110 §13.2.1: a read that would be no 2xx ignores its preconditions."""
+    answer = client.get("/v1/zones/no-such-zone", headers={**VIEWER, "If-None-Match": "*"})
+    assert answer.status_code == 404
+
+
+@pytest.mark.parametrize("value", ["5", '"5', "", 'W/5'])
+def test_a_malformed_if_none_match_on_a_read_is_400(client: TestClient, value: str) -> None:
+    answer = client.get(ZONE, headers={**VIEWER, "If-None-Match": value})
+    assert answer.status_code == 400, answer.text
+    assert "If-None-Match" in answer.json()["detail"] and '"7"' in answer.json()["detail"]
+
+
+def test_the_304_is_in_the_openapi_of_each_read(client: TestClient) -> None:
+    paths = client.app.openapi()["paths"]
+    for path in ("/v1/zones/{zone_id}", "/v1/zones", "/v1/routing"):
+        answers = paths[path]["get"]["responses"]
+        assert {"200", "304", "400"} <= set(answers), path
+        assert "If-None-Match" in answers["200"]["headers"]["ETag"]["description"]
+
+
 @pytest.mark.parametrize(("method", "path", "current", "what"), [
     ("PUT", ZONE, 5, "zone 'qd-test-school'"),
     ("DELETE", ZONE, 5, "zone 'qd-test-school'"),
