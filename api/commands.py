@@ -78,9 +78,10 @@ class CommandPublisher:
         acknowledged it (a writer that follows the topic waits to read it back)."""
         return await self._send(key, value, what)
 
-    async def send_tombstone(self, key: str) -> None:
-        """Publish a null value for ``key`` (a delete on a compacted topic)."""
-        await self._send(key, None, f"the delete of {key!r}")
+    async def send_tombstone(self, key: str) -> tuple[int, int]:
+        """Publish a null value for ``key`` (a delete on a compacted topic); return its
+        (partition, offset) once Kafka acknowledged it."""
+        return await self._send(key, None, f"the delete of {key!r}")
 
     async def send(self, command: Command, scope: str) -> None:
         """Publish the command keyed by ``scope``; return once Kafka acknowledged it."""

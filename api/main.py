@@ -161,7 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.routing_feed = RoutingFeed(settings.bootstrap, settings.routing_topic,
                                          app.state.router)
     app.state.routing_writer = CommandPublisher(settings.bootstrap, settings.routing_topic)
-    # The zone and routing writes of this process, one at a time (api.routes.zones), each
+    # The zone, routing and maintenance writes of this process, one at a time, each
     # checked against what the process has read and its own writes not read back yet.
     app.state.settings_writes = asyncio.Lock()
     app.state.zone_ledger = WriteLedger(app.state.zone_feed.follower)
@@ -169,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.maintenance_feed = MaintenanceFeed(settings.bootstrap, settings.maintenance_topic)
     app.state.maintenance_writer = CommandPublisher(settings.bootstrap,
                                                     settings.maintenance_topic)
+    app.state.maintenance_ledger = WriteLedger(app.state.maintenance_feed.follower)
     # The situation read model (readings topic → per-sensor state), and open-alert counts.
     app.state.future_tolerance_ms = settings.future_tolerance_ms
     detection = DetectionConfig.load(settings.detection_path)

@@ -28,7 +28,7 @@ from fastapi import HTTPException, Request, Response
 from cityagent.zones import MAX_VERSION
 
 __all__ = ("etag", "digest_etag", "conditional_get", "not_modified", "check_preconditions",
-           "body_version")
+           "body_version", "WRITE_RESPONSES")
 
 #: One entity tag of a list (RFC 9110 §8.8.3): optional W/, then a quoted string of etagc.
 _TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
@@ -37,6 +37,15 @@ _TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
 #: Beside an ``ETag``: a client (a browser) may keep the answer, but asks again with
 #: ``If-None-Match`` before it uses it, and a 304 says it is still the answer.
 REVALIDATE = {"Cache-Control": "no-cache"}
+
+
+#: The OpenAPI answers :func:`check_preconditions` adds to a write.
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "If-Match or If-None-Match is neither * nor quoted entity tags."},
+    412: {"description": "If-Match (or the body's 'version') names a version that is not the "
+                         "current one, which the detail and the ETag header give; or "
+                         "If-None-Match: * and it exists."},
+}
 
 
 def not_modified(etag_description: str) -> dict[int | str, dict[str, Any]]:

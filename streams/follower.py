@@ -64,6 +64,10 @@ class TopicFollower:
         #: Partition → end offset when the follower first reached the broker (None: not yet).
         self.ends: dict[int, int] | None = None
         self.positions: dict[int, int] = {}  # partition → next offset to read
+        #: The offset of the record ``on_record`` is given (-1: none yet). Kafka numbers a
+        #: partition's records once and for good, so a feed whose records carry no version
+        #: takes it as theirs (``streams.maintenance_feed``).
+        self.record_offset = -1
         self._started = 0.0
         #: Seconds from start() until caught up (None: not caught up yet).
         self.caught_up_s: float | None = None
@@ -161,6 +165,7 @@ class TopicFollower:
                 except orjson.JSONDecodeError:
                     log.warning("%s: record %r is not JSON; skipped", self.topic, key)
                     continue
+                self.record_offset = record.offset
                 changed |= self._on_record(key, value)
         if changed:
             self._on_change()

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Body, HTTPException, Request, Response
 from api.auth import AdminDep, ViewerDep
 from api.deps import read_up_to_start
 from api.preconditions import (
+    WRITE_RESPONSES,
     body_version,
     check_preconditions,
     conditional_get,
@@ -73,12 +74,6 @@ _ETAG = {"ETag": {"description": _ETAG_SAYS, "schema": {"type": "string"}},
                                           "again with If-None-Match before you use it.",
                            "schema": {"type": "string"}}}
 _READ = {**not_modified(_ETAG_SAYS), **_NOT_READ}
-_PRECONDITION = {
-    400: {"description": "If-Match or If-None-Match is neither * nor quoted entity tags."},
-    412: {"description": "If-Match (or the body's 'version') names a version that is not the "
-                         "current one, which the detail and the ETag header give; or "
-                         "If-None-Match: * and it exists."},
-}
 
 
 def _feed(request: Request):
@@ -126,7 +121,7 @@ async def get_zone(zone_id: str, request: Request, response: Response,
     409: {"description": "The zones are at the largest version (2**53 - 1)."},
     422: {"description": "The zone is invalid: the message names the property and why; or "
                          "its 'version' is not a version."},
-    **_PRECONDITION, **_NOT_READ})
+    **WRITE_RESPONSES, **_NOT_READ})
 async def put_zone(
     zone_id: str, request: Request, _principal: AdminDep,
     feature: Annotated[dict[str, Any], Body(examples=[_FEATURE_EXAMPLE])],
@@ -157,7 +152,7 @@ async def put_zone(
     202: {"content": {"application/json": {"example": _QUEUED}}},
     404: {"description": "No such zone."},
     409: {"description": "The zones are at the largest version (2**53 - 1)."},
-    **_PRECONDITION, **_NOT_READ})
+    **WRITE_RESPONSES, **_NOT_READ})
 async def delete_zone(zone_id: str, request: Request, _principal: AdminDep) -> dict[str, Any]:
     """Remove a zone everywhere (a versioned delete record on the zones topic); with
     ``If-Match``, only if it is still at that version (412 otherwise)."""
@@ -237,7 +232,7 @@ async def routing_rules(request: Request, response: Response,
                          "largest version (2**53 - 1)."},
     422: {"description": "The rules are invalid: the message names the rule and the key; or "
                          "the 'version' is not a version."},
-    **_PRECONDITION, **_NOT_READ})
+    **WRITE_RESPONSES, **_NOT_READ})
 async def put_routing(
     request: Request, _principal: AdminDep,
     document: Annotated[dict[str, Any], Body(examples=[_ROUTING_DOC])],

@@ -9,10 +9,13 @@ before anything is written. tests/integration/test_zones_concurrency.py writes f
 from __future__ import annotations
 
 import copy
+import re
+import time
 import tomllib
 import warnings
 from importlib import resources
 
+import orjson
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -276,3 +279,143 @@ def test_what_get_routing_gives_can_be_sent_back(client: TestClient) -> None:
     assert both.status_code == 422 and "send one of them" in both.json()["detail"], both.text
     odd = client.put("/v1/routing", json={**got, "rules": {"a": 1}}, headers=ADMIN)
     assert odd.status_code == 422 and "must be a list" in odd.json()["detail"], odd.text
+
+
+# -- maintenance windows ---------------------------------------------------------------------
+
+WINDOW = "/v1/maintenance/jn-gauges"
+
+
+def _window(note: str = "检修 gauge cleaning") -> dict:
+    now_ms = time.time_ns() // 1_000_000
+    return {"sensor": "jn-wl-*", "start_ms": now_ms - 3_600_000, "end_ms": now_ms + 3_600_000,
+            "note": note}
+
+
+@pytest.fixture
+def windows(client: TestClient) -> TestClient:
+    """The API of ``client`` with the window jn-gauges read at offset 7 of the topic."""
+    assert client.app.state.maintenance_feed.apply("jn-gauges", _window(), version=7)
+    return client
+
+
+def test_each_window_is_listed_with_its_version_and_the_list_with_an_etag(
+        windows: TestClient) -> None:
+    """Windows had no version: two admins extending one window both got 202, the later
+    silently replacing the earlier, and nothing could have told them."""
+    listed = windows.get("/v1/maintenance", headers=VIEWER)
+    assert listed.json()["windows"]["jn-gauges"]["version"] == 7
+    assert listed.json()["windows"]["jn-gauges"]["status"] == "in_force"
+    tag = listed.headers["etag"]
+    assert re.fullmatch(r'"[0-9a-f]{20}"', tag) and listed.headers["cache-control"] == "no-cache"
+    again = windows.get("/v1/maintenance", headers={**VIEWER, "If-None-Match": f"W/{tag}"})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    windows.app.state.maintenance_feed.apply("jn-gauges", _window("extended"), version=9)
+    changed = windows.get("/v1/maintenance", headers={**VIEWER, "If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.json()["windows"]["jn-gauges"]["version"] == 9
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_window_write_from_an_older_version_is_412_naming_the_current_one(
+        windows: TestClient, method: str) -> None:
+    body = _window() if method == "PUT" else None
+    stale = windows.request(method, WINDOW, json=body, headers={**ADMIN, "If-Match": '"6"'})
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["etag"] == '"7"'
+    assert stale.json()["detail"].startswith(
+        "maintenance window 'jn-gauges' is at version 7, not \"6\" (If-Match): it changed "
+        "since you read it; GET it again, apply your change to what it is now, and send "
+        'If-Match: "7"'), stale.text
+    for tags in ('"7"', '"6", "7"', "*"):
+        held = windows.request(method, WINDOW, json=body, headers={**ADMIN, "If-Match": tags})
+        assert held.status_code == 503 and WRITTEN in held.text, (tags, held.text)
+    plain = windows.request(method, WINDOW, json=body, headers=ADMIN)
+    assert plain.status_code == 503 and WRITTEN in plain.text
+
+
+def test_a_windows_body_version_is_honoured_as_if_match(windows: TestClient) -> None:
+    """It was a 422 "unknown field(s) ['version']"."""
+    stale = windows.put(WINDOW, json={**_window(), "version": 6}, headers=ADMIN)
+    assert stale.status_code == 412, stale.text
+    assert "is at version 7, not 6 (the body's 'version')" in stale.json()["detail"]
+    assert windows.put(WINDOW, json={**_window(), "version": 7},
+                       headers=ADMIN).status_code == 503
+    bad = windows.put(WINDOW, json={**_window(), "version": "7"}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith(
+        "'version' of maintenance window 'jn-gauges' must be the version you read")
+
+
+def test_if_none_match_star_creates_a_window_never_replaces_one(windows: TestClient) -> None:
+    taken = windows.put(WINDOW, json=_window(), headers={**ADMIN, "If-None-Match": "*"})
+    assert taken.status_code == 412 and taken.headers["etag"] == '"7"'
+    assert taken.json()["detail"].startswith("maintenance window 'jn-gauges' exists, at "
+                                             "version 7 (If-None-Match: * asks that it does not")
+    new = windows.put("/v1/maintenance/jn-new", json=_window(),
+                      headers={**ADMIN, "If-None-Match": "*"})
+    assert new.status_code == 503 and WRITTEN in new.text
+    missing = windows.put("/v1/maintenance/jn-new", json=_window(),
+                          headers={**ADMIN, "If-Match": '"7"'})
+    assert missing.status_code == 412 and "does not exist now" in missing.text
+    # A delete of a window that does not exist is a 404 whatever If-Match says.
+    assert windows.delete("/v1/maintenance/jn-new",
+                          headers={**ADMIN, "If-Match": '"7"'}).status_code == 404
+
+
+def test_the_lists_etag_as_if_match_says_it_is_no_windows_version(windows: TestClient) -> None:
+    tag = windows.get("/v1/maintenance", headers=VIEWER).headers["etag"]
+    answer = windows.put(WINDOW, json=_window(), headers={**ADMIN, "If-Match": tag})
+    assert answer.status_code == 412
+    assert answer.json()["detail"].endswith(
+        "(a window's version is its 'version' in GET /v1/maintenance; the ETag of that list "
+        "names the whole list)")
+
+
+class _Writer:
+    """Kafka's acknowledgements, one offset after another, of a topic no one reads here."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    async def send_value(self, _key: str, _value: bytes, _what: str) -> tuple[int, int]:
+        self.offset += 1
+        return 0, self.offset
+
+    async def send_tombstone(self, key: str) -> tuple[int, int]:
+        return await self.send_value(key, b"", "")
+
+
+def test_a_window_written_and_not_read_back_counts(windows: TestClient) -> None:
+    """The follower reads a write back some 0.25 s after it; until then a DELETE of the
+    window just created was a 404 (it looked at what was read only), and now the write
+    counts: its version is Kafka's offset for it, given in the 202."""
+    windows.app.state.maintenance_writer = _Writer(19)
+    created = windows.put("/v1/maintenance/jn-new", json=_window(),
+                          headers={**ADMIN, "If-None-Match": "*"})
+    assert created.status_code == 202 and created.json() == {
+        "window_id": "jn-new", "version": 20, "status": "queued"}
+    again = windows.put("/v1/maintenance/jn-new", json=_window(),
+                        headers={**ADMIN, "If-None-Match": "*"})
+    assert again.status_code == 412 and again.headers["etag"] == '"20"'
+    first = windows.put(WINDOW, json=_window("first"), headers={**ADMIN, "If-Match": '"7"'})
+    assert first.status_code == 202 and first.json()["version"] == 21
+    second = windows.put(WINDOW, json=_window("second"), headers={**ADMIN, "If-Match": '"7"'})
+    assert second.status_code == 412 and 'is at version 21, not "7"' in second.json()["detail"]
+    gone = windows.delete("/v1/maintenance/jn-new", headers={**ADMIN, "If-Match": '"20"'})
+    assert gone.status_code == 202 and gone.json()["version"] == 22
+    assert windows.delete("/v1/maintenance/jn-new", headers=ADMIN).status_code == 404
+
+
+def test_a_windows_version_is_the_offset_of_its_record() -> None:
+    from types import SimpleNamespace
+
+    from streams.maintenance_feed import MaintenanceFeed
+
+    feed = MaintenanceFeed("127.0.0.1:9", "t.maintenance")
+    record = SimpleNamespace(partition=0, offset=12, key=b"jn-gauges",
+                             value=orjson.dumps(_window()))
+    feed.follower._apply({0: [record]})  # the follower gives each window its record's offset
+    assert feed.versions == {"jn-gauges": 12} and feed.windows[0].sensor == "jn-wl-*"
+    feed.follower._apply({0: [SimpleNamespace(partition=0, offset=13, key=b"jn-gauges",
+                                              value=None)]})
+    assert feed.versions == {} and feed.windows == ()

@@ -53,6 +53,23 @@ def test_writes_are_503_until_the_api_has_read_the_topic(app) -> None:
         assert f"has not yet read the {topic} topic" in answer.json()["detail"]
 
 
+def test_a_window_put_waits_for_the_topic_only_to_check_a_precondition(app) -> None:
+    """Without one it writes the whole window whatever was read, as before: it reaches the
+    writer (here never connected); with one, what was read decides, so it waits for it."""
+    import time
+
+    now_ms = time.time_ns() // 1_000_000
+    window = {"sensor": "jn-wl-*", "start_ms": now_ms, "end_ms": now_ms + 3_600_000}
+    client = TestClient(app)
+    plain = client.put("/v1/maintenance/w1", json=window, headers=ADMIN)
+    assert plain.status_code == 503 and "not connected to Kafka" in plain.json()["detail"]
+    for headers, body in (({"If-Match": '"3"'}, window), ({"If-None-Match": "*"}, window),
+                          ({}, {**window, "version": 3})):
+        answer = client.put("/v1/maintenance/w1", json=body, headers={**ADMIN, **headers})
+        assert answer.status_code == 503, answer.text
+        assert "has not yet read the maintenance topic" in answer.json()["detail"]
+
+
 def test_reads_are_503_until_the_api_has_read_the_topic(app) -> None:
     """Before 2026-11-24 these were 200 with the packaged demo zones and rules, no windows."""
     client = TestClient(app)

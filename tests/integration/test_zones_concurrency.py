@@ -124,3 +124,60 @@ def test_routing_edits_and_a_second_replica(settings_factory, tmp_path) -> None:
     finally:
         other.stop()
         api.stop()
+
+
+def _window_version(url: str, window_id: str, version: int) -> dict:
+    """The window as GET /v1/maintenance lists it once this API shows ``version``."""
+    deadline = time.monotonic() + 20
+    while True:
+        window = httpx.get(url, headers=AUTH).json()["windows"].get(window_id, {})
+        if window.get("version") == version or time.monotonic() > deadline:
+            return window
+        time.sleep(0.05)
+
+
+def test_maintenance_window_edits_from_one_version(settings_factory, tmp_path) -> None:
+    """Maintenance windows had no version: both of two admins extending one window got 202
+    and the later silently replaced the earlier. A window's version is its record's offset."""
+    settings = settings_factory(api_port=free_port())
+    ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    api = start_api(settings, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{settings.api_port}/v1/maintenance"
+    now = int(time.time() * 1000)
+
+    def window(note: str) -> dict:
+        return {"sensor": "qd-wl-*", "start_ms": now, "end_ms": now + 3_600_000, "note": note}
+
+    try:
+        created = httpx.put(f"{url}/w1", json=window("created"),
+                            headers={**AUTH, "If-None-Match": "*"})
+        assert created.status_code == 202, created.text
+        again = httpx.put(f"{url}/w1", json=window("again"),
+                          headers={**AUTH, "If-None-Match": "*"})
+        assert again.status_code == 412, again.text
+        seen = created.json()["version"]
+        assert _window_version(url, "w1", seen)["note"] == "created"
+
+        first = httpx.put(f"{url}/w1", json=window("first"), headers={**AUTH, "If-Match": f'"{seen}"'})
+        assert first.status_code == 202 and first.json()["version"] > seen, first.text
+        now_at = first.json()["version"]
+        second = httpx.put(f"{url}/w1", json={**window("second"), "version": seen}, headers=AUTH)
+        assert second.status_code == 412 and second.headers["etag"] == f'"{now_at}"', second.text
+        assert _window_version(url, "w1", now_at)["note"] == "first"
+
+        answers = asyncio.run(_at_once(f"{url}/w1", [window(f"racer {i}") for i in range(8)],
+                                       f'"{now_at}"'))
+        assert sorted(a.status_code for a in answers) == [202] + [412] * 7, \
+            [a.text for a in answers]
+        [winner] = [a for a in answers if a.status_code == 202]
+        listed = _window_version(url, "w1", winner.json()["version"])
+        assert listed["note"] == orjson.loads(winner.request.content)["note"]
+
+        stale = httpx.delete(f"{url}/w1", headers={**AUTH, "If-Match": f'"{now_at}"'})
+        assert stale.status_code == 412, stale.text
+        gone = httpx.delete(f"{url}/w1",
+                            headers={**AUTH, "If-Match": f'"{winner.json()["version"]}"'})
+        assert gone.status_code == 202, gone.text
+        assert httpx.delete(f"{url}/w1", headers=AUTH).status_code == 404
+    finally:
+        api.stop()
