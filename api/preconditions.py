@@ -27,8 +27,8 @@ from fastapi import HTTPException, Request, Response
 
 from cityagent.zones import MAX_VERSION
 
-__all__ = ("etag", "digest_etag", "conditional_get", "not_modified", "check_preconditions",
-           "body_version", "WRITE_RESPONSES")
+__all__ = ("etag", "digest_etag", "conditional_get", "none_match_names", "not_modified",
+           "check_preconditions", "body_version", "WRITE_RESPONSES")
 
 #: One entity tag of a list (RFC 9110 §8.8.3): optional W/, then a quoted string of etagc.
 _TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
@@ -76,12 +76,18 @@ def conditional_get(request: Request, response: Response, tag: str) -> Response 
     Call it once the answer would be a 200 (a 404 or 503 ignores the header, §13.2.1). The
     304 carries the ETag and no body. A malformed ``If-None-Match`` is a 400, as on writes.
     ``If-Modified-Since`` is not supported (no answer has a ``Last-Modified``): ignored."""
-    tags = _tags(request, "If-None-Match")
     headers = {"ETag": tag, **REVALIDATE}
-    if tags is not None and (tags == [] or any(f'"{opaque}"' == tag for _weak, opaque in tags)):
+    if none_match_names(request, tag):
         return Response(status_code=304, headers=headers)
     response.headers.update(headers)
     return None
+
+
+def none_match_names(request: Request, tag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names ``tag`` (weakly: ``W/"7"`` names
+    ``"7"``) or is ``*``; 400 when it is malformed."""
+    tags = _tags(request, "If-None-Match")
+    return tags is not None and (tags == [] or any(f'"{opaque}"' == tag for _weak, opaque in tags))
 
 
 def _tags(request: Request, header: str) -> list[tuple[bool, str]] | None:

@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from shapely.geometry import mapping
 
+from api.preconditions import none_match_names
 from cityagent.regions import RegionIndex
 
 __all__ = ("router", "mount_dashboard", "STATIC_DIR", "cities_geojson", "districts_geojson")
@@ -96,7 +97,9 @@ def geo_city(city_code: str, request: Request) -> Response:
 def _geojson(request: Request, body: bytes) -> Response:
     etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
-    if request.headers.get("if-none-match") == etag:
+    # RFC 9110's weak comparison: nginx with gzip on turns the ETag weak (W/"..."), and the
+    # browser sends that back; an exact comparison with "..." answered it the whole file.
+    if none_match_names(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/geo+json", headers=headers)
 

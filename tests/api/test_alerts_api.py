@@ -126,6 +126,34 @@ def test_one_alert_with_its_history(client: TestClient) -> None:
     assert client.get("/v1/alerts/nope", headers=auth()).status_code == 404
 
 
+def test_an_alert_read_again_with_its_etag_is_304_until_it_changes() -> None:
+    """An integrator following one alert got its whole history (up to 400 events) on every
+    poll: the detail had no ETag, and If-None-Match was ignored."""
+    app = create_app(Settings(api_keys=KEYS, kafka="127.0.0.1:9"))  # never connected
+    book: AlertBook = app.state.alert_book
+    book.apply(alert_event("jn-1", seq=1, last_seen_ms=T0 + MIN))
+    book.apply(alert_event("qd-1", last_seen_ms=T0 + MIN, where=QINGDAO))
+    client = TestClient(app)
+    first = client.get("/v1/alerts/jn-1", headers=auth())
+    tag = first.headers["etag"]
+    assert first.headers["cache-control"] == "no-cache"
+    for sent in (tag, f"W/{tag}", f'"0", {tag}', "*"):
+        again = client.get("/v1/alerts/jn-1", headers=auth(**{"If-None-Match": sent}))
+        assert again.status_code == 304 and again.content == b"", sent
+        assert again.headers["etag"] == tag
+    book.apply(alert_event("jn-1", seq=2, type="acknowledged", status="acknowledged",
+                           actor="op", acknowledged_by="op", acknowledged_at_ms=T0 + 2 * MIN,
+                           last_seen_ms=T0 + MIN))
+    changed = client.get("/v1/alerts/jn-1", headers=auth(**{"If-None-Match": tag}))
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.json()["alert"]["status"] == "acknowledged"
+    # Another city's alert is a 404 to a scoped key whatever the header; a bad one is a 400.
+    assert client.get("/v1/alerts/qd-1", headers=auth(
+        "jn-key", **{"If-None-Match": "*"})).status_code == 404
+    assert client.get("/v1/alerts/jn-1", headers=auth(
+        **{"If-None-Match": "jn-1"})).status_code == 400
+
+
 def test_a_city_wide_flood_is_answered_with_every_district_and_found_by_each() -> None:
     """The engine's flood over 槐荫区, 历下区 and 天桥区 (packaged settings: one alert for the
     city), as an API started two days later reads it: only the restatement is in its

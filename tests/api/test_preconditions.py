@@ -419,3 +419,16 @@ def test_a_windows_version_is_the_offset_of_its_record() -> None:
     feed.follower._apply({0: [SimpleNamespace(partition=0, offset=13, key=b"jn-gauges",
                                               value=None)]})
     assert feed.versions == {} and feed.windows == ()
+
+
+def test_a_boundary_file_is_304_to_its_etag_made_weak_by_a_proxy() -> None:
+    """nginx with gzip on makes the ETag weak (W/"..."), and the browser sends that back: the
+    exact comparison answered it the whole file (Jinan's districts: 72 KB) every time."""
+    app = create_app(Settings(api_keys="viewer:view-key", kafka="127.0.0.1:9"))
+    client = TestClient(app)
+    first = client.get("/geo/370100.json")
+    tag = first.headers["etag"]
+    for sent in (tag, f"W/{tag}", f'"x", {tag}'):
+        again = client.get("/geo/370100.json", headers={"If-None-Match": sent})
+        assert again.status_code == 304 and again.content == b"", sent
+    assert client.get("/geo/370100.json", headers={"If-None-Match": '"x"'}).status_code == 200
