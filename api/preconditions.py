@@ -1,14 +1,14 @@
 """Conditional requests: ``ETag`` on reads, ``If-None-Match`` (304) on them, ``If-Match`` on writes.
 
-Two admins who each read a zone (or the routing rules) at version 7 and each write their
-change both got 202, and the later silently replaced the earlier. The reads answer with an
+Two admins who each read a zone (the routing rules, a maintenance window) at version 7 and
+each write their change both got 202, and the later silently replaced the earlier. The reads answer with an
 ``ETag`` carrying the version (``"7"``); a write that sends ``If-Match: "7"`` (or the version
 it read as ``"version": 7`` in its body) is refused with a 412 naming the current version
 when the thing has changed since. Without either, a write goes through as before.
 
 The check is against what this API process has read of the compacted topic, with its own
 writes not read back yet laid over it (``api.write_ledger``); the writes of one process run
-one at a time (``api.routes.zones``), so within one process two writes from the same version
+one at a time (``api.routes.zones``, ``api.routes.maintenance``), so within one process two writes from the same version
 cannot both pass. Two API replicas each check against their own read: see docs/api.md.
 
 A read sent again with the ``ETag`` it gave as ``If-None-Match`` is a bodyless 304 while that

@@ -1,7 +1,7 @@
 """What this API process wrote to a compacted settings topic and has not read back yet.
 
-The admin writes (zones, routing) derive the next version and the ``If-Match`` check from what
-the process has read of the topic. Its follower reads a record back some 0.25 s after it was
+The admin writes derive the ``If-Match`` check (and for zones and routing, the next version)
+from what the process has read of the topic; a maintenance window's version is its offset. Its follower reads a record back some 0.25 s after it was
 written (the fetch's wait), so a second write within that time saw the version before the
 first: it passed an ``If-Match`` of that version and took the same next version (eight PUTs at
 once from version 3 were eight 202s, each "version 4"). Waiting for the read-back made each
