@@ -7,8 +7,18 @@ on every message: a bucket's state changes with every batch, and a record per me
 multiply the changelog traffic by the message rate.
 
 Exactly the readings in a checkpoint are acknowledged: the agent's stream does not ack by
-itself (``noack``); after writing the checkpoints it acks the events they cover, and Faust
-flushes the producer before committing offsets. After a crash a worker restores the last
+itself (``noack``); after writing a bucket's checkpoint it acks the events that bucket applied,
+and Faust flushes the producer before committing offsets (only up to the first offset of a
+partition not acknowledged yet, so acknowledging one bucket before another loses nothing).
+
+The checkpoints **roll**: bucket ``b<k>`` is written at k/256 of each ``checkpoint_s``
+interval, a few buckets at a time, not all 256 at once. Each bucket is still written at most
+``checkpoint_s`` after it changed. Written all at once, a fleet of 250k sensors put ~210 MB
+(~400 records) in Faust's producer buffer in one go; Faust stops delivering messages to every
+stream while that buffer holds over 100 records, and the changelog takes one record per
+partition per round trip (``streams/changelog_batches.py``), so the worker sat idle for ~1.5 s
+of every 10 s while the broker took them in (``cityagent bench``, docs/detection.md "Speed").
+Rolling, the broker takes in one bucket's records while the worker goes on detecting. After a crash a worker restores the last
 checkpoints and Kafka redelivers everything after them; each state remembers the offset of
 the last message it applied and skips redeliveries, so no reading is lost or counted twice.
 
@@ -43,7 +53,7 @@ from typing import Any
 
 import faust
 
-from cityagent.batch import NUM_BUCKETS, decode_batch
+from cityagent.batch import NUM_BUCKETS, bucket_key, decode_batch
 from cityagent.detection import Anomaly
 from cityagent.errors import InvalidBatch
 from cityagent.pipeline import Detector
@@ -79,6 +89,26 @@ class _Buckets(CheckpointedStates):
         #: bucket → ms it sat idle while no worker ran (adopted from a checkpoint, no reading
         #: since): added to its event time once its partition is known to be consumed.
         self.away_ms: dict[str, int] = {}
+        #: bucket → the events it applied that its next checkpoint will include (``pending``
+        #: holds the events that changed no state: bad keys).
+        self.pending_of: dict[str, list[Any]] = {}
+        #: The rolling checkpoint: when its current round began, and the number of the first
+        #: bucket this round has not written yet.
+        self.round_start = time.monotonic()
+        self.next_bucket = 0
+        self._round_wrote = False
+
+    def hold(self, bucket: str, event: Any) -> None:
+        """``event`` was taken for ``bucket``: acknowledge it once the bucket is checkpointed."""
+        held = self.pending_of.get(bucket)
+        if held is None:
+            self.pending_of[bucket] = [event]
+        else:
+            held.append(event)
+
+    def waiting(self) -> int:
+        """Events taken but not acknowledged yet."""
+        return len(self.pending) + sum(map(len, self.pending_of.values()))
 
     def get(self, bucket: str) -> BucketState:
         state = self.states.get(bucket)
@@ -105,26 +135,69 @@ class _Buckets(CheckpointedStates):
         return parts
 
     async def checkpoint(self, counters: WorkerCounters) -> None:
-        """Write the changed buckets' states, then ack the events they include."""
+        """Write every changed bucket's state, then ack every event taken (stopping, or a
+        rebalance: Faust waits for them)."""
         for bucket in self.dirty:
-            state = self.states.get(bucket)
-            if state is None:
-                # Dropped by a rebalance after it was marked (the idle timer awaits between
-                # buckets): its partition's new owner has the checkpoint of the hand-over.
-                continue
-            parts = state.to_parts()
-            for number, part in enumerate(parts):
-                self.table[part_key(bucket, number)] = part
-            # Fewer parts than before (sensors were forgotten): delete the rest, after the new
-            # ones, so that no later restore takes them for parts of this checkpoint.
-            number = len(parts)
-            while part_key(bucket, number) in self.table:
-                del self.table[part_key(bucket, number)]
-                number += 1
+            self._write(bucket)
         if self.dirty:
             counters.checkpoints_total += 1
         self.dirty.clear()
+        held = [event for events in self.pending_of.values() for event in events]
+        self.pending_of.clear()
+        await self._ack(held)
         await self.acknowledge()
+
+    async def roll(self, counters: WorkerCounters, interval_s: float,
+                   now: float | None = None) -> None:
+        """The rolling checkpoint's next step: write the changed buckets whose turn has come
+        since the last step (bucket ``b<k>`` at k/NUM_BUCKETS of each ``interval_s``), then
+        ack the events those buckets took. Cheap when no bucket's turn has come."""
+        now = time.monotonic() if now is None else now
+        elapsed = now - self.round_start
+        upto = NUM_BUCKETS
+        if interval_s > 0:
+            upto = min(NUM_BUCKETS, int(elapsed / interval_s * NUM_BUCKETS))
+        if upto <= self.next_bucket:
+            return
+        turn = [bucket_key(k) for k in range(self.next_bucket, upto)]
+        self.next_bucket = upto
+        held: list[Any] = []
+        for bucket in turn:  # no await until every bucket of the turn is written
+            if bucket in self.dirty:
+                self.dirty.discard(bucket)
+                self._round_wrote |= self._write(bucket)
+            held.extend(self.pending_of.pop(bucket, ()))
+        if upto == NUM_BUCKETS:  # the round is over; a late one starts the next from now
+            self.next_bucket = 0
+            self.round_start = max(self.round_start + interval_s, now)
+            if self._round_wrote:
+                counters.checkpoints_total += 1
+            self._round_wrote = False
+        await self._ack(held)
+        await self.acknowledge()  # the events that changed no state
+
+    def _write(self, bucket: str) -> bool:
+        """Write the bucket's state to the table (parts); False if it is no longer here."""
+        state = self.states.get(bucket)
+        if state is None:
+            # Dropped by a rebalance after it was marked (the idle timer awaits between
+            # buckets): its partition's new owner has the checkpoint of the hand-over.
+            return False
+        parts = state.to_parts()
+        for number, part in enumerate(parts):
+            self.table[part_key(bucket, number)] = part
+        # Fewer parts than before (sensors were forgotten): delete the rest, after the new
+        # ones, so that no later restore takes them for parts of this checkpoint.
+        number = len(parts)
+        while part_key(bucket, number) in self.table:
+            del self.table[part_key(bucket, number)]
+            number += 1
+        return True
+
+    async def _ack(self, events: list[Any]) -> None:
+        if self.stream is not None:
+            for event in events:
+                await self.stream.ack(event)
 
     def forgot(self, bucket: str, sensors: list[str], counters: WorkerCounters) -> None:
         """Sensors of ``bucket`` were forgotten: count them, log one line, checkpoint it."""
@@ -220,6 +293,11 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             await topics.anomalies.send(key=str(anomaly.district_code),
                                         value=to_json(anomaly.to_dict()))
 
+    def reject(message: Any, exc: InvalidBatch) -> None:
+        counters.batches_rejected_total += 1
+        log.warning("skipped a bad batch at %s[%d]@%d: %s",
+                    message.topic, message.partition, message.offset, exc)
+
     @app.agent(topics.readings, name="detect")
     async def detect(stream: faust.StreamT) -> None:
         manual = stream.noack()
@@ -227,16 +305,17 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
         async for event in manual.events():
             message = event.message
             buckets.consumed[message.tp] = message.offset
-            buckets.pending.append(event)  # acknowledged with the next checkpoint
             try:
                 bucket = _bucket_of_key(event.key)
+            except InvalidBatch as exc:
+                buckets.pending.append(event)  # changes no state: acknowledged with the next step
+                reject(message, exc)
+                continue
+            buckets.hold(bucket, event)  # acknowledged once its bucket is checkpointed
+            try:
                 batch = decode_batch(event.value)
             except InvalidBatch as exc:
-                counters.batches_rejected_total += 1
-                log.warning(
-                    "skipped a bad batch at %s[%d]@%d: %s",
-                    message.topic, message.partition, message.offset, exc,
-                )
+                reject(message, exc)
                 continue
             state = buckets.get(bucket)
             buckets.touch(bucket, message.tp)
@@ -282,8 +361,7 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
                 log.info("bucket %s: %d late readings (after their window closed) counted, "
                          "not judged", bucket, outcome.late)
             await publish(outcome.anomalies)
-            if buckets.due(checkpoint_s):
-                await buckets.checkpoint(counters)
+            await buckets.roll(counters, checkpoint_s)
 
     @app.timer(min(1.0, checkpoint_s))
     async def tick() -> None:
@@ -316,15 +394,17 @@ def register_agents(app: CityAgentApp, topics: Topics, detector: Detector,
             await publish(result.anomalies)
         # In a rebalance Faust waits for every message a stream took to be acknowledged
         # before it lets the partitions go: checkpoint now, not up to checkpoint_s later.
-        if app.rebalancing or buckets.due(checkpoint_s):
+        if app.rebalancing:
             await buckets.checkpoint(counters)
+        else:
+            await buckets.roll(counters, checkpoint_s)
 
     async def final_checkpoint() -> None:
         """The worker is stopping: checkpoint what was applied and acknowledge it, so that
         Faust's wait for unacknowledged messages ends and the offsets are committed."""
-        if buckets.dirty or buckets.pending:
+        if buckets.dirty or buckets.waiting():
             log.info("stopping: checkpointing %d buckets, acknowledging %d messages",
-                     len(buckets.dirty), len(buckets.pending))
+                     len(buckets.dirty), buckets.waiting())
         await buckets.checkpoint(counters)
 
     app.before_stop.append(final_checkpoint)
