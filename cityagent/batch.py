@@ -183,6 +183,15 @@ def encode_batch(batch: ReadingBatch) -> bytes:
     return orjson.dumps(doc, option=_NUMPY_OPTS)
 
 
+def _all_texts(items: list) -> bool:
+    """Is every item a str? ``str.join`` checks in C, ~3x faster than collecting the types."""
+    try:
+        "".join(items)
+    except TypeError:
+        return False
+    return True
+
+
 def decode_batch(data: bytes | str) -> ReadingBatch:
     """A batch from its JSON message value; raise InvalidBatch when it is malformed.
 
@@ -198,7 +207,7 @@ def decode_batch(data: bytes | str) -> ReadingBatch:
         raise InvalidBatch(f"expected a batch object with \"v\": {WIRE_VERSION}; got {got!r}")
     try:
         ids = doc["sensor_id"]
-        if not isinstance(ids, list) or not set(map(type, ids)) <= {str}:
+        if not isinstance(ids, list) or not _all_texts(ids):
             raise InvalidBatch("batch column 'sensor_id' must be a list of texts")
         # Object dtype: the ids stay the str objects orjson made (a fixed-width str array
         # costs a copy per id, and the detection state maps ids through a dict anyway).
