@@ -35,6 +35,12 @@ def cusum_step(sum_pos: np.ndarray, sum_neg: np.ndarray, row: int, u: float, k: 
     pos = clip(sum_pos[row] + u - k, 0.0, 1.5 * h)
     neg = clip(sum_neg[row] - u - k, 0.0, 1.5 * h)
     sum_pos[row], sum_neg[row] = pos, neg
+    return judge_sums(pos, neg, h)
+
+
+@njit
+def judge_sums(pos: float, neg: float, h: float):
+    """(fire, severity, score, falling) of CUSUM sums ``pos``, ``neg`` against ``h``."""
     ratio = max(pos, neg) / h if h > 0 else 0.0
     fire = ratio >= 1.0
     score = score_one(ratio)
@@ -51,15 +57,10 @@ def detect_change(cus_pos: np.ndarray, cus_neg: np.ndarray, row: int, f: Feature
     u = (f.robust - f.fast_m) / f.fast_scale
     if not (f.warm and np.isfinite(u)):
         u = 0.0
-    h = p[CUSUM_H]
     if held:
-        pos, neg = cus_pos[row], cus_neg[row]
-        ratio = max(pos, neg) / h if h > 0 else 0.0
-        score = score_one(ratio)
-        fire = ratio >= 1.0
-        reason = R_CHANGE_DROP if neg > pos else R_CHANGE_RISE
-        return Verdict(fire, severity_of_score(score) if fire else -1, score, f.robust,
-                       f.fast_m, reason, F_VALUE)
-    fire, sev, score, falling = cusum_step(cus_pos, cus_neg, row, u, p[CUSUM_K], h)
+        fire, sev, score, falling = judge_sums(cus_pos[row], cus_neg[row], p[CUSUM_H])
+    else:
+        fire, sev, score, falling = cusum_step(cus_pos, cus_neg, row, u, p[CUSUM_K],
+                                               p[CUSUM_H])
     reason = R_CHANGE_DROP if falling else R_CHANGE_RISE
     return Verdict(fire, sev, score, f.robust, f.fast_m, reason, F_VALUE)

@@ -30,6 +30,16 @@ def engine_with(profiles: SensorProfiles = PROFILES, config: DetectionConfig = S
     return engine, engine.new_state()
 
 
+def restore_without(state: BucketState, column: str) -> BucketState:
+    """``state`` through a checkpoint written before ``column`` existed."""
+    head_size = int.from_bytes(state.to_bytes()[:4], "little")
+    head = orjson.loads(state.to_bytes()[4:4 + head_size])
+    head["columns"].remove(column)
+    body = b"".join(np.ascontiguousarray(state.cols[n]).tobytes() for n in head["columns"])
+    raw = orjson.dumps(head)
+    return BucketState.from_bytes(len(raw).to_bytes(4, "little") + raw + body)
+
+
 # -- levels ---------------------------------------------------------------------------------
 
 
@@ -338,12 +348,7 @@ def test_a_checkpoint_from_before_the_confirmation_column_restores_it_as_unconfi
          _one_reading_windows(rng, 40) + [[0.340], [0.342], [0.341]])
     row = state.index["jn-pp-7"]
     assert state.cols["dev_pend"][row] == 0.340  # the held window's value, kept
-    head_size = int.from_bytes(state.to_bytes()[:4], "little")
-    head = orjson.loads(state.to_bytes()[4:4 + head_size])
-    head["columns"].remove("dev_pend")
-    body = b"".join(np.ascontiguousarray(state.cols[n]).tobytes() for n in head["columns"])
-    raw = orjson.dumps(head)
-    restored = BucketState.from_bytes(len(raw).to_bytes(4, "little") + raw + body)
+    restored = restore_without(state, "dev_pend")
     assert np.isnan(restored.cols["dev_pend"]).all()
     # Restored without it, window 41 is a first one again: it waits for window 42, where
     # the state that kept the column is confirmed by window 41.
@@ -505,12 +510,7 @@ def test_a_flatline_restored_from_a_checkpoint_without_its_stuck_value_still_end
     engine, state = engine_with()
     rng = np.random.default_rng(4)
     feed(engine, state, "jn-wl-6", "water_level", noisy(rng, 2.0, 0.01, 15) + [[2.3] * 5] * 6)
-    head_size = int.from_bytes(state.to_bytes()[:4], "little")
-    head = orjson.loads(state.to_bytes()[4:4 + head_size])
-    head["columns"].remove("flat_x")
-    body = b"".join(np.ascontiguousarray(state.cols[n]).tobytes() for n in head["columns"])
-    raw = orjson.dumps(head)
-    restored = BucketState.from_bytes(len(raw).to_bytes(4, "little") + raw + body)
+    restored = restore_without(state, "flat_x")
     assert np.isnan(restored.cols["flat_x"]).all()
     found = feed(engine, restored, "jn-wl-6", "water_level", [[2.05, 2.01, 1.99, 2.02, 1.98]],
                  first=21)
